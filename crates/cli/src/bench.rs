@@ -1,0 +1,139 @@
+//! `prefix-tune bench generate|train`: speed on a GPT-2-small-shaped random model, as JSON.
+//! Benchmarks, not tests: numbers depend on the machine.
+
+use std::time::Instant;
+
+use clap::{Args, Subcommand};
+use prefix_tune_model::generate::GenerateConfig;
+use prefix_tune_model::gpt2::generate_gpt2;
+use prefix_tune_model::{backend, random_gpt2, Gpt2Config};
+use prefix_tune_prefix::{Init, Layout, PrefixConfig, Reparam};
+use prefix_tune_train::{Example, Objective, Schedule, TrainConfig, Trainer};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    what: BenchWhat,
+    #[arg(long, global = true)]
+    backend: Option<String>,
+    /// Model shape: gpt2 (small, 124M) or tiny (for a quick check).
+    #[arg(long, global = true, default_value = "gpt2")]
+    shape: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchWhat {
+    /// Greedy and beam-5 decoding: 16-token prompt, 32 new tokens.
+    Generate {
+        #[arg(long, default_value_t = 16)]
+        prompt_len: usize,
+        #[arg(long, default_value_t = 32)]
+        new_tokens: usize,
+    },
+    /// Prefix training steps: batch 5 × 64 tokens, P = 10, MLP 512.
+    Train {
+        #[arg(long, default_value_t = 5)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 64)]
+        seq_len: usize,
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
+    },
+}
+
+fn shape(name: &str) -> Result<Gpt2Config, String> {
+    let mut config: Gpt2Config = serde_json::from_str("{}").expect("defaults");
+    match name {
+        "gpt2" => {}
+        "tiny" => {
+            config.n_layer = 2;
+            config.n_head = 2;
+            config.n_embd = 64;
+        }
+        other => return Err(format!("--shape: `{other}` is not gpt2 or tiny")),
+    }
+    Ok(config)
+}
+
+/// Peak resident memory of this process (Linux), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+pub fn run(args: BenchArgs) -> Result<(), String> {
+    let backend_name = args.backend.clone().unwrap_or_else(|| {
+        prefix_tune_model::Backend::compiled().first().map_or("none".into(), |b| b.name().to_string())
+    });
+    let config = shape(&args.shape)?;
+    let mut rng = StdRng::seed_from_u64(0);
+    match args.what {
+        BenchWhat::Generate { prompt_len, new_tokens } => {
+            let device = backend::device(args.backend.as_deref()).map_err(|e| e.to_string())?;
+            let model = random_gpt2(&config, 0, &device);
+            let prompt: Vec<u32> = (0..prompt_len).map(|_| rng.random_range(0..config.vocab_size as u32)).collect();
+            let mut results = serde_json::Map::new();
+            for (name, beams) in [("greedy", 1), ("beam5", 5)] {
+                let mut gen = GenerateConfig::new(50256);
+                gen.max_new_tokens = new_tokens;
+                gen.min_new_tokens = new_tokens;
+                gen.num_beams = beams;
+                // One untimed run compiles kernels and fills caches.
+                generate_gpt2(&model, std::slice::from_ref(&prompt), None, &gen).map_err(|e| e.to_string())?;
+                let start = Instant::now();
+                let out = generate_gpt2(&model, std::slice::from_ref(&prompt), None, &gen).map_err(|e| e.to_string())?;
+                let seconds = start.elapsed().as_secs_f64();
+                let tokens = out[0].ids.len();
+                results.insert(name.into(), serde_json::json!({ "seconds": seconds, "new_tokens": tokens, "tokens_per_second": tokens as f64 / seconds }));
+            }
+            let report = serde_json::json!({
+                "bench": "generate", "backend": backend_name, "model": format!("{}-shaped random", args.shape),
+                "prompt_tokens": prompt_len, "results": results, "peak_rss_mib": peak_rss_mib(),
+            });
+            println!("{report}");
+        }
+        BenchWhat::Train { batch_size, seq_len, steps } => {
+            let device = backend::device(args.backend.as_deref()).map_err(|e| e.to_string())?.autodiff();
+            let model = random_gpt2(&config, 0, &device);
+            let prefix_config = PrefixConfig { length: 10, reparam: Reparam::Mlp { hidden: 512 }, dropout: 0.0, init: Init::Random };
+            let prefix = prefix_config.init(Layout::gpt2(&config), &device)?;
+            let examples: Vec<Example> = (0..batch_size * (steps + 1))
+                .map(|_| {
+                    let input_ids: Vec<u32> = (0..seq_len).map(|_| rng.random_range(0..config.vocab_size as u32)).collect();
+                    let labels = input_ids.iter().map(|&i| i as i64).collect();
+                    Example { input_ids, labels }
+                })
+                .collect();
+            let mut train = TrainConfig::new(prefix_config);
+            train.batch_size = batch_size;
+            train.schedule = Schedule::Constant;
+            train.objective = Objective::Paper;
+            train.lm_dropout = Some(0.0);
+            let out = std::env::temp_dir().join(format!("prefix-tune-bench-{}", std::process::id()));
+            // Step 1 warms up (kernel compilation, allocation); steps 2.. are timed.
+            train.max_steps = Some(1);
+            let mut trainer = Trainer::new(model, prefix, train.clone(), &out).map_err(|e| e.to_string())?;
+            trainer.quiet = true;
+            trainer.train(&examples[..batch_size], &[], None).map_err(|e| e.to_string())?;
+            let mut timed = Trainer::new(trainer.model, trainer.prefix, TrainConfig { max_steps: Some(steps), ..train }, &out).map_err(|e| e.to_string())?;
+            timed.quiet = true;
+            let start = Instant::now();
+            let summary = timed.train(&examples[batch_size..], &[], None).map_err(|e| e.to_string())?;
+            let seconds = start.elapsed().as_secs_f64();
+            let tokens = batch_size * seq_len * summary.steps;
+            let _ = std::fs::remove_dir_all(&out);
+            let report = serde_json::json!({
+                "bench": "train", "backend": backend_name, "model": format!("{}-shaped random", args.shape),
+                "batch": batch_size, "seq_len": seq_len, "prefix_length": 10, "mlp_hidden": 512, "steps": summary.steps,
+                "seconds": seconds, "tokens_per_second": tokens as f64 / seconds,
+                "seconds_per_step": seconds / summary.steps as f64,
+                "trainable_params": summary.trainable_params, "peak_rss_mib": peak_rss_mib(),
+            });
+            println!("{report}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! BLEU and NIST exactly as e2e-metrics runs them: `mteval-v13a-sig.pl` on one document, default
+//! options (lowercased "western" tokenization, closest reference length, BLEU smoothed with
+//! 1/2^k for empty n-gram matches, NIST with n-gram information from all references and the
+//! average number of non-empty references per segment). Re-implemented from reading the script.
+
+use regex::Regex;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+/// mteval-v13a `tokenization` (non-international).
+pub fn tokenize(text: &str) -> Vec<String> {
+    static RES: OnceLock<[Regex; 5]> = OnceLock::new();
+    let [punct, before_dot, after_dot, dash, spaces] = RES.get_or_init(|| {
+        [
+            Regex::new(r"([\{-~\[-` -\&\(-\+:-@/])").unwrap(),
+            Regex::new(r"([^0-9])([\.,])").unwrap(),
+            Regex::new(r"([\.,])([^0-9])").unwrap(),
+            Regex::new(r"([0-9])(-)").unwrap(),
+            Regex::new(r"\s+").unwrap(),
+        ]
+    });
+    // The SGML reader first turns every whitespace run into one space.
+    let mut t = spaces.replace_all(text, " ").into_owned();
+    t = t.replace("<skipped>", "");
+    t = t.replace("-\n", "").replace('\n', " ");
+    t = t.replace("&quot;", "\"").replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">");
+    t = format!(" {t} ");
+    t.make_ascii_lowercase();
+    t = punct.replace_all(&t, " $1 ").into_owned();
+    t = before_dot.replace_all(&t, "$1 $2 ").into_owned();
+    t = after_dot.replace_all(&t, " $1 $2").into_owned();
+    t = dash.replace_all(&t, "$1 $2 ").into_owned();
+    t.split_whitespace().map(str::to_string).collect()
+}
+
+const MAX_NGRAM: usize = 5;
+
+fn ngram_counts(words: &[String], max_n: usize) -> HashMap<Vec<String>, usize> {
+    let mut counts = HashMap::new();
+    for i in 0..words.len() {
+        for n in 1..=max_n.min(words.len() - i) {
+            *counts.entry(words[i..i + n].to_vec()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// BLEU (4-gram) and NIST (5-gram) of a corpus, as the Perl script prints them (unrounded).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MtevalScores {
+    pub bleu: f64,
+    pub nist: f64,
+}
+
+/// Score `hypotheses[i]` against `references[i]` (any number of references each; empty strings
+/// count as absent, as e2e-metrics pads them).
+pub fn score(hypotheses: &[String], references: &[Vec<String>]) -> MtevalScores {
+    let hyps: Vec<Vec<String>> = hypotheses.iter().map(|h| tokenize(h)).collect();
+    let refs: Vec<Vec<Vec<String>>> =
+        references.iter().map(|rs| rs.iter().map(|r| tokenize(r)).collect()).collect();
+
+    // NIST information weights from every reference segment.
+    let mut total_words = 0usize;
+    let mut counts: HashMap<Vec<String>, usize> = HashMap::new();
+    for seg in refs.iter().flatten() {
+        total_words += seg.len();
+        for (g, c) in ngram_counts(seg, MAX_NGRAM) {
+            *counts.entry(g).or_insert(0) += c;
+        }
+    }
+    let info = |g: &[String]| -> f64 {
+        let count = counts[g] as f64;
+        let prefix = &g[..g.len() - 1];
+        // Perl tests the prefix string for truth, so a prefix "0" falls back to the word total.
+        let denom = if prefix.is_empty() || (prefix.len() == 1 && prefix[0] == "0") {
+            total_words as f64
+        } else {
+            counts[prefix] as f64
+        };
+        -(count / denom).ln() / 2f64.ln()
+    };
+
+    let mut bleu_match = [0usize; 5];
+    let mut tst_count = [0usize; MAX_NGRAM + 1];
+    let mut ref_words = 0usize;
+    let mut ref_length = 0usize;
+    let mut nist_info = [0f64; MAX_NGRAM + 1];
+    let mut nonempty_refs = 0usize;
+    for (hyp, seg_refs) in hyps.iter().zip(&refs) {
+        let tst = ngram_counts(hyp, MAX_NGRAM);
+        for n in 1..=MAX_NGRAM {
+            tst_count[n] += hyp.len().saturating_sub(n - 1);
+        }
+        let mut ref_max: HashMap<Vec<String>, usize> = HashMap::new();
+        let mut closest: Option<usize> = None;
+        for r in seg_refs {
+            if !r.is_empty() {
+                nonempty_refs += 1;
+            }
+            for (g, c) in ngram_counts(r, MAX_NGRAM) {
+                let e = ref_max.entry(g).or_insert(0);
+                *e = (*e).max(c);
+            }
+            ref_words += r.len();
+            closest = Some(match closest {
+                None => r.len(),
+                Some(cur) => closest_length(cur, r.len(), hyp.len()),
+            });
+        }
+        ref_length += closest.unwrap_or(0);
+        for (g, c) in &tst {
+            if let Some(rc) = ref_max.get(g) {
+                let m = (*c).min(*rc);
+                if g.len() <= 4 {
+                    bleu_match[g.len()] += m;
+                }
+                nist_info[g.len()] += info(g) * m as f64;
+            }
+        }
+    }
+
+    // BLEU with the script's default smoothing.
+    let mut log_sum = 0.0;
+    let mut smooth = 1.0;
+    for n in 1..=4 {
+        let iscore = if tst_count[n] == 0 {
+            0.0
+        } else if bleu_match[n] == 0 {
+            smooth *= 2.0;
+            (1.0 / (smooth * tst_count[n] as f64)).ln()
+        } else {
+            (bleu_match[n] as f64 / tst_count[n] as f64).ln()
+        };
+        log_sum += iscore;
+    }
+    let bp = if tst_count[1] > 0 { (1.0 - ref_length as f64 / tst_count[1] as f64).min(0.0).exp() } else { 0.0 };
+    let bleu = (log_sum / 4.0).exp() * bp;
+
+    let nsys = nonempty_refs as f64 / hyps.len().max(1) as f64;
+    let ratio = tst_count[1] as f64 / (ref_words as f64 / nsys);
+    let penalty = if ratio >= 1.0 {
+        1.0
+    } else if ratio <= 0.0 {
+        0.0
+    } else {
+        let beta = -(0.5f64).ln() / 1.5f64.ln() / 1.5f64.ln();
+        (-beta * ratio.ln() * ratio.ln()).exp()
+    };
+    let nist: f64 = (1..=MAX_NGRAM).map(|n| nist_info[n] / tst_count[n].max(1) as f64).sum::<f64>() * penalty;
+    MtevalScores { bleu, nist }
+}
+
+/// `brevity_penalty_closest`: the reference length closest to the candidate, shorter on ties;
+/// empty references are skipped.
+fn closest_length(current: usize, reference: usize, candidate: usize) -> usize {
+    if reference == 0 {
+        return current;
+    }
+    let d_new = candidate.abs_diff(reference);
+    let d_cur = candidate.abs_diff(current);
+    if d_new < d_cur || (d_new == d_cur && reference < current) {
+        reference
+    } else {
+        current
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tokenize;
+
+    #[test]
+    fn mteval_tokenization() {
+        
+        assert_eq!(tokenize("3.5 out of 5.").join(" "), "3.5 out of 5 .");
+        assert_eq!(tokenize("family-friendly").join(" "), "family-friendly");
+    }
+}

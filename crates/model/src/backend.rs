@@ -1,0 +1,103 @@
+//! The one place where a backend name becomes a Burn `Device`.
+//!
+//! Burn 0.22 compiles backends in through cargo features and picks them at run time through a
+//! `Device` value. Everything else in the workspace takes a `&Device` and never asks which
+//! backend it is.
+
+use burn::tensor::Device;
+
+use crate::ModelError;
+
+/// The backends this workspace knows, whether or not this build compiled them in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// wgpu with automatic API choice (Metal / Vulkan / DX12), WGSL shaders. Feature `wgpu`.
+    Wgpu,
+    /// wgpu pinned to Vulkan, SPIR-V shaders. Feature `vulkan`.
+    Vulkan,
+    /// wgpu pinned to Metal, MSL shaders. Feature `metal`.
+    Metal,
+    /// NVIDIA CUDA. Feature `cuda`.
+    Cuda,
+    /// Pure-Rust CPU backend. Feature `flex`.
+    Flex,
+}
+
+impl Backend {
+    pub const ALL: [Backend; 5] = [Self::Wgpu, Self::Vulkan, Self::Metal, Self::Cuda, Self::Flex];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Wgpu => "wgpu",
+            Self::Vulkan => "vulkan",
+            Self::Metal => "metal",
+            Self::Cuda => "cuda",
+            Self::Flex => "flex",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Self, ModelError> {
+        Self::ALL
+            .into_iter()
+            .find(|backend| backend.name() == name.to_ascii_lowercase())
+            .ok_or_else(|| ModelError::Backend(format!(
+                "unknown backend `{name}`: expected one of wgpu, vulkan, metal, cuda, flex"
+            )))
+    }
+
+    /// Whether this binary was built with the cargo feature of the same name.
+    pub fn is_compiled(self) -> bool {
+        match self {
+            Self::Wgpu => cfg!(feature = "wgpu"),
+            Self::Vulkan => cfg!(feature = "vulkan"),
+            Self::Metal => cfg!(feature = "metal"),
+            Self::Cuda => cfg!(feature = "cuda"),
+            Self::Flex => cfg!(feature = "flex"),
+        }
+    }
+
+    /// The backends compiled into this build, in order of preference for a default.
+    pub fn compiled() -> Vec<Backend> {
+        [Self::Cuda, Self::Metal, Self::Vulkan, Self::Wgpu, Self::Flex]
+            .into_iter()
+            .filter(|backend| backend.is_compiled())
+            .collect()
+    }
+
+    /// The device for this backend, or an error naming the cargo feature to enable.
+    pub fn device(self) -> Result<Device, ModelError> {
+        if !self.is_compiled() {
+            return Err(ModelError::Backend(format!(
+                "backend `{}` is not compiled into this build: rebuild with `--features {}`",
+                self.name(),
+                self.name()
+            )));
+        }
+        #[allow(unreachable_code)]
+        Ok(match self {
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+            #[cfg(feature = "vulkan")]
+            Self::Vulkan => Device::vulkan(burn::tensor::DeviceKind::DefaultDevice),
+            #[cfg(feature = "metal")]
+            Self::Metal => Device::metal(burn::tensor::DeviceKind::DefaultDevice),
+            #[cfg(feature = "cuda")]
+            Self::Cuda => Device::cuda(0),
+            #[cfg(feature = "flex")]
+            Self::Flex => Device::flex(),
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("checked by is_compiled"),
+        })
+    }
+}
+
+/// The device for `--backend NAME`, or for the first compiled-in backend when no name is given.
+pub fn device(name: Option<&str>) -> Result<Device, ModelError> {
+    let backend = match name {
+        Some(name) => Backend::parse(name)?,
+        None => *Backend::compiled().first().ok_or_else(|| {
+            ModelError::Backend("no backend compiled in: build with one of the features wgpu, vulkan, metal, cuda, flex".into())
+        })?,
+    };
+    backend.device()
+}

@@ -1,0 +1,409 @@
+//! Decoding with Hugging Face `generate` semantics: greedy, beam search and sampling, batched
+//! over prompts of different lengths (left-padded, as HF requires for decoder-only models).
+//!
+//! The search runs on the host over the last position's logits; the model side is the
+//! [`Decoder`] trait, so GPT-2 and an encoder-decoder share one implementation.
+
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+use crate::ModelError;
+
+/// When beam search may stop, as HF's `early_stopping`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EarlyStopping {
+    /// Stop a prompt as soon as `num_beams` hypotheses are finished (`True`).
+    Eager,
+    /// Stop when the best running beam, at its current length, cannot beat the worst finished
+    /// one (`False`, HF's default).
+    #[default]
+    Heuristic,
+    /// Stop only when no running beam can improve, judged at `max_length` (`"never"`).
+    Never,
+}
+
+/// Every decoding knob, with HF's defaults.
+#[derive(Debug, Clone)]
+pub struct GenerateConfig {
+    /// New tokens to produce at most (default 20).
+    pub max_new_tokens: usize,
+    /// EOS is forbidden until this many new tokens exist (default 0).
+    pub min_new_tokens: usize,
+    /// 1 = greedy or sampling; more = beam search (default 1).
+    pub num_beams: usize,
+    /// Beam scores are divided by length^length_penalty (default 1.0).
+    pub length_penalty: f32,
+    pub early_stopping: EarlyStopping,
+    /// No n-gram of this size may occur twice (0 = off).
+    pub no_repeat_ngram_size: usize,
+    /// Token sequences that must never be generated.
+    pub bad_words_ids: Vec<Vec<u32>>,
+    /// Tokens that end a sequence (GPT-2: 50256).
+    pub eos_token_ids: Vec<u32>,
+    /// Token used to pad prompts and finished rows (GPT-2 has none: HF uses EOS).
+    pub pad_token_id: u32,
+    pub sampling: Option<Sampling>,
+}
+
+/// Sampling instead of argmax (greedy only; HF order: temperature, top-k, top-p).
+#[derive(Debug, Clone, Copy)]
+pub struct Sampling {
+    pub temperature: f32,
+    /// 0 = off.
+    pub top_k: usize,
+    /// 1.0 = off.
+    pub top_p: f32,
+    pub seed: u64,
+}
+
+impl GenerateConfig {
+    pub fn new(eos_token_id: u32) -> Self {
+        Self {
+            max_new_tokens: 20,
+            min_new_tokens: 0,
+            num_beams: 1,
+            length_penalty: 1.0,
+            early_stopping: EarlyStopping::Heuristic,
+            no_repeat_ngram_size: 0,
+            bad_words_ids: Vec::new(),
+            eos_token_ids: vec![eos_token_id],
+            pad_token_id: eos_token_id,
+            sampling: None,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ModelError> {
+        if self.num_beams == 0 {
+            return Err(ModelError::Input("num_beams must be at least 1".into()));
+        }
+        if self.max_new_tokens == 0 {
+            return Err(ModelError::Input("max_new_tokens must be at least 1".into()));
+        }
+        if self.sampling.is_some() && self.num_beams > 1 {
+            return Err(ModelError::Input("sampling with beam search is not supported: use --num-beams 1 with --do-sample".into()));
+        }
+        if let Some(sampling) = self.sampling {
+            if sampling.temperature <= 0.0 {
+                return Err(ModelError::Input(format!("temperature must be positive, got {}", sampling.temperature)));
+            }
+            if !(sampling.top_p > 0.0 && sampling.top_p <= 1.0) {
+                return Err(ModelError::Input(format!("top_p must be in (0, 1], got {}", sampling.top_p)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One prompt's output: the new tokens (prompt excluded; EOS kept when generated) and, for
+/// beam search, HF's `sequences_scores` (the length-normalised log-probability).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generated {
+    pub ids: Vec<u32>,
+    pub score: Option<f32>,
+}
+
+/// The model side of decoding: feed tokens, get the last position's logits.
+pub trait Decoder {
+    /// Runs `ids` (`[rows][T]`, left-padded, `mask` 1 for real tokens) after whatever the
+    /// decoder has seen so far; returns each row's logits at the last position, `[rows][V]`.
+    fn step(&mut self, ids: &[Vec<u32>], mask: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, ModelError>;
+
+    /// Keeps rows `rows` of the state in that order (beam reordering; rows may repeat).
+    fn reorder(&mut self, rows: &[usize]) -> Result<(), ModelError>;
+}
+
+/// Generates for every prompt. `decoder` must hold one row per prompt × `num_beams`
+/// (each prompt's beams adjacent), with any prefix already in place.
+pub fn generate(decoder: &mut dyn Decoder, prompts: &[Vec<u32>], config: &GenerateConfig) -> Result<Vec<Generated>, ModelError> {
+    config.validate()?;
+    if prompts.is_empty() {
+        return Ok(Vec::new());
+    }
+    if let Some(index) = prompts.iter().position(Vec::is_empty) {
+        return Err(ModelError::Input(format!("prompt {index} is empty: give at least one token")));
+    }
+    if config.num_beams > 1 {
+        beam_search(decoder, prompts, config)
+    } else {
+        greedy_or_sample(decoder, prompts, config)
+    }
+}
+
+/// Left-pads prompts to one length, each repeated `copies` times.
+fn left_pad(prompts: &[Vec<u32>], copies: usize, pad: u32) -> (Vec<Vec<u32>>, Vec<Vec<f32>>) {
+    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let mut ids = Vec::new();
+    let mut mask = Vec::new();
+    for prompt in prompts {
+        let padding = width - prompt.len();
+        let row: Vec<u32> = std::iter::repeat_n(pad, padding).chain(prompt.iter().copied()).collect();
+        let row_mask: Vec<f32> = std::iter::repeat_n(0.0, padding).chain(std::iter::repeat_n(1.0, prompt.len())).collect();
+        for _ in 0..copies {
+            ids.push(row.clone());
+            mask.push(row_mask.clone());
+        }
+    }
+    (ids, mask)
+}
+
+fn greedy_or_sample(decoder: &mut dyn Decoder, prompts: &[Vec<u32>], config: &GenerateConfig) -> Result<Vec<Generated>, ModelError> {
+    let (mut sequences, mask) = left_pad(prompts, 1, config.pad_token_id);
+    let prompt_len = sequences[0].len();
+    let mut rng = config.sampling.map(|s| StdRng::seed_from_u64(s.seed));
+    let mut finished = vec![false; prompts.len()];
+    let mut logits = decoder.step(&sequences, &mask)?;
+    for step in 0..config.max_new_tokens {
+        let mut next = Vec::with_capacity(sequences.len());
+        for (row, scores) in logits.iter_mut().enumerate() {
+            if finished[row] {
+                next.push(config.pad_token_id);
+                continue;
+            }
+            process(scores, &sequences[row], prompt_len, config);
+            let token = match (&mut rng, config.sampling) {
+                (Some(rng), Some(sampling)) => sample(scores, sampling, rng),
+                _ => argmax(scores),
+            };
+            next.push(token as u32);
+        }
+        for (row, &token) in next.iter().enumerate() {
+            sequences[row].push(token);
+            if config.eos_token_ids.contains(&token) {
+                finished[row] = true;
+            }
+        }
+        if finished.iter().all(|&f| f) || step + 1 == config.max_new_tokens {
+            break;
+        }
+        let step_ids: Vec<Vec<u32>> = next.iter().map(|&t| vec![t]).collect();
+        let ones = vec![vec![1.0]; step_ids.len()];
+        logits = decoder.step(&step_ids, &ones)?;
+    }
+    Ok(sequences
+        .into_iter()
+        .map(|row| Generated { ids: trim_after_eos(&row[prompt_len..], &config.eos_token_ids), score: None })
+        .collect())
+}
+
+/// New tokens up to and including the first EOS.
+fn trim_after_eos(ids: &[u32], eos: &[u32]) -> Vec<u32> {
+    match ids.iter().position(|t| eos.contains(t)) {
+        Some(end) => ids[..=end].to_vec(),
+        None => ids.to_vec(),
+    }
+}
+
+/// HF's logits processors that forbid tokens: min_new_tokens, no_repeat_ngram_size,
+/// bad_words_ids. `sequence` is the whole row so far, left padding included, as in HF.
+fn process(scores: &mut [f32], sequence: &[u32], prompt_len: usize, config: &GenerateConfig) {
+    let generated = sequence.len() - prompt_len;
+    if generated < config.min_new_tokens {
+        for &eos in &config.eos_token_ids {
+            scores[eos as usize] = f32::NEG_INFINITY;
+        }
+    }
+    let n = config.no_repeat_ngram_size;
+    if n > 0 && sequence.len() >= n {
+        let suffix = &sequence[sequence.len() + 1 - n..];
+        for window in sequence.windows(n) {
+            if &window[..n - 1] == suffix {
+                scores[window[n - 1] as usize] = f32::NEG_INFINITY;
+            }
+        }
+    }
+    for bad in &config.bad_words_ids {
+        // HF drops a bad word that is exactly an EOS token.
+        if bad.len() == 1 && config.eos_token_ids.contains(&bad[0]) {
+            continue;
+        }
+        if let Some((&last, head)) = bad.split_last() {
+            if sequence.ends_with(head) {
+                scores[last as usize] = f32::NEG_INFINITY;
+            }
+        }
+    }
+}
+
+fn argmax(scores: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &s) in scores.iter().enumerate() {
+        if s > scores[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+fn log_softmax(scores: &mut [f32]) {
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = scores.iter().map(|&s| (s - max).exp()).sum();
+    let log_sum = max + sum.ln();
+    for s in scores.iter_mut() {
+        *s -= log_sum;
+    }
+}
+
+/// Temperature, then top-k, then top-p (nucleus), then a draw: HF's warper order.
+fn sample(scores: &mut [f32], sampling: Sampling, rng: &mut StdRng) -> usize {
+    for s in scores.iter_mut() {
+        *s /= sampling.temperature;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    if sampling.top_k > 0 && sampling.top_k < scores.len() {
+        for &i in &order[sampling.top_k..] {
+            scores[i] = f32::NEG_INFINITY;
+        }
+    }
+    if sampling.top_p < 1.0 {
+        let max = scores[order[0]];
+        let total: f32 = order.iter().map(|&i| (scores[i] - max).exp()).sum();
+        // Keep the smallest set of most likely tokens whose mass reaches top_p (at least one).
+        let mut mass = 0.0;
+        let mut keep = 0;
+        for &i in &order {
+            keep += 1;
+            mass += (scores[i] - max).exp() / total;
+            if mass >= sampling.top_p {
+                break;
+            }
+        }
+        for &i in &order[keep..] {
+            scores[i] = f32::NEG_INFINITY;
+        }
+    }
+    let max = scores[order[0]];
+    let weights: Vec<f32> = scores.iter().map(|&s| (s - max).exp()).collect();
+    let total: f32 = weights.iter().sum();
+    let mut draw = rng.random::<f32>() * total;
+    for (i, &w) in weights.iter().enumerate() {
+        if draw < w {
+            return i;
+        }
+        draw -= w;
+    }
+    order[0]
+}
+
+/// A candidate continuation: (score, beam it extends, token).
+#[derive(Clone, Copy)]
+struct Candidate {
+    score: f32,
+    beam: usize,
+    token: u32,
+}
+
+/// HF's vectorised beam search (transformers ≥ 4.50), step for step.
+fn beam_search(decoder: &mut dyn Decoder, prompts: &[Vec<u32>], config: &GenerateConfig) -> Result<Vec<Generated>, ModelError> {
+    const NEG: f32 = -1.0e9;
+    let beams = config.num_beams;
+    let batch = prompts.len();
+    let (prompt_rows, mask) = left_pad(prompts, beams, config.pad_token_id);
+    let prompt_len = prompt_rows[0].len();
+    let max_length = prompt_len + config.max_new_tokens;
+    let keep = 2.max(1 + config.eos_token_ids.len()) * beams;
+    let lp = config.length_penalty;
+    let normalise = |score: f32, generated: usize| score / (generated as f32).powf(lp);
+
+    // Running beams per prompt: sequences and cumulative log-probabilities; only the first
+    // beam is live at the start so the first step does not pick the same token n times.
+    let mut running: Vec<Vec<u32>> = prompt_rows;
+    let mut running_scores: Vec<f32> = (0..batch * beams).map(|r| if r % beams == 0 { 0.0 } else { NEG }).collect();
+    // Finished hypotheses per prompt, best first: (normalised score, sequence).
+    let mut finished: Vec<Vec<(f32, Vec<u32>)>> = vec![Vec::new(); batch];
+    let mut heuristic_unsatisfied = vec![true; batch];
+
+    let mut logits = decoder.step(&running, &mask)?;
+    let mut cur_len = prompt_len;
+    loop {
+        let mut next_running = Vec::with_capacity(batch * beams);
+        let mut next_scores = Vec::with_capacity(batch * beams);
+        let mut source_rows = Vec::with_capacity(batch * beams);
+        let mut all_hit = true;
+        for item in 0..batch {
+            // Top `keep` continuations over all beams × vocabulary.
+            let mut top: Vec<Candidate> = Vec::with_capacity(keep + 1);
+            for beam in 0..beams {
+                let row = item * beams + beam;
+                let scores = &mut logits[row];
+                log_softmax(scores);
+                process(scores, &running[row], prompt_len, config);
+                for (token, &s) in scores.iter().enumerate() {
+                    let score = s + running_scores[row];
+                    if top.len() < keep || score > top[keep - 1].score {
+                        let at = top.partition_point(|c| c.score >= score);
+                        top.insert(at, Candidate { score, beam, token: token as u32 });
+                        top.truncate(keep);
+                    }
+                }
+            }
+            // Which continuations stop here: EOS, or the length limit for all.
+            let hits: Vec<bool> = top
+                .iter()
+                .map(|c| cur_len + 1 >= max_length || config.eos_token_ids.contains(&c.token))
+                .collect();
+            all_hit &= hits.iter().all(|&h| h);
+
+            // Next running beams: the best `beams` that did not stop.
+            let mut order: Vec<usize> = (0..keep).collect();
+            let penalised = |i: usize| top[i].score + if hits[i] { NEG } else { 0.0 };
+            order.sort_by(|&a, &b| penalised(b).total_cmp(&penalised(a)));
+            for &i in order.iter().take(beams) {
+                let row = item * beams + top[i].beam;
+                let mut sequence = running[row].clone();
+                sequence.push(top[i].token);
+                next_running.push(sequence);
+                next_scores.push(penalised(i));
+                source_rows.push(row);
+            }
+
+            // Finished hypotheses: among the top `beams` candidates, those that stopped.
+            let full = finished[item].len() == beams && config.early_stopping == EarlyStopping::Eager;
+            if heuristic_unsatisfied[item] && !full {
+                for (i, candidate) in top.iter().enumerate().take(beams) {
+                    if hits[i] {
+                        let score = normalise(candidate.score, cur_len + 1 - prompt_len);
+                        let mut sequence = running[item * beams + candidate.beam].clone();
+                        sequence.push(candidate.token);
+                        let list = &mut finished[item];
+                        let at = list.partition_point(|(s, _)| *s >= score);
+                        list.insert(at, (score, sequence));
+                        list.truncate(beams);
+                    }
+                }
+            }
+        }
+        cur_len += 1;
+        running = next_running;
+        running_scores = next_scores;
+
+        for item in 0..batch {
+            let best_length = if config.early_stopping == EarlyStopping::Never && lp > 0.0 {
+                max_length - prompt_len
+            } else {
+                cur_len - prompt_len
+            };
+            let best_possible = normalise(running_scores[item * beams], best_length);
+            let list = &finished[item];
+            let worst_finished = if list.len() == beams { list.last().map_or(NEG, |(s, _)| *s) } else { NEG };
+            heuristic_unsatisfied[item] &= best_possible > worst_finished;
+        }
+        let improvement_possible = heuristic_unsatisfied.iter().any(|&u| u);
+        let all_full = finished.iter().all(|list| list.len() == beams);
+        let open_beam = !(all_full && config.early_stopping == EarlyStopping::Eager);
+        if !(improvement_possible && open_beam && !all_hit) {
+            break;
+        }
+        decoder.reorder(&source_rows)?;
+        let step_ids: Vec<Vec<u32>> = running.iter().map(|row| vec![*row.last().expect("non-empty")]).collect();
+        let ones = vec![vec![1.0]; step_ids.len()];
+        logits = decoder.step(&step_ids, &ones)?;
+    }
+
+    Ok(finished
+        .into_iter()
+        .map(|list| {
+            let (score, sequence) = list.into_iter().next().expect("at max_length every top beam finishes");
+            Generated { ids: trim_after_eos(&sequence[prompt_len..], &config.eos_token_ids), score: Some(score) }
+        })
+        .collect())
+}

@@ -1,0 +1,87 @@
+//! GPT-2 as a [`Decoder`] for the shared search code: the KV cache lives here, outside the
+//! model, so one frozen model serves many caches (beams, rows, prefixes).
+
+use burn::tensor::Device;
+
+use super::{Dropout, Gpt2, Past};
+use crate::generate::{generate, Decoder, GenerateConfig, Generated};
+use crate::tensors::{ints, to_f32s};
+use crate::ModelError;
+
+pub struct Gpt2Decoder<'a> {
+    model: &'a Gpt2,
+    /// Prefix and every token fed so far, per row.
+    cache: Option<Past>,
+}
+
+impl<'a> Gpt2Decoder<'a> {
+    pub fn new(model: &'a Gpt2, prefix: Option<Past>) -> Self {
+        Self { model, cache: prefix }
+    }
+}
+
+impl Decoder for Gpt2Decoder<'_> {
+    fn step(&mut self, ids: &[Vec<u32>], mask: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let (hidden, cache) = self.model.forward_tokens(ids, mask, self.cache.take(), Dropout::default())?;
+        self.cache = Some(cache);
+        // Only the last position feeds the next token: skip the LM head elsewhere.
+        let [rows, seq, _] = hidden.dims();
+        let logits = self.model.logits(hidden.narrow(1, seq - 1, 1)); // [rows, 1, V]
+        let vocab = logits.dims()[2];
+        let flat = to_f32s(logits);
+        Ok((0..rows).map(|r| flat[r * vocab..(r + 1) * vocab].to_vec()).collect())
+    }
+
+    fn reorder(&mut self, rows: &[usize]) -> Result<(), ModelError> {
+        if let Some(cache) = self.cache.take() {
+            self.cache = Some(select_rows(cache, rows, &self.model.wte.val().device()));
+        }
+        Ok(())
+    }
+}
+
+/// Keeps rows `rows` of a past (cache or prefix), in that order.
+pub fn select_rows(past: Past, rows: &[usize], device: &Device) -> Past {
+    let indices = ints(rows.iter().map(|&r| r as i64).collect(), [rows.len()], device);
+    Past {
+        layers: past.layers.into_iter().map(|kv| kv.select_rows(indices.clone())).collect(),
+        mask: rows.iter().map(|&r| past.mask[r].clone()).collect(),
+    }
+}
+
+/// Generates a continuation of every prompt; `prefix` (one row per prompt, or `None`) is what
+/// every row attends to before its prompt. HF `generate` semantics (see [`crate::generate`]).
+pub fn generate_gpt2(
+    model: &Gpt2,
+    prompts: &[Vec<u32>],
+    prefix: Option<Past>,
+    config: &GenerateConfig,
+) -> Result<Vec<Generated>, ModelError> {
+    let device = model.wte.val().device();
+    // Fail before any work when the longest row cannot fit its continuation.
+    let prefix_len = prefix.as_ref().map_or(0, |p| p.mask.iter().map(|row| row.iter().filter(|&&m| m > 0.5).count()).max().unwrap_or(0));
+    let longest_prompt = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    if prefix_len + longest_prompt + config.max_new_tokens > model.config.n_positions {
+        return Err(ModelError::Input(format!(
+            "prefix ({prefix_len}) + prompt ({longest_prompt}) + max_new_tokens ({}) tokens exceed the model's n_positions = {}",
+            config.max_new_tokens, model.config.n_positions
+        )));
+    }
+    let prefix = match prefix {
+        Some(prefix) => {
+            if prefix.mask.len() != prompts.len() {
+                return Err(ModelError::Input(format!(
+                    "{} prefix rows for {} prompts: give one prefix per prompt",
+                    prefix.mask.len(),
+                    prompts.len()
+                )));
+            }
+            // Each prompt's beams are adjacent rows, so its prefix row repeats num_beams times.
+            let rows: Vec<usize> = (0..prompts.len()).flat_map(|p| std::iter::repeat_n(p, config.num_beams)).collect();
+            Some(select_rows(prefix, &rows, &device))
+        }
+        None => None,
+    };
+    let mut decoder = Gpt2Decoder::new(model, prefix);
+    generate(&mut decoder, prompts, config)
+}

@@ -1,0 +1,115 @@
+//! GPT-2 (Radford et al., 2019) exactly as Hugging Face computes it.
+
+mod config;
+mod decode;
+mod load;
+mod model;
+
+pub use config::{Activation, Gpt2Config};
+pub use decode::{generate_gpt2, select_rows, Gpt2Decoder};
+pub use load::{gpt2_from_weights, load_gpt2, random_gpt2};
+pub use model::{Block, Conv1D, Dropout, Gpt2, Gpt2Input, LayerNorm, Mlp, SelfAttention};
+
+use burn::tensor::Tensor;
+
+use crate::attention::{attention_bias, KeyValue};
+use crate::tensors::ints;
+use crate::ModelError;
+
+/// Keys and values that come before the tokens of a forward pass — a prefix, a KV cache, or
+/// both — and which of their positions are real, per row.
+#[derive(Debug, Clone)]
+pub struct Past {
+    /// One per layer, `[B, H, S_past, Dh]`.
+    pub layers: Vec<KeyValue>,
+    /// `[B][S_past]`: 1 for a key every later token may attend to, 0 for padding (a shorter
+    /// prefix in a mixed batch, or a finished row's pad).
+    pub mask: Vec<Vec<f32>>,
+}
+
+impl Past {
+    pub fn len(&self) -> usize {
+        self.mask.first().map_or(0, Vec::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Position ids as HF `generate` derives them: the number of real keys before a token (prefix
+/// included, so a prefix of P shifts real tokens to start at P), 1 for padding.
+pub fn positions_from_mask(full_mask: &[Vec<f32>], new_len: usize) -> Vec<Vec<i64>> {
+    full_mask
+        .iter()
+        .map(|row| {
+            let start = row.len() - new_len;
+            let mut seen = row[..start].iter().filter(|&&m| m > 0.5).count() as i64;
+            row[start..]
+                .iter()
+                .map(|&m| {
+                    if m > 0.5 {
+                        seen += 1;
+                        seen - 1
+                    } else {
+                        1
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+impl Gpt2 {
+    /// One forward pass over a padded batch of token ids.
+    ///
+    /// `mask[b][t]` is 1 for real tokens and 0 for padding (left or right); `past` holds
+    /// the prefix and/or cache that precede them. Returns hidden states `[B, T, D]` and the
+    /// past for the next step (keys/values and the mask grown by these tokens).
+    pub fn forward_tokens(
+        &self,
+        ids: &[Vec<u32>],
+        mask: &[Vec<f32>],
+        past: Option<Past>,
+        dropout: Dropout,
+    ) -> Result<(Tensor<3>, Past), ModelError> {
+        let device = self.wte.val().device();
+        let batch = ids.len();
+        let seq = ids.first().map_or(0, Vec::len);
+        if batch == 0 || seq == 0 {
+            return Err(ModelError::Input("empty batch: at least one token is needed".into()));
+        }
+        if ids.iter().any(|row| row.len() != seq) || mask.len() != batch || mask.iter().any(|row| row.len() != seq) {
+            return Err(ModelError::Input("ragged batch: every row of ids and mask must have the same length".into()));
+        }
+        if let Some(&bad) = ids.iter().flatten().find(|&&id| id as usize >= self.config.vocab_size) {
+            return Err(ModelError::Input(format!("token id {bad} is out of the vocabulary (vocab_size = {})", self.config.vocab_size)));
+        }
+        let (past_layers, mut full_mask) = match past {
+            Some(Past { layers, mask: past_mask }) => (Some(layers), past_mask),
+            None => (None, vec![Vec::new(); batch]),
+        };
+        if full_mask.len() != batch {
+            return Err(ModelError::Input(format!("past has {} rows but the batch has {batch}", full_mask.len())));
+        }
+        for (row, new) in full_mask.iter_mut().zip(mask) {
+            row.extend_from_slice(new);
+        }
+        let positions = positions_from_mask(&full_mask, seq);
+        let longest = positions.iter().flatten().copied().max().unwrap_or(0) as usize;
+        if longest >= self.config.n_positions {
+            return Err(ModelError::Input(format!(
+                "sequence too long: {} positions (prefix + prompt + generated) but the model's n_positions is {}",
+                longest + 1,
+                self.config.n_positions
+            )));
+        }
+
+        let input_ids = ints(ids.iter().flatten().map(|&id| id as i64).collect(), [batch, seq], &device);
+        let position_ids = ints(positions.into_iter().flatten().collect(), [batch, seq], &device);
+        let bias = attention_bias(&full_mask, seq, true, &device);
+        let input = Gpt2Input { input_ids, position_ids, bias: Some(bias) };
+        let (hidden, layers) = self.forward(input, past_layers, dropout);
+        Ok((hidden, Past { layers, mask: full_mask }))
+    }
+}

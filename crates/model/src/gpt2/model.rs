@@ -1,0 +1,215 @@
+//! GPT-2 as Hugging Face's `GPT2LMHeadModel` computes it, with a slot in every attention layer
+//! for past keys and values: where a prefix goes, and where the KV cache goes.
+
+use burn::module::{Module, Param};
+use burn::tensor::{module::embedding, Int, Tensor};
+
+use super::config::{Activation, Gpt2Config};
+use crate::attention::{apply_dropout, attend, KeyValue};
+
+/// HF's `LayerNorm` (biased variance, eps inside the square root).
+#[derive(Module, Debug)]
+pub struct LayerNorm {
+    pub weight: Param<Tensor<1>>,
+    pub bias: Param<Tensor<1>>,
+    #[module(skip)]
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let mean = x.clone().mean_dim(2);
+        let centered = x - mean;
+        let variance = centered.clone().powf_scalar(2.0).mean_dim(2);
+        let normed = centered / (variance + self.eps).sqrt();
+        normed * self.weight.val().unsqueeze::<3>() + self.bias.val().unsqueeze::<3>()
+    }
+}
+
+/// GPT-2's `Conv1D`: a linear layer whose weight is stored `[in, out]`, which is also Burn's
+/// layout, so checkpoints load without a transpose.
+#[derive(Module, Debug)]
+pub struct Conv1D {
+    pub weight: Param<Tensor<2>>,
+    pub bias: Param<Tensor<1>>,
+}
+
+impl Conv1D {
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        burn::tensor::module::linear(x, self.weight.val(), Some(self.bias.val()))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct SelfAttention {
+    /// Projects to queries, keys and values at once: `[D, 3·D]`.
+    pub c_attn: Conv1D,
+    pub c_proj: Conv1D,
+    #[module(skip)]
+    pub n_head: usize,
+    #[module(skip)]
+    pub scale: f32,
+}
+
+impl SelfAttention {
+    /// # Shapes
+    /// - x: `[B, T, D]`, past: `[B, H, S-T, Dh]`, bias: `[B, 1, T, S]`
+    /// - returns the output `[B, T, D]` and the keys/values of past + current `[B, H, S, Dh]`
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        past: Option<KeyValue>,
+        bias: Option<Tensor<4>>,
+        dropout: Dropout,
+    ) -> (Tensor<3>, KeyValue) {
+        let [batch, seq, d_model] = x.dims();
+        let head_dim = d_model / self.n_head;
+        let to_heads = |t: Tensor<3>| t.reshape([batch, seq, self.n_head, head_dim]).swap_dims(1, 2); // [B, H, T, Dh]
+
+        let qkv = self.c_attn.forward(x); // [B, T, 3·D]
+        let queries = to_heads(qkv.clone().narrow(2, 0, d_model));
+        let current = KeyValue {
+            keys: to_heads(qkv.clone().narrow(2, d_model, d_model)),
+            values: to_heads(qkv.narrow(2, 2 * d_model, d_model)),
+        };
+        let present = match past {
+            Some(past) => past.append(current),
+            None => current,
+        };
+
+        let out = attend(queries, present.keys.clone(), present.values.clone(), bias, self.scale, dropout.attn);
+        let out = out.swap_dims(1, 2).reshape([batch, seq, d_model]); // [B, T, D]
+        (apply_dropout(self.c_proj.forward(out), dropout.resid), present)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub c_fc: Conv1D,
+    pub c_proj: Conv1D,
+    #[module(skip)]
+    pub activation: Activation,
+}
+
+impl Mlp {
+    pub fn forward(&self, x: Tensor<3>, dropout: Dropout) -> Tensor<3> {
+        let hidden = self.c_fc.forward(x);
+        let hidden = match self.activation {
+            Activation::GeluTanh => gelu_tanh(hidden),
+            Activation::Gelu => burn::tensor::activation::gelu(hidden),
+            Activation::Relu => burn::tensor::activation::relu(hidden),
+        };
+        apply_dropout(self.c_proj.forward(hidden), dropout.resid)
+    }
+}
+
+/// `gelu_new`: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+fn gelu_tanh(x: Tensor<3>) -> Tensor<3> {
+    let inner = (x.clone() + x.clone().powf_scalar(3.0) * 0.044715) * (2.0f64 / std::f64::consts::PI).sqrt();
+    x * 0.5 * (inner.tanh() + 1.0)
+}
+
+#[derive(Module, Debug)]
+pub struct Block {
+    pub ln_1: LayerNorm,
+    pub attn: SelfAttention,
+    pub ln_2: LayerNorm,
+    pub mlp: Mlp,
+}
+
+impl Block {
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        past: Option<KeyValue>,
+        bias: Option<Tensor<4>>,
+        dropout: Dropout,
+    ) -> (Tensor<3>, KeyValue) {
+        let (attended, present) = self.attn.forward(self.ln_1.forward(x.clone()), past, bias, dropout);
+        let x = x + attended;
+        let x = x.clone() + self.mlp.forward(self.ln_2.forward(x), dropout);
+        (x, present)
+    }
+}
+
+/// Dropout probabilities in effect for one forward pass (all zero at inference).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Dropout {
+    pub embd: f64,
+    pub attn: f64,
+    pub resid: f64,
+}
+
+impl Dropout {
+    /// The rates the checkpoint was trained with (HF's `*_pdrop`), for training mode.
+    pub fn from_config(config: &Gpt2Config) -> Self {
+        Self { embd: config.embd_pdrop, attn: config.attn_pdrop, resid: config.resid_pdrop }
+    }
+
+    /// The same rate everywhere (`--lm-dropout X`).
+    pub fn uniform(p: f64) -> Self {
+        Self { embd: p, attn: p, resid: p }
+    }
+}
+
+/// One forward pass's inputs.
+///
+/// # Shapes
+/// - input_ids, position_ids: `[B, T]`
+/// - bias: `[B, 1, T, S]` where S = past length + T (see [`crate::attention::attention_bias`])
+#[derive(Debug, Clone)]
+pub struct Gpt2Input {
+    pub input_ids: Tensor<2, Int>,
+    pub position_ids: Tensor<2, Int>,
+    pub bias: Option<Tensor<4>>,
+}
+
+#[derive(Module, Debug)]
+pub struct Gpt2 {
+    /// Token embeddings `[V, D]`, tied to the LM head.
+    pub wte: Param<Tensor<2>>,
+    /// Position embeddings `[n_positions, D]`.
+    pub wpe: Param<Tensor<2>>,
+    pub h: Vec<Block>,
+    pub ln_f: LayerNorm,
+    #[module(skip)]
+    pub config: Gpt2Config,
+}
+
+impl Gpt2 {
+    /// Runs the transformer; `past[l]` (prefix and/or cache) is prepended to layer l's keys and
+    /// values. Returns the final hidden states `[B, T, D]` and every layer's past + current
+    /// keys/values, the next step's cache.
+    pub fn forward(&self, input: Gpt2Input, past: Option<Vec<KeyValue>>, dropout: Dropout) -> (Tensor<3>, Vec<KeyValue>) {
+        let Gpt2Input { input_ids, position_ids, bias } = input;
+        let tokens = embedding(self.wte.val(), input_ids); // [B, T, D]
+        let positions = embedding(self.wpe.val(), position_ids); // [B, T, D]
+        let mut x = apply_dropout(tokens + positions, dropout.embd);
+
+        let mut past_per_layer: Vec<Option<KeyValue>> = match past {
+            Some(past) => past.into_iter().map(Some).collect(),
+            None => (0..self.h.len()).map(|_| None).collect(),
+        };
+        let mut presents = Vec::with_capacity(self.h.len());
+        for (block, past) in self.h.iter().zip(past_per_layer.iter_mut()) {
+            let (next, present) = block.forward(x, past.take(), bias.clone(), dropout);
+            x = next;
+            presents.push(present);
+        }
+        (self.ln_f.forward(x), presents)
+    }
+
+    /// Logits over the vocabulary through the head tied to `wte`: `[B, T, D] → [B, T, V]`.
+    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        let [batch, seq, d_model] = hidden.dims();
+        let vocab = self.wte.val().dims()[0];
+        hidden
+            .reshape([batch * seq, d_model])
+            .matmul(self.wte.val().transpose())
+            .reshape([batch, seq, vocab])
+    }
+
+    pub fn n_layer(&self) -> usize {
+        self.h.len()
+    }
+}

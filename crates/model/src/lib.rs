@@ -1,0 +1,19 @@
+//! GPT-2 (and, later, BART) in Burn, with a slot in attention where a prefix's keys and values
+//! go; Hugging Face config + safetensors loading; a KV cache; generation with HF semantics.
+
+pub mod attention;
+pub mod backend;
+mod error;
+pub mod generate;
+pub mod gpt2;
+pub mod hub;
+pub mod tensors;
+pub mod tokenizer;
+pub mod weights;
+
+pub use attention::KeyValue;
+pub use backend::Backend;
+pub use error::ModelError;
+pub use gpt2::{load_gpt2, random_gpt2, Gpt2, Gpt2Config, Past};
+
+pub use burn;

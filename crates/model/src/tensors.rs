@@ -1,0 +1,20 @@
+//! Small conversions between host vectors and Burn tensors.
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+pub fn floats<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+pub fn ints<const D: usize>(values: Vec<i64>, shape: [usize; D], device: &Device) -> Tensor<D, Int> {
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// Reads a float tensor back to the host as f32, whatever dtype the backend keeps.
+pub fn to_f32s<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
+    tensor.into_data().convert::<f32>().to_vec::<f32>().expect("f32 conversion of float data")
+}
+
+pub fn to_i64s<const D: usize>(tensor: Tensor<D, Int>) -> Vec<i64> {
+    tensor.into_data().convert::<i64>().to_vec::<i64>().expect("i64 conversion of int data")
+}

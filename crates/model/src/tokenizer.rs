@@ -1,0 +1,74 @@
+//! GPT-2's byte-level BPE through the `tokenizers` crate, with `<|endoftext|>` as a special
+//! token (never split, never merged with neighbours), as Hugging Face's GPT2TokenizerFast.
+
+use std::path::{Path, PathBuf};
+
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::{AddedToken, Tokenizer};
+
+use crate::ModelError;
+
+pub const END_OF_TEXT: &str = "<|endoftext|>";
+
+pub struct Gpt2Tokenizer {
+    inner: Tokenizer,
+    path: PathBuf,
+}
+
+impl Gpt2Tokenizer {
+    /// Loads `tokenizer.json` from a model directory, or else `vocab.json` + `merges.txt`.
+    /// `Ok(None)` when the directory has neither.
+    pub fn from_dir(dir: &Path) -> Result<Option<Self>, ModelError> {
+        let json = dir.join("tokenizer.json");
+        if json.is_file() {
+            return Self::from_tokenizer_json(&json).map(Some);
+        }
+        let (vocab, merges) = (dir.join("vocab.json"), dir.join("merges.txt"));
+        if vocab.is_file() && merges.is_file() {
+            return Self::from_vocab_merges(&vocab, &merges).map(Some);
+        }
+        Ok(None)
+    }
+
+    pub fn from_tokenizer_json(path: &Path) -> Result<Self, ModelError> {
+        let inner = Tokenizer::from_file(path)
+            .map_err(|e| ModelError::Tokenizer { path: path.into(), reason: e.to_string() })?;
+        Ok(Self { inner, path: path.into() })
+    }
+
+    pub fn from_vocab_merges(vocab: &Path, merges: &Path) -> Result<Self, ModelError> {
+        let error = |e: tokenizers::Error| ModelError::Tokenizer { path: vocab.into(), reason: e.to_string() };
+        let bpe = BPE::from_file(&vocab.to_string_lossy(), &merges.to_string_lossy()).build().map_err(error)?;
+        let mut inner = Tokenizer::new(bpe);
+        inner.with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)));
+        inner.with_decoder(Some(ByteLevelDecoder::default()));
+        inner.add_special_tokens(&[AddedToken::from(END_OF_TEXT, true)]);
+        Ok(Self { inner, path: vocab.into() })
+    }
+
+    /// Token ids of `text` (no BOS/EOS added: GPT-2 adds none).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
+        let encoding = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| ModelError::Tokenizer { path: self.path.clone(), reason: e.to_string() })?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Text of `ids`, special tokens kept (as HF `decode(skip_special_tokens=False)`).
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, ModelError> {
+        self.inner
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| ModelError::Tokenizer { path: self.path.clone(), reason: e.to_string() })
+    }
+
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+}

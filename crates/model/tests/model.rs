@@ -1,0 +1,379 @@
+//! GPT-2 against Hugging Face transformers 5.23.0: logits, generation, tokenizer, KV cache, and
+//! the errors users see for bad input. References come from scripts/make_fixtures.py.
+
+use std::path::{Path, PathBuf};
+
+use prefix_tune_model::burn::tensor::Device;
+use prefix_tune_model::generate::{EarlyStopping, GenerateConfig};
+use prefix_tune_model::gpt2::{generate_gpt2, Dropout, Gpt2};
+use prefix_tune_model::tensors::to_f32s;
+use prefix_tune_model::tokenizer::Gpt2Tokenizer;
+use prefix_tune_model::weights::{to_f32, to_i64, WeightFiles};
+use prefix_tune_model::{load_gpt2, Backend, ModelError, Past};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+/// The CPU backend when compiled in (CI), else the first compiled backend.
+fn device() -> Device {
+    if Backend::Flex.is_compiled() {
+        Backend::Flex.device().unwrap()
+    } else {
+        prefix_tune_model::backend::device(None).unwrap()
+    }
+}
+
+fn read_f32(files: &WeightFiles, name: &str) -> (Vec<usize>, Vec<f32>) {
+    files.view(name, |_, v| (v.shape().to_vec(), to_f32(v).unwrap())).unwrap()
+}
+
+fn read_i64(files: &WeightFiles, name: &str) -> (Vec<usize>, Vec<i64>) {
+    files.view(name, |_, v| (v.shape().to_vec(), to_i64(v).unwrap())).unwrap()
+}
+
+fn rows<T: Copy>(shape: &[usize], flat: &[T]) -> Vec<Vec<T>> {
+    flat.chunks(shape[1]).map(<[T]>::to_vec).collect()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// Logits `[B, T, V]` of a padded batch through `forward_tokens`.
+fn logits(model: &Gpt2, ids: &[Vec<u32>], mask: &[Vec<f32>], past: Option<Past>) -> Vec<f32> {
+    let (hidden, _) = model.forward_tokens(ids, mask, past, Dropout::default()).unwrap();
+    to_f32s(model.logits(hidden))
+}
+
+/// Compares our logits with HF's at every real (mask = 1) position.
+fn check_logits(model_name: &str, which: &str) {
+    let device = device();
+    let dir = fixtures().join(model_name);
+    let model = load_gpt2(&dir, &device).unwrap();
+    let reference = WeightFiles::open(vec![dir.join("reference.safetensors")]).unwrap();
+    let (shape, ids) = read_i64(&reference, &format!("{which}.input_ids"));
+    let (_, mask) = read_i64(&reference, &format!("{which}.attention_mask"));
+    let (logit_shape, expected) = read_f32(&reference, &format!("{which}.logits"));
+    let ids: Vec<Vec<u32>> = rows(&shape, &ids).into_iter().map(|r| r.iter().map(|&i| i as u32).collect()).collect();
+    let mask: Vec<Vec<f32>> = rows(&shape, &mask).into_iter().map(|r| r.iter().map(|&m| m as f32).collect()).collect();
+    let ours = logits(&model, &ids, &mask, None);
+    let vocab = logit_shape[2];
+    let mut worst = 0.0f32;
+    for (b, row) in mask.iter().enumerate() {
+        for (t, &m) in row.iter().enumerate() {
+            if m > 0.5 {
+                let at = (b * shape[1] + t) * vocab;
+                worst = worst.max(max_abs_diff(&ours[at..at + vocab], &expected[at..at + vocab]));
+            }
+        }
+    }
+    println!("{model_name} {which}: max |Δlogit| = {worst:e}");
+    assert!(worst < 1e-4, "{model_name} {which}: logits differ from HF by {worst}");
+}
+
+#[test]
+fn logits_match_hf_right_padded() {
+    check_logits("gpt2-a", "batch");
+    check_logits("gpt2-b", "batch");
+}
+
+#[test]
+fn logits_match_hf_left_padded() {
+    check_logits("gpt2-a", "left");
+    check_logits("gpt2-b", "left");
+}
+
+#[test]
+fn kv_cache_decoding_equals_full_forward() {
+    let device = device();
+    let model = load_gpt2(&fixtures().join("gpt2-a"), &device).unwrap();
+    let ids = vec![vec![5u32, 17, 3, 99, 42, 7, 250, 11], vec![900, 1, 2, 3, 4, 5, 6, 7]];
+    let mask = vec![vec![1.0; 8]; 2];
+    let full = logits(&model, &ids, &mask, None);
+    let vocab = model.config.vocab_size;
+
+    // Prefill three tokens, then one token at a time through the cache.
+    let head: Vec<Vec<u32>> = ids.iter().map(|r| r[..3].to_vec()).collect();
+    let (_, mut cache) = model.forward_tokens(&head, &vec![vec![1.0; 3]; 2], None, Dropout::default()).unwrap();
+    for t in 3..8 {
+        let step: Vec<Vec<u32>> = ids.iter().map(|r| vec![r[t]]).collect();
+        let (hidden, next) = model.forward_tokens(&step, &vec![vec![1.0]; 2], Some(cache), Dropout::default()).unwrap();
+        cache = next;
+        let step_logits = to_f32s(model.logits(hidden));
+        for b in 0..2 {
+            let at = (b * 8 + t) * vocab;
+            let diff = max_abs_diff(&step_logits[b * vocab..(b + 1) * vocab], &full[at..at + vocab]);
+            assert!(diff < 1e-4, "row {b} step {t}: cached logits differ by {diff}");
+        }
+    }
+    assert_eq!(cache.len(), 8);
+}
+
+#[test]
+fn past_keys_shift_positions_like_a_prefix() {
+    // A past of P keys: tokens after it sit at positions P.. — the same logits as feeding the
+    // P tokens that produced that past, then the rest.
+    let device = device();
+    let model = load_gpt2(&fixtures().join("gpt2-b"), &device).unwrap();
+    let ids = vec![vec![464u32, 2068, 7586, 21831, 18045, 625]];
+    let full = logits(&model, &ids, &[vec![1.0; 6]], None);
+    let (_, past) = model.forward_tokens(&[ids[0][..2].to_vec()], &[vec![1.0; 2]], None, Dropout::default()).unwrap();
+    let rest = logits(&model, &[ids[0][2..].to_vec()], &[vec![1.0; 4]], Some(past));
+    let vocab = model.config.vocab_size;
+    assert!(max_abs_diff(&rest, &full[2 * vocab..]) < 1e-4);
+}
+
+fn reference_json(model_name: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(fixtures().join(model_name).join("reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn id_lists(value: &serde_json::Value) -> Vec<Vec<u32>> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row.as_array().unwrap().iter().map(|id| id.as_u64().unwrap() as u32).collect())
+        .collect()
+}
+
+/// A `GenerateConfig` from the kwargs HF's `generate` was called with.
+pub fn config_from_kwargs(kwargs: &serde_json::Value) -> GenerateConfig {
+    let eos = kwargs["eos_token_id"].as_u64().unwrap() as u32;
+    let mut config = GenerateConfig::new(eos);
+    config.pad_token_id = kwargs["pad_token_id"].as_u64().unwrap() as u32;
+    config.max_new_tokens = kwargs["max_new_tokens"].as_u64().unwrap() as usize;
+    if let Some(n) = kwargs.get("num_beams") {
+        config.num_beams = n.as_u64().unwrap() as usize;
+    }
+    if let Some(lp) = kwargs.get("length_penalty") {
+        config.length_penalty = lp.as_f64().unwrap() as f32;
+    }
+    if let Some(stop) = kwargs.get("early_stopping") {
+        config.early_stopping = match stop {
+            serde_json::Value::Bool(true) => EarlyStopping::Eager,
+            serde_json::Value::Bool(false) => EarlyStopping::Heuristic,
+            _ => EarlyStopping::Never,
+        };
+    }
+    if let Some(n) = kwargs.get("no_repeat_ngram_size") {
+        config.no_repeat_ngram_size = n.as_u64().unwrap() as usize;
+    }
+    if let Some(n) = kwargs.get("min_new_tokens") {
+        config.min_new_tokens = n.as_u64().unwrap() as usize;
+    }
+    if let Some(bad) = kwargs.get("bad_words_ids") {
+        config.bad_words_ids = id_lists(bad);
+    }
+    config
+}
+
+/// Replays every `generate` call recorded for `model_name` and compares tokens and scores.
+fn check_generation(model_name: &str) {
+    let device = device();
+    let model = load_gpt2(&fixtures().join(model_name), &device).unwrap();
+    let reference = reference_json(model_name);
+    let prompts = id_lists(&reference["prompts"]);
+    for (name, run) in reference["generate"].as_object().unwrap() {
+        let config = config_from_kwargs(&run["kwargs"]);
+        let outputs = generate_gpt2(&model, &prompts, None, &config).unwrap();
+        let expected = id_lists(&run["new_tokens"]);
+        for (i, (ours, theirs)) in outputs.iter().zip(&expected).enumerate() {
+            assert_eq!(&ours.ids, theirs, "{model_name} {name} prompt {i}: tokens differ from HF");
+        }
+        if let Some(scores) = run.get("sequences_scores") {
+            for (i, (ours, theirs)) in outputs.iter().zip(scores.as_array().unwrap()).enumerate() {
+                let theirs = theirs.as_f64().unwrap() as f32;
+                let ours = ours.score.expect("beam search returns a score");
+                assert!((ours - theirs).abs() < 1e-4, "{model_name} {name} prompt {i}: score {ours} vs HF {theirs}");
+            }
+        }
+        println!("{model_name} {name}: {} prompts identical to HF", outputs.len());
+    }
+}
+
+#[test]
+fn generation_matches_hf_gpt2_a() {
+    check_generation("gpt2-a");
+}
+
+#[test]
+fn generation_matches_hf_gpt2_b() {
+    check_generation("gpt2-b");
+}
+
+#[test]
+fn sampling_is_seeded_and_respects_top_k() {
+    let device = device();
+    let model = load_gpt2(&fixtures().join("gpt2-a"), &device).unwrap();
+    let prompts = vec![vec![1u32, 2, 3], vec![4, 5]];
+    let mut config = GenerateConfig::new(514);
+    config.max_new_tokens = 6;
+    config.sampling = Some(prefix_tune_model::generate::Sampling { temperature: 0.7, top_k: 1, top_p: 1.0, seed: 3 });
+    // top_k = 1 is greedy whatever the seed.
+    let greedy = {
+        let mut greedy = config.clone();
+        greedy.sampling = None;
+        generate_gpt2(&model, &prompts, None, &greedy).unwrap()
+    };
+    assert_eq!(generate_gpt2(&model, &prompts, None, &config).unwrap(), greedy);
+    config.sampling = Some(prefix_tune_model::generate::Sampling { temperature: 1.5, top_k: 0, top_p: 0.9, seed: 7 });
+    let first = generate_gpt2(&model, &prompts, None, &config).unwrap();
+    let again = generate_gpt2(&model, &prompts, None, &config).unwrap();
+    assert_eq!(first, again, "same seed, same samples");
+}
+
+#[test]
+fn tokenizer_matches_hf() {
+    let text = std::fs::read_to_string(fixtures().join("tokenizer_cases.json")).unwrap();
+    let cases: serde_json::Value = serde_json::from_str(&text).unwrap();
+    // Both ways of building the tokenizer: tokenizer.json, and vocab.json + merges.txt.
+    let dir = fixtures().join("gpt2-b");
+    let from_json = Gpt2Tokenizer::from_tokenizer_json(&dir.join("tokenizer.json")).unwrap();
+    let from_bpe = Gpt2Tokenizer::from_vocab_merges(&dir.join("vocab.json"), &dir.join("merges.txt")).unwrap();
+    let cases = cases["cases"].as_array().unwrap();
+    assert!(cases.len() >= 20);
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        let expected: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        for tokenizer in [&from_json, &from_bpe] {
+            let ids = tokenizer.encode(text).unwrap();
+            assert_eq!(ids, expected, "ids of {text:?}");
+            assert_eq!(tokenizer.decode(&ids, false).unwrap(), text, "round trip of {text:?}");
+        }
+    }
+    assert_eq!(from_json.token_id("<|endoftext|>"), Some(50256));
+}
+
+// ---- bad input: one-line errors naming the file and the tensor or field ----
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("prefix-tune-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A copy of gpt2-a whose files the test may break.
+fn broken_copy(name: &str) -> PathBuf {
+    let dir = scratch(name);
+    for file in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixtures().join("gpt2-a").join(file), dir.join(file)).unwrap();
+    }
+    dir
+}
+
+fn load_error(dir: &Path) -> String {
+    let message = load_gpt2(dir, &device()).err().expect("loading must fail").to_string();
+    assert!(!message.contains('\n'), "error is one line: {message}");
+    message
+}
+
+#[test]
+fn missing_files_are_named() {
+    let dir = scratch("missing");
+    assert!(load_error(&dir.join("nope")).contains("nope"));
+    assert!(load_error(&dir).contains("config.json"));
+    std::fs::copy(fixtures().join("gpt2-a/config.json"), dir.join("config.json")).unwrap();
+    let message = load_error(&dir);
+    assert!(message.contains("model.safetensors"), "{message}");
+    std::fs::write(dir.join("pytorch_model.bin"), b"pickle").unwrap();
+    let message = load_error(&dir);
+    assert!(message.contains("pytorch_model.bin") && message.contains("safetensors"), "{message}");
+}
+
+#[test]
+fn truncated_and_corrupt_safetensors_are_refused() {
+    let dir = broken_copy("truncated");
+    let weights = dir.join("model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let message = load_error(&dir);
+    assert!(message.contains("model.safetensors"), "{message}");
+
+    std::fs::write(&weights, b"\xff\xff\xff\xff\xff\xff\xff\x7fgarbage").unwrap();
+    let message = load_error(&dir);
+    assert!(message.contains("model.safetensors") && message.contains("safetensors"), "{message}");
+}
+
+#[test]
+fn config_that_does_not_match_the_weights_names_the_tensor_and_field() {
+    let dir = broken_copy("mismatch");
+    let config_path = dir.join("config.json");
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["n_embd"] = serde_json::json!(28);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let message = load_error(&dir);
+    assert!(message.contains("wte.weight") && message.contains("n_embd"), "{message}");
+
+    config["n_embd"] = serde_json::json!(24);
+    config["n_layer"] = serde_json::json!(2);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let message = load_error(&dir);
+    assert!(message.contains("n_layer"), "{message}");
+
+    config["n_layer"] = serde_json::json!(4);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let message = load_error(&dir);
+    assert!(message.contains("h.3.ln_1.weight") && message.contains("missing"), "{message}");
+
+    config["n_layer"] = serde_json::json!(3);
+    config["n_head"] = serde_json::json!(5);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let message = load_error(&dir);
+    assert!(message.contains("n_head") && message.contains("config.json"), "{message}");
+
+    std::fs::write(&config_path, "{\"n_embd\": \"wide\"}").unwrap();
+    let message = load_error(&dir);
+    assert!(message.contains("config.json") && message.contains("n_embd"), "{message}");
+}
+
+#[test]
+fn a_tensor_with_the_wrong_shape_or_missing_is_named() {
+    use safetensors::{tensor::TensorView, Dtype};
+    let dir = broken_copy("shape");
+    let weights = dir.join("model.safetensors");
+    let files = WeightFiles::open(vec![weights.clone()]).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for name in files.names().map(String::from).collect::<Vec<_>>() {
+        let (shape, values) = read_f32(&files, &name);
+        tensors.push((name, shape, values.iter().flat_map(|v| v.to_le_bytes()).collect()));
+    }
+    let write = |tensors: &[(String, Vec<usize>, Vec<u8>)]| {
+        let views: Vec<(String, TensorView)> = tensors
+            .iter()
+            .map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).unwrap()))
+            .collect();
+        std::fs::write(&weights, safetensors::serialize(views, None).unwrap()).unwrap();
+    };
+    // c_fc of layer 1 transposed: [4D, D] instead of [D, 4D].
+    let mut wrong = tensors.clone();
+    let entry = wrong.iter_mut().find(|(n, _, _)| n.ends_with("h.1.mlp.c_fc.weight")).unwrap();
+    entry.1.reverse();
+    write(&wrong);
+    let message = load_error(&dir);
+    assert!(message.contains("h.1.mlp.c_fc.weight") && message.contains("[96, 24]"), "{message}");
+
+    let without: Vec<_> = tensors.iter().filter(|(n, _, _)| !n.ends_with("h.2.attn.c_proj.bias")).cloned().collect();
+    write(&without);
+    let message = load_error(&dir);
+    assert!(message.contains("h.2.attn.c_proj.bias") && message.contains("missing"), "{message}");
+}
+
+#[test]
+fn a_prompt_longer_than_the_positions_is_an_error() {
+    let model = load_gpt2(&fixtures().join("gpt2-a"), &device()).unwrap();
+    let long = vec![vec![7u32; model.config.n_positions + 1]];
+    let err = model.forward_tokens(&long, &[vec![1.0; long[0].len()]], None, Dropout::default()).err().unwrap();
+    assert!(matches!(err, ModelError::Input(_)));
+    assert!(err.to_string().contains("n_positions"), "{err}");
+
+    // Generation that would run past the positions fails up front, not mid-way.
+    let mut config = GenerateConfig::new(514);
+    config.max_new_tokens = 10;
+    let prompt = vec![vec![7u32; model.config.n_positions - 3]];
+    let err = generate_gpt2(&model, &prompt, None, &config).err().unwrap();
+    assert!(err.to_string().contains("n_positions"), "{err}");
+}

@@ -1,0 +1,27 @@
+//! The prefix of Prefix-Tuning (Li & Liang, 2021): per-layer keys and values that every real
+//! token attends to, flat or MLP-reparameterised, and the files it lives in.
+
+mod files;
+mod layout;
+mod prefix;
+mod text_init;
+
+pub use files::{load_prefix, save_export, save_peft, save_state, LoadedPrefix, PrefixFileConfig};
+pub use layout::Layout;
+pub use prefix::{Init, Prefix, PrefixConfig, PrefixMlp, Reparam};
+pub use text_init::text_activations;
+
+use std::path::PathBuf;
+
+use prefix_tune_model::ModelError;
+
+/// One-line errors naming the file and the field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum PrefixError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("{path}: field `{field}`: {reason}")]
+    File { path: PathBuf, field: String, reason: String },
+    #[error("{0}")]
+    Input(String),
+}

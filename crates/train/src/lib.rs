@@ -1,0 +1,31 @@
+//! The learner: trains a prefix on a frozen language model (or, as the baseline, the whole
+//! model), resumes bit-exactly, and never writes the frozen model to disk.
+
+pub mod examples;
+pub mod loss;
+pub mod optim;
+pub mod schedule;
+mod trainer;
+
+pub use examples::{read_jsonl, Batch, Example};
+pub use loss::{loss, Objective};
+pub use optim::{OptimizerConfig, OptimizerState};
+pub use schedule::Schedule;
+pub use trainer::{Method, Summary, TrainConfig, Trainer};
+
+/// One-line errors: the file and line, or what stopped the run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Model(#[from] prefix_tune_model::ModelError),
+    #[error(transparent)]
+    Prefix(#[from] prefix_tune_prefix::PrefixError),
+    #[error("{0}")]
+    Data(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Diverged(String),
+    #[error("{path}: {reason}")]
+    Checkpoint { path: std::path::PathBuf, reason: String },
+}

@@ -1,0 +1,48 @@
+//! The training objectives: what a "loss" of a batch is.
+
+use burn::tensor::{activation::log_softmax, Tensor};
+use prefix_tune_model::tensors::{floats, ints};
+use serde::{Deserialize, Serialize};
+
+/// Label that contributes nothing (the source, padding), as in HF.
+pub const IGNORE: i64 = -100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Objective {
+    /// The paper's: sum of target-token NLL per sequence, averaged over the batch. The
+    /// published learning rates assume it.
+    #[default]
+    Paper,
+    /// HF's: mean NLL over every target token of the batch.
+    Mean,
+}
+
+/// The loss of logits `[B, T, V]` against labels `[B][T]` aligned with the inputs (HF
+/// convention: the model shifts, so logits at t predict labels at t + 1; -100 is ignored).
+/// Returns the loss and the number of target tokens.
+pub fn loss(logits: Tensor<3>, labels: &[Vec<i64>], objective: Objective) -> (Tensor<1>, usize) {
+    let [batch, seq, vocab] = logits.dims();
+    let device = logits.device();
+    let predictions = logits.narrow(1, 0, seq - 1); // [B, T-1, V]
+    let mut targets = Vec::with_capacity(batch * (seq - 1));
+    let mut weights = Vec::with_capacity(batch * (seq - 1));
+    for row in labels {
+        for &label in &row[1..] {
+            let counted = label != IGNORE;
+            targets.push(if counted { label } else { 0 });
+            weights.push(if counted { 1.0 } else { 0.0 });
+        }
+    }
+    let count = weights.iter().filter(|&&w| w > 0.0).count();
+    let targets = ints(targets, [batch, seq - 1, 1], &device);
+    let weights = floats(weights, [batch, seq - 1], &device);
+    let log_probs = log_softmax(predictions, 2).gather(2, targets).reshape([batch, seq - 1]); // [B, T-1]
+    let total = -(log_probs * weights).sum(); // [1]
+    let _ = vocab;
+    let loss = match objective {
+        Objective::Paper => total / batch as f64,
+        Objective::Mean => total / count.max(1) as f64,
+    };
+    (loss, count)
+}

@@ -1,0 +1,507 @@
+//! The training loop.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Device, Tensor};
+use prefix_tune_model::gpt2::{Dropout, Gpt2};
+use prefix_tune_model::tensors::to_f32s;
+use prefix_tune_model::weights::{save_f32, write_atomic, WeightFiles};
+use prefix_tune_prefix::{load_prefix, save_export, save_state, Layout, Prefix, PrefixConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::examples::{epoch_order, Batch, Example};
+use crate::loss::{loss, Objective};
+use crate::optim::{self, Accumulated, OptimizerConfig, OptimizerState};
+use crate::schedule::Schedule;
+use crate::TrainError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Train only the prefix; the LM is frozen (no gradient is even computed for it).
+    #[default]
+    Prefix,
+    /// Train every weight of the LM, no prefix: the baseline users compare against.
+    Finetune,
+}
+
+/// Everything that defines a run; saved as `config.json` in the run directory.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainConfig {
+    pub method: Method,
+    pub prefix: PrefixConfig,
+    pub lr: f64,
+    pub epochs: usize,
+    /// Stops after this many optimizer steps (overrides epochs for the schedule's length).
+    pub max_steps: Option<usize>,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub warmup_steps: usize,
+    pub schedule: Schedule,
+    pub optimizer: OptimizerConfig,
+    pub objective: Objective,
+    /// `None`: the LM's configured dropout; `Some(0.0)` turns it off.
+    pub lm_dropout: Option<f64>,
+    pub max_grad_norm: Option<f64>,
+    pub seed: u64,
+    /// Evaluate on dev every N optimizer steps (`None`: at the end of every epoch).
+    pub eval_every: Option<usize>,
+    /// Stop when the dev loss has not improved for this many evaluations.
+    pub patience: Option<usize>,
+    /// Write a resumable checkpoint every N optimizer steps (and at every evaluation).
+    pub checkpoint_every: Option<usize>,
+    /// Token used to pad batches (masked out; GPT-2: EOS).
+    pub pad_token_id: u32,
+    /// The model's name or path, recorded in the files written.
+    pub base_model: Option<String>,
+}
+
+impl TrainConfig {
+    pub fn new(prefix: PrefixConfig) -> Self {
+        Self {
+            method: Method::Prefix,
+            prefix,
+            lr: 5e-5,
+            epochs: 5,
+            max_steps: None,
+            batch_size: 5,
+            grad_accum: 1,
+            warmup_steps: 0,
+            schedule: Schedule::Linear,
+            optimizer: OptimizerConfig::adamw(0.0),
+            objective: Objective::Paper,
+            lm_dropout: None,
+            max_grad_norm: None,
+            seed: 42,
+            eval_every: None,
+            patience: None,
+            checkpoint_every: None,
+            pad_token_id: 50256,
+            base_model: None,
+        }
+    }
+
+    fn validate(&self) -> Result<(), TrainError> {
+        let bad = |field: &str, reason: &str| Err(TrainError::Config(format!("{field}: {reason}")));
+        if self.batch_size == 0 {
+            return bad("batch_size", "must be at least 1");
+        }
+        if self.grad_accum == 0 {
+            return bad("grad_accum", "must be at least 1");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad("lr", "must be a positive number");
+        }
+        if self.epochs == 0 && self.max_steps.is_none() {
+            return bad("epochs", "must be at least 1 (or give max_steps)");
+        }
+        Ok(())
+    }
+}
+
+/// Where a run stands; saved in `checkpoint/trainer_state.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct Progress {
+    epoch: usize,
+    /// Batches of `epoch` already consumed.
+    batch_in_epoch: usize,
+    optimizer_step: usize,
+    best_dev_loss: Option<f64>,
+    evaluations_without_improvement: usize,
+    stopped_early: bool,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub steps: usize,
+    pub first_loss: Option<f64>,
+    pub last_loss: Option<f64>,
+    pub best_dev_loss: Option<f64>,
+    pub trainable_params: usize,
+    pub total_params: usize,
+    pub tokens_per_second: f64,
+    pub stopped_early: bool,
+}
+
+/// A run: the frozen model, the prefix being trained, the optimizer, the run directory.
+pub struct Trainer {
+    pub model: Gpt2,
+    pub prefix: Prefix,
+    pub config: TrainConfig,
+    pub out: PathBuf,
+    state: OptimizerState,
+    progress: Progress,
+    device: Device,
+    /// Quiet: no progress line (tests).
+    pub quiet: bool,
+}
+
+/// Counts parameters and whether any frozen one still asks for a gradient.
+struct Census {
+    trainable: usize,
+    frozen: usize,
+}
+
+impl ModuleVisitor for Census {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let count = param.val().shape().num_elements();
+        if param.val().is_require_grad() {
+            self.trainable += count;
+        } else {
+            self.frozen += count;
+        }
+    }
+}
+
+fn census<M: Module>(module: &M) -> Census {
+    let mut census = Census { trainable: 0, frozen: 0 };
+    module.visit(&mut census);
+    census
+}
+
+impl Trainer {
+    /// Starts a run: `model` is frozen here; `prefix` is the starting prefix (fresh, or from
+    /// `--init-from`). Both must live on an autodiff device.
+    pub fn new(model: Gpt2, prefix: Prefix, config: TrainConfig, out: &Path) -> Result<Self, TrainError> {
+        config.validate()?;
+        let device = model.wte.val().device();
+        let model = match config.method {
+            Method::Prefix => model.freeze(),
+            Method::Finetune => model,
+        };
+        let trainer = Trainer {
+            model,
+            prefix,
+            config,
+            out: out.to_path_buf(),
+            state: OptimizerState::default(),
+            progress: Progress::default(),
+            device,
+            quiet: false,
+        };
+        std::fs::create_dir_all(out).map_err(|e| TrainError::Checkpoint { path: out.into(), reason: e.to_string() })?;
+        let config_text = serde_json::to_string_pretty(&trainer.config).expect("config serialises");
+        write_atomic(&out.join("config.json"), config_text.as_bytes())?;
+        Ok(trainer)
+    }
+
+    /// Continues the run in `out` from its checkpoint: the prefix (MLP included), optimizer
+    /// moments and position in the data come back exactly.
+    pub fn resume(model: Gpt2, out: &Path) -> Result<Self, TrainError> {
+        let config_path = out.join("config.json");
+        let text = std::fs::read_to_string(&config_path).map_err(|e| TrainError::Checkpoint { path: config_path.clone(), reason: e.to_string() })?;
+        let config: TrainConfig = serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint { path: config_path, reason: e.to_string() })?;
+        let device = model.wte.val().device();
+        let checkpoint = out.join("checkpoint");
+        let layout = Layout::gpt2(&model.config);
+        let loaded = load_prefix(&checkpoint, Some(layout), &device)?;
+        let prefix = loaded.prefix.set_require_grad(true);
+        let state_path = checkpoint.join("trainer_state.json");
+        let text = std::fs::read_to_string(&state_path).map_err(|e| TrainError::Checkpoint { path: state_path.clone(), reason: e.to_string() })?;
+        let progress: Progress = serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint { path: state_path, reason: e.to_string() })?;
+        let optimizer_path = checkpoint.join("optimizer.safetensors");
+        let files = WeightFiles::open(vec![optimizer_path])?;
+        let mut tensors = Vec::new();
+        for name in files.names().map(String::from).collect::<Vec<_>>() {
+            let values = files.view(&name, |_, v| prefix_tune_model::weights::to_f32(v))?.unwrap_or_default();
+            tensors.push((name, values));
+        }
+        let inner = inner_device(&device);
+        let state = OptimizerState::from_host(progress.optimizer_step, &tensors, &inner);
+        let mut trainer = Trainer::new(model, prefix, config, out)?;
+        trainer.state = state;
+        trainer.progress = progress;
+        Ok(trainer)
+    }
+
+    /// Trainable parameters, and all parameters (frozen LM included).
+    pub fn param_counts(&self) -> (usize, usize) {
+        let model = census(&self.model);
+        let prefix = census(&self.prefix);
+        match self.config.method {
+            Method::Prefix => (prefix.trainable, prefix.trainable + model.frozen + model.trainable),
+            Method::Finetune => (model.trainable, model.trainable + model.frozen),
+        }
+    }
+
+    fn total_steps(&self, train_len: usize) -> usize {
+        if let Some(steps) = self.config.max_steps {
+            return steps;
+        }
+        let batches = train_len.div_ceil(self.config.batch_size);
+        batches.div_ceil(self.config.grad_accum) * self.config.epochs
+    }
+
+    fn dropout(&self) -> Dropout {
+        match self.config.lm_dropout {
+            Some(p) => Dropout::uniform(p),
+            None => Dropout::from_config(&self.model.config),
+        }
+    }
+
+    /// The loss of one batch with gradients tracked (training mode).
+    pub fn batch_loss(&self, batch: &Batch, train: bool) -> Result<(Tensor<1>, usize), TrainError> {
+        let dropout = if train { self.dropout() } else { Dropout::default() };
+        let past = match self.config.method {
+            Method::Prefix => Some(self.prefix.past(batch.ids.len(), train)),
+            Method::Finetune => None,
+        };
+        let (hidden, _) = self.model.forward_tokens(&batch.ids, &batch.mask, past, dropout)?;
+        Ok(loss(self.model.logits(hidden), &batch.labels, self.config.objective))
+    }
+
+    /// Mean loss over `examples` (no gradient kept).
+    pub fn evaluate(&self, examples: &[Example]) -> Result<f64, TrainError> {
+        let mut total = 0.0;
+        let mut weight = 0.0;
+        for chunk in examples.chunks(self.config.batch_size) {
+            let refs: Vec<&Example> = chunk.iter().collect();
+            let batch = Batch::new(&refs, self.config.pad_token_id);
+            let (value, count) = self.batch_loss(&batch, false)?;
+            let value = to_f32s(value.detach())[0] as f64;
+            let w = match self.config.objective {
+                Objective::Paper => chunk.len() as f64,
+                Objective::Mean => count as f64,
+            };
+            total += value * w;
+            weight += w;
+        }
+        Ok(total / weight.max(1.0))
+    }
+
+    /// Trains on `train`, evaluating on `dev`. `halt_after`: stop as if killed right after
+    /// that optimizer step (a checkpoint has been written if it was due).
+    pub fn train(&mut self, train: &[Example], dev: &[Example], halt_after: Option<usize>) -> Result<Summary, TrainError> {
+        if train.is_empty() {
+            return Err(TrainError::Data("the training set is empty".into()));
+        }
+        let total_steps = self.total_steps(train.len());
+        let (trainable, total) = self.param_counts();
+        self.log_line(&format!(
+            "training {trainable} parameters of {total} ({:.4}% of the model); {} examples, {total_steps} steps",
+            100.0 * trainable as f64 / total as f64,
+            train.len()
+        ));
+        let started = Instant::now();
+        let mut tokens = 0usize;
+        let mut first_loss = None;
+        let mut last_loss = None;
+        let mut accumulated = Accumulated::default();
+        let mut micro_losses = Vec::new();
+        let batches_per_epoch = train.len().div_ceil(self.config.batch_size);
+        let epochs = if self.config.max_steps.is_some() { usize::MAX } else { self.config.epochs };
+
+        'run: while self.progress.epoch < epochs && !self.progress.stopped_early {
+            let order = epoch_order(train.len(), self.config.seed, self.progress.epoch);
+            while self.progress.batch_in_epoch < batches_per_epoch {
+                if self.progress.optimizer_step >= total_steps {
+                    break 'run;
+                }
+                let start = self.progress.batch_in_epoch * self.config.batch_size;
+                let refs: Vec<&Example> = order[start..(start + self.config.batch_size).min(train.len())].iter().map(|&i| &train[i]).collect();
+                let batch = Batch::new(&refs, self.config.pad_token_id);
+                // Dropout masks are drawn from a seed of (run seed, position in the data), so a
+                // resumed run draws the same masks as an uninterrupted one.
+                let micro_step = self.progress.epoch * batches_per_epoch + self.progress.batch_in_epoch;
+                self.device.seed(self.config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(micro_step as u64));
+                let (value, _) = self.batch_loss(&batch, true)?;
+                let scalar = to_f32s(value.clone().detach())[0] as f64;
+                if !scalar.is_finite() {
+                    return Err(TrainError::Diverged(format!(
+                        "loss is {scalar} at step {} (epoch {}, batch {}): stopping; the last good checkpoint in {} is intact — lower --lr or set --max-grad-norm",
+                        self.progress.optimizer_step + 1,
+                        self.progress.epoch,
+                        self.progress.batch_in_epoch,
+                        self.out.join("checkpoint").display()
+                    )));
+                }
+                let gradients = value.backward();
+                match self.config.method {
+                    Method::Prefix => accumulated.add(&self.prefix, &gradients),
+                    Method::Finetune => accumulated.add(&self.model, &gradients),
+                }
+                micro_losses.push(scalar);
+                tokens += batch.tokens();
+                self.progress.batch_in_epoch += 1;
+                let end_of_epoch = self.progress.batch_in_epoch == batches_per_epoch;
+                if micro_losses.len() < self.config.grad_accum && !end_of_epoch {
+                    continue;
+                }
+
+                // One optimizer step over the accumulated micro-batches.
+                accumulated.scale(1.0 / micro_losses.len() as f64);
+                let grad_norm = match self.config.max_grad_norm {
+                    Some(max) => Some(accumulated.clip(max)),
+                    None => None,
+                };
+                let lr = self.config.schedule.lr(self.config.lr, self.progress.optimizer_step, self.config.warmup_steps, total_steps);
+                self.apply(lr, &mut accumulated);
+                self.progress.optimizer_step += 1;
+                let step_loss = micro_losses.iter().sum::<f64>() / micro_losses.len() as f64;
+                micro_losses.clear();
+                first_loss.get_or_insert(step_loss);
+                last_loss = Some(step_loss);
+                let elapsed = started.elapsed().as_secs_f64();
+                let record = serde_json::json!({
+                    "step": self.progress.optimizer_step,
+                    "epoch": self.progress.epoch,
+                    "loss": step_loss,
+                    "lr": lr,
+                    "grad_norm": grad_norm,
+                    "tokens_per_second": tokens as f64 / elapsed.max(1e-9),
+                });
+                self.append_metrics(&record)?;
+                self.progress_line(step_loss, tokens as f64 / elapsed.max(1e-9), elapsed, total_steps);
+
+                let step = self.progress.optimizer_step;
+                let eval_due = self.config.eval_every.is_some_and(|n| step % n == 0) || (self.config.eval_every.is_none() && end_of_epoch);
+                if eval_due && !dev.is_empty() {
+                    self.evaluate_and_keep_best(dev)?;
+                }
+                if self.config.checkpoint_every.is_some_and(|n| step % n == 0) || eval_due {
+                    self.checkpoint()?;
+                }
+                if halt_after == Some(step) {
+                    self.checkpoint()?;
+                    return Ok(self.summary(first_loss, last_loss, tokens, started));
+                }
+                if self.progress.stopped_early {
+                    break 'run;
+                }
+            }
+            self.progress.epoch += 1;
+            self.progress.batch_in_epoch = 0;
+        }
+        if dev.is_empty() || self.progress.best_dev_loss.is_none() {
+            save_export(&self.prefix, self.config.base_model.as_deref(), "gpt2", &self.out.join("best"))?;
+        }
+        self.checkpoint()?;
+        if !self.quiet {
+            eprintln!();
+        }
+        Ok(self.summary(first_loss, last_loss, tokens, started))
+    }
+
+    fn summary(&self, first_loss: Option<f64>, last_loss: Option<f64>, tokens: usize, started: Instant) -> Summary {
+        let (trainable_params, total_params) = self.param_counts();
+        Summary {
+            steps: self.progress.optimizer_step,
+            first_loss,
+            last_loss,
+            best_dev_loss: self.progress.best_dev_loss,
+            trainable_params,
+            total_params,
+            tokens_per_second: tokens as f64 / started.elapsed().as_secs_f64().max(1e-9),
+            stopped_early: self.progress.stopped_early,
+        }
+    }
+
+    fn apply(&mut self, lr: f64, accumulated: &mut Accumulated) {
+        match self.config.method {
+            Method::Prefix => {
+                let prefix = std::mem::replace(&mut self.prefix, placeholder(&self.prefix));
+                self.prefix = optim::step(prefix, self.config.optimizer, lr, accumulated, &mut self.state);
+            }
+            Method::Finetune => {
+                let model = std::mem::replace(&mut self.model, placeholder_model(&self.model));
+                self.model = optim::step(model, self.config.optimizer, lr, accumulated, &mut self.state);
+            }
+        }
+        accumulated.grads.clear();
+    }
+
+    fn evaluate_and_keep_best(&mut self, dev: &[Example]) -> Result<(), TrainError> {
+        let dev_loss = self.evaluate(dev)?;
+        let improved = self.progress.best_dev_loss.is_none_or(|best| dev_loss < best);
+        if improved {
+            self.progress.best_dev_loss = Some(dev_loss);
+            self.progress.evaluations_without_improvement = 0;
+            save_export(&self.prefix, self.config.base_model.as_deref(), "gpt2", &self.out.join("best"))?;
+        } else {
+            self.progress.evaluations_without_improvement += 1;
+            if self.config.patience.is_some_and(|p| self.progress.evaluations_without_improvement >= p) {
+                self.progress.stopped_early = true;
+            }
+        }
+        let record = serde_json::json!({ "step": self.progress.optimizer_step, "dev_loss": dev_loss, "best": improved });
+        self.append_metrics(&record)
+    }
+
+    /// Writes `checkpoint/`: the prefix's full parameterisation, optimizer moments, progress.
+    /// Each file is written atomically, the trainer state last, so a checkpoint is never
+    /// half-new.
+    pub fn checkpoint(&self) -> Result<(), TrainError> {
+        let dir = self.out.join("checkpoint");
+        save_state(&self.prefix, &self.config.prefix, self.config.base_model.as_deref(), "gpt2", &dir)?;
+        let moments: Vec<(String, Vec<usize>, Vec<f32>)> = self
+            .state
+            .to_host()
+            .into_iter()
+            .map(|(name, values)| {
+                let len = values.len();
+                (name, vec![len], values)
+            })
+            .collect();
+        save_f32(&dir.join("optimizer.safetensors"), &moments)?;
+        let text = serde_json::to_string_pretty(&self.progress).expect("progress serialises");
+        write_atomic(&dir.join("trainer_state.json"), text.as_bytes())?;
+        Ok(())
+    }
+
+    fn append_metrics(&self, record: &serde_json::Value) -> Result<(), TrainError> {
+        let path = self.out.join("metrics.jsonl");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| TrainError::Checkpoint { path: path.clone(), reason: e.to_string() })?;
+        writeln!(file, "{record}").map_err(|e| TrainError::Checkpoint { path, reason: e.to_string() })
+    }
+
+    fn log_line(&self, line: &str) {
+        if !self.quiet {
+            eprintln!("{line}");
+        }
+    }
+
+    fn progress_line(&self, loss: f64, tokens_per_second: f64, elapsed: f64, total_steps: usize) {
+        if self.quiet {
+            return;
+        }
+        let step = self.progress.optimizer_step;
+        let eta = elapsed / step.max(1) as f64 * total_steps.saturating_sub(step) as f64;
+        let width = 30;
+        let filled = (width * step / total_steps.max(1)).min(width);
+        eprint!(
+            "\r[{}{}] step {step}/{total_steps} loss {loss:.4} {tokens_per_second:.0} tok/s ETA {:.0}s   ",
+            "#".repeat(filled),
+            ".".repeat(width - filled),
+            eta
+        );
+    }
+}
+
+/// A cheap stand-in while the real module is moved through the optimizer.
+fn placeholder(prefix: &Prefix) -> Prefix {
+    Prefix::from_activations(Tensor::zeros([1, 1], &prefix.embedding.val().device()), prefix.layout)
+}
+
+fn placeholder_model(model: &Gpt2) -> Gpt2 {
+    let device = model.wte.val().device();
+    let empty = || Param::from_tensor(Tensor::<2>::zeros([1, 1], &device));
+    let norm = || prefix_tune_model::gpt2::LayerNorm {
+        weight: Param::from_tensor(Tensor::zeros([1], &device)),
+        bias: Param::from_tensor(Tensor::zeros([1], &device)),
+        eps: 0.0,
+    };
+    Gpt2 { wte: empty(), wpe: empty(), h: Vec::new(), ln_f: norm(), config: model.config.clone() }
+}
+
+/// The device tensors live on once lifted out of autodiff (where optimizer state lives).
+fn inner_device(device: &Device) -> Device {
+    Tensor::<1>::zeros([1], device).inner().device()
+}

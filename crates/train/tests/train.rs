@@ -1,0 +1,313 @@
+//! The learner against PyTorch (loss, gradients, one AdamW step recorded by
+//! scripts/make_fixtures.py), and the guarantees users rely on: the LM is never touched, a
+//! prefix learns, a resumed run ends bit-identical, divergence stops cleanly.
+
+use std::path::{Path, PathBuf};
+
+use prefix_tune_model::burn::module::{Module, ModuleVisitor, Param};
+use prefix_tune_model::burn::nn::Linear;
+use prefix_tune_model::burn::tensor::{Device, Tensor};
+use prefix_tune_model::tensors::{floats, to_f32s};
+use prefix_tune_model::weights::{to_f32, to_i64, WeightFiles};
+use prefix_tune_model::{load_gpt2, Backend, Gpt2};
+use prefix_tune_prefix::{Init, Layout, Prefix, PrefixConfig, PrefixMlp, Reparam};
+use prefix_tune_train::optim::{self, Accumulated, OptimizerConfig, OptimizerState};
+use prefix_tune_train::{loss, Batch, Example, Objective, Schedule, TrainConfig, Trainer};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+/// The CPU backend with autodiff.
+fn device() -> Device {
+    let base = if Backend::Flex.is_compiled() { Backend::Flex.device().unwrap() } else { prefix_tune_model::backend::device(None).unwrap() };
+    base.autodiff()
+}
+
+fn params(variant: &str) -> WeightFiles {
+    WeightFiles::open(vec![fixtures().join("peft").join(variant).join("params.safetensors")]).unwrap()
+}
+
+fn reference(variant: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join("peft").join(variant).join("reference.json")).unwrap()).unwrap()
+}
+
+fn read(files: &WeightFiles, name: &str) -> (Vec<usize>, Vec<f32>) {
+    files.view(name, |_, v| (v.shape().to_vec(), to_f32(v).unwrap())).unwrap()
+}
+
+/// PEFT's names for our parameters, in our visiting order, and whether PyTorch stores it
+/// transposed (Linear weights are [out, in] there, [in, out] here).
+fn peft_names(variant: &str) -> Vec<(&'static str, bool)> {
+    let mut names = vec![("prompt_encoder.default.embedding.weight", false)];
+    if variant == "mlp" {
+        names.extend([
+            ("prompt_encoder.default.transform.0.weight", true),
+            ("prompt_encoder.default.transform.0.bias", false),
+            ("prompt_encoder.default.transform.2.weight", true),
+            ("prompt_encoder.default.transform.2.bias", false),
+        ]);
+    }
+    names
+}
+
+fn peft_prefix(variant: &str, device: &Device) -> Prefix {
+    let files = params(variant);
+    let matrix = |name: &str, transpose: bool| {
+        let (shape, values) = read(&files, name);
+        let t = floats(values, [shape[0], shape[1]], device);
+        Param::from_tensor(if transpose { t.transpose() } else { t }.require_grad())
+    };
+    let vector = |name: &str| {
+        let (shape, values) = read(&files, name);
+        Param::from_tensor(floats(values, [shape[0]], device).require_grad())
+    };
+    let mlp = (variant == "mlp").then(|| PrefixMlp {
+        hidden: Linear { weight: matrix("prompt_encoder.default.transform.0.weight", true), bias: Some(vector("prompt_encoder.default.transform.0.bias")) },
+        output: Linear { weight: matrix("prompt_encoder.default.transform.2.weight", true), bias: Some(vector("prompt_encoder.default.transform.2.bias")) },
+    });
+    Prefix { embedding: matrix("prompt_encoder.default.embedding.weight", false), mlp, layout: Layout { n_layer: 3, n_head: 4, head_dim: 6 }, dropout: 0.0 }
+}
+
+/// Our parameters' values in visiting order, in PyTorch's layout.
+fn values_in_torch_layout(prefix: &Prefix, variant: &str) -> Vec<Vec<f32>> {
+    struct Values(Vec<(Vec<usize>, Vec<f32>)>);
+    impl ModuleVisitor for Values {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.push((param.val().dims().to_vec(), to_f32s(param.val().detach())));
+        }
+    }
+    let mut values = Values(Vec::new());
+    prefix.visit(&mut values);
+    values.0.into_iter().zip(peft_names(variant)).map(|((shape, v), (_, transposed))| if transposed { transpose(&v, shape[0], shape[1]) } else { v }).collect()
+}
+
+fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    (0..cols).flat_map(|c| (0..rows).map(move |r| values[r * cols + c])).collect()
+}
+
+fn fixture_batch(files: &WeightFiles) -> Batch {
+    let ints = |name: &str| files.view(name, |_, v| (v.shape().to_vec(), to_i64(v).unwrap())).unwrap();
+    let (shape, ids) = ints("batch.input_ids");
+    let (_, mask) = ints("batch.attention_mask");
+    let (_, labels) = ints("batch.labels");
+    let rows = |v: &[i64]| v.chunks(shape[1]).map(<[i64]>::to_vec).collect::<Vec<_>>();
+    Batch {
+        ids: rows(&ids).into_iter().map(|r| r.into_iter().map(|i| i as u32).collect()).collect(),
+        mask: rows(&mask).into_iter().map(|r| r.into_iter().map(|m| m as f32).collect()).collect(),
+        labels: rows(&labels),
+    }
+}
+
+fn model(device: &Device) -> Gpt2 {
+    load_gpt2(&fixtures().join("gpt2-a"), device).unwrap().freeze()
+}
+
+fn batch_loss(model: &Gpt2, prefix: &Prefix, batch: &Batch, objective: Objective) -> Tensor<1> {
+    let (hidden, _) = model
+        .forward_tokens(&batch.ids, &batch.mask, Some(prefix.past(batch.ids.len(), false)), prefix_tune_model::gpt2::Dropout::default())
+        .unwrap();
+    loss(model.logits(hidden), &batch.labels, objective).0
+}
+
+fn relative_error(ours: &[f32], theirs: &[f32]) -> f32 {
+    let scale = theirs.iter().map(|x| x.abs()).fold(0.0, f32::max).max(1e-12);
+    ours.iter().zip(theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max) / scale
+}
+
+#[test]
+fn loss_gradients_and_one_adamw_step_match_pytorch() {
+    let device = device();
+    let model = model(&device);
+    for variant in ["flat", "mlp"] {
+        let files = params(variant);
+        let reference = reference(variant);
+        let batch = fixture_batch(&files);
+        for (objective, key, grad_prefix) in [(Objective::Paper, "loss_paper", "grad."), (Objective::Mean, "loss_mean", "grad_mean.")] {
+            let prefix = peft_prefix(variant, &device);
+            let value = batch_loss(&model, &prefix, &batch, objective);
+            let ours = to_f32s(value.clone().detach())[0];
+            let theirs = reference["losses"][key].as_f64().unwrap() as f32;
+            assert!((ours - theirs).abs() < 1e-5 * theirs.abs().max(1.0), "{variant} {key}: {ours} vs {theirs}");
+
+            let gradients = value.backward();
+            let mut accumulated = Accumulated::default();
+            accumulated.add(&prefix, &gradients);
+            for ((name, transposed), grad) in peft_names(variant).into_iter().zip(&accumulated.grads) {
+                let (shape, expected) = read(&files, &format!("{grad_prefix}{name}"));
+                let grad = to_f32s(grad.clone().expect("every prefix parameter has a gradient"));
+                let grad = if transposed { transpose(&grad, shape[1], shape[0]) } else { grad };
+                let error = relative_error(&grad, &expected);
+                assert!(error < 1e-4, "{variant} {grad_prefix}{name}: relative error {error}");
+            }
+
+            if objective == Objective::Paper {
+                let adamw = &reference["adamw"];
+                let config = OptimizerConfig::adamw(adamw["weight_decay"].as_f64().unwrap());
+                let mut state = OptimizerState::default();
+                let stepped = optim::step(prefix, config, adamw["lr"].as_f64().unwrap(), &mut accumulated, &mut state);
+                for ((name, _), ours) in peft_names(variant).into_iter().zip(values_in_torch_layout(&stepped, variant)) {
+                    let (_, expected) = read(&files, &format!("after_step.{name}"));
+                    let worst = ours.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+                    assert!(worst < 1e-6, "{variant} after_step.{name}: {worst}");
+                }
+            }
+        }
+    }
+}
+
+/// Every GPT-2 weight, flattened, for bit-exact comparison.
+fn all_weights(model: &Gpt2) -> Vec<Vec<f32>> {
+    struct All(Vec<Vec<f32>>);
+    impl ModuleVisitor for All {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.push(to_f32s(param.val().detach()));
+        }
+    }
+    let mut all = All(Vec::new());
+    model.visit(&mut all);
+    all.0
+}
+
+#[test]
+fn the_frozen_lm_gets_no_gradient_and_stays_bit_identical() {
+    let device = device();
+    let model = model(&device);
+    let before = all_weights(&model);
+    let batch = fixture_batch(&params("mlp"));
+    let gradients = batch_loss(&model, &peft_prefix("mlp", &device), &batch, Objective::Paper).backward();
+    let mut frozen = Accumulated::default();
+    frozen.add(&model, &gradients);
+    assert_eq!(frozen.grads.len(), before.len());
+    assert_eq!(frozen.count(), 0, "no gradient tensor exists for any frozen weight");
+
+    let out = scratch("frozen");
+    let mut config = TrainConfig::new(PrefixConfig { length: 7, reparam: Reparam::Mlp { hidden: 20 }, dropout: 0.1, init: Init::Random });
+    config.lr = 1e-2;
+    config.batch_size = 2;
+    config.max_steps = Some(4);
+    config.pad_token_id = 514;
+    let examples = synthetic_task(6);
+    let mut trainer = Trainer::new(model, peft_prefix("mlp", &device), config, &out).unwrap();
+    trainer.quiet = true;
+    let summary = trainer.train(&examples, &[], None).unwrap();
+    assert_eq!(summary.steps, 4);
+    assert_eq!(summary.trainable_params, 7 * 24 + 24 * 20 + 20 + 20 * 144 + 144);
+    assert_eq!(all_weights(&trainer.model), before, "the LM is bit-identical after training");
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("prefix-tune-train-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A small task: after ` {source} <eos>`, always answer with the same four tokens.
+fn synthetic_task(n: usize) -> Vec<Example> {
+    (0..n)
+        .map(|i| {
+            let source = [10 + i as u32 * 7 % 90, 200 + i as u32 * 13 % 300, 5 + i as u32];
+            let answer = [42u32, 43, 44, 45, 514];
+            let input_ids: Vec<u32> = source.iter().copied().chain([514]).chain(answer).collect();
+            let labels = input_ids.iter().enumerate().map(|(t, &id)| if t < 4 { -100 } else { id as i64 }).collect();
+            Example { input_ids, labels }
+        })
+        .collect()
+}
+
+#[test]
+fn a_prefix_learns_a_small_task() {
+    let device = device();
+    let model = model(&device);
+    let mut config = TrainConfig::new(PrefixConfig { length: 4, reparam: Reparam::Mlp { hidden: 32 }, dropout: 0.0, init: Init::Random });
+    config.lr = 3e-2;
+    config.batch_size = 4;
+    config.max_steps = Some(60);
+    config.schedule = Schedule::Constant;
+    config.objective = Objective::Mean;
+    config.pad_token_id = 514;
+    let layout = Layout::gpt2(&model.config);
+    let prefix = config.prefix.init(layout, &device).unwrap();
+    let out = scratch("learn");
+    let mut trainer = Trainer::new(model, prefix, config, &out).unwrap();
+    trainer.quiet = true;
+    let examples = synthetic_task(8);
+    let start = trainer.evaluate(&examples).unwrap();
+    let summary = trainer.train(&examples, &[], None).unwrap();
+    let end = trainer.evaluate(&examples).unwrap();
+    println!("loss {start:.3} → {end:.3} in {} steps ({:.0} tok/s)", summary.steps, summary.tokens_per_second);
+    assert!(end < 0.2 * start, "loss fell only from {start} to {end}");
+    assert!(out.join("best/prefix.safetensors").is_file());
+    assert!(out.join("metrics.jsonl").is_file());
+}
+
+fn resume_config() -> TrainConfig {
+    let mut config = TrainConfig::new(PrefixConfig { length: 3, reparam: Reparam::Mlp { hidden: 16 }, dropout: 0.2, init: Init::Random });
+    config.lr = 1e-2;
+    config.batch_size = 3;
+    config.grad_accum = 2;
+    config.epochs = 3;
+    config.warmup_steps = 2;
+    config.max_grad_norm = Some(1.0);
+    config.lm_dropout = Some(0.1);
+    config.checkpoint_every = Some(1);
+    config.pad_token_id = 514;
+    config
+}
+
+fn prefix_bits(prefix: &Prefix) -> Vec<Vec<u32>> {
+    struct Bits(Vec<Vec<u32>>);
+    impl ModuleVisitor for Bits {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.push(to_f32s(param.val().detach()).iter().map(|x| x.to_bits()).collect());
+        }
+    }
+    let mut bits = Bits(Vec::new());
+    prefix.visit(&mut bits);
+    bits.0
+}
+
+#[test]
+fn a_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
+    let device = device();
+    let examples = synthetic_task(8);
+    let dev = synthetic_task(3);
+    let start = resume_config().prefix.init(Layout { n_layer: 3, n_head: 4, head_dim: 6 }, &device).unwrap();
+    let start_dir = scratch("resume-start");
+    prefix_tune_prefix::save_state(&start, &resume_config().prefix, None, "gpt2", &start_dir).unwrap();
+    let fresh = || prefix_tune_prefix::load_prefix(&start_dir, Some(start.layout), &device).unwrap().prefix.set_require_grad(true);
+
+    let whole = scratch("resume-whole");
+    let mut trainer = Trainer::new(model(&device), fresh(), resume_config(), &whole).unwrap();
+    trainer.quiet = true;
+    let full = trainer.train(&examples, &dev, None).unwrap();
+    let uninterrupted = prefix_bits(&trainer.prefix);
+
+    let split = scratch("resume-split");
+    let mut first = Trainer::new(model(&device), fresh(), resume_config(), &split).unwrap();
+    first.quiet = true;
+    first.train(&examples, &dev, Some(3)).unwrap();
+    drop(first);
+    let mut second = Trainer::resume(model(&device), &split).unwrap();
+    second.quiet = true;
+    let resumed = second.train(&examples, &dev, None).unwrap();
+    assert_eq!(resumed.steps, full.steps);
+    assert_eq!(prefix_bits(&second.prefix), uninterrupted, "bit-identical after resume");
+}
+
+#[test]
+fn a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    let device = device();
+    let out = scratch("nan");
+    let mut trainer = Trainer::new(model(&device), peft_prefix("flat", &device), resume_config(), &out).unwrap();
+    trainer.quiet = true;
+    trainer.train(&synthetic_task(6), &[], Some(1)).unwrap();
+    let good = std::fs::read(out.join("checkpoint/prefix.safetensors")).unwrap();
+    let poisoned = Tensor::<2>::full([5, 144], f32::NAN, &device).require_grad();
+    trainer.prefix.embedding = Param::from_tensor(poisoned);
+    let error = trainer.train(&synthetic_task(6), &[], None).err().unwrap().to_string();
+    assert!(error.contains("NaN") && error.contains("checkpoint"), "{error}");
+    assert_eq!(std::fs::read(out.join("checkpoint/prefix.safetensors")).unwrap(), good);
+    let _ = Prefix::from_activations(Tensor::<2>::zeros([1, 144], &device), Layout { n_layer: 3, n_head: 4, head_dim: 6 });
+}
