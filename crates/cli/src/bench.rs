@@ -98,7 +98,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         BenchWhat::Train { batch_size, seq_len, steps } => {
             let device = backend::device(args.backend.as_deref()).map_err(|e| e.to_string())?.autodiff();
             let model = random_gpt2(&config, 0, &device);
-            let prefix_config = PrefixConfig { length: 10, reparam: Reparam::Mlp { hidden: 512 }, dropout: 0.0, init: Init::Random };
+            let prefix_config = PrefixConfig { length: 10, reparam: Reparam::Mlp { hidden: 512 }, dropout: 0.0, init: Init::Random, placement: Default::default() };
             let prefix = prefix_config.init(Layout::gpt2(&config), &device)?;
             let examples: Vec<Example> = (0..batch_size * (steps + 1))
                 .map(|_| {

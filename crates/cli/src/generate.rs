@@ -2,7 +2,7 @@
 
 use clap::Args;
 use prefix_tune_model::generate::{EarlyStopping, GenerateConfig, Sampling};
-use prefix_tune_model::gpt2::generate_gpt2;
+use prefix_tune_prefix::generate_prefixed;
 use prefix_tune_model::hub::resolve_model;
 use prefix_tune_model::tokenizer::Gpt2Tokenizer;
 use prefix_tune_model::{backend, load_gpt2};
@@ -102,8 +102,9 @@ pub fn run(args: GenerateArgs) -> Result<(), String> {
         config.sampling = Some(Sampling { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed });
     }
 
-    let prefix = crate::prefixes::prefix_past(&model, &args.prefixes, prompts.len(), &device)?;
-    let outputs = generate_gpt2(&model, &prompts, prefix, &config).map_err(|e| e.to_string())?;
+    let prefixes = crate::prefixes::load_prefixes(&model, &args.prefixes, &device)?;
+    let prefixes: Vec<&_> = prefixes.iter().collect();
+    let outputs = generate_prefixed(&model, &prompts, &prefixes, &config).map_err(|e| e.to_string())?;
     for output in outputs {
         let text = match &tokenizer {
             Some(tokenizer) => Some(tokenizer.decode(&output.ids, false).map_err(|e| e.to_string())?),

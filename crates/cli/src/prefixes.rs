@@ -2,23 +2,16 @@
 
 use std::path::Path;
 
-use prefix_tune_model::burn::tensor::{Device, Tensor};
-use prefix_tune_model::{Gpt2, Past};
-use prefix_tune_prefix::{load_prefix, Layout};
+use prefix_tune_model::burn::tensor::Device;
+use prefix_tune_model::Gpt2;
+use prefix_tune_prefix::{load_prefix, Layout, Prefix};
 
-/// The past for `prompts` rows from zero, one (shared) or one-per-prompt `--prefix` paths.
-pub fn prefix_past(model: &Gpt2, paths: &[String], prompts: usize, device: &Device) -> Result<Option<Past>, String> {
-    if paths.is_empty() {
-        return Ok(None);
-    }
+/// Every `--prefix` (export, PEFT adapter, training state or run directory), checked against
+/// the model's layout.
+pub fn load_prefixes(model: &Gpt2, paths: &[String], device: &Device) -> Result<Vec<Prefix>, String> {
     let layout = Layout::gpt2(&model.config);
-    let activations: Vec<Tensor<2>> = paths
+    paths
         .iter()
-        .map(|path| load_prefix(Path::new(path), Some(layout), device).map(|loaded| loaded.prefix.activations()).map_err(|e| e.to_string()))
-        .collect::<Result<_, _>>()?;
-    match activations.len() {
-        1 => Ok(Some(layout.past(activations[0].clone(), prompts))),
-        n if n == prompts => Ok(Some(layout.stack(&activations))),
-        n => Err(format!("{n} --prefix for {prompts} prompts: give one prefix for all, or one per prompt")),
-    }
+        .map(|path| load_prefix(Path::new(path), Some(layout), device).map(|loaded| loaded.prefix).map_err(|e| e.to_string()))
+        .collect()
 }

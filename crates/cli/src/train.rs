@@ -6,8 +6,10 @@ use clap::Args;
 use prefix_tune_model::hub::resolve_model;
 use prefix_tune_model::tokenizer::Gpt2Tokenizer;
 use prefix_tune_model::{backend, load_gpt2};
-use prefix_tune_prefix::{load_prefix, text_activations, Init, Layout, PrefixConfig, Reparam};
+use prefix_tune_prefix::{load_prefix, text_activations, Init, Layout, Placement, PrefixConfig, Reparam};
+use prefix_tune_data::{load, task::Split, Gpt2Encoder, LoadConfig, Task};
 use prefix_tune_train::examples::{low_data_split, read_jsonl};
+use prefix_tune_train::Example;
 use prefix_tune_train::{Method, Objective, OptimizerConfig, Schedule, TrainConfig, Trainer};
 
 #[derive(Args, Debug, Clone)]
@@ -19,9 +21,14 @@ pub struct TrainArgs {
     /// A model directory or hub name.
     #[arg(long)]
     pub model: Option<String>,
-    /// Training data: a JSONL of {"input_ids": [...], "labels": [...]}.
+    /// Training data: a JSONL of {"input_ids": [...], "labels": [...]}, or with --task a
+    /// data file or the official directory of that task.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// e2e, webnlg, dart, xsum or jsonl ({"source", "target"}): read --data/--dev with the
+    /// task's loader and linearisation, as ` {source} <|endoftext|> {target} <|endoftext|>`.
+    #[arg(long)]
+    pub task: Option<String>,
     /// Dev data, same format (evaluated every epoch or --eval-every steps; best prefix kept).
     #[arg(long)]
     pub dev: Option<PathBuf>,
@@ -40,6 +47,10 @@ pub struct TrainArgs {
     pub init_from: Option<PathBuf>,
     #[arg(long, default_value_t = 0.0)]
     pub prefix_dropout: f64,
+    /// prefix, infix ([x; INFIX; y]) or embedding-only (virtual input embeddings): the
+    /// paper's §7 ablations.
+    #[arg(long, default_value = "prefix")]
+    pub placement: String,
     /// prefix (train only the prefix) or finetune (train every weight, no prefix).
     #[arg(long, default_value = "prefix")]
     pub method: String,
@@ -117,6 +128,21 @@ pub fn config_file_args(path: &Path) -> Result<Vec<String>, String> {
     Ok(args)
 }
 
+/// Training examples of a task: linearised sources and targets, tokenised with the model's
+/// tokenizer, loss on the target only.
+fn task_examples(task: &str, path: &Path, split: Split, model_dir: &Path, max_len: usize) -> Result<Vec<Example>, String> {
+    let task: Task = task.parse().map_err(|e: prefix_tune_data::DataError| e.to_string())?;
+    let data = load(task, path, &LoadConfig { split, ..Default::default() }).map_err(|e| e.to_string())?;
+    let encoder = Gpt2Encoder::from_file(model_dir).map_err(|e| e.to_string())?;
+    data.pairs
+        .iter()
+        .map(|pair| {
+            let example = encoder.training_example(&pair.source, &pair.target, Some(max_len)).map_err(|e| e.to_string())?;
+            Ok(Example { input_ids: example.input_ids, labels: example.labels })
+        })
+        .collect()
+}
+
 fn required<T: Clone>(value: &Option<T>, flag: &str) -> Result<T, String> {
     value.clone().ok_or_else(|| format!("{flag} is required"))
 }
@@ -127,9 +153,15 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
     let dir = resolve_model(&model_name).map_err(|e| e.to_string())?;
     let model = load_gpt2(&dir, &device).map_err(|e| e.to_string())?;
     let data_path = required(&args.data, "--data")?;
-    let mut train = read_jsonl(&data_path).map_err(|e| e.to_string())?;
+    let read = |path: &Path, split: Split| -> Result<Vec<Example>, String> {
+        match &args.task {
+            None => read_jsonl(path).map_err(|e| e.to_string()),
+            Some(task) => task_examples(task, path, split, &dir, model.config.n_positions.saturating_sub(args.prefix_length)),
+        }
+    };
+    let mut train = read(&data_path, Split::Train)?;
     let mut dev = match &args.dev {
-        Some(path) => read_jsonl(path).map_err(|e| e.to_string())?,
+        Some(path) => read(path, Split::Dev)?,
         None => Vec::new(),
     };
     if let Some(n) = args.train_size {
@@ -169,7 +201,16 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         other => return Err(format!("--init: `{other}` is not random, zero or text:\"...\"")),
     };
     let length = text_ids.as_ref().map_or(args.prefix_length, Vec::len);
-    let prefix_config = PrefixConfig { length, reparam, dropout: args.prefix_dropout, init };
+    let placement = match args.placement.as_str() {
+        "prefix" => Placement::Prefix,
+        "infix" => Placement::Infix,
+        "embedding-only" => Placement::EmbeddingOnly,
+        other => return Err(format!("--placement: `{other}` is not prefix, infix or embedding-only")),
+    };
+    if placement == Placement::EmbeddingOnly && text_ids.is_some() {
+        return Err("--init text: applies to keys/values; use random or zero with --placement embedding-only".into());
+    }
+    let prefix_config = PrefixConfig { length, reparam, dropout: args.prefix_dropout, init, placement };
     let prefix = match &args.init_from {
         Some(path) => {
             let loaded = load_prefix(path, Some(layout), &device).map_err(|e| e.to_string())?;
@@ -223,6 +264,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
     config.patience = args.patience;
     config.checkpoint_every = args.checkpoint_every;
     config.pad_token_id = model.config.pad_token_id.unwrap_or(eos);
+    config.separator_token_id = eos;
     config.base_model = Some(model_name);
     device.seed(args.seed);
 

@@ -109,3 +109,43 @@ fn a_backend_not_compiled_in_names_its_feature() {
         .unwrap();
     assert_one_line_error(&output, &["cuda", "--features cuda"]);
 }
+
+/// The wgpu backend (WGSL) on whatever Vulkan driver the machine has — in CI, Mesa's
+/// lavapipe. Runs in a child process so a driver crash fails this test only.
+#[test]
+fn wgpu_backend_generates_what_hf_generates() {
+    if !cfg!(feature = "wgpu") {
+        println!("skipped: built without the wgpu feature");
+        return;
+    }
+    let lavapipe = Path::new("/usr/share/vulkan/icd.d/lvp_icd.json");
+    let icd = std::env::var("VK_ICD_FILENAMES").ok().or_else(|| lavapipe.exists().then(|| lavapipe.display().to_string()));
+    let Some(icd) = icd else {
+        println!("skipped: no Vulkan driver (install mesa-vulkan-drivers for lavapipe)");
+        return;
+    };
+    let runtime = std::env::temp_dir().join("prefix-tune-xdg");
+    std::fs::create_dir_all(&runtime).unwrap();
+    let model = fixtures().join("gpt2-a");
+    let reference = reference("gpt2-a");
+    let mut args = vec!["generate".to_string(), "--model".into(), model.display().to_string(), "--json".into(), "--backend".into(), "wgpu".into()];
+    args.extend(["--max-new-tokens".into(), "12".into(), "--num-beams".into(), "4".into(), "--early-stopping".into(), "true".into()]);
+    for prompt in reference["prompts"].as_array().unwrap() {
+        let ids: Vec<String> = prompt.as_array().unwrap().iter().map(|id| id.to_string()).collect();
+        args.extend(["--prompt-ids".into(), ids.join(",")]);
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_prefix-tune"))
+        .args(&args)
+        .env("VK_ICD_FILENAMES", &icd)
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .output()
+        .unwrap();
+    let lines = stdout_lines(&output);
+    let beam = &reference["generate"]["beam4"];
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["ids"], beam["new_tokens"][i], "wgpu prompt {i}");
+        let score = line["score"].as_f64().unwrap();
+        assert!((score - beam["sequences_scores"][i].as_f64().unwrap()).abs() < 1e-4, "wgpu score {i}");
+    }
+    println!("wgpu ({icd}): beam-4 tokens identical to HF");
+}

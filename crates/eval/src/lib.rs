@@ -7,6 +7,7 @@
 //! | e2e | ROUGE-L, CIDEr(-D) | e2e-metrics' pycocoevalcap on PTB-tokenized text ([`coco`], [`ptb`]) |
 //! | e2e, webnlg, dart | METEOR 1.5 | the jar itself ([`meteor`]), skipped without a jar |
 //! | webnlg, dart | BLEU | `multi-bleu.perl` (`-lc` for WebNLG) ([`multibleu`]) |
+//! | webnlg, dart | TER | sacrebleu's `TER()` at its defaults ([`ter`], search in [`tercom`]) |
 //! | xsum | ROUGE-1/2/L | Google `rouge-score` with the Porter stemmer ([`rouge_score`]) |
 
 pub mod coco;
@@ -18,6 +19,8 @@ pub mod porter;
 pub mod ptb;
 pub mod rouge_score;
 pub mod score;
+pub mod ter;
+pub mod tercom;
 
 pub use error::EvalError;
 pub use score::{score_groups, score_predictions, Scores};

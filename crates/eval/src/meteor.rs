@@ -15,8 +15,8 @@ pub fn find_jar(explicit: Option<&Path>) -> Option<PathBuf> {
     explicit.map(Path::to_path_buf).or_else(|| std::env::var_os(METEOR_JAR_ENV).map(PathBuf::from))
 }
 
-/// Corpus METEOR of `hypotheses` against `references`, with extra jar arguments
-/// (e2e-metrics: `["-norm"]`; the WebNLG/DART scripts use `-norm -r N` in file mode).
+/// Corpus METEOR of `hypotheses` against `references` (`-l en -norm`, stdio mode as in
+/// pycocoevalcap; the WebNLG/DART scripts run the same options in file mode with `-r N`).
 pub fn meteor(jar: &Path, hypotheses: &[String], references: &[Vec<String>]) -> Result<f64, EvalError> {
     let err = |message: String| EvalError::Meteor { jar: jar.to_path_buf(), message };
     if !jar.is_file() {

@@ -2,13 +2,13 @@
 //! appearance (the order of [`prefix_tune_data::Dataset::groups`]).
 
 use crate::error::EvalError;
-use crate::{coco, meteor, mteval, multibleu, ptb, rouge_score};
+use crate::{coco, meteor, mteval, multibleu, ptb, rouge_score, ter};
 use prefix_tune_data::{load, Group, LoadConfig, Task};
 use std::path::Path;
 
 /// Scores of one system output. Fields that do not apply to the task are absent from the JSON.
 /// BLEU is on a 0–1 scale for E2E (as mteval prints it) and 0–100 for WebNLG/DART (as
-/// multi-bleu.perl prints it); ROUGE figures are fractions.
+/// multi-bleu.perl prints it); TER is 0–100 as sacrebleu prints it; ROUGE figures are fractions.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Scores {
     pub task: String,
@@ -20,6 +20,9 @@ pub struct Scores {
     pub nist: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub meteor: Option<f64>,
+    /// sacrebleu TER (WebNLG/DART), lower is better.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ter: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rouge_l: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -86,7 +89,7 @@ pub fn score_groups(
             let lowercase = task == Task::Webnlg;
             scores.bleu = Some(multibleu::bleu(predictions, &references, lowercase));
             run_meteor(&mut scores, meteor_jar, predictions, &references)?;
-            scores.skipped.push("ter: not implemented yet".to_string());
+            scores.ter = Some(ter::corpus_ter(predictions, &references).score);
         }
         Task::Xsum => {
             let firsts: Vec<String> = references.iter().map(|r| r[0].clone()).collect();

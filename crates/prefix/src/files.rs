@@ -18,7 +18,7 @@ use prefix_tune_model::weights::{save_f32, write_atomic, WeightFiles};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::{Layout, Prefix, PrefixConfig, PrefixError, PrefixMlp, Reparam};
+use crate::{Layout, Placement, Prefix, PrefixConfig, PrefixError, PrefixMlp, Reparam};
 
 pub const CONFIG_FILE: &str = "prefix_config.json";
 pub const TENSORS_FILE: &str = "prefix.safetensors";
@@ -42,6 +42,9 @@ pub struct PrefixFileConfig {
     /// For a state: the configuration it was trained with.
     #[serde(default)]
     pub prefix: Option<PrefixConfig>,
+    /// Where the activations go (prefix unless an ablation).
+    #[serde(default)]
+    pub placement: Placement,
 }
 
 impl PrefixFileConfig {
@@ -134,9 +137,10 @@ fn load_native(dir: &Path, expected: Option<Layout>, device: &Device) -> Result<
     let tensors_path = dir.join(TENSORS_FILE);
     let files = WeightFiles::open(vec![tensors_path.clone()])?;
     let p = config.prefix_length;
-    let why = format!("prefix_length = {p}, 2·n_layer·n_head·head_dim = {}", layout.width());
-    let prefix = match config.kind.as_str() {
-        "export" => Prefix::from_activations(read_matrix(&files, &tensors_path, "activations", [p, layout.width()], &why, device)?, layout),
+    let width = config.placement.width(layout);
+    let why = format!("prefix_length = {p}, width {width} for a {:?} placement", config.placement);
+    let mut prefix = match config.kind.as_str() {
+        "export" => Prefix::from_activations(read_matrix(&files, &tensors_path, "activations", [p, width], &why, device)?, layout),
         "state" => {
             let prefix_config = config
                 .prefix
@@ -144,8 +148,8 @@ fn load_native(dir: &Path, expected: Option<Layout>, device: &Device) -> Result<
                 .ok_or_else(|| file_error(&config_path, "prefix", "a training state must record its prefix configuration"))?;
             match prefix_config.reparam {
                 Reparam::Flat => {
-                    let embedding = read_matrix(&files, &tensors_path, "embedding", [p, layout.width()], &why, device)?;
-                    Prefix { embedding: Param::from_tensor(embedding), mlp: None, layout, dropout: prefix_config.dropout }
+                    let embedding = read_matrix(&files, &tensors_path, "embedding", [p, width], &why, device)?;
+                    Prefix { embedding: Param::from_tensor(embedding), mlp: None, layout, dropout: prefix_config.dropout, placement: config.placement }
                 }
                 Reparam::Mlp { hidden } => {
                     let d = layout.d_model();
@@ -156,14 +160,15 @@ fn load_native(dir: &Path, expected: Option<Layout>, device: &Device) -> Result<
                             bias: Some(Param::from_tensor(read_vector(&files, &tensors_path, &format!("{name}.bias"), d_out, device)?)),
                         })
                     };
-                    let mlp = PrefixMlp { hidden: linear("mlp.hidden", d, hidden)?, output: linear("mlp.output", hidden, layout.width())? };
+                    let mlp = PrefixMlp { hidden: linear("mlp.hidden", d, hidden)?, output: linear("mlp.output", hidden, width)? };
                     let embedding = read_matrix(&files, &tensors_path, "embedding", [p, d], &why, device)?;
-                    Prefix { embedding: Param::from_tensor(embedding), mlp: Some(mlp), layout, dropout: prefix_config.dropout }
+                    Prefix { embedding: Param::from_tensor(embedding), mlp: Some(mlp), layout, dropout: prefix_config.dropout, placement: config.placement }
                 }
             }
         }
         other => return Err(file_error(&config_path, "kind", format!("`{other}` is not \"export\" or \"state\""))),
     };
+    prefix.placement = config.placement;
     Ok(LoadedPrefix { prefix, base_model: config.base_model, path: dir.into() })
 }
 
@@ -207,7 +212,8 @@ pub fn save_export(prefix: &Prefix, base_model: Option<&str>, architecture: &str
     let layout = prefix.layout;
     let activations = prefix.activations();
     let [p, width] = activations.dims();
-    let config = file_config("export", architecture, base_model, p, layout, None);
+    let mut config = file_config("export", architecture, base_model, p, layout, None);
+    config.placement = prefix.placement;
     write_dir(dir, &config, &[("activations".into(), vec![p, width], to_f32s(activations))])
 }
 
@@ -221,7 +227,8 @@ pub fn save_state(prefix: &Prefix, prefix_config: &PrefixConfig, base_model: Opt
             tensors.push((format!("{name}.bias"), bias.dims().to_vec(), to_f32s(bias)));
         }
     }
-    let config = file_config("state", architecture, base_model, prefix.length(), prefix.layout, Some(prefix_config.clone()));
+    let mut config = file_config("state", architecture, base_model, prefix.length(), prefix.layout, Some(prefix_config.clone()));
+    config.placement = prefix.placement;
     write_dir(dir, &config, &tensors)
 }
 
@@ -236,6 +243,7 @@ fn file_config(kind: &str, architecture: &str, base_model: Option<&str>, p: usiz
         n_head: layout.n_head,
         head_dim: layout.head_dim,
         prefix,
+        placement: Placement::Prefix,
     }
 }
 
@@ -249,6 +257,9 @@ fn write_dir(dir: &Path, config: &PrefixFileConfig, tensors: &[(String, Vec<usiz
 
 /// Writes a PEFT prefix-tuning adapter (`prefix_projection` false: the file holds activations).
 pub fn save_peft(prefix: &Prefix, base_model: Option<&str>, dir: &Path) -> Result<(), PrefixError> {
+    if prefix.placement != Placement::Prefix {
+        return Err(PrefixError::Input(format!("PEFT adapters hold prefixes only, not a {:?} ablation", prefix.placement)));
+    }
     let layout = prefix.layout;
     let activations = prefix.activations();
     let [p, width] = activations.dims();

@@ -56,31 +56,9 @@ impl Layout {
         blocks.permute([2, 0, 1, 3]).reshape([length, self.width()])
     }
 
-    /// One prefix per row — a mixed-task batch (the paper's §8). Rows with shorter prefixes are
-    /// padded after their prefix with masked keys, so every row attends only to its own prefix
-    /// and its tokens still start at position P_row.
+    /// One prefix per row — a mixed-task batch (the paper's §8). See [`stack_pasts`].
     pub fn stack(&self, per_row: &[Tensor<2>]) -> Past {
-        let longest = per_row.iter().map(|a| a.dims()[0]).max().unwrap_or(0);
-        let mut rows_layers: Vec<Vec<KeyValue>> = Vec::with_capacity(per_row.len());
-        let mut mask = Vec::with_capacity(per_row.len());
-        for activations in per_row {
-            let [length, width] = activations.dims();
-            let padded = if length < longest {
-                let zeros = Tensor::<2>::zeros([longest - length, width], &activations.device());
-                Tensor::cat(vec![activations.clone(), zeros], 0)
-            } else {
-                activations.clone()
-            };
-            rows_layers.push(self.to_layers(padded, 1));
-            mask.push((0..longest).map(|i| if i < length { 1.0 } else { 0.0 }).collect());
-        }
-        let layers = (0..self.n_layer)
-            .map(|layer| KeyValue {
-                keys: Tensor::cat(rows_layers.iter().map(|row| row[layer].keys.clone()).collect(), 0),
-                values: Tensor::cat(rows_layers.iter().map(|row| row[layer].values.clone()).collect(), 0),
-            })
-            .collect();
-        Past { layers, mask }
+        stack_pasts(per_row.iter().map(|activations| self.past(activations.clone(), 1)).collect())
     }
 
     /// The same prefix for `batch` rows, as a [`Past`].
@@ -88,4 +66,37 @@ impl Layout {
         let length = activations.dims()[0];
         Past { layers: self.to_layers(activations, batch), mask: vec![vec![1.0; length]; batch] }
     }
+}
+
+/// Stacks one-row pasts of possibly different lengths into one batch. Shorter rows are padded
+/// after their prefix with masked keys, so every row attends only to its own prefix and its
+/// tokens still start at position P_row.
+pub fn stack_pasts(rows: Vec<Past>) -> Past {
+    let longest = rows.iter().map(Past::len).max().unwrap_or(0);
+    let n_layer = rows.first().map_or(0, |row| row.layers.len());
+    let mut mask = Vec::with_capacity(rows.len());
+    let mut per_layer: Vec<(Vec<Tensor<4>>, Vec<Tensor<4>>)> = (0..n_layer).map(|_| (Vec::new(), Vec::new())).collect();
+    for row in rows {
+        let length = row.len();
+        for (layer, kv) in row.layers.into_iter().enumerate() {
+            let pad = |t: Tensor<4>| {
+                if length == longest {
+                    return t;
+                }
+                let [b, h, _, d] = t.dims();
+                let zeros = Tensor::<4>::zeros([b, h, longest - length, d], &t.device());
+                Tensor::cat(vec![t, zeros], 2)
+            };
+            per_layer[layer].0.push(pad(kv.keys));
+            per_layer[layer].1.push(pad(kv.values));
+        }
+        let mut row_mask = row.mask.into_iter().next().unwrap_or_default();
+        row_mask.resize(longest, 0.0);
+        mask.push(row_mask);
+    }
+    let layers = per_layer
+        .into_iter()
+        .map(|(keys, values)| KeyValue { keys: Tensor::cat(keys, 0), values: Tensor::cat(values, 0) })
+        .collect();
+    Past { layers, mask }
 }

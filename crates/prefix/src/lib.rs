@@ -2,13 +2,17 @@
 //! token attends to, flat or MLP-reparameterised, and the files it lives in.
 
 mod files;
+mod infix;
 mod layout;
 mod prefix;
 mod text_init;
+mod decode;
 
 pub use files::{load_prefix, save_export, save_peft, save_state, LoadedPrefix, PrefixFileConfig};
-pub use layout::Layout;
-pub use prefix::{Init, Prefix, PrefixConfig, PrefixMlp, Reparam};
+pub use layout::{stack_pasts, Layout};
+pub use decode::{generate_prefixed, prefixed_past};
+pub use infix::{infix_forward, InfixDecoder};
+pub use prefix::{Init, Placement, Prefix, PrefixConfig, PrefixMlp, Reparam};
 pub use text_init::text_activations;
 
 use std::path::PathBuf;

@@ -4,6 +4,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Distribution, Tensor};
 use prefix_tune_model::attention::apply_dropout;
+use prefix_tune_model::gpt2::{Dropout, Gpt2};
 use prefix_tune_model::Past;
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +33,21 @@ pub enum Init {
     Text { text: String },
 }
 
+/// Where the trained activations enter the model (the paper's §7 ablations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Placement {
+    /// Keys and values in front of every layer's attention: prefix-tuning.
+    #[default]
+    Prefix,
+    /// `[x; INFIX; y]`: the same activations between the source and the target, so the
+    /// source cannot see them (§7.4).
+    Infix,
+    /// Only P virtual token embeddings at the input; the frozen model computes their keys and
+    /// values (§7.2, like prompt tuning).
+    EmbeddingOnly,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PrefixConfig {
     /// P, the number of virtual tokens (for `Init::Text`, the text's token count).
@@ -41,11 +57,23 @@ pub struct PrefixConfig {
     #[serde(default)]
     pub dropout: f64,
     pub init: Init,
+    #[serde(default)]
+    pub placement: Placement,
+}
+
+impl Placement {
+    /// Columns of the activation matrix: 2·L·D for keys/values, D for input embeddings.
+    pub fn width(self, layout: Layout) -> usize {
+        match self {
+            Placement::Prefix | Placement::Infix => layout.width(),
+            Placement::EmbeddingOnly => layout.d_model(),
+        }
+    }
 }
 
 impl PrefixConfig {
     pub fn new(length: usize) -> Self {
-        Self { length, reparam: Reparam::Mlp { hidden: 512 }, dropout: 0.0, init: Init::Random }
+        Self { length, reparam: Reparam::Mlp { hidden: 512 }, dropout: 0.0, init: Init::Random, placement: Placement::Prefix }
     }
 
     /// A prefix with random or zero values (text init goes through [`crate::text_init`]).
@@ -54,8 +82,9 @@ impl PrefixConfig {
             return Err("prefix length P must be at least 1".into());
         }
         let zero = matches!(self.init, Init::Zero);
+        let width = self.placement.width(layout);
         let embedding_width = match self.reparam {
-            Reparam::Flat => layout.width(),
+            Reparam::Flat => width,
             Reparam::Mlp { .. } => layout.d_model(),
         };
         let embedding = if zero {
@@ -66,16 +95,16 @@ impl PrefixConfig {
         let mlp = match self.reparam {
             Reparam::Flat => None,
             Reparam::Mlp { hidden } => {
-                let mut output = LinearConfig::new(hidden, layout.width()).init(device);
+                let mut output = LinearConfig::new(hidden, width).init(device);
                 if zero {
                     // Zero activations whatever the embedding: zero the last layer.
-                    output.weight = Param::from_tensor(Tensor::zeros([hidden, layout.width()], device));
-                    output.bias = Some(Param::from_tensor(Tensor::zeros([layout.width()], device)));
+                    output.weight = Param::from_tensor(Tensor::zeros([hidden, width], device));
+                    output.bias = Some(Param::from_tensor(Tensor::zeros([width], device)));
                 }
                 Some(PrefixMlp { hidden: LinearConfig::new(layout.d_model(), hidden).init(device), output })
             }
         };
-        Ok(Prefix { embedding: Param::from_tensor(embedding), mlp, layout, dropout: self.dropout })
+        Ok(Prefix { embedding: Param::from_tensor(embedding), mlp, layout, dropout: self.dropout, placement: self.placement })
     }
 }
 
@@ -95,12 +124,14 @@ pub struct Prefix {
     pub layout: Layout,
     #[module(skip)]
     pub dropout: f64,
+    #[module(skip)]
+    pub placement: Placement,
 }
 
 impl Prefix {
     /// A flat prefix holding fixed activations (an export, a PEFT adapter).
     pub fn from_activations(activations: Tensor<2>, layout: Layout) -> Self {
-        Self { embedding: Param::from_tensor(activations), mlp: None, layout, dropout: 0.0 }
+        Self { embedding: Param::from_tensor(activations), mlp: None, layout, dropout: 0.0, placement: Placement::Prefix }
     }
 
     pub fn length(&self) -> usize {
@@ -117,6 +148,7 @@ impl Prefix {
     }
 
     /// The prefix as past keys/values for `batch` rows; with `train`, prefix dropout applies.
+    /// For the embedding-only ablation use [`Prefix::past_through`], which needs the model.
     pub fn past(&self, batch: usize, train: bool) -> Past {
         let mut activations = self.activations();
         if train {
@@ -125,9 +157,28 @@ impl Prefix {
         self.layout.past(activations, batch)
     }
 
+    /// The past every placement produces: for embedding-only, the frozen model's keys and
+    /// values of the virtual embeddings (gradients flow back to them through the model).
+    pub fn past_through(&self, model: &Gpt2, batch: usize, train: bool, dropout: Dropout) -> Past {
+        match self.placement {
+            Placement::Prefix | Placement::Infix => self.past(batch, train),
+            Placement::EmbeddingOnly => {
+                let mut embeddings = self.activations();
+                if train {
+                    embeddings = apply_dropout(embeddings, self.dropout);
+                }
+                let [length, d_model] = embeddings.dims();
+                let embeddings = embeddings.unsqueeze::<3>().expand([batch, length, d_model]);
+                model.past_of_embeddings(embeddings, dropout)
+            }
+        }
+    }
+
     /// Drops the reparameterisation: a flat prefix with the same activations, detached.
     pub fn materialize(&self) -> Prefix {
-        Prefix::from_activations(self.activations().detach(), self.layout)
+        let mut flat = Prefix::from_activations(self.activations().detach(), self.layout);
+        flat.placement = self.placement;
+        flat
     }
 
     pub fn num_params(&self) -> usize {

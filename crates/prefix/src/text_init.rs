@@ -23,10 +23,9 @@ impl Prefix {
     /// `self` must live on an autodiff device for the MLP fit. Returns the final MSE.
     pub fn fit_to(self, target: Tensor<2>, steps: usize, lr: f64) -> (Prefix, f32) {
         if self.mlp.is_none() {
-            let layout = self.layout;
-            let dropout = self.dropout;
-            let mut flat = Prefix::from_activations(target.detach(), layout);
-            flat.dropout = dropout;
+            let mut flat = Prefix::from_activations(target.detach(), self.layout);
+            flat.dropout = self.dropout;
+            flat.placement = self.placement;
             return (flat, 0.0);
         }
         let target = target.detach();

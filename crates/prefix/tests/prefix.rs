@@ -60,7 +60,7 @@ fn peft_prefix(variant: &str, device: &Device) -> Prefix {
         };
         PrefixMlp { hidden: linear(0), output: linear(2) }
     });
-    Prefix { embedding: Param::from_tensor(embedding), mlp, layout, dropout: 0.0 }
+    Prefix { embedding: Param::from_tensor(embedding), mlp, layout, dropout: 0.0, placement: Default::default() }
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -221,7 +221,7 @@ fn an_export_gives_the_logits_of_the_mlp_it_came_from_and_a_state_keeps_the_mlp(
     assert!(size < 7 * 144 * 4 + 256, "{size} bytes");
 
     let state_dir = scratch("state");
-    let config = PrefixConfig { length: 7, reparam: Reparam::Mlp { hidden: 20 }, dropout: 0.0, init: prefix_tune_prefix::Init::Random };
+    let config = PrefixConfig { length: 7, reparam: Reparam::Mlp { hidden: 20 }, dropout: 0.0, init: prefix_tune_prefix::Init::Random, placement: Default::default() };
     save_state(&prefix, &config, Some("gpt2-a"), "gpt2", &state_dir).unwrap();
     let state = load_prefix(&state_dir, Some(prefix.layout), &device).unwrap();
     assert!(state.prefix.mlp.is_some(), "a training state keeps the MLP");
@@ -257,7 +257,7 @@ fn text_init_reproduces_the_models_activations_for_the_text() {
     let activations = text_activations(&model, &text).unwrap();
     let layout = Layout::gpt2(&model.config);
     assert_eq!(activations.dims(), [4, layout.width()]);
-    let config = PrefixConfig { length: 4, reparam: Reparam::Flat, dropout: 0.0, init: prefix_tune_prefix::Init::Zero };
+    let config = PrefixConfig { length: 4, reparam: Reparam::Flat, dropout: 0.0, init: prefix_tune_prefix::Init::Zero, placement: Default::default() };
     let (prefix, _) = config.init(layout, &device).unwrap().fit_to(activations.clone(), 0, 0.0);
     // The prefix stands in for the text: the rest's logits are those of text + rest.
     let full: Vec<u32> = text.iter().chain(&rest[0]).copied().collect();
@@ -267,7 +267,7 @@ fn text_init_reproduces_the_models_activations_for_the_text() {
 
     // An MLP fitted to the same activations by MSE gets close to them.
     let ad = device.clone().autodiff();
-    let mlp_config = PrefixConfig { length: 4, reparam: Reparam::Mlp { hidden: 32 }, dropout: 0.0, init: prefix_tune_prefix::Init::Random };
+    let mlp_config = PrefixConfig { length: 4, reparam: Reparam::Mlp { hidden: 32 }, dropout: 0.0, init: prefix_tune_prefix::Init::Random, placement: Default::default() };
     let target = floats(to_f32s(activations), [4, layout.width()], &ad);
     let start_mse = (mlp_config.init(layout, &ad).unwrap().activations() - target.clone()).powf_scalar(2.0).mean().into_scalar();
     let (_, mse) = mlp_config.init(layout, &ad).unwrap().fit_to(target, 300, 1e-2);

@@ -4,6 +4,7 @@
 pub mod examples;
 pub mod loss;
 pub mod optim;
+pub mod plot;
 pub mod schedule;
 mod trainer;
 

@@ -9,7 +9,7 @@ use burn::tensor::{Device, Tensor};
 use prefix_tune_model::gpt2::{Dropout, Gpt2};
 use prefix_tune_model::tensors::to_f32s;
 use prefix_tune_model::weights::{save_f32, write_atomic, WeightFiles};
-use prefix_tune_prefix::{load_prefix, save_export, save_state, Layout, Prefix, PrefixConfig};
+use prefix_tune_prefix::{infix_forward, load_prefix, save_export, save_state, Layout, Placement, Prefix, PrefixConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::examples::{epoch_order, Batch, Example};
@@ -55,6 +55,9 @@ pub struct TrainConfig {
     pub checkpoint_every: Option<usize>,
     /// Token used to pad batches (masked out; GPT-2: EOS).
     pub pad_token_id: u32,
+    /// Token between source and target (GPT-2: EOS); where an infix goes.
+    #[serde(default = "default_separator")]
+    pub separator_token_id: u32,
     /// The model's name or path, recorded in the files written.
     pub base_model: Option<String>,
 }
@@ -80,6 +83,7 @@ impl TrainConfig {
             patience: None,
             checkpoint_every: None,
             pad_token_id: 50256,
+            separator_token_id: 50256,
             base_model: None,
         }
     }
@@ -100,6 +104,10 @@ impl TrainConfig {
         }
         Ok(())
     }
+}
+
+fn default_separator() -> u32 {
+    50256
 }
 
 /// Where a run stands; saved in `checkpoint/trainer_state.json`.
@@ -246,12 +254,31 @@ impl Trainer {
     /// The loss of one batch with gradients tracked (training mode).
     pub fn batch_loss(&self, batch: &Batch, train: bool) -> Result<(Tensor<1>, usize), TrainError> {
         let dropout = if train { self.dropout() } else { Dropout::default() };
-        let past = match self.config.method {
-            Method::Prefix => Some(self.prefix.past(batch.ids.len(), train)),
-            Method::Finetune => None,
+        let rows = batch.ids.len();
+        let (hidden, labels) = match (self.config.method, self.prefix.placement) {
+            (Method::Finetune, _) => (self.model.forward_tokens(&batch.ids, &batch.mask, None, dropout)?.0, batch.labels.clone()),
+            (Method::Prefix, Placement::Infix) => {
+                let (hidden, splits) = infix_forward(&self.model, &self.prefix, &batch.ids, &batch.mask, self.config.separator_token_id, train, dropout)?;
+                // The target side's labels, cut where its tokens were.
+                let width = hidden.dims()[1];
+                let labels = batch
+                    .labels
+                    .iter()
+                    .zip(splits)
+                    .map(|(row, split)| {
+                        let mut cut = row[split..].to_vec();
+                        cut.resize(width, crate::loss::IGNORE);
+                        cut
+                    })
+                    .collect();
+                (hidden, labels)
+            }
+            (Method::Prefix, _) => {
+                let past = self.prefix.past_through(&self.model, rows, train, dropout);
+                (self.model.forward_tokens(&batch.ids, &batch.mask, Some(past), dropout)?.0, batch.labels.clone())
+            }
         };
-        let (hidden, _) = self.model.forward_tokens(&batch.ids, &batch.mask, past, dropout)?;
-        Ok(loss(self.model.logits(hidden), &batch.labels, self.config.objective))
+        Ok(loss(self.model.logits(hidden), &labels, self.config.objective))
     }
 
     /// Mean loss over `examples` (no gradient kept).
@@ -380,6 +407,7 @@ impl Trainer {
             save_export(&self.prefix, self.config.base_model.as_deref(), "gpt2", &self.out.join("best"))?;
         }
         self.checkpoint()?;
+        self.plot()?;
         if !self.quiet {
             eprintln!();
         }
@@ -450,6 +478,23 @@ impl Trainer {
         let text = serde_json::to_string_pretty(&self.progress).expect("progress serialises");
         write_atomic(&dir.join("trainer_state.json"), text.as_bytes())?;
         Ok(())
+    }
+
+    /// `loss.png` from `metrics.jsonl` (the whole run, resumed parts included).
+    fn plot(&self) -> Result<(), TrainError> {
+        let text = std::fs::read_to_string(self.out.join("metrics.jsonl")).unwrap_or_default();
+        let (mut train, mut dev) = (Vec::new(), Vec::new());
+        for record in text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
+            let step = record["step"].as_f64().unwrap_or(0.0);
+            if let Some(loss) = record["loss"].as_f64() {
+                train.push((step, loss));
+            }
+            if let Some(loss) = record["dev_loss"].as_f64() {
+                dev.push((step, loss));
+            }
+        }
+        let path = self.out.join("loss.png");
+        crate::plot::plot_losses(&path, &train, &dev).map_err(|e| TrainError::Checkpoint { path, reason: e.to_string() })
     }
 
     fn append_metrics(&self, record: &serde_json::Value) -> Result<(), TrainError> {

@@ -66,7 +66,7 @@ fn peft_prefix(variant: &str, device: &Device) -> Prefix {
         hidden: Linear { weight: matrix("prompt_encoder.default.transform.0.weight", true), bias: Some(vector("prompt_encoder.default.transform.0.bias")) },
         output: Linear { weight: matrix("prompt_encoder.default.transform.2.weight", true), bias: Some(vector("prompt_encoder.default.transform.2.bias")) },
     });
-    Prefix { embedding: matrix("prompt_encoder.default.embedding.weight", false), mlp, layout: Layout { n_layer: 3, n_head: 4, head_dim: 6 }, dropout: 0.0 }
+    Prefix { embedding: matrix("prompt_encoder.default.embedding.weight", false), mlp, layout: Layout { n_layer: 3, n_head: 4, head_dim: 6 }, dropout: 0.0, placement: Default::default() }
 }
 
 /// Our parameters' values in visiting order, in PyTorch's layout.
@@ -182,7 +182,7 @@ fn the_frozen_lm_gets_no_gradient_and_stays_bit_identical() {
     assert_eq!(frozen.count(), 0, "no gradient tensor exists for any frozen weight");
 
     let out = scratch("frozen");
-    let mut config = TrainConfig::new(PrefixConfig { length: 7, reparam: Reparam::Mlp { hidden: 20 }, dropout: 0.1, init: Init::Random });
+    let mut config = TrainConfig::new(PrefixConfig { length: 7, reparam: Reparam::Mlp { hidden: 20 }, dropout: 0.1, init: Init::Random, placement: Default::default() });
     config.lr = 1e-2;
     config.batch_size = 2;
     config.max_steps = Some(4);
@@ -220,7 +220,7 @@ fn synthetic_task(n: usize) -> Vec<Example> {
 fn a_prefix_learns_a_small_task() {
     let device = device();
     let model = model(&device);
-    let mut config = TrainConfig::new(PrefixConfig { length: 4, reparam: Reparam::Mlp { hidden: 32 }, dropout: 0.0, init: Init::Random });
+    let mut config = TrainConfig::new(PrefixConfig { length: 4, reparam: Reparam::Mlp { hidden: 32 }, dropout: 0.0, init: Init::Random, placement: Default::default() });
     config.lr = 3e-2;
     config.batch_size = 4;
     config.max_steps = Some(60);
@@ -239,11 +239,15 @@ fn a_prefix_learns_a_small_task() {
     println!("loss {start:.3} → {end:.3} in {} steps ({:.0} tok/s)", summary.steps, summary.tokens_per_second);
     assert!(end < 0.2 * start, "loss fell only from {start} to {end}");
     assert!(out.join("best/prefix.safetensors").is_file());
-    assert!(out.join("metrics.jsonl").is_file());
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 60, "one record per step");
+    assert!(std::fs::read(out.join("loss.png")).unwrap().starts_with(b"\x89PNG"));
+    let saved: TrainConfig = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(saved.max_steps, Some(60));
 }
 
 fn resume_config() -> TrainConfig {
-    let mut config = TrainConfig::new(PrefixConfig { length: 3, reparam: Reparam::Mlp { hidden: 16 }, dropout: 0.2, init: Init::Random });
+    let mut config = TrainConfig::new(PrefixConfig { length: 3, reparam: Reparam::Mlp { hidden: 16 }, dropout: 0.2, init: Init::Random, placement: Default::default() });
     config.lr = 1e-2;
     config.batch_size = 3;
     config.grad_accum = 2;

@@ -112,4 +112,16 @@ impl Gpt2 {
         let (hidden, layers) = self.forward(input, past_layers, dropout);
         Ok((hidden, Past { layers, mask: full_mask }))
     }
+
+    /// The past (keys/values in every layer) of virtual input embeddings `[B, P, D]` at
+    /// positions 0..P: what the embedding-only ablation trains, fed to later tokens as a prefix.
+    pub fn past_of_embeddings(&self, embeddings: Tensor<3>, dropout: Dropout) -> Past {
+        let [batch, length, _] = embeddings.dims();
+        let device = embeddings.device();
+        let mask = vec![vec![1.0; length]; batch];
+        let positions = ints((0..batch).flat_map(|_| 0..length as i64).collect(), [batch, length], &device);
+        let bias = attention_bias(&mask, length, true, &device);
+        let (_, layers) = self.forward_embedded(embeddings, positions, Some(bias), None, dropout);
+        Past { layers, mask }
+    }
 }

@@ -181,8 +181,20 @@ impl Gpt2 {
     /// values. Returns the final hidden states `[B, T, D]` and every layer's past + current
     /// keys/values, the next step's cache.
     pub fn forward(&self, input: Gpt2Input, past: Option<Vec<KeyValue>>, dropout: Dropout) -> (Tensor<3>, Vec<KeyValue>) {
-        let Gpt2Input { input_ids, position_ids, bias } = input;
-        let tokens = embedding(self.wte.val(), input_ids); // [B, T, D]
+        let tokens = embedding(self.wte.val(), input.input_ids); // [B, T, D]
+        self.forward_embedded(tokens, input.position_ids, input.bias, past, dropout)
+    }
+
+    /// [`Gpt2::forward`] from input embeddings `[B, T, D]` instead of token ids (virtual
+    /// tokens of the embedding-only ablation, prompt tuning).
+    pub fn forward_embedded(
+        &self,
+        tokens: Tensor<3>,
+        position_ids: Tensor<2, Int>,
+        bias: Option<Tensor<4>>,
+        past: Option<Vec<KeyValue>>,
+        dropout: Dropout,
+    ) -> (Tensor<3>, Vec<KeyValue>) {
         let positions = embedding(self.wpe.val(), position_ids); // [B, T, D]
         let mut x = apply_dropout(tokens + positions, dropout.embd);
 

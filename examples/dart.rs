@@ -1,0 +1,12 @@
+//! The paper's dart recipe (Li & Liang, 2021, Table 6): lr 5e-5, 10 epochs, batch 5,
+//! prefix length 10, MLP 512.
+//!
+//! `cargo run --release --example dart -- --model gpt2-medium --data DIR` where DIR holds the
+//! official files (see crates/data/README.md for where they come from).
+
+#[path = "recipe.rs"]
+mod recipe;
+
+fn main() {
+    recipe::main_for(recipe::Recipe { task: "dart", lr: "5e-5", epochs: "10", batch_size: "5", prefix_length: "10", mlp_hidden: "512" });
+}

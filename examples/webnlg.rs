@@ -1,0 +1,12 @@
+//! The paper's webnlg recipe (Li & Liang, 2021, Table 6): lr 5e-5, 5 epochs, batch 5,
+//! prefix length 5, MLP 512.
+//!
+//! `cargo run --release --example webnlg -- --model gpt2-medium --data DIR` where DIR holds the
+//! official files (see crates/data/README.md for where they come from).
+
+#[path = "recipe.rs"]
+mod recipe;
+
+fn main() {
+    recipe::main_for(recipe::Recipe { task: "webnlg", lr: "5e-5", epochs: "5", batch_size: "5", prefix_length: "5", mlp_hidden: "512" });
+}
