@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use prefix_tune_model::burn::module::Module;
 use prefix_tune_model::hub::resolve_model;
 use prefix_tune_model::tokenizer::Gpt2Tokenizer;
 use prefix_tune_model::{backend, load_gpt2};

@@ -79,14 +79,15 @@ pub fn load_csv(path: &Path, config: &E2eConfig) -> Result<Vec<Pair>, DataError>
 
 /// Parse E2E CSV bytes; `path` is only used in error messages.
 pub fn parse_csv(path: &Path, bytes: &[u8], config: &E2eConfig) -> Result<Vec<Pair>, DataError> {
-    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(bytes);
     let bad = |line: usize, message: String| DataError::BadLine {
         task: TASK,
         file: path.to_path_buf(),
         line,
         message,
     };
-    let headers = reader.headers().map_err(|e| bad(1, e.to_string()))?.clone();
+    let text = std::str::from_utf8(bytes).map_err(|e| bad(1, format!("not UTF-8 ({e})")))?;
+    let mut records = crate::csv::records(text).map_err(|(line, message)| bad(line, message))?.into_iter();
+    let (_, headers) = records.next().ok_or_else(|| DataError::EmptySplit { task: TASK, file: path.to_path_buf() })?;
     let column = |name: &str| {
         headers.iter().position(|h| h.trim_start_matches('\u{feff}').trim() == name).ok_or_else(|| {
             DataError::MissingColumn { task: TASK, file: path.to_path_buf(), line: 1, column: name.into() }
@@ -94,12 +95,7 @@ pub fn parse_csv(path: &Path, bytes: &[u8], config: &E2eConfig) -> Result<Vec<Pa
     };
     let (mr_col, ref_col) = (column("mr")?, column("ref")?);
     let mut pairs = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| {
-            let line = e.position().map(|p| p.line() as usize).unwrap_or(0);
-            bad(line, e.to_string())
-        })?;
-        let line = record.position().map(|p| p.line() as usize).unwrap_or(0);
+    for (line, record) in records {
         let missing = |name: &str| DataError::MissingColumn {
             task: TASK,
             file: path.to_path_buf(),

@@ -4,6 +4,7 @@
 //!
 //! This crate deliberately has no tensor/Burn dependency: it produces strings and token ids.
 
+mod csv;
 pub mod dart;
 pub mod e2e;
 pub mod e2e_split;

@@ -12,9 +12,9 @@ pub fn ints<const D: usize>(values: Vec<i64>, shape: [usize; D], device: &Device
 
 /// Reads a float tensor back to the host as f32, whatever dtype the backend keeps.
 pub fn to_f32s<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
-    tensor.into_data().convert::<f32>().to_vec::<f32>().expect("f32 conversion of float data")
+    tensor.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 conversion of float data")
 }
 
 pub fn to_i64s<const D: usize>(tensor: Tensor<D, Int>) -> Vec<i64> {
-    tensor.into_data().convert::<i64>().to_vec::<i64>().expect("i64 conversion of int data")
+    tensor.into_data().convert::<i64>().try_to_vec::<i64>().expect("i64 conversion of int data")
 }

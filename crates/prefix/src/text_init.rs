@@ -1,7 +1,7 @@
 //! Real-word initialisation (the paper's §7.2): start the prefix from the frozen model's own
 //! keys and values for a piece of text such as "table-to-text:".
 
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::Tensor;
 use prefix_tune_model::gpt2::{Dropout, Gpt2};
 
@@ -34,7 +34,7 @@ impl Prefix {
         let mut mse = f32::INFINITY;
         for _ in 0..steps {
             let loss = (prefix.activations() - target.clone()).powf_scalar(2.0).mean();
-            mse = loss.clone().into_scalar().elem::<f32>();
+            mse = prefix_tune_model::tensors::to_f32s(loss.clone().detach())[0];
             let grads = GradientsParams::from_grads(loss.backward(), &prefix);
             prefix = optimizer.step(lr, prefix, grads);
         }
@@ -42,4 +42,3 @@ impl Prefix {
     }
 }
 
-use burn::tensor::ElementConversion;

@@ -6,7 +6,7 @@
 //! next to the prefix, so a resumed run continues bit-exactly.
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::tensor::{backend::Gradients, Tensor};
+use burn::tensor::{Gradients, Tensor};
 use prefix_tune_model::tensors::{floats, to_f32s};
 use serde::{Deserialize, Serialize};
 

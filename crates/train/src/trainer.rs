@@ -431,11 +431,13 @@ impl Trainer {
     fn apply(&mut self, lr: f64, accumulated: &mut Accumulated) {
         match self.config.method {
             Method::Prefix => {
-                let prefix = std::mem::replace(&mut self.prefix, placeholder(&self.prefix));
+                let stand_in = placeholder(&self.prefix);
+                let prefix = std::mem::replace(&mut self.prefix, stand_in);
                 self.prefix = optim::step(prefix, self.config.optimizer, lr, accumulated, &mut self.state);
             }
             Method::Finetune => {
-                let model = std::mem::replace(&mut self.model, placeholder_model(&self.model));
+                let stand_in = placeholder_model(&self.model);
+                let model = std::mem::replace(&mut self.model, stand_in);
                 self.model = optim::step(model, self.config.optimizer, lr, accumulated, &mut self.state);
             }
         }

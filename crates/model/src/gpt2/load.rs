@@ -73,7 +73,7 @@ fn build(
     let inner = config.inner_dim();
     let why_d = format!("config.json n_embd = {d}");
     let why_inner = format!("config.json n_embd = {d}, n_inner = {inner}");
-    let mut param1 = |fetch: &mut Fetch, name: &str, len: usize, why: &str| -> Result<Param<Tensor<1>>, ModelError> {
+    let param1 = |fetch: &mut Fetch, name: &str, len: usize, why: &str| -> Result<Param<Tensor<1>>, ModelError> {
         Ok(Param::from_tensor(floats(fetch(name, &[len], why)?, [len], device)))
     };
     let param2 = |fetch: &mut Fetch, name: &str, shape: [usize; 2], why: &str| -> Result<Param<Tensor<2>>, ModelError> {
@@ -92,7 +92,7 @@ fn build(
     let mut h = Vec::with_capacity(config.n_layer);
     for layer in 0..config.n_layer {
         let name = |suffix: &str| format!("h.{layer}.{suffix}");
-        let mut norm = |fetch: &mut Fetch, which: &str| -> Result<LayerNorm, ModelError> {
+        let norm = |fetch: &mut Fetch, which: &str| -> Result<LayerNorm, ModelError> {
             Ok(LayerNorm {
                 weight: param1(fetch, &name(&format!("{which}.weight")), d, &why_d)?,
                 bias: param1(fetch, &name(&format!("{which}.bias")), d, &why_d)?,
@@ -101,7 +101,7 @@ fn build(
         };
         let ln_1 = norm(fetch, "ln_1")?;
         let ln_2 = norm(fetch, "ln_2")?;
-        let mut conv = |fetch: &mut Fetch, which: &str, d_in: usize, d_out: usize, why: &str| -> Result<Conv1D, ModelError> {
+        let conv = |fetch: &mut Fetch, which: &str, d_in: usize, d_out: usize, why: &str| -> Result<Conv1D, ModelError> {
             Ok(Conv1D {
                 weight: param2(fetch, &name(&format!("{which}.weight")), [d_in, d_out], why)?,
                 bias: param1(fetch, &name(&format!("{which}.bias")), d_out, why)?,
