@@ -198,7 +198,7 @@ fn peft_adapters_load_and_round_trip_byte_identical() {
         let bytes = |files: &WeightFiles| files.view("prompt_embeddings", |_, v| (v.shape().to_vec(), v.data().to_vec())).unwrap();
         assert_eq!(bytes(&original), bytes(&written), "{variant}: tensors byte-identical after a round trip");
         let reloaded = load_prefix(&out, Some(layout), &device).unwrap();
-        assert_eq!(to_f32s(reloaded.prefix.activations()), to_f32s(loaded.prefix.activations()));
+        assert!(to_f32s(reloaded.prefix.activations()) == to_f32s(loaded.prefix.activations()), "reloaded exactly");
     }
 }
 
@@ -215,7 +215,8 @@ fn an_export_gives_the_logits_of_the_mlp_it_came_from_and_a_state_keeps_the_mlp(
     let exported = load_prefix(&dir, Some(prefix.layout), &device).unwrap();
     assert!(exported.prefix.mlp.is_none(), "an export holds activations only");
     let after = logits(&model, &ids, &mask, Some(exported.prefix.past(3, false)));
-    assert_eq!(before, after, "identical logits after export");
+    let diff = max_abs_diff(&before, &after);
+    assert!(diff < 1e-6, "logits after export differ by {diff}");
     // Activations only: P × 2·L·D floats plus a small header.
     let size = std::fs::metadata(dir.join("prefix.safetensors")).unwrap().len();
     assert!(size < 7 * 144 * 4 + 256, "{size} bytes");
@@ -225,8 +226,11 @@ fn an_export_gives_the_logits_of_the_mlp_it_came_from_and_a_state_keeps_the_mlp(
     save_state(&prefix, &config, Some("gpt2-a"), "gpt2", &state_dir).unwrap();
     let state = load_prefix(&state_dir, Some(prefix.layout), &device).unwrap();
     assert!(state.prefix.mlp.is_some(), "a training state keeps the MLP");
-    assert_eq!(to_f32s(state.prefix.embedding.val()), to_f32s(prefix.embedding.val()));
-    assert_eq!(logits(&model, &ids, &mask, Some(state.prefix.past(3, false))), before);
+    assert!(to_f32s(state.prefix.embedding.val()) == to_f32s(prefix.embedding.val()), "state keeps the embedding exactly");
+    // Same parameters; the reloaded weights are contiguous where the originals were
+    // transposed views, so the matmuls round differently (≈1e-7 in the activations).
+    let diff = max_abs_diff(&logits(&model, &ids, &mask, Some(state.prefix.past(3, false))), &before);
+    assert!(diff < 1e-5, "logits from the state differ by {diff}");
 }
 
 #[test]
@@ -316,3 +320,4 @@ fn bad_prefixes_are_one_line_errors() {
     let err = model.forward_tokens(&prompt, &[vec![1.0; prompt[0].len()]], Some(prefix.past(1, false)), Dropout::default()).err().unwrap();
     assert!(err.to_string().contains("n_positions"), "{err}");
 }
+

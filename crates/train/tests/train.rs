@@ -14,6 +14,14 @@ use prefix_tune_prefix::{Init, Layout, Prefix, PrefixConfig, PrefixMlp, Reparam}
 use prefix_tune_train::optim::{self, Accumulated, OptimizerConfig, OptimizerState};
 use prefix_tune_train::{loss, Batch, Example, Objective, Schedule, TrainConfig, Trainer};
 
+/// Burn's random numbers (dropout masks, random init) come from one process-wide generator:
+/// tests that draw from it run one at a time so each sees the stream it seeded.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
 }
@@ -144,16 +152,49 @@ fn loss_gradients_and_one_adamw_step_match_pytorch() {
             if objective == Objective::Paper {
                 let adamw = &reference["adamw"];
                 let config = OptimizerConfig::adamw(adamw["weight_decay"].as_f64().unwrap());
-                let mut state = OptimizerState::default();
-                let stepped = optim::step(prefix, config, adamw["lr"].as_f64().unwrap(), &mut accumulated, &mut state);
-                for ((name, _), ours) in peft_names(variant).into_iter().zip(values_in_torch_layout(&stepped, variant)) {
-                    let (_, expected) = read(&files, &format!("after_step.{name}"));
-                    let worst = ours.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-                    assert!(worst < 1e-6, "{variant} after_step.{name}: {worst}");
+                let lr = adamw["lr"].as_f64().unwrap();
+                let expected: Vec<Vec<f32>> = peft_names(variant).into_iter().map(|(name, _)| read(&files, &format!("after_step.{name}")).1).collect();
+                let torch_grads: Vec<(Vec<usize>, Vec<f32>)> = peft_names(variant).into_iter().map(|(name, _)| read(&files, &format!("grad.{name}"))).collect();
+
+                // (1) The optimizer itself: our AdamW fed PyTorch's gradients lands on PyTorch's
+                // parameters.
+                let mut from_torch = Accumulated::default();
+                for ((_, transposed), (shape, grad)) in peft_names(variant).into_iter().zip(&torch_grads) {
+                    // PyTorch's Linear weights are [out, in]; ours [in, out].
+                    let grad = if transposed { transpose(grad, shape[0], shape[1]) } else { grad.clone() };
+                    let len = grad.len();
+                    from_torch.grads.push(Some(floats(grad, [len], &inner_device(&device))));
                 }
+                let mut state = OptimizerState::default();
+                let stepped = optim::step(peft_prefix(variant, &device), config, lr, &mut from_torch, &mut state);
+                for (((name, _), ours), theirs) in peft_names(variant).into_iter().zip(values_in_torch_layout(&stepped, variant)).zip(&expected) {
+                    let worst = ours.iter().zip(theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+                    assert!(worst < 1e-6, "{variant} AdamW on PyTorch's gradients, {name}: {worst}");
+                }
+
+                // (2) End to end, on our own gradients. Adam's first step moves each weight by
+                // ≈ lr·g/(|g| + eps): where |g| is near eps a 1e-4 relative gradient difference
+                // changes the step itself, so those entries are held to the gradient test only.
+                let mut state = OptimizerState::default();
+                let stepped = optim::step(prefix, config, lr, &mut accumulated, &mut state);
+                let mut checked = 0;
+                for (((name, _), ours), (theirs, grads)) in peft_names(variant).into_iter().zip(values_in_torch_layout(&stepped, variant)).zip(expected.iter().zip(torch_grads.iter().map(|(_, g)| g))) {
+                    for ((a, b), g) in ours.iter().zip(theirs).zip(grads) {
+                        if g.abs() > 1e-5 {
+                            assert!((a - b).abs() < 1e-6, "{variant} after_step.{name}: {a} vs {b} (grad {g})");
+                            checked += 1;
+                        }
+                    }
+                }
+                assert!(checked > 100, "{variant}: only {checked} entries had well-conditioned steps");
             }
         }
     }
+}
+
+/// Where optimizer state lives: the device without autodiff.
+fn inner_device(device: &Device) -> Device {
+    Tensor::<1>::zeros([1], device).inner().device()
 }
 
 /// Every GPT-2 weight, flattened, for bit-exact comparison.
@@ -171,6 +212,7 @@ fn all_weights(model: &Gpt2) -> Vec<Vec<f32>> {
 
 #[test]
 fn the_frozen_lm_gets_no_gradient_and_stays_bit_identical() {
+    let _serial = serial();
     let device = device();
     let model = model(&device);
     let before = all_weights(&model);
@@ -218,12 +260,18 @@ fn synthetic_task(n: usize) -> Vec<Example> {
 
 #[test]
 fn a_prefix_learns_a_small_task() {
+    let _serial = serial();
     let device = device();
     let model = model(&device);
-    let mut config = TrainConfig::new(PrefixConfig { length: 4, reparam: Reparam::Mlp { hidden: 32 }, dropout: 0.0, init: Init::Random, placement: Default::default() });
-    config.lr = 3e-2;
+    // gpt2-a's tied embeddings are small next to its 1000-token vocabulary: its logits span
+    // only a few nats, which caps how low any loss can go (≈2.7 here). Scaled up, the task is
+    // learnable to near zero, and what is tested is whether the prefix learns it.
+    let mut model = model;
+    model.wte = model.wte.map(|w| (w * 4.0).detach());
+    let mut config = TrainConfig::new(PrefixConfig { length: 8, reparam: Reparam::Mlp { hidden: 64 }, dropout: 0.0, init: Init::Random, placement: Default::default() });
+    config.lr = 1e-2;
     config.batch_size = 4;
-    config.max_steps = Some(60);
+    config.max_steps = Some(150);
     config.schedule = Schedule::Constant;
     config.objective = Objective::Mean;
     config.pad_token_id = 514;
@@ -240,10 +288,10 @@ fn a_prefix_learns_a_small_task() {
     assert!(end < 0.2 * start, "loss fell only from {start} to {end}");
     assert!(out.join("best/prefix.safetensors").is_file());
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
-    assert_eq!(metrics.lines().count(), 60, "one record per step");
+    assert_eq!(metrics.lines().count(), 150, "one record per step");
     assert!(std::fs::read(out.join("loss.png")).unwrap().starts_with(b"\x89PNG"));
     let saved: TrainConfig = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
-    assert_eq!(saved.max_steps, Some(60));
+    assert_eq!(saved.max_steps, Some(150));
 }
 
 fn resume_config() -> TrainConfig {
@@ -274,6 +322,7 @@ fn prefix_bits(prefix: &Prefix) -> Vec<Vec<u32>> {
 
 #[test]
 fn a_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
+    let _serial = serial();
     let device = device();
     let examples = synthetic_task(8);
     let dev = synthetic_task(3);
@@ -297,11 +346,12 @@ fn a_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
     second.quiet = true;
     let resumed = second.train(&examples, &dev, None).unwrap();
     assert_eq!(resumed.steps, full.steps);
-    assert_eq!(prefix_bits(&second.prefix), uninterrupted, "bit-identical after resume");
+    assert!(prefix_bits(&second.prefix) == uninterrupted, "not bit-identical after resume");
 }
 
 #[test]
 fn a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    let _serial = serial();
     let device = device();
     let out = scratch("nan");
     let mut trainer = Trainer::new(model(&device), peft_prefix("flat", &device), resume_config(), &out).unwrap();

@@ -76,9 +76,18 @@ impl Gpt2Config {
                 return Err(ModelError::config(path, "model_type", format!("`{model_type}` is not a GPT-2 model")));
             }
         }
-        let config: Self = serde_json::from_value(value).map_err(|e| {
-            // serde names the field in its message ("invalid type: ... for key `n_embd`").
-            ModelError::config(path, "(fields)", e.to_string())
+        let config: Self = serde_json::from_value(value.clone()).map_err(|e| {
+            // Every field has a default, so the one key that fails alone is the culprit.
+            let culprit = value.as_object().and_then(|fields| {
+                fields.iter().find(|(key, v)| {
+                    let alone = serde_json::json!({ key.as_str(): v });
+                    serde_json::from_value::<Self>(alone).is_err()
+                })
+            });
+            match culprit {
+                Some((key, _)) => ModelError::config(path, key, e.to_string()),
+                None => ModelError::config(path, "(fields)", e.to_string()),
+            }
         })?;
         config.validate(path)?;
         Ok(config)
