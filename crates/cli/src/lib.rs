@@ -14,7 +14,7 @@ mod train;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "prefix-tune", version, about = "Prefix-Tuning (Li & Liang, 2021) for GPT-2, on Burn")]
+#[command(name = "prefix-tune", version, about = "Prefix-Tuning (Li & Liang, 2021) for GPT-2, on Burn", args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
