@@ -1,11 +1,10 @@
 //! The `prefix-tune` binary as a user runs it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
+use prefix_tune_model::testing::{fixtures, scratch};
+
 
 fn prefix_tune(args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_prefix-tune"));
@@ -150,12 +149,6 @@ fn wgpu_backend_generates_what_hf_generates() {
     println!("wgpu ({icd}): beam-4 tokens identical to HF");
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("prefix-tune-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn run_ok(args: &[&str]) -> String {
     let output = prefix_tune(args);

@@ -8,6 +8,7 @@ pub mod generate;
 pub mod gpt2;
 pub mod hub;
 pub mod tensors;
+pub mod testing;
 pub mod tokenizer;
 pub mod weights;
 

@@ -90,40 +90,31 @@ impl WeightFiles {
     /// The tensor `name` as f32 values, checked against `expected` shape; `why` tells the user
     /// which config fields the expected shape comes from.
     pub fn read(&self, name: &str, expected: &[usize], why: &str) -> Result<Vec<f32>, ModelError> {
-        let file = *self
-            .index
-            .get(name)
-            .ok_or_else(|| ModelError::MissingTensor { path: self.describe(), name: name.into() })?;
-        let (path, bytes) = &self.files[file];
-        let tensors = SafeTensors::deserialize(bytes)
-            .map_err(|e| ModelError::Safetensors { path: path.clone(), reason: e.to_string() })?;
-        let view = tensors
-            .tensor(name)
-            .map_err(|e| ModelError::Safetensors { path: path.clone(), reason: e.to_string() })?;
-        if view.shape() != expected {
-            return Err(ModelError::ShapeMismatch {
-                path: path.clone(),
-                name: name.into(),
-                found: view.shape().to_vec(),
-                expected: expected.to_vec(),
-                why: why.into(),
-            });
-        }
-        to_f32(&view).ok_or_else(|| ModelError::Dtype { path: path.clone(), name: name.into(), dtype: format!("{:?}", view.dtype()) })
+        self.view(name, |path, view| {
+            if view.shape() != expected {
+                return Err(ModelError::ShapeMismatch {
+                    path: path.into(),
+                    name: name.into(),
+                    found: view.shape().to_vec(),
+                    expected: expected.to_vec(),
+                    why: why.into(),
+                });
+            }
+            to_f32(view).ok_or_else(|| ModelError::Dtype { path: path.into(), name: name.into(), dtype: format!("{:?}", view.dtype()) })
+        })?
     }
 
-    /// Raw access for other readers (integer tensors in fixtures, prefix files).
+    /// Runs `f` on the tensor `name` and the file it is in (integer tensors in fixtures,
+    /// prefix files, optimizer state).
     pub fn view<T>(&self, name: &str, f: impl FnOnce(&Path, &TensorView) -> T) -> Result<T, ModelError> {
         let file = *self
             .index
             .get(name)
             .ok_or_else(|| ModelError::MissingTensor { path: self.describe(), name: name.into() })?;
         let (path, bytes) = &self.files[file];
-        let tensors = SafeTensors::deserialize(bytes)
-            .map_err(|e| ModelError::Safetensors { path: path.clone(), reason: e.to_string() })?;
-        let view = tensors
-            .tensor(name)
-            .map_err(|e| ModelError::Safetensors { path: path.clone(), reason: e.to_string() })?;
+        let safetensors_error = |e: safetensors::SafeTensorError| ModelError::Safetensors { path: path.clone(), reason: e.to_string() };
+        let tensors = SafeTensors::deserialize(bytes).map_err(safetensors_error)?;
+        let view = tensors.tensor(name).map_err(safetensors_error)?;
         Ok(f(path, &view))
     }
 }

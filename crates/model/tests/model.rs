@@ -3,26 +3,15 @@
 
 use std::path::{Path, PathBuf};
 
-use prefix_tune_model::burn::tensor::Device;
 use prefix_tune_model::generate::{EarlyStopping, GenerateConfig};
 use prefix_tune_model::gpt2::{generate_gpt2, Dropout, Gpt2};
 use prefix_tune_model::tensors::to_f32s;
+use prefix_tune_model::testing::{device, fixtures, max_abs_diff, scratch};
 use prefix_tune_model::tokenizer::Gpt2Tokenizer;
 use prefix_tune_model::weights::{to_f32, to_i64, WeightFiles};
-use prefix_tune_model::{load_gpt2, Backend, ModelError, Past};
+use prefix_tune_model::{load_gpt2, ModelError, Past};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
 
-/// The CPU backend when compiled in (CI), else the first compiled backend.
-fn device() -> Device {
-    if Backend::Flex.is_compiled() {
-        Backend::Flex.device().unwrap()
-    } else {
-        prefix_tune_model::backend::device(None).unwrap()
-    }
-}
 
 fn read_f32(files: &WeightFiles, name: &str) -> (Vec<usize>, Vec<f32>) {
     files.view(name, |_, v| (v.shape().to_vec(), to_f32(v).unwrap())).unwrap()
@@ -36,10 +25,6 @@ fn rows<T: Copy>(shape: &[usize], flat: &[T]) -> Vec<Vec<T>> {
     flat.chunks(shape[1]).map(<[T]>::to_vec).collect()
 }
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
 
 /// Logits `[B, T, V]` of a padded batch through `forward_tokens`.
 fn logits(model: &Gpt2, ids: &[Vec<u32>], mask: &[Vec<f32>], past: Option<Past>) -> Vec<f32> {
@@ -249,12 +234,6 @@ fn tokenizer_matches_hf() {
 
 // ---- bad input: one-line errors naming the file and the tensor or field ----
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("prefix-tune-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// A copy of gpt2-a whose files the test may break.
 fn broken_copy(name: &str) -> PathBuf {

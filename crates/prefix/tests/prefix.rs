@@ -1,7 +1,6 @@
 //! The prefix against PEFT 0.21.2 (transformers 5.23.0): injected keys/values, logits,
 //! generation, adapter files; and what only we do: exports, mixed-prefix batches, text init.
 
-use std::path::{Path, PathBuf};
 
 use prefix_tune_model::burn::module::Param;
 use prefix_tune_model::burn::nn::Linear;
@@ -9,21 +8,12 @@ use prefix_tune_model::burn::tensor::{Device, Tensor};
 use prefix_tune_model::generate::GenerateConfig;
 use prefix_tune_model::gpt2::{generate_gpt2, Dropout, Gpt2};
 use prefix_tune_model::tensors::{floats, to_f32s};
+use prefix_tune_model::testing::{device, fixtures, max_abs_diff, scratch};
 use prefix_tune_model::weights::{to_f32, to_i64, WeightFiles};
-use prefix_tune_model::{load_gpt2, Backend, Past};
-use prefix_tune_prefix::{load_prefix, save_export, save_peft, save_state, text_activations, Layout, Prefix, PrefixConfig, PrefixMlp, Reparam};
+use prefix_tune_model::{load_gpt2, Past};
+use prefix_tune_prefix::{infix_forward, load_prefix, save_export, save_peft, save_state, text_activations, Layout, Placement, Prefix, PrefixConfig, PrefixMlp, Reparam};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
 
-fn device() -> Device {
-    if Backend::Flex.is_compiled() {
-        Backend::Flex.device().unwrap()
-    } else {
-        prefix_tune_model::backend::device(None).unwrap()
-    }
-}
 
 fn model(device: &Device) -> Gpt2 {
     load_gpt2(&fixtures().join("gpt2-a"), device).unwrap()
@@ -63,10 +53,6 @@ fn peft_prefix(variant: &str, device: &Device) -> Prefix {
     Prefix { embedding: Param::from_tensor(embedding), mlp, layout, dropout: 0.0, placement: Default::default() }
 }
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
 
 /// The fixture batch: ids, mask (right-padded) as host rows.
 fn batch(files: &WeightFiles) -> (Vec<Vec<u32>>, Vec<Vec<f32>>) {
@@ -173,12 +159,6 @@ fn prefixed_generation_is_token_identical_to_peft() {
     }
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("prefix-tune-prefix-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 #[test]
 fn peft_adapters_load_and_round_trip_byte_identical() {
@@ -321,3 +301,68 @@ fn bad_prefixes_are_one_line_errors() {
     assert!(err.to_string().contains("n_positions"), "{err}");
 }
 
+
+#[test]
+fn embedding_only_prefix_acts_as_virtual_tokens() {
+    // Virtual embeddings equal to real tokens' embeddings make the frozen model compute exactly
+    // those tokens' keys and values: the rest then sees what it sees after the real tokens.
+    let device = device();
+    let model = model(&device);
+    let virtual_tokens = [17u32, 401, 9];
+    let rest = vec![vec![250u32, 3, 77, 12]];
+    let wte = to_f32s(model.wte.val());
+    let d = model.config.n_embd;
+    let rows: Vec<f32> = virtual_tokens.iter().flat_map(|&t| wte[t as usize * d..(t as usize + 1) * d].to_vec()).collect();
+    let mut prefix = Prefix::from_activations(floats(rows, [3, d], &device), Layout::gpt2(&model.config));
+    prefix.placement = Placement::EmbeddingOnly;
+    let past = prefix.past_through(&model, 1, false, Dropout::default());
+    let ours = logits(&model, &rest, &[vec![1.0; 4]], Some(past));
+    let full: Vec<u32> = virtual_tokens.iter().chain(&rest[0]).copied().collect();
+    let expected = logits(&model, &[full], &[vec![1.0; 7]], None);
+    assert!(max_abs_diff(&ours, &expected[3 * 1000..]) < 1e-4);
+
+    // It trains, saves and loads like any prefix, with its own width (D, not 2·L·D).
+    let dir = scratch("embedding-only");
+    save_export(&prefix, None, "gpt2", &dir).unwrap();
+    let loaded = load_prefix(&dir, Some(prefix.layout), &device).unwrap().prefix;
+    assert_eq!(loaded.placement, Placement::EmbeddingOnly);
+    assert_eq!(loaded.activations().dims(), [3, d]);
+}
+
+#[test]
+fn an_infix_sits_between_source_and_target() {
+    // Build infix activations from real tokens m placed after x: then [x; INFIX; sep y] must
+    // give the logits of the real sequence [x; m; sep y] on the target side — positions after
+    // the infix shift by its length, and x never sees it.
+    let device = device();
+    let model = model(&device);
+    let layout = Layout::gpt2(&model.config);
+    let (x, m, sep, y) = (vec![5u32, 60, 700], vec![81u32, 9], 514u32, vec![33u32, 2]);
+    let xm: Vec<u32> = x.iter().chain(&m).copied().collect();
+    let (_, past) = model.forward_tokens(&[xm.clone()], &[vec![1.0; 5]], None, Dropout::default()).unwrap();
+    let m_layers: Vec<prefix_tune_model::KeyValue> = past
+        .layers
+        .iter()
+        .map(|kv| prefix_tune_model::KeyValue { keys: kv.keys.clone().narrow(2, 3, 2), values: kv.values.clone().narrow(2, 3, 2) })
+        .collect();
+    let mut infix = Prefix::from_activations(layout.from_layers(&m_layers), layout);
+    infix.placement = Placement::Infix;
+
+    let row: Vec<u32> = x.iter().copied().chain([sep]).chain(y.iter().copied()).collect();
+    let (hidden, splits) = infix_forward(&model, &infix, &[row.clone()], &[vec![1.0; row.len()]], sep, false, Dropout::default()).unwrap();
+    assert_eq!(splits, vec![3]);
+    let ours = to_f32s(model.logits(hidden));
+    let real: Vec<u32> = xm.iter().copied().chain([sep]).chain(y.iter().copied()).collect();
+    let expected = logits(&model, &[real], &[vec![1.0; 8]], None);
+    let diff = max_abs_diff(&ours, &expected[5 * 1000..]);
+    assert!(diff < 1e-4, "target-side logits differ by {diff}");
+
+    // Decoding with the infix continues [x; sep] as greedy decoding continues [x; m; sep].
+    let mut config = GenerateConfig::new(514);
+    config.max_new_tokens = 4;
+    let prompt: Vec<u32> = x.iter().copied().chain([sep]).collect();
+    let with_infix = prefix_tune_prefix::generate_prefixed(&model, &[prompt], &[&infix], &config).unwrap();
+    let real_prompt: Vec<u32> = xm.iter().copied().chain([sep]).collect();
+    let reference = generate_gpt2(&model, &[real_prompt], None, &config).unwrap();
+    assert_eq!(with_infix[0].ids, reference[0].ids);
+}

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
-use prefix_tune_model::gpt2::{Dropout, Gpt2};
+use prefix_tune_model::gpt2::{save_gpt2, Dropout, Gpt2};
 use prefix_tune_model::tensors::to_f32s;
 use prefix_tune_model::weights::{save_f32, write_atomic, WeightFiles};
 use prefix_tune_prefix::{infix_forward, load_prefix, save_export, save_state, Layout, Placement, Prefix, PrefixConfig};
@@ -205,6 +205,11 @@ impl Trainer {
         let config: TrainConfig = serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint { path: config_path, reason: e.to_string() })?;
         let device = model.wte.val().device();
         let checkpoint = out.join("checkpoint");
+        // The fine-tuning baseline resumes from its own weights, not the base model's.
+        let model = match config.method {
+            Method::Prefix => model,
+            Method::Finetune => prefix_tune_model::load_gpt2(&checkpoint.join("model"), &device)?,
+        };
         let layout = Layout::gpt2(&model.config);
         let loaded = load_prefix(&checkpoint, Some(layout), &device)?;
         let prefix = loaded.prefix.set_require_grad(true);
@@ -404,7 +409,7 @@ impl Trainer {
             self.progress.batch_in_epoch = 0;
         }
         if dev.is_empty() || self.progress.best_dev_loss.is_none() {
-            save_export(&self.prefix, self.config.base_model.as_deref(), "gpt2", &self.out.join("best"))?;
+            self.save_best()?;
         }
         self.checkpoint()?;
         self.plot()?;
@@ -450,7 +455,7 @@ impl Trainer {
         if improved {
             self.progress.best_dev_loss = Some(dev_loss);
             self.progress.evaluations_without_improvement = 0;
-            save_export(&self.prefix, self.config.base_model.as_deref(), "gpt2", &self.out.join("best"))?;
+            self.save_best()?;
         } else {
             self.progress.evaluations_without_improvement += 1;
             if self.config.patience.is_some_and(|p| self.progress.evaluations_without_improvement >= p) {
@@ -461,12 +466,27 @@ impl Trainer {
         self.append_metrics(&record)
     }
 
+    /// `best/`: the prefix as an export, or for the fine-tuning baseline the whole model in
+    /// Hugging Face layout.
+    fn save_best(&self) -> Result<(), TrainError> {
+        let best = self.out.join("best");
+        match self.config.method {
+            Method::Prefix => save_export(&self.prefix, self.config.base_model.as_deref(), "gpt2", &best)?,
+            Method::Finetune => save_gpt2(&self.model, &best)?,
+        }
+        Ok(())
+    }
+
     /// Writes `checkpoint/`: the prefix's full parameterisation, optimizer moments, progress.
     /// Each file is written atomically, the trainer state last, so a checkpoint is never
     /// half-new.
     pub fn checkpoint(&self) -> Result<(), TrainError> {
         let dir = self.out.join("checkpoint");
         save_state(&self.prefix, &self.config.prefix, self.config.base_model.as_deref(), "gpt2", &dir)?;
+        if self.config.method == Method::Finetune {
+            // What the baseline trains is the model: it goes into the checkpoint.
+            save_gpt2(&self.model, &dir.join("model"))?;
+        }
         let moments: Vec<(String, Vec<usize>, Vec<f32>)> = self
             .state
             .to_host()

@@ -2,14 +2,14 @@
 //! scripts/make_fixtures.py), and the guarantees users rely on: the LM is never touched, a
 //! prefix learns, a resumed run ends bit-identical, divergence stops cleanly.
 
-use std::path::{Path, PathBuf};
 
 use prefix_tune_model::burn::module::{Module, ModuleVisitor, Param};
 use prefix_tune_model::burn::nn::Linear;
 use prefix_tune_model::burn::tensor::{Device, Tensor};
 use prefix_tune_model::tensors::{floats, to_f32s};
+use prefix_tune_model::testing::{fixtures, scratch};
 use prefix_tune_model::weights::{to_f32, to_i64, WeightFiles};
-use prefix_tune_model::{load_gpt2, Backend, Gpt2};
+use prefix_tune_model::{load_gpt2, Gpt2};
 use prefix_tune_prefix::{Init, Layout, Prefix, PrefixConfig, PrefixMlp, Reparam};
 use prefix_tune_train::optim::{self, Accumulated, OptimizerConfig, OptimizerState};
 use prefix_tune_train::{loss, Batch, Example, Objective, Schedule, TrainConfig, Trainer};
@@ -22,14 +22,10 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
 
 /// The CPU backend with autodiff.
 fn device() -> Device {
-    let base = if Backend::Flex.is_compiled() { Backend::Flex.device().unwrap() } else { prefix_tune_model::backend::device(None).unwrap() };
-    base.autodiff()
+    prefix_tune_model::testing::device().autodiff()
 }
 
 fn params(variant: &str) -> WeightFiles {
@@ -238,12 +234,6 @@ fn the_frozen_lm_gets_no_gradient_and_stays_bit_identical() {
     assert_eq!(all_weights(&trainer.model), before, "the LM is bit-identical after training");
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("prefix-tune-train-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// A small task: after ` {source} <eos>`, always answer with the same four tokens.
 fn synthetic_task(n: usize) -> Vec<Example> {
@@ -364,4 +354,30 @@ fn a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     assert!(error.contains("NaN") && error.contains("checkpoint"), "{error}");
     assert_eq!(std::fs::read(out.join("checkpoint/prefix.safetensors")).unwrap(), good);
     let _ = Prefix::from_activations(Tensor::<2>::zeros([1, 144], &device), Layout { n_layer: 3, n_head: 4, head_dim: 6 });
+}
+
+#[test]
+fn the_finetuning_baseline_trains_and_saves_the_whole_model() {
+    let _serial = serial();
+    let device = device();
+    let model = load_gpt2(&fixtures().join("gpt2-a"), &device).unwrap();
+    let before = all_weights(&model);
+    let mut config = TrainConfig::new(PrefixConfig { length: 1, reparam: Reparam::Flat, dropout: 0.0, init: Init::Zero, placement: Default::default() });
+    config.method = prefix_tune_train::Method::Finetune;
+    config.lr = 1e-3;
+    config.batch_size = 3;
+    config.max_steps = Some(2);
+    config.pad_token_id = 514;
+    let prefix = config.prefix.init(Layout::gpt2(&model.config), &device).unwrap();
+    let out = scratch("finetune");
+    let mut trainer = Trainer::new(model, prefix, config, &out).unwrap();
+    trainer.quiet = true;
+    let summary = trainer.train(&synthetic_task(6), &[], None).unwrap();
+    assert_eq!(summary.trainable_params, summary.total_params, "nothing is frozen");
+    let after = all_weights(&trainer.model);
+    let changed = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+    assert_eq!(changed, before.len(), "every weight moved");
+    // best/ is a model directory that loads and holds the trained weights.
+    let saved = load_gpt2(&out.join("best"), &device).unwrap();
+    assert!(all_weights(&saved) == after);
 }

@@ -4,10 +4,12 @@ mod config;
 mod decode;
 mod load;
 mod model;
+mod save;
 
 pub use config::{Activation, Gpt2Config};
 pub use decode::{generate_gpt2, select_rows, Gpt2Decoder};
 pub use load::{gpt2_from_weights, load_gpt2, random_gpt2};
+pub use save::save_gpt2;
 pub use model::{Block, Conv1D, Dropout, Gpt2, Gpt2Input, LayerNorm, Mlp, SelfAttention};
 
 use burn::tensor::Tensor;

@@ -1,0 +1,33 @@
+//! Support for this workspace's tests: where the fixtures are, which device tests run on.
+//! (Public so every crate's test binary shares it; nothing here is for users.)
+
+use std::path::PathBuf;
+
+use burn::tensor::Device;
+
+use crate::Backend;
+
+/// `tests/fixtures` at the workspace root (produced by scripts/make_fixtures.py).
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures"))
+}
+
+/// The CPU backend when compiled in (as in CI), else the first compiled backend.
+pub fn device() -> Device {
+    let backend = if Backend::Flex.is_compiled() { Backend::Flex } else { Backend::compiled()[0] };
+    backend.device().expect("a compiled-in backend")
+}
+
+/// A fresh, empty directory under the system's temp dir for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("prefix-tune-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir is writable");
+    dir
+}
+
+/// The largest absolute difference between two equally long slices.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "compared slices differ in length");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
