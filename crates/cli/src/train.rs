@@ -10,7 +10,10 @@ use prefix_tune_model::{backend, load_gpt2};
 use prefix_tune_prefix::{load_prefix, text_activations, Init, Layout, Placement, PrefixConfig, Reparam};
 use prefix_tune_data::{load, task::Split, Gpt2Encoder, LoadConfig, Task};
 use prefix_tune_train::examples::{low_data_split, read_jsonl};
-use prefix_tune_train::Example;
+use prefix_tune_eval::score_groups;
+use prefix_tune_model::generate::GenerateConfig;
+use prefix_tune_prefix::generate_prefixed;
+use prefix_tune_train::{DevMetric, Example, TrainError};
 use prefix_tune_train::{Method, Objective, OptimizerConfig, Schedule, TrainConfig, Trainer};
 
 #[derive(Args, Debug, Clone)]
@@ -90,6 +93,13 @@ pub struct TrainArgs {
     pub train_size: Option<usize>,
     #[arg(long)]
     pub eval_every: Option<usize>,
+    /// Pick the best prefix (and stop early) by a generation metric on --dev instead of the
+    /// dev loss (needs --task): e2e bleu|nist|rouge_l|cider, webnlg/dart bleu, xsum
+    /// rouge1|rouge2|rouge_l. Dev inputs are decoded greedily, at most --eval-limit of them.
+    #[arg(long)]
+    pub eval_metric: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    pub eval_limit: usize,
     /// Early stopping: evaluations without dev-loss improvement before stopping.
     #[arg(long)]
     pub patience: Option<usize>,
@@ -142,6 +152,45 @@ fn task_examples(task: &str, path: &Path, split: Split, model_dir: &Path, max_le
             Ok(Example { input_ids: example.input_ids, labels: example.labels })
         })
         .collect()
+}
+
+/// Decodes the dev inputs greedily with the current prefix and scores them with the task's
+/// official metric named `metric`.
+fn dev_metric(task: &str, dev: &Path, model_dir: &Path, metric: &str, limit: usize) -> Result<DevMetric, String> {
+    let task: Task = task.parse().map_err(|e: prefix_tune_data::DataError| e.to_string())?;
+    // Scores where higher is better (TER is not), and that need no external jar.
+    let known: &[&str] = match task {
+        Task::E2e => &["bleu", "nist", "rouge_l", "cider"],
+        Task::Webnlg | Task::Dart | Task::Jsonl => &["bleu"],
+        Task::Xsum => &["rouge1", "rouge2", "rouge_l"],
+    };
+    if !known.contains(&metric) {
+        return Err(format!("--eval-metric: `{metric}` is not one of {} for {task}", known.join(", ")));
+    }
+    let mut groups = load(task, dev, &LoadConfig { split: Split::Dev, ..Default::default() }).map_err(|e| e.to_string())?.groups();
+    groups.truncate(limit.max(1));
+    let encoder = Gpt2Encoder::from_file(model_dir).map_err(|e| e.to_string())?;
+    let prompts: Vec<Vec<u32>> = groups.iter().map(|g| encoder.prompt_ids(&g.source)).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+    let mut config = GenerateConfig::new(encoder.eos_id());
+    config.max_new_tokens = if task == Task::Xsum { 60 } else { 100 };
+    let metric = metric.to_string();
+    Ok(Box::new(move |model, prefix| {
+        let fail = |e: String| TrainError::Config(format!("--eval-metric: {e}"));
+        let mut predictions = Vec::with_capacity(prompts.len());
+        for chunk in prompts.chunks(16) {
+            // Keep each prompt's continuation inside the model's positions.
+            let mut config = config.clone();
+            let longest = chunk.iter().map(Vec::len).max().unwrap_or(0) + prefix.length();
+            config.max_new_tokens = config.max_new_tokens.min(model.config.n_positions.saturating_sub(longest)).max(1);
+            for output in generate_prefixed(model, chunk, &[prefix], &config).map_err(|e| fail(e.to_string()))? {
+                let ids: Vec<u32> = output.ids.into_iter().filter(|&id| id != encoder.eos_id()).collect();
+                predictions.push(encoder.decode(&ids).map_err(|e| fail(e.to_string()))?.trim().replace('\n', " "));
+            }
+        }
+        let scores = score_groups(task, &groups, &predictions, None).map_err(|e| fail(e.to_string()))?;
+        let value = serde_json::to_value(&scores).expect("scores serialise");
+        value[&metric].as_f64().ok_or_else(|| fail(format!("`{metric}` is not a score of {task} (have: {})", value.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>().join(", ")).unwrap_or_default())))
+    }))
 }
 
 fn required<T: Clone>(value: &Option<T>, flag: &str) -> Result<T, String> {
@@ -270,6 +319,11 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
     device.seed(args.seed);
 
     let mut trainer = Trainer::new(model, prefix, config, &out).map_err(|e| e.to_string())?;
+    if let Some(metric) = &args.eval_metric {
+        let task = args.task.as_deref().ok_or("--eval-metric needs --task")?;
+        let dev_path = args.dev.as_deref().ok_or("--eval-metric needs --dev")?;
+        trainer.dev_metric = Some((metric.clone(), dev_metric(task, dev_path, &dir, metric, args.eval_limit)?));
+    }
     let summary = trainer.train(&train, &dev, None).map_err(|e| e.to_string())?;
     println!("{}", serde_json::to_string(&summary).expect("summary serialises"));
     Ok(())

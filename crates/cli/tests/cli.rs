@@ -243,3 +243,26 @@ fn eval_decodes_and_scores_and_metrics_rescore_the_predictions() {
     let output = prefix_tune(&["metrics", "--task", "e2e", "--data", data.to_str().unwrap(), "--predictions", short.to_str().unwrap()]);
     assert_one_line_error(&output, &["short.txt", "1 prediction"]);
 }
+
+#[test]
+fn training_on_a_task_keeps_the_prefix_with_the_best_dev_bleu() {
+    let dir = scratch("task-train");
+    let model = fixtures().join("gpt2-b");
+    let data = fixtures().join("data/e2e_devset_sample.csv");
+    let run = dir.join("run");
+    let summary = run_ok(&[
+        "train", "--model", model.to_str().unwrap(), "--task", "e2e", "--data", data.to_str().unwrap(), "--dev", data.to_str().unwrap(),
+        "--prefix-length", "2", "--mlp-hidden", "8", "--lr", "0.01", "--batch-size", "8", "--max-steps", "2", "--eval-every", "1",
+        "--eval-metric", "bleu", "--eval-limit", "3", "--out", run.to_str().unwrap(),
+    ]);
+    let summary: serde_json::Value = serde_json::from_str(summary.trim()).unwrap();
+    assert!(summary["best_dev_metric"].is_number(), "{summary}");
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let evaluations: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).filter(|r: &serde_json::Value| r.get("dev_bleu").is_some()).collect();
+    assert_eq!(evaluations.len(), 2, "{metrics}");
+    assert!(run.join("best/prefix.safetensors").is_file());
+
+    let bad = prefix_tune(&["train", "--model", model.to_str().unwrap(), "--task", "e2e", "--data", data.to_str().unwrap(), "--dev", data.to_str().unwrap(),
+        "--max-steps", "1", "--eval-every", "1", "--eval-metric", "nonsense", "--out", dir.join("bad").to_str().unwrap()]);
+    assert_one_line_error(&bad, &["nonsense"]);
+}

@@ -12,7 +12,7 @@ pub use examples::{read_jsonl, Batch, Example};
 pub use loss::{loss, Objective};
 pub use optim::{OptimizerConfig, OptimizerState};
 pub use schedule::Schedule;
-pub use trainer::{Method, Summary, TrainConfig, Trainer};
+pub use trainer::{DevMetric, Method, Summary, TrainConfig, Trainer};
 
 /// One-line errors: the file and line, or what stopped the run.
 #[derive(Debug, thiserror::Error)]

@@ -110,6 +110,10 @@ fn default_separator() -> u32 {
     50256
 }
 
+/// A generation metric on the dev set (BLEU, ROUGE-L, …; higher is better), computed from the
+/// model and the current prefix. When set, it decides the best prefix and early stopping.
+pub type DevMetric = Box<dyn FnMut(&Gpt2, &Prefix) -> Result<f64, TrainError>>;
+
 /// Where a run stands; saved in `checkpoint/trainer_state.json`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 struct Progress {
@@ -118,6 +122,9 @@ struct Progress {
     batch_in_epoch: usize,
     optimizer_step: usize,
     best_dev_loss: Option<f64>,
+    /// Best value of the dev metric, when one is used.
+    #[serde(default)]
+    best_dev_metric: Option<f64>,
     evaluations_without_improvement: usize,
     stopped_early: bool,
 }
@@ -129,6 +136,7 @@ pub struct Summary {
     pub first_loss: Option<f64>,
     pub last_loss: Option<f64>,
     pub best_dev_loss: Option<f64>,
+    pub best_dev_metric: Option<f64>,
     pub trainable_params: usize,
     pub total_params: usize,
     pub tokens_per_second: f64,
@@ -146,6 +154,8 @@ pub struct Trainer {
     device: Device,
     /// Quiet: no progress line (tests).
     pub quiet: bool,
+    /// Name and function of the dev metric that picks the best prefix (else the dev loss).
+    pub dev_metric: Option<(String, DevMetric)>,
 }
 
 /// Counts parameters and whether any frozen one still asks for a gradient.
@@ -190,6 +200,7 @@ impl Trainer {
             progress: Progress::default(),
             device,
             quiet: false,
+            dev_metric: None,
         };
         std::fs::create_dir_all(out).map_err(|e| TrainError::Checkpoint { path: out.into(), reason: e.to_string() })?;
         let config_text = serde_json::to_string_pretty(&trainer.config).expect("config serialises");
@@ -408,7 +419,7 @@ impl Trainer {
             self.progress.epoch += 1;
             self.progress.batch_in_epoch = 0;
         }
-        if dev.is_empty() || self.progress.best_dev_loss.is_none() {
+        if dev.is_empty() || (self.progress.best_dev_loss.is_none() && self.progress.best_dev_metric.is_none()) {
             self.save_best()?;
         }
         self.checkpoint()?;
@@ -426,6 +437,7 @@ impl Trainer {
             first_loss,
             last_loss,
             best_dev_loss: self.progress.best_dev_loss,
+            best_dev_metric: self.progress.best_dev_metric,
             trainable_params,
             total_params,
             tokens_per_second: tokens as f64 / started.elapsed().as_secs_f64().max(1e-9),
@@ -451,9 +463,23 @@ impl Trainer {
 
     fn evaluate_and_keep_best(&mut self, dev: &[Example]) -> Result<(), TrainError> {
         let dev_loss = self.evaluate(dev)?;
-        let improved = self.progress.best_dev_loss.is_none_or(|best| dev_loss < best);
-        if improved {
+        let mut record = serde_json::json!({ "step": self.progress.optimizer_step, "dev_loss": dev_loss });
+        let improved = match &mut self.dev_metric {
+            Some((name, metric)) => {
+                let value = metric(&self.model, &self.prefix)?;
+                record[format!("dev_{name}")] = value.into();
+                let improved = self.progress.best_dev_metric.is_none_or(|best| value > best);
+                if improved {
+                    self.progress.best_dev_metric = Some(value);
+                }
+                improved
+            }
+            None => self.progress.best_dev_loss.is_none_or(|best| dev_loss < best),
+        };
+        if self.progress.best_dev_loss.is_none_or(|best| dev_loss < best) {
             self.progress.best_dev_loss = Some(dev_loss);
+        }
+        if improved {
             self.progress.evaluations_without_improvement = 0;
             self.save_best()?;
         } else {
@@ -462,7 +488,7 @@ impl Trainer {
                 self.progress.stopped_early = true;
             }
         }
-        let record = serde_json::json!({ "step": self.progress.optimizer_step, "dev_loss": dev_loss, "best": improved });
+        record["best"] = improved.into();
         self.append_metrics(&record)
     }
 
