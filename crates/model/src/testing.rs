@@ -31,3 +31,19 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "compared slices differ in length");
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
+
+/// The PEFT fixture's parameters and references for `variant` (`flat` or `mlp`).
+pub fn peft_params(variant: &str) -> crate::weights::WeightFiles {
+    crate::weights::WeightFiles::open(vec![fixtures().join("peft").join(variant).join("params.safetensors")]).expect("fixture readable")
+}
+
+/// The PEFT fixture's `reference.json` for `variant`.
+pub fn peft_reference(variant: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(fixtures().join("peft").join(variant).join("reference.json")).expect("fixture readable");
+    serde_json::from_str(&text).expect("fixture is JSON")
+}
+
+/// A float tensor of a fixture file: shape and values.
+pub fn read_f32(files: &crate::weights::WeightFiles, name: &str) -> (Vec<usize>, Vec<f32>) {
+    files.view(name, |_, v| (v.shape().to_vec(), crate::weights::to_f32(v).expect("float tensor"))).expect("tensor in fixture")
+}

@@ -1,58 +1,42 @@
 //! The prefix against PEFT 0.21.2 (transformers 5.23.0): injected keys/values, logits,
 //! generation, adapter files; and what only we do: exports, mixed-prefix batches, text init.
 
-
 use prefix_tune_model::burn::module::Param;
 use prefix_tune_model::burn::nn::Linear;
 use prefix_tune_model::burn::tensor::{Device, Tensor};
 use prefix_tune_model::generate::GenerateConfig;
 use prefix_tune_model::gpt2::{generate_gpt2, Dropout, Gpt2};
 use prefix_tune_model::tensors::{floats, to_f32s};
-use prefix_tune_model::testing::{device, fixtures, max_abs_diff, scratch};
-use prefix_tune_model::weights::{to_f32, to_i64, WeightFiles};
+use prefix_tune_model::testing::{peft_params, peft_reference, read_f32, device, fixtures, max_abs_diff, scratch};
+use prefix_tune_model::weights::{to_i64, WeightFiles};
 use prefix_tune_model::{load_gpt2, Past};
 use prefix_tune_prefix::{infix_forward, load_prefix, save_export, save_peft, save_state, text_activations, Layout, Placement, Prefix, PrefixConfig, PrefixMlp, Reparam};
-
-
 
 fn model(device: &Device) -> Gpt2 {
     load_gpt2(&fixtures().join("gpt2-a"), device).unwrap()
 }
 
-fn params(variant: &str) -> WeightFiles {
-    WeightFiles::open(vec![fixtures().join("peft").join(variant).join("params.safetensors")]).unwrap()
-}
-
-fn reference(variant: &str) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(fixtures().join("peft").join(variant).join("reference.json")).unwrap()).unwrap()
-}
-
-fn read(files: &WeightFiles, name: &str) -> (Vec<usize>, Vec<f32>) {
-    files.view(name, |_, v| (v.shape().to_vec(), to_f32(v).unwrap())).unwrap()
-}
-
 fn matrix(files: &WeightFiles, name: &str, device: &Device) -> Tensor<2> {
-    let (shape, values) = read(files, name);
+    let (shape, values) = read_f32(files, name);
     floats(values, [shape[0], shape[1]], device)
 }
 
 /// PEFT's trainable prefix (embedding, and `transform.0`/`transform.2` when projected) as ours.
 /// PyTorch's Linear weight is [out, in]; Burn's is [in, out].
 fn peft_prefix(variant: &str, device: &Device) -> Prefix {
-    let files = params(variant);
+    let files = peft_params(variant);
     let layout = Layout { n_layer: 3, n_head: 4, head_dim: 6 };
     let embedding = matrix(&files, "prompt_encoder.default.embedding.weight", device);
     let mlp = files.contains("prompt_encoder.default.transform.0.weight").then(|| {
         let linear = |index: usize| {
             let weight = matrix(&files, &format!("prompt_encoder.default.transform.{index}.weight"), device).transpose();
-            let (shape, bias) = read(&files, &format!("prompt_encoder.default.transform.{index}.bias"));
+            let (shape, bias) = read_f32(&files, &format!("prompt_encoder.default.transform.{index}.bias"));
             Linear { weight: Param::from_tensor(weight), bias: Some(Param::from_tensor(floats(bias, [shape[0]], device))) }
         };
         PrefixMlp { hidden: linear(0), output: linear(2) }
     });
     Prefix { embedding: Param::from_tensor(embedding), mlp, layout, dropout: 0.0, placement: Default::default() }
 }
-
 
 /// The fixture batch: ids, mask (right-padded) as host rows.
 fn batch(files: &WeightFiles) -> (Vec<Vec<u32>>, Vec<Vec<f32>>) {
@@ -88,17 +72,17 @@ fn injected_keys_and_values_equal_pefts() {
     let device = device();
     for variant in ["flat", "mlp"] {
         let prefix = peft_prefix(variant, &device);
-        let files = params(variant);
+        let files = peft_params(variant);
         let past = prefix.past(3, false);
         for (layer, kv) in past.layers.iter().enumerate() {
-            let (shape, keys) = read(&files, &format!("past_keys.{layer}"));
-            let (_, values) = read(&files, &format!("past_values.{layer}"));
+            let (shape, keys) = read_f32(&files, &format!("past_keys.{layer}"));
+            let (_, values) = read_f32(&files, &format!("past_values.{layer}"));
             assert_eq!(kv.keys.dims().to_vec(), shape);
             let dk = max_abs_diff(&to_f32s(kv.keys.clone()), &keys);
             let dv = max_abs_diff(&to_f32s(kv.values.clone()), &values);
             assert!(dk < 1e-5 && dv < 1e-5, "{variant} layer {layer}: keys {dk}, values {dv}");
         }
-        let (_, embeddings) = read(&files, "prompt_embeddings");
+        let (_, embeddings) = read_f32(&files, "prompt_embeddings");
         assert!(max_abs_diff(&to_f32s(prefix.activations()), &embeddings) < 1e-5);
     }
 }
@@ -109,10 +93,10 @@ fn prefixed_logits_equal_pefts() {
     let model = model(&device);
     for variant in ["flat", "mlp"] {
         let prefix = peft_prefix(variant, &device);
-        let files = params(variant);
+        let files = peft_params(variant);
         let (ids, mask) = batch(&files);
         let ours = logits(&model, &ids, &mask, Some(prefix.past(ids.len(), false)));
-        let (_, theirs) = read(&files, "batch.logits");
+        let (_, theirs) = read_f32(&files, "batch.logits");
         let worst = masked_diff(&ours, &theirs, &mask, 1000);
         println!("{variant}: max |Δlogit| vs PEFT = {worst:e}");
         assert!(worst < 1e-4, "{variant}: {worst}");
@@ -125,7 +109,7 @@ fn prefixed_generation_is_token_identical_to_peft() {
     let model = model(&device);
     for variant in ["flat", "mlp"] {
         let prefix = peft_prefix(variant, &device);
-        let reference = reference(variant);
+        let reference = peft_reference(variant);
         let prompts: Vec<Vec<u32>> = reference["prompts"]
             .as_array()
             .unwrap()
@@ -159,7 +143,6 @@ fn prefixed_generation_is_token_identical_to_peft() {
     }
 }
 
-
 #[test]
 fn peft_adapters_load_and_round_trip_byte_identical() {
     let device = device();
@@ -168,7 +151,7 @@ fn peft_adapters_load_and_round_trip_byte_identical() {
         let adapter = fixtures().join("peft").join(variant).join("adapter");
         let loaded = load_prefix(&adapter, Some(layout), &device).unwrap();
         assert_eq!(loaded.base_model.as_deref(), Some("tests/fixtures/gpt2-a"));
-        let (_, expected) = read(&params(variant), "prompt_embeddings");
+        let (_, expected) = read_f32(&peft_params(variant), "prompt_embeddings");
         assert!(max_abs_diff(&to_f32s(loaded.prefix.activations()), &expected) < 1e-6);
 
         let out = scratch(&format!("peft-{variant}"));
@@ -187,7 +170,7 @@ fn an_export_gives_the_logits_of_the_mlp_it_came_from_and_a_state_keeps_the_mlp(
     let device = device();
     let model = model(&device);
     let prefix = peft_prefix("mlp", &device);
-    let (ids, mask) = batch(&params("mlp"));
+    let (ids, mask) = batch(&peft_params("mlp"));
     let before = logits(&model, &ids, &mask, Some(prefix.past(3, false)));
 
     let dir = scratch("export");
@@ -219,7 +202,7 @@ fn a_mixed_batch_gives_each_row_its_own_prefixs_logits() {
     let model = model(&device);
     let flat = peft_prefix("flat", &device); // P = 5
     let mlp = peft_prefix("mlp", &device); // P = 7
-    let (ids, mask) = batch(&params("flat"));
+    let (ids, mask) = batch(&peft_params("flat"));
     let layout = flat.layout;
     let mixed = layout.stack(&[flat.activations(), mlp.activations(), flat.activations()]);
     let together = logits(&model, &ids, &mask, Some(mixed));
@@ -300,7 +283,6 @@ fn bad_prefixes_are_one_line_errors() {
     let err = model.forward_tokens(&prompt, &[vec![1.0; prompt[0].len()]], Some(prefix.past(1, false)), Dropout::default()).err().unwrap();
     assert!(err.to_string().contains("n_positions"), "{err}");
 }
-
 
 #[test]
 fn embedding_only_prefix_acts_as_virtual_tokens() {

@@ -2,13 +2,12 @@
 //! scripts/make_fixtures.py), and the guarantees users rely on: the LM is never touched, a
 //! prefix learns, a resumed run ends bit-identical, divergence stops cleanly.
 
-
 use prefix_tune_model::burn::module::{Module, ModuleVisitor, Param};
 use prefix_tune_model::burn::nn::Linear;
 use prefix_tune_model::burn::tensor::{Device, Tensor};
 use prefix_tune_model::tensors::{floats, to_f32s};
-use prefix_tune_model::testing::{fixtures, scratch};
-use prefix_tune_model::weights::{to_f32, to_i64, WeightFiles};
+use prefix_tune_model::testing::{peft_params, peft_reference, read_f32, fixtures, scratch};
+use prefix_tune_model::weights::{to_i64, WeightFiles};
 use prefix_tune_model::{load_gpt2, Gpt2};
 use prefix_tune_prefix::{Init, Layout, Prefix, PrefixConfig, PrefixMlp, Reparam};
 use prefix_tune_train::optim::{self, Accumulated, OptimizerConfig, OptimizerState};
@@ -22,22 +21,9 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-
 /// The CPU backend with autodiff.
 fn device() -> Device {
     prefix_tune_model::testing::device().autodiff()
-}
-
-fn params(variant: &str) -> WeightFiles {
-    WeightFiles::open(vec![fixtures().join("peft").join(variant).join("params.safetensors")]).unwrap()
-}
-
-fn reference(variant: &str) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(fixtures().join("peft").join(variant).join("reference.json")).unwrap()).unwrap()
-}
-
-fn read(files: &WeightFiles, name: &str) -> (Vec<usize>, Vec<f32>) {
-    files.view(name, |_, v| (v.shape().to_vec(), to_f32(v).unwrap())).unwrap()
 }
 
 /// PEFT's names for our parameters, in our visiting order, and whether PyTorch stores it
@@ -56,14 +42,14 @@ fn peft_names(variant: &str) -> Vec<(&'static str, bool)> {
 }
 
 fn peft_prefix(variant: &str, device: &Device) -> Prefix {
-    let files = params(variant);
+    let files = peft_params(variant);
     let matrix = |name: &str, transpose: bool| {
-        let (shape, values) = read(&files, name);
+        let (shape, values) = read_f32(&files, name);
         let t = floats(values, [shape[0], shape[1]], device);
         Param::from_tensor(if transpose { t.transpose() } else { t }.require_grad())
     };
     let vector = |name: &str| {
-        let (shape, values) = read(&files, name);
+        let (shape, values) = read_f32(&files, name);
         Param::from_tensor(floats(values, [shape[0]], device).require_grad())
     };
     let mlp = (variant == "mlp").then(|| PrefixMlp {
@@ -124,8 +110,8 @@ fn loss_gradients_and_one_adamw_step_match_pytorch() {
     let device = device();
     let model = model(&device);
     for variant in ["flat", "mlp"] {
-        let files = params(variant);
-        let reference = reference(variant);
+        let files = peft_params(variant);
+        let reference = peft_reference(variant);
         let batch = fixture_batch(&files);
         for (objective, key, grad_prefix) in [(Objective::Paper, "loss_paper", "grad."), (Objective::Mean, "loss_mean", "grad_mean.")] {
             let prefix = peft_prefix(variant, &device);
@@ -138,7 +124,7 @@ fn loss_gradients_and_one_adamw_step_match_pytorch() {
             let mut accumulated = Accumulated::default();
             accumulated.add(&prefix, &gradients);
             for ((name, transposed), grad) in peft_names(variant).into_iter().zip(&accumulated.grads) {
-                let (shape, expected) = read(&files, &format!("{grad_prefix}{name}"));
+                let (shape, expected) = read_f32(&files, &format!("{grad_prefix}{name}"));
                 let grad = to_f32s(grad.clone().expect("every prefix parameter has a gradient"));
                 let grad = if transposed { transpose(&grad, shape[1], shape[0]) } else { grad };
                 let error = relative_error(&grad, &expected);
@@ -149,8 +135,8 @@ fn loss_gradients_and_one_adamw_step_match_pytorch() {
                 let adamw = &reference["adamw"];
                 let config = OptimizerConfig::adamw(adamw["weight_decay"].as_f64().unwrap());
                 let lr = adamw["lr"].as_f64().unwrap();
-                let expected: Vec<Vec<f32>> = peft_names(variant).into_iter().map(|(name, _)| read(&files, &format!("after_step.{name}")).1).collect();
-                let torch_grads: Vec<(Vec<usize>, Vec<f32>)> = peft_names(variant).into_iter().map(|(name, _)| read(&files, &format!("grad.{name}"))).collect();
+                let expected: Vec<Vec<f32>> = peft_names(variant).into_iter().map(|(name, _)| read_f32(&files, &format!("after_step.{name}")).1).collect();
+                let torch_grads: Vec<(Vec<usize>, Vec<f32>)> = peft_names(variant).into_iter().map(|(name, _)| read_f32(&files, &format!("grad.{name}"))).collect();
 
                 // (1) The optimizer itself: our AdamW fed PyTorch's gradients lands on PyTorch's
                 // parameters.
@@ -212,7 +198,7 @@ fn the_frozen_lm_gets_no_gradient_and_stays_bit_identical() {
     let device = device();
     let model = model(&device);
     let before = all_weights(&model);
-    let batch = fixture_batch(&params("mlp"));
+    let batch = fixture_batch(&peft_params("mlp"));
     let gradients = batch_loss(&model, &peft_prefix("mlp", &device), &batch, Objective::Paper).backward();
     let mut frozen = Accumulated::default();
     frozen.add(&model, &gradients);
@@ -233,7 +219,6 @@ fn the_frozen_lm_gets_no_gradient_and_stays_bit_identical() {
     assert_eq!(summary.trainable_params, 7 * 24 + 24 * 20 + 20 + 20 * 144 + 144);
     assert_eq!(all_weights(&trainer.model), before, "the LM is bit-identical after training");
 }
-
 
 /// A small task: after ` {source} <eos>`, always answer with the same four tokens.
 fn synthetic_task(n: usize) -> Vec<Example> {
