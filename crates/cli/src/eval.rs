@@ -7,7 +7,6 @@ use clap::Args;
 use prefix_tune_data::{load, task::Split, Gpt2Encoder, LoadConfig, Task};
 use prefix_tune_eval::score_groups;
 use prefix_tune_model::generate::GenerateConfig;
-use prefix_tune_prefix::generate_prefixed;
 use prefix_tune_model::hub::resolve_model;
 use prefix_tune_model::{backend, load_gpt2};
 
@@ -82,19 +81,7 @@ pub fn run(args: EvalArgs) -> Result<(), String> {
     let mut predictions = Vec::with_capacity(groups.len());
     for chunk in groups.chunks(args.batch_size.max(1)) {
         let prompts: Vec<Vec<u32>> = chunk.iter().map(|g| encoder.prompt_ids(&g.source)).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
-        // Short-context models: keep prefix + prompt + continuation inside the positions.
-        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0) + prefixes.iter().map(|p| p.length()).max().unwrap_or(0);
-        let room = model.config.n_positions.saturating_sub(longest);
-        if room == 0 {
-            return Err(format!("an input of {longest} tokens (prefix included) leaves no room to generate within n_positions = {}", model.config.n_positions));
-        }
-        let mut config = config.clone();
-        config.max_new_tokens = config.max_new_tokens.min(room);
-        for output in generate_prefixed(&model, &prompts, &prefixes, &config).map_err(|e| e.to_string())? {
-            let ids: Vec<u32> = output.ids.into_iter().filter(|&id| id != encoder.eos_id()).collect();
-            let text = encoder.decode(&ids).map_err(|e| e.to_string())?;
-            predictions.push(text.trim().replace('\n', " "));
-        }
+        predictions.extend(crate::prefixes::predict(&model, &encoder, &prompts, &prefixes, &config)?);
         eprint!("\rdecoded {}/{}", predictions.len(), groups.len());
     }
     eprintln!();

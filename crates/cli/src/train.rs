@@ -12,7 +12,6 @@ use prefix_tune_data::{load, task::Split, Gpt2Encoder, LoadConfig, Task};
 use prefix_tune_train::examples::{low_data_split, read_jsonl};
 use prefix_tune_eval::score_groups;
 use prefix_tune_model::generate::GenerateConfig;
-use prefix_tune_prefix::generate_prefixed;
 use prefix_tune_train::{DevMetric, Example, TrainError};
 use prefix_tune_train::{Method, Objective, OptimizerConfig, Schedule, TrainConfig, Trainer};
 
@@ -178,14 +177,7 @@ fn dev_metric(task: &str, dev: &Path, model_dir: &Path, metric: &str, limit: usi
         let fail = |e: String| TrainError::Config(format!("--eval-metric: {e}"));
         let mut predictions = Vec::with_capacity(prompts.len());
         for chunk in prompts.chunks(16) {
-            // Keep each prompt's continuation inside the model's positions.
-            let mut config = config.clone();
-            let longest = chunk.iter().map(Vec::len).max().unwrap_or(0) + prefix.length();
-            config.max_new_tokens = config.max_new_tokens.min(model.config.n_positions.saturating_sub(longest)).max(1);
-            for output in generate_prefixed(model, chunk, &[prefix], &config).map_err(|e| fail(e.to_string()))? {
-                let ids: Vec<u32> = output.ids.into_iter().filter(|&id| id != encoder.eos_id()).collect();
-                predictions.push(encoder.decode(&ids).map_err(|e| fail(e.to_string()))?.trim().replace('\n', " "));
-            }
+            predictions.extend(crate::prefixes::predict(model, &encoder, chunk, &[prefix], &config).map_err(fail)?);
         }
         let scores = score_groups(task, &groups, &predictions, None).map_err(|e| fail(e.to_string()))?;
         let value = serde_json::to_value(&scores).expect("scores serialise");

@@ -180,12 +180,4 @@ impl Prefix {
         flat.placement = self.placement;
         flat
     }
-
-    pub fn num_params(&self) -> usize {
-        self.num_params_module()
-    }
-
-    fn num_params_module(&self) -> usize {
-        Module::num_params(self)
-    }
 }

@@ -22,7 +22,7 @@ pub enum Objective {
 /// convention: the model shifts, so logits at t predict labels at t + 1; -100 is ignored).
 /// Returns the loss and the number of target tokens.
 pub fn loss(logits: Tensor<3>, labels: &[Vec<i64>], objective: Objective) -> (Tensor<1>, usize) {
-    let [batch, seq, vocab] = logits.dims();
+    let [batch, seq, _] = logits.dims();
     let device = logits.device();
     let predictions = logits.narrow(1, 0, seq - 1); // [B, T-1, V]
     let mut targets = Vec::with_capacity(batch * (seq - 1));
@@ -39,7 +39,6 @@ pub fn loss(logits: Tensor<3>, labels: &[Vec<i64>], objective: Objective) -> (Te
     let weights = floats(weights, [batch, seq - 1], &device);
     let log_probs = log_softmax(predictions, 2).gather(2, targets).reshape([batch, seq - 1]); // [B, T-1]
     let total = -(log_probs * weights).sum(); // [1]
-    let _ = vocab;
     let loss = match objective {
         Objective::Paper => total / batch as f64,
         Objective::Mean => total / count.max(1) as f64,
