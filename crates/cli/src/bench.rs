@@ -3,12 +3,13 @@
 
 use std::time::Instant;
 
+use crate::error::{CliError, Result};
 use clap::{Args, Subcommand};
 use prefix_tune_model::generate::GenerateConfig;
 use prefix_tune_model::gpt2::generate_gpt2;
 use prefix_tune_model::{backend, random_gpt2, Gpt2Config};
 use prefix_tune_prefix::{Init, Layout, PrefixConfig, Reparam};
-use prefix_tune_train::{Example, Objective, Schedule, TrainConfig, Trainer};
+use prefix_tune_train::{peak_rss_mib, Example, Objective, Schedule, TrainConfig, Trainer};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 #[derive(Args, Debug)]
@@ -42,7 +43,7 @@ enum BenchWhat {
     },
 }
 
-fn shape(name: &str) -> Result<Gpt2Config, String> {
+fn shape(name: &str) -> Result<Gpt2Config> {
     let mut config: Gpt2Config = serde_json::from_str("{}").expect("defaults");
     match name {
         "gpt2" => {}
@@ -51,20 +52,13 @@ fn shape(name: &str) -> Result<Gpt2Config, String> {
             config.n_head = 2;
             config.n_embd = 64;
         }
-        other => return Err(format!("--shape: `{other}` is not gpt2 or tiny")),
+        other => return Err(CliError::usage(format!("--shape: `{other}` is not gpt2 or tiny"))),
     }
     Ok(config)
 }
 
-/// Peak resident memory of this process (Linux), in MiB.
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
 
-pub fn run(args: BenchArgs) -> Result<(), String> {
+pub fn run(args: BenchArgs) -> Result<()> {
     let backend_name = args.backend.clone().unwrap_or_else(|| {
         prefix_tune_model::Backend::compiled().first().map_or("none".into(), |b| b.name().to_string())
     });
@@ -72,7 +66,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     let mut rng = StdRng::seed_from_u64(0);
     match args.what {
         BenchWhat::Generate { prompt_len, new_tokens } => {
-            let device = backend::device(args.backend.as_deref()).map_err(|e| e.to_string())?;
+            let device = backend::device(args.backend.as_deref())?;
             let model = random_gpt2(&config, 0, &device);
             let prompt: Vec<u32> = (0..prompt_len).map(|_| rng.random_range(0..config.vocab_size as u32)).collect();
             let mut results = serde_json::Map::new();
@@ -82,9 +76,9 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
                 gen.min_new_tokens = new_tokens;
                 gen.num_beams = beams;
                 // One untimed run compiles kernels and fills caches.
-                generate_gpt2(&model, std::slice::from_ref(&prompt), None, &gen).map_err(|e| e.to_string())?;
+                generate_gpt2(&model, std::slice::from_ref(&prompt), None, &gen)?;
                 let start = Instant::now();
-                let out = generate_gpt2(&model, std::slice::from_ref(&prompt), None, &gen).map_err(|e| e.to_string())?;
+                let out = generate_gpt2(&model, std::slice::from_ref(&prompt), None, &gen)?;
                 let seconds = start.elapsed().as_secs_f64();
                 let tokens = out[0].ids.len();
                 results.insert(name.into(), serde_json::json!({ "seconds": seconds, "new_tokens": tokens, "tokens_per_second": tokens as f64 / seconds }));
@@ -96,7 +90,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             println!("{report}");
         }
         BenchWhat::Train { batch_size, seq_len, steps } => {
-            let device = backend::device(args.backend.as_deref()).map_err(|e| e.to_string())?.autodiff();
+            let device = backend::device(args.backend.as_deref())?.autodiff();
             let model = random_gpt2(&config, 0, &device);
             let prefix_config = PrefixConfig { length: 10, reparam: Reparam::Mlp { hidden: 512 }, dropout: 0.0, init: Init::Random, placement: Default::default() };
             let prefix = prefix_config.init(Layout::gpt2(&config), &device)?;
@@ -115,13 +109,13 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             let out = std::env::temp_dir().join(format!("prefix-tune-bench-{}", std::process::id()));
             // Step 1 warms up (kernel compilation, allocation); steps 2.. are timed.
             train.max_steps = Some(1);
-            let mut trainer = Trainer::new(model, prefix, train.clone(), &out).map_err(|e| e.to_string())?;
+            let mut trainer = Trainer::new(model, prefix, train.clone(), &out)?;
             trainer.quiet = true;
-            trainer.train(&examples[..batch_size], &[], None).map_err(|e| e.to_string())?;
-            let mut timed = Trainer::new(trainer.model, trainer.prefix, TrainConfig { max_steps: Some(steps), ..train }, &out).map_err(|e| e.to_string())?;
+            trainer.train(&examples[..batch_size], &[], None)?;
+            let mut timed = Trainer::new(trainer.model, trainer.prefix, TrainConfig { max_steps: Some(steps), ..train }, &out)?;
             timed.quiet = true;
             let start = Instant::now();
-            let summary = timed.train(&examples[batch_size..], &[], None).map_err(|e| e.to_string())?;
+            let summary = timed.train(&examples[batch_size..], &[], None)?;
             let seconds = start.elapsed().as_secs_f64();
             let tokens = batch_size * seq_len * summary.steps;
             let _ = std::fs::remove_dir_all(&out);

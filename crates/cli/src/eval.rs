@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
+use crate::error::{CliError, Result};
 use clap::Args;
+use prefix_tune_data::e2e::{E2eConfig, TargetStyle};
 use prefix_tune_data::{load, task::Split, Gpt2Encoder, LoadConfig, Task};
 use prefix_tune_eval::score_groups;
 use prefix_tune_model::generate::GenerateConfig;
@@ -17,15 +19,18 @@ pub struct EvalArgs {
     /// The prefix to evaluate (export, PEFT adapter, training state or run directory).
     #[arg(long)]
     prefix: Option<String>,
-    /// e2e, webnlg, dart, xsum or jsonl.
-    #[arg(long)]
-    task: String,
+    #[arg(long, value_enum)]
+    task: Task,
     /// A data file or the official directory.
     #[arg(long)]
     data: PathBuf,
-    /// Split to read from a directory: train, dev or test.
-    #[arg(long, default_value = "test")]
-    split: String,
+    /// Split to read from a directory.
+    #[arg(long, value_enum, default_value_t = Split::Test)]
+    split: Split,
+    /// E2E references: `original` (the CSV's text, the official scorer's) or `paper`
+    /// (punctuation-split). Default: the style the run behind --prefix was trained with, else paper.
+    #[arg(long, value_enum)]
+    references: Option<TargetStyle>,
     /// Beams (paper: 5 for table-to-text, 6 for XSUM).
     #[arg(long)]
     num_beams: Option<usize>,
@@ -47,19 +52,14 @@ pub struct EvalArgs {
     out: PathBuf,
 }
 
-pub fn run(args: EvalArgs) -> Result<(), String> {
-    let task: Task = args.task.parse().map_err(|e: prefix_tune_data::DataError| e.to_string())?;
-    let split = match args.split.as_str() {
-        "train" => Split::Train,
-        "dev" => Split::Dev,
-        "test" => Split::Test,
-        other => return Err(format!("--split: `{other}` is not train, dev or test")),
-    };
-    let device = backend::device(args.backend.as_deref()).map_err(|e| e.to_string())?;
-    let dir = resolve_model(&args.model).map_err(|e| e.to_string())?;
-    let model = load_gpt2(&dir, &device).map_err(|e| e.to_string())?;
-    let encoder = Gpt2Encoder::from_file(&dir).map_err(|e| e.to_string())?;
-    let data = load(task, &args.data, &LoadConfig { split, ..Default::default() }).map_err(|e| e.to_string())?;
+pub fn run(args: EvalArgs) -> Result<()> {
+    let task = args.task;
+    let references = args.references.or_else(|| args.prefix.as_deref().and_then(crate::train::trained_references)).unwrap_or_default();
+    let device = backend::device(args.backend.as_deref())?;
+    let dir = resolve_model(&args.model)?;
+    let model = load_gpt2(&dir, &device)?;
+    let encoder = Gpt2Encoder::from_file(&dir)?;
+    let data = load(task, &args.data, &LoadConfig { split: args.split, e2e: E2eConfig { target_style: references } })?;
     let mut groups = data.groups();
     if let Some(limit) = args.limit {
         groups.truncate(limit);
@@ -79,18 +79,23 @@ pub fn run(args: EvalArgs) -> Result<(), String> {
     let prefixes = crate::prefixes::load_prefixes(&model, args.prefix.as_slice(), &device)?;
     let prefixes: Vec<&_> = prefixes.iter().collect();
     let mut predictions = Vec::with_capacity(groups.len());
+    // Drawn on a terminal only; a log file gets no carriage-return noise.
+    let bar = indicatif::ProgressBar::new(groups.len() as u64);
     for chunk in groups.chunks(args.batch_size.max(1)) {
-        let prompts: Vec<Vec<u32>> = chunk.iter().map(|g| encoder.prompt_ids(&g.source)).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+        let prompts: Vec<Vec<u32>> = chunk.iter().map(|g| encoder.prompt_ids(&g.source)).collect::<Result<_, _>>()?;
         predictions.extend(crate::prefixes::predict(&model, &encoder, &prompts, &prefixes, &config)?);
-        eprint!("\rdecoded {}/{}", predictions.len(), groups.len());
+        bar.set_position(predictions.len() as u64);
     }
-    eprintln!();
-    std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
+    bar.finish_and_clear();
+    std::fs::create_dir_all(&args.out).map_err(|e| CliError::io(&args.out, e))?;
     let predictions_path = args.out.join("predictions.txt");
-    std::fs::write(&predictions_path, predictions.join("\n") + "\n").map_err(|e| format!("{}: {e}", predictions_path.display()))?;
-    let scores = score_groups(task, &groups, &predictions, args.meteor_jar.as_deref()).map_err(|e| e.to_string())?;
+    std::fs::write(&predictions_path, predictions.join("\n") + "\n").map_err(|e| CliError::io(&predictions_path, e))?;
+    let mut scores = score_groups(task, &groups, &predictions, args.meteor_jar.as_deref())?;
+    if task == Task::E2e {
+        scores.references = Some(references);
+    }
     let scores_path = args.out.join("scores.json");
-    std::fs::write(&scores_path, serde_json::to_string_pretty(&scores).expect("scores serialise")).map_err(|e| format!("{}: {e}", scores_path.display()))?;
+    std::fs::write(&scores_path, serde_json::to_string_pretty(&scores).expect("scores serialise")).map_err(|e| CliError::io(&scores_path, e))?;
     crate::metrics::print_scores(&scores, true);
     Ok(())
 }

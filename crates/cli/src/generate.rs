@@ -1,5 +1,6 @@
 //! `prefix-tune generate`
 
+use crate::error::{CliError, Result};
 use clap::Args;
 use prefix_tune_model::generate::{EarlyStopping, GenerateConfig, Sampling};
 use prefix_tune_prefix::generate_prefixed;
@@ -28,8 +29,8 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 1.0)]
     length_penalty: f32,
     /// Beam search stopping: true (stop at num_beams finished), false (HF default heuristic), never.
-    #[arg(long, default_value = "false")]
-    early_stopping: String,
+    #[arg(long, value_enum, default_value_t = EarlyStopping::Heuristic)]
+    early_stopping: EarlyStopping,
     #[arg(long, default_value_t = 0)]
     no_repeat_ngram_size: usize,
     /// A banned token sequence as comma-separated ids (repeatable).
@@ -57,30 +58,30 @@ pub struct GenerateArgs {
     json: bool,
 }
 
-pub fn parse_ids(text: &str, what: &str) -> Result<Vec<u32>, String> {
+pub fn parse_ids(text: &str, what: &str) -> Result<Vec<u32>> {
     text.split(',')
-        .map(|part| part.trim().parse::<u32>().map_err(|_| format!("{what}: `{part}` in `{text}` is not a token id")))
+        .map(|part| part.trim().parse::<u32>().map_err(|_| CliError::usage(format!("{what}: `{part}` in `{text}` is not a token id"))))
         .collect()
 }
 
-pub fn run(args: GenerateArgs) -> Result<(), String> {
-    let device = backend::device(args.backend.as_deref()).map_err(|e| e.to_string())?;
-    let dir = resolve_model(&args.model).map_err(|e| e.to_string())?;
-    let model = load_gpt2(&dir, &device).map_err(|e| e.to_string())?;
-    let tokenizer = Gpt2Tokenizer::from_dir(&dir).map_err(|e| e.to_string())?;
+pub fn run(args: GenerateArgs) -> Result<()> {
+    let device = backend::device(args.backend.as_deref())?;
+    let dir = resolve_model(&args.model)?;
+    let model = load_gpt2(&dir, &device)?;
+    let tokenizer = Gpt2Tokenizer::from_dir(&dir)?;
 
     let mut prompts = Vec::new();
     for text in &args.prompts {
         let tokenizer = tokenizer.as_ref().ok_or_else(|| {
-            format!("{}: no tokenizer (tokenizer.json or vocab.json + merges.txt) for --prompt; use --prompt-ids", dir.display())
+            CliError::usage(format!("{}: no tokenizer (tokenizer.json or vocab.json + merges.txt) for --prompt; use --prompt-ids", dir.display()))
         })?;
-        prompts.push(tokenizer.encode(text).map_err(|e| e.to_string())?);
+        prompts.push(tokenizer.encode(text)?);
     }
     for ids in &args.prompt_ids {
         prompts.push(parse_ids(ids, "--prompt-ids")?);
     }
     if prompts.is_empty() {
-        return Err("give at least one --prompt or --prompt-ids".into());
+        return Err(CliError::usage("give at least one --prompt or --prompt-ids"));
     }
 
     let eos = model.config.eos_token_id.unwrap_or(50256);
@@ -90,24 +91,19 @@ pub fn run(args: GenerateArgs) -> Result<(), String> {
     config.min_new_tokens = args.min_new_tokens;
     config.num_beams = args.num_beams;
     config.length_penalty = args.length_penalty;
-    config.early_stopping = match args.early_stopping.to_ascii_lowercase().as_str() {
-        "true" => EarlyStopping::Eager,
-        "false" => EarlyStopping::Heuristic,
-        "never" => EarlyStopping::Never,
-        other => return Err(format!("--early-stopping: `{other}` is not one of true, false, never")),
-    };
+    config.early_stopping = args.early_stopping;
     config.no_repeat_ngram_size = args.no_repeat_ngram_size;
-    config.bad_words_ids = args.bad_words_ids.iter().map(|s| parse_ids(s, "--bad-words-ids")).collect::<Result<_, _>>()?;
+    config.bad_words_ids = args.bad_words_ids.iter().map(|s| parse_ids(s, "--bad-words-ids")).collect::<Result<_>>()?;
     if args.do_sample {
         config.sampling = Some(Sampling { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed });
     }
 
     let prefixes = crate::prefixes::load_prefixes(&model, &args.prefixes, &device)?;
     let prefixes: Vec<&_> = prefixes.iter().collect();
-    let outputs = generate_prefixed(&model, &prompts, &prefixes, &config).map_err(|e| e.to_string())?;
+    let outputs = generate_prefixed(&model, &prompts, &prefixes, &config)?;
     for output in outputs {
         let text = match &tokenizer {
-            Some(tokenizer) => Some(tokenizer.decode(&output.ids, false).map_err(|e| e.to_string())?),
+            Some(tokenizer) => Some(tokenizer.decode(&output.ids, false)?),
             None => None,
         };
         if args.json {

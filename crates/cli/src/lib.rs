@@ -4,6 +4,7 @@
 //! settings.
 
 mod bench;
+pub mod error;
 mod eval;
 mod export;
 mod generate;
@@ -11,7 +12,11 @@ mod metrics;
 mod prefixes;
 mod train;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+pub use error::CliError;
+use error::Result;
 
 #[derive(Parser)]
 #[command(name = "prefix-tune", version, about = "Prefix-Tuning (Li & Liang, 2021) for GPT-2, on Burn", args_override_self = true)]
@@ -37,11 +42,11 @@ enum Command {
 }
 
 /// The command line with a `--config FILE`'s options spliced in before the real flags.
-fn with_config_file(args: Vec<String>) -> Result<Vec<String>, String> {
+fn with_config_file(args: Vec<String>) -> Result<Vec<String>> {
     let Some(at) = args.iter().position(|a| a == "--config") else {
         return Ok(args);
     };
-    let path = args.get(at + 1).ok_or("--config needs a file")?;
+    let path = args.get(at + 1).ok_or_else(|| CliError::usage("--config needs a file"))?;
     let from_file = train::config_file_args(std::path::Path::new(path))?;
     // program, subcommand, file options, then the command line's own (which win).
     let mut spliced = args[..2.min(args.len())].to_vec();
@@ -50,19 +55,35 @@ fn with_config_file(args: Vec<String>) -> Result<Vec<String>, String> {
     Ok(spliced)
 }
 
+/// clap's error as one line; a wrong choice keeps the list of valid ones.
+fn one_line(error: clap::Error) -> CliError {
+    // Help and version are not errors: print them the way clap does, then stop.
+    if matches!(error.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+        let _ = error.print();
+        std::process::exit(0);
+    }
+    let text = error.to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut message = lines.next().unwrap_or("invalid arguments").trim_start_matches("error: ").to_string();
+    if let Some(choices) = lines.find(|l| l.starts_with("[possible values:")) {
+        message = format!("{message} {choices}");
+    }
+    CliError::usage(message)
+}
+
+/// The options of `subcommand` typed by the user (or given in --config), not defaulted.
+fn given_options(matches: &ArgMatches, subcommand: &str) -> Vec<String> {
+    let Some(sub) = matches.subcommand_matches(subcommand) else { return Vec::new() };
+    sub.ids().filter(|id| sub.value_source(id.as_str()) == Some(ValueSource::CommandLine)).map(|id| id.to_string()).collect()
+}
+
 /// Runs a `prefix-tune` command line (`args[0]` is the program name).
-pub fn run(args: Vec<String>) -> Result<(), String> {
-    let cli = Cli::try_parse_from(with_config_file(args)?).map_err(|e| {
-        // Help and version are not errors: print them the way clap does, then stop.
-        if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
-            let _ = e.print();
-            std::process::exit(0);
-        }
-        e.to_string().lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ").to_string()
-    })?;
+pub fn run(args: Vec<String>) -> Result<()> {
+    let matches = Cli::command().try_get_matches_from(with_config_file(args)?).map_err(one_line)?;
+    let cli = Cli::from_arg_matches(&matches).map_err(one_line)?;
     match cli.command {
         Command::Generate(args) => generate::run(args),
-        Command::Train(args) => train::run(args),
+        Command::Train(args) => train::run(args, &given_options(&matches, "train")),
         Command::Export(args) => export::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(args),

@@ -232,11 +232,18 @@ fn eval_decodes_and_scores_and_metrics_rescore_the_predictions() {
     let predictions = std::fs::read_to_string(out.join("predictions.txt")).unwrap();
     assert_eq!(predictions.lines().count(), scores["items"].as_u64().unwrap() as usize);
 
-    let rescored = run_ok(&[
-        "metrics", "--task", "e2e", "--data", data.to_str().unwrap(), "--predictions", out.join("predictions.txt").to_str().unwrap(), "--json",
-    ]);
-    let rescored: serde_json::Value = serde_json::from_str(rescored.trim()).unwrap();
+    // eval without a run behind it scores against the paper's split references, and says so.
+    assert_eq!(scores["references"], "paper");
+    let predictions = out.join("predictions.txt");
+    let rescore = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["metrics", "--task", "e2e", "--data", data.to_str().unwrap(), "--predictions", predictions.to_str().unwrap(), "--json"];
+        args.extend(extra);
+        serde_json::from_str(run_ok(&args).trim()).unwrap()
+    };
+    let rescored = rescore(&["--references", "paper"]);
     assert_eq!(rescored["bleu"], scores["bleu"]);
+    // An outside predictions file is scored as the official scorer would: original references.
+    assert_eq!(rescore(&[])["references"], "original");
 
     let short = dir.join("short.txt");
     std::fs::write(&short, "only one line\n").unwrap();
@@ -253,7 +260,7 @@ fn training_on_a_task_keeps_the_prefix_with_the_best_dev_bleu() {
     let summary = run_ok(&[
         "train", "--model", model.to_str().unwrap(), "--task", "e2e", "--data", data.to_str().unwrap(), "--dev", data.to_str().unwrap(),
         "--prefix-length", "2", "--mlp-hidden", "8", "--lr", "0.01", "--batch-size", "8", "--max-steps", "2", "--eval-every", "1",
-        "--eval-metric", "bleu", "--eval-limit", "3", "--out", run.to_str().unwrap(),
+        "--eval-metric", "bleu", "--eval-limit", "3", "--references", "original", "--max-length", "46", "--out", run.to_str().unwrap(),
     ]);
     let summary: serde_json::Value = serde_json::from_str(summary.trim()).unwrap();
     assert!(summary["best_dev_metric"].is_number(), "{summary}");
@@ -262,7 +269,190 @@ fn training_on_a_task_keeps_the_prefix_with_the_best_dev_bleu() {
     assert_eq!(evaluations.len(), 2, "{metrics}");
     assert!(run.join("best/prefix.safetensors").is_file());
 
+    // eval of the run scores against the references it was trained on.
+    let scores = run_ok(&[
+        "eval", "--model", model.to_str().unwrap(), "--prefix", run.to_str().unwrap(), "--task", "e2e", "--data", data.to_str().unwrap(),
+        "--num-beams", "1", "--max-new-tokens", "3", "--limit", "2", "--out", dir.join("eval").to_str().unwrap(),
+    ]);
+    let scores: serde_json::Value = serde_json::from_str(scores.trim()).unwrap();
+    assert_eq!(scores["references"], "original");
+
     let bad = prefix_tune(&["train", "--model", model.to_str().unwrap(), "--task", "e2e", "--data", data.to_str().unwrap(), "--dev", data.to_str().unwrap(),
         "--max-steps", "1", "--eval-every", "1", "--eval-metric", "nonsense", "--out", dir.join("bad").to_str().unwrap()]);
     assert_one_line_error(&bad, &["nonsense"]);
+}
+
+/// Train options for gpt2-a on `data`, written to `out`.
+fn small_run<'a>(model: &'a str, data: &'a str, out: &'a str, seed: &'a str, steps: &'a str) -> Vec<&'a str> {
+    vec![
+        "train", "--model", model, "--data", data, "--prefix-length", "3", "--mlp-hidden", "16", "--lr", "0.01", "--batch-size", "2",
+        "--max-steps", steps, "--checkpoint-every", "1", "--seed", seed, "--prefix-dropout", "0.1", "--lm-dropout", "0.1", "--out", out,
+    ]
+}
+
+/// (step, loss) of every training record, losses as their exact bits.
+fn step_losses(run: &Path) -> Vec<(u64, u64)> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|r| Some((r["step"].as_u64()?, r["loss"].as_f64()?.to_bits())))
+        .collect()
+}
+
+#[test]
+fn one_seed_gives_the_same_run_in_two_processes() {
+    let dir = scratch("seed");
+    let data = dir.join("train.jsonl");
+    write_jsonl(&data, 8);
+    let model = fixtures().join("gpt2-a");
+    let (model, data) = (model.to_str().unwrap(), data.to_str().unwrap());
+    let runs: Vec<_> = [("a", "7"), ("b", "7"), ("c", "8")].iter().map(|(name, seed)| (dir.join(name), *seed)).collect();
+    for (out, seed) in &runs {
+        let output = prefix_tune(&small_run(model, data, out.to_str().unwrap(), seed, "6"));
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        // A log file gets whole lines: no carriage returns from a progress bar.
+        assert!(!String::from_utf8_lossy(&output.stderr).contains('\r'));
+    }
+    let (a, b, c) = (&runs[0].0, &runs[1].0, &runs[2].0);
+    assert_eq!(step_losses(a).len(), 6);
+    assert_eq!(step_losses(a), step_losses(b), "same seed, same losses bit for bit");
+    for file in ["best/prefix.safetensors", "checkpoint/prefix.safetensors", "checkpoint/optimizer.safetensors"] {
+        assert_eq!(std::fs::read(a.join(file)).unwrap(), std::fs::read(b.join(file)).unwrap(), "{file} differs between two runs with one seed");
+    }
+    assert_ne!(step_losses(a), step_losses(c), "another seed, another run");
+}
+
+#[test]
+fn a_run_killed_mid_way_resumes_from_its_directory_alone_bit_for_bit() {
+    let dir = scratch("kill");
+    let data = dir.join("train.jsonl");
+    write_jsonl(&data, 12);
+    let model = fixtures().join("gpt2-a");
+    let (model, data) = (model.to_str().unwrap(), data.to_str().unwrap());
+    let steps = 150;
+    let whole = dir.join("whole");
+    run_ok(&small_run(model, data, whole.to_str().unwrap(), "5", "150"));
+
+    let killed = dir.join("killed");
+    let first = small_run(model, data, killed.to_str().unwrap(), "5", "150");
+    let resume = ["train", "--resume", killed.to_str().unwrap()];
+    // Killed twice: early, and again after resuming; each time at whatever point the write
+    // loop is at (often inside a checkpoint, which is written every step).
+    for (args, kill_at) in [(&first[..], 5), (&resume[..], 60)] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_prefix-tune"));
+        command.args(args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        if cfg!(feature = "flex") {
+            command.args(["--backend", "flex"]);
+        }
+        let mut child = command.spawn().unwrap();
+        while step_losses(&killed).len() < kill_at && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        // The kill may fall between moving the old checkpoint aside and the new one in.
+        let state = ["checkpoint", "checkpoint.old"].iter().find_map(|d| std::fs::read_to_string(killed.join(d).join("trainer_state.json")).ok()).unwrap();
+        let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+        assert!(state["optimizer_step"].as_u64().unwrap() < steps, "the run finished before it could be killed");
+    }
+    let summary: serde_json::Value = serde_json::from_str(run_ok(&resume).trim()).unwrap();
+    assert_eq!(summary["steps"], steps);
+    assert_eq!(step_losses(&killed), step_losses(&whole), "every step's loss equals the uninterrupted run's");
+    assert_eq!(std::fs::read(killed.join("best/prefix.safetensors")).unwrap(), std::fs::read(whole.join("best/prefix.safetensors")).unwrap());
+    for leftover in ["checkpoint.partial", "checkpoint.old"] {
+        assert!(!killed.join(leftover).exists(), "{leftover} left behind");
+    }
+
+    // A flag that contradicts the run is refused; one that agrees is fine.
+    let other_model = fixtures().join("gpt2-b");
+    let refused = prefix_tune(&["train", "--resume", killed.to_str().unwrap(), "--model", other_model.to_str().unwrap()]);
+    assert_one_line_error(&refused, &["--model", "gpt2-a", "resumed run keeps"]);
+    let refused = prefix_tune(&["train", "--resume", killed.to_str().unwrap(), "--lr", "0.5"]);
+    assert_one_line_error(&refused, &["--lr", "0.01"]);
+    run_ok(&["train", "--resume", killed.to_str().unwrap(), "--lr", "0.01", "--model", model]);
+    let not_a_run = prefix_tune(&["train", "--resume", dir.join("nothing").to_str().unwrap()]);
+    assert_one_line_error(&not_a_run, &["nothing", "config.json"]);
+}
+
+/// Dev evaluation builds no autodiff graph: the peak memory of a run does not grow with the
+/// size of its dev set (gpt2-b has GPT-2's 50,257-token vocabulary, so a kept graph would hold
+/// ~16 MB of logits per dev example).
+#[test]
+fn dev_evaluation_memory_does_not_grow_with_the_dev_set() {
+    let dir = scratch("dev-memory");
+    let model = fixtures().join("gpt2-b");
+    let write = |path: &Path, n: usize| {
+        let lines: Vec<String> = (0..n)
+            .map(|i| {
+                let ids: Vec<u32> = (0..40).map(|t| ((i * 7919 + t * 104_729) % 50_000) as u32).collect();
+                serde_json::json!({ "input_ids": ids }).to_string()
+            })
+            .collect();
+        std::fs::write(path, lines.join("\n")).unwrap();
+    };
+    let train = dir.join("train.jsonl");
+    write(&train, 4);
+    let mut peaks = Vec::new();
+    for n in [20, 240] {
+        let dev = dir.join(format!("dev{n}.jsonl"));
+        write(&dev, n);
+        let out = dir.join(format!("run{n}"));
+        let summary = run_ok(&[
+            "train", "--model", model.to_str().unwrap(), "--data", train.to_str().unwrap(), "--dev", dev.to_str().unwrap(),
+            "--prefix-length", "2", "--mlp-hidden", "8", "--batch-size", "10", "--max-steps", "2", "--eval-every", "1", "--out", out.to_str().unwrap(),
+        ]);
+        let summary: serde_json::Value = serde_json::from_str(summary.trim()).unwrap();
+        let Some(peak) = summary["peak_rss_mib"].as_f64() else {
+            println!("skipped: no peak RSS on this platform");
+            return;
+        };
+        let evaluations = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().filter(|l| l.contains("dev_loss")).count();
+        assert_eq!(evaluations, 2);
+        peaks.push(peak);
+    }
+    println!("peak RSS: {:.0} MiB with 20 dev examples, {:.0} MiB with 240", peaks[0], peaks[1]);
+    assert!(peaks[1] < peaks[0] * 1.15 + 20.0, "peak RSS grew with the dev set: {peaks:?} MiB");
+}
+
+#[test]
+fn data_is_checked_against_the_model_before_the_first_step() {
+    let dir = scratch("data-check");
+    let model = fixtures().join("gpt2-a");
+    let model = model.to_str().unwrap();
+    let line = |ids: Vec<u32>| serde_json::json!({ "input_ids": ids }).to_string();
+    let ok = line(vec![10, 20, 30, 514, 42]);
+    let train = |name: &str, lines: &[String], extra: &[&str]| {
+        let path = dir.join(name);
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let out = dir.join(format!("run-{name}"));
+        let mut args = vec!["train", "--model", model, "--data", path.to_str().unwrap(), "--prefix-length", "4", "--mlp-hidden", "8", "--max-steps", "1", "--out", out.to_str().unwrap()];
+        args.extend(extra);
+        prefix_tune(&args)
+    };
+    let out_of_vocab = train("oov.jsonl", &[ok.clone(), String::new(), line(vec![1, 99_999_999, 514, 3])], &[]);
+    assert_one_line_error(&out_of_vocab, &["oov.jsonl line 3", "99999999", "vocabulary"]);
+
+    // n_positions is 64 and the prefix takes 4: 70 tokens cannot fit.
+    let long = serde_json::json!({ "input_ids": (0..70).map(|i| 100 + i).collect::<Vec<u32>>(), "labels": (0..70).map(|i| if i < 62 { -100 } else { 100 + i }).collect::<Vec<i64>>() }).to_string();
+    let too_long = train("long.jsonl", &[ok.clone(), long.clone()], &[]);
+    assert_one_line_error(&too_long, &["long.jsonl line 2", "70 tokens", "60", "--max-length"]);
+    let cut = train("long.jsonl", &[ok.clone(), long], &["--max-length", "50"]);
+    assert!(cut.status.success(), "{}", String::from_utf8_lossy(&cut.stderr));
+    assert!(String::from_utf8_lossy(&cut.stderr).contains("cut the source of 1 of 2 examples"));
+    let too_much = train("long.jsonl", &[ok], &["--max-length", "61"]);
+    assert_one_line_error(&too_much, &["--max-length 61", "at most 60"]);
+}
+
+#[test]
+fn choices_are_listed_in_help_and_in_the_error_for_a_typo() {
+    let help = Command::new(env!("CARGO_BIN_EXE_prefix-tune")).args(["train", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    // Undocumented choices are listed in one line, documented ones one per line.
+    for choices in ["mlp, flat", "adamw, sgd", "e2e, webnlg, dart, xsum, jsonl", "- embedding-only:", "- constant:", "- mean:", "- finetune:", "- original:"] {
+        assert!(help.contains(choices), "`{choices}` not listed in train --help");
+    }
+    let typo = prefix_tune(&["train", "--model", "m", "--data", "d", "--reparam", "mlpp"]);
+    assert_one_line_error(&typo, &["mlpp", "--reparam", "mlp, flat"]);
+    let typo = prefix_tune(&["generate", "--model", "m", "--early-stopping", "sometimes"]);
+    assert_one_line_error(&typo, &["sometimes", "true, false, never"]);
 }

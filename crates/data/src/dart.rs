@@ -56,7 +56,7 @@ pub fn load_json(path: &Path) -> Result<Vec<Pair>, DataError> {
         }
         let source = linearize(&triples);
         for annotation in item.annotations {
-            let meta = Meta { category: annotation.source, seen: None, id: None };
+            let meta = Meta { category: annotation.source, seen: None, id: None, line: None };
             pairs.push(Pair { source: source.clone(), target: annotation.text, meta });
         }
     }
@@ -70,7 +70,7 @@ pub fn load_xml(path: &Path) -> Result<Vec<Pair>, DataError> {
     for entry in parse_entries(TASK, path, &text)? {
         let source = linearize(&entry.triples);
         for (comment, lex) in entry.lexicalizations {
-            let meta = Meta { category: Some(comment), seen: None, id: Some(entry.eid.clone()) };
+            let meta = Meta { category: Some(comment), seen: None, id: Some(entry.eid.clone()), line: None };
             pairs.push(Pair { source: source.clone(), target: lex, meta });
         }
     }

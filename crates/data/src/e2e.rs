@@ -11,12 +11,15 @@ const TASK: &str = "e2e";
 
 /// How targets are written. The paper trained on, and scored against, punctuation-split text
 /// (its `src1_*.txt` files); the official challenge scorer is meant for the original text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 pub enum TargetStyle {
     /// Split like the paper's files (`family - friendly`, `it 's`). Default: reproduces the paper.
     #[default]
+    #[serde(rename = "paper", alias = "PaperSplit")]
+    #[value(name = "paper")]
     PaperSplit,
-    /// The CSV text as is (whitespace kept).
+    /// The CSV text as is (whitespace kept): what the official E2E scorer expects.
+    #[serde(rename = "original", alias = "Original")]
     Original,
 }
 
@@ -109,7 +112,7 @@ pub fn parse_csv(path: &Path, bytes: &[u8], config: &E2eConfig) -> Result<Vec<Pa
             TargetStyle::PaperSplit => paper_split(reference),
             TargetStyle::Original => reference.to_string(),
         };
-        pairs.push(Pair { source, target, meta: Meta::default() });
+        pairs.push(Pair { source, target, meta: Meta { line: Some(line), ..Meta::default() } });
     }
     if pairs.is_empty() {
         return Err(DataError::EmptySplit { task: TASK, file: path.to_path_buf() });

@@ -41,6 +41,6 @@ pub fn load_file(path: &Path) -> Result<Vec<crate::Pair>, DataError> {
     let rows: Vec<(usize, SourceTarget)> = parse_lines(TASK, path, &text)?;
     Ok(rows
         .into_iter()
-        .map(|(_, r)| crate::Pair { source: r.source, target: r.target, meta: crate::Meta::default() })
+        .map(|(line, r)| crate::Pair { source: r.source, target: r.target, meta: crate::Meta { line: Some(line), ..Default::default() } })
         .collect())
 }

@@ -31,6 +31,10 @@ pub struct Meta {
     pub seen: Option<bool>,
     /// Entry id in the source file (WebNLG `eid`, XSUM `id`), when there is one.
     pub id: Option<String>,
+    /// 1-based line of the source file the pair came from (line-based formats: CSV, JSONL), so
+    /// that a problem found later names where to look.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
 }
 
 /// One (linearized source, target text) pair — the unit of training.

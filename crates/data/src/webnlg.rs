@@ -117,6 +117,7 @@ pub fn load_file(path: &Path) -> Result<Vec<Pair>, DataError> {
             seen: Some(is_seen_category(&entry.category)),
             category: Some(entry.category.clone()),
             id: Some(entry.eid.clone()),
+            line: None,
         };
         for (comment, lex) in &entry.lexicalizations {
             if comment == "good" && !lex.is_empty() {

@@ -37,10 +37,10 @@ pub fn load_file(path: &Path) -> Result<Vec<Pair>, DataError> {
     let rows: Vec<(usize, Row)> = parse_lines(TASK, path, &text)?;
     Ok(rows
         .into_iter()
-        .map(|(_, row)| Pair {
+        .map(|(line, row)| Pair {
             source: row.document.split_whitespace().collect::<Vec<_>>().join(" "),
             target: row.summary.trim().to_string(),
-            meta: Meta { id: row.id, ..Meta::default() },
+            meta: Meta { id: row.id, line: Some(line), ..Meta::default() },
         })
         .collect())
 }

@@ -3,6 +3,7 @@
 
 use crate::error::EvalError;
 use crate::{coco, meteor, mteval, multibleu, ptb, rouge_score, ter};
+use prefix_tune_data::e2e::{E2eConfig, TargetStyle};
 use prefix_tune_data::{load, Group, LoadConfig, Task};
 use std::path::Path;
 
@@ -34,17 +35,23 @@ pub struct Scores {
     /// Why a metric was not computed (e.g. METEOR without a jar).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub skipped: Vec<String>,
+    /// E2E: which references were scored against, `original` (the official CSV text, as the
+    /// challenge's scorer) or `paper` (punctuation-split like the paper's files).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub references: Option<TargetStyle>,
 }
 
 /// Score `predictions_path` against the references of `data_path` (file or official directory;
-/// test split). `meteor_jar` (or `$METEOR_JAR`) enables METEOR.
+/// test split) written in `references` style (E2E). `meteor_jar` (or `$METEOR_JAR`) enables METEOR.
 pub fn score_predictions(
     task: Task,
     data_path: &Path,
     predictions_path: &Path,
+    references: TargetStyle,
     meteor_jar: Option<&Path>,
 ) -> Result<Scores, EvalError> {
-    let data = load(task, data_path, &LoadConfig::default())?;
+    let config = LoadConfig { e2e: E2eConfig { target_style: references }, ..Default::default() };
+    let data = load(task, data_path, &config)?;
     let groups = data.groups();
     let text = std::fs::read_to_string(predictions_path)
         .map_err(|source| EvalError::Io { file: predictions_path.to_path_buf(), source })?;
@@ -61,7 +68,11 @@ pub fn score_predictions(
             data: data.path.clone(),
         });
     }
-    score_groups(task, &groups, &predictions, meteor_jar)
+    let mut scores = score_groups(task, &groups, &predictions, meteor_jar)?;
+    if task == Task::E2e {
+        scores.references = Some(references);
+    }
+    Ok(scores)
 }
 
 /// Score predictions already in memory (same order as `groups`).

@@ -1,6 +1,7 @@
 //! Agreement with the official scorers on the figures recorded by scripts/make_metric_fixtures.py
 //! (tests/fixtures/eval), plus the predictions-file API.
 
+use prefix_tune_data::e2e::TargetStyle;
 use prefix_tune_data::{Group, Task};
 use prefix_tune_eval::{coco, meteor, mteval, multibleu, porter, ptb, rouge_score, score_groups, score_predictions, ter, EvalError};
 use serde_json::Value;
@@ -171,7 +172,7 @@ fn predictions_file_scoring_and_line_count_error() {
     std::fs::create_dir_all(&dir).unwrap();
     let good = dir.join("good.txt");
     std::fs::write(&good, "Alimentum is not family - friendly .\nAlimentum is near Burger King .\nCocum is a coffee shop .\nCocum serves Chinese food .\n").unwrap();
-    let scores = score_predictions(Task::E2e, &data, &good, None).unwrap();
+    let scores = score_predictions(Task::E2e, &data, &good, TargetStyle::PaperSplit, None).unwrap();
     assert_eq!(scores.items, 4);
     assert!(scores.bleu.unwrap() > 0.0 && scores.nist.unwrap() > 0.0 && scores.cider.unwrap() > 0.0);
     let json = serde_json::to_string(&scores).unwrap();
@@ -179,10 +180,45 @@ fn predictions_file_scoring_and_line_count_error() {
 
     let bad = dir.join("bad.txt");
     std::fs::write(&bad, "one line\ntwo lines\n").unwrap();
-    let err = score_predictions(Task::E2e, &data, &bad, None).unwrap_err();
+    let err = score_predictions(Task::E2e, &data, &bad, TargetStyle::PaperSplit, None).unwrap_err();
     assert!(matches!(err, EvalError::LineCount { found: 2, expected: 4, .. }));
     let text = err.to_string();
     assert_eq!(text.lines().count(), 1);
     assert!(text.contains("bad.txt") && text.contains("2 prediction lines, expected 4"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The official E2E scorer reads the CSV's own reference text. `--references original` scores
+/// against it and reproduces the official figures on an official-format CSV; the paper's
+/// punctuation-split references give other (lower) numbers, as the issue found on the test set.
+#[test]
+fn e2e_csv_with_original_references_reproduces_the_official_scorer() {
+    let f: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("eval/e2e_metrics.json")).unwrap()).unwrap();
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let mut csv = String::from("mr,ref\r\n");
+    for (mr, refs) in f["mrs"].as_array().unwrap().iter().zip(f["references"].as_array().unwrap()) {
+        for reference in refs.as_array().unwrap() {
+            csv += &format!("{},{}\r\n", quote(mr.as_str().unwrap()), quote(reference.as_str().unwrap()));
+        }
+    }
+    let hyps: Vec<&str> = f["hypotheses"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
+    let dir = std::env::temp_dir().join(format!("prefix-tune-eval-refs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (data, predictions) = (dir.join("devset.csv"), dir.join("predictions.txt"));
+    std::fs::write(&data, csv).unwrap();
+    std::fs::write(&predictions, hyps.join("\n") + "\n").unwrap();
+
+    let original = score_predictions(Task::E2e, &data, &predictions, TargetStyle::Original, None).unwrap();
+    assert_eq!(original.items, hyps.len());
+    let official = &f["official"];
+    close("BLEU", original.bleu.unwrap(), official["BLEU"].as_f64().unwrap());
+    close("NIST", original.nist.unwrap(), official["NIST"].as_f64().unwrap());
+    close("ROUGE_L", original.rouge_l.unwrap(), official["ROUGE_L"].as_f64().unwrap());
+    close("CIDEr", original.cider.unwrap(), official["CIDEr"].as_f64().unwrap());
+    assert_eq!(serde_json::to_value(&original).unwrap()["references"], "original");
+
+    let paper = score_predictions(Task::E2e, &data, &predictions, TargetStyle::PaperSplit, None).unwrap();
+    assert!((paper.bleu.unwrap() - original.bleu.unwrap()).abs() > 1e-3, "paper-split references score differently");
+    assert_eq!(serde_json::to_value(&paper).unwrap()["references"], "paper");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -9,13 +9,15 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use crate::ModelError;
 
 /// When beam search may stop, as HF's `early_stopping`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum EarlyStopping {
     /// Stop a prompt as soon as `num_beams` hypotheses are finished (`True`).
+    #[value(name = "true")]
     Eager,
     /// Stop when the best running beam, at its current length, cannot beat the worst finished
     /// one (`False`, HF's default).
     #[default]
+    #[value(name = "false")]
     Heuristic,
     /// Stop only when no running beam can improve, judged at `max_length` (`"never"`).
     Never,

@@ -12,7 +12,7 @@ pub use files::{load_prefix, save_export, save_peft, save_state, LoadedPrefix, P
 pub use layout::{stack_pasts, Layout};
 pub use decode::{generate_prefixed, prefixed_past};
 pub use infix::{infix_forward, InfixDecoder};
-pub use prefix::{Init, Placement, Prefix, PrefixConfig, PrefixMlp, Reparam};
+pub use prefix::{Init, Placement, Prefix, PrefixConfig, PrefixMlp, Reparam, ReparamKind};
 pub use text_init::text_activations;
 
 use std::path::PathBuf;

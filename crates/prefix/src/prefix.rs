@@ -21,6 +21,25 @@ pub enum Reparam {
     Mlp { hidden: usize },
 }
 
+/// The choice of [`Reparam`] without its size (a command-line option).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ReparamKind {
+    #[default]
+    Mlp,
+    Flat,
+}
+
+impl ReparamKind {
+    /// The reparameterisation, with `hidden` units for the MLP.
+    pub fn with_hidden(self, hidden: usize) -> Reparam {
+        match self {
+            ReparamKind::Mlp => Reparam::Mlp { hidden },
+            ReparamKind::Flat => Reparam::Flat,
+        }
+    }
+}
+
 /// Where the initial values come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -34,7 +53,7 @@ pub enum Init {
 }
 
 /// Where the trained activations enter the model (the paper's §7 ablations).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Placement {
     /// Keys and values in front of every layer's attention: prefix-tuning.

@@ -18,6 +18,11 @@ pub struct Example {
 /// Reads `{"input_ids": [...], "labels": [...]}` per line; `labels` may be omitted (then every
 /// token is a target).
 pub fn read_jsonl(path: &Path) -> Result<Vec<Example>, TrainError> {
+    Ok(read_jsonl_lines(path)?.into_iter().map(|(_, example)| example).collect())
+}
+
+/// [`read_jsonl`] with the 1-based line of every example, for error messages.
+pub fn read_jsonl_lines(path: &Path) -> Result<Vec<(usize, Example)>, TrainError> {
     let text = std::fs::read_to_string(path).map_err(|e| TrainError::Data(format!("{}: {e}", path.display())))?;
     let mut examples = Vec::new();
     for (number, line) in text.lines().enumerate() {
@@ -39,12 +44,95 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<Example>, TrainError> {
         if labels.len() != raw.input_ids.len() {
             return Err(at(format!("labels has {} entries but input_ids has {}", labels.len(), raw.input_ids.len())));
         }
-        examples.push(Example { input_ids: raw.input_ids, labels });
+        examples.push((line_no, Example { input_ids: raw.input_ids, labels }));
     }
     if examples.is_empty() {
         return Err(TrainError::Data(format!("{}: no examples", path.display())));
     }
     Ok(examples)
+}
+
+impl Example {
+    /// Tokens before the first label: the source and its separator.
+    pub fn source_len(&self) -> usize {
+        self.labels.iter().position(|&l| l != IGNORE).unwrap_or(self.labels.len())
+    }
+
+    /// Cuts the source (keeping its last token, the separator) until the example is at most
+    /// `max_len` tokens, as HF's `max_length` with the target kept whole. Returns whether
+    /// anything was cut; `Err` with the smallest length possible when the target alone is too long.
+    pub fn truncate_source(&mut self, max_len: usize) -> Result<bool, usize> {
+        let excess = self.input_ids.len().saturating_sub(max_len);
+        if excess == 0 {
+            return Ok(false);
+        }
+        let source = self.source_len();
+        // The separator (the source's last token) stays: generation prompts end with it.
+        let removable = source.saturating_sub(1);
+        if excess > removable {
+            return Err(self.input_ids.len() - removable);
+        }
+        let cut = (source - 1 - excess)..(source - 1);
+        self.input_ids.drain(cut.clone());
+        self.labels.drain(cut);
+        Ok(true)
+    }
+}
+
+/// What an example is checked against before training: the model's vocabulary and how many
+/// positions are left once the prefix takes its share.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub vocab_size: usize,
+    pub max_length: usize,
+    /// Why `max_length` is what it is, for the message (e.g. "n_positions 1024 − prefix 10").
+    pub why: String,
+    /// Cut over-long sources instead of refusing them (`--max-length`).
+    pub truncate: bool,
+}
+
+/// Checks every example before the first step, so bad data fails at once with the file and
+/// line rather than mid-run. `origins[i]` names where example `i` came from ("data.csv line 7").
+/// Returns how many sources were cut (with `limits.truncate`).
+pub fn check_examples(examples: &mut [Example], origins: &[String], limits: &Limits) -> Result<usize, TrainError> {
+    let mut cut = 0;
+    let mut too_long: Vec<usize> = Vec::new();
+    for (i, example) in examples.iter_mut().enumerate() {
+        let origin = origins.get(i).map_or("an example", String::as_str);
+        if let Some(&id) = example.input_ids.iter().find(|&&id| id as usize >= limits.vocab_size) {
+            return Err(TrainError::Data(format!("{origin}: token id {id} is outside the model's vocabulary of {}", limits.vocab_size)));
+        }
+        if example.input_ids.len() <= limits.max_length {
+            continue;
+        }
+        if !limits.truncate {
+            too_long.push(i);
+            continue;
+        }
+        match example.truncate_source(limits.max_length) {
+            Ok(was_cut) => cut += usize::from(was_cut),
+            Err(least) => {
+                return Err(TrainError::Data(format!(
+                    "{origin}: the target alone needs {least} tokens, more than the {} that fit ({})",
+                    limits.max_length, limits.why
+                )))
+            }
+        }
+    }
+    if let Some(&first) = too_long.first() {
+        let origin = origins.get(first).map_or("an example", String::as_str);
+        let more = match too_long.len() - 1 {
+            0 => String::new(),
+            n => format!(" (and {n} more examples)"),
+        };
+        return Err(TrainError::Data(format!(
+            "{origin}: {} tokens, more than the {} that fit ({}){more}; --max-length N cuts sources to fit",
+            examples[first].input_ids.len(),
+            limits.max_length,
+            limits.why
+        )));
+    }
+    Ok(cut)
 }
 
 /// A right-padded batch.

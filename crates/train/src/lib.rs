@@ -1,6 +1,7 @@
 //! The learner: trains a prefix on a frozen language model (or, as the baseline, the whole
 //! model), resumes bit-exactly, and never writes the frozen model to disk.
 
+pub mod checkpoint;
 pub mod examples;
 pub mod loss;
 pub mod optim;
@@ -8,11 +9,11 @@ pub mod plot;
 pub mod schedule;
 mod trainer;
 
-pub use examples::{read_jsonl, Batch, Example};
+pub use examples::{check_examples, read_jsonl, read_jsonl_lines, Batch, Example, Limits};
 pub use loss::{loss, Objective};
-pub use optim::{OptimizerConfig, OptimizerState};
+pub use optim::{OptimizerConfig, OptimizerKind, OptimizerState};
 pub use schedule::Schedule;
-pub use trainer::{DevMetric, Method, Summary, TrainConfig, Trainer};
+pub use trainer::{peak_rss_mib, DevMetric, Method, Summary, TrainConfig, Trainer};
 
 /// One-line errors: the file and line, or what stopped the run.
 #[derive(Debug, thiserror::Error)]

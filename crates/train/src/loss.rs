@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 /// Label that contributes nothing (the source, padding), as in HF.
 pub const IGNORE: i64 = -100;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Objective {
     /// The paper's: sum of target-token NLL per sequence, averaged over the batch. The

@@ -25,6 +25,25 @@ impl OptimizerConfig {
     }
 }
 
+/// The choice of [`OptimizerConfig`] without its settings (a command-line option).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    #[default]
+    Adamw,
+    Sgd,
+}
+
+impl OptimizerKind {
+    /// PyTorch's defaults for everything but the weight decay.
+    pub fn with_weight_decay(self, weight_decay: f64) -> OptimizerConfig {
+        match self {
+            OptimizerKind::Adamw => OptimizerConfig::adamw(weight_decay),
+            OptimizerKind::Sgd => OptimizerConfig::Sgd { weight_decay },
+        }
+    }
+}
+
 /// Per-parameter moments, in the module's visiting order, flattened.
 #[derive(Debug, Clone, Default)]
 pub struct OptimizerState {
@@ -103,6 +122,12 @@ impl Accumulated {
     /// Number of parameters that received a gradient.
     pub fn count(&self) -> usize {
         self.grads.iter().filter(|g| g.is_some()).count()
+    }
+
+    /// The index (in visiting order) of the first parameter whose gradient holds a NaN or an
+    /// infinity, if any. An overflowing sum of magnitudes counts too: such a step is as bad.
+    pub fn first_non_finite(&self) -> Option<usize> {
+        self.grads.iter().position(|g| g.as_ref().is_some_and(|g| !to_f32s(g.clone().abs().sum())[0].is_finite()))
     }
 
     /// The global L2 norm of all gradients.

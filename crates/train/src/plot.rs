@@ -1,136 +1,210 @@
-//! The loss curve as a PNG, written without an image library: a small RGB canvas, lines drawn
-//! pixel by pixel, stored (uncompressed) in a zlib stream — a few hundred KB at most.
+//! The run's chart as a PNG: train and dev loss against the optimizer step, and the dev generation
+//! metric on a secondary axis, drawn by `plotters` on its bitmap backend.
 
+use plotters::prelude::*;
+use std::ops::Range;
 use std::path::Path;
+use std::sync::OnceLock;
 
-const WIDTH: usize = 640;
-const HEIGHT: usize = 360;
-const MARGIN: usize = 30;
+/// DejaVu Sans, embedded so that text renders on machines without system fonts (plotters' `ab_glyph`
+/// feature never looks fonts up). License: Bitstream Vera / DejaVu license, which permits embedding.
+const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+/// The family plotters asks for by default (captions, tick labels, legend), so registering this one
+/// name covers all text.
+const FAMILY: &str = "sans-serif";
+const SIZE: (u32, u32) = (900, 540);
 
-struct Canvas {
-    pixels: Vec<[u8; 3]>,
+const TRAIN_COLOR: RGBColor = RGBColor(31, 119, 180);
+const DEV_COLOR: RGBColor = RGBColor(214, 39, 40);
+const METRIC_COLOR: RGBColor = RGBColor(44, 160, 44);
+
+/// What the run's chart shows; points are (optimizer step, value).
+pub struct Curves<'a> {
+    /// The caption, e.g. "prefix-tune: runs/e2e".
+    pub title: &'a str,
+    pub train_loss: &'a [(f64, f64)],
+    pub dev_loss: &'a [(f64, f64)],
+    /// The dev generation metric (name, points), e.g. ("bleu", ..), drawn on a secondary y axis at the right.
+    pub dev_metric: Option<(&'a str, &'a [(f64, f64)])>,
 }
 
-impl Canvas {
-    fn new() -> Self {
-        Self { pixels: vec![[255, 255, 255]; WIDTH * HEIGHT] }
-    }
-
-    fn set(&mut self, x: i64, y: i64, color: [u8; 3]) {
-        if (0..WIDTH as i64).contains(&x) && (0..HEIGHT as i64).contains(&y) {
-            self.pixels[y as usize * WIDTH + x as usize] = color;
-        }
-    }
-
-    /// Bresenham's line.
-    fn line(&mut self, (x0, y0): (i64, i64), (x1, y1): (i64, i64), color: [u8; 3]) {
-        let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
-        let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
-        let (mut x, mut y, mut err) = (x0, y0, dx + dy);
-        loop {
-            self.set(x, y, color);
-            if x == x1 && y == y1 {
-                break;
-            }
-            let e2 = 2 * err;
-            if e2 >= dy {
-                err += dy;
-                x += sx;
-            }
-            if e2 <= dx {
-                err += dx;
-                y += sy;
-            }
-        }
-    }
-
-    fn dot(&mut self, (x, y): (i64, i64), color: [u8; 3]) {
-        for dx in -2..=2 {
-            for dy in -2..=2 {
-                self.set(x + dx, y + dy, color);
-            }
-        }
+/// Writes the chart to `path` (a `.png`). Non-finite points are skipped. Never panics: a failed
+/// chart must not end a training run, so errors come back as one line naming the path.
+pub fn plot_run(path: &Path, curves: &Curves) -> Result<(), String> {
+    let fail = |reason: String| format!("cannot plot {}: {}", path.display(), reason.replace('\n', " "));
+    // plotters unwraps internally (font table lock, layout); a bug there must not crash the caller.
+    match std::panic::catch_unwind(|| draw(path, curves)) {
+        Ok(result) => result.map_err(|e| fail(e.to_string())),
+        Err(_) => Err(fail("plotters panicked".into())),
     }
 }
 
-/// Plots training loss (black line) and dev loss (red dots) against the optimizer step.
-pub fn plot_losses(path: &Path, train: &[(f64, f64)], dev: &[(f64, f64)]) -> std::io::Result<()> {
-    let mut canvas = Canvas::new();
-    let all = train.iter().chain(dev);
-    let max_x = all.clone().map(|p| p.0).fold(1.0, f64::max);
-    let (min_y, max_y) = all.map(|p| p.1).filter(|y| y.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| (lo.min(y), hi.max(y)));
-    let (min_y, max_y) = if min_y.is_finite() && max_y > min_y { (min_y, max_y) } else { (0.0, 1.0) };
-    let to_pixel = |(x, y): (f64, f64)| {
-        let px = MARGIN as f64 + x / max_x * (WIDTH - 2 * MARGIN) as f64;
-        let py = (HEIGHT - MARGIN) as f64 - (y - min_y) / (max_y - min_y) * (HEIGHT - 2 * MARGIN) as f64;
-        (px.round() as i64, py.round() as i64)
-    };
-    let grey = [160, 160, 160];
-    let (left, bottom, right, top) = (MARGIN as i64, (HEIGHT - MARGIN) as i64, (WIDTH - MARGIN) as i64, MARGIN as i64);
-    canvas.line((left, bottom), (right, bottom), grey);
-    canvas.line((left, bottom), (left, top), grey);
-    for pair in train.windows(2) {
-        canvas.line(to_pixel(pair[0]), to_pixel(pair[1]), [0, 0, 0]);
+fn draw<'a>(path: &'a Path, curves: &Curves) -> Result<(), Box<dyn std::error::Error + 'a>> {
+    register_font()?;
+    let train = finite(curves.train_loss);
+    let dev = finite(curves.dev_loss);
+    // A metric with no points yet (no evaluation so far) gets no axis, like an absent one.
+    let metric = curves.dev_metric.map(|(name, points)| (name, finite(points))).filter(|(_, points)| !points.is_empty());
+    let metric_points = metric.as_ref().map_or(&[][..], |(_, points)| points.as_slice());
+
+    let steps = padded(train.iter().chain(&dev).chain(metric_points).map(|p| p.0), 0.0);
+    let losses = padded(train.iter().chain(&dev).map(|p| p.1), 0.05);
+    let metric_range = padded(metric_points.iter().map(|p| p.1), 0.05);
+    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(spaced(curves.title), (FAMILY, 22))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(65)
+        .right_y_label_area_size(if metric.is_some() { 65 } else { 0 })
+        .build_cartesian_2d(steps.clone(), losses)?
+        // Always set, so the chart has one type; its axis and series are drawn only for a metric.
+        .set_secondary_coord(steps.clone(), metric_range);
+
+    chart
+        .configure_mesh()
+        .x_desc(spaced("optimizer step"))
+        .y_desc("loss")
+        .axis_desc_style((FAMILY, 16))
+        .label_style((FAMILY, 13))
+        // Steps are whole numbers: with no more ticks than steps in range, none repeats a label.
+        .x_labels((steps.end - steps.start + 1.0).clamp(2.0, 10.0) as usize)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .draw()?;
+
+    // Empty curves are skipped so that the legend lists only what is drawn.
+    if !train.is_empty() {
+        // A lone point makes no line: mark it.
+        let marker = if train.len() == 1 { 4 } else { 0 };
+        chart
+            .draw_series(LineSeries::new(train.iter().copied(), TRAIN_COLOR.stroke_width(2)).point_size(marker))?
+            .label(spaced("train loss"))
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], TRAIN_COLOR.stroke_width(2)));
     }
-    for &point in dev {
-        canvas.dot(to_pixel(point), [220, 30, 30]);
+    if !dev.is_empty() {
+        chart
+            .draw_series(LineSeries::new(dev.iter().copied(), DEV_COLOR.stroke_width(2)).point_size(4))?
+            .label(spaced("dev loss"))
+            .legend(|p| legend_marker(p, DEV_COLOR));
     }
-    std::fs::write(path, encode_png(&canvas))
+    if let Some((name, points)) = &metric {
+        chart.configure_secondary_axes().y_desc(spaced(name)).axis_desc_style((FAMILY, 16)).label_style((FAMILY, 13)).draw()?;
+        chart
+            .draw_secondary_series(LineSeries::new(points.iter().copied(), METRIC_COLOR.stroke_width(2)).point_size(4))?
+            .label(spaced(&format!("dev {name} (right axis)")))
+            .legend(|p| legend_marker(p, METRIC_COLOR));
+    }
+    if !train.is_empty() || !dev.is_empty() || metric.is_some() {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperMiddle)
+            .label_font((FAMILY, 14))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.4))
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
 }
 
-fn encode_png(canvas: &Canvas) -> Vec<u8> {
-    let mut raw = Vec::with_capacity(HEIGHT * (1 + 3 * WIDTH));
-    for row in canvas.pixels.chunks(WIDTH) {
-        raw.push(0); // filter: none
-        raw.extend(row.iter().flatten());
-    }
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut header = Vec::new();
-    header.extend((WIDTH as u32).to_be_bytes());
-    header.extend((HEIGHT as u32).to_be_bytes());
-    header.extend([8, 2, 0, 0, 0]); // 8-bit RGB, no interlace
-    chunk(&mut png, b"IHDR", &header);
-    chunk(&mut png, b"IDAT", &zlib_stored(&raw));
-    chunk(&mut png, b"IEND", &[]);
-    png
+/// Registers the embedded font once per process (plotters keeps a global font table).
+fn register_font() -> Result<(), String> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).is_ok());
+    if ok { Ok(()) } else { Err("embedded font is invalid".into()) }
 }
 
-fn chunk(png: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-    png.extend((data.len() as u32).to_be_bytes());
-    let start = png.len();
-    png.extend(kind);
-    png.extend(data);
-    let crc = crc32(&png[start..]);
-    png.extend(crc.to_be_bytes());
+/// A short line with a circle: the legend entry of a series drawn with point markers. (Not a
+/// `DynElement`: plotters would then demand a `'static` backend.)
+fn legend_marker<'a, DB: DrawingBackend + 'a>((x, y): (i32, i32), color: RGBColor) -> impl IntoDynElement<'a, DB, (i32, i32)> {
+    EmptyElement::at((x, y)) + PathElement::new([(0, 0), (20, 0)], color.stroke_width(2)) + Circle::new((10, 0), 4, color.stroke_width(2))
 }
 
-/// A zlib stream of stored (uncompressed) deflate blocks.
-fn zlib_stored(data: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x78, 0x01];
-    let blocks: Vec<&[u8]> = data.chunks(65_535).collect();
-    for (i, block) in blocks.iter().enumerate() {
-        out.push(u8::from(i + 1 == blocks.len()));
-        let len = block.len() as u16;
-        out.extend(len.to_le_bytes());
-        out.extend((!len).to_le_bytes());
-        out.extend(*block);
-    }
-    let (mut a, mut b) = (1u32, 0u32);
-    for &byte in data {
-        a = (a + byte as u32) % 65_521;
-        b = (b + a) % 65_521;
-    }
-    out.extend(((b << 16) | a).to_be_bytes());
-    out
+/// plotters' ab_glyph renderer drops each glyph's left side bearing, which all but closes the gap
+/// between words (plotters issue #576); an en space instead of a space restores it.
+fn spaced(text: &str) -> String {
+    text.replace(' ', "\u{2002}")
 }
 
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &byte in data {
-        crc ^= byte as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { 0xEDB8_8320 ^ (crc >> 1) } else { crc >> 1 };
-        }
+/// Points with both coordinates finite: NaN or infinite values (a diverged step) would break the
+/// axis ranges.
+fn finite(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect()
+}
+
+/// The range of `values` widened by `margin` of its span; an empty or zero-height range (no points,
+/// one point, a constant curve) is widened to a non-empty one, which plotters needs.
+fn padded(values: impl Iterator<Item = f64>, margin: f64) -> Range<f64> {
+    // Clamped so that the span stays finite (plotters loops forever on an infinite one); points
+    // beyond the limit are clipped.
+    let limit = f64::MAX / 4.0;
+    let (lo, hi) = values.map(|v| v.clamp(-limit, limit)).fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if lo > hi {
+        return 0.0..1.0;
     }
-    !crc
+    let pad = if hi > lo { (hi - lo) * margin } else { (lo.abs() * 0.1).max(1.0) };
+    lo - pad..hi + pad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Plots into a fresh temp dir and checks the file: a PNG of the chart's size, and not blank
+    /// (a white canvas encodes to about 9 KB; axes, grid and text take it past 30 KB).
+    fn plot(name: &str, curves: &Curves) {
+        let dir = std::env::temp_dir().join(format!("prefix-tune-plot-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("chart.png");
+        plot_run(&path, curves).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        // PNG signature, then the IHDR chunk: length, "IHDR", width and height (big endian).
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        assert_eq!(&bytes[12..16], b"IHDR");
+        let be = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+        assert_eq!((be(16), be(20)), SIZE);
+        assert!(bytes.len() > 20_000, "{name}: PNG of only {} bytes", bytes.len());
+    }
+
+    #[test]
+    fn full_run_with_metric() {
+        let train: Vec<_> = (0..200).map(|s| (s as f64 * 5.0, 3.0 / (1.0 + s as f64 / 20.0) + 0.1 * (s as f64).sin())).collect();
+        let mut dev: Vec<_> = (1..=5).map(|i| (i as f64 * 200.0, 2.0 / i as f64 + 0.5)).collect();
+        dev.push((1100.0, f64::NAN));
+        let bleu: Vec<_> = (1..=5).map(|i| (i as f64 * 200.0, 10.0 * i as f64)).collect();
+        plot("full", &Curves { title: "prefix-tune: runs/e2e", train_loss: &train, dev_loss: &dev, dev_metric: Some(("bleu", &bleu)) });
+    }
+
+    #[test]
+    fn single_point() {
+        plot("single", &Curves { title: "one step", train_loss: &[(7.0, 2.5)], dev_loss: &[(7.0, 2.5)], dev_metric: Some(("bleu", &[(7.0, 0.0)])) });
+    }
+
+    #[test]
+    fn empty_dev_curves_and_constant_loss() {
+        let train = [(100.0, 1.0), (101.0, 1.0), (102.0, f64::INFINITY)];
+        plot("empty-dev", &Curves { title: "no dev set", train_loss: &train, dev_loss: &[], dev_metric: Some(("rouge", &[])) });
+    }
+
+    #[test]
+    fn nothing_to_draw() {
+        plot("nothing", &Curves { title: "", train_loss: &[], dev_loss: &[], dev_metric: None });
+    }
+
+    #[test]
+    fn extreme_values() {
+        // Spans that overflow f64 once made plotters loop forever.
+        let train = [(-1e300, 1e300), (1e300, -1e300), (f64::MAX, f64::MIN), (0.5, 1e-300)];
+        let metric = [(0.0, f64::MAX), (1.0, f64::MAX)];
+        plot("extreme", &Curves { title: "extremes", train_loss: &train, dev_loss: &[(0.0, 1.0)], dev_metric: Some(("bleu", &metric)) });
+    }
+
+    #[test]
+    fn error_names_the_path() {
+        let curves = Curves { title: "", train_loss: &[], dev_loss: &[], dev_metric: None };
+        let err = plot_run(Path::new("/nonexistent-dir/chart.png"), &curves).unwrap_err();
+        assert!(err.contains("/nonexistent-dir/chart.png") && !err.contains('\n'), "{err}");
+    }
 }

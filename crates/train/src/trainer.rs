@@ -1,8 +1,10 @@
 //! The training loop.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
@@ -12,13 +14,14 @@ use prefix_tune_model::weights::{save_f32, write_atomic, WeightFiles};
 use prefix_tune_prefix::{infix_forward, load_prefix, save_export, save_state, Layout, Placement, Prefix, PrefixConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::{publish_dir, recover_dir};
 use crate::examples::{epoch_order, Batch, Example};
 use crate::loss::{loss, Objective};
 use crate::optim::{self, Accumulated, OptimizerConfig, OptimizerState};
 use crate::schedule::Schedule;
 use crate::TrainError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
     /// Train only the prefix; the LM is frozen (no gradient is even computed for it).
@@ -60,6 +63,10 @@ pub struct TrainConfig {
     pub separator_token_id: u32,
     /// The model's name or path, recorded in the files written.
     pub base_model: Option<String>,
+    /// The command-line options that started the run, kept so that `--resume DIR` alone can
+    /// rebuild it (model, data paths, backend, …). Opaque to the learner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<serde_json::Value>,
 }
 
 impl TrainConfig {
@@ -85,6 +92,7 @@ impl TrainConfig {
             pad_token_id: 50256,
             separator_token_id: 50256,
             base_model: None,
+            command: None,
         }
     }
 
@@ -141,6 +149,8 @@ pub struct Summary {
     pub total_params: usize,
     pub tokens_per_second: f64,
     pub stopped_early: bool,
+    /// The process's peak resident memory (Linux), MiB.
+    pub peak_rss_mib: Option<f64>,
 }
 
 /// A run: the frozen model, the prefix being trained, the optimizer, the run directory.
@@ -154,8 +164,26 @@ pub struct Trainer {
     device: Device,
     /// Quiet: no progress line (tests).
     pub quiet: bool,
+    /// When stderr is not a terminal (a log file), a plain progress line every this many steps.
+    pub log_every: usize,
     /// Name and function of the dev metric that picks the best prefix (else the dev loss).
     pub dev_metric: Option<(String, DevMetric)>,
+    /// The progress bar, on a terminal only.
+    bar: Option<ProgressBar>,
+}
+
+/// Counters of one call to [`Trainer::train`].
+struct RunStats {
+    started: Instant,
+    tokens: usize,
+    first_loss: Option<f64>,
+    last_loss: Option<f64>,
+}
+
+impl RunStats {
+    fn tokens_per_second(&self) -> f64 {
+        self.tokens as f64 / self.started.elapsed().as_secs_f64().max(1e-9)
+    }
 }
 
 /// Counts parameters and whether any frozen one still asks for a gradient.
@@ -183,8 +211,16 @@ fn census<M: Module>(module: &M) -> Census {
 
 impl Trainer {
     /// Starts a run: `model` is frozen here; `prefix` is the starting prefix (fresh, or from
-    /// `--init-from`). Both must live on an autodiff device.
+    /// `--init-from`). Both must live on an autodiff device. A new run in an existing
+    /// directory starts a new `metrics.jsonl`.
     pub fn new(model: Gpt2, prefix: Prefix, config: TrainConfig, out: &Path) -> Result<Self, TrainError> {
+        let trainer = Self::open(model, prefix, config, out)?;
+        write_atomic(&out.join("metrics.jsonl"), b"")?;
+        Ok(trainer)
+    }
+
+    /// The trainer over `out`, its config written; the run's history left as it is.
+    fn open(model: Gpt2, prefix: Prefix, config: TrainConfig, out: &Path) -> Result<Self, TrainError> {
         config.validate()?;
         let device = model.wte.val().device();
         let model = match config.method {
@@ -200,7 +236,9 @@ impl Trainer {
             progress: Progress::default(),
             device,
             quiet: false,
+            log_every: 10,
             dev_metric: None,
+            bar: None,
         };
         std::fs::create_dir_all(out).map_err(|e| TrainError::Checkpoint { path: out.into(), reason: e.to_string() })?;
         let config_text = serde_json::to_string_pretty(&trainer.config).expect("config serialises");
@@ -211,11 +249,17 @@ impl Trainer {
     /// Continues the run in `out` from its checkpoint: the prefix (MLP included), optimizer
     /// moments and position in the data come back exactly.
     pub fn resume(model: Gpt2, out: &Path) -> Result<Self, TrainError> {
+        if !Self::has_checkpoint(out) {
+            return Err(TrainError::Checkpoint { path: out.join("checkpoint"), reason: "no checkpoint to resume from".into() });
+        }
         let config_path = out.join("config.json");
         let text = std::fs::read_to_string(&config_path).map_err(|e| TrainError::Checkpoint { path: config_path.clone(), reason: e.to_string() })?;
         let config: TrainConfig = serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint { path: config_path, reason: e.to_string() })?;
         let device = model.wte.val().device();
+        // A run killed while publishing a checkpoint left the previous one aside: take it back.
         let checkpoint = out.join("checkpoint");
+        recover_dir(&checkpoint)?;
+        recover_dir(&out.join("best"))?;
         // The fine-tuning baseline resumes from its own weights, not the base model's.
         let model = match config.method {
             Method::Prefix => model,
@@ -236,10 +280,16 @@ impl Trainer {
         }
         let inner = inner_device(&device);
         let state = OptimizerState::from_host(progress.optimizer_step, &tensors, &inner);
-        let mut trainer = Trainer::new(model, prefix, config, out)?;
+        let mut trainer = Trainer::open(model, prefix, config, out)?;
         trainer.state = state;
         trainer.progress = progress;
+        trainer.forget_metrics_after_checkpoint()?;
         Ok(trainer)
+    }
+
+    /// Whether the run in `out` has written a checkpoint (one a kill may have left aside counts).
+    pub fn has_checkpoint(out: &Path) -> bool {
+        out.join("checkpoint/trainer_state.json").is_file() || out.join("checkpoint.old/trainer_state.json").is_file()
     }
 
     /// Trainable parameters, and all parameters (frozen LM included).
@@ -270,47 +320,25 @@ impl Trainer {
     /// The loss of one batch with gradients tracked (training mode).
     pub fn batch_loss(&self, batch: &Batch, train: bool) -> Result<(Tensor<1>, usize), TrainError> {
         let dropout = if train { self.dropout() } else { Dropout::default() };
-        let rows = batch.ids.len();
-        let (hidden, labels) = match (self.config.method, self.prefix.placement) {
-            (Method::Finetune, _) => (self.model.forward_tokens(&batch.ids, &batch.mask, None, dropout)?.0, batch.labels.clone()),
-            (Method::Prefix, Placement::Infix) => {
-                let (hidden, splits) = infix_forward(&self.model, &self.prefix, &batch.ids, &batch.mask, self.config.separator_token_id, train, dropout)?;
-                // The target side's labels, cut where its tokens were.
-                let width = hidden.dims()[1];
-                let labels = batch
-                    .labels
-                    .iter()
-                    .zip(splits)
-                    .map(|(row, split)| {
-                        let mut cut = row[split..].to_vec();
-                        cut.resize(width, crate::loss::IGNORE);
-                        cut
-                    })
-                    .collect();
-                (hidden, labels)
-            }
-            (Method::Prefix, _) => {
-                let past = self.prefix.past_through(&self.model, rows, train, dropout);
-                (self.model.forward_tokens(&batch.ids, &batch.mask, Some(past), dropout)?.0, batch.labels.clone())
-            }
-        };
-        Ok(loss(self.model.logits(hidden), &labels, self.config.objective))
+        batch_loss(&self.model, &self.prefix, &self.config, batch, train, dropout)
     }
 
-    /// Mean loss over `examples` (no gradient kept).
+    /// Mean loss over `examples`. No backward pass follows, so it runs on plain (non-autodiff)
+    /// views of the model and prefix: no graph is recorded and memory stays flat however large
+    /// the dev set (an autodiff graph that is never backpropagated is never freed).
     pub fn evaluate(&self, examples: &[Example]) -> Result<f64, TrainError> {
+        let (model, prefix) = (self.model.valid(), self.prefix.valid());
         let mut total = 0.0;
         let mut weight = 0.0;
         for chunk in examples.chunks(self.config.batch_size) {
             let refs: Vec<&Example> = chunk.iter().collect();
             let batch = Batch::new(&refs, self.config.pad_token_id);
-            let (value, count) = self.batch_loss(&batch, false)?;
-            let value = to_f32s(value.detach())[0] as f64;
+            let (value, count) = batch_loss(&model, &prefix, &self.config, &batch, false, Dropout::default())?;
             let w = match self.config.objective {
                 Objective::Paper => chunk.len() as f64,
                 Objective::Mean => count as f64,
             };
-            total += value * w;
+            total += to_f32s(value)[0] as f64 * w;
             weight += w;
         }
         Ok(total / weight.max(1.0))
@@ -323,16 +351,8 @@ impl Trainer {
             return Err(TrainError::Data("the training set is empty".into()));
         }
         let total_steps = self.total_steps(train.len());
-        let (trainable, total) = self.param_counts();
-        self.log_line(&format!(
-            "training {trainable} parameters of {total} ({:.4}% of the model); {} examples, {total_steps} steps",
-            100.0 * trainable as f64 / total as f64,
-            train.len()
-        ));
-        let started = Instant::now();
-        let mut tokens = 0usize;
-        let mut first_loss = None;
-        let mut last_loss = None;
+        self.start_progress(train.len(), total_steps);
+        let mut stats = RunStats { started: Instant::now(), tokens: 0, first_loss: None, last_loss: None };
         let mut accumulated = Accumulated::default();
         let mut micro_losses = Vec::new();
         let batches_per_epoch = train.len().div_ceil(self.config.batch_size);
@@ -347,70 +367,27 @@ impl Trainer {
                 let start = self.progress.batch_in_epoch * self.config.batch_size;
                 let refs: Vec<&Example> = order[start..(start + self.config.batch_size).min(train.len())].iter().map(|&i| &train[i]).collect();
                 let batch = Batch::new(&refs, self.config.pad_token_id);
-                // Dropout masks are drawn from a seed of (run seed, position in the data), so a
-                // resumed run draws the same masks as an uninterrupted one.
                 let micro_step = self.progress.epoch * batches_per_epoch + self.progress.batch_in_epoch;
-                self.device.seed(self.config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(micro_step as u64));
-                let (value, _) = self.batch_loss(&batch, true)?;
-                let scalar = to_f32s(value.clone().detach())[0] as f64;
-                if !scalar.is_finite() {
-                    return Err(TrainError::Diverged(format!(
-                        "loss is {scalar} at step {} (epoch {}, batch {}): stopping; the last good checkpoint in {} is intact — lower --lr or set --max-grad-norm",
-                        self.progress.optimizer_step + 1,
-                        self.progress.epoch,
-                        self.progress.batch_in_epoch,
-                        self.out.join("checkpoint").display()
-                    )));
-                }
-                let gradients = value.backward();
-                match self.config.method {
-                    Method::Prefix => accumulated.add(&self.prefix, &gradients),
-                    Method::Finetune => accumulated.add(&self.model, &gradients),
-                }
-                micro_losses.push(scalar);
-                tokens += batch.tokens();
+                micro_losses.push(self.micro_step(&batch, micro_step, &mut accumulated)?);
+                stats.tokens += batch.tokens();
                 self.progress.batch_in_epoch += 1;
                 let end_of_epoch = self.progress.batch_in_epoch == batches_per_epoch;
                 if micro_losses.len() < self.config.grad_accum && !end_of_epoch {
                     continue;
                 }
-
-                // One optimizer step over the accumulated micro-batches.
-                accumulated.scale(1.0 / micro_losses.len() as f64);
-                let grad_norm = match self.config.max_grad_norm {
-                    Some(max) => Some(accumulated.clip(max)),
-                    None => None,
-                };
-                let lr = self.config.schedule.lr(self.config.lr, self.progress.optimizer_step, self.config.warmup_steps, total_steps);
-                self.apply(lr, &mut accumulated);
-                self.progress.optimizer_step += 1;
                 let step_loss = micro_losses.iter().sum::<f64>() / micro_losses.len() as f64;
+                self.optimizer_step(&mut accumulated, micro_losses.len(), step_loss, total_steps, &mut stats)?;
                 micro_losses.clear();
-                first_loss.get_or_insert(step_loss);
-                last_loss = Some(step_loss);
-                let elapsed = started.elapsed().as_secs_f64();
-                let record = serde_json::json!({
-                    "step": self.progress.optimizer_step,
-                    "epoch": self.progress.epoch,
-                    "loss": step_loss,
-                    "lr": lr,
-                    "grad_norm": grad_norm,
-                    "tokens_per_second": tokens as f64 / elapsed.max(1e-9),
-                });
-                self.append_metrics(&record)?;
-                self.progress_line(step_loss, tokens as f64 / elapsed.max(1e-9), elapsed, total_steps);
-
                 let step = self.progress.optimizer_step;
                 let eval_due = self.config.eval_every.is_some_and(|n| step % n == 0) || (self.config.eval_every.is_none() && end_of_epoch);
                 if eval_due && !dev.is_empty() {
                     self.evaluate_and_keep_best(dev)?;
                 }
-                if self.config.checkpoint_every.is_some_and(|n| step % n == 0) || eval_due {
+                if self.config.checkpoint_every.is_some_and(|n| step % n == 0) || eval_due || halt_after == Some(step) {
                     self.checkpoint()?;
                 }
                 if halt_after == Some(step) {
-                    self.checkpoint()?;
-                    return Ok(self.summary(first_loss, last_loss, tokens, started));
+                    return Ok(self.summary(&stats));
                 }
                 if self.progress.stopped_early {
                     break 'run;
@@ -419,29 +396,92 @@ impl Trainer {
             self.progress.epoch += 1;
             self.progress.batch_in_epoch = 0;
         }
+        self.finish(dev)?;
+        Ok(self.summary(&stats))
+    }
+
+    /// Forward and backward of one micro-batch, its gradients added to `accumulated`. Returns
+    /// the loss; a non-finite loss stops the run before anything is updated.
+    fn micro_step(&mut self, batch: &Batch, micro_step: usize, accumulated: &mut Accumulated) -> Result<f64, TrainError> {
+        // Dropout masks are drawn from a seed of (run seed, position in the data), so a resumed
+        // run draws the same masks as an uninterrupted one.
+        self.device.seed(self.config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(micro_step as u64));
+        let (value, _) = self.batch_loss(batch, true)?;
+        let scalar = to_f32s(value.clone().detach())[0] as f64;
+        if !scalar.is_finite() {
+            return Err(self.diverged(&format!("loss is {scalar}")));
+        }
+        let gradients = value.backward();
+        match self.config.method {
+            Method::Prefix => accumulated.add(&self.prefix, &gradients),
+            Method::Finetune => accumulated.add(&self.model, &gradients),
+        }
+        Ok(scalar)
+    }
+
+    /// One optimizer step over `micro_batches` accumulated micro-batches, then its record in
+    /// `metrics.jsonl` and the progress line. A NaN or infinite gradient stops the run first,
+    /// so neither the prefix nor the last checkpoint is touched.
+    fn optimizer_step(&mut self, accumulated: &mut Accumulated, micro_batches: usize, step_loss: f64, total_steps: usize, stats: &mut RunStats) -> Result<(), TrainError> {
+        if let Some(index) = accumulated.first_non_finite() {
+            return Err(self.diverged(&format!("the gradient of trainable parameter #{index} is not finite (NaN or inf)")));
+        }
+        accumulated.scale(1.0 / micro_batches as f64);
+        let grad_norm = self.config.max_grad_norm.map(|max| accumulated.clip(max));
+        let lr = self.config.schedule.lr(self.config.lr, self.progress.optimizer_step, self.config.warmup_steps, total_steps);
+        self.apply(lr, accumulated);
+        self.progress.optimizer_step += 1;
+        stats.first_loss.get_or_insert(step_loss);
+        stats.last_loss = Some(step_loss);
+        let tokens_per_second = stats.tokens_per_second();
+        self.append_metrics(&serde_json::json!({
+            "step": self.progress.optimizer_step,
+            "epoch": self.progress.epoch,
+            "loss": step_loss,
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "tokens_per_second": tokens_per_second,
+        }))?;
+        self.report_progress(step_loss, tokens_per_second, stats.started.elapsed().as_secs_f64(), total_steps);
+        Ok(())
+    }
+
+    fn diverged(&self, what: &str) -> TrainError {
+        TrainError::Diverged(format!(
+            "{what} at step {} (epoch {}, batch {}): stopping; the last good checkpoint in {} is intact and resumable — lower --lr or set --max-grad-norm",
+            self.progress.optimizer_step + 1,
+            self.progress.epoch,
+            self.progress.batch_in_epoch,
+            self.out.join("checkpoint").display()
+        ))
+    }
+
+    /// The end of a run: the best prefix (when no dev set chose one), the last checkpoint, the chart.
+    fn finish(&mut self, dev: &[Example]) -> Result<(), TrainError> {
         if dev.is_empty() || (self.progress.best_dev_loss.is_none() && self.progress.best_dev_metric.is_none()) {
             self.save_best()?;
         }
         self.checkpoint()?;
         self.plot()?;
-        if !self.quiet {
-            eprintln!();
+        if let Some(bar) = self.bar.take() {
+            bar.finish();
         }
-        Ok(self.summary(first_loss, last_loss, tokens, started))
+        Ok(())
     }
 
-    fn summary(&self, first_loss: Option<f64>, last_loss: Option<f64>, tokens: usize, started: Instant) -> Summary {
+    fn summary(&self, stats: &RunStats) -> Summary {
         let (trainable_params, total_params) = self.param_counts();
         Summary {
             steps: self.progress.optimizer_step,
-            first_loss,
-            last_loss,
+            first_loss: stats.first_loss,
+            last_loss: stats.last_loss,
             best_dev_loss: self.progress.best_dev_loss,
             best_dev_metric: self.progress.best_dev_metric,
             trainable_params,
             total_params,
-            tokens_per_second: tokens as f64 / started.elapsed().as_secs_f64().max(1e-9),
+            tokens_per_second: stats.tokens_per_second(),
             stopped_early: self.progress.stopped_early,
+            peak_rss_mib: peak_rss_mib(),
         }
     }
 
@@ -466,7 +506,8 @@ impl Trainer {
         let mut record = serde_json::json!({ "step": self.progress.optimizer_step, "dev_loss": dev_loss });
         let improved = match &mut self.dev_metric {
             Some((name, metric)) => {
-                let value = metric(&self.model, &self.prefix)?;
+                // Decoding needs no graph either: plain views, as in `evaluate`.
+                let value = metric(&self.model.valid(), &self.prefix.valid())?;
                 record[format!("dev_{name}")] = value.into();
                 let improved = self.progress.best_dev_metric.is_none_or(|best| value > best);
                 if improved {
@@ -489,26 +530,29 @@ impl Trainer {
             }
         }
         record["best"] = improved.into();
+        record["peak_rss_mib"] = peak_rss_mib().into();
+        self.log_line(&format!("step {}: dev loss {dev_loss:.4}{}", self.progress.optimizer_step, if improved { " (best so far)" } else { "" }));
         self.append_metrics(&record)
     }
 
     /// `best/`: the prefix as an export, or for the fine-tuning baseline the whole model in
-    /// Hugging Face layout.
+    /// Hugging Face layout. Swapped in whole, like the checkpoint.
     fn save_best(&self) -> Result<(), TrainError> {
-        let best = self.out.join("best");
-        match self.config.method {
-            Method::Prefix => save_export(&self.prefix, self.config.base_model.as_deref(), "gpt2", &best)?,
-            Method::Finetune => save_gpt2(&self.model, &best)?,
-        }
-        Ok(())
+        publish_dir(&self.out.join("best"), |dir| match self.config.method {
+            Method::Prefix => Ok(save_export(&self.prefix, self.config.base_model.as_deref(), "gpt2", dir)?),
+            Method::Finetune => Ok(save_gpt2(&self.model, dir)?),
+        })
     }
 
     /// Writes `checkpoint/`: the prefix's full parameterisation, optimizer moments, progress.
-    /// Each file is written atomically, the trainer state last, so a checkpoint is never
-    /// half-new.
+    /// The files go to a staging directory that then replaces the old checkpoint, so a kill at
+    /// any instant leaves one complete checkpoint (see [`publish_dir`]).
     pub fn checkpoint(&self) -> Result<(), TrainError> {
-        let dir = self.out.join("checkpoint");
-        save_state(&self.prefix, &self.config.prefix, self.config.base_model.as_deref(), "gpt2", &dir)?;
+        publish_dir(&self.out.join("checkpoint"), |dir| self.write_checkpoint(dir))
+    }
+
+    fn write_checkpoint(&self, dir: &Path) -> Result<(), TrainError> {
+        save_state(&self.prefix, &self.config.prefix, self.config.base_model.as_deref(), "gpt2", dir)?;
         if self.config.method == Method::Finetune {
             // What the baseline trains is the model: it goes into the checkpoint.
             save_gpt2(&self.model, &dir.join("model"))?;
@@ -528,21 +572,48 @@ impl Trainer {
         Ok(())
     }
 
+    /// On resume: `metrics.jsonl` may hold records of steps after the checkpoint (and a torn
+    /// last line) from the run that was killed. Those steps run again, so their old records go.
+    fn forget_metrics_after_checkpoint(&self) -> Result<(), TrainError> {
+        let path = self.out.join("metrics.jsonl");
+        let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
+        let kept: String = text
+            .lines()
+            .filter(|line| {
+                serde_json::from_str::<serde_json::Value>(line).ok().and_then(|r| r["step"].as_u64()).is_some_and(|step| step as usize <= self.progress.optimizer_step)
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        Ok(write_atomic(&path, kept.as_bytes())?)
+    }
+
     /// `loss.png` from `metrics.jsonl` (the whole run, resumed parts included).
     fn plot(&self) -> Result<(), TrainError> {
         let text = std::fs::read_to_string(self.out.join("metrics.jsonl")).unwrap_or_default();
-        let (mut train, mut dev) = (Vec::new(), Vec::new());
+        let metric_key = self.dev_metric.as_ref().map(|(name, _)| format!("dev_{name}"));
+        let (mut train, mut dev, mut metric) = (Vec::new(), Vec::new(), Vec::new());
         for record in text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
             let step = record["step"].as_f64().unwrap_or(0.0);
-            if let Some(loss) = record["loss"].as_f64() {
-                train.push((step, loss));
-            }
-            if let Some(loss) = record["dev_loss"].as_f64() {
-                dev.push((step, loss));
+            let push = |key: &str, into: &mut Vec<(f64, f64)>| {
+                if let Some(value) = record[key].as_f64() {
+                    into.push((step, value));
+                }
+            };
+            push("loss", &mut train);
+            push("dev_loss", &mut dev);
+            if let Some(key) = &metric_key {
+                push(key, &mut metric);
             }
         }
+        let title = format!("prefix-tune: {}", self.out.display());
+        let curves = crate::plot::Curves {
+            title: &title,
+            train_loss: &train,
+            dev_loss: &dev,
+            dev_metric: self.dev_metric.as_ref().map(|(name, _)| (name.as_str(), metric.as_slice())),
+        };
         let path = self.out.join("loss.png");
-        crate::plot::plot_losses(&path, &train, &dev).map_err(|e| TrainError::Checkpoint { path, reason: e.to_string() })
+        crate::plot::plot_run(&path, &curves).map_err(|reason| TrainError::Checkpoint { path, reason })
     }
 
     fn append_metrics(&self, record: &serde_json::Value) -> Result<(), TrainError> {
@@ -556,26 +627,86 @@ impl Trainer {
     }
 
     fn log_line(&self, line: &str) {
-        if !self.quiet {
-            eprintln!("{line}");
+        match (&self.bar, self.quiet) {
+            (_, true) => {}
+            (Some(bar), false) => bar.println(line),
+            (None, false) => eprintln!("{line}"),
         }
     }
 
-    fn progress_line(&self, loss: f64, tokens_per_second: f64, elapsed: f64, total_steps: usize) {
+    /// The opening line, and a progress bar when stderr is a terminal.
+    fn start_progress(&mut self, examples: usize, total_steps: usize) {
+        let (trainable, total) = self.param_counts();
+        self.log_line(&format!(
+            "training {trainable} parameters of {total} ({:.4}% of the model); {examples} examples, {total_steps} steps",
+            100.0 * trainable as f64 / total as f64,
+        ));
+        if self.quiet || !std::io::stderr().is_terminal() {
+            return;
+        }
+        let bar = ProgressBar::new(total_steps as u64).with_position(self.progress.optimizer_step as u64);
+        if let Ok(style) = ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} steps  {msg}  {elapsed} elapsed, ETA {eta}") {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        self.bar = Some(bar);
+    }
+
+    fn report_progress(&self, loss: f64, tokens_per_second: f64, elapsed: f64, total_steps: usize) {
         if self.quiet {
             return;
         }
         let step = self.progress.optimizer_step;
-        let eta = elapsed / step.max(1) as f64 * total_steps.saturating_sub(step) as f64;
-        let width = 30;
-        let filled = (width * step / total_steps.max(1)).min(width);
-        eprint!(
-            "\r[{}{}] step {step}/{total_steps} loss {loss:.4} {tokens_per_second:.0} tok/s ETA {:.0}s   ",
-            "#".repeat(filled),
-            ".".repeat(width - filled),
-            eta
-        );
+        let message = format!("loss {loss:.4}  {tokens_per_second:.0} tok/s");
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(step as u64);
+                bar.set_message(message);
+            }
+            // A log file gets whole lines, not carriage returns.
+            None if step % self.log_every.max(1) == 0 || step == total_steps => {
+                let eta = elapsed / step.max(1) as f64 * total_steps.saturating_sub(step) as f64;
+                eprintln!("step {step}/{total_steps}  {message}  ETA {eta:.0}s");
+            }
+            None => {}
+        }
     }
+}
+
+/// The loss of `batch` under `model` and `prefix` (autodiff or plain views alike).
+fn batch_loss(model: &Gpt2, prefix: &Prefix, config: &TrainConfig, batch: &Batch, train: bool, dropout: Dropout) -> Result<(Tensor<1>, usize), TrainError> {
+    let rows = batch.ids.len();
+    let (hidden, labels) = match (config.method, prefix.placement) {
+        (Method::Finetune, _) => (model.forward_tokens(&batch.ids, &batch.mask, None, dropout)?.0, batch.labels.clone()),
+        (Method::Prefix, Placement::Infix) => {
+            let (hidden, splits) = infix_forward(model, prefix, &batch.ids, &batch.mask, config.separator_token_id, train, dropout)?;
+            // The target side's labels, cut where its tokens were.
+            let width = hidden.dims()[1];
+            let labels = batch
+                .labels
+                .iter()
+                .zip(splits)
+                .map(|(row, split)| {
+                    let mut cut = row[split..].to_vec();
+                    cut.resize(width, crate::loss::IGNORE);
+                    cut
+                })
+                .collect();
+            (hidden, labels)
+        }
+        (Method::Prefix, _) => {
+            let past = prefix.past_through(model, rows, train, dropout);
+            (model.forward_tokens(&batch.ids, &batch.mask, Some(past), dropout)?.0, batch.labels.clone())
+        }
+    };
+    Ok(loss(model.logits(hidden), &labels, config.objective))
+}
+
+/// The process's peak resident set size in MiB (`VmHWM`; Linux only).
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 /// A cheap stand-in while the real module is moved through the optimizer.

@@ -366,3 +366,108 @@ fn the_finetuning_baseline_trains_and_saves_the_whole_model() {
     let saved = load_gpt2(&out.join("best"), &device).unwrap();
     assert!(all_weights(&saved) == after);
 }
+
+/// A gradient can be NaN while the loss is finite: an infinite embedding entry saturates the
+/// MLP's tanh (loss fine) and its backward multiplies ∞ by 0. The run must stop on it before
+/// the optimizer step, leave the checkpoint as it was, and resume from it.
+#[test]
+fn a_nan_gradient_with_a_finite_loss_stops_the_run_and_the_checkpoint_resumes() {
+    let _serial = serial();
+    let device = device();
+    let out = scratch("nan-grad");
+    let mut config = resume_config();
+    config.prefix.dropout = 0.0;
+    config.lm_dropout = Some(0.0);
+    config.grad_accum = 1;
+    let prefix = config.prefix.init(Layout { n_layer: 3, n_head: 4, head_dim: 6 }, &device).unwrap();
+    let mut trainer = Trainer::new(model(&device), prefix, config, &out).unwrap();
+    trainer.quiet = true;
+    trainer.train(&synthetic_task(6), &[], Some(1)).unwrap();
+    let good = std::fs::read(out.join("checkpoint/prefix.safetensors")).unwrap();
+    let state = std::fs::read(out.join("checkpoint/trainer_state.json")).unwrap();
+
+    let mut values = to_f32s(trainer.prefix.embedding.val().detach());
+    values[0] = f32::INFINITY;
+    let [rows, cols] = trainer.prefix.embedding.val().dims();
+    trainer.prefix.embedding = Param::from_tensor(floats(values, [rows, cols], &device).require_grad());
+    let batch = Batch::new(&synthetic_task(3).iter().collect::<Vec<_>>(), 514);
+    let loss = to_f32s(trainer.batch_loss(&batch, true).unwrap().0.detach())[0];
+    assert!(loss.is_finite(), "the poisoned prefix should still give a finite loss, got {loss}");
+
+    let error = trainer.train(&synthetic_task(6), &[], None).err().unwrap().to_string();
+    assert!(error.contains("gradient") && error.contains("not finite") && error.contains("checkpoint"), "{error}");
+    assert_eq!(error.lines().count(), 1);
+    assert_eq!(std::fs::read(out.join("checkpoint/prefix.safetensors")).unwrap(), good);
+    assert_eq!(std::fs::read(out.join("checkpoint/trainer_state.json")).unwrap(), state);
+    drop(trainer);
+    let mut resumed = Trainer::resume(model(&device), &out).unwrap();
+    resumed.quiet = true;
+    let summary = resumed.train(&synthetic_task(6), &[], None).unwrap();
+    assert!(summary.last_loss.unwrap().is_finite());
+}
+
+/// A checkpoint is replaced as a whole: whatever a kill leaves behind, recovery finds one
+/// complete checkpoint, the newest that was finished.
+#[test]
+fn a_checkpoint_directory_is_swapped_whole_and_recovered_after_a_kill() {
+    use prefix_tune_train::checkpoint::{publish_dir, recover_dir};
+    let root = scratch("publish");
+    let dir = root.join("checkpoint");
+    let write = |text: &'static str| move |d: &std::path::Path| -> Result<(), prefix_tune_train::TrainError> {
+        std::fs::write(d.join("a"), text).unwrap();
+        std::fs::write(d.join("b"), text).unwrap();
+        Ok(())
+    };
+    publish_dir(&dir, write("one")).unwrap();
+    publish_dir(&dir, write("two")).unwrap();
+    assert_eq!(std::fs::read_to_string(dir.join("b")).unwrap(), "two");
+    assert!(!root.join("checkpoint.old").exists() && !root.join("checkpoint.partial").exists());
+
+    // Killed while writing the staging copy: the published one is untouched.
+    std::fs::create_dir_all(root.join("checkpoint.partial")).unwrap();
+    std::fs::write(root.join("checkpoint.partial/a"), "thr").unwrap();
+    recover_dir(&dir).unwrap();
+    assert_eq!(std::fs::read_to_string(dir.join("a")).unwrap(), "two");
+    assert!(!root.join("checkpoint.partial").exists());
+
+    // Killed between moving the old one aside and moving the new one in.
+    std::fs::rename(&dir, root.join("checkpoint.old")).unwrap();
+    recover_dir(&dir).unwrap();
+    assert_eq!(std::fs::read_to_string(dir.join("a")).unwrap(), "two");
+
+    // A failed write leaves the published checkpoint as it was.
+    let failed = publish_dir(&dir, |_| Err(prefix_tune_train::TrainError::Config("disk full".into())));
+    assert!(failed.is_err());
+    assert_eq!(std::fs::read_to_string(dir.join("a")).unwrap(), "two");
+}
+
+#[test]
+fn examples_are_checked_up_front_and_sources_cut_to_fit() {
+    use prefix_tune_train::{check_examples, Limits};
+    let example = |source: usize, target: usize| Example {
+        input_ids: (0..source + target).map(|i| i as u32).collect(),
+        labels: (0..source + target).map(|i| if i < source { -100 } else { i as i64 }).collect(),
+    };
+    let origins: Vec<String> = (1..=3).map(|line| format!("data.jsonl line {line}")).collect();
+    let limits = |truncate| Limits { vocab_size: 1000, max_length: 10, why: "n_positions 20 − prefix length 10".into(), truncate };
+
+    let mut examples = vec![example(4, 3), example(9, 4), example(12, 2)];
+    let error = check_examples(&mut examples.clone(), &origins, &limits(false)).unwrap_err().to_string();
+    assert!(error.contains("data.jsonl line 2") && error.contains("13 tokens") && error.contains("(and 1 more examples)") && error.contains("--max-length"), "{error}");
+
+    let cut = check_examples(&mut examples, &origins, &limits(true)).unwrap();
+    assert_eq!(cut, 2);
+    // The target and the separator (the source's last token) survive; the source's start too.
+    assert_eq!(examples[1].input_ids, vec![0, 1, 2, 3, 4, 8, 9, 10, 11, 12]);
+    assert_eq!(examples[1].labels[5..], [-100, 9, 10, 11, 12]);
+    assert_eq!(examples[2].input_ids.len(), 10);
+    assert_eq!(examples[0], example(4, 3));
+
+    let mut target_too_long = vec![example(3, 12)];
+    let error = check_examples(&mut target_too_long, &origins, &limits(true)).unwrap_err().to_string();
+    assert!(error.contains("line 1") && error.contains("target alone needs 13"), "{error}");
+
+    let mut out_of_vocabulary = vec![example(2, 2), Example { input_ids: vec![1, 99_999_999], labels: vec![-100, 5] }];
+    let error = check_examples(&mut out_of_vocabulary, &origins, &limits(false)).unwrap_err().to_string();
+    assert!(error.contains("data.jsonl line 2") && error.contains("99999999") && error.contains("vocabulary of 1000"), "{error}");
+}
