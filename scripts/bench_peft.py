@@ -6,6 +6,7 @@ prefix training (batch 5 x 64 tokens, P = 10, MLP 512, AdamW) and greedy / beam-
 (16-token prompt, 32 new tokens).
 """
 import json
+import sys
 import time
 
 import torch
@@ -22,11 +23,17 @@ peft_model = get_peft_model(
 optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=5e-5)
 
 batch, seq, steps = 5, 64, 3
+# `python bench_peft.py 0.5`: only the last half of each sequence carries the loss (E2E-shaped),
+# as `prefix-tune bench train --target-fraction 0.5`.
+target_fraction = float(sys.argv[1]) if len(sys.argv) > 1 else 1.0
+source_len = seq - max(1, round(seq * target_fraction))
 ids = torch.randint(0, config.vocab_size, (batch * (steps + 1), seq))
 
 
 def step(chunk):
-    out = peft_model(input_ids=chunk, labels=chunk)
+    labels = chunk.clone()
+    labels[:, :source_len] = -100
+    out = peft_model(input_ids=chunk, labels=labels)
     out.loss.backward()
     optimizer.step()
     optimizer.zero_grad()

@@ -10,7 +10,7 @@ pub mod schedule;
 mod trainer;
 
 pub use examples::{check_examples, read_jsonl, read_jsonl_lines, Batch, Example, Limits};
-pub use loss::{loss, Objective};
+pub use loss::{head_loss, loss, Objective};
 pub use optim::{OptimizerConfig, OptimizerKind, OptimizerState};
 pub use schedule::Schedule;
 pub use trainer::{peak_rss_mib, DevMetric, Method, Summary, TrainConfig, Trainer};

@@ -2,6 +2,7 @@
 
 use burn::tensor::{activation::log_softmax, Tensor};
 use prefix_tune_model::tensors::{floats, ints};
+use prefix_tune_model::Gpt2;
 use serde::{Deserialize, Serialize};
 
 /// Label that contributes nothing (the source, padding), as in HF.
@@ -42,6 +43,38 @@ pub fn loss(logits: Tensor<3>, labels: &[Vec<i64>], objective: Objective) -> (Te
     let loss = match objective {
         Objective::Paper => total / batch as f64,
         Objective::Mean => total / count.max(1) as f64,
+    };
+    (loss, count)
+}
+
+/// The same loss as [`loss`], from the final hidden states `[B, T, D]`: the LM head and the
+/// softmax run only at the positions whose next token is a target. The vocabulary projection
+/// is the largest matmul of a small model's step and the source half of a table-to-text
+/// example (E2E) carries no loss, so this skips work that [`loss`] would zero out anyway.
+pub fn head_loss(model: &Gpt2, hidden: Tensor<3>, labels: &[Vec<i64>], objective: Objective) -> (Tensor<1>, usize) {
+    let [batch, seq, d_model] = hidden.dims();
+    let device = hidden.device();
+    let (mut positions, mut targets) = (Vec::new(), Vec::new());
+    for (row, row_labels) in labels.iter().enumerate() {
+        for (t, &label) in row_labels.iter().enumerate().skip(1) {
+            if label != IGNORE {
+                positions.push((row * seq + t - 1) as i64); // the position that predicts it
+                targets.push(label);
+            }
+        }
+    }
+    let count = positions.len();
+    if count == 0 {
+        // Nothing to predict: a zero that still belongs to the graph, so backward works.
+        return (hidden.sum() * 0.0, 0);
+    }
+    let predicting = hidden.reshape([batch * seq, d_model]).select(0, ints(positions, [count], &device)); // [N, D]
+    let logits = model.logits(predicting.unsqueeze_dim::<3>(0)).squeeze_dim::<2>(0); // [N, V]
+    let log_probs = log_softmax(logits, 1).gather(1, ints(targets, [count, 1], &device)); // [N, 1]
+    let total = -log_probs.sum(); // [1]
+    let loss = match objective {
+        Objective::Paper => total / batch as f64,
+        Objective::Mean => total / count as f64,
     };
     (loss, count)
 }

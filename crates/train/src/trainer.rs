@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{publish_dir, recover_dir};
 use crate::examples::{epoch_order, Batch, Example};
-use crate::loss::{loss, Objective};
+use crate::loss::{head_loss, Objective};
 use crate::optim::{self, Accumulated, OptimizerConfig, OptimizerState};
 use crate::schedule::Schedule;
 use crate::TrainError;
@@ -698,7 +698,7 @@ fn batch_loss(model: &Gpt2, prefix: &Prefix, config: &TrainConfig, batch: &Batch
             (model.forward_tokens(&batch.ids, &batch.mask, Some(past), dropout)?.0, batch.labels.clone())
         }
     };
-    Ok(loss(model.logits(hidden), &labels, config.objective))
+    Ok(head_loss(model, hidden, &labels, config.objective))
 }
 
 /// The process's peak resident set size in MiB (`VmHWM`; Linux only).

@@ -11,7 +11,7 @@ use prefix_tune_model::weights::{to_i64, WeightFiles};
 use prefix_tune_model::{load_gpt2, Gpt2};
 use prefix_tune_prefix::{Init, Layout, Prefix, PrefixConfig, PrefixMlp, Reparam};
 use prefix_tune_train::optim::{self, Accumulated, OptimizerConfig, OptimizerState};
-use prefix_tune_train::{loss, Batch, Example, Objective, Schedule, TrainConfig, Trainer};
+use prefix_tune_train::{head_loss, loss, Batch, Example, Objective, Schedule, TrainConfig, Trainer};
 
 /// Burn's random numbers (dropout masks, random init) come from one process-wide generator:
 /// tests that draw from it run one at a time so each sees the stream it seeded.
@@ -97,7 +97,27 @@ fn batch_loss(model: &Gpt2, prefix: &Prefix, batch: &Batch, objective: Objective
     let (hidden, _) = model
         .forward_tokens(&batch.ids, &batch.mask, Some(prefix.past(batch.ids.len(), false)), prefix_tune_model::gpt2::Dropout::default())
         .unwrap();
-    loss(model.logits(hidden), &batch.labels, objective).0
+    // The trainer's path (LM head at target positions only), held to PyTorch's full-logits loss.
+    head_loss(model, hidden, &batch.labels, objective).0
+}
+
+/// The LM head at target positions only gives the loss of the full logits.
+#[test]
+fn the_loss_at_target_positions_only_equals_the_full_logits_loss() {
+    let device = prefix_tune_model::testing::device();
+    let model = load_gpt2(&fixtures().join("gpt2-a"), &device).unwrap();
+    let examples = synthetic_task(5);
+    let batch = Batch::new(&examples.iter().collect::<Vec<_>>(), 514);
+    let (hidden, _) = model.forward_tokens(&batch.ids, &batch.mask, None, prefix_tune_model::gpt2::Dropout::default()).unwrap();
+    for objective in [Objective::Paper, Objective::Mean] {
+        let (full, full_count) = loss(model.logits(hidden.clone()), &batch.labels, objective);
+        let (head, head_count) = head_loss(&model, hidden.clone(), &batch.labels, objective);
+        let (full, head) = (to_f32s(full)[0], to_f32s(head)[0]);
+        assert_eq!(full_count, head_count);
+        assert!((full - head).abs() <= 1e-5 * full.abs().max(1.0), "{objective:?}: {full} vs {head}");
+    }
+    let unlabelled = vec![vec![-100i64; batch.ids[0].len()]; batch.ids.len()];
+    assert_eq!(to_f32s(head_loss(&model, hidden, &unlabelled, Objective::Mean).0)[0], 0.0);
 }
 
 fn relative_error(ours: &[f32], theirs: &[f32]) -> f32 {
