@@ -125,24 +125,27 @@ fn relative_error(ours: &[f32], theirs: &[f32]) -> f32 {
     ours.iter().zip(theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max) / scale
 }
 
-#[test]
-fn loss_gradients_and_one_adamw_step_match_pytorch() {
-    let device = device();
-    let model = model(&device);
+/// Our gradients of every prefix parameter, in visiting order, from one backward pass.
+fn prefix_gradients(model: &Gpt2, prefix: &Prefix, batch: &Batch, objective: Objective) -> (f32, Accumulated) {
+    let value = batch_loss(model, prefix, batch, objective);
+    let loss = to_f32s(value.clone().detach())[0];
+    let mut accumulated = Accumulated::default();
+    accumulated.add(prefix, &value.backward());
+    (loss, accumulated)
+}
+
+/// Loss and gradients of both prefix variants under both objectives, against PyTorch's, on
+/// `device` (an autodiff device of any backend).
+fn assert_loss_and_gradients_match_pytorch(device: &Device) {
+    let model = model(device);
     for variant in ["flat", "mlp"] {
         let files = peft_params(variant);
         let reference = peft_reference(variant);
         let batch = fixture_batch(&files);
         for (objective, key, grad_prefix) in [(Objective::Paper, "loss_paper", "grad."), (Objective::Mean, "loss_mean", "grad_mean.")] {
-            let prefix = peft_prefix(variant, &device);
-            let value = batch_loss(&model, &prefix, &batch, objective);
-            let ours = to_f32s(value.clone().detach())[0];
+            let (ours, accumulated) = prefix_gradients(&model, &peft_prefix(variant, device), &batch, objective);
             let theirs = reference["losses"][key].as_f64().unwrap() as f32;
             assert!((ours - theirs).abs() < 1e-5 * theirs.abs().max(1.0), "{variant} {key}: {ours} vs {theirs}");
-
-            let gradients = value.backward();
-            let mut accumulated = Accumulated::default();
-            accumulated.add(&prefix, &gradients);
             for ((name, transposed), grad) in peft_names(variant).into_iter().zip(&accumulated.grads) {
                 let (shape, expected) = read_f32(&files, &format!("{grad_prefix}{name}"));
                 let grad = to_f32s(grad.clone().expect("every prefix parameter has a gradient"));
@@ -150,48 +153,94 @@ fn loss_gradients_and_one_adamw_step_match_pytorch() {
                 let error = relative_error(&grad, &expected);
                 assert!(error < 1e-4, "{variant} {grad_prefix}{name}: relative error {error}");
             }
-
-            if objective == Objective::Paper {
-                let adamw = &reference["adamw"];
-                let config = OptimizerConfig::adamw(adamw["weight_decay"].as_f64().unwrap());
-                let lr = adamw["lr"].as_f64().unwrap();
-                let expected: Vec<Vec<f32>> = peft_names(variant).into_iter().map(|(name, _)| read_f32(&files, &format!("after_step.{name}")).1).collect();
-                let torch_grads: Vec<(Vec<usize>, Vec<f32>)> = peft_names(variant).into_iter().map(|(name, _)| read_f32(&files, &format!("grad.{name}"))).collect();
-
-                // (1) The optimizer itself: our AdamW fed PyTorch's gradients lands on PyTorch's
-                // parameters.
-                let mut from_torch = Accumulated::default();
-                for ((_, transposed), (shape, grad)) in peft_names(variant).into_iter().zip(&torch_grads) {
-                    // PyTorch's Linear weights are [out, in]; ours [in, out].
-                    let grad = if transposed { transpose(grad, shape[0], shape[1]) } else { grad.clone() };
-                    let len = grad.len();
-                    from_torch.grads.push(Some(floats(grad, [len], &inner_device(&device))));
-                }
-                let mut state = OptimizerState::default();
-                let stepped = optim::step(peft_prefix(variant, &device), config, lr, &mut from_torch, &mut state);
-                for (((name, _), ours), theirs) in peft_names(variant).into_iter().zip(values_in_torch_layout(&stepped, variant)).zip(&expected) {
-                    let worst = ours.iter().zip(theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-                    assert!(worst < 1e-6, "{variant} AdamW on PyTorch's gradients, {name}: {worst}");
-                }
-
-                // (2) End to end, on our own gradients. Adam's first step moves each weight by
-                // ≈ lr·g/(|g| + eps): where |g| is near eps a 1e-4 relative gradient difference
-                // changes the step itself, so those entries are held to the gradient test only.
-                let mut state = OptimizerState::default();
-                let stepped = optim::step(prefix, config, lr, &mut accumulated, &mut state);
-                let mut checked = 0;
-                for (((name, _), ours), (theirs, grads)) in peft_names(variant).into_iter().zip(values_in_torch_layout(&stepped, variant)).zip(expected.iter().zip(torch_grads.iter().map(|(_, g)| g))) {
-                    for ((a, b), g) in ours.iter().zip(theirs).zip(grads) {
-                        if g.abs() > 1e-5 {
-                            assert!((a - b).abs() < 1e-6, "{variant} after_step.{name}: {a} vs {b} (grad {g})");
-                            checked += 1;
-                        }
-                    }
-                }
-                assert!(checked > 100, "{variant}: only {checked} entries had well-conditioned steps");
-            }
         }
     }
+}
+
+#[test]
+fn loss_gradients_and_one_adamw_step_match_pytorch() {
+    let device = device();
+    assert_loss_and_gradients_match_pytorch(&device);
+    let model = model(&device);
+    for variant in ["flat", "mlp"] {
+        let files = peft_params(variant);
+        let reference = peft_reference(variant);
+        let batch = fixture_batch(&files);
+        let adamw = &reference["adamw"];
+        let config = OptimizerConfig::adamw(adamw["weight_decay"].as_f64().unwrap());
+        let lr = adamw["lr"].as_f64().unwrap();
+        let expected: Vec<Vec<f32>> = peft_names(variant).into_iter().map(|(name, _)| read_f32(&files, &format!("after_step.{name}")).1).collect();
+        let torch_grads: Vec<(Vec<usize>, Vec<f32>)> = peft_names(variant).into_iter().map(|(name, _)| read_f32(&files, &format!("grad.{name}"))).collect();
+
+        // (1) The optimizer itself: our AdamW fed PyTorch's gradients lands on PyTorch's
+        // parameters.
+        let mut from_torch = Accumulated::default();
+        for ((_, transposed), (shape, grad)) in peft_names(variant).into_iter().zip(&torch_grads) {
+            // PyTorch's Linear weights are [out, in]; ours [in, out].
+            let grad = if transposed { transpose(grad, shape[0], shape[1]) } else { grad.clone() };
+            let len = grad.len();
+            from_torch.grads.push(Some(floats(grad, [len], &inner_device(&device))));
+        }
+        let mut state = OptimizerState::default();
+        let stepped = optim::step(peft_prefix(variant, &device), config, lr, &mut from_torch, &mut state);
+        for (((name, _), ours), theirs) in peft_names(variant).into_iter().zip(values_in_torch_layout(&stepped, variant)).zip(&expected) {
+            let worst = ours.iter().zip(theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            assert!(worst < 1e-6, "{variant} AdamW on PyTorch's gradients, {name}: {worst}");
+        }
+
+        // (2) End to end, on our own gradients. Adam's first step moves each weight by
+        // ≈ lr·g/(|g| + eps): where |g| is near eps a 1e-4 relative gradient difference
+        // changes the step itself, so those entries are held to the gradient test only.
+        let prefix = peft_prefix(variant, &device);
+        let (_, mut accumulated) = prefix_gradients(&model, &prefix, &batch, Objective::Paper);
+        let mut state = OptimizerState::default();
+        let stepped = optim::step(prefix, config, lr, &mut accumulated, &mut state);
+        let mut checked = 0;
+        for (((name, _), ours), (theirs, grads)) in peft_names(variant).into_iter().zip(values_in_torch_layout(&stepped, variant)).zip(expected.iter().zip(torch_grads.iter().map(|(_, g)| g))) {
+            for ((a, b), g) in ours.iter().zip(theirs).zip(grads) {
+                if g.abs() > 1e-5 {
+                    assert!((a - b).abs() < 1e-6, "{variant} after_step.{name}: {a} vs {b} (grad {g})");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 100, "{variant}: only {checked} entries had well-conditioned steps");
+    }
+}
+
+/// Prefix training on the wgpu backend (Vulkan; Mesa's lavapipe in CI) is held to the same
+/// PyTorch loss and gradients as the CPU backend. The check runs in a child process (this test
+/// binary, filtered to the ignored test below) so that a driver crash fails this test only.
+#[test]
+fn wgpu_training_loss_and_gradients_match_pytorch() {
+    if prefix_tune_model::backend::device(Some("wgpu")).is_err() {
+        println!("skipped: built without the wgpu feature");
+        return;
+    }
+    let lavapipe = std::path::Path::new("/usr/share/vulkan/icd.d/lvp_icd.json");
+    let icd = std::env::var("VK_ICD_FILENAMES").ok().or_else(|| lavapipe.exists().then(|| lavapipe.display().to_string()));
+    let Some(icd) = icd else {
+        println!("skipped: no Vulkan driver (install mesa-vulkan-drivers for lavapipe)");
+        return;
+    };
+    let runtime = std::env::temp_dir().join("prefix-tune-xdg");
+    std::fs::create_dir_all(&runtime).unwrap();
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "wgpu_training_child", "--nocapture", "--test-threads", "1"])
+        .env("VK_ICD_FILENAMES", &icd)
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success() && stdout.contains("1 passed"), "wgpu training: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    println!("wgpu ({icd}): prefix loss and gradients match PyTorch");
+}
+
+#[test]
+#[ignore = "run by wgpu_training_loss_and_gradients_match_pytorch in a child process"]
+fn wgpu_training_child() {
+    let device = prefix_tune_model::backend::device(Some("wgpu")).unwrap().autodiff();
+    assert_loss_and_gradients_match_pytorch(&device);
 }
 
 /// Where optimizer state lives: the device without autodiff.
