@@ -160,19 +160,19 @@ pub fn config_file_args(path: &Path) -> Result<Vec<String>> {
     Ok(args)
 }
 
+/// `path` in one spelling: resolved when it exists (so `./x` and `/abs/../x` compare equal on
+/// resume), else made absolute.
+fn absolute(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).or_else(|_| std::path::absolute(path)).unwrap_or_else(|_| path.to_path_buf())
+}
+
 /// Paths made absolute, so the recorded run resumes from any working directory.
 fn absolute_paths(mut args: TrainArgs) -> TrainArgs {
-    let absolute = |p: &mut Option<PathBuf>| {
-        if let Some(path) = p.as_mut() {
-            *path = std::path::absolute(&*path).unwrap_or_else(|_| path.clone());
-        }
-    };
-    absolute(&mut args.data);
-    absolute(&mut args.dev);
-    absolute(&mut args.init_from);
-    absolute(&mut args.out);
+    for path in [&mut args.data, &mut args.dev, &mut args.init_from, &mut args.out].into_iter().flatten() {
+        *path = absolute(path);
+    }
     if let Some(model) = args.model.as_mut().filter(|m| Path::new(m.as_str()).is_dir()) {
-        *model = std::path::absolute(model.as_str()).map_or_else(|_| model.clone(), |p| p.display().to_string());
+        *model = absolute(Path::new(model.as_str())).display().to_string();
     }
     args
 }
