@@ -1,9 +1,9 @@
 //! The `prefix-tune` binary as a user runs it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use prefix_tune_model::testing::{fixtures, scratch};
+use prefix_tune_model::testing::{fixtures, scratch, vulkan_env};
 
 
 fn prefix_tune(args: &[&str]) -> Output {
@@ -117,14 +117,10 @@ fn wgpu_backend_generates_what_hf_generates() {
         println!("skipped: built without the wgpu feature");
         return;
     }
-    let lavapipe = Path::new("/usr/share/vulkan/icd.d/lvp_icd.json");
-    let icd = std::env::var("VK_ICD_FILENAMES").ok().or_else(|| lavapipe.exists().then(|| lavapipe.display().to_string()));
-    let Some(icd) = icd else {
+    let Some(vulkan) = vulkan_env() else {
         println!("skipped: no Vulkan driver (install mesa-vulkan-drivers for lavapipe)");
         return;
     };
-    let runtime = std::env::temp_dir().join("prefix-tune-xdg");
-    std::fs::create_dir_all(&runtime).unwrap();
     let model = fixtures().join("gpt2-a");
     let reference = reference("gpt2-a");
     let mut args = vec!["generate".to_string(), "--model".into(), model.display().to_string(), "--json".into(), "--backend".into(), "wgpu".into()];
@@ -135,8 +131,7 @@ fn wgpu_backend_generates_what_hf_generates() {
     }
     let output = Command::new(env!("CARGO_BIN_EXE_prefix-tune"))
         .args(&args)
-        .env("VK_ICD_FILENAMES", &icd)
-        .env("XDG_RUNTIME_DIR", &runtime)
+        .envs(vulkan.clone())
         .output()
         .unwrap();
     let lines = stdout_lines(&output);
@@ -146,7 +141,7 @@ fn wgpu_backend_generates_what_hf_generates() {
         let score = line["score"].as_f64().unwrap();
         assert!((score - beam["sequences_scores"][i].as_f64().unwrap()).abs() < 1e-4, "wgpu score {i}");
     }
-    println!("wgpu ({icd}): beam-4 tokens identical to HF");
+    println!("wgpu ({}): beam-4 tokens identical to HF", vulkan[0].1);
 }
 
 
@@ -299,13 +294,19 @@ fn step_losses(run: &Path) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// A scratch directory holding `n` training examples for gpt2-a: (directory, model, data).
+fn gpt2_a_with_examples(name: &str, n: usize) -> (PathBuf, String, String) {
+    let dir = scratch(name);
+    let data = dir.join("train.jsonl");
+    write_jsonl(&data, n);
+    let model = fixtures().join("gpt2-a").display().to_string();
+    (dir, model, data.display().to_string())
+}
+
 #[test]
 fn one_seed_gives_the_same_run_in_two_processes() {
-    let dir = scratch("seed");
-    let data = dir.join("train.jsonl");
-    write_jsonl(&data, 8);
-    let model = fixtures().join("gpt2-a");
-    let (model, data) = (model.to_str().unwrap(), data.to_str().unwrap());
+    let (dir, model, data) = gpt2_a_with_examples("seed", 8);
+    let (model, data) = (model.as_str(), data.as_str());
     let runs: Vec<_> = [("a", "7"), ("b", "7"), ("c", "8")].iter().map(|(name, seed)| (dir.join(name), *seed)).collect();
     for (out, seed) in &runs {
         let output = prefix_tune(&small_run(model, data, out.to_str().unwrap(), seed, "6"));
@@ -324,11 +325,8 @@ fn one_seed_gives_the_same_run_in_two_processes() {
 
 #[test]
 fn a_run_killed_mid_way_resumes_from_its_directory_alone_bit_for_bit() {
-    let dir = scratch("kill");
-    let data = dir.join("train.jsonl");
-    write_jsonl(&data, 12);
-    let model = fixtures().join("gpt2-a");
-    let (model, data) = (model.to_str().unwrap(), data.to_str().unwrap());
+    let (dir, model, data) = gpt2_a_with_examples("kill", 12);
+    let (model, data) = (model.as_str(), data.as_str());
     let steps = 150;
     let whole = dir.join("whole");
     run_ok(&small_run(model, data, whole.to_str().unwrap(), "5", "150"));

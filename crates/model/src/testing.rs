@@ -18,6 +18,16 @@ pub fn device() -> Device {
     backend.device().expect("a compiled-in backend")
 }
 
+/// The environment a child process needs to run on Vulkan (Mesa's lavapipe where installed, as
+/// CI does), or `None` when the machine has no Vulkan driver.
+pub fn vulkan_env() -> Option<Vec<(&'static str, String)>> {
+    let lavapipe = std::path::Path::new("/usr/share/vulkan/icd.d/lvp_icd.json");
+    let icd = std::env::var("VK_ICD_FILENAMES").ok().or_else(|| lavapipe.exists().then(|| lavapipe.display().to_string()))?;
+    let runtime = std::env::temp_dir().join("prefix-tune-xdg");
+    std::fs::create_dir_all(&runtime).expect("temp dir is writable");
+    Some(vec![("VK_ICD_FILENAMES", icd), ("XDG_RUNTIME_DIR", runtime.display().to_string())])
+}
+
 /// A fresh, empty directory under the system's temp dir for one test.
 pub fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("prefix-tune-{}-{name}", std::process::id()));

@@ -54,6 +54,12 @@ pub fn publish_dir(dir: &Path, write: impl FnOnce(&Path) -> Result<(), TrainErro
     remove_if_present(&old)
 }
 
+/// Whether a complete version of `dir` exists holding `file`, counting one a kill left aside
+/// (which [`recover_dir`] puts back).
+pub fn is_published(dir: &Path, file: &str) -> bool {
+    dir.join(file).is_file() || sibling(dir, ".old").join(file).is_file()
+}
+
 /// After a kill: restores `dir` from `dir.old` if the kill fell between the two renames, and
 /// clears what an interrupted publish left behind.
 pub fn recover_dir(dir: &Path) -> Result<(), TrainError> {

@@ -14,7 +14,7 @@ use prefix_tune_model::weights::{save_f32, write_atomic, WeightFiles};
 use prefix_tune_prefix::{infix_forward, load_prefix, save_export, save_state, Layout, Placement, Prefix, PrefixConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{publish_dir, recover_dir};
+use crate::checkpoint::{is_published, publish_dir, recover_dir};
 use crate::examples::{epoch_order, Batch, Example};
 use crate::loss::{head_loss, Objective};
 use crate::optim::{self, Accumulated, OptimizerConfig, OptimizerState};
@@ -289,7 +289,7 @@ impl Trainer {
 
     /// Whether the run in `out` has written a checkpoint (one a kill may have left aside counts).
     pub fn has_checkpoint(out: &Path) -> bool {
-        out.join("checkpoint/trainer_state.json").is_file() || out.join("checkpoint.old/trainer_state.json").is_file()
+        is_published(&out.join("checkpoint"), "trainer_state.json")
     }
 
     /// Trainable parameters, and all parameters (frozen LM included).

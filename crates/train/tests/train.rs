@@ -217,23 +217,18 @@ fn wgpu_training_loss_and_gradients_match_pytorch() {
         println!("skipped: built without the wgpu feature");
         return;
     }
-    let lavapipe = std::path::Path::new("/usr/share/vulkan/icd.d/lvp_icd.json");
-    let icd = std::env::var("VK_ICD_FILENAMES").ok().or_else(|| lavapipe.exists().then(|| lavapipe.display().to_string()));
-    let Some(icd) = icd else {
+    let Some(vulkan) = prefix_tune_model::testing::vulkan_env() else {
         println!("skipped: no Vulkan driver (install mesa-vulkan-drivers for lavapipe)");
         return;
     };
-    let runtime = std::env::temp_dir().join("prefix-tune-xdg");
-    std::fs::create_dir_all(&runtime).unwrap();
     let output = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--ignored", "--exact", "wgpu_training_child", "--nocapture", "--test-threads", "1"])
-        .env("VK_ICD_FILENAMES", &icd)
-        .env("XDG_RUNTIME_DIR", &runtime)
+        .envs(vulkan.clone())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success() && stdout.contains("1 passed"), "wgpu training: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    println!("wgpu ({icd}): prefix loss and gradients match PyTorch");
+    println!("wgpu ({}): prefix loss and gradients match PyTorch", vulkan[0].1);
 }
 
 #[test]
