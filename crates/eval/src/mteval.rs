@@ -58,96 +58,125 @@ pub fn score(hypotheses: &[String], references: &[Vec<String>]) -> MtevalScores 
     let hyps: Vec<Vec<String>> = hypotheses.iter().map(|h| tokenize(h)).collect();
     let refs: Vec<Vec<Vec<String>>> =
         references.iter().map(|rs| rs.iter().map(|r| tokenize(r)).collect()).collect();
-
-    // NIST information weights from every reference segment.
-    let mut total_words = 0usize;
-    let mut counts: HashMap<Vec<String>, usize> = HashMap::new();
-    for seg in refs.iter().flatten() {
-        total_words += seg.len();
-        for (g, c) in ngram_counts(seg, MAX_NGRAM) {
-            *counts.entry(g).or_insert(0) += c;
-        }
+    let information = Information::new(&refs);
+    let mut tallies = Tallies::default();
+    for (hyp, seg_refs) in hyps.iter().zip(&refs) {
+        tallies.add_segment(hyp, seg_refs, &information);
     }
-    let info = |g: &[String]| -> f64 {
-        let count = counts[g] as f64;
+    MtevalScores { bleu: tallies.bleu(), nist: tallies.nist(hyps.len()) }
+}
+
+/// NIST information weights, from the n-gram counts of every reference segment.
+struct Information {
+    counts: HashMap<Vec<String>, usize>,
+    total_words: usize,
+}
+
+impl Information {
+    fn new(refs: &[Vec<Vec<String>>]) -> Self {
+        let mut total_words = 0usize;
+        let mut counts: HashMap<Vec<String>, usize> = HashMap::new();
+        for seg in refs.iter().flatten() {
+            total_words += seg.len();
+            for (g, c) in ngram_counts(seg, MAX_NGRAM) {
+                *counts.entry(g).or_insert(0) += c;
+            }
+        }
+        Self { counts, total_words }
+    }
+
+    /// The information of n-gram `g` (seen in the references).
+    fn of(&self, g: &[String]) -> f64 {
+        let count = self.counts[g] as f64;
         let prefix = &g[..g.len() - 1];
         // Perl tests the prefix string for truth, so a prefix "0" falls back to the word total.
         let denom = if prefix.is_empty() || (prefix.len() == 1 && prefix[0] == "0") {
-            total_words as f64
+            self.total_words as f64
         } else {
-            counts[prefix] as f64
+            self.counts[prefix] as f64
         };
         -(count / denom).ln() / 2f64.ln()
-    };
+    }
+}
 
-    let mut bleu_match = [0usize; 5];
-    let mut tst_count = [0usize; MAX_NGRAM + 1];
-    let mut ref_words = 0usize;
-    let mut ref_length = 0usize;
-    let mut nist_info = [0f64; MAX_NGRAM + 1];
-    let mut nonempty_refs = 0usize;
-    for (hyp, seg_refs) in hyps.iter().zip(&refs) {
+/// The corpus-level counts both scores come from, summed segment by segment.
+#[derive(Default)]
+struct Tallies {
+    bleu_match: [usize; 5],
+    tst_count: [usize; MAX_NGRAM + 1],
+    ref_words: usize,
+    ref_length: usize,
+    nist_info: [f64; MAX_NGRAM + 1],
+    nonempty_refs: usize,
+}
+
+impl Tallies {
+    fn add_segment(&mut self, hyp: &[String], seg_refs: &[Vec<String>], information: &Information) {
         let tst = ngram_counts(hyp, MAX_NGRAM);
         for n in 1..=MAX_NGRAM {
-            tst_count[n] += hyp.len().saturating_sub(n - 1);
+            self.tst_count[n] += hyp.len().saturating_sub(n - 1);
         }
         let mut ref_max: HashMap<Vec<String>, usize> = HashMap::new();
         let mut closest: Option<usize> = None;
         for r in seg_refs {
             if !r.is_empty() {
-                nonempty_refs += 1;
+                self.nonempty_refs += 1;
             }
             for (g, c) in ngram_counts(r, MAX_NGRAM) {
                 let e = ref_max.entry(g).or_insert(0);
                 *e = (*e).max(c);
             }
-            ref_words += r.len();
+            self.ref_words += r.len();
             closest = Some(match closest {
                 None => r.len(),
                 Some(cur) => closest_length(cur, r.len(), hyp.len()),
             });
         }
-        ref_length += closest.unwrap_or(0);
+        self.ref_length += closest.unwrap_or(0);
         for (g, c) in &tst {
             if let Some(rc) = ref_max.get(g) {
                 let m = (*c).min(*rc);
                 if g.len() <= 4 {
-                    bleu_match[g.len()] += m;
+                    self.bleu_match[g.len()] += m;
                 }
-                nist_info[g.len()] += info(g) * m as f64;
+                self.nist_info[g.len()] += information.of(g) * m as f64;
             }
         }
     }
 
-    // BLEU with the script's default smoothing.
-    let mut log_sum = 0.0;
-    let mut smooth = 1.0;
-    for n in 1..=4 {
-        let iscore = if tst_count[n] == 0 {
-            0.0
-        } else if bleu_match[n] == 0 {
-            smooth *= 2.0;
-            (1.0 / (smooth * tst_count[n] as f64)).ln()
-        } else {
-            (bleu_match[n] as f64 / tst_count[n] as f64).ln()
-        };
-        log_sum += iscore;
+    /// BLEU with the script's default smoothing.
+    fn bleu(&self) -> f64 {
+        let mut log_sum = 0.0;
+        let mut smooth = 1.0;
+        for n in 1..=4 {
+            let iscore = if self.tst_count[n] == 0 {
+                0.0
+            } else if self.bleu_match[n] == 0 {
+                smooth *= 2.0;
+                (1.0 / (smooth * self.tst_count[n] as f64)).ln()
+            } else {
+                (self.bleu_match[n] as f64 / self.tst_count[n] as f64).ln()
+            };
+            log_sum += iscore;
+        }
+        let bp = if self.tst_count[1] > 0 { (1.0 - self.ref_length as f64 / self.tst_count[1] as f64).min(0.0).exp() } else { 0.0 };
+        (log_sum / 4.0).exp() * bp
     }
-    let bp = if tst_count[1] > 0 { (1.0 - ref_length as f64 / tst_count[1] as f64).min(0.0).exp() } else { 0.0 };
-    let bleu = (log_sum / 4.0).exp() * bp;
 
-    let nsys = nonempty_refs as f64 / hyps.len().max(1) as f64;
-    let ratio = tst_count[1] as f64 / (ref_words as f64 / nsys);
-    let penalty = if ratio >= 1.0 {
-        1.0
-    } else if ratio <= 0.0 {
-        0.0
-    } else {
-        let beta = -(0.5f64).ln() / 1.5f64.ln() / 1.5f64.ln();
-        (-beta * ratio.ln() * ratio.ln()).exp()
-    };
-    let nist: f64 = (1..=MAX_NGRAM).map(|n| nist_info[n] / tst_count[n].max(1) as f64).sum::<f64>() * penalty;
-    MtevalScores { bleu, nist }
+    /// NIST over `segments` hypotheses, with the script's length penalty.
+    fn nist(&self, segments: usize) -> f64 {
+        let nsys = self.nonempty_refs as f64 / segments.max(1) as f64;
+        let ratio = self.tst_count[1] as f64 / (self.ref_words as f64 / nsys);
+        let penalty = if ratio >= 1.0 {
+            1.0
+        } else if ratio <= 0.0 {
+            0.0
+        } else {
+            let beta = -(0.5f64).ln() / 1.5f64.ln() / 1.5f64.ln();
+            (-beta * ratio.ln() * ratio.ln()).exp()
+        };
+        (1..=MAX_NGRAM).map(|n| self.nist_info[n] / self.tst_count[n].max(1) as f64).sum::<f64>() * penalty
+    }
 }
 
 /// `brevity_penalty_closest`: the reference length closest to the candidate, shorter on ties;

@@ -294,17 +294,17 @@ struct Candidate {
     token: u32,
 }
 
+/// Scores below any real one: beams that must not be chosen.
+const NEG: f32 = -1.0e9;
+
 /// HF's vectorised beam search (transformers ≥ 4.50), step for step.
 fn beam_search(decoder: &mut dyn Decoder, prompts: &[Vec<u32>], config: &GenerateConfig) -> Result<Vec<Generated>, ModelError> {
-    const NEG: f32 = -1.0e9;
     let beams = config.num_beams;
     let batch = prompts.len();
     let (prompt_rows, mask) = left_pad(prompts, beams, config.pad_token_id);
     let prompt_len = prompt_rows[0].len();
     let max_length = prompt_len + config.max_new_tokens;
     let keep = 2.max(1 + config.eos_token_ids.len()) * beams;
-    let lp = config.length_penalty;
-    let normalise = |score: f32, generated: usize| score / (generated as f32).powf(lp);
 
     // Running beams per prompt: sequences and cumulative log-probabilities; only the first
     // beam is live at the start so the first step does not pick the same token n times.
@@ -322,27 +322,10 @@ fn beam_search(decoder: &mut dyn Decoder, prompts: &[Vec<u32>], config: &Generat
         let mut source_rows = Vec::with_capacity(batch * beams);
         let mut all_hit = true;
         for item in 0..batch {
-            // Top `keep` continuations over all beams × vocabulary.
-            let mut top: Vec<Candidate> = Vec::with_capacity(keep + 1);
-            for beam in 0..beams {
-                let row = item * beams + beam;
-                let scores = &mut logits[row];
-                log_softmax(scores);
-                process(scores, &running[row], prompt_len, config);
-                for (token, &s) in scores.iter().enumerate() {
-                    let score = s + running_scores[row];
-                    if top.len() < keep || score > top[keep - 1].score {
-                        let at = top.partition_point(|c| c.score >= score);
-                        top.insert(at, Candidate { score, beam, token: token as u32 });
-                        top.truncate(keep);
-                    }
-                }
-            }
+            let rows = item * beams..(item + 1) * beams;
+            let top = top_continuations(&mut logits[rows.clone()], &running[rows.clone()], &running_scores[rows.clone()], prompt_len, keep, config);
             // Which continuations stop here: EOS, or the length limit for all.
-            let hits: Vec<bool> = top
-                .iter()
-                .map(|c| cur_len + 1 >= max_length || config.eos_token_ids.contains(&c.token))
-                .collect();
+            let hits: Vec<bool> = top.iter().map(|c| cur_len + 1 >= max_length || config.eos_token_ids.contains(&c.token)).collect();
             all_hit &= hits.iter().all(|&h| h);
 
             // Next running beams: the best `beams` that did not stop.
@@ -350,28 +333,16 @@ fn beam_search(decoder: &mut dyn Decoder, prompts: &[Vec<u32>], config: &Generat
             let penalised = |i: usize| top[i].score + if hits[i] { NEG } else { 0.0 };
             order.sort_by(|&a, &b| penalised(b).total_cmp(&penalised(a)));
             for &i in order.iter().take(beams) {
-                let row = item * beams + top[i].beam;
-                let mut sequence = running[row].clone();
-                sequence.push(top[i].token);
-                next_running.push(sequence);
+                let row = rows.start + top[i].beam;
+                next_running.push(extended(&running[row], top[i].token));
                 next_scores.push(penalised(i));
                 source_rows.push(row);
             }
 
-            // Finished hypotheses: among the top `beams` candidates, those that stopped.
             let full = finished[item].len() == beams && config.early_stopping == EarlyStopping::Eager;
             if heuristic_unsatisfied[item] && !full {
-                for (i, candidate) in top.iter().enumerate().take(beams) {
-                    if hits[i] {
-                        let score = normalise(candidate.score, cur_len + 1 - prompt_len);
-                        let mut sequence = running[item * beams + candidate.beam].clone();
-                        sequence.push(candidate.token);
-                        let list = &mut finished[item];
-                        let at = list.partition_point(|(s, _)| *s >= score);
-                        list.insert(at, (score, sequence));
-                        list.truncate(beams);
-                    }
-                }
+                let generated = cur_len + 1 - prompt_len;
+                keep_finished(&mut finished[item], &top, &hits, &running[rows], generated, config);
             }
         }
         cur_len += 1;
@@ -379,15 +350,7 @@ fn beam_search(decoder: &mut dyn Decoder, prompts: &[Vec<u32>], config: &Generat
         running_scores = next_scores;
 
         for item in 0..batch {
-            let best_length = if config.early_stopping == EarlyStopping::Never && lp > 0.0 {
-                max_length - prompt_len
-            } else {
-                cur_len - prompt_len
-            };
-            let best_possible = normalise(running_scores[item * beams], best_length);
-            let list = &finished[item];
-            let worst_finished = if list.len() == beams { list.last().map_or(NEG, |(s, _)| *s) } else { NEG };
-            heuristic_unsatisfied[item] &= best_possible > worst_finished;
+            heuristic_unsatisfied[item] &= can_improve(running_scores[item * beams], &finished[item], cur_len - prompt_len, max_length - prompt_len, config);
         }
         let improvement_possible = heuristic_unsatisfied.iter().any(|&u| u);
         let all_full = finished.iter().all(|list| list.len() == beams);
@@ -408,4 +371,57 @@ fn beam_search(decoder: &mut dyn Decoder, prompts: &[Vec<u32>], config: &Generat
             Generated { ids: trim_after_eos(&sequence[prompt_len..], &config.eos_token_ids), score: Some(score) }
         })
         .collect())
+}
+
+/// `sequence` with `token` appended.
+fn extended(sequence: &[u32], token: u32) -> Vec<u32> {
+    let mut longer = sequence.to_vec();
+    longer.push(token);
+    longer
+}
+
+/// A beam's score as HF ranks finished hypotheses: divided by length^length_penalty.
+fn normalised(score: f32, generated: usize, config: &GenerateConfig) -> f32 {
+    score / (generated as f32).powf(config.length_penalty)
+}
+
+/// One prompt's `keep` best continuations over its beams × the vocabulary, best first. `logits`,
+/// `running` and `running_scores` are that prompt's beam rows; logits become log-probabilities
+/// with the logits processors applied.
+fn top_continuations(logits: &mut [Vec<f32>], running: &[Vec<u32>], running_scores: &[f32], prompt_len: usize, keep: usize, config: &GenerateConfig) -> Vec<Candidate> {
+    let mut top: Vec<Candidate> = Vec::with_capacity(keep + 1);
+    for (beam, scores) in logits.iter_mut().enumerate() {
+        log_softmax(scores);
+        process(scores, &running[beam], prompt_len, config);
+        for (token, &s) in scores.iter().enumerate() {
+            let score = s + running_scores[beam];
+            if top.len() < keep || score > top[keep - 1].score {
+                let at = top.partition_point(|c| c.score >= score);
+                top.insert(at, Candidate { score, beam, token: token as u32 });
+                top.truncate(keep);
+            }
+        }
+    }
+    top
+}
+
+/// Adds to one prompt's finished hypotheses (best first, at most `num_beams`) those among the
+/// top `num_beams` candidates that stopped, `generated` tokens long.
+fn keep_finished(finished: &mut Vec<(f32, Vec<u32>)>, top: &[Candidate], hits: &[bool], running: &[Vec<u32>], generated: usize, config: &GenerateConfig) {
+    for (candidate, _) in top.iter().zip(hits).take(config.num_beams).filter(|(_, hit)| **hit) {
+        let score = normalised(candidate.score, generated, config);
+        let at = finished.partition_point(|(s, _)| *s >= score);
+        finished.insert(at, (score, extended(&running[candidate.beam], candidate.token)));
+        finished.truncate(config.num_beams);
+    }
+}
+
+/// HF's stopping test for one prompt: whether its best running beam (cumulative score
+/// `best_running`, `generated` tokens long) could still beat its worst finished hypothesis.
+/// With `early_stopping = never` (and a positive length penalty) the best beam is judged at
+/// the longest length it could reach, `most_generated`.
+fn can_improve(best_running: f32, finished: &[(f32, Vec<u32>)], generated: usize, most_generated: usize, config: &GenerateConfig) -> bool {
+    let length = if config.early_stopping == EarlyStopping::Never && config.length_penalty > 0.0 { most_generated } else { generated };
+    let worst_finished = if finished.len() == config.num_beams { finished.last().map_or(NEG, |(s, _)| *s) } else { NEG };
+    normalised(best_running, length, config) > worst_finished
 }
