@@ -1,8 +1,10 @@
-"""Same-run comparison of `prefix-tune bench train` with PyTorch + PEFT (scripts/bench_peft.py),
-interleaved A B A B so that both see the same machine state. Prints one JSON line with each
-side's runs and the ratio of medians (ours / theirs; > 1 means we are faster).
+"""Same-run comparison of `prefix-tune bench` with PyTorch + PEFT (scripts/bench_peft.py),
+interleaved A B A B so that both see the same machine state. Prints one JSON line per benchmark
+with each side's runs and the ratio of medians: training tokens/s (ours / theirs; > 1 means we
+are faster) and decoding time (ours / theirs; < 1 means we are faster).
 
     python scripts/compare_peft.py --binary target/release/prefix-tune --rounds 3 --target-fraction 0.5
+    python scripts/compare_peft.py --backend wgpu --device cuda --steps 20   # on a GPU machine
 
 Run it in the fixtures venv (torch, transformers, peft as pinned in make_fixtures.py).
 """
@@ -26,19 +28,40 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--binary", default="target/release/prefix-tune")
     parser.add_argument("--backend", default="flex")
+    parser.add_argument("--device", default="cpu", help="PyTorch's device: cpu or cuda")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--target-fraction", type=float, default=0.5)
+    parser.add_argument("--what", choices=["train", "generate", "both"], default="both")
     args = parser.parse_args()
-    ours, theirs = [], []
-    for _ in range(args.rounds):
-        ours.append(last_json([args.binary, "bench", "train", "--backend", args.backend,
-                               "--target-fraction", str(args.target_fraction)], "train"))
-        theirs.append(last_json([sys.executable, str(HERE / "bench_peft.py"), str(args.target_fraction)], "train"))
-    ours_tps = statistics.median(r["tokens_per_second"] for r in ours)
-    theirs_tps = statistics.median(r["tokens_per_second"] for r in theirs)
-    print(json.dumps({"bench": "train", "target_fraction": args.target_fraction,
-                      "prefix_tune_tokens_per_second": ours_tps, "peft_tokens_per_second": theirs_tps,
-                      "ratio": ours_tps / theirs_tps, "prefix_tune_runs": ours, "peft_runs": theirs}))
+    theirs_cmd = [sys.executable, str(HERE / "bench_peft.py"), str(args.target_fraction),
+                  "--device", args.device, "--steps", str(args.steps)]
+    ours_cmd = [args.binary, "bench", "--backend", args.backend]
+    if args.what in ("train", "both"):
+        ours, theirs = [], []
+        for _ in range(args.rounds):
+            ours.append(last_json(ours_cmd + ["train", "--steps", str(args.steps),
+                                              "--target-fraction", str(args.target_fraction)], "train"))
+            theirs.append(last_json(theirs_cmd + ["--what", "train"], "train"))
+        ours_tps = statistics.median(r["tokens_per_second"] for r in ours)
+        theirs_tps = statistics.median(r["tokens_per_second"] for r in theirs)
+        print(json.dumps({"bench": "train", "backend": args.backend, "torch_device": args.device,
+                          "target_fraction": args.target_fraction,
+                          "prefix_tune_tokens_per_second": ours_tps, "peft_tokens_per_second": theirs_tps,
+                          "ratio": ours_tps / theirs_tps, "prefix_tune_runs": ours, "peft_runs": theirs}), flush=True)
+    if args.what in ("generate", "both"):
+        ours, theirs = [], []
+        for _ in range(args.rounds):
+            ours.append(last_json(ours_cmd + ["generate"], "generate"))
+            theirs.append(last_json(theirs_cmd + ["--what", "generate"], "generate"))
+        report = {"bench": "generate", "backend": args.backend, "torch_device": args.device}
+        for name in ("greedy", "beam5"):
+            mine = statistics.median(r["results"][name]["seconds"] for r in ours)
+            hf = statistics.median(r["results"][name]["seconds"] for r in theirs)
+            report[name] = {"prefix_tune_seconds": mine, "hf_generate_seconds": hf, "time_ratio": mine / hf}
+        report["prefix_tune_runs"] = ours
+        report["hf_runs"] = theirs
+        print(json.dumps(report), flush=True)
 
 
 if __name__ == "__main__":
