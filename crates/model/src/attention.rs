@@ -88,7 +88,7 @@ pub fn attention_bias(
 ) -> Tensor<4> {
     let batch = key_mask.len();
     let total = key_mask.first().map_or(0, |row| row.len());
-    let past_len = total - new_len;
+    let past_len = total.saturating_sub(new_len);
     let mut bias = Vec::with_capacity(batch * new_len * total);
     for row in key_mask {
         for t in 0..new_len {

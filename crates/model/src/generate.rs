@@ -43,6 +43,12 @@ pub struct GenerateConfig {
     pub eos_token_ids: Vec<u32>,
     /// Token used to pad prompts and finished rows (GPT-2 has none: HF uses EOS).
     pub pad_token_id: u32,
+    /// The first decoder token of an encoder-decoder model (BART: 2, `</s>`).
+    pub decoder_start_token_id: Option<u32>,
+    /// The token forced right after the decoder start (bart-large-*: 0, `<s>`).
+    pub forced_bos_token_id: Option<u32>,
+    /// The token forced as the last one when `max_new_tokens` is reached (BART: 2).
+    pub forced_eos_token_id: Option<u32>,
     pub sampling: Option<Sampling>,
 }
 
@@ -69,8 +75,88 @@ impl GenerateConfig {
             bad_words_ids: Vec::new(),
             eos_token_ids: vec![eos_token_id],
             pad_token_id: eos_token_id,
+            decoder_start_token_id: None,
+            forced_bos_token_id: None,
+            forced_eos_token_id: None,
             sampling: None,
         }
+    }
+
+    /// The config HF's `generate` would use for these kwargs (or a `generation_config.json`).
+    /// For an encoder-decoder model `max_length`/`min_length` count the decoder start token, so
+    /// they become `max_new_tokens + 1`/`min_new_tokens + 1`; a decoder-only model needs
+    /// `max_new_tokens` (its `max_length` would depend on the prompt). Unknown keys are ignored.
+    pub fn from_hf(kwargs: &serde_json::Value, encoder_decoder: bool) -> Result<Self, String> {
+        let uint = |key: &str| -> Result<Option<usize>, String> {
+            match kwargs.get(key) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| format!("`{key}` must be a non-negative integer, got {v}")),
+            }
+        };
+        let token = |key: &str| -> Result<Option<u32>, String> { Ok(uint(key)?.map(|n| n as u32)) };
+        let eos_ids: Vec<u32> = match kwargs.get("eos_token_id") {
+            Some(serde_json::Value::Array(ids)) => ids.iter().filter_map(|v| v.as_u64()).map(|n| n as u32).collect(),
+            _ => token("eos_token_id")?.into_iter().collect(),
+        };
+        let eos = *eos_ids.first().ok_or("`eos_token_id` is missing")?;
+        let mut config = GenerateConfig::new(eos);
+        config.eos_token_ids = eos_ids;
+        config.pad_token_id = token("pad_token_id")?.unwrap_or(eos);
+        config.decoder_start_token_id = token("decoder_start_token_id")?;
+        config.forced_bos_token_id = token("forced_bos_token_id")?;
+        config.forced_eos_token_id = token("forced_eos_token_id")?;
+        let start = usize::from(encoder_decoder);
+        config.max_new_tokens = match (uint("max_new_tokens")?, uint("max_length")?) {
+            (Some(n), _) => n,
+            (None, Some(max)) if encoder_decoder => max.saturating_sub(start),
+            _ => config.max_new_tokens,
+        };
+        config.min_new_tokens = match (uint("min_new_tokens")?, uint("min_length")?) {
+            (Some(n), _) => n,
+            (None, Some(min)) if encoder_decoder => min.saturating_sub(start),
+            _ => 0,
+        };
+        config.num_beams = uint("num_beams")?.unwrap_or(1);
+        config.no_repeat_ngram_size = uint("no_repeat_ngram_size")?.unwrap_or(0);
+        if let Some(lp) = kwargs.get("length_penalty").and_then(|v| v.as_f64()) {
+            config.length_penalty = lp as f32;
+        }
+        config.early_stopping = match kwargs.get("early_stopping") {
+            Some(serde_json::Value::Bool(true)) => EarlyStopping::Eager,
+            Some(serde_json::Value::String(s)) if s == "never" => EarlyStopping::Never,
+            _ => EarlyStopping::Heuristic,
+        };
+        if let Some(serde_json::Value::Array(words)) = kwargs.get("bad_words_ids") {
+            config.bad_words_ids = words
+                .iter()
+                .map(|w| w.as_array().map(|ids| ids.iter().filter_map(|v| v.as_u64()).map(|n| n as u32).collect()).unwrap_or_default())
+                .collect();
+        }
+        Ok(config)
+    }
+
+    /// HF's logits processors this config asks for, in HF's order (each forbids or forces
+    /// tokens; forcing ones come last so that they win).
+    pub fn processors(&self) -> Vec<LogitsProcessor> {
+        let mut list = Vec::new();
+        if self.no_repeat_ngram_size > 0 {
+            list.push(LogitsProcessor::NoRepeatNgram(self.no_repeat_ngram_size));
+        }
+        // HF drops a bad word that is exactly an EOS token.
+        let bad: Vec<Vec<u32>> = self.bad_words_ids.iter().filter(|w| !(w.len() == 1 && self.eos_token_ids.contains(&w[0]))).cloned().collect();
+        if !bad.is_empty() {
+            list.push(LogitsProcessor::BadWords(bad));
+        }
+        if self.min_new_tokens > 0 {
+            list.push(LogitsProcessor::MinNewTokens { min: self.min_new_tokens, eos: self.eos_token_ids.clone() });
+        }
+        if let Some(bos) = self.forced_bos_token_id {
+            list.push(LogitsProcessor::ForcedBos(bos));
+        }
+        if let Some(eos) = self.forced_eos_token_id {
+            list.push(LogitsProcessor::ForcedEos { last: self.max_new_tokens, eos });
+        }
+        list
     }
 
     fn validate(&self) -> Result<(), ModelError> {
@@ -152,6 +238,7 @@ fn greedy_or_sample(decoder: &mut dyn Decoder, prompts: &[Vec<u32>], config: &Ge
     let prompt_len = sequences[0].len();
     let mut rng = config.sampling.map(|s| StdRng::seed_from_u64(s.seed));
     let mut finished = vec![false; prompts.len()];
+    let processors = config.processors();
     let mut logits = decoder.step(&sequences, &mask)?;
     for step in 0..config.max_new_tokens {
         let mut next = Vec::with_capacity(sequences.len());
@@ -160,7 +247,7 @@ fn greedy_or_sample(decoder: &mut dyn Decoder, prompts: &[Vec<u32>], config: &Ge
                 next.push(config.pad_token_id);
                 continue;
             }
-            process(scores, &sequences[row], prompt_len, config);
+            process(scores, &sequences[row], prompt_len, &processors);
             let token = match (&mut rng, config.sampling) {
                 (Some(rng), Some(sampling)) => sample(scores, sampling, rng),
                 _ => argmax(scores),
@@ -194,34 +281,77 @@ fn trim_after_eos(ids: &[u32], eos: &[u32]) -> Vec<u32> {
     }
 }
 
-/// HF's logits processors that forbid tokens: min_new_tokens, no_repeat_ngram_size,
-/// bad_words_ids. `sequence` is the whole row so far, left padding included, as in HF.
-fn process(scores: &mut [f32], sequence: &[u32], prompt_len: usize, config: &GenerateConfig) {
-    let generated = sequence.len() - prompt_len;
-    if generated < config.min_new_tokens {
-        for &eos in &config.eos_token_ids {
-            scores[eos as usize] = f32::NEG_INFINITY;
-        }
-    }
-    let n = config.no_repeat_ngram_size;
-    if n > 0 && sequence.len() >= n {
-        let suffix = &sequence[sequence.len() + 1 - n..];
-        for window in sequence.windows(n) {
-            if &window[..n - 1] == suffix {
-                scores[window[n - 1] as usize] = f32::NEG_INFINITY;
+/// One of HF's logits processors: it changes one row's scores given the row so far.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogitsProcessor {
+    /// No n-gram of this size may occur twice.
+    NoRepeatNgram(usize),
+    /// These token sequences must never be completed.
+    BadWords(Vec<Vec<u32>>),
+    /// EOS is forbidden until `min` new tokens exist.
+    MinNewTokens { min: usize, eos: Vec<u32> },
+    /// The first token after a one-token decoder prompt is this one (HF: at `cur_len == 1`).
+    ForcedBos(u32),
+    /// The `last`-th new token is this one (HF: at `cur_len == max_length - 1`).
+    ForcedEos { last: usize, eos: u32 },
+}
+
+impl LogitsProcessor {
+    /// `sequence` is the whole row so far, left padding included, as in HF; `generated` how many
+    /// of its tokens are new.
+    pub fn apply(&self, scores: &mut [f32], sequence: &[u32], generated: usize) {
+        match self {
+            LogitsProcessor::NoRepeatNgram(n) => {
+                let n = *n;
+                if sequence.len() >= n {
+                    let suffix = &sequence[sequence.len() + 1 - n..];
+                    for window in sequence.windows(n) {
+                        if &window[..n - 1] == suffix {
+                            scores[window[n - 1] as usize] = f32::NEG_INFINITY;
+                        }
+                    }
+                }
+            }
+            LogitsProcessor::BadWords(words) => {
+                for word in words {
+                    if let Some((&last, head)) = word.split_last() {
+                        if sequence.ends_with(head) {
+                            scores[last as usize] = f32::NEG_INFINITY;
+                        }
+                    }
+                }
+            }
+            LogitsProcessor::MinNewTokens { min, eos } => {
+                if generated < *min {
+                    for &token in eos {
+                        scores[token as usize] = f32::NEG_INFINITY;
+                    }
+                }
+            }
+            LogitsProcessor::ForcedBos(bos) => {
+                if sequence.len() == 1 {
+                    force(scores, *bos);
+                }
+            }
+            LogitsProcessor::ForcedEos { last, eos } => {
+                if generated + 1 == *last {
+                    force(scores, *eos);
+                }
             }
         }
     }
-    for bad in &config.bad_words_ids {
-        // HF drops a bad word that is exactly an EOS token.
-        if bad.len() == 1 && config.eos_token_ids.contains(&bad[0]) {
-            continue;
-        }
-        if let Some((&last, head)) = bad.split_last() {
-            if sequence.ends_with(head) {
-                scores[last as usize] = f32::NEG_INFINITY;
-            }
-        }
+}
+
+/// Every score −∞ but `token`'s, which becomes 0 (HF's forced-token processors).
+fn force(scores: &mut [f32], token: u32) {
+    scores.fill(f32::NEG_INFINITY);
+    scores[token as usize] = 0.0;
+}
+
+/// Applies every processor of `config` to one row's scores.
+fn process(scores: &mut [f32], sequence: &[u32], prompt_len: usize, processors: &[LogitsProcessor]) {
+    for processor in processors {
+        processor.apply(scores, sequence, sequence.len() - prompt_len);
     }
 }
 
@@ -313,6 +443,7 @@ fn beam_search(decoder: &mut dyn Decoder, prompts: &[Vec<u32>], config: &Generat
     // Finished hypotheses per prompt, best first: (normalised score, sequence).
     let mut finished: Vec<Vec<(f32, Vec<u32>)>> = vec![Vec::new(); batch];
     let mut heuristic_unsatisfied = vec![true; batch];
+    let processors = config.processors();
 
     let mut logits = decoder.step(&running, &mask)?;
     let mut cur_len = prompt_len;
@@ -323,7 +454,7 @@ fn beam_search(decoder: &mut dyn Decoder, prompts: &[Vec<u32>], config: &Generat
         let mut all_hit = true;
         for item in 0..batch {
             let rows = item * beams..(item + 1) * beams;
-            let top = top_continuations(&mut logits[rows.clone()], &running[rows.clone()], &running_scores[rows.clone()], prompt_len, keep, config);
+            let top = top_continuations(&mut logits[rows.clone()], &running[rows.clone()], &running_scores[rows.clone()], prompt_len, keep, &processors);
             // Which continuations stop here: EOS, or the length limit for all.
             let hits: Vec<bool> = top.iter().map(|c| cur_len + 1 >= max_length || config.eos_token_ids.contains(&c.token)).collect();
             all_hit &= hits.iter().all(|&h| h);
@@ -388,11 +519,11 @@ fn normalised(score: f32, generated: usize, config: &GenerateConfig) -> f32 {
 /// One prompt's `keep` best continuations over its beams × the vocabulary, best first. `logits`,
 /// `running` and `running_scores` are that prompt's beam rows; logits become log-probabilities
 /// with the logits processors applied.
-fn top_continuations(logits: &mut [Vec<f32>], running: &[Vec<u32>], running_scores: &[f32], prompt_len: usize, keep: usize, config: &GenerateConfig) -> Vec<Candidate> {
+fn top_continuations(logits: &mut [Vec<f32>], running: &[Vec<u32>], running_scores: &[f32], prompt_len: usize, keep: usize, processors: &[LogitsProcessor]) -> Vec<Candidate> {
     let mut top: Vec<Candidate> = Vec::with_capacity(keep + 1);
     for (beam, scores) in logits.iter_mut().enumerate() {
         log_softmax(scores);
-        process(scores, &running[beam], prompt_len, config);
+        process(scores, &running[beam], prompt_len, processors);
         for (token, &s) in scores.iter().enumerate() {
             let score = s + running_scores[beam];
             if top.len() < keep || score > top[keep - 1].score {

@@ -11,6 +11,9 @@ use prefix_tune_model::tokenizer::Gpt2Tokenizer;
 use prefix_tune_model::weights::{to_f32, to_i64, WeightFiles};
 use prefix_tune_model::{load_gpt2, ModelError, Past};
 
+#[path = "model/bart.rs"]
+mod bart;
+
 
 
 fn read_f32(files: &WeightFiles, name: &str) -> (Vec<usize>, Vec<f32>) {

@@ -55,40 +55,14 @@ fn default_eps() -> f64 { 1e-5 }
 fn default_true() -> bool { true }
 fn default_eos() -> Option<u32> { Some(50256) }
 
-/// The activations GPT-2 checkpoints use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    /// tanh approximation of GELU (`gelu_new`, `gelu_pytorch_tanh`).
-    GeluTanh,
-    /// exact GELU (`gelu`).
-    Gelu,
-    Relu,
-}
+pub use crate::nn::Activation;
 
 impl Gpt2Config {
     /// Reads and checks `config.json`.
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| ModelError::config(path, "(json)", format!("not valid JSON: {e}")))?;
-        if let Some(model_type) = value.get("model_type").and_then(|v| v.as_str()) {
-            if model_type != "gpt2" {
-                return Err(ModelError::config(path, "model_type", format!("`{model_type}` is not a GPT-2 model")));
-            }
-        }
-        let config: Self = serde_json::from_value(value.clone()).map_err(|e| {
-            // Every field has a default, so the one key that fails alone is the culprit.
-            let culprit = value.as_object().and_then(|fields| {
-                fields.iter().find(|(key, v)| {
-                    let alone = serde_json::json!({ key.as_str(): v });
-                    serde_json::from_value::<Self>(alone).is_err()
-                })
-            });
-            match culprit {
-                Some((key, _)) => ModelError::config(path, key, e.to_string()),
-                None => ModelError::config(path, "(fields)", e.to_string()),
-            }
-        })?;
+        let value = crate::hf_config::read_json(path)?;
+        crate::hf_config::expect_model_type(path, &value, "gpt2")?;
+        let config: Self = crate::hf_config::deserialize(path, value)?;
         config.validate(path)?;
         Ok(config)
     }
@@ -117,12 +91,7 @@ impl Gpt2Config {
     }
 
     pub fn activation(&self) -> Result<Activation, String> {
-        match self.activation_function.as_str() {
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Activation::GeluTanh),
-            "gelu" => Ok(Activation::Gelu),
-            "relu" => Ok(Activation::Relu),
-            other => Err(format!("unsupported activation `{other}`")),
-        }
+        Activation::from_hf(&self.activation_function)
     }
 
     pub fn head_dim(&self) -> usize {

@@ -1,11 +1,11 @@
 //! GPT-2 as a [`Decoder`] for the shared search code: the KV cache lives here, outside the
 //! model, so one frozen model serves many caches (beams, rows, prefixes).
 
-use burn::tensor::Device;
 
 use super::{Dropout, Gpt2, Past};
 use crate::generate::{generate, Decoder, GenerateConfig, Generated};
-use crate::tensors::{ints, to_f32s};
+use crate::past::{repeat_rows, select_rows};
+use crate::tensors::to_f32s;
 use crate::ModelError;
 
 pub struct Gpt2Decoder<'a> {
@@ -40,15 +40,6 @@ impl Decoder for Gpt2Decoder<'_> {
     }
 }
 
-/// Keeps rows `rows` of a past (cache or prefix), in that order.
-pub fn select_rows(past: Past, rows: &[usize], device: &Device) -> Past {
-    let indices = ints(rows.iter().map(|&r| r as i64).collect(), [rows.len()], device);
-    Past {
-        layers: past.layers.into_iter().map(|kv| kv.select_rows(indices.clone())).collect(),
-        mask: rows.iter().map(|&r| past.mask[r].clone()).collect(),
-    }
-}
-
 /// Generates a continuation of every prompt; `prefix` (one row per prompt, or `None`) is what
 /// every row attends to before its prompt. HF `generate` semantics (see [`crate::generate`]).
 pub fn generate_gpt2(
@@ -77,8 +68,7 @@ pub fn generate_gpt2(
                 )));
             }
             // Each prompt's beams are adjacent rows, so its prefix row repeats num_beams times.
-            let rows: Vec<usize> = (0..prompts.len()).flat_map(|p| std::iter::repeat_n(p, config.num_beams)).collect();
-            Some(select_rows(prefix, &rows, &device))
+            Some(select_rows(prefix, &repeat_rows(prompts.len(), config.num_beams), &device))
         }
         None => None,
     };

@@ -7,37 +7,17 @@ mod model;
 mod save;
 
 pub use config::{Activation, Gpt2Config};
-pub use decode::{generate_gpt2, select_rows, Gpt2Decoder};
+pub use decode::{generate_gpt2, Gpt2Decoder};
+pub use crate::past::{select_rows, Past};
 pub use load::{gpt2_from_weights, load_gpt2, random_gpt2};
 pub use save::save_gpt2;
 pub use model::{Block, Conv1D, Dropout, Gpt2, Gpt2Input, LayerNorm, Mlp, SelfAttention};
 
 use burn::tensor::Tensor;
 
-use crate::attention::{attention_bias, KeyValue};
+use crate::attention::attention_bias;
 use crate::tensors::ints;
 use crate::ModelError;
-
-/// Keys and values that come before the tokens of a forward pass — a prefix, a KV cache, or
-/// both — and which of their positions are real, per row.
-#[derive(Debug, Clone)]
-pub struct Past {
-    /// One per layer, `[B, H, S_past, Dh]`.
-    pub layers: Vec<KeyValue>,
-    /// `[B][S_past]`: 1 for a key every later token may attend to, 0 for padding (a shorter
-    /// prefix in a mixed batch, or a finished row's pad).
-    pub mask: Vec<Vec<f32>>,
-}
-
-impl Past {
-    pub fn len(&self) -> usize {
-        self.mask.first().map_or(0, Vec::len)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
 
 /// Position ids as HF `generate` derives them: the number of real keys before a token (prefix
 /// included, so a prefix of P shifts real tokens to start at P), 1 for padding.

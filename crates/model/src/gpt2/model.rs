@@ -6,39 +6,7 @@ use burn::tensor::{module::embedding, Int, Tensor};
 
 use super::config::{Activation, Gpt2Config};
 use crate::attention::{apply_dropout, attend, KeyValue};
-
-/// HF's `LayerNorm` (biased variance, eps inside the square root).
-#[derive(Module, Debug)]
-pub struct LayerNorm {
-    pub weight: Param<Tensor<1>>,
-    pub bias: Param<Tensor<1>>,
-    #[module(skip)]
-    pub eps: f64,
-}
-
-impl LayerNorm {
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let mean = x.clone().mean_dim(2);
-        let centered = x - mean;
-        let variance = centered.clone().powf_scalar(2.0).mean_dim(2);
-        let normed = centered / (variance + self.eps).sqrt();
-        normed * self.weight.val().unsqueeze::<3>() + self.bias.val().unsqueeze::<3>()
-    }
-}
-
-/// GPT-2's `Conv1D`: a linear layer whose weight is stored `[in, out]`, which is also Burn's
-/// layout, so checkpoints load without a transpose.
-#[derive(Module, Debug)]
-pub struct Conv1D {
-    pub weight: Param<Tensor<2>>,
-    pub bias: Param<Tensor<1>>,
-}
-
-impl Conv1D {
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        burn::tensor::module::linear(x, self.weight.val(), Some(self.bias.val()))
-    }
-}
+pub use crate::nn::{Dropout, LayerNorm, Linear as Conv1D};
 
 #[derive(Module, Debug)]
 pub struct SelfAttention {
@@ -94,19 +62,9 @@ pub struct Mlp {
 impl Mlp {
     pub fn forward(&self, x: Tensor<3>, dropout: Dropout) -> Tensor<3> {
         let hidden = self.c_fc.forward(x);
-        let hidden = match self.activation {
-            Activation::GeluTanh => gelu_tanh(hidden),
-            Activation::Gelu => burn::tensor::activation::gelu(hidden),
-            Activation::Relu => burn::tensor::activation::relu(hidden),
-        };
+        let hidden = self.activation.forward(hidden);
         apply_dropout(self.c_proj.forward(hidden), dropout.resid)
     }
-}
-
-/// `gelu_new`: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
-fn gelu_tanh(x: Tensor<3>) -> Tensor<3> {
-    let inner = (x.clone() + x.clone().powf_scalar(3.0) * 0.044715) * (2.0f64 / std::f64::consts::PI).sqrt();
-    x * 0.5 * (inner.tanh() + 1.0)
 }
 
 #[derive(Module, Debug)]
@@ -132,23 +90,10 @@ impl Block {
     }
 }
 
-/// Dropout probabilities in effect for one forward pass (all zero at inference).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Dropout {
-    pub embd: f64,
-    pub attn: f64,
-    pub resid: f64,
-}
-
 impl Dropout {
     /// The rates the checkpoint was trained with (HF's `*_pdrop`), for training mode.
     pub fn from_config(config: &Gpt2Config) -> Self {
-        Self { embd: config.embd_pdrop, attn: config.attn_pdrop, resid: config.resid_pdrop }
-    }
-
-    /// The same rate everywhere (`--lm-dropout X`).
-    pub fn uniform(p: f64) -> Self {
-        Self { embd: p, attn: p, resid: p }
+        Self { embd: config.embd_pdrop, attn: config.attn_pdrop, resid: config.resid_pdrop, activation: 0.0 }
     }
 }
 

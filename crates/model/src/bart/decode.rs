@@ -1,0 +1,83 @@
+//! BART as a [`Decoder`] for the shared search loop: the encoder runs once per input, its
+//! cross-attention keys/values are computed once and reused, and the decoder's cache lives here.
+
+use super::{Bart, BartPrefix, DecoderState};
+use crate::generate::{generate, Decoder, GenerateConfig, Generated};
+use crate::nn::Dropout;
+use crate::past::repeat_rows;
+use crate::tensors::to_f32s;
+use crate::ModelError;
+
+pub struct BartSearch<'a> {
+    model: &'a Bart,
+    state: Option<DecoderState>,
+}
+
+impl<'a> BartSearch<'a> {
+    /// A search over `state`'s rows (one per input × beam).
+    pub fn new(model: &'a Bart, state: DecoderState) -> Self {
+        Self { model, state: Some(state) }
+    }
+}
+
+impl Decoder for BartSearch<'_> {
+    fn step(&mut self, ids: &[Vec<u32>], mask: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        if mask.iter().flatten().any(|&m| m < 0.5) {
+            return Err(ModelError::Input("BART's decoder prompts must not be padded".into()));
+        }
+        let state = self.state.take().ok_or_else(|| ModelError::Input("decoder state lost after an error".into()))?;
+        let (hidden, state) = self.model.decode_tokens(ids, state, Dropout::default())?;
+        self.state = Some(state);
+        let [rows, seq, _] = hidden.dims();
+        let logits = self.model.logits(hidden.narrow(1, seq - 1, 1)); // [rows, 1, V]
+        let vocab = logits.dims()[2];
+        let flat = to_f32s(logits);
+        Ok((0..rows).map(|r| flat[r * vocab..(r + 1) * vocab].to_vec()).collect())
+    }
+
+    fn reorder(&mut self, rows: &[usize]) -> Result<(), ModelError> {
+        if let Some(state) = self.state.take() {
+            self.state = Some(state.select_rows(rows, &self.model.device()));
+        }
+        Ok(())
+    }
+}
+
+/// Summarises every input (token ids without padding) with HF `generate`'s encoder-decoder
+/// semantics: each output starts after `decoder_start_token_id`; `max_new_tokens` and
+/// `min_new_tokens` count the tokens after it (HF's `max_length` − 1, `min_length` − 1).
+/// `prefix` rows are per input; the encoder's stays at one row per input while the decoder's
+/// and the cross-attention's expand to one row per beam. `decoder_offset` is the decoder's
+/// first position (0; P for a PEFT adapter).
+pub fn generate_bart(model: &Bart, inputs: &[Vec<u32>], prefix: &BartPrefix, decoder_offset: usize, config: &GenerateConfig) -> Result<Vec<Generated>, ModelError> {
+    if inputs.is_empty() {
+        return Ok(Vec::new());
+    }
+    if let Some(index) = inputs.iter().position(Vec::is_empty) {
+        return Err(ModelError::Input(format!("input {index} is empty: give at least one token")));
+    }
+    let start = config
+        .decoder_start_token_id
+        .ok_or_else(|| ModelError::Input("an encoder-decoder model needs decoder_start_token_id".into()))?;
+    if decoder_offset + 1 + config.max_new_tokens > model.config.max_position_embeddings {
+        return Err(ModelError::Input(format!(
+            "decoder start + max_new_tokens ({}) exceed the model's max_position_embeddings = {}",
+            config.max_new_tokens, model.config.max_position_embeddings
+        )));
+    }
+    let (ids, mask) = right_pad(inputs, config.pad_token_id);
+    let cross = model.encode_tokens(&ids, &mask, prefix, Dropout::default())?;
+    let mut state = model.start_decoding(cross, prefix.decoder.clone())?;
+    state.tokens = decoder_offset;
+    let state = state.select_rows(&repeat_rows(inputs.len(), config.num_beams), &model.device());
+    let prompts = vec![vec![start]; inputs.len()];
+    generate(&mut BartSearch::new(model, state), &prompts, config)
+}
+
+/// Right-pads rows to one length (BART's encoder inputs are right-padded) and their masks.
+pub fn right_pad(rows: &[Vec<u32>], pad: u32) -> (Vec<Vec<u32>>, Vec<Vec<f32>>) {
+    let width = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let ids = rows.iter().map(|row| row.iter().copied().chain(std::iter::repeat_n(pad, width - row.len())).collect()).collect();
+    let mask = rows.iter().map(|row| (0..width).map(|t| if t < row.len() { 1.0 } else { 0.0 }).collect()).collect();
+    (ids, mask)
+}

@@ -1,0 +1,200 @@
+//! BART (Lewis et al., 2020) as Hugging Face's `BartForConditionalGeneration` computes it, with
+//! keys and values in front of every attention: the encoder's self-attention, the decoder's
+//! self-attention and its cross-attention each take their own prefix (Li & Liang, 2021, §4.2).
+
+use burn::module::{Module, Param};
+use burn::tensor::{module::embedding, Int, Tensor};
+
+use crate::attention::{apply_dropout, attend, KeyValue};
+use crate::nn::{Activation, Dropout, LayerNorm, Linear};
+
+/// Multi-head attention with separate projections (PyTorch `nn.Linear`s, stored `[in, out]`).
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub out_proj: Linear,
+    #[module(skip)]
+    pub n_head: usize,
+    #[module(skip)]
+    pub head_dim: usize,
+}
+
+impl Attention {
+    /// `[B, S, D] → [B, H, S, Dh]`
+    fn to_heads(&self, x: Tensor<3>) -> Tensor<4> {
+        let [batch, seq, _] = x.dims();
+        x.reshape([batch, seq, self.n_head, self.head_dim]).swap_dims(1, 2)
+    }
+
+    /// The keys and values of `x` `[B, S, D]`: `[B, H, S, Dh]` each.
+    pub fn keys_values(&self, x: Tensor<3>) -> KeyValue {
+        KeyValue { keys: self.to_heads(self.k_proj.forward(x.clone())), values: self.to_heads(self.v_proj.forward(x)) }
+    }
+
+    /// Queries from `x` `[B, T, D]` attend over `memory` (prefix, cache and current keys, or
+    /// prefix and encoder keys) `[B, H, S, Dh]`; `bias` `[B, 1, T, S]`. Returns `[B, T, D]`.
+    pub fn forward(&self, x: Tensor<3>, memory: &KeyValue, bias: Tensor<4>, dropout: Dropout) -> Tensor<3> {
+        let [batch, seq, d_model] = x.dims();
+        let queries = self.to_heads(self.q_proj.forward(x));
+        let scale = (self.head_dim as f32).powf(-0.5);
+        let out = attend(queries, memory.keys.clone(), memory.values.clone(), Some(bias), scale, dropout.attn);
+        let out = out.swap_dims(1, 2).reshape([batch, seq, d_model]); // [B, T, D]
+        apply_dropout(self.out_proj.forward(out), dropout.resid)
+    }
+}
+
+/// fc1 → activation → fc2.
+#[derive(Module, Debug)]
+pub struct FeedForward {
+    pub fc1: Linear,
+    pub fc2: Linear,
+    #[module(skip)]
+    pub activation: Activation,
+}
+
+impl FeedForward {
+    pub fn forward(&self, x: Tensor<3>, dropout: Dropout) -> Tensor<3> {
+        let hidden = apply_dropout(self.activation.forward(self.fc1.forward(x)), dropout.activation);
+        apply_dropout(self.fc2.forward(hidden), dropout.resid)
+    }
+}
+
+/// Post-LayerNorm: each sub-layer adds to the residual stream, then normalises it.
+#[derive(Module, Debug)]
+pub struct EncoderLayer {
+    pub self_attn: Attention,
+    pub self_attn_layer_norm: LayerNorm,
+    pub ffn: FeedForward,
+    pub final_layer_norm: LayerNorm,
+}
+
+impl EncoderLayer {
+    /// `prefix`: this layer's prefix keys/values `[B, H, P, Dh]`, in front of the tokens'.
+    pub fn forward(&self, x: Tensor<3>, prefix: Option<KeyValue>, bias: Tensor<4>, dropout: Dropout) -> Tensor<3> {
+        let current = self.self_attn.keys_values(x.clone());
+        let memory = match prefix {
+            Some(prefix) => prefix.append(current),
+            None => current,
+        };
+        let x = self.self_attn_layer_norm.forward(x.clone() + self.self_attn.forward(x, &memory, bias, dropout));
+        self.final_layer_norm.forward(x.clone() + self.ffn.forward(x, dropout))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct DecoderLayer {
+    pub self_attn: Attention,
+    pub self_attn_layer_norm: LayerNorm,
+    pub encoder_attn: Attention,
+    pub encoder_attn_layer_norm: LayerNorm,
+    pub ffn: FeedForward,
+    pub final_layer_norm: LayerNorm,
+}
+
+impl DecoderLayer {
+    /// `past`: this layer's decoder prefix and cached keys/values; `cross`: its cross-attention
+    /// prefix and the encoder's keys/values. Returns the output and past + current keys/values.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        past: Option<KeyValue>,
+        cross: &KeyValue,
+        self_bias: Tensor<4>,
+        cross_bias: Tensor<4>,
+        dropout: Dropout,
+    ) -> (Tensor<3>, KeyValue) {
+        let current = self.self_attn.keys_values(x.clone());
+        let present = match past {
+            Some(past) => past.append(current),
+            None => current,
+        };
+        let x = self.self_attn_layer_norm.forward(x.clone() + self.self_attn.forward(x, &present, self_bias, dropout));
+        let x = self.encoder_attn_layer_norm.forward(x.clone() + self.encoder_attn.forward(x, cross, cross_bias, dropout));
+        (self.final_layer_norm.forward(x.clone() + self.ffn.forward(x, dropout)), present)
+    }
+}
+
+/// Token embeddings (shared), learned positions and `layernorm_embedding`: one stack's input.
+#[derive(Module, Debug)]
+pub struct Embeddings {
+    /// `[max_position_embeddings + 2, D]`; row t + 2 is position t.
+    pub positions: Param<Tensor<2>>,
+    pub layernorm_embedding: LayerNorm,
+}
+
+#[derive(Module, Debug)]
+pub struct Bart {
+    /// Token embeddings `[V, D]`, shared by encoder, decoder and the LM head.
+    pub shared: Param<Tensor<2>>,
+    pub encoder_embeddings: Embeddings,
+    pub encoder_layers: Vec<EncoderLayer>,
+    pub decoder_embeddings: Embeddings,
+    pub decoder_layers: Vec<DecoderLayer>,
+    /// Added to the logits `[V]` (a buffer in HF, zero in most checkpoints).
+    pub final_logits_bias: Param<Tensor<1>>,
+    #[module(skip)]
+    pub config: super::BartConfig,
+}
+
+impl Bart {
+    /// `embed_scale · E[ids] + P[positions + 2]`, normalised, with dropout: `[B, T, D]`.
+    fn embed(&self, stack: &Embeddings, ids: Tensor<2, Int>, positions: Tensor<2, Int>, dropout: Dropout) -> Tensor<3> {
+        let tokens = embedding(self.shared.val(), ids) * self.config.embed_scale();
+        let positions = embedding(stack.positions.val(), positions + super::config::POSITION_OFFSET as i64);
+        apply_dropout(stack.layernorm_embedding.forward(tokens + positions), dropout.embd)
+    }
+
+    /// The encoder over `ids` `[B, S]` at positions 0..S; `prefix[l]` goes in front of layer
+    /// l's keys. `bias` `[B, 1, S, P + S]`. Returns `[B, S, D]`.
+    pub fn encode(&self, ids: Tensor<2, Int>, positions: Tensor<2, Int>, prefix: Option<Vec<KeyValue>>, bias: Tensor<4>, dropout: Dropout) -> Tensor<3> {
+        let mut x = self.embed(&self.encoder_embeddings, ids, positions, dropout);
+        let mut prefix = prefix.map(Vec::into_iter);
+        for layer in &self.encoder_layers {
+            let layer_prefix = prefix.as_mut().and_then(Iterator::next);
+            x = layer.forward(x, layer_prefix, bias.clone(), dropout);
+        }
+        x
+    }
+
+    /// Every decoder layer's cross-attention keys/values of the encoder output `[B, S, D]`:
+    /// computed once per input, reused at every decoding step.
+    pub fn cross_keys_values(&self, encoded: Tensor<3>) -> Vec<KeyValue> {
+        self.decoder_layers.iter().map(|layer| layer.encoder_attn.keys_values(encoded.clone())).collect()
+    }
+
+    /// The decoder over `ids` `[B, T]`; `past[l]` (prefix and cache) precedes layer l's keys,
+    /// `cross[l]` is what its cross-attention reads. Biases: self `[B, 1, T, S]`, cross
+    /// `[B, 1, T, S_cross]`. Returns hidden states `[B, T, D]` and each layer's past + current.
+    pub fn decode(
+        &self,
+        ids: Tensor<2, Int>,
+        positions: Tensor<2, Int>,
+        past: Option<Vec<KeyValue>>,
+        cross: &[KeyValue],
+        self_bias: Tensor<4>,
+        cross_bias: Tensor<4>,
+        dropout: Dropout,
+    ) -> (Tensor<3>, Vec<KeyValue>) {
+        let mut x = self.embed(&self.decoder_embeddings, ids, positions, dropout);
+        let mut past = past.map(Vec::into_iter);
+        let mut presents = Vec::with_capacity(self.decoder_layers.len());
+        for (layer, cross) in self.decoder_layers.iter().zip(cross) {
+            let layer_past = past.as_mut().and_then(Iterator::next);
+            let (next, present) = layer.forward(x, layer_past, cross, self_bias.clone(), cross_bias.clone(), dropout);
+            x = next;
+            presents.push(present);
+        }
+        (x, presents)
+    }
+
+    /// Logits through the head tied to the shared embeddings, plus `final_logits_bias`:
+    /// `[B, T, D] → [B, T, V]`.
+    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        let [batch, seq, d_model] = hidden.dims();
+        let vocab = self.config.vocab_size;
+        let logits = hidden.reshape([batch * seq, d_model]).matmul(self.shared.val().transpose()) + self.final_logits_bias.val().unsqueeze::<2>();
+        logits.reshape([batch, seq, vocab])
+    }
+}

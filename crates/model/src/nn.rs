@@ -1,0 +1,93 @@
+//! Layers GPT-2 and BART share, computed as PyTorch computes them.
+
+use burn::module::{Module, Param};
+use burn::tensor::Tensor;
+
+/// HF's `LayerNorm` (biased variance, eps inside the square root).
+#[derive(Module, Debug)]
+pub struct LayerNorm {
+    pub weight: Param<Tensor<1>>,
+    pub bias: Param<Tensor<1>>,
+    #[module(skip)]
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let mean = x.clone().mean_dim(2);
+        let centered = x - mean;
+        let variance = centered.clone().powf_scalar(2.0).mean_dim(2);
+        let normed = centered / (variance + self.eps).sqrt();
+        normed * self.weight.val().unsqueeze::<3>() + self.bias.val().unsqueeze::<3>()
+    }
+}
+
+/// A linear layer whose weight is stored `[in, out]`: GPT-2's `Conv1D` layout and Burn's.
+/// PyTorch `nn.Linear` checkpoints (BART) store `[out, in]` and are transposed at load.
+#[derive(Module, Debug)]
+pub struct Linear {
+    pub weight: Param<Tensor<2>>,
+    pub bias: Param<Tensor<1>>,
+}
+
+impl Linear {
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        burn::tensor::module::linear(x, self.weight.val(), Some(self.bias.val()))
+    }
+}
+
+/// The feed-forward activations the supported checkpoints use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// tanh approximation of GELU (`gelu_new`, `gelu_pytorch_tanh`).
+    GeluTanh,
+    /// exact GELU (`gelu`).
+    Gelu,
+    Relu,
+}
+
+impl Activation {
+    /// The activation a config's `activation_function` names.
+    pub fn from_hf(name: &str) -> Result<Self, String> {
+        match name {
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Activation::GeluTanh),
+            "gelu" => Ok(Activation::Gelu),
+            "relu" => Ok(Activation::Relu),
+            other => Err(format!("unsupported activation `{other}`")),
+        }
+    }
+
+    pub fn forward(self, x: Tensor<3>) -> Tensor<3> {
+        match self {
+            Activation::GeluTanh => gelu_tanh(x),
+            Activation::Gelu => burn::tensor::activation::gelu(x),
+            Activation::Relu => burn::tensor::activation::relu(x),
+        }
+    }
+}
+
+/// `gelu_new`: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+fn gelu_tanh(x: Tensor<3>) -> Tensor<3> {
+    let inner = (x.clone() + x.clone().powf_scalar(3.0) * 0.044715) * (2.0f64 / std::f64::consts::PI).sqrt();
+    x * 0.5 * (inner.tanh() + 1.0)
+}
+
+/// Dropout probabilities in effect for one forward pass (all zero at inference).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Dropout {
+    /// After the input embeddings (BART: after `layernorm_embedding`).
+    pub embd: f64,
+    /// On the attention weights.
+    pub attn: f64,
+    /// On each sub-layer's output before the residual sum.
+    pub resid: f64,
+    /// Inside the feed-forward, after the activation (BART's `activation_dropout`; GPT-2 has none).
+    pub activation: f64,
+}
+
+impl Dropout {
+    /// The same rate everywhere (`--lm-dropout X`).
+    pub fn uniform(p: f64) -> Self {
+        Self { embd: p, attn: p, resid: p, activation: p }
+    }
+}

@@ -1,0 +1,168 @@
+//! BART against Hugging Face transformers 5.23.0 (tests/fixtures/bart-a, from
+//! scripts/make_bart_fixtures.py): logits, encoder states, KV-cache decoding, generate.
+
+use prefix_tune_model::bart::{generate_bart, load_bart, Bart, BartPrefix};
+use prefix_tune_model::generate::GenerateConfig;
+use prefix_tune_model::nn::Dropout;
+use prefix_tune_model::tensors::to_f32s;
+use prefix_tune_model::testing::{device, fixtures, max_abs_diff, read_f32, scratch};
+use prefix_tune_model::weights::{to_i64, WeightFiles};
+
+pub struct Batch {
+    pub input_ids: Vec<Vec<u32>>,
+    pub attention_mask: Vec<Vec<f32>>,
+    pub decoder_ids: Vec<Vec<u32>>,
+    pub labels: Vec<Vec<i64>>,
+}
+
+fn int_rows(files: &WeightFiles, name: &str) -> Vec<Vec<i64>> {
+    let (shape, values) = files.view(name, |_, v| (v.shape().to_vec(), to_i64(v).unwrap())).unwrap();
+    values.chunks(shape[1]).map(<[i64]>::to_vec).collect()
+}
+
+pub fn bart_a() -> (Bart, WeightFiles, serde_json::Value) {
+    let dir = fixtures().join("bart-a");
+    let model = load_bart(&dir, &device()).unwrap();
+    let reference = WeightFiles::open(vec![dir.join("reference.safetensors")]).unwrap();
+    let json = serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+    (model, reference, json)
+}
+
+pub fn batch(reference: &WeightFiles) -> Batch {
+    let ids = |name: &str| int_rows(reference, name).into_iter().map(|r| r.into_iter().map(|i| i as u32).collect()).collect();
+    Batch {
+        input_ids: ids("enc.input_ids"),
+        attention_mask: int_rows(reference, "enc.attention_mask").into_iter().map(|r| r.into_iter().map(|m| m as f32).collect()).collect(),
+        decoder_ids: ids("dec.input_ids"),
+        labels: int_rows(reference, "labels"),
+    }
+}
+
+/// Teacher-forced logits `[B·T·V]` of the fixture batch with `prefix`.
+pub fn bart_logits(model: &Bart, batch: &Batch, prefix: &BartPrefix, decoder_offset: usize) -> Vec<f32> {
+    let hidden = model.forward_tokens(&batch.input_ids, &batch.attention_mask, &batch.decoder_ids, prefix, decoder_offset, Dropout::default()).unwrap();
+    to_f32s(model.logits(hidden))
+}
+
+/// HF's loss: the mean over labelled tokens of −log softmax(logits)[label].
+pub fn token_mean_nll(logits: &[f32], labels: &[Vec<i64>], vocab: usize) -> f64 {
+    let (mut total, mut count) = (0.0f64, 0usize);
+    for (t, &label) in labels.iter().flatten().enumerate() {
+        if label < 0 {
+            continue;
+        }
+        let row = &logits[t * vocab..(t + 1) * vocab];
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let log_sum = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+        total += log_sum - row[label as usize] as f64;
+        count += 1;
+    }
+    total / count as f64
+}
+
+#[test]
+fn bart_logits_encoder_states_and_loss_match_hf() {
+    let (model, reference, _) = bart_a();
+    let batch = batch(&reference);
+    let ours = bart_logits(&model, &batch, &BartPrefix::default(), 0);
+    let (_, theirs) = read_f32(&reference, "logits");
+    let worst = max_abs_diff(&ours, &theirs);
+    println!("bart-a: max |Δlogit| = {worst:e}");
+    assert!(worst < 1e-4, "logits differ from HF by {worst}");
+
+    let (hidden, _) = model.encoder_hidden(&batch.input_ids, &batch.attention_mask, None, Dropout::default()).unwrap();
+    let (_, expected) = read_f32(&reference, "encoder_hidden");
+    assert!(max_abs_diff(&to_f32s(hidden), &expected) < 1e-4);
+
+    let (_, loss) = read_f32(&reference, "loss");
+    let ours = token_mean_nll(&ours, &batch.labels, model.config.vocab_size);
+    assert!((ours - loss[0] as f64).abs() < 1e-5, "loss {ours} vs HF {}", loss[0]);
+}
+
+#[test]
+fn bart_cached_decoding_equals_teacher_forcing() {
+    let (model, reference, _) = bart_a();
+    let batch = batch(&reference);
+    let full = bart_logits(&model, &batch, &BartPrefix::default(), 0);
+    let cross = model.encode_tokens(&batch.input_ids, &batch.attention_mask, &BartPrefix::default(), Dropout::default()).unwrap();
+    let mut state = model.start_decoding(cross, None).unwrap();
+    let vocab = model.config.vocab_size;
+    let steps = batch.decoder_ids[0].len();
+    for t in 0..steps {
+        let column: Vec<Vec<u32>> = batch.decoder_ids.iter().map(|row| vec![row[t]]).collect();
+        let (hidden, next) = model.decode_tokens(&column, state, Dropout::default()).unwrap();
+        state = next;
+        let step = to_f32s(model.logits(hidden));
+        for (b, row) in step.chunks(vocab).enumerate() {
+            let at = (b * steps + t) * vocab;
+            assert!(max_abs_diff(row, &full[at..at + vocab]) < 1e-4, "row {b} step {t}");
+        }
+    }
+}
+
+/// Replays one recorded `generate` call on bart-a with `prefix`.
+pub fn check_bart_generation(model: &Bart, json: &serde_json::Value, name: &str, prefix: &BartPrefix, decoder_offset: usize, inputs: &[Vec<u32>]) {
+    let run = &json["generate"][name];
+    let config = GenerateConfig::from_hf(&run["kwargs"], true).unwrap();
+    let outputs = generate_bart(model, inputs, prefix, decoder_offset, &config).unwrap();
+    let expected: Vec<Vec<u32>> = serde_json::from_value(run["new_tokens"].clone()).unwrap();
+    for (i, (ours, theirs)) in outputs.iter().zip(&expected).enumerate() {
+        assert_eq!(&ours.ids, theirs, "{name} input {i}: tokens differ from HF");
+    }
+    if let Some(scores) = run.get("sequences_scores") {
+        let scores: Vec<f32> = serde_json::from_value(scores.clone()).unwrap();
+        for (i, (ours, theirs)) in outputs.iter().zip(scores).enumerate() {
+            let ours = ours.score.expect("beam search returns a score");
+            assert!((ours - theirs).abs() < 1e-4, "{name} input {i}: score {ours} vs HF {theirs}");
+        }
+    }
+    println!("bart-a {name}: {} inputs identical to HF", outputs.len());
+}
+
+/// The fixture's encoder inputs without their padding.
+pub fn unpadded_inputs(batch: &Batch) -> Vec<Vec<u32>> {
+    batch.input_ids.iter().zip(&batch.attention_mask).map(|(ids, mask)| ids.iter().zip(mask).filter(|(_, &m)| m > 0.5).map(|(&i, _)| i).collect()).collect()
+}
+
+#[test]
+fn bart_greedy_and_beam_search_match_hf_generate() {
+    let (model, reference, json) = bart_a();
+    let inputs = unpadded_inputs(&batch(&reference));
+    for name in ["greedy", "beam4"] {
+        check_bart_generation(&model, &json, name, &BartPrefix::default(), 0, &inputs);
+    }
+}
+
+#[test]
+fn bart_config_errors_name_the_file_and_field() {
+    let dir = scratch("bart-config");
+    for file in ["model.safetensors", "generation_config.json"] {
+        std::fs::copy(fixtures().join("bart-a").join(file), dir.join(file)).unwrap();
+    }
+    let original = std::fs::read_to_string(fixtures().join("bart-a/config.json")).unwrap();
+    let cases = [
+        (original.replace("\"model_type\": \"bart\"", "\"model_type\": \"gpt2\""), "model_type"),
+        (original.replace("\"decoder_layers\": 4", "\"decoder_layers\": 3"), "decoder_layers"),
+        (original.replace("\"decoder_attention_heads\": 3", "\"decoder_attention_heads\": 5"), "decoder_attention_heads"),
+        (original.replace("\"d_model\": 24", "\"d_model\": \"24\""), "d_model"),
+        (original.replace("\"encoder_ffn_dim\": 40", "\"encoder_ffn_dim\": 41"), "fc1.weight"),
+    ];
+    for (text, named) in cases {
+        std::fs::write(dir.join("config.json"), text).unwrap();
+        let error = load_bart(&dir, &device()).unwrap_err().to_string();
+        assert!(error.contains(named) && !error.contains('\n'), "expected one line naming `{named}`, got: {error}");
+    }
+}
+
+#[test]
+fn bart_inputs_beyond_the_positions_are_refused() {
+    let (model, _, _) = bart_a();
+    let long = vec![vec![5u32; 65]];
+    let error = model.encoder_hidden(&long, &[vec![1.0; 65]], None, Dropout::default()).unwrap_err().to_string();
+    assert!(error.contains("max_position_embeddings is 64"), "{error}");
+    let mut config = GenerateConfig::new(2);
+    config.decoder_start_token_id = Some(2);
+    config.max_new_tokens = 64;
+    let error = generate_bart(&model, &[vec![5, 6]], &BartPrefix::default(), 0, &config).unwrap_err().to_string();
+    assert!(error.contains("max_position_embeddings"), "{error}");
+}

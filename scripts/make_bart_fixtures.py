@@ -1,0 +1,753 @@
+#!/usr/bin/env python3
+"""Generate the BART reference fixtures under tests/fixtures/bart-a/.
+
+The Rust crates must reproduce Hugging Face transformers + PEFT exactly; this
+script builds one tiny random BartForConditionalGeneration (non-square on
+purpose: encoder 3 layers x 4 heads of 6, decoder 4 layers x 3 heads of 8) and
+records what HF computes for it (teacher-forced logits and loss, encoder
+states, generate() outputs), what the paper's three-prefix BART prefix tuning
+computes (encoder self-, decoder self- and cross-attention prefixes; built by
+hand on transformers' attention-function registry, since HF/PEFT have no such
+class), and what PEFT's seq2seq prefix tuning computes and how it does it.
+
+How to run (from the repository root; nothing here is needed by cargo/CI):
+
+    python3.11 -m venv /work/venv
+    /work/venv/bin/pip install "transformers==5.23.0" "peft==0.21.2" \
+        "torch==2.15.0" safetensors numpy
+    /work/venv/bin/python scripts/make_bart_fixtures.py [OUT_DIR=tests/fixtures]
+
+Pinned versions the committed fixtures were produced with:
+    torch 2.15.0, transformers 5.23.0, peft 0.21.2, safetensors 0.8.0,
+    numpy 2.4.6, Python 3.11.7.
+NOTE: transformers >= 5.24 drops the PEFT prefix during generate(); keep 5.23.0.
+The PEFT findings recorded in reference.json (which decoder layers get which
+prefix block, position shift) are specific to these versions.
+
+Everything is float32, eager attention, dropout 0, seeded; no input files are
+read. The script is deterministic on a given machine (float values may differ
+in the last ulp across CPUs/thread counts).
+"""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import peft
+import safetensors
+import transformers
+from peft import PeftModel, PrefixTuningConfig, get_peft_model
+from safetensors import safe_open
+from safetensors.torch import save_file
+from transformers import AttentionInterface, BartConfig, BartForConditionalGeneration
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
+from transformers.models.bart.modeling_bart import eager_attention_forward, shift_tokens_right
+
+torch.set_num_threads(1)
+torch.use_deterministic_algorithms(True)
+torch.set_default_dtype(torch.float32)
+
+VERSIONS = {
+    "python": sys.version.split()[0],
+    "torch": torch.__version__,
+    "transformers": transformers.__version__,
+    "peft": peft.__version__,
+    "safetensors": safetensors.__version__,
+    "numpy": np.__version__,
+}
+
+PAD, BOS, EOS, DEC_START = 1, 0, 2, 2
+VOCAB, D = 1000, 24
+ENC_L, ENC_H = 3, 4  # head dim 6
+DEC_L, DEC_H = 4, 3  # head dim 8
+MODEL_SEED = 784  # of seeds 770..799, one whose greedy output repeats least (tied embeddings make it repeat)
+DATA_SEED = 31
+PREFIX_SEED = 2027
+PEFT_SEED = 2028
+
+ENC_LENGTHS = [9, 6, 3]
+LABEL_LENGTHS = [7, 4, 5]
+P_ENC, P_DEC, P_CROSS = 3, 5, 2
+PEFT_P = 4
+
+# every generate kwarg is passed explicitly (the model's generation_config has
+# the same ids, but nothing is left to it)
+IDS_KW = dict(
+    decoder_start_token_id=DEC_START,
+    bos_token_id=BOS,
+    eos_token_id=EOS,
+    pad_token_id=PAD,
+    forced_bos_token_id=BOS,
+    forced_eos_token_id=EOS,
+)
+GEN_SPECS = {
+    "greedy": dict(
+        do_sample=False, num_beams=1, max_length=12, min_length=3, no_repeat_ngram_size=0,
+        repetition_penalty=1.0, use_cache=True, **IDS_KW,
+    ),
+    "beam4": dict(
+        do_sample=False, num_beams=4, num_return_sequences=1, length_penalty=0.8,
+        no_repeat_ngram_size=3, early_stopping=True, max_length=12, min_length=4,
+        repetition_penalty=1.0, use_cache=True, output_scores=True, return_dict_in_generate=True,
+        **IDS_KW,
+    ),
+}
+
+
+# ---------------------------------------------------------------------------
+# helpers (same conventions as scripts/make_fixtures.py)
+# ---------------------------------------------------------------------------
+
+
+def seed(s):
+    torch.manual_seed(s)
+    np.random.seed(s)
+
+
+def write_safetensors(path, tensors):
+    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(path))
+
+
+def tensor_summary(tensors):
+    return {k: {"shape": list(v.shape), "dtype": str(v.dtype).replace("torch.", "")} for k, v in tensors.items()}
+
+
+def dump_json(path, obj):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+
+
+def maxdiff(a, b):
+    return float((a.detach() - b.detach()).abs().max())
+
+
+def randint_excluding_specials(g, n):
+    """n ids uniform in [3, VOCAB) (never bos/pad/eos)."""
+    return [int(t) for t in torch.randint(3, VOCAB, (n,), generator=g)]
+
+
+# ---------------------------------------------------------------------------
+# the three-prefix mechanism: an attention function in transformers' registry
+# ---------------------------------------------------------------------------
+
+PREFIX_ATTN = "prefix_eager"
+MASK_FORMS_SEEN = set()  # form of every attention_mask the function received
+
+
+def prefix_eager_attention(module, query, key, value, attention_mask, **kwargs):
+    """Stock BART eager attention, with `module.prefix_kv` = (k, v), each
+    [1, H, P, Dh], prepended to the (already projected, per-head) keys/values.
+
+    This runs after BartAttention has read/updated the KV cache, so the prefix
+    never enters the cache: cached self-attention length and the decoder's
+    position ids (which BART derives from the cache length) stay those of the
+    real tokens, and HF's cross-attention cache keeps only the encoder K/V.
+    """
+    MASK_FORMS_SEEN.add(
+        "None" if attention_mask is None else f"{attention_mask.dim()}D {attention_mask.dtype}".replace("torch.", "")
+    )
+    pkv = getattr(module, "prefix_kv", None)
+    if pkv is not None:
+        pk, pv = pkv
+        b, p = query.shape[0], pk.shape[2]
+        key = torch.cat([pk.expand(b, -1, -1, -1).to(key.dtype), key], dim=2)
+        value = torch.cat([pv.expand(b, -1, -1, -1).to(value.dtype), value], dim=2)
+        if attention_mask is not None:
+            # eager BART masks are additive float [B or 1, 1, T, S]: prefix slots
+            # get 0 (always visible: no causal, no padding mask on them)
+            assert attention_mask.dim() == 4 and attention_mask.is_floating_point(), attention_mask.dtype
+            assert attention_mask.shape[-1] == key.shape[2] - p, (attention_mask.shape, key.shape)
+            zeros = attention_mask.new_zeros(*attention_mask.shape[:-1], p)
+            attention_mask = torch.cat([zeros, attention_mask], dim=-1)
+    return eager_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+# the mask builders are looked up by the same name; without an entry HF would
+# build no mask at all for an unknown implementation
+AttentionInterface.register(PREFIX_ATTN, prefix_eager_attention)
+AttentionMaskInterface.register(PREFIX_ATTN, eager_mask)
+
+
+def kv_from_matrix(matrix, n_heads, pairs):
+    """PEFT column layout -> per-layer (k, v) of shape [1, H, P, Dh].
+
+    matrix [P, n_blocks*D], column = block*D + head*Dh + dh. pairs[l] =
+    (key_block, value_block) used by layer l; the paper layout is (2l, 2l+1).
+    """
+    p = matrix.shape[0]
+    blocks = matrix.view(p, matrix.shape[1] // D, n_heads, D // n_heads)
+    return [
+        (blocks[:, kb].permute(1, 0, 2).unsqueeze(0), blocks[:, vb].permute(1, 0, 2).unsqueeze(0))
+        for kb, vb in pairs
+    ]
+
+
+def paper_pairs(n_layers):
+    return [(2 * l, 2 * l + 1) for l in range(n_layers)]
+
+
+def set_prefixes(model, enc=None, dec=None, cross=None):
+    """Attach per-layer (k, v) lists (or None = off) to the attention modules."""
+    m = model.model
+    for l, layer in enumerate(m.encoder.layers):
+        layer.self_attn.prefix_kv = enc[l] if enc is not None else None
+    for l, layer in enumerate(m.decoder.layers):
+        layer.self_attn.prefix_kv = dec[l] if dec is not None else None
+        layer.encoder_attn.prefix_kv = cross[l] if cross is not None else None
+
+
+def set_prefix_matrices(model, mats):
+    """mats: dict with optional 'encoder' / 'decoder' / 'cross' [P, 2*L*D] matrices."""
+    set_prefixes(
+        model,
+        enc=kv_from_matrix(mats["encoder"], ENC_H, paper_pairs(ENC_L)) if "encoder" in mats else None,
+        dec=kv_from_matrix(mats["decoder"], DEC_H, paper_pairs(DEC_L)) if "decoder" in mats else None,
+        cross=kv_from_matrix(mats["cross"], DEC_H, paper_pairs(DEC_L)) if "cross" in mats else None,
+    )
+
+
+class DecoderPositionShift:
+    """Add `shift` to the decoder's learned-position ids (to emulate PEFT, whose
+    prefix sits in the cache and so shifts BART's positions)."""
+
+    def __init__(self, model, shift):
+        self.emb, self.shift, self.handle = model.model.decoder.embed_positions, shift, None
+
+    def __enter__(self):
+        def hook(_module, args, kwargs):
+            kwargs = dict(kwargs)
+            kwargs["position_ids"] = kwargs["position_ids"] + self.shift
+            return args, kwargs
+
+        if self.shift:
+            self.handle = self.emb.register_forward_pre_hook(hook, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc):
+        if self.handle is not None:
+            self.handle.remove()
+
+
+# ---------------------------------------------------------------------------
+# model
+# ---------------------------------------------------------------------------
+
+
+def bart_config():
+    cfg = BartConfig(
+        vocab_size=VOCAB,
+        d_model=D,
+        encoder_layers=ENC_L,
+        decoder_layers=DEC_L,
+        encoder_attention_heads=ENC_H,
+        decoder_attention_heads=DEC_H,
+        encoder_ffn_dim=40,
+        decoder_ffn_dim=36,
+        max_position_embeddings=64,
+        scale_embedding=True,
+        activation_function="gelu",
+        dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        classifier_dropout=0.0,
+        encoder_layerdrop=0.0,
+        decoder_layerdrop=0.0,
+        init_std=0.2,
+        pad_token_id=PAD,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+        decoder_start_token_id=DEC_START,
+        forced_bos_token_id=BOS,
+        forced_eos_token_id=EOS,
+        use_cache=True,
+    )
+    cfg._attn_implementation = "eager"
+    return cfg
+
+
+def build_random_model():
+    seed(MODEL_SEED)
+    model = BartForConditionalGeneration(bart_config())  # HF init, std 0.2, pad row of shared = 0
+    # HF init leaves biases at 0, LayerNorms at (1, 0) and final_logits_bias at 0;
+    # perturb them so a loader that drops any of them is caught by the fixtures.
+    g = torch.Generator().manual_seed(MODEL_SEED + 1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(".bias"):
+                p.add_(torch.randn(p.shape, generator=g) * 0.1)
+            elif ("layer_norm" in name or "layernorm" in name) and name.endswith(".weight"):
+                p.copy_(1.0 + torch.randn(p.shape, generator=g) * 0.1)
+        model.final_logits_bias.copy_(torch.randn(model.final_logits_bias.shape, generator=g) * 0.1)
+    # BartConfig in 5.23 does not keep forced_bos_token_id: put it in the generation config
+    model.generation_config.forced_bos_token_id = BOS
+    model.eval()
+    return model
+
+
+def load_model(path, attn="eager"):
+    m = BartForConditionalGeneration.from_pretrained(path, attn_implementation=attn, dtype=torch.float32)
+    m.eval()
+    assert m.config._attn_implementation == attn, m.config._attn_implementation
+    return m
+
+
+# ---------------------------------------------------------------------------
+# data and generate
+# ---------------------------------------------------------------------------
+
+
+def make_batch():
+    g = torch.Generator().manual_seed(DATA_SEED)
+    src = [randint_excluding_specials(g, n) for n in ENC_LENGTHS]
+    tgt = [randint_excluding_specials(g, n - 1) + [EOS] for n in LABEL_LENGTHS]
+    s, t = max(ENC_LENGTHS), max(LABEL_LENGTHS)
+    ids = torch.full((3, s), PAD, dtype=torch.long)
+    mask = torch.zeros((3, s), dtype=torch.long)
+    labels = torch.full((3, t), -100, dtype=torch.long)
+    for i, (a, b) in enumerate(zip(src, tgt)):
+        ids[i, : len(a)] = torch.tensor(a)
+        mask[i, : len(a)] = 1
+        labels[i, : len(b)] = torch.tensor(b)
+    dec = shift_tokens_right(labels, PAD, DEC_START)
+    return {"enc.input_ids": ids, "enc.attention_mask": mask, "labels": labels, "dec.input_ids": dec}
+
+
+def new_tokens(row):
+    """Generated tokens after the decoder start; cut after the first eos (kept)."""
+    new = row[1:]
+    return new[: new.index(EOS) + 1] if EOS in new else new
+
+
+def run_generate(model, batch, name):
+    kw = dict(GEN_SPECS[name])
+    with torch.no_grad():
+        out = model.generate(input_ids=batch["enc.input_ids"], attention_mask=batch["enc.attention_mask"], **kw)
+    seqs = out.sequences if kw.get("return_dict_in_generate") else out
+    rows = seqs.tolist()
+    res = {"kwargs": kw, "new_tokens": [new_tokens(r) for r in rows], "raw_sequences": rows}
+    if kw.get("num_beams", 1) > 1:
+        res["sequences_scores"] = [float(x) for x in out.sequences_scores.tolist()]
+    check_forced_tokens(res, kw["max_length"])
+    return res
+
+
+def check_forced_tokens(res, max_length):
+    for row in res["raw_sequences"]:
+        assert row[0] == DEC_START and row[1] == BOS, row  # decoder start, then forced BOS
+    for new in res["new_tokens"]:
+        assert new[-1] == EOS, new  # every row ends with eos: early or forced at max_length
+        assert len(new) <= max_length - 1
+
+
+def early_rows(res, max_length):
+    """Per row: did it stop with eos before max_length (i.e. not by forced eos)?"""
+    return [len(n) + 1 < max_length for n in res["new_tokens"]]
+
+
+# ---------------------------------------------------------------------------
+# eos bias choice
+# ---------------------------------------------------------------------------
+
+
+def choose_eos_bias(model, batch, prefix_mats):
+    """Set final_logits_bias[eos] so that generate rows mix early-eos and
+    forced-eos-at-max_length endings (plain greedy must mix; also score beam4
+    and the three-prefix greedy/beam4). Ties: smallest |change|."""
+    original = float(model.final_logits_bias[0, EOS])
+    table = []
+    for v in np.round(np.arange(-1.0, 6.001, 0.25), 2):
+        with torch.no_grad():
+            model.final_logits_bias[0, EOS] = float(v)
+        score, mixes = 0, {}
+        for pref in (False, True):
+            if pref:
+                set_prefix_matrices(model, prefix_mats)
+            for name in GEN_SPECS:
+                e = early_rows(run_generate(model, batch, name), GEN_SPECS[name]["max_length"])
+                mixes[("prefix_" if pref else "") + name] = e
+                score += 2 * (0 < sum(e) < len(e)) + (sum(e) > 0)
+            set_prefixes(model)
+        ok = 0 < sum(mixes["greedy"]) < 3
+        table.append((ok, score, -abs(float(v) - original), float(v), mixes))
+    best = max(table, key=lambda r: r[:3])
+    assert best[0], "no eos bias makes plain greedy stop early on some rows only"
+    with torch.no_grad():
+        model.final_logits_bias[0, EOS] = best[3]
+    return {
+        "final_logits_bias_eos": best[3],
+        "random_value_before": original,
+        "rule": "grid -1.0..6.0 step 0.25 for final_logits_bias[0, 2]; require plain greedy to have both "
+                "rows ending early (eos before max_length) and rows ending with the forced eos at max_length; "
+                "score +2 per run (greedy, beam4, prefix_greedy, prefix_beam4) with such a mix, +1 per run with "
+                "any early row; highest score, ties -> smallest change from the random value",
+        "early_rows_at_choice": best[4],
+        "score": best[1],
+    }
+
+
+# ---------------------------------------------------------------------------
+# references
+# ---------------------------------------------------------------------------
+
+
+def teacher_forced(model, batch):
+    ids, mask, dec, labels = (batch[k] for k in ("enc.input_ids", "enc.attention_mask", "dec.input_ids", "labels"))
+    # use_cache=False everywhere: passing labels forces it, and the cached path
+    # (keys concatenated into a cache) differs from it in the last ulps
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec, use_cache=False)
+        out_l = model(input_ids=ids, attention_mask=mask, labels=labels)  # HF shifts labels itself
+        cached = model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec, use_cache=True)
+    assert torch.equal(out.logits, out_l.logits), "shift_tokens_right mismatch"
+    assert torch.allclose(out.logits, cached.logits, atol=1e-5)
+    manual = torch.nn.functional.cross_entropy(out.logits.reshape(-1, VOCAB), labels.reshape(-1), ignore_index=-100)
+    assert torch.allclose(manual, out_l.loss), (manual, out_l.loss)
+    return out.logits, out_l.loss, out.encoder_last_hidden_state
+
+
+def make_prefix_matrices():
+    g = torch.Generator().manual_seed(PREFIX_SEED)
+    return {
+        "encoder": torch.randn(P_ENC, 2 * ENC_L * D, generator=g),
+        "decoder": torch.randn(P_DEC, 2 * DEC_L * D, generator=g),
+        "cross": torch.randn(P_CROSS, 2 * DEC_L * D, generator=g),
+    }
+
+
+def prefix_references(pmodel, batch, mats, plain_logits):
+    """Three-prefix forward/loss/grads, dec-only forward, and the sanity checks."""
+    ids, mask, dec, labels = (batch[k] for k in ("enc.input_ids", "enc.attention_mask", "dec.input_ids", "labels"))
+    checks, tensors = {}, {}
+
+    def fwd(**kw):
+        return pmodel(input_ids=ids, attention_mask=mask, decoder_input_ids=dec, use_cache=False, **kw)
+
+    # off / zero-length prefixes reproduce the stock model exactly
+    set_prefixes(pmodel)
+    with torch.no_grad():
+        off = fwd().logits
+    set_prefix_matrices(pmodel, {k: v[:0] for k, v in mats.items()})
+    with torch.no_grad():
+        zero = fwd().logits
+    checks["prefix_off_equals_plain"] = bool(torch.equal(off, plain_logits))
+    checks["prefix_len0_equals_plain"] = bool(torch.equal(zero, plain_logits))
+    checks["prefix_off_maxdiff"] = maxdiff(off, plain_logits)
+    checks["prefix_len0_maxdiff"] = maxdiff(zero, plain_logits)
+    print("off/len0 maxdiff:", checks["prefix_off_maxdiff"], checks["prefix_len0_maxdiff"])
+    assert checks["prefix_off_equals_plain"] and checks["prefix_len0_maxdiff"] < 1e-5
+
+    # all three on: logits, token-mean loss, gradients w.r.t. each matrix
+    leaf = {k: v.clone().requires_grad_(True) for k, v in mats.items()}
+    set_prefix_matrices(pmodel, leaf)
+    out = fwd(labels=labels)
+    out.loss.backward()
+    for k in mats:
+        tensors[f"prefix.{k}"] = mats[k]
+    tensors["prefix.logits"] = out.logits.detach()
+    tensors["prefix.loss"] = out.loss.detach()
+    for k in mats:
+        tensors[f"prefix.grad.{k}"] = leaf[k].grad.detach().clone()
+        assert leaf[k].grad.abs().min(dim=0).values.max() > 0, k  # every block gets gradient
+    set_prefix_matrices(pmodel, mats)
+    with torch.no_grad():
+        tensors["prefix.encoder_hidden"] = pmodel.model.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        # a row alone (no padding) equals its row in the padded batch
+        r = 2
+        n = int(mask[r].sum())
+        alone = pmodel(input_ids=ids[r:r + 1, :n], decoder_input_ids=dec[r:r + 1]).logits
+    checks["prefix_row2_alone_vs_batch_maxdiff"] = maxdiff(alone[0], tensors["prefix.logits"][r])
+    checks["prefix_effect_maxdiff_vs_plain"] = maxdiff(tensors["prefix.logits"], plain_logits)
+    assert checks["prefix_row2_alone_vs_batch_maxdiff"] < 1e-4
+    assert checks["prefix_effect_maxdiff_vs_plain"] > 1e-1
+
+    # the prefix must not enter HF's caches (self: real tokens only; cross: encoder only)
+    with torch.no_grad():
+        o = pmodel(input_ids=ids, attention_mask=mask, decoder_input_ids=dec[:, :3], use_cache=True)
+    cache = o.past_key_values
+    self_len = [cache.self_attention_cache.layers[l].keys.shape[2] for l in range(DEC_L)]
+    cross_len = [cache.cross_attention_cache.layers[l].keys.shape[2] for l in range(DEC_L)]
+    checks["cache_self_len_after_3_tokens"] = self_len
+    checks["cache_cross_len"] = cross_len
+    assert self_len == [3] * DEC_L and cross_len == [ids.shape[1]] * DEC_L
+    # ... and incremental decoding on that cache matches the full forward
+    with torch.no_grad():
+        o2 = pmodel(input_ids=ids, attention_mask=mask, decoder_input_ids=dec[:, 3:5], past_key_values=cache,
+                    use_cache=True)
+    checks["prefix_cached_steps_3_4_vs_full_maxdiff"] = maxdiff(o2.logits, tensors["prefix.logits"][:, 3:5])
+    assert checks["prefix_cached_steps_3_4_vs_full_maxdiff"] < 1e-4
+
+    # generate (greedy, with cache) sees the same logits as teacher forcing
+    kw = dict(GEN_SPECS["greedy"], return_dict_in_generate=True, output_logits=True)
+    with torch.no_grad():
+        g = pmodel.generate(input_ids=ids, attention_mask=mask, **kw)
+        tf = pmodel(input_ids=ids, attention_mask=mask, decoder_input_ids=g.sequences[:, :-1]).logits
+    steps = torch.stack(g.logits, 1)  # raw logits, before processors
+    checks["prefix_generate_first_step_vs_teacher_forced_maxdiff"] = maxdiff(steps[:, 0], tensors["prefix.logits"][:, 0])
+    live = torch.ones(steps.shape[:2], dtype=torch.bool)  # steps before a row finished
+    for i, row in enumerate(g.sequences.tolist()):
+        k = len(new_tokens(row))
+        live[i, k:] = False
+    checks["prefix_generate_all_live_steps_vs_teacher_forced_maxdiff"] = float(
+        (steps - tf).abs().amax(-1)[live].max()
+    )
+    assert checks["prefix_generate_first_step_vs_teacher_forced_maxdiff"] < 1e-4
+    assert checks["prefix_generate_all_live_steps_vs_teacher_forced_maxdiff"] < 1e-4
+
+    # only the decoder self-attention set on
+    set_prefix_matrices(pmodel, {"decoder": mats["decoder"]})
+    with torch.no_grad():
+        tensors["prefix_dec_only.logits"] = fwd().logits
+    set_prefixes(pmodel)
+    return tensors, checks
+
+
+def peft_pairs(n_layers):
+    """Which prompt_embeddings blocks PEFT 0.21.2 hands to decoder layer l of a
+    seq2seq model: get_prompt views [P, 2L, H, Dh], concatenates it with itself
+    along the block axis (num_transformer_submodules=2 -> 4L blocks), splits into
+    groups of 4 = (self K, self V, cross K, cross V) per layer, and then throws
+    the cross part away (fresh cross cache). Layer l so gets blocks 4l, 4l+1 of
+    the doubled stack, i.e. (4l mod 2L, 4l+1 mod 2L)."""
+    return [((4 * l) % (2 * n_layers), (4 * l + 1) % (2 * n_layers)) for l in range(n_layers)]
+
+
+def peft_defaults_attempt(model_dir, batch):
+    """PrefixTuningConfig with PEFT's defaults: num_layers/heads come from BART's
+    attribute_map, i.e. the ENCODER's (3 layers, 4 heads)."""
+    base = load_model(model_dir)
+    pm = get_peft_model(base, PrefixTuningConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=PEFT_P,
+                                                 prefix_projection=False))
+    pm.eval()
+    c = pm.active_peft_config
+    res = {"filled_in": {"num_layers": c.num_layers, "num_attention_heads": c.num_attention_heads,
+                         "token_dim": c.token_dim, "num_transformer_submodules": c.num_transformer_submodules}}
+    try:
+        with torch.no_grad():
+            pm(input_ids=batch["enc.input_ids"], attention_mask=batch["enc.attention_mask"],
+               decoder_input_ids=batch["dec.input_ids"])
+        res["forward"] = "ran without error"
+    except Exception as e:  # expected: K/V head shape mismatch in decoder layer 0
+        res["forward"] = f"{type(e).__name__}: {str(e).strip()[:300]}"
+    return res
+
+
+def peft_references(model_dir, batch, out_adapter, pmodel):
+    base = load_model(model_dir)
+    pcfg = PrefixTuningConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=PEFT_P, prefix_projection=False,
+                              num_layers=DEC_L, num_attention_heads=DEC_H, token_dim=D)
+    pm = get_peft_model(base, pcfg)
+    pm.eval()
+    emb = pm.prompt_encoder["default"].embedding.weight
+    assert tuple(emb.shape) == (PEFT_P, 2 * DEC_L * D), emb.shape
+    with torch.no_grad():
+        emb.copy_(torch.randn(emb.shape, generator=torch.Generator().manual_seed(PEFT_SEED)))
+    pe = pm.get_prompt_embedding_to_save("default")
+    assert torch.equal(pe, emb.detach())
+
+    ids, mask, dec, labels = (batch[k] for k in ("enc.input_ids", "enc.attention_mask", "dec.input_ids", "labels"))
+    with torch.no_grad():
+        logits = pm(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
+    tensors = {"peft.prompt_embeddings": pe, "peft.logits": logits}
+
+    # what get_prompt hands to BART
+    cache = pm.get_prompt(batch_size=3)
+    facts = {
+        "get_prompt_type": type(cache).__name__,
+        "self_cache_len": [cache.self_attention_cache.layers[l].keys.shape[2] for l in range(DEC_L)],
+        "cross_cache_layers": len(cache.cross_attention_cache),
+    }
+    pairs = peft_pairs(DEC_L)
+    ref_kv = kv_from_matrix(pe, DEC_H, pairs)
+    for l in range(DEC_L):
+        assert torch.equal(cache.self_attention_cache.layers[l].keys, ref_kv[l][0].expand(3, -1, -1, -1))
+        assert torch.equal(cache.self_attention_cache.layers[l].values, ref_kv[l][1].expand(3, -1, -1, -1))
+
+    # which prompt_embeddings blocks get gradient at all
+    pm.zero_grad()
+    pm(input_ids=ids, attention_mask=mask, decoder_input_ids=dec, labels=labels).loss.backward()
+    gblocks = emb.grad.view(PEFT_P, 2 * DEC_L, D).abs().amax(dim=(0, 2))
+    facts["blocks_with_nonzero_grad"] = [b for b in range(2 * DEC_L) if gblocks[b] > 0]
+    pm.zero_grad()
+
+    # reproduce peft.logits with the prefix_eager mechanism (decoder self only)
+    variants = {}
+    for layout, pr in (("paper_2l_2l+1", paper_pairs(DEC_L)), ("peft_4l_mod_2L", pairs)):
+        for shift in (0, PEFT_P):
+            set_prefixes(pmodel, dec=kv_from_matrix(pe, DEC_H, pr))
+            with torch.no_grad(), DecoderPositionShift(pmodel, shift):
+                lg = pmodel(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
+            variants[f"layout={layout},position_shift={shift}"] = maxdiff(lg, logits)
+    set_prefixes(pmodel)
+    best = min(variants, key=variants.get)
+    assert best == f"layout=peft_4l_mod_2L,position_shift={PEFT_P}" and variants[best] < 1e-4, variants
+
+    # generate through PEFT, and the same through the emulation
+    gens, emul_equal = {}, {}
+    for name in GEN_SPECS:
+        gens[f"peft_{name}"] = run_generate(pm, batch, name)
+        set_prefixes(pmodel, dec=ref_kv)
+        with DecoderPositionShift(pmodel, PEFT_P):
+            em = run_generate(pmodel, batch, name)
+        set_prefixes(pmodel)
+        emul_equal[name] = em["raw_sequences"] == gens[f"peft_{name}"]["raw_sequences"]
+        if "sequences_scores" in em:
+            emul_equal[f"{name}_scores_maxdiff"] = float(
+                np.abs(np.array(em["sequences_scores"]) - np.array(gens[f"peft_{name}"]["sequences_scores"])).max()
+            )
+    assert emul_equal["greedy"] and emul_equal["beam4"], emul_equal
+
+    # save the adapter (PEFT format) and check it reloads to the same logits
+    pm.save_pretrained(out_adapter)
+    (out_adapter / "README.md").unlink(missing_ok=True)  # boilerplate model card
+    re = PeftModel.from_pretrained(load_model(model_dir), out_adapter)
+    re.eval()
+    with torch.no_grad():
+        lg2 = re(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
+    assert torch.allclose(lg2, logits, atol=1e-6), maxdiff(lg2, logits)
+
+    peft_cfg = {k: (v.value if hasattr(v, "value") else v) for k, v in pcfg.to_dict().items()
+                if not isinstance(v, set)}
+    return tensors, gens, {
+        "config": peft_cfg,
+        "init": f"prompt_embeddings ~ N(0,1) from torch.Generator().manual_seed({PEFT_SEED})",
+        "get_prompt": facts,
+        "reproduction_maxdiff": variants,
+        "matching_variant": best,
+        "emulated_generate_equal": emul_equal,
+    }
+
+
+def stored_weight_names(path):
+    with safe_open(str(path), "pt") as f:
+        return sorted(f.keys())
+
+
+# ---------------------------------------------------------------------------
+
+
+def main():
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures")
+    d = out / "bart-a"
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    print("versions:", VERSIONS)
+
+    batch = make_batch()
+    mats = make_prefix_matrices()
+
+    # build, pick the eos bias (on the prefix-capable implementation, which is
+    # the stock eager one while no prefix is attached), save
+    model = build_random_model()
+    model.set_attn_implementation(PREFIX_ATTN)
+    eos_choice = choose_eos_bias(model, batch, mats)
+    print("eos bias choice:", {k: v for k, v in eos_choice.items() if k != "rule"})
+    model.set_attn_implementation("eager")
+    model.save_pretrained(d, safe_serialization=True)
+    stored = stored_weight_names(d / "model.safetensors")
+    tied_check = {n: (n in stored) for n in ("model.shared.weight", "model.encoder.embed_tokens.weight",
+                                             "model.decoder.embed_tokens.weight", "lm_head.weight",
+                                             "final_logits_bias")}
+    print("stored:", tied_check)
+
+    # 1 + 2: stock model, reloaded from disk
+    plain = load_model(d)
+    logits, loss, enc_hidden = teacher_forced(plain, batch)
+    tensors = dict(batch)
+    tensors.update({"logits": logits, "loss": loss, "encoder_hidden": enc_hidden})
+    gens = {name: run_generate(plain, batch, name) for name in GEN_SPECS}
+
+    # 3: three-prefix references on the same weights
+    MASK_FORMS_SEEN.clear()
+    pmodel = load_model(d, PREFIX_ATTN)
+    ptensors, checks = prefix_references(pmodel, batch, mats, logits)
+    tensors.update(ptensors)
+    set_prefix_matrices(pmodel, mats)
+    for name in GEN_SPECS:
+        gens[f"prefix_{name}"] = run_generate(pmodel, batch, name)
+    set_prefixes(pmodel)
+    checks["mask_forms_seen_by_attention"] = sorted(MASK_FORMS_SEEN)
+
+    # 4: PEFT
+    peft_default = peft_defaults_attempt(d, batch)
+    print("peft defaults:", peft_default)
+    ptensors, pgens, peft_info = peft_references(d, batch, d / "peft" / "adapter", pmodel)
+    tensors.update(ptensors)
+    gens.update(pgens)
+    peft_info["defaults_attempt"] = peft_default
+
+    for k, v in checks.items():
+        print(f"check {k}: {v}")
+    print("peft reproduction:", peft_info["reproduction_maxdiff"])
+    print("peft blocks with grad:", peft_info["get_prompt"]["blocks_with_nonzero_grad"])
+    for name, g in gens.items():
+        print(f"{name:14s} early={early_rows(g, g['kwargs']['max_length'])} {g['new_tokens']}")
+
+    tensors = {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
+    write_safetensors(d / "reference.safetensors", tensors)
+    ref = {
+        "produced_by": "scripts/make_bart_fixtures.py",
+        "versions": VERSIONS,
+        "model_dir": d.name,
+        "attn_implementation": "eager",
+        "ids": {"pad": PAD, "bos": BOS, "eos": EOS, "decoder_start": DEC_START,
+                "forced_bos": BOS, "forced_eos": EOS},
+        "seeds": {"model": MODEL_SEED, "model_perturbation": MODEL_SEED + 1, "data": DATA_SEED,
+                  "prefix": PREFIX_SEED, "peft": PEFT_SEED},
+        "eos_choice": eos_choice,
+        "model_safetensors_names": stored,
+        "model_safetensors_tied_names_present": tied_check,
+        "batch": {
+            "enc_lengths": ENC_LENGTHS,
+            "label_lengths": LABEL_LENGTHS,
+            "enc_input_ids": batch["enc.input_ids"].tolist(),
+            "labels": batch["labels"].tolist(),
+            "dec_input_ids": batch["dec.input_ids"].tolist(),
+        },
+        "loss": float(loss),
+        "prefix": {
+            "lengths": {"encoder": P_ENC, "decoder": P_DEC, "cross": P_CROSS},
+            "layout": "matrix [P, 2*L*D]; column = block*D + head*Dh + dh; block 2l = key, 2l+1 = value of "
+                      "layer l; encoder 4 heads x 6, decoder/cross 3 heads x 8",
+            "init": f"N(0,1): torch.Generator().manual_seed({PREFIX_SEED}); randn encoder, then decoder, then cross",
+            "loss": float(tensors["prefix.loss"]),
+            "semantics": [
+                "prefix K/V are final per-head keys/values (no k_proj/v_proj), concatenated in front of the "
+                "key/value sequence of every attention of that kind (encoder self, decoder self, decoder cross)",
+                "additive mask: P zeros prepended (always visible; not causal-masked, not padding-masked)",
+                "positions come from real tokens only (prefix is not in the KV cache)",
+                "same prefix for every row and every beam",
+            ],
+        },
+        "checks": checks,
+        "peft": peft_info,
+        "generate": gens,
+        "reference_safetensors": tensor_summary(tensors),
+        "notes": [
+            "generate: the 3 right-padded encoder inputs in one batch with attention_mask; kwargs lists every "
+            "kwarg passed. raw_sequences are HF's rows: decoder start (2) first, forced bos (0) second, padded "
+            "with pad (1) after an early eos. new_tokens = row[1:] cut after the first eos (kept).",
+            "max_length / min_length count the decoder start token.",
+            "beam sequences_scores = sum of log-probs (after logits processors) / "
+            "len(new_tokens) ** length_penalty (generated tokens incl. forced bos and eos, excl. decoder start).",
+            "logits tensors are for dec.input_ids with no decoder attention mask (HF default: causal only) and "
+            "use_cache=False; positions where labels == -100 hold the pad-token continuation and are "
+            "deterministic too.",
+            "prefix_len0_equals_plain is false only in the last ulps (2e-6): torch.cat with an empty prefix "
+            "copies K/V into a contiguous tensor, which changes the matmul summation order.",
+        ],
+    }
+    dump_json(d / "reference.json", ref)
+
+    total = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+    print(f"bart-a total size: {total/1e6:.3f} MB")
+    assert total < 2e6
+
+
+if __name__ == "__main__":
+    main()
