@@ -7,6 +7,9 @@ use burn::tensor::Device;
 
 use crate::Backend;
 
+#[path = "testing_bart.rs"]
+pub mod bart;
+
 /// `tests/fixtures` at the workspace root (produced by scripts/make_fixtures.py).
 pub fn fixtures() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures"))

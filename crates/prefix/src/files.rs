@@ -49,7 +49,7 @@ pub struct PrefixFileConfig {
 
 impl PrefixFileConfig {
     pub fn layout(&self) -> Layout {
-        Layout { n_layer: self.n_layer, n_head: self.n_head, head_dim: self.head_dim }
+        Layout::new(self.n_layer, self.n_head, self.head_dim)
     }
 }
 
@@ -60,11 +60,11 @@ pub struct LoadedPrefix {
     pub path: PathBuf,
 }
 
-fn file_error(path: &Path, field: &str, reason: impl Into<String>) -> PrefixError {
+pub(crate) fn file_error(path: &Path, field: &str, reason: impl Into<String>) -> PrefixError {
     PrefixError::File { path: path.into(), field: field.into(), reason: reason.into() }
 }
 
-fn read_json(path: &Path) -> Result<serde_json::Value, PrefixError> {
+pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value, PrefixError> {
     let text = std::fs::read_to_string(path).map_err(|e| file_error(path, "(file)", e.to_string()))?;
     serde_json::from_str(&text).map_err(|e| file_error(path, "(json)", format!("not valid JSON: {e}")))
 }
@@ -72,24 +72,29 @@ fn read_json(path: &Path) -> Result<serde_json::Value, PrefixError> {
 /// Reads a prefix from any of the layouts above; checks it against `expected` (the model's)
 /// when given.
 pub fn load_prefix(path: &Path, expected: Option<Layout>, device: &Device) -> Result<LoadedPrefix, PrefixError> {
-    let dir = if path.is_file() { path.parent().unwrap_or(Path::new(".")).to_path_buf() } else { path.to_path_buf() };
-    if !dir.is_dir() {
-        return Err(file_error(path, "(path)", "no such prefix file or directory"));
-    }
+    let dir = resolve_dir(path)?;
     if dir.join(CONFIG_FILE).is_file() {
         return load_native(&dir, expected, device);
     }
     if dir.join(PEFT_CONFIG_FILE).is_file() {
         return load_peft(&dir, expected, device);
     }
-    if dir.join("best").is_dir() {
-        return load_prefix(&dir.join("best"), expected, device);
-    }
     Err(file_error(
         &dir,
         "(layout)",
         format!("not a prefix: expected {CONFIG_FILE} (export or training state), {PEFT_CONFIG_FILE} (PEFT adapter) or a run directory with best/"),
     ))
+}
+
+/// The directory of a prefix: `path` itself, the folder of a file inside it, or a run
+/// directory's `best/`.
+pub(crate) fn resolve_dir(path: &Path) -> Result<PathBuf, PrefixError> {
+    let dir = if path.is_file() { path.parent().unwrap_or(Path::new(".")).to_path_buf() } else { path.to_path_buf() };
+    if !dir.is_dir() {
+        return Err(file_error(path, "(path)", "no such prefix file or directory"));
+    }
+    let is_prefix = dir.join(CONFIG_FILE).is_file() || dir.join(PEFT_CONFIG_FILE).is_file();
+    Ok(if !is_prefix && dir.join("best").is_dir() { dir.join("best") } else { dir })
 }
 
 fn check_layout(path: &Path, found: Layout, expected: Option<Layout>) -> Result<(), PrefixError> {
@@ -124,7 +129,11 @@ fn read_vector(files: &WeightFiles, path: &Path, name: &str, len: usize, device:
 
 fn load_native(dir: &Path, expected: Option<Layout>, device: &Device) -> Result<LoadedPrefix, PrefixError> {
     let config_path = dir.join(CONFIG_FILE);
-    let config: PrefixFileConfig = serde_json::from_value(read_json(&config_path)?)
+    let value = read_json(&config_path)?;
+    if let Some(architecture) = value.get("architecture").and_then(|v| v.as_str()).filter(|a| *a == "bart") {
+        return Err(file_error(&config_path, "architecture", format!("`{architecture}`: this prefix is for a BART model, not GPT-2")));
+    }
+    let config: PrefixFileConfig = serde_json::from_value(value)
         .map_err(|e| file_error(&config_path, "(fields)", e.to_string()))?;
     if config.format != "prefix-tune" {
         return Err(file_error(&config_path, "format", format!("`{}` is not \"prefix-tune\"", config.format)));
@@ -197,7 +206,7 @@ fn load_peft(dir: &Path, expected: Option<Layout>, device: &Device) -> Result<Lo
     if n_head == 0 || token_dim % n_head != 0 {
         return Err(file_error(&config_path, "num_attention_heads", format!("token_dim = {token_dim} is not divisible by {n_head} heads")));
     }
-    let layout = Layout { n_layer, n_head, head_dim: token_dim / n_head };
+    let layout = Layout::new(n_layer, n_head, token_dim / n_head);
     check_layout(&config_path, layout, expected)?;
     let tensors_path = dir.join(PEFT_TENSORS_FILE);
     let files = WeightFiles::open(vec![tensors_path.clone()])?;

@@ -7,17 +7,47 @@ use burn::tensor::Tensor;
 use prefix_tune_model::{KeyValue, Past};
 use serde::{Deserialize, Serialize};
 
-/// The shape of the attention a prefix feeds: L layers of H heads of Dh dimensions.
+/// The shape of the attention a prefix feeds: L layers of H heads of Dh dimensions, and which
+/// column blocks of the matrix feed which layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Layout {
     pub n_layer: usize,
     pub n_head: usize,
     pub head_dim: usize,
+    #[serde(default)]
+    pub blocks: BlockOrder,
+}
+
+/// Which blocks of `[P, 2·L·D]` are layer l's key and value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum BlockOrder {
+    /// Block 2l is the key, 2l+1 the value (the paper's code; PEFT for decoder-only models).
+    #[default]
+    Paper,
+    /// PEFT 0.21's encoder-decoder order: `get_prompt` doubles the blocks and deals them out four
+    /// per layer (self K, self V, cross K, cross V) before dropping the cross pair, so layer l
+    /// reads blocks 4l mod 2L and 4l+1 mod 2L, and half the blocks are never read.
+    PeftSeq2Seq,
+}
+
+impl BlockOrder {
+    /// The blocks holding layer `layer`'s key and value, of `n_layer` layers.
+    pub fn key_value(self, layer: usize, n_layer: usize) -> (usize, usize) {
+        match self {
+            BlockOrder::Paper => (2 * layer, 2 * layer + 1),
+            BlockOrder::PeftSeq2Seq => ((4 * layer) % (2 * n_layer), (4 * layer + 1) % (2 * n_layer)),
+        }
+    }
 }
 
 impl Layout {
+    pub fn new(n_layer: usize, n_head: usize, head_dim: usize) -> Self {
+        Self { n_layer, n_head, head_dim, blocks: BlockOrder::Paper }
+    }
+
     pub fn gpt2(config: &prefix_tune_model::Gpt2Config) -> Self {
-        Self { n_layer: config.n_layer, n_head: config.n_head, head_dim: config.head_dim() }
+        Self::new(config.n_layer, config.n_head, config.head_dim())
     }
 
     pub fn d_model(&self) -> usize {
@@ -38,14 +68,15 @@ impl Layout {
             .permute([1, 2, 0, 3]); // [2L, H, P, Dh]
         let shape = [batch, self.n_head, length, self.head_dim];
         (0..self.n_layer)
-            .map(|layer| KeyValue {
-                keys: blocks.clone().narrow(0, 2 * layer, 1).expand(shape),
-                values: blocks.clone().narrow(0, 2 * layer + 1, 1).expand(shape),
+            .map(|layer| {
+                let (key, value) = self.blocks.key_value(layer, self.n_layer);
+                KeyValue { keys: blocks.clone().narrow(0, key, 1).expand(shape), values: blocks.clone().narrow(0, value, 1).expand(shape) }
             })
             .collect()
     }
 
-    /// The inverse of [`Layout::to_layers`] for row 0: `[P, 2·L·D]` from per-layer keys/values.
+    /// The inverse of [`Layout::to_layers`] for row 0: `[P, 2·L·D]` from per-layer keys/values
+    /// (in the paper's block order).
     pub fn from_layers(&self, layers: &[KeyValue]) -> Tensor<2> {
         let blocks: Vec<Tensor<4>> = layers
             .iter()

@@ -1,6 +1,8 @@
 //! The prefix of Prefix-Tuning (Li & Liang, 2021): per-layer keys and values that every real
 //! token attends to, flat or MLP-reparameterised, and the files it lives in.
 
+mod bart;
+mod bart_files;
 mod files;
 mod infix;
 mod layout;
@@ -8,8 +10,10 @@ mod prefix;
 mod text_init;
 mod decode;
 
+pub use bart::{BartLayout, BartPrefixSets, Stack};
+pub use bart_files::{load_bart_prefix, save_bart_export, save_bart_peft, LoadedBartPrefix};
 pub use files::{load_prefix, save_export, save_peft, save_state, LoadedPrefix, PrefixFileConfig};
-pub use layout::{stack_pasts, Layout};
+pub use layout::{stack_pasts, BlockOrder, Layout};
 pub use decode::{generate_prefixed, prefixed_past};
 pub use infix::{infix_forward, InfixDecoder};
 pub use prefix::{Init, Placement, Prefix, PrefixConfig, PrefixMlp, Reparam, ReparamKind};

@@ -10,6 +10,9 @@ use prefix_tune_model::tensors::{floats, to_f32s};
 use prefix_tune_model::testing::{peft_params, peft_reference, read_f32, device, fixtures, max_abs_diff, scratch};
 use prefix_tune_model::weights::{to_i64, WeightFiles};
 use prefix_tune_model::{load_gpt2, Past};
+#[path = "prefix/bart.rs"]
+mod bart;
+
 use prefix_tune_prefix::{infix_forward, load_prefix, save_export, save_peft, save_state, text_activations, Layout, Placement, Prefix, PrefixConfig, PrefixMlp, Reparam};
 
 fn model(device: &Device) -> Gpt2 {
@@ -25,7 +28,7 @@ fn matrix(files: &WeightFiles, name: &str, device: &Device) -> Tensor<2> {
 /// PyTorch's Linear weight is [out, in]; Burn's is [in, out].
 fn peft_prefix(variant: &str, device: &Device) -> Prefix {
     let files = peft_params(variant);
-    let layout = Layout { n_layer: 3, n_head: 4, head_dim: 6 };
+    let layout = Layout::new(3, 4, 6);
     let embedding = matrix(&files, "prompt_encoder.default.embedding.weight", device);
     let mlp = files.contains("prompt_encoder.default.transform.0.weight").then(|| {
         let linear = |index: usize| {
@@ -146,7 +149,7 @@ fn prefixed_generation_is_token_identical_to_peft() {
 #[test]
 fn peft_adapters_load_and_round_trip_byte_identical() {
     let device = device();
-    let layout = Layout { n_layer: 3, n_head: 4, head_dim: 6 };
+    let layout = Layout::new(3, 4, 6);
     for variant in ["flat", "mlp"] {
         let adapter = fixtures().join("peft").join(variant).join("adapter");
         let loaded = load_prefix(&adapter, Some(layout), &device).unwrap();
@@ -245,7 +248,7 @@ fn text_init_reproduces_the_models_activations_for_the_text() {
 #[test]
 fn bad_prefixes_are_one_line_errors() {
     let device = device();
-    let layout = Layout { n_layer: 3, n_head: 4, head_dim: 6 };
+    let layout = Layout::new(3, 4, 6);
     let adapter = fixtures().join("peft/flat/adapter");
     // An adapter for another model.
     for (other, field) in [

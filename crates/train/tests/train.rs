@@ -56,7 +56,7 @@ fn peft_prefix(variant: &str, device: &Device) -> Prefix {
         hidden: Linear { weight: matrix("prompt_encoder.default.transform.0.weight", true), bias: Some(vector("prompt_encoder.default.transform.0.bias")) },
         output: Linear { weight: matrix("prompt_encoder.default.transform.2.weight", true), bias: Some(vector("prompt_encoder.default.transform.2.bias")) },
     });
-    Prefix { embedding: matrix("prompt_encoder.default.embedding.weight", false), mlp, layout: Layout { n_layer: 3, n_head: 4, head_dim: 6 }, dropout: 0.0, placement: Default::default() }
+    Prefix { embedding: matrix("prompt_encoder.default.embedding.weight", false), mlp, layout: Layout::new(3, 4, 6), dropout: 0.0, placement: Default::default() }
 }
 
 /// Our parameters' values in visiting order, in PyTorch's layout.
@@ -365,7 +365,7 @@ fn a_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
     let device = device();
     let examples = synthetic_task(8);
     let dev = synthetic_task(3);
-    let start = resume_config().prefix.init(Layout { n_layer: 3, n_head: 4, head_dim: 6 }, &device).unwrap();
+    let start = resume_config().prefix.init(Layout::new(3, 4, 6), &device).unwrap();
     let start_dir = scratch("resume-start");
     prefix_tune_prefix::save_state(&start, &resume_config().prefix, None, "gpt2", &start_dir).unwrap();
     let fresh = || prefix_tune_prefix::load_prefix(&start_dir, Some(start.layout), &device).unwrap().prefix.set_require_grad(true);
@@ -402,7 +402,7 @@ fn a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let error = trainer.train(&synthetic_task(6), &[], None).err().unwrap().to_string();
     assert!(error.contains("NaN") && error.contains("checkpoint"), "{error}");
     assert_eq!(std::fs::read(out.join("checkpoint/prefix.safetensors")).unwrap(), good);
-    let _ = Prefix::from_activations(Tensor::<2>::zeros([1, 144], &device), Layout { n_layer: 3, n_head: 4, head_dim: 6 });
+    let _ = Prefix::from_activations(Tensor::<2>::zeros([1, 144], &device), Layout::new(3, 4, 6));
 }
 
 #[test]
@@ -443,7 +443,7 @@ fn a_nan_gradient_with_a_finite_loss_stops_the_run_and_the_checkpoint_resumes() 
     config.prefix.dropout = 0.0;
     config.lm_dropout = Some(0.0);
     config.grad_accum = 1;
-    let prefix = config.prefix.init(Layout { n_layer: 3, n_head: 4, head_dim: 6 }, &device).unwrap();
+    let prefix = config.prefix.init(Layout::new(3, 4, 6), &device).unwrap();
     let mut trainer = Trainer::new(model(&device), prefix, config, &out).unwrap();
     trainer.quiet = true;
     trainer.train(&synthetic_task(6), &[], Some(1)).unwrap();
