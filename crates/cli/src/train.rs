@@ -387,7 +387,7 @@ pub fn run(args: TrainArgs, given: &[String]) -> Result<()> {
     let (train, dev) = load_examples(&args, &dir, &model.config, length)?;
 
     let mut trainer = match &args.resume {
-        Some(run_dir) if Trainer::has_checkpoint(run_dir) => Trainer::resume(model, run_dir)?,
+        Some(run_dir) if prefix_tune_train::has_checkpoint(run_dir) => Trainer::resume(model, run_dir)?,
         // Killed before its first checkpoint: the run starts again from its recorded options.
         _ => {
             let out = args.resume.clone().or_else(|| args.out.clone()).ok_or_else(|| CliError::usage("--out is required"))?;

@@ -133,6 +133,20 @@ fn load_native(dir: &Path, expected: Option<Layout>, device: &Device) -> Result<
     if let Some(architecture) = value.get("architecture").and_then(|v| v.as_str()).filter(|a| *a == "bart") {
         return Err(file_error(&config_path, "architecture", format!("`{architecture}`: this prefix is for a BART model, not GPT-2")));
     }
+    read_native(dir, value, expected, device)
+}
+
+/// One prefix's training state (or export) in `dir`, checked against `layout`: a GPT-2 run's
+/// checkpoint, or one set of a BART run's.
+pub fn load_state_dir(dir: &Path, layout: Layout, device: &Device) -> Result<Prefix, PrefixError> {
+    let value = read_json(&dir.join(CONFIG_FILE))?;
+    let mut prefix = read_native(dir, value, Some(layout), device)?.prefix;
+    prefix.layout = layout;
+    Ok(prefix)
+}
+
+fn read_native(dir: &Path, value: serde_json::Value, expected: Option<Layout>, device: &Device) -> Result<LoadedPrefix, PrefixError> {
+    let config_path = dir.join(CONFIG_FILE);
     let config: PrefixFileConfig = serde_json::from_value(value)
         .map_err(|e| file_error(&config_path, "(fields)", e.to_string()))?;
     if config.format != "prefix-tune" {

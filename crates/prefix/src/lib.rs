@@ -12,7 +12,7 @@ mod decode;
 
 pub use bart::{BartLayout, BartPrefixSets, Stack};
 pub use bart_files::{load_bart_prefix, save_bart_export, save_bart_peft, LoadedBartPrefix};
-pub use files::{load_prefix, save_export, save_peft, save_state, LoadedPrefix, PrefixFileConfig};
+pub use files::{load_prefix, load_state_dir, save_export, save_peft, save_state, LoadedPrefix, PrefixFileConfig};
 pub use layout::{stack_pasts, BlockOrder, Layout};
 pub use decode::{generate_prefixed, prefixed_past};
 pub use infix::{infix_forward, InfixDecoder};

@@ -138,20 +138,44 @@ pub fn check_examples(examples: &mut [Example], origins: &[String], limits: &Lim
 /// A right-padded batch.
 #[derive(Debug, Clone)]
 pub struct Batch {
+    /// The input (an encoder-decoder's encoder input), right-padded.
     pub ids: Vec<Vec<u32>>,
     pub mask: Vec<Vec<f32>>,
+    /// Decoder-only: aligned with `ids` (the model shifts). Encoder-decoder: the target,
+    /// aligned with `decoder_ids`. −100 where nothing is predicted.
     pub labels: Vec<Vec<i64>>,
+    /// Encoder-decoder only: the labels shifted right behind the start token (HF's
+    /// `shift_tokens_right`), padding for −100.
+    pub decoder_ids: Vec<Vec<u32>>,
 }
 
 impl Batch {
     pub fn new(examples: &[&Example], pad: u32) -> Self {
         let width = examples.iter().map(|e| e.input_ids.len()).max().unwrap_or(0);
-        let mut batch = Batch { ids: Vec::new(), mask: Vec::new(), labels: Vec::new() };
+        let mut batch = Batch { ids: Vec::new(), mask: Vec::new(), labels: Vec::new(), decoder_ids: Vec::new() };
         for example in examples {
             let padding = width - example.input_ids.len();
             batch.ids.push(example.input_ids.iter().copied().chain(std::iter::repeat_n(pad, padding)).collect());
             batch.mask.push(std::iter::repeat_n(1.0, example.input_ids.len()).chain(std::iter::repeat_n(0.0, padding)).collect());
             batch.labels.push(example.labels.iter().copied().chain(std::iter::repeat_n(IGNORE, padding)).collect());
+        }
+        batch
+    }
+
+    /// An encoder-decoder batch: `input_ids` is the encoder input, `labels` the target (its own
+    /// length); both right-padded.
+    pub fn seq2seq(examples: &[&Example], pad: u32, decoder_start: u32) -> Self {
+        let width = examples.iter().map(|e| e.input_ids.len()).max().unwrap_or(0);
+        let target_width = examples.iter().map(|e| e.labels.len()).max().unwrap_or(0);
+        let mut batch = Batch { ids: Vec::new(), mask: Vec::new(), labels: Vec::new(), decoder_ids: Vec::new() };
+        for example in examples {
+            let padding = width - example.input_ids.len();
+            batch.ids.push(example.input_ids.iter().copied().chain(std::iter::repeat_n(pad, padding)).collect());
+            batch.mask.push(std::iter::repeat_n(1.0, example.input_ids.len()).chain(std::iter::repeat_n(0.0, padding)).collect());
+            let labels: Vec<i64> = example.labels.iter().copied().chain(std::iter::repeat_n(IGNORE, target_width - example.labels.len())).collect();
+            let shifted = std::iter::once(decoder_start).chain(labels[..target_width - 1].iter().map(|&l| if l == IGNORE { pad } else { l as u32 }));
+            batch.decoder_ids.push(shifted.collect());
+            batch.labels.push(labels);
         }
         batch
     }

@@ -4,16 +4,18 @@
 pub mod checkpoint;
 pub mod examples;
 pub mod loss;
+pub mod model;
 pub mod optim;
 pub mod plot;
 pub mod schedule;
 mod trainer;
 
 pub use examples::{check_examples, read_jsonl, read_jsonl_lines, Batch, Example, Limits};
-pub use loss::{head_loss, loss, Objective};
+pub use loss::{head_loss, loss, seq2seq_head_loss, Objective};
+pub use model::PrefixModel;
 pub use optim::{OptimizerConfig, OptimizerKind, OptimizerState};
 pub use schedule::Schedule;
-pub use trainer::{peak_rss_mib, DevMetric, Method, Summary, TrainConfig, Trainer};
+pub use trainer::{has_checkpoint, peak_rss_mib, DevMetric, Method, Summary, TrainConfig, Trainer};
 
 /// One-line errors: the file and line, or what stopped the run.
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,7 @@
 
 use burn::tensor::{activation::log_softmax, Tensor};
 use prefix_tune_model::tensors::{floats, ints};
-use prefix_tune_model::Gpt2;
+use prefix_tune_model::{Bart, Gpt2};
 use serde::{Deserialize, Serialize};
 
 /// Label that contributes nothing (the source, padding), as in HF.
@@ -52,13 +52,26 @@ pub fn loss(logits: Tensor<3>, labels: &[Vec<i64>], objective: Objective) -> (Te
 /// is the largest matmul of a small model's step and the source half of a table-to-text
 /// example (E2E) carries no loss, so this skips work that [`loss`] would zero out anyway.
 pub fn head_loss(model: &Gpt2, hidden: Tensor<3>, labels: &[Vec<i64>], objective: Objective) -> (Tensor<1>, usize) {
+    // The position before a label predicts it.
+    loss_at_targets(hidden, labels, objective, 1, |h| model.logits(h))
+}
+
+/// An encoder-decoder's loss from the decoder's hidden states `[B, T, D]`: labels are aligned
+/// with the decoder inputs (each position predicts its own label), LM head only where a label is.
+pub fn seq2seq_head_loss(model: &Bart, hidden: Tensor<3>, labels: &[Vec<i64>], objective: Objective) -> (Tensor<1>, usize) {
+    loss_at_targets(hidden, labels, objective, 0, |h| model.logits(h))
+}
+
+/// The loss over the labelled positions, each predicted by the hidden state `shift` before it,
+/// through `head` (`[1, N, D] → [1, N, V]`).
+fn loss_at_targets(hidden: Tensor<3>, labels: &[Vec<i64>], objective: Objective, shift: usize, head: impl Fn(Tensor<3>) -> Tensor<3>) -> (Tensor<1>, usize) {
     let [batch, seq, d_model] = hidden.dims();
     let device = hidden.device();
     let (mut positions, mut targets) = (Vec::new(), Vec::new());
     for (row, row_labels) in labels.iter().enumerate() {
-        for (t, &label) in row_labels.iter().enumerate().skip(1) {
+        for (t, &label) in row_labels.iter().enumerate().skip(shift) {
             if label != IGNORE {
-                positions.push((row * seq + t - 1) as i64); // the position that predicts it
+                positions.push((row * seq + t - shift) as i64);
                 targets.push(label);
             }
         }
@@ -69,7 +82,7 @@ pub fn head_loss(model: &Gpt2, hidden: Tensor<3>, labels: &[Vec<i64>], objective
         return (hidden.sum() * 0.0, 0);
     }
     let predicting = hidden.reshape([batch * seq, d_model]).select(0, ints(positions, [count], &device)); // [N, D]
-    let logits = model.logits(predicting.unsqueeze_dim::<3>(0)).squeeze_dim::<2>(0); // [N, V]
+    let logits = head(predicting.unsqueeze_dim::<3>(0)).squeeze_dim::<2>(0); // [N, V]
     let log_probs = log_softmax(logits, 1).gather(1, ints(targets, [count, 1], &device)); // [N, 1]
     let total = -log_probs.sum(); // [1]
     let loss = match objective {

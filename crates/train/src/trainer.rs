@@ -8,15 +8,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
-use prefix_tune_model::gpt2::{save_gpt2, Dropout, Gpt2};
+use prefix_tune_model::gpt2::Gpt2;
+use prefix_tune_model::nn::Dropout;
 use prefix_tune_model::tensors::to_f32s;
 use prefix_tune_model::weights::{save_f32, write_atomic, WeightFiles};
-use prefix_tune_prefix::{infix_forward, load_prefix, save_export, save_state, Layout, Placement, Prefix, PrefixConfig};
+use prefix_tune_prefix::PrefixConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{is_published, publish_dir, recover_dir};
 use crate::examples::{epoch_order, Batch, Example};
-use crate::loss::{head_loss, Objective};
+use crate::loss::Objective;
+use crate::model::PrefixModel;
 use crate::optim::{self, Accumulated, OptimizerConfig, OptimizerState};
 use crate::schedule::Schedule;
 use crate::TrainError;
@@ -120,7 +122,7 @@ fn default_separator() -> u32 {
 
 /// A generation metric on the dev set (BLEU, ROUGE-L, …; higher is better), computed from the
 /// model and the current prefix. When set, it decides the best prefix and early stopping.
-pub type DevMetric = Box<dyn FnMut(&Gpt2, &Prefix) -> Result<f64, TrainError>>;
+pub type DevMetric<M = Gpt2> = Box<dyn FnMut(&M, &<M as PrefixModel>::Prefix) -> Result<f64, TrainError>>;
 
 /// Where a run stands; saved in `checkpoint/trainer_state.json`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -154,9 +156,9 @@ pub struct Summary {
 }
 
 /// A run: the frozen model, the prefix being trained, the optimizer, the run directory.
-pub struct Trainer {
-    pub model: Gpt2,
-    pub prefix: Prefix,
+pub struct Trainer<M: PrefixModel = Gpt2> {
+    pub model: M,
+    pub prefix: M::Prefix,
     pub config: TrainConfig,
     pub out: PathBuf,
     state: OptimizerState,
@@ -167,7 +169,7 @@ pub struct Trainer {
     /// When stderr is not a terminal (a log file), a plain progress line every this many steps.
     pub log_every: usize,
     /// Name and function of the dev metric that picks the best prefix (else the dev loss).
-    pub dev_metric: Option<(String, DevMetric)>,
+    pub dev_metric: Option<(String, DevMetric<M>)>,
     /// The progress bar, on a terminal only.
     bar: Option<ProgressBar>,
 }
@@ -209,23 +211,26 @@ fn census<M: Module>(module: &M) -> Census {
     census
 }
 
-impl Trainer {
+impl<M: PrefixModel> Trainer<M> {
     /// Starts a run: `model` is frozen here; `prefix` is the starting prefix (fresh, or from
     /// `--init-from`). Both must live on an autodiff device. A new run in an existing
     /// directory starts a new `metrics.jsonl`.
-    pub fn new(model: Gpt2, prefix: Prefix, config: TrainConfig, out: &Path) -> Result<Self, TrainError> {
+    pub fn new(model: M, prefix: M::Prefix, config: TrainConfig, out: &Path) -> Result<Self, TrainError> {
         let trainer = Self::open(model, prefix, config, out)?;
         write_atomic(&out.join("metrics.jsonl"), b"")?;
         Ok(trainer)
     }
 
     /// The trainer over `out`, its config written; the run's history left as it is.
-    fn open(model: Gpt2, prefix: Prefix, config: TrainConfig, out: &Path) -> Result<Self, TrainError> {
+    fn open(model: M, prefix: M::Prefix, config: TrainConfig, out: &Path) -> Result<Self, TrainError> {
         config.validate()?;
-        let device = model.wte.val().device();
+        let device = model.device();
         let model = match config.method {
             Method::Prefix => model.freeze(),
-            Method::Finetune => model,
+            Method::Finetune => {
+                model.finetune()?;
+                model
+            }
         };
         let trainer = Trainer {
             model,
@@ -248,14 +253,14 @@ impl Trainer {
 
     /// Continues the run in `out` from its checkpoint: the prefix (MLP included), optimizer
     /// moments and position in the data come back exactly.
-    pub fn resume(model: Gpt2, out: &Path) -> Result<Self, TrainError> {
-        if !Self::has_checkpoint(out) {
+    pub fn resume(model: M, out: &Path) -> Result<Self, TrainError> {
+        if !has_checkpoint(out) {
             return Err(TrainError::Checkpoint { path: out.join("checkpoint"), reason: "no checkpoint to resume from".into() });
         }
         let config_path = out.join("config.json");
         let text = std::fs::read_to_string(&config_path).map_err(|e| TrainError::Checkpoint { path: config_path.clone(), reason: e.to_string() })?;
         let config: TrainConfig = serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint { path: config_path, reason: e.to_string() })?;
-        let device = model.wte.val().device();
+        let device = model.device();
         // A run killed while publishing a checkpoint left the previous one aside: take it back.
         let checkpoint = out.join("checkpoint");
         recover_dir(&checkpoint)?;
@@ -263,11 +268,9 @@ impl Trainer {
         // The fine-tuning baseline resumes from its own weights, not the base model's.
         let model = match config.method {
             Method::Prefix => model,
-            Method::Finetune => prefix_tune_model::load_gpt2(&checkpoint.join("model"), &device)?,
+            Method::Finetune => (model.finetune()?.load)(&checkpoint.join("model"), &device)?,
         };
-        let layout = Layout::gpt2(&model.config);
-        let loaded = load_prefix(&checkpoint, Some(layout), &device)?;
-        let prefix = loaded.prefix.set_require_grad(true);
+        let prefix = model.load_state(&checkpoint)?.set_require_grad(true);
         let state_path = checkpoint.join("trainer_state.json");
         let text = std::fs::read_to_string(&state_path).map_err(|e| TrainError::Checkpoint { path: state_path.clone(), reason: e.to_string() })?;
         let progress: Progress = serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint { path: state_path, reason: e.to_string() })?;
@@ -285,11 +288,6 @@ impl Trainer {
         trainer.progress = progress;
         trainer.forget_metrics_after_checkpoint()?;
         Ok(trainer)
-    }
-
-    /// Whether the run in `out` has written a checkpoint (one a kill may have left aside counts).
-    pub fn has_checkpoint(out: &Path) -> bool {
-        is_published(&out.join("checkpoint"), "trainer_state.json")
     }
 
     /// Trainable parameters, and all parameters (frozen LM included).
@@ -313,7 +311,7 @@ impl Trainer {
     fn dropout(&self) -> Dropout {
         match self.config.lm_dropout {
             Some(p) => Dropout::uniform(p),
-            None => Dropout::from_config(&self.model.config),
+            None => self.model.configured_dropout(),
         }
     }
 
@@ -332,7 +330,7 @@ impl Trainer {
         let mut weight = 0.0;
         for chunk in examples.chunks(self.config.batch_size) {
             let refs: Vec<&Example> = chunk.iter().collect();
-            let batch = Batch::new(&refs, self.config.pad_token_id);
+            let batch = self.model.batch(&refs, &self.config);
             let (value, count) = batch_loss(&model, &prefix, &self.config, &batch, false, Dropout::default())?;
             let w = match self.config.objective {
                 Objective::Paper => chunk.len() as f64,
@@ -366,7 +364,7 @@ impl Trainer {
                 }
                 let start = self.progress.batch_in_epoch * self.config.batch_size;
                 let refs: Vec<&Example> = order[start..(start + self.config.batch_size).min(train.len())].iter().map(|&i| &train[i]).collect();
-                let batch = Batch::new(&refs, self.config.pad_token_id);
+                let batch = self.model.batch(&refs, &self.config);
                 let micro_step = self.progress.epoch * batches_per_epoch + self.progress.batch_in_epoch;
                 micro_losses.push(self.micro_step(&batch, micro_step, &mut accumulated)?);
                 stats.tokens += batch.tokens();
@@ -488,12 +486,12 @@ impl Trainer {
     fn apply(&mut self, lr: f64, accumulated: &mut Accumulated) {
         match self.config.method {
             Method::Prefix => {
-                let stand_in = placeholder(&self.prefix);
+                let stand_in = M::placeholder_prefix(&self.prefix);
                 let prefix = std::mem::replace(&mut self.prefix, stand_in);
                 self.prefix = optim::step(prefix, self.config.optimizer, lr, accumulated, &mut self.state);
             }
             Method::Finetune => {
-                let stand_in = placeholder_model(&self.model);
+                let stand_in = (self.model.finetune().expect("checked when the run opened").placeholder)(&self.model);
                 let model = std::mem::replace(&mut self.model, stand_in);
                 self.model = optim::step(model, self.config.optimizer, lr, accumulated, &mut self.state);
             }
@@ -539,8 +537,8 @@ impl Trainer {
     /// Hugging Face layout. Swapped in whole, like the checkpoint.
     fn save_best(&self) -> Result<(), TrainError> {
         publish_dir(&self.out.join("best"), |dir| match self.config.method {
-            Method::Prefix => Ok(save_export(&self.prefix, self.config.base_model.as_deref(), "gpt2", dir)?),
-            Method::Finetune => Ok(save_gpt2(&self.model, dir)?),
+            Method::Prefix => M::save_export(&self.prefix, self.config.base_model.as_deref(), dir),
+            Method::Finetune => (self.model.finetune()?.save)(&self.model, dir),
         })
     }
 
@@ -552,10 +550,10 @@ impl Trainer {
     }
 
     fn write_checkpoint(&self, dir: &Path) -> Result<(), TrainError> {
-        save_state(&self.prefix, &self.config.prefix, self.config.base_model.as_deref(), "gpt2", dir)?;
+        M::save_state(&self.prefix, &self.config, dir)?;
         if self.config.method == Method::Finetune {
             // What the baseline trains is the model: it goes into the checkpoint.
-            save_gpt2(&self.model, &dir.join("model"))?;
+            (self.model.finetune()?.save)(&self.model, &dir.join("model"))?;
         }
         let moments: Vec<(String, Vec<usize>, Vec<f32>)> = self
             .state
@@ -673,32 +671,14 @@ impl Trainer {
 }
 
 /// The loss of `batch` under `model` and `prefix` (autodiff or plain views alike).
-fn batch_loss(model: &Gpt2, prefix: &Prefix, config: &TrainConfig, batch: &Batch, train: bool, dropout: Dropout) -> Result<(Tensor<1>, usize), TrainError> {
-    let rows = batch.ids.len();
-    let (hidden, labels) = match (config.method, prefix.placement) {
-        (Method::Finetune, _) => (model.forward_tokens(&batch.ids, &batch.mask, None, dropout)?.0, batch.labels.clone()),
-        (Method::Prefix, Placement::Infix) => {
-            let (hidden, splits) = infix_forward(model, prefix, &batch.ids, &batch.mask, config.separator_token_id, train, dropout)?;
-            // The target side's labels, cut where its tokens were.
-            let width = hidden.dims()[1];
-            let labels = batch
-                .labels
-                .iter()
-                .zip(splits)
-                .map(|(row, split)| {
-                    let mut cut = row[split..].to_vec();
-                    cut.resize(width, crate::loss::IGNORE);
-                    cut
-                })
-                .collect();
-            (hidden, labels)
-        }
-        (Method::Prefix, _) => {
-            let past = prefix.past_through(model, rows, train, dropout);
-            (model.forward_tokens(&batch.ids, &batch.mask, Some(past), dropout)?.0, batch.labels.clone())
-        }
-    };
-    Ok(head_loss(model, hidden, &labels, config.objective))
+fn batch_loss<M: PrefixModel>(model: &M, prefix: &M::Prefix, config: &TrainConfig, batch: &Batch, train: bool, dropout: Dropout) -> Result<(Tensor<1>, usize), TrainError> {
+    let prefix = (config.method == Method::Prefix).then_some(prefix);
+    model.loss(prefix, config, batch, train, dropout)
+}
+
+/// Whether the run in `out` has written a checkpoint (one a kill may have left aside counts).
+pub fn has_checkpoint(out: &Path) -> bool {
+    is_published(&out.join("checkpoint"), "trainer_state.json")
 }
 
 /// The process's peak resident set size in MiB (`VmHWM`; Linux only).
@@ -707,22 +687,6 @@ pub fn peak_rss_mib() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
-}
-
-/// A cheap stand-in while the real module is moved through the optimizer.
-fn placeholder(prefix: &Prefix) -> Prefix {
-    Prefix::from_activations(Tensor::zeros([1, 1], &prefix.embedding.val().device()), prefix.layout)
-}
-
-fn placeholder_model(model: &Gpt2) -> Gpt2 {
-    let device = model.wte.val().device();
-    let empty = || Param::from_tensor(Tensor::<2>::zeros([1, 1], &device));
-    let norm = || prefix_tune_model::gpt2::LayerNorm {
-        weight: Param::from_tensor(Tensor::zeros([1], &device)),
-        bias: Param::from_tensor(Tensor::zeros([1], &device)),
-        eps: 0.0,
-    };
-    Gpt2 { wte: empty(), wpe: empty(), h: Vec::new(), ln_f: norm(), config: model.config.clone() }
 }
 
 /// The device tensors live on once lifted out of autodiff (where optimizer state lives).

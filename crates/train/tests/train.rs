@@ -13,6 +13,9 @@ use prefix_tune_prefix::{Init, Layout, Prefix, PrefixConfig, PrefixMlp, Reparam}
 use prefix_tune_train::optim::{self, Accumulated, OptimizerConfig, OptimizerState};
 use prefix_tune_train::{head_loss, loss, Batch, Example, Objective, Schedule, TrainConfig, Trainer};
 
+#[path = "train/bart.rs"]
+mod bart;
+
 /// Burn's random numbers (dropout masks, random init) come from one process-wide generator:
 /// tests that draw from it run one at a time so each sees the stream it seeded.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -86,6 +89,7 @@ fn fixture_batch(files: &WeightFiles) -> Batch {
         ids: rows(&ids).into_iter().map(|r| r.into_iter().map(|i| i as u32).collect()).collect(),
         mask: rows(&mask).into_iter().map(|r| r.into_iter().map(|m| m as f32).collect()).collect(),
         labels: rows(&labels),
+        decoder_ids: Vec::new(),
     }
 }
 
@@ -244,7 +248,7 @@ fn inner_device(device: &Device) -> Device {
 }
 
 /// Every GPT-2 weight, flattened, for bit-exact comparison.
-fn all_weights(model: &Gpt2) -> Vec<Vec<f32>> {
+fn all_weights<M: Module>(model: &M) -> Vec<Vec<f32>> {
     struct All(Vec<Vec<f32>>);
     impl ModuleVisitor for All {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {

@@ -1,0 +1,201 @@
+//! The seam between the learner and a model: what one training run needs of a frozen model and
+//! of the prefix it takes. GPT-2 takes one prefix; BART takes three sets (encoder, decoder,
+//! cross-attention). The loop in [`crate::Trainer`] is the same for both.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use prefix_tune_model::bart::Bart;
+use prefix_tune_model::gpt2::{save_gpt2, Gpt2};
+use prefix_tune_model::nn::Dropout;
+use prefix_tune_prefix::{
+    infix_forward, load_state_dir, save_bart_export, save_export, save_state, BartLayout, BartPrefixSets, Layout, Placement, Prefix, Stack,
+};
+
+use crate::examples::{Batch, Example};
+use crate::loss::{head_loss, seq2seq_head_loss};
+use crate::{TrainConfig, TrainError};
+
+/// A frozen model that a prefix is trained on.
+pub trait PrefixModel: Module + Sized {
+    /// The trainable parameters: a [`Prefix`], or BART's [`BartPrefixSets`].
+    type Prefix: Module + Sized;
+
+    /// The name written in prefix files.
+    const ARCHITECTURE: &'static str;
+
+    fn device(&self) -> Device;
+
+    /// The dropout rates the checkpoint was trained with (training mode without `--lm-dropout`).
+    fn configured_dropout(&self) -> Dropout;
+
+    /// Pads `examples` into one batch.
+    fn batch(&self, examples: &[&Example], config: &TrainConfig) -> Batch;
+
+    /// The loss of `batch` (and its target-token count) with `prefix`, or with none for the
+    /// fine-tuning baseline.
+    fn loss(&self, prefix: Option<&Self::Prefix>, config: &TrainConfig, batch: &Batch, train: bool, dropout: Dropout) -> Result<(Tensor<1>, usize), TrainError>;
+
+    /// Writes what inference needs (the activations) to `dir`.
+    fn save_export(prefix: &Self::Prefix, base_model: Option<&str>, dir: &Path) -> Result<(), TrainError>;
+
+    /// Writes the full parameterisation (MLPs included) to `dir`, for resuming.
+    fn save_state(prefix: &Self::Prefix, config: &TrainConfig, dir: &Path) -> Result<(), TrainError>;
+
+    /// Reads what [`PrefixModel::save_state`] wrote, for this model.
+    fn load_state(&self, dir: &Path) -> Result<Self::Prefix, TrainError>;
+
+    /// A cheap prefix to stand in while the real one is moved through the optimizer.
+    fn placeholder_prefix(prefix: &Self::Prefix) -> Self::Prefix;
+
+    /// The fine-tuning baseline trains the model itself; models without one refuse it.
+    fn finetune(&self) -> Result<Finetune<Self>, TrainError> {
+        Err(TrainError::Config(format!("method: fine-tuning is not available for {}", Self::ARCHITECTURE)))
+    }
+}
+
+/// What the fine-tuning baseline needs of a model: writing it, reading it back, a stand-in.
+pub struct Finetune<M> {
+    pub save: fn(&M, &Path) -> Result<(), TrainError>,
+    pub load: fn(&Path, &Device) -> Result<M, TrainError>,
+    pub placeholder: fn(&M) -> M,
+}
+
+impl PrefixModel for Gpt2 {
+    type Prefix = Prefix;
+    const ARCHITECTURE: &'static str = "gpt2";
+
+    fn device(&self) -> Device {
+        self.wte.val().device()
+    }
+
+    fn configured_dropout(&self) -> Dropout {
+        Dropout::from_config(&self.config)
+    }
+
+    fn batch(&self, examples: &[&Example], config: &TrainConfig) -> Batch {
+        Batch::new(examples, config.pad_token_id)
+    }
+
+    fn loss(&self, prefix: Option<&Prefix>, config: &TrainConfig, batch: &Batch, train: bool, dropout: Dropout) -> Result<(Tensor<1>, usize), TrainError> {
+        let rows = batch.ids.len();
+        let (hidden, labels) = match prefix {
+            None => (self.forward_tokens(&batch.ids, &batch.mask, None, dropout)?.0, batch.labels.clone()),
+            Some(prefix) if prefix.placement == Placement::Infix => {
+                let (hidden, splits) = infix_forward(self, prefix, &batch.ids, &batch.mask, config.separator_token_id, train, dropout)?;
+                // The target side's labels, cut where its tokens were.
+                let width = hidden.dims()[1];
+                let labels = batch
+                    .labels
+                    .iter()
+                    .zip(splits)
+                    .map(|(row, split)| {
+                        let mut cut = row[split..].to_vec();
+                        cut.resize(width, crate::loss::IGNORE);
+                        cut
+                    })
+                    .collect();
+                (hidden, labels)
+            }
+            Some(prefix) => {
+                let past = prefix.past_through(self, rows, train, dropout);
+                (self.forward_tokens(&batch.ids, &batch.mask, Some(past), dropout)?.0, batch.labels.clone())
+            }
+        };
+        Ok(head_loss(self, hidden, &labels, config.objective))
+    }
+
+    fn save_export(prefix: &Prefix, base_model: Option<&str>, dir: &Path) -> Result<(), TrainError> {
+        Ok(save_export(prefix, base_model, Self::ARCHITECTURE, dir)?)
+    }
+
+    fn save_state(prefix: &Prefix, config: &TrainConfig, dir: &Path) -> Result<(), TrainError> {
+        Ok(save_state(prefix, &config.prefix, config.base_model.as_deref(), Self::ARCHITECTURE, dir)?)
+    }
+
+    fn load_state(&self, dir: &Path) -> Result<Prefix, TrainError> {
+        Ok(load_state_dir(dir, Layout::gpt2(&self.config), &self.device())?)
+    }
+
+    fn placeholder_prefix(prefix: &Prefix) -> Prefix {
+        Prefix::from_activations(Tensor::zeros([1, 1], &prefix.embedding.val().device()), prefix.layout)
+    }
+
+    fn finetune(&self) -> Result<Finetune<Self>, TrainError> {
+        Ok(Finetune {
+            save: |model, dir| Ok(save_gpt2(model, dir)?),
+            load: |dir, device| Ok(prefix_tune_model::load_gpt2(dir, device)?),
+            placeholder: gpt2_placeholder,
+        })
+    }
+}
+
+fn gpt2_placeholder(model: &Gpt2) -> Gpt2 {
+    use burn::module::Param;
+    let device = model.wte.val().device();
+    let empty = || Param::from_tensor(Tensor::<2>::zeros([1, 1], &device));
+    let norm = || prefix_tune_model::nn::LayerNorm {
+        weight: Param::from_tensor(Tensor::zeros([1], &device)),
+        bias: Param::from_tensor(Tensor::zeros([1], &device)),
+        eps: 0.0,
+    };
+    Gpt2 { wte: empty(), wpe: empty(), h: Vec::new(), ln_f: norm(), config: model.config.clone() }
+}
+
+impl PrefixModel for Bart {
+    type Prefix = BartPrefixSets;
+    const ARCHITECTURE: &'static str = "bart";
+
+    fn device(&self) -> Device {
+        Bart::device(self)
+    }
+
+    fn configured_dropout(&self) -> Dropout {
+        let c = &self.config;
+        Dropout { embd: c.dropout, attn: c.attention_dropout, resid: c.dropout, activation: c.activation_dropout }
+    }
+
+    fn batch(&self, examples: &[&Example], config: &TrainConfig) -> Batch {
+        let start = self.config.decoder_start_token_id.unwrap_or(2);
+        Batch::seq2seq(examples, config.pad_token_id, start)
+    }
+
+    fn loss(&self, prefix: Option<&BartPrefixSets>, config: &TrainConfig, batch: &Batch, train: bool, dropout: Dropout) -> Result<(Tensor<1>, usize), TrainError> {
+        let rows = batch.ids.len();
+        let (past, offset) = match prefix {
+            Some(sets) => (sets.past(rows, train), sets.decoder_offset()),
+            None => (Default::default(), 0),
+        };
+        let hidden = self.forward_tokens(&batch.ids, &batch.mask, &batch.decoder_ids, &past, offset, dropout)?;
+        Ok(seq2seq_head_loss(self, hidden, &batch.labels, config.objective))
+    }
+
+    fn save_export(sets: &BartPrefixSets, base_model: Option<&str>, dir: &Path) -> Result<(), TrainError> {
+        Ok(save_bart_export(sets, base_model, dir)?)
+    }
+
+    /// One training state per set that is on, in `encoder/`, `decoder/`, `cross/`.
+    fn save_state(sets: &BartPrefixSets, config: &TrainConfig, dir: &Path) -> Result<(), TrainError> {
+        for stack in Stack::ALL {
+            if let Some(prefix) = sets.get(stack) {
+                let prefix_config = prefix_tune_prefix::PrefixConfig { length: prefix.length(), ..config.prefix.clone() };
+                save_state(prefix, &prefix_config, config.base_model.as_deref(), Self::ARCHITECTURE, &dir.join(stack.name()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn load_state(&self, dir: &Path) -> Result<BartPrefixSets, TrainError> {
+        let layout = BartLayout::of(&self.config);
+        let read = |stack: Stack| -> Result<Option<Prefix>, TrainError> {
+            let sub = dir.join(stack.name());
+            Ok(if sub.is_dir() { Some(load_state_dir(&sub, layout.stack(stack), &self.device())?) } else { None })
+        };
+        Ok(BartPrefixSets { encoder: read(Stack::Encoder)?, decoder: read(Stack::Decoder)?, cross: read(Stack::Cross)? })
+    }
+
+    fn placeholder_prefix(_: &BartPrefixSets) -> BartPrefixSets {
+        BartPrefixSets { encoder: None, decoder: None, cross: None }
+    }
+}
