@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate the BART reference fixtures under tests/fixtures/bart-a/.
+"""Generate the BART reference fixtures under tests/fixtures/bart-a/ and bart-b/.
 
 The Rust crates must reproduce Hugging Face transformers + PEFT exactly; this
 script builds one tiny random BartForConditionalGeneration (non-square on
@@ -24,12 +24,21 @@ NOTE: transformers >= 5.24 drops the PEFT prefix during generate(); keep 5.23.0.
 The PEFT findings recorded in reference.json (which decoder layers get which
 prefix block, position shift) are specific to these versions.
 
-Everything is float32, eager attention, dropout 0, seeded; no input files are
-read. The script is deterministic on a given machine (float values may differ
-in the last ulp across CPUs/thread counts).
+bart-b is a second tiny random BART with a real tokenizer (GPT-2's byte-level
+BPE with BART's special tokens appended), generation defaults in the style of
+bart-large-xsum and six XSUM rows; it records HF's encoder ids, beam and greedy
+summaries and teacher-forced NLL for two documents.
+
+Everything is float32, eager attention, dropout 0, seeded. bart-a reads no
+input files. bart-b reads /work/shared/tokenizer/gpt2/{vocab.json,merges.txt}
+(GPT-2 BPE) and /work/shared/data/xsum/test.jsonl (XSUM, research use);
+override with the environment variables GPT2_TOKENIZER_DIR / XSUM_TEST. The
+script is deterministic on a given machine (float values may differ in the last
+ulp across CPUs/thread counts).
 """
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -43,7 +52,7 @@ import transformers
 from peft import PeftModel, PrefixTuningConfig, get_peft_model
 from safetensors import safe_open
 from safetensors.torch import save_file
-from transformers import AttentionInterface, BartConfig, BartForConditionalGeneration
+from transformers import AttentionInterface, BartConfig, BartForConditionalGeneration, BartTokenizerFast
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 from transformers.models.bart.modeling_bart import eager_attention_forward, shift_tokens_right
 
@@ -270,12 +279,10 @@ def bart_config():
     return cfg
 
 
-def build_random_model():
-    seed(MODEL_SEED)
-    model = BartForConditionalGeneration(bart_config())  # HF init, std 0.2, pad row of shared = 0
-    # HF init leaves biases at 0, LayerNorms at (1, 0) and final_logits_bias at 0;
-    # perturb them so a loader that drops any of them is caught by the fixtures.
-    g = torch.Generator().manual_seed(MODEL_SEED + 1)
+def perturb_biases_and_norms(model, generator_seed):
+    """HF init leaves biases at 0, LayerNorms at (1, 0) and final_logits_bias at 0;
+    perturb them so a loader that drops any of them is caught by the fixtures."""
+    g = torch.Generator().manual_seed(generator_seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith(".bias"):
@@ -283,6 +290,12 @@ def build_random_model():
             elif ("layer_norm" in name or "layernorm" in name) and name.endswith(".weight"):
                 p.copy_(1.0 + torch.randn(p.shape, generator=g) * 0.1)
         model.final_logits_bias.copy_(torch.randn(model.final_logits_bias.shape, generator=g) * 0.1)
+
+
+def build_random_model():
+    seed(MODEL_SEED)
+    model = BartForConditionalGeneration(bart_config())  # HF init, std 0.2, pad row of shared = 0
+    perturb_biases_and_norms(model, MODEL_SEED + 1)
     # BartConfig in 5.23 does not keep forced_bos_token_id: put it in the generation config
     model.generation_config.forced_bos_token_id = BOS
     model.eval()
@@ -628,6 +641,355 @@ def stored_weight_names(path):
 
 
 # ---------------------------------------------------------------------------
+# bart-b: real byte-level BPE (GPT-2's) with BART's special tokens, XSUM rows
+# ---------------------------------------------------------------------------
+
+GPT2_TOKENIZER_DIR = Path(os.environ.get("GPT2_TOKENIZER_DIR", "/work/shared/tokenizer/gpt2"))
+XSUM_TEST = Path(os.environ.get("XSUM_TEST", "/work/shared/data/xsum/test.jsonl"))
+XSUM_LICENSE = (
+    "XSum dataset (Narayan, Cohen, Lapata 2018, \"Don't Give Me the Details, Just the Summary!\", EMNLP), "
+    "BBC articles, research use only; documents and summaries below are quoted for testing from "
+    "shared/data/xsum/test.jsonl (each document cut to its first 60 whitespace words)"
+)
+GPT2_BPE_LICENSE = "GPT-2 byte-level BPE vocab.json/merges.txt (OpenAI GPT-2, MIT)"
+
+B_MODEL_SEED = 905
+B_D = 16
+B_ENC_L, B_ENC_H = 3, 2  # head dim 8
+B_DEC_L, B_DEC_H = 2, 4  # head dim 4
+B_DOC_WORDS = 60
+B_XSUM_ROWS = {"train": [0, 1, 2, 3], "dev": [4, 5], "test": [4, 5]}  # line indices in XSUM_TEST
+B_ENC_MAX, B_TGT_MAX = 100, 40
+# bart-large-xsum's generation defaults, with num_beams 3 (not 6) and max_length 20
+# (not 62) / min_length 3 (not 11) to keep the fixture small
+B_GEN_DEFAULTS = dict(num_beams=3, length_penalty=0.8, max_length=20, min_length=3, no_repeat_ngram_size=3,
+                      early_stopping=True)
+
+
+def bart_b_tokenizer():
+    """GPT-2's vocab/merges in a BartTokenizerFast (= RobertaTokenizer in transformers 5.x)."""
+    vocab = json.loads((GPT2_TOKENIZER_DIR / "vocab.json").read_text(encoding="utf-8"))
+    lines = (GPT2_TOKENIZER_DIR / "merges.txt").read_text(encoding="utf-8").split("\n")
+    assert lines[0].startswith("#version"), lines[0]
+    merges = [tuple(l.split(" ")) for l in lines[1:] if l]
+    assert all(len(m) == 2 for m in merges)
+    tok = BartTokenizerFast(vocab=vocab, merges=merges)
+    # the *_file spelling of the old slow/fast constructors is silently ignored in 5.x: it gives
+    # the 5-token placeholder vocabulary; from_pretrained on a vocab.json + merges.txt folder works
+    ignored = BartTokenizerFast(vocab_file=str(GPT2_TOKENIZER_DIR / "vocab.json"),
+                                merges_file=str(GPT2_TOKENIZER_DIR / "merges.txt"))
+    facts = {
+        "constructor": "BartTokenizerFast(vocab=<dict from vocab.json>, merges=<pairs from merges.txt>)",
+        "class": type(tok).__name__,
+        "gpt2_vocab_entries": len(vocab),
+        "gpt2_merges": len(merges),
+        "len": len(tok),
+        "vocab_file_merges_file_kwargs_len": len(ignored),
+    }
+    assert len(ignored) == 5 and len(tok) == len(vocab) + 5
+    return tok, facts
+
+
+def bart_b_ids(tok):
+    ids = {
+        "bos": tok.bos_token_id, "eos": tok.eos_token_id, "pad": tok.pad_token_id,
+        "unk": tok.unk_token_id, "mask": tok.mask_token_id,
+    }
+    ids.update(decoder_start=ids["eos"], forced_bos=ids["bos"], forced_eos=ids["eos"])
+    for name, t in (("bos", "<s>"), ("eos", "</s>"), ("pad", "<pad>"), ("unk", "<unk>"), ("mask", "<mask>")):
+        assert tok.convert_tokens_to_ids(t) == ids[name], (t, ids)
+    return ids
+
+
+def bart_b_config(vocab_size, ids):
+    cfg = BartConfig(
+        vocab_size=vocab_size,
+        d_model=B_D,
+        encoder_layers=B_ENC_L,
+        decoder_layers=B_DEC_L,
+        encoder_attention_heads=B_ENC_H,
+        decoder_attention_heads=B_DEC_H,
+        encoder_ffn_dim=24,
+        decoder_ffn_dim=20,
+        max_position_embeddings=128,
+        scale_embedding=False,  # as bart-large
+        activation_function="gelu",
+        dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        classifier_dropout=0.0,
+        encoder_layerdrop=0.0,
+        decoder_layerdrop=0.0,
+        init_std=0.2,
+        pad_token_id=ids["pad"],
+        bos_token_id=ids["bos"],
+        eos_token_id=ids["eos"],
+        decoder_start_token_id=ids["decoder_start"],
+        forced_bos_token_id=ids["forced_bos"],
+        forced_eos_token_id=ids["forced_eos"],
+        use_cache=True,
+    )
+    cfg._attn_implementation = "eager"
+    return cfg
+
+
+def b_ids_kw(ids):
+    return dict(decoder_start_token_id=ids["decoder_start"], bos_token_id=ids["bos"], eos_token_id=ids["eos"],
+                pad_token_id=ids["pad"], forced_bos_token_id=ids["forced_bos"],
+                forced_eos_token_id=ids["forced_eos"])
+
+
+def b_gen_specs(ids):
+    """Every kwarg, explicitly: beam = the generation_config.json defaults; greedy = the same with
+    num_beams=1 (so no_repeat_ngram_size=3 still applies; length_penalty/early_stopping are beam-only)."""
+    common = dict(do_sample=False, repetition_penalty=1.0, use_cache=True, **b_ids_kw(ids))
+    return {
+        "beam": dict(B_GEN_DEFAULTS, num_return_sequences=1, output_scores=True, return_dict_in_generate=True,
+                     **common),
+        "greedy": dict(num_beams=1, max_length=B_GEN_DEFAULTS["max_length"],
+                       min_length=B_GEN_DEFAULTS["min_length"],
+                       no_repeat_ngram_size=B_GEN_DEFAULTS["no_repeat_ngram_size"], **common),
+    }
+
+
+def b_new_tokens(row, eos):
+    new = row[1:]
+    return new[: new.index(eos) + 1] if eos in new else new
+
+
+def b_generate(model, batch, kw, ids):
+    with torch.no_grad():
+        out = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kw)
+    seqs = out.sequences if kw.get("return_dict_in_generate") else out
+    rows = seqs.tolist()
+    res = {"raw_sequences": rows, "new_tokens": [b_new_tokens(r, ids["eos"]) for r in rows]}
+    if kw.get("num_beams", 1) > 1 and kw.get("return_dict_in_generate"):
+        res["sequences_scores"] = [float(x) for x in out.sequences_scores.tolist()]
+    for r, n in zip(rows, res["new_tokens"]):
+        assert r[0] == ids["decoder_start"] and r[1] == ids["forced_bos"], r
+        assert n[-1] == ids["eos"] and len(n) <= kw["max_length"] - 1, n
+    res["ends_early"] = [len(n) + 1 < kw["max_length"] for n in res["new_tokens"]]
+    return res
+
+
+def read_xsum_rows(indices):
+    want, rows = set(indices), {}
+    with open(XSUM_TEST, encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if i in want:
+                r = json.loads(line)
+                words = r["document"].split()
+                rows[i] = {
+                    "document": " ".join(words[:B_DOC_WORDS]),
+                    "summary": r["summary"],
+                    "id": r["id"],
+                    "_words": len(words),
+                }
+                assert r["summary"] == r["summary"].strip()
+                # Python's split() and Rust's split_whitespace() agree on ASCII whitespace
+                assert all(c.isascii() or not c.isspace() for c in r["document"])
+            if len(rows) == len(want):
+                break
+    return rows
+
+
+def choose_eos_bias_b(model, batch, specs, ids):
+    """final_logits_bias[eos]: greedy must end early (eos before max_length) on some test rows but
+    not all; +2 per run (greedy, beam) with such a mix, +1 per run with any early row; ties ->
+    smallest change from the random value."""
+    eos, original, table = ids["eos"], float(model.final_logits_bias[0, ids["eos"]]), []
+    for v in np.round(np.arange(0.0, 10.001, 0.25), 2):
+        with torch.no_grad():
+            model.final_logits_bias[0, eos] = float(v)
+        early = {name: b_generate(model, batch, kw, ids)["ends_early"] for name, kw in specs.items()}
+        score = sum(2 * (0 < sum(e) < len(e)) + (sum(e) > 0) for e in early.values())
+        ok = 0 < sum(early["greedy"]) < len(early["greedy"])
+        table.append((ok, score, -abs(float(v) - original), float(v), early))
+    best = max(table, key=lambda r: r[:3])
+    assert best[0], "no eos bias makes greedy stop early on some rows only"
+    with torch.no_grad():
+        model.final_logits_bias[0, eos] = best[3]
+    return {
+        "final_logits_bias_eos": best[3],
+        "random_value_before": original,
+        "rule": f"grid 0.0..10.0 step 0.25 for final_logits_bias[0, {eos}] (eos); require greedy on the 2 test "
+                "documents to have a row ending early (eos before max_length) and a row ending with the forced "
+                "eos at max_length; score +2 per run (greedy, beam) with such a mix, +1 per run with any early "
+                "row; highest score, ties -> smallest change from the random value",
+        "early_rows_at_choice": best[4],
+        "score": best[1],
+    }
+
+
+def make_bart_b(out):
+    d = out / "bart-b"
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+
+    # tokenizer
+    tok, tok_facts = bart_b_tokenizer()
+    ids = bart_b_ids(tok)
+    tok.save_pretrained(d)
+    for f in sorted(d.iterdir()):
+        if f.is_file() and f.stat().st_size > 2e6 and f.name not in ("tokenizer.json", "vocab.json", "merges.txt"):
+            f.unlink()
+    tj = json.loads((d / "tokenizer.json").read_text(encoding="utf-8"))
+    tok_facts["saved_files"] = sorted(f.name for f in d.iterdir())
+    tok_facts["post_processor"] = tj["post_processor"]
+    tok_facts["added_tokens"] = [(t["id"], t["content"]) for t in tj["added_tokens"]]
+    tok_facts["endoftext_50256_is_added_token"] = any(t["content"] == "<|endoftext|>" for t in tj["added_tokens"])
+    tok_facts["merges_json_form"] = "pairs [a, b]" if isinstance(tj["model"]["merges"][0], list) else "strings 'a b'"
+    tok_facts["encode_adds_bos_eos"] = tok("Hello world")["input_ids"] == [ids["bos"], 15496, 995, ids["eos"]]
+    tok_facts["text_target_adds_bos_eos"] = tok(text_target="Hello world")["input_ids"] == [ids["bos"], 15496, 995,
+                                                                                           ids["eos"]]
+    assert tj["post_processor"]["type"] == "RobertaProcessing" and tok_facts["encode_adds_bos_eos"]
+
+    # data
+    all_rows = sorted({i for v in B_XSUM_ROWS.values() for i in v})
+    rows = read_xsum_rows(all_rows)
+    (d / "xsum").mkdir()
+    for split, idx in B_XSUM_ROWS.items():
+        with open(d / "xsum" / f"{split}.jsonl", "w", encoding="utf-8") as f:
+            for i in idx:
+                r = rows[i]
+                f.write(json.dumps({"document": r["document"], "summary": r["summary"], "id": r["id"]},
+                                   ensure_ascii=False) + "\n")
+    test = [rows[i] for i in B_XSUM_ROWS["test"]]
+    docs = [r["document"] for r in test]
+    enc_kw = dict(truncation=True, max_length=B_ENC_MAX)
+    tgt_kw = dict(truncation=True, max_length=B_TGT_MAX)
+    batch_kw = dict(enc_kw, padding=True, return_tensors="pt")
+    batch = tok(docs, **batch_kw)
+    encoder_ids = [tok(doc, **enc_kw)["input_ids"] for doc in docs]
+    target_ids = [tok(text_target=r["summary"], **tgt_kw)["input_ids"] for r in test]
+    for row, e in zip(batch["input_ids"].tolist(), encoder_ids):
+        assert row[: len(e)] == e and all(t == ids["pad"] for t in row[len(e):])
+    assert tok.padding_side == "right"
+
+    # model
+    seed(B_MODEL_SEED)
+    model = BartForConditionalGeneration(bart_b_config(len(tok), ids))
+    perturb_biases_and_norms(model, B_MODEL_SEED + 1)
+    model.eval()
+    specs = b_gen_specs(ids)
+    eos_choice = choose_eos_bias_b(model, batch, specs, ids)
+    print("bart-b eos bias choice:", {k: v for k, v in eos_choice.items() if k != "rule"})
+    gc = model.generation_config
+    gc.forced_bos_token_id = ids["forced_bos"]  # BartConfig 5.23 drops it from config.json
+    for k, v in B_GEN_DEFAULTS.items():
+        setattr(gc, k, v)
+    model.save_pretrained(d, safe_serialization=True)
+    stored = stored_weight_names(d / "model.safetensors")
+
+    # references, on the model and tokenizer reloaded from disk
+    m = load_model(d)
+    tok2 = transformers.AutoTokenizer.from_pretrained(d)
+    checks = {
+        "autotokenizer_class": type(tok2).__name__,
+        "autotokenizer_same_ids": [tok2(x, **enc_kw)["input_ids"] for x in docs] == encoder_ids
+        and [tok2(text_target=r["summary"], **tgt_kw)["input_ids"] for r in test] == target_ids,
+        "generation_config_loaded": {k: getattr(m.generation_config, k) for k in
+                                     list(B_GEN_DEFAULTS) + ["forced_bos_token_id", "forced_eos_token_id",
+                                                              "decoder_start_token_id"]},
+    }
+    assert checks["autotokenizer_same_ids"]
+    gens = {name: b_generate(m, batch, kw, ids) for name, kw in specs.items()}
+    # the same runs leaning on generation_config.json (only num_beams=1 passed for greedy)
+    checks["beam_equals_generate_with_no_kwargs"] = b_generate(
+        m, batch, dict(max_length=B_GEN_DEFAULTS["max_length"], return_dict_in_generate=True,
+                       output_scores=True), ids)["raw_sequences"] == gens["beam"]["raw_sequences"]
+    checks["greedy_equals_generate_num_beams_1_only"] = b_generate(
+        m, batch, dict(num_beams=1, max_length=B_GEN_DEFAULTS["max_length"]), ids)["raw_sequences"] \
+        == gens["greedy"]["raw_sequences"]
+    checks["greedy_without_no_repeat_ngram_differs"] = b_generate(
+        m, batch, dict(specs["greedy"], no_repeat_ngram_size=0), ids)["raw_sequences"] \
+        != gens["greedy"]["raw_sequences"]
+    assert checks["beam_equals_generate_with_no_kwargs"] and checks["greedy_equals_generate_num_beams_1_only"]
+
+    dec_kw = dict(skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    nll, nll_batch_rows = [], []
+    with torch.no_grad():
+        for i, r in enumerate(test):
+            labels = torch.tensor([target_ids[i]])
+            o = m(input_ids=torch.tensor([encoder_ids[i]]), labels=labels)
+            s = torch.nn.functional.cross_entropy(o.logits[0], labels[0], reduction="sum")
+            assert abs(float(s) - float(o.loss) * labels.shape[1]) < 1e-3
+            nll.append(float(s))
+        # the same in one padded batch (labels padded with -100) agrees
+        t = max(len(x) for x in target_ids)
+        lab = torch.tensor([x + [-100] * (t - len(x)) for x in target_ids])
+        o = m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=lab)
+        ce = torch.nn.functional.cross_entropy(o.logits.transpose(1, 2), lab, ignore_index=-100, reduction="none")
+        nll_batch_rows = ce.sum(-1).tolist()
+    checks["nll_batch_vs_single_maxdiff"] = float(np.abs(np.array(nll_batch_rows) - np.array(nll)).max())
+    assert checks["nll_batch_vs_single_maxdiff"] < 1e-3
+
+    docs_ref = []
+    for i, r in enumerate(test):
+        e = {"id": r["id"], "document": r["document"], "document_words_in_source": r["_words"],
+             "summary": r["summary"], "encoder_ids": encoder_ids[i]}
+        for name in ("beam", "greedy"):
+            new = gens[name]["new_tokens"][i]
+            e[f"{name}_new_tokens"] = new
+            e[f"{name}_text"] = tok.decode(new, **dec_kw)
+            e[f"{name}_ends_early"] = gens[name]["ends_early"][i]
+        e["beam_sequences_score"] = gens["beam"]["sequences_scores"][i]
+        e["target_ids"] = target_ids[i]
+        e["nll_sum"] = nll[i]
+        e["tokens"] = len(target_ids[i])
+        docs_ref.append(e)
+        print(f"bart-b test {r['id']}: enc {len(encoder_ids[i])} tok; beam {e['beam_new_tokens']} "
+              f"{e['beam_text']!r}; greedy {e['greedy_new_tokens']} {e['greedy_text']!r}; "
+              f"nll_sum {e['nll_sum']:.4f} / {e['tokens']}")
+    checks["replacement_char_in_texts"] = any("\ufffd" in e[f"{n}_text"] for e in docs_ref for n in ("beam", "greedy"))
+
+    ref = {
+        "produced_by": "scripts/make_bart_fixtures.py (make_bart_b)",
+        "versions": dict(VERSIONS, tokenizers=__import__("tokenizers").__version__),
+        "license": {"xsum": XSUM_LICENSE, "tokenizer": GPT2_BPE_LICENSE},
+        "model_dir": d.name,
+        "attn_implementation": "eager",
+        "vocab_size": len(tok),
+        "ids": ids,
+        "tokenizer": tok_facts,
+        "seeds": {"model": B_MODEL_SEED, "model_perturbation": B_MODEL_SEED + 1},
+        "eos_choice": eos_choice,
+        "model_safetensors_names": stored,
+        "xsum": {"source": str(XSUM_TEST), "rows_by_split": B_XSUM_ROWS,
+                 "document_cut": f"' '.join(document.split()[:{B_DOC_WORDS}]) (line breaks become spaces)",
+                 "fields": ["document", "summary", "id"]},
+        "kwargs": {
+            "encoder_ids": {"call": "tokenizer(document, **kw)['input_ids']", **enc_kw},
+            "batch": {"call": "tokenizer([doc0, doc1], **kw)", "padding_side": tok.padding_side,
+                      **{k: v for k, v in batch_kw.items()}},
+            "target_ids": {"call": "tokenizer(text_target=summary, **kw)['input_ids']", **tgt_kw},
+            "generate": {name: {"call": "model.generate(input_ids=batch.input_ids, "
+                                        "attention_mask=batch.attention_mask, **kw)", **kw}
+                         for name, kw in specs.items()},
+            "decode": {"call": "tokenizer.decode(new_tokens, **kw)", **dec_kw},
+            "nll": "per document alone (no padding): model(input_ids=[encoder_ids], labels=[target_ids]) (HF "
+                   "shifts labels right behind decoder_start); nll_sum = sum over the target tokens of "
+                   "-log_softmax(logits)[label] (= loss * tokens); tokens = len(target_ids)",
+        },
+        "generate": {name: dict(g) for name, g in gens.items()},
+        "test": docs_ref,
+        "checks": checks,
+        "notes": [
+            "new_tokens = generated row after the decoder start (</s>), cut after the first eos (kept); the "
+            "first new token is the forced bos <s>. max_length / min_length count the decoder start.",
+            "raw_sequences rows that end early are padded with the pad id.",
+            "beam sequences_scores = sum of processed log-probs / len(new_tokens) ** length_penalty.",
+            "greedy keeps generation_config.json's no_repeat_ngram_size=3 (only num_beams is overridden).",
+        ],
+    }
+    dump_json(d / "reference.json", ref)
+    sizes = {str(f.relative_to(d)): f.stat().st_size for f in sorted(d.rglob("*")) if f.is_file()}
+    print("bart-b files:", sizes)
+    print(f"bart-b total size: {sum(sizes.values())/1e6:.3f} MB")
+
+
+# ---------------------------------------------------------------------------
 
 
 def main():
@@ -747,6 +1109,8 @@ def main():
     total = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
     print(f"bart-a total size: {total/1e6:.3f} MB")
     assert total < 2e6
+
+    make_bart_b(out)
 
 
 if __name__ == "__main__":

@@ -3,36 +3,43 @@
 use crate::error::{CliError, Result};
 use clap::Args;
 use prefix_tune_model::generate::{EarlyStopping, GenerateConfig, Sampling};
-use prefix_tune_prefix::generate_prefixed;
-use prefix_tune_model::hub::resolve_model;
+use std::path::Path;
+
+use crate::models::{self, Model};
+use prefix_tune_model::backend;
+use prefix_tune_model::bart::generate_bart;
 use prefix_tune_model::tokenizer::Gpt2Tokenizer;
-use prefix_tune_model::{backend, load_gpt2};
+use prefix_tune_prefix::{generate_prefixed, load_bart_prefix, BartLayout};
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
     /// A model directory (config.json + model.safetensors) or a hub name such as gpt2-medium.
     #[arg(long)]
     model: String,
-    /// A text prompt (repeatable; all prompts run as one batch).
+    /// A text prompt (repeatable; all prompts run as one batch). For BART, the document to
+    /// summarise (the tokenizer adds `<s> … </s>`).
     #[arg(long = "prompt")]
     prompts: Vec<String>,
     /// A prompt as comma-separated token ids, e.g. 464,2068 (repeatable; after the text prompts).
     #[arg(long = "prompt-ids")]
     prompt_ids: Vec<String>,
-    #[arg(long, default_value_t = 20)]
-    max_new_tokens: usize,
-    #[arg(long, default_value_t = 0)]
-    min_new_tokens: usize,
-    /// Beam search with this many beams (1 = greedy or sampling).
-    #[arg(long, default_value_t = 1)]
-    num_beams: usize,
-    #[arg(long, default_value_t = 1.0)]
-    length_penalty: f32,
+    /// New tokens at most (default 20; BART: its checkpoint's max_length − 1).
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
+    /// EOS is forbidden before this many new tokens (default 0; BART: min_length − 1).
+    #[arg(long)]
+    min_new_tokens: Option<usize>,
+    /// Beam search with this many beams (1 = greedy or sampling; BART: the checkpoint's).
+    #[arg(long)]
+    num_beams: Option<usize>,
+    /// Default 1.0 (BART: the checkpoint's).
+    #[arg(long)]
+    length_penalty: Option<f32>,
     /// Beam search stopping: true (stop at num_beams finished), false (HF default heuristic), never.
-    #[arg(long, value_enum, default_value_t = EarlyStopping::Heuristic)]
-    early_stopping: EarlyStopping,
-    #[arg(long, default_value_t = 0)]
-    no_repeat_ngram_size: usize,
+    #[arg(long, value_enum)]
+    early_stopping: Option<EarlyStopping>,
+    #[arg(long)]
+    no_repeat_ngram_size: Option<usize>,
     /// A banned token sequence as comma-separated ids (repeatable).
     #[arg(long = "bad-words-ids")]
     bad_words_ids: Vec<String>,
@@ -66,16 +73,16 @@ pub fn parse_ids(text: &str, what: &str) -> Result<Vec<u32>> {
 
 pub fn run(args: GenerateArgs) -> Result<()> {
     let device = backend::device(args.backend.as_deref())?;
-    let dir = resolve_model(&args.model)?;
-    let model = load_gpt2(&dir, &device)?;
+    let (dir, model) = models::load(&args.model, &device)?;
     let tokenizer = Gpt2Tokenizer::from_dir(&dir)?;
+    let encoder_decoder = matches!(model, Model::Bart(_));
 
     let mut prompts = Vec::new();
     for text in &args.prompts {
         let tokenizer = tokenizer.as_ref().ok_or_else(|| {
             CliError::usage(format!("{}: no tokenizer (tokenizer.json or vocab.json + merges.txt) for --prompt; use --prompt-ids", dir.display()))
         })?;
-        prompts.push(tokenizer.encode(text)?);
+        prompts.push(if encoder_decoder { tokenizer.encode_with_special_tokens(text)? } else { tokenizer.encode(text)? });
     }
     for ids in &args.prompt_ids {
         prompts.push(parse_ids(ids, "--prompt-ids")?);
@@ -84,26 +91,31 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         return Err(CliError::usage("give at least one --prompt or --prompt-ids"));
     }
 
-    let eos = model.config.eos_token_id.unwrap_or(50256);
-    let mut config = GenerateConfig::new(eos);
-    config.pad_token_id = model.config.pad_token_id.unwrap_or(eos);
-    config.max_new_tokens = args.max_new_tokens;
-    config.min_new_tokens = args.min_new_tokens;
-    config.num_beams = args.num_beams;
-    config.length_penalty = args.length_penalty;
-    config.early_stopping = args.early_stopping;
-    config.no_repeat_ngram_size = args.no_repeat_ngram_size;
-    config.bad_words_ids = args.bad_words_ids.iter().map(|s| parse_ids(s, "--bad-words-ids")).collect::<Result<_>>()?;
-    if args.do_sample {
-        config.sampling = Some(Sampling { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed });
-    }
-
-    let prefixes = crate::prefixes::load_prefixes(&model, &args.prefixes, &device)?;
-    let prefixes: Vec<&_> = prefixes.iter().collect();
-    let outputs = generate_prefixed(&model, &prompts, &prefixes, &config)?;
+    let outputs = match &model {
+        Model::Gpt2(model) => {
+            let eos = model.config.eos_token_id.unwrap_or(50256);
+            let mut config = GenerateConfig::new(eos);
+            config.pad_token_id = model.config.pad_token_id.unwrap_or(eos);
+            let config = decoding_options(&args, config)?;
+            let prefixes = crate::prefixes::load_prefixes(model, &args.prefixes, &device)?;
+            let prefixes: Vec<&_> = prefixes.iter().collect();
+            generate_prefixed(model, &prompts, &prefixes, &config)?
+        }
+        Model::Bart(model) => {
+            let config = decoding_options(&args, models::checkpoint_generation(&dir)?)?;
+            let sets = match args.prefixes.as_slice() {
+                [] => None,
+                [path] => Some(load_bart_prefix(Path::new(path), BartLayout::of(&model.config), &device)?.sets),
+                _ => return Err(CliError::usage("--prefix: BART takes one prefix for the whole batch (mixed-prefix batches are GPT-2 only)")),
+            };
+            let (prefix, offset) = sets.map_or((Default::default(), 0), |s| (s.past(prompts.len(), false), s.decoder_offset()));
+            generate_bart(model, &prompts, &prefix, offset, &config)?
+        }
+    };
     for output in outputs {
         let text = match &tokenizer {
-            Some(tokenizer) => Some(tokenizer.decode(&output.ids, false)?),
+            // BART's outputs start with <s> and end with </s>: text without them, as HF summaries.
+            Some(tokenizer) => Some(tokenizer.decode(&output.ids, encoder_decoder)?),
             None => None,
         };
         if args.json {
@@ -114,4 +126,37 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The decoding flags over `base` (HF's defaults, or a BART checkpoint's): a flag given wins.
+fn decoding_options(args: &GenerateArgs, base: GenerateConfig) -> Result<GenerateConfig> {
+    let mut config = base;
+    if let Some(n) = args.max_new_tokens {
+        config.max_new_tokens = n;
+    }
+    if let Some(n) = args.min_new_tokens {
+        config.min_new_tokens = n;
+    }
+    if let Some(n) = args.num_beams {
+        config.num_beams = n;
+    }
+    if let Some(lp) = args.length_penalty {
+        config.length_penalty = lp;
+    }
+    if let Some(stop) = args.early_stopping {
+        config.early_stopping = stop;
+    }
+    if let Some(n) = args.no_repeat_ngram_size {
+        config.no_repeat_ngram_size = n;
+    }
+    if !args.bad_words_ids.is_empty() {
+        config.bad_words_ids = args.bad_words_ids.iter().map(|s| parse_ids(s, "--bad-words-ids")).collect::<Result<_>>()?;
+    }
+    if args.do_sample {
+        if args.num_beams.is_none() {
+            config.num_beams = 1;
+        }
+        config.sampling = Some(Sampling { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed });
+    }
+    Ok(config)
 }

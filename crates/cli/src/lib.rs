@@ -9,7 +9,9 @@ mod eval;
 mod export;
 mod generate;
 mod metrics;
+mod models;
 mod prefixes;
+mod score;
 mod train;
 
 use clap::parser::ValueSource;
@@ -19,7 +21,7 @@ pub use error::CliError;
 use error::Result;
 
 #[derive(Parser)]
-#[command(name = "prefix-tune", version, about = "Prefix-Tuning (Li & Liang, 2021) for GPT-2, on Burn", args_override_self = true)]
+#[command(name = "prefix-tune", version, about = "Prefix-Tuning (Li & Liang, 2021) for GPT-2 and BART, on Burn", args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -35,6 +37,8 @@ enum Command {
     Export(export::ExportArgs),
     /// Decode a data split with the paper's settings and score it.
     Eval(eval::EvalArgs),
+    /// Teacher-forced NLL of given targets, per example (GPT-2 or BART, with or without a prefix).
+    Score(score::ScoreArgs),
     /// Score a predictions file against a data set's references.
     Metrics(metrics::MetricsArgs),
     /// Benchmarks (JSON): decoding and training speed on a GPT-2-small-shaped random model.
@@ -88,5 +92,6 @@ pub fn run(args: Vec<String>) -> Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Metrics(args) => metrics::run(args),
+        Command::Score(args) => score::run(args),
     }
 }

@@ -6,6 +6,9 @@ use std::process::{Command, Output};
 use prefix_tune_model::testing::{fixtures, scratch, vulkan_env};
 
 
+#[path = "cli/bart.rs"]
+mod bart;
+
 fn prefix_tune(args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_prefix-tune"));
     command.args(args);

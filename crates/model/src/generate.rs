@@ -109,6 +109,8 @@ impl GenerateConfig {
         config.max_new_tokens = match (uint("max_new_tokens")?, uint("max_length")?) {
             (Some(n), _) => n,
             (None, Some(max)) if encoder_decoder => max.saturating_sub(start),
+            // HF's default max_length is 20, the start token included.
+            (None, None) if encoder_decoder => 20 - start,
             _ => config.max_new_tokens,
         };
         config.min_new_tokens = match (uint("min_new_tokens")?, uint("min_length")?) {

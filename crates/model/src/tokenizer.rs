@@ -57,6 +57,16 @@ impl Gpt2Tokenizer {
         Ok(encoding.get_ids().to_vec())
     }
 
+    /// Token ids of `text` with the special tokens the tokenizer's post-processor adds (BART's
+    /// `<s> … </s>`, as HF's `tokenizer(text)`); none for a GPT-2 tokenizer.
+    pub fn encode_with_special_tokens(&self, text: &str) -> Result<Vec<u32>, ModelError> {
+        let encoding = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| ModelError::Tokenizer { path: self.path.clone(), reason: e.to_string() })?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
     /// Text of `ids`, special tokens kept (as HF `decode(skip_special_tokens=False)`).
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, ModelError> {
         self.inner

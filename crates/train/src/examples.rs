@@ -21,8 +21,19 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<Example>, TrainError> {
     Ok(read_jsonl_lines(path)?.into_iter().map(|(_, example)| example).collect())
 }
 
-/// [`read_jsonl`] with the 1-based line of every example, for error messages.
+/// Reads `{"input_ids": [...], "labels": [...]}` lines with their line numbers. Decoder-only
+/// (`seq2seq` false): labels align with the ids and default to them. Encoder-decoder: `input_ids`
+/// is the encoder input and `labels` the target, of its own length.
 pub fn read_jsonl_lines(path: &Path) -> Result<Vec<(usize, Example)>, TrainError> {
+    read_lines(path, false)
+}
+
+/// [`read_jsonl_lines`] for an encoder-decoder model: `labels` (the target) is required.
+pub fn read_seq2seq_jsonl_lines(path: &Path) -> Result<Vec<(usize, Example)>, TrainError> {
+    read_lines(path, true)
+}
+
+fn read_lines(path: &Path, seq2seq: bool) -> Result<Vec<(usize, Example)>, TrainError> {
     let text = std::fs::read_to_string(path).map_err(|e| TrainError::Data(format!("{}: {e}", path.display())))?;
     let mut examples = Vec::new();
     for (number, line) in text.lines().enumerate() {
@@ -37,12 +48,23 @@ pub fn read_jsonl_lines(path: &Path) -> Result<Vec<(usize, Example)>, TrainError
             labels: Option<Vec<i64>>,
         }
         let raw: Raw = serde_json::from_str(line).map_err(|e| at(format!("not a JSON example with input_ids ({e})")))?;
-        if raw.input_ids.len() < 2 {
-            return Err(at("input_ids needs at least 2 tokens".into()));
+        let least = if seq2seq { 1 } else { 2 };
+        if raw.input_ids.len() < least {
+            return Err(at(format!("input_ids needs at least {least} tokens")));
         }
-        let labels = raw.labels.unwrap_or_else(|| raw.input_ids.iter().map(|&i| i as i64).collect());
-        if labels.len() != raw.input_ids.len() {
+        let labels = match (raw.labels, seq2seq) {
+            (Some(labels), _) => labels,
+            (None, false) => raw.input_ids.iter().map(|&i| i as i64).collect(),
+            (None, true) => return Err(at("labels (the target) is missing".into())),
+        };
+        if !seq2seq && labels.len() != raw.input_ids.len() {
             return Err(at(format!("labels has {} entries but input_ids has {}", labels.len(), raw.input_ids.len())));
+        }
+        if let Some(bad) = labels.iter().find(|&&l| l < 0 && l != IGNORE) {
+            return Err(at(format!("labels: {bad} is neither a token id nor -100")));
+        }
+        if seq2seq && labels.iter().all(|&l| l == IGNORE) {
+            return Err(at("labels has no target token".into()));
         }
         examples.push((line_no, Example { input_ids: raw.input_ids, labels }));
     }

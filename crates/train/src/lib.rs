@@ -10,9 +10,9 @@ pub mod plot;
 pub mod schedule;
 mod trainer;
 
-pub use examples::{check_examples, read_jsonl, read_jsonl_lines, Batch, Example, Limits};
+pub use examples::{check_examples, read_jsonl, read_jsonl_lines, read_seq2seq_jsonl_lines, Batch, Example, Limits};
 pub use loss::{head_loss, loss, seq2seq_head_loss, Objective};
-pub use model::PrefixModel;
+pub use model::{score, PrefixModel};
 pub use optim::{OptimizerConfig, OptimizerKind, OptimizerState};
 pub use schedule::Schedule;
 pub use trainer::{has_checkpoint, peak_rss_mib, DevMetric, Method, Summary, TrainConfig, Trainer};

@@ -55,6 +55,21 @@ pub trait PrefixModel: Module + Sized {
     }
 }
 
+/// Teacher-forced scoring: each example's summed target-token NLL and its target-token count,
+/// with `prefix` (or none). Runs on plain (non-autodiff) modules.
+pub fn score<M: PrefixModel>(model: &M, prefix: Option<&M::Prefix>, config: &TrainConfig, examples: &[Example]) -> Result<Vec<(f64, usize)>, TrainError> {
+    let config = TrainConfig { objective: crate::Objective::Paper, ..config.clone() };
+    examples
+        .iter()
+        .map(|example| {
+            // One example per batch: the paper objective's per-sequence mean is then its sum.
+            let batch = model.batch(&[example], &config);
+            let (nll, tokens) = model.loss(prefix, &config, &batch, false, Dropout::default())?;
+            Ok((prefix_tune_model::tensors::to_f32s(nll)[0] as f64, tokens))
+        })
+        .collect()
+}
+
 /// What the fine-tuning baseline needs of a model: writing it, reading it back, a stand-in.
 pub struct Finetune<M> {
     pub save: fn(&M, &Path) -> Result<(), TrainError>,

@@ -1,0 +1,131 @@
+//! BART from the command line: `generate` and `score` against the HF references of bart-a, and
+//! `score` on GPT-2 against HF's logits.
+
+use std::path::Path;
+
+use prefix_tune_model::testing::{fixtures, read_f32, scratch};
+use prefix_tune_model::weights::{save_f32, to_i64, WeightFiles};
+
+use super::{prefix_tune, reference, stdout_lines};
+
+fn bart_a() -> String {
+    fixtures().join("bart-a").display().to_string()
+}
+
+/// The encoder inputs of bart-a's reference batch, as `--prompt-ids` values.
+fn prompt_ids() -> Vec<String> {
+    let batch = &reference("bart-a")["batch"];
+    let lengths = batch["enc_lengths"].as_array().unwrap();
+    batch["enc_input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(lengths)
+        .map(|(row, n)| row.as_array().unwrap()[..n.as_u64().unwrap() as usize].iter().map(|id| id.to_string()).collect::<Vec<_>>().join(","))
+        .collect()
+}
+
+/// The three-prefix reference as a hand-written BART export.
+fn three_prefix_export(dir: &Path) {
+    let reference = WeightFiles::open(vec![fixtures().join("bart-a/reference.safetensors")]).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("prefix_config.json"), r#"{"format": "prefix-tune", "kind": "export", "architecture": "bart"}"#).unwrap();
+    let tensors: Vec<_> = ["encoder", "decoder", "cross"].iter().map(|s| (s.to_string(), read_f32(&reference, &format!("prefix.{s}")).0, read_f32(&reference, &format!("prefix.{s}")).1)).collect();
+    save_f32(&dir.join("prefix.safetensors"), &tensors).unwrap();
+}
+
+#[test]
+fn generate_with_bart_and_its_three_prefixes_matches_hf() {
+    let json = reference("bart-a");
+    let prefix = scratch("cli-bart-prefix");
+    three_prefix_export(&prefix);
+    let prefix = prefix.display().to_string();
+    let model = bart_a();
+    let ids = prompt_ids();
+    // HF: max_length 12 and min_length 3 count the decoder start token.
+    let greedy = ["--max-new-tokens", "11", "--min-new-tokens", "2"];
+    let beam = ["--max-new-tokens", "11", "--min-new-tokens", "3", "--num-beams", "4", "--length-penalty", "0.8", "--no-repeat-ngram-size", "3", "--early-stopping", "true"];
+    for (name, options, with_prefix) in [("greedy", &greedy[..], false), ("beam4", &beam[..], false), ("prefix_greedy", &greedy[..], true), ("prefix_beam4", &beam[..], true)] {
+        let mut args = vec!["generate", "--model", model.as_str(), "--json"];
+        args.extend(options);
+        if with_prefix {
+            args.extend(["--prefix", prefix.as_str()]);
+        }
+        for row in &ids {
+            args.extend(["--prompt-ids", row.as_str()]);
+        }
+        let lines = stdout_lines(&prefix_tune(&args));
+        for (i, line) in lines.iter().enumerate() {
+            assert_eq!(line["ids"], json["generate"][name]["new_tokens"][i], "{name} input {i}");
+        }
+    }
+    let two = prefix_tune(&["generate", "--model", &model, "--prompt-ids", "5,6", "--prefix", &prefix, "--prefix", &prefix]);
+    let message = String::from_utf8_lossy(&two.stderr);
+    assert!(!two.status.success() && message.contains("--prefix") && message.trim().lines().count() == 1, "{message}");
+}
+
+#[test]
+fn score_gives_the_summed_target_nll_of_gpt2_and_bart() {
+    // BART: the fixture batch, one line per example; the token mean over the batch is HF's loss.
+    let json = reference("bart-a");
+    let data = scratch("cli-score").join("bart.jsonl");
+    let batch = &json["batch"];
+    let mut lines = String::new();
+    for (ids, labels) in prompt_ids().iter().zip(batch["labels"].as_array().unwrap()) {
+        let input_ids: Vec<u32> = ids.split(',').map(|i| i.parse().unwrap()).collect();
+        let labels: Vec<i64> = labels.as_array().unwrap().iter().map(|l| l.as_i64().unwrap()).filter(|&l| l >= 0).collect();
+        lines += &format!("{}\n", serde_json::json!({ "input_ids": input_ids, "labels": labels }));
+    }
+    std::fs::write(&data, lines).unwrap();
+    let prefix = scratch("cli-score-prefix");
+    three_prefix_export(&prefix);
+    let model = bart_a();
+    for (prefix, expected) in [(None, json["loss"].as_f64().unwrap()), (Some(prefix.display().to_string()), json["prefix"]["loss"].as_f64().unwrap())] {
+        let mut args = vec!["score", "--model", model.as_str(), "--data", data.to_str().unwrap(), "--json"];
+        if let Some(prefix) = &prefix {
+            args.extend(["--prefix", prefix.as_str()]);
+        }
+        let scores = stdout_lines(&prefix_tune(&args));
+        let tokens: u64 = scores.iter().map(|s| s["tokens"].as_u64().unwrap()).sum();
+        let nll: f64 = scores.iter().map(|s| s["nll"].as_f64().unwrap()).sum();
+        assert_eq!(tokens, 16);
+        assert!((nll / tokens as f64 - expected).abs() < 1e-4, "mean NLL {} vs HF {expected}", nll / tokens as f64);
+    }
+
+    // GPT-2: every real token after the first is a target; HF's logits give the reference NLL.
+    let files = WeightFiles::open(vec![fixtures().join("gpt2-a/reference.safetensors")]).unwrap();
+    let (shape, ids) = files.view("batch.input_ids", |_, v| (v.shape().to_vec(), to_i64(v).unwrap())).unwrap();
+    let (_, mask) = files.view("batch.attention_mask", |_, v| (v.shape().to_vec(), to_i64(v).unwrap())).unwrap();
+    let (_, logits) = read_f32(&files, "batch.logits");
+    let (seq, vocab) = (shape[1], 1000);
+    let gpt2_data = scratch("cli-score-gpt2").join("gpt2.jsonl");
+    let mut lines = String::new();
+    let mut expected = Vec::new();
+    for row in 0..shape[0] {
+        let len = mask[row * seq..(row + 1) * seq].iter().filter(|&&m| m == 1).count();
+        let input: Vec<i64> = ids[row * seq..row * seq + len].to_vec();
+        lines += &format!("{}\n", serde_json::json!({ "input_ids": input, "labels": input }));
+        let nll: f64 = (1..len)
+            .map(|t| {
+                let at = &logits[(row * seq + t - 1) * vocab..(row * seq + t) * vocab];
+                let max = at.iter().copied().fold(f32::MIN, f32::max) as f64;
+                let log_sum = max + at.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+                log_sum - at[input[t] as usize] as f64
+            })
+            .sum();
+        expected.push((nll, len - 1));
+    }
+    std::fs::write(&gpt2_data, lines).unwrap();
+    let gpt2 = fixtures().join("gpt2-a");
+    let scores = stdout_lines(&prefix_tune(&["score", "--model", gpt2.to_str().unwrap(), "--data", gpt2_data.to_str().unwrap(), "--json"]));
+    for (score, (nll, tokens)) in scores.iter().zip(expected) {
+        assert_eq!(score["tokens"].as_u64().unwrap() as usize, tokens);
+        assert!((score["nll"].as_f64().unwrap() - nll).abs() < 1e-3, "{score} vs HF {nll}");
+    }
+
+    // A label outside the vocabulary names the line and the field.
+    std::fs::write(&data, "{\"input_ids\": [5, 6], \"labels\": [7]}\n{\"input_ids\": [5], \"labels\": [5000]}\n").unwrap();
+    let bad = prefix_tune(&["score", "--model", model.as_str(), "--data", data.to_str().unwrap()]);
+    let message = String::from_utf8_lossy(&bad.stderr);
+    assert!(message.contains("bart.jsonl line 2: field `labels`") && message.trim().lines().count() == 1, "{message}");
+}
