@@ -653,7 +653,8 @@ XSUM_LICENSE = (
 )
 GPT2_BPE_LICENSE = "GPT-2 byte-level BPE vocab.json/merges.txt (OpenAI GPT-2, MIT)"
 
-B_MODEL_SEED = 905
+B_MODEL_SEED = 919  # of seeds 900..919, one whose two test rows get different greedy summaries and whose
+# eos bias grid has a value where greedy and beam each end early on one row only (see choose_eos_bias_b)
 B_D = 16
 B_ENC_L, B_ENC_H = 3, 2  # head dim 8
 B_DEC_L, B_DEC_H = 2, 4  # head dim 4
@@ -956,7 +957,7 @@ def make_bart_b(out):
         "seeds": {"model": B_MODEL_SEED, "model_perturbation": B_MODEL_SEED + 1},
         "eos_choice": eos_choice,
         "model_safetensors_names": stored,
-        "xsum": {"source": str(XSUM_TEST), "rows_by_split": B_XSUM_ROWS,
+        "xsum": {"source": f"shared/data/xsum/{XSUM_TEST.name}", "rows_by_split_0_based_lines": B_XSUM_ROWS,
                  "document_cut": f"' '.join(document.split()[:{B_DOC_WORDS}]) (line breaks become spaces)",
                  "fields": ["document", "summary", "id"]},
         "kwargs": {

@@ -12,7 +12,9 @@ mod metrics;
 mod models;
 mod prefixes;
 mod score;
+mod seq2seq;
 mod train;
+mod train_bart;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};

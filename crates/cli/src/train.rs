@@ -15,10 +15,11 @@ use prefix_tune_model::{backend, load_gpt2, Gpt2, Gpt2Config};
 use prefix_tune_prefix::{load_prefix, text_activations, Init, Layout, Placement, Prefix, PrefixConfig, ReparamKind};
 use prefix_tune_train::examples::{low_data_split, read_jsonl_lines};
 use prefix_tune_train::{check_examples, DevMetric, Example, Limits, TrainError};
-use prefix_tune_train::{Method, Objective, OptimizerKind, Schedule, TrainConfig, Trainer};
+use prefix_tune_train::{Method, Objective, OptimizerKind, PrefixModel, Schedule, TrainConfig, Trainer};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CliError, Result};
+use crate::models::{self, Architecture};
 
 /// Every option of a run. Recorded in the run's `config.json` (as `command`), so that
 /// `--resume DIR` alone rebuilds the run.
@@ -53,6 +54,18 @@ pub struct TrainArgs {
     pub max_length: Option<usize>,
     #[arg(long, default_value_t = 10)]
     pub prefix_length: usize,
+    /// BART: P of the encoder self-attention prefix (default --prefix-length; 0 turns it off).
+    #[arg(long)]
+    #[serde(default)]
+    pub encoder_prefix_length: Option<usize>,
+    /// BART: P of the decoder self-attention prefix (default --prefix-length; 0 turns it off).
+    #[arg(long)]
+    #[serde(default)]
+    pub decoder_prefix_length: Option<usize>,
+    /// BART: P of the cross-attention prefix (default --prefix-length; 0 turns it off).
+    #[arg(long)]
+    #[serde(default)]
+    pub cross_prefix_length: Option<usize>,
     #[arg(long, value_enum, default_value_t = ReparamKind::Mlp)]
     pub reparam: ReparamKind,
     #[arg(long, default_value_t = 512)]
@@ -88,9 +101,10 @@ pub struct TrainArgs {
     pub schedule: Schedule,
     #[arg(long, default_value_t = 0.0)]
     pub weight_decay: f64,
-    /// paper (sum per sequence, mean over batch) or mean (token mean).
-    #[arg(long, value_enum, default_value_t = Objective::Paper)]
-    pub loss: Objective,
+    /// paper (sum per sequence, mean over batch) or mean (token mean). Default: paper for
+    /// GPT-2; mean for BART, as the paper's summarization code.
+    #[arg(long, value_enum)]
+    pub loss: Option<Objective>,
     #[arg(long, value_enum, default_value_t = OptimizerKind::Adamw)]
     pub optimizer: OptimizerKind,
     /// Override the LM's dropout while training (0 turns it off).
@@ -228,7 +242,7 @@ fn parse_init(init: &str, model_dir: &Path) -> Result<(Init, Option<Vec<u32>>)> 
 }
 
 /// The examples of one data file and where each came from ("FILE line N"), for messages.
-fn read_examples(args: &TrainArgs, path: &Path, split: Split, model_dir: &Path) -> Result<(Vec<Example>, Vec<String>)> {
+pub fn read_examples(args: &TrainArgs, path: &Path, split: Split, model_dir: &Path) -> Result<(Vec<Example>, Vec<String>)> {
     let Some(task) = args.task else {
         let lines = read_jsonl_lines(path)?;
         let origins = lines.iter().map(|(line, _)| format!("{} line {line}", path.display())).collect();
@@ -333,8 +347,7 @@ fn initial_prefix(args: &TrainArgs, prefix_config: &PrefixConfig, text_ids: Opti
 }
 
 /// The learner's settings from the options; `command` records the options themselves.
-fn train_config(args: &TrainArgs, prefix: PrefixConfig, model: &Gpt2Config, model_name: &str) -> TrainConfig {
-    let eos = model.eos_token_id.unwrap_or(50256);
+pub fn train_config(args: &TrainArgs, prefix: PrefixConfig, pad: u32, separator: u32, model_name: &str) -> TrainConfig {
     TrainConfig {
         method: args.method,
         lr: args.lr,
@@ -345,15 +358,15 @@ fn train_config(args: &TrainArgs, prefix: PrefixConfig, model: &Gpt2Config, mode
         warmup_steps: args.warmup_steps,
         schedule: args.schedule,
         optimizer: args.optimizer.with_weight_decay(args.weight_decay),
-        objective: args.loss,
+        objective: args.loss.unwrap_or(Objective::Paper),
         lm_dropout: args.lm_dropout,
         max_grad_norm: args.max_grad_norm,
         seed: args.seed,
         eval_every: args.eval_every,
         patience: args.patience,
         checkpoint_every: args.checkpoint_every,
-        pad_token_id: model.pad_token_id.unwrap_or(eos),
-        separator_token_id: eos,
+        pad_token_id: pad,
+        separator_token_id: separator,
         base_model: Some(model_name.to_string()),
         command: Some(serde_json::to_value(args).expect("options serialise")),
         ..TrainConfig::new(prefix)
@@ -373,34 +386,57 @@ pub fn run(args: TrainArgs, given: &[String]) -> Result<()> {
     device.seed(args.seed);
     let model_name = args.model.clone().ok_or_else(|| CliError::usage("--model is required"))?;
     let dir = resolve_model(&model_name)?;
-    let model = load_gpt2(&dir, &device)?;
-    let (init, text_ids) = parse_init(&args.init, &dir)?;
+    match models::architecture(&dir)? {
+        Architecture::Gpt2 => run_gpt2(&args, &dir, &model_name, &device),
+        Architecture::Bart => crate::train_bart::run(&args, &dir, &model_name, &device),
+    }
+}
+
+fn run_gpt2(args: &TrainArgs, dir: &Path, model_name: &str, device: &Device) -> Result<()> {
+    let model = load_gpt2(dir, device)?;
+    let (init, text_ids) = parse_init(&args.init, dir)?;
     if args.placement == Placement::EmbeddingOnly && text_ids.is_some() {
         return Err(CliError::usage("--init text: applies to keys/values; use random or zero with --placement embedding-only"));
     }
     // Options are checked before the data is read: a typo fails at once.
     let metric = match &args.eval_metric {
-        Some(name) => Some((name.clone(), dev_metric(&args, &dir, name)?)),
+        Some(name) => Some((name.clone(), dev_metric(args, dir, name)?)),
         None => None,
     };
     let length = text_ids.as_ref().map_or(args.prefix_length, Vec::len);
-    let (train, dev) = load_examples(&args, &dir, &model.config, length)?;
+    let (train, dev) = load_examples(args, dir, &model.config, length)?;
+    let fresh = |model: Gpt2| -> Result<(Gpt2, Prefix, TrainConfig)> {
+        let reparam = args.reparam.with_hidden(args.mlp_hidden);
+        let prefix_config = PrefixConfig { length, reparam, dropout: args.prefix_dropout, init, placement: args.placement };
+        let prefix = initial_prefix(args, &prefix_config, text_ids.as_deref(), &model, device)?;
+        let config = train_config(args, prefix_config, model.config.pad_token_id.or(model.config.eos_token_id).unwrap_or(50256), model.config.eos_token_id.unwrap_or(50256), model_name);
+        Ok((model, prefix, config))
+    };
+    run_trainer(args, model, fresh, metric, &train, &dev)
+}
 
+/// Resumes the run or starts it (`fresh` builds its prefix and config), trains, prints the
+/// summary: the same for every model.
+pub fn run_trainer<M: PrefixModel>(
+    args: &TrainArgs,
+    model: M,
+    fresh: impl FnOnce(M) -> Result<(M, M::Prefix, TrainConfig)>,
+    metric: Option<(String, DevMetric<M>)>,
+    train: &[Example],
+    dev: &[Example],
+) -> Result<()> {
     let mut trainer = match &args.resume {
         Some(run_dir) if prefix_tune_train::has_checkpoint(run_dir) => Trainer::resume(model, run_dir)?,
         // Killed before its first checkpoint: the run starts again from its recorded options.
         _ => {
             let out = args.resume.clone().or_else(|| args.out.clone()).ok_or_else(|| CliError::usage("--out is required"))?;
-            let reparam = args.reparam.with_hidden(args.mlp_hidden);
-            let prefix_config = PrefixConfig { length, reparam, dropout: args.prefix_dropout, init, placement: args.placement };
-            let prefix = initial_prefix(&args, &prefix_config, text_ids.as_deref(), &model, &device)?;
-            let config = train_config(&args, prefix_config, &model.config, &model_name);
+            let (model, prefix, config) = fresh(model)?;
             Trainer::new(model, prefix, config, &out)?
         }
     };
     trainer.log_every = args.log_every;
     trainer.dev_metric = metric;
-    let summary = trainer.train(&train, &dev, None)?;
+    let summary = trainer.train(train, dev, None)?;
     println!("{}", serde_json::to_string(&summary).expect("summary serialises"));
     Ok(())
 }

@@ -123,3 +123,42 @@ fn a_frozen_bart_learns_to_copy_through_its_three_prefixes() {
         assert_eq!(output.ids, expected, "greedy output of a trained copy prefix");
     }
 }
+
+#[test]
+fn a_bart_run_resumes_bit_for_bit() {
+    let _serial = serial();
+    let device = device();
+    let model = || load_bart(&fixtures().join("bart-a"), &device).unwrap();
+    let prefix_config = PrefixConfig { length: 4, reparam: Reparam::Mlp { hidden: 16 }, dropout: 0.1, init: Init::Random, placement: Default::default() };
+    let mut config = TrainConfig::new(prefix_config.clone());
+    config.lr = 1e-2;
+    config.batch_size = 4;
+    config.epochs = 2;
+    config.pad_token_id = 1;
+    config.lm_dropout = Some(0.1);
+    config.checkpoint_every = Some(1);
+    let fresh = || {
+        device.seed(3);
+        let short = PrefixConfig { length: 2, ..prefix_config.clone() };
+        BartPrefixSets::init([Some(&prefix_config), None, Some(&short)], BartLayout::of(&model().config), &device).unwrap()
+    };
+    let examples = copy_task(12);
+    let bits = |sets: &BartPrefixSets| [sets.encoder.as_ref(), sets.cross.as_ref()].map(|p| to_f32s(p.unwrap().activations().detach()));
+    let whole = scratch("bart-resume-whole");
+    let mut trainer = Trainer::new(model(), fresh(), config.clone(), &whole).unwrap();
+    trainer.quiet = true;
+    trainer.train(&examples, &[], None).unwrap();
+    let uninterrupted = bits(&trainer.prefix);
+
+    let split = scratch("bart-resume-split");
+    let mut first = Trainer::new(model(), fresh(), config, &split).unwrap();
+    first.quiet = true;
+    first.train(&examples, &[], Some(2)).unwrap();
+    drop(first);
+    let mut second = Trainer::<prefix_tune_model::Bart>::resume(model(), &split).unwrap();
+    second.quiet = true;
+    let summary = second.train(&examples, &[], None).unwrap();
+    assert_eq!(summary.steps, 6);
+    assert!(bits(&second.prefix) == uninterrupted, "not bit-identical after resume");
+    assert_eq!(second.prefix.lengths(), [4, 0, 2]);
+}
