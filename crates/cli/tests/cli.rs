@@ -9,6 +9,10 @@ use prefix_tune_model::testing::{fixtures, scratch, vulkan_env};
 #[path = "cli/bart.rs"]
 mod bart;
 
+#[path = "../../../examples/recipe.rs"]
+#[allow(dead_code)]
+mod recipe;
+
 fn prefix_tune(args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_prefix-tune"));
     command.args(args);

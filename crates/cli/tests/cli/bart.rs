@@ -172,3 +172,54 @@ fn a_bart_run_trains_its_sets_from_the_command_line() {
     let off = prefix_tune(&["train", "--model", model.as_str(), "--data", data.to_str().unwrap(), "--out", dir.join("off").to_str().unwrap(), "--prefix-length", "0"]);
     assert!(String::from_utf8_lossy(&off.stderr).contains("every set is off"));
 }
+
+#[test]
+fn bart_with_a_real_tokenizer_summarises_and_scores_text_as_hf() {
+    let json = reference("bart-b");
+    let model = fixtures().join("bart-b").display().to_string();
+    for row in json["test"].as_array().unwrap() {
+        let document = row["document"].as_str().unwrap();
+        // The checkpoint's generation_config.json: beam 3, length penalty 0.8, max/min length.
+        let beam = stdout_lines(&prefix_tune(&["generate", "--model", &model, "--prompt", document, "--json"]));
+        assert_eq!(beam[0]["ids"], row["beam_new_tokens"], "beam search with the checkpoint's settings");
+        assert_eq!(beam[0]["text"], row["beam_text"], "decoded without <s> and </s>");
+        assert!((beam[0]["score"].as_f64().unwrap() - row["beam_sequences_score"].as_f64().unwrap()).abs() < 1e-4);
+        let greedy = stdout_lines(&prefix_tune(&["generate", "--model", &model, "--prompt", document, "--json", "--num-beams", "1"]));
+        assert_eq!(greedy[0]["ids"], row["greedy_new_tokens"]);
+        assert_eq!(greedy[0]["text"], row["greedy_text"]);
+    }
+    let data = scratch("cli-bart-b-score").join("score.jsonl");
+    let lines: String = json["test"].as_array().unwrap().iter().map(|r| format!("{}\n", serde_json::json!({ "input_ids": r["encoder_ids"], "labels": r["target_ids"] }))).collect();
+    std::fs::write(&data, lines).unwrap();
+    let scores = stdout_lines(&prefix_tune(&["score", "--model", &model, "--data", data.to_str().unwrap(), "--json"]));
+    for (score, row) in scores.iter().zip(json["test"].as_array().unwrap()) {
+        assert_eq!(score["tokens"], row["tokens"]);
+        let (ours, theirs) = (score["nll"].as_f64().unwrap(), row["nll_sum"].as_f64().unwrap());
+        assert!((ours - theirs).abs() < 1e-3 * theirs, "NLL {ours} vs HF {theirs}");
+    }
+}
+
+#[test]
+fn the_xsum_recipe_runs_end_to_end_on_a_tiny_bart() {
+    let out = scratch("cli-xsum-recipe").join("run");
+    let model = fixtures().join("bart-b").display().to_string();
+    let data = fixtures().join("bart-b/xsum").display().to_string();
+    let mut args: Vec<String> = ["--model", &model, "--data", &data, "--out", out.to_str().unwrap(), "--eval-metric", "rouge_l"].map(String::from).to_vec();
+    if cfg!(feature = "flex") {
+        args.extend(["--backend".into(), "flex".into()]);
+    }
+    super::recipe::run(&super::recipe::XSUM, args).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!((config["objective"].as_str(), config["lr"].as_f64(), config["batch_size"].as_u64()), (Some("mean"), Some(5e-5), Some(14)));
+    let best: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("best/prefix_config.json")).unwrap()).unwrap();
+    assert_eq!(best["lengths"], serde_json::json!({"encoder": 100, "decoder": 100, "cross": 100}));
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert!(metrics.contains("\"dev_rouge_l\""), "the dev ROUGE-L picks the best prefix");
+    let predictions = std::fs::read_to_string(out.join("test/predictions.txt")).unwrap();
+    assert_eq!(predictions.lines().count(), 2);
+    let scores: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("test/scores.json")).unwrap()).unwrap();
+    for key in ["rouge1", "rouge2", "rouge_l"] {
+        let value = scores[key].as_f64().unwrap_or_else(|| panic!("{key} in {scores}"));
+        assert!((0.0..=100.0).contains(&value), "{key} = {value}");
+    }
+}
