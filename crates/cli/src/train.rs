@@ -54,6 +54,12 @@ pub struct TrainArgs {
     pub max_length: Option<usize>,
     #[arg(long, default_value_t = 10)]
     pub prefix_length: usize,
+    /// paper (every set, per-layer blocks as the paper's code) or peft (BART: the decoder set
+    /// only, in PEFT's block order and position convention, so `export --format peft` writes
+    /// an adapter PEFT loads). GPT-2's layouts are the same.
+    #[arg(long, value_enum, default_value_t = PrefixLayout::Paper)]
+    #[serde(default)]
+    pub prefix_layout: PrefixLayout,
     /// BART: P of the encoder self-attention prefix (default --prefix-length; 0 turns it off).
     #[arg(long)]
     #[serde(default)]
@@ -144,6 +150,15 @@ pub struct TrainArgs {
     /// The run directory: config.json, metrics.jsonl, loss.png, checkpoint/, best/.
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+/// How a prefix's matrix maps onto the model's layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PrefixLayout {
+    #[default]
+    Paper,
+    Peft,
 }
 
 /// Options a resumed run may change: where it runs and how it reports, not what it computes.

@@ -9,13 +9,13 @@ use prefix_tune_eval::score_groups;
 use prefix_tune_model::burn::module::Module;
 use prefix_tune_model::burn::tensor::Device;
 use prefix_tune_model::{load_bart, Bart};
-use prefix_tune_prefix::{load_bart_prefix, BartLayout, BartPrefixSets, Init, Placement, PrefixConfig};
+use prefix_tune_prefix::{load_bart_prefix, BartLayout, BartPrefixSets, BlockOrder, Init, Layout, Placement, PrefixConfig};
 use prefix_tune_train::{read_seq2seq_jsonl_lines, DevMetric, Example, Method, Objective, TrainConfig, TrainError};
 
 use crate::error::{CliError, Result};
 use crate::models;
 use crate::seq2seq::{summarise, BartText};
-use crate::train::{run_trainer, train_config, TrainArgs};
+use crate::train::{run_trainer, train_config, PrefixLayout, TrainArgs};
 
 pub fn run(args: &TrainArgs, dir: &Path, model_name: &str, device: &Device) -> Result<()> {
     let model = load_bart(dir, device)?;
@@ -66,6 +66,16 @@ fn initial_sets(args: &TrainArgs, base: &PrefixConfig, model: &Bart, device: &De
     let layout = BartLayout::of(&model.config);
     if let Some(path) = &args.init_from {
         return Ok(load_bart_prefix(path, layout, device)?.sets.set_require_grad(true));
+    }
+    if args.prefix_layout == PrefixLayout::Peft {
+        // PEFT prefixes the decoder's self-attention only, in its own block order.
+        if args.encoder_prefix_length.is_some_and(|l| l > 0) || args.cross_prefix_length.is_some_and(|l| l > 0) {
+            return Err(CliError::usage("--prefix-layout peft: PEFT has no encoder or cross-attention prefix; drop --encoder/--cross-prefix-length"));
+        }
+        let length = args.decoder_prefix_length.unwrap_or(args.prefix_length);
+        let peft = Layout { blocks: BlockOrder::PeftSeq2Seq, ..layout.decoder };
+        let decoder = PrefixConfig { length, ..base.clone() }.init(peft, device)?;
+        return Ok(BartPrefixSets { encoder: None, decoder: Some(decoder), cross: None });
     }
     let configs = set_lengths(args)?.map(|length| (length > 0).then(|| PrefixConfig { length, ..base.clone() }));
     let [encoder, decoder, cross] = &configs;

@@ -26,11 +26,24 @@ pub struct LoadedBartPrefix {
 /// Reads BART prefix sets from a native export, a PEFT seq2seq adapter, or a run directory.
 pub fn load_bart_prefix(path: &Path, layout: BartLayout, device: &Device) -> Result<LoadedBartPrefix, PrefixError> {
     let dir = resolve_dir(path)?;
+    if Stack::ALL.iter().any(|s| dir.join(s.name()).join(CONFIG_FILE).is_file()) {
+        return load_states(&dir, layout, device);
+    }
     if dir.join(CONFIG_FILE).is_file() {
         load_native(&dir, layout, device)
     } else {
         load_peft(&dir, layout, device)
     }
+}
+
+/// A BART run's checkpoint: one training state per set, in `encoder/`, `decoder/`, `cross/`.
+fn load_states(dir: &Path, layout: BartLayout, device: &Device) -> Result<LoadedBartPrefix, PrefixError> {
+    let read = |stack: Stack| -> Result<Option<Prefix>, PrefixError> {
+        let sub = dir.join(stack.name());
+        sub.join(CONFIG_FILE).is_file().then(|| crate::files::load_state_dir(&sub, layout.stack(stack), device)).transpose()
+    };
+    let sets = BartPrefixSets { encoder: read(Stack::Encoder)?, decoder: read(Stack::Decoder)?, cross: read(Stack::Cross)? };
+    Ok(LoadedBartPrefix { sets, base_model: None, path: dir.into() })
 }
 
 fn load_native(dir: &Path, layout: BartLayout, device: &Device) -> Result<LoadedBartPrefix, PrefixError> {

@@ -18,7 +18,7 @@ use prefix_tune_model::weights::{save_f32, write_atomic, WeightFiles};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::{Layout, Placement, Prefix, PrefixConfig, PrefixError, PrefixMlp, Reparam};
+use crate::{BlockOrder, Layout, Placement, Prefix, PrefixConfig, PrefixError, PrefixMlp, Reparam};
 
 pub const CONFIG_FILE: &str = "prefix_config.json";
 pub const TENSORS_FILE: &str = "prefix.safetensors";
@@ -45,11 +45,18 @@ pub struct PrefixFileConfig {
     /// Where the activations go (prefix unless an ablation).
     #[serde(default)]
     pub placement: Placement,
+    /// Which column blocks feed which layer (the paper's, or PEFT's encoder-decoder order).
+    #[serde(default, skip_serializing_if = "is_paper")]
+    pub blocks: BlockOrder,
+}
+
+fn is_paper(blocks: &BlockOrder) -> bool {
+    *blocks == BlockOrder::Paper
 }
 
 impl PrefixFileConfig {
     pub fn layout(&self) -> Layout {
-        Layout::new(self.n_layer, self.n_head, self.head_dim)
+        Layout { blocks: self.blocks, ..Layout::new(self.n_layer, self.n_head, self.head_dim) }
     }
 }
 
@@ -141,7 +148,8 @@ fn load_native(dir: &Path, expected: Option<Layout>, device: &Device) -> Result<
 pub fn load_state_dir(dir: &Path, layout: Layout, device: &Device) -> Result<Prefix, PrefixError> {
     let value = read_json(&dir.join(CONFIG_FILE))?;
     let mut prefix = read_native(dir, value, Some(layout), device)?.prefix;
-    prefix.layout = layout;
+    // The shape is the model's; the block order is the file's.
+    prefix.layout = Layout { blocks: prefix.layout.blocks, ..layout };
     Ok(prefix)
 }
 
@@ -267,6 +275,7 @@ fn file_config(kind: &str, architecture: &str, base_model: Option<&str>, p: usiz
         head_dim: layout.head_dim,
         prefix,
         placement: Placement::Prefix,
+        blocks: layout.blocks,
     }
 }
 

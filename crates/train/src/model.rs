@@ -10,7 +10,7 @@ use prefix_tune_model::bart::Bart;
 use prefix_tune_model::gpt2::{save_gpt2, Gpt2};
 use prefix_tune_model::nn::Dropout;
 use prefix_tune_prefix::{
-    infix_forward, load_state_dir, save_bart_export, save_export, save_state, BartLayout, BartPrefixSets, Layout, Placement, Prefix, Stack,
+    infix_forward, load_state_dir, save_bart_export, save_bart_peft, save_export, save_state, BartLayout, BartPrefixSets, Layout, Placement, Prefix, Stack,
 };
 
 use crate::examples::{Batch, Example};
@@ -186,7 +186,12 @@ impl PrefixModel for Bart {
         Ok(seq2seq_head_loss(self, hidden, &batch.labels, config.objective))
     }
 
+    /// `best/`: the native export, or a PEFT adapter for a prefix in PEFT's layout (whose
+    /// position convention the native file does not carry).
     fn save_export(sets: &BartPrefixSets, base_model: Option<&str>, dir: &Path) -> Result<(), TrainError> {
+        if sets.decoder_offset() > 0 {
+            return Ok(save_bart_peft(sets, base_model, dir)?);
+        }
         Ok(save_bart_export(sets, base_model, dir)?)
     }
 
