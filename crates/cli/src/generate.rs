@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::models::{self, Model};
 use prefix_tune_model::backend;
 use prefix_tune_model::bart::generate_bart;
-use prefix_tune_model::tokenizer::Gpt2Tokenizer;
+use prefix_tune_data::Tokenizer;
 use prefix_tune_prefix::{generate_prefixed, load_bart_prefix, BartLayout};
 
 #[derive(Args, Debug)]
@@ -74,7 +74,7 @@ pub fn parse_ids(text: &str, what: &str) -> Result<Vec<u32>> {
 pub fn run(args: GenerateArgs) -> Result<()> {
     let device = backend::device(args.backend.as_deref())?;
     let (dir, model) = models::load(&args.model, &device)?;
-    let tokenizer = Gpt2Tokenizer::from_dir(&dir)?;
+    let tokenizer = Tokenizer::from_dir(&dir)?;
     let encoder_decoder = matches!(model, Model::Bart(_));
 
     let mut prompts = Vec::new();

@@ -6,19 +6,19 @@ use std::path::Path;
 use crate::error::{CliError, Result};
 use prefix_tune_model::bart::generate_bart;
 use prefix_tune_model::generate::GenerateConfig;
-use prefix_tune_model::tokenizer::Gpt2Tokenizer;
+use prefix_tune_data::Tokenizer;
 use prefix_tune_model::Bart;
 use prefix_tune_prefix::BartPrefixSets;
 
 /// The model's tokenizer, used as HF's `tokenizer(text, truncation=True, max_length=N)`.
 pub struct BartText {
-    tokenizer: Gpt2Tokenizer,
+    tokenizer: Tokenizer,
     eos: u32,
 }
 
 impl BartText {
     pub fn from_dir(dir: &Path, model: &Bart) -> Result<Self> {
-        let tokenizer = Gpt2Tokenizer::from_dir(dir)?
+        let tokenizer = Tokenizer::from_dir(dir)?
             .ok_or_else(|| CliError::usage(format!("{}: a BART model needs its tokenizer (tokenizer.json) to read text", dir.display())))?;
         Ok(Self { tokenizer, eos: model.config.eos_token_id.unwrap_or(2) })
     }

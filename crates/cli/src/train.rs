@@ -10,7 +10,7 @@ use prefix_tune_model::burn::module::Module;
 use prefix_tune_model::burn::tensor::Device;
 use prefix_tune_model::generate::GenerateConfig;
 use prefix_tune_model::hub::resolve_model;
-use prefix_tune_model::tokenizer::Gpt2Tokenizer;
+use prefix_tune_data::Tokenizer;
 use prefix_tune_model::{backend, load_gpt2, Gpt2, Gpt2Config};
 use prefix_tune_prefix::{load_prefix, text_activations, Init, Layout, Placement, Prefix, PrefixConfig, ReparamKind};
 use prefix_tune_train::examples::{low_data_split, read_jsonl_lines};
@@ -247,7 +247,7 @@ fn parse_init(init: &str, model_dir: &Path) -> Result<(Init, Option<Vec<u32>>)> 
         "zero" => Ok((Init::Zero, None)),
         text if text.starts_with("text:") => {
             let text = text.trim_start_matches("text:").trim_matches('"').to_string();
-            let tokenizer = Gpt2Tokenizer::from_dir(model_dir)?
+            let tokenizer = Tokenizer::from_dir(model_dir)?
                 .ok_or_else(|| CliError::usage(format!("{}: --init text: needs a tokenizer in the model directory", model_dir.display())))?;
             let ids = tokenizer.encode(&text)?;
             Ok((Init::Text { text }, Some(ids)))
@@ -269,8 +269,7 @@ pub fn read_examples(args: &TrainArgs, path: &Path, split: Split, model_dir: &Pa
     let mut examples = Vec::with_capacity(data.pairs.len());
     let mut origins = Vec::with_capacity(data.pairs.len());
     for (i, pair) in data.pairs.iter().enumerate() {
-        let example = encoder.training_example(&pair.source, &pair.target, None)?;
-        examples.push(Example { input_ids: example.input_ids, labels: example.labels });
+        examples.push(encoder.training_example(&pair.source, &pair.target, None)?);
         origins.push(match pair.meta.line {
             Some(line) => format!("{} line {line}", data.path.display()),
             None => format!("{} example {}", data.path.display(), i + 1),

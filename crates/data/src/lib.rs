@@ -12,11 +12,13 @@ pub mod error;
 pub mod gpt2;
 pub mod jsonl;
 pub mod task;
+pub mod tokenizer;
 pub mod webnlg;
 pub mod xsum;
 
 pub use error::DataError;
-pub use gpt2::{Gpt2Encoder, TrainingExample, EOS_TOKEN, IGNORE_INDEX};
+pub use gpt2::{Example, Gpt2Encoder, END_OF_TEXT, IGNORE_INDEX};
+pub use tokenizer::Tokenizer;
 pub use task::{load, LoadConfig, Task};
 
 use std::collections::HashMap;

@@ -3,7 +3,7 @@
 use prefix_tune_data::e2e::{E2eConfig, TargetStyle};
 use prefix_tune_data::task::Split;
 use prefix_tune_data::xsum::{truncate_sources, WhitespaceTruncate};
-use prefix_tune_data::{load, DataError, Gpt2Encoder, LoadConfig, Task, IGNORE_INDEX};
+use prefix_tune_data::{load, Tokenizer, DataError, Gpt2Encoder, LoadConfig, Task, IGNORE_INDEX};
 use std::path::PathBuf;
 
 fn fixture(name: &str) -> PathBuf {
@@ -199,3 +199,31 @@ fn bad_inputs_are_one_line_errors_with_file_and_line() {
         &["e2e: ", "no_such_file.csv"],
     );
 }
+
+/// tests/fixtures (the model fixtures, beside the data rows).
+fn models() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+#[test]
+fn tokenizer_matches_hf() {
+    let text = std::fs::read_to_string(models().join("tokenizer_cases.json")).unwrap();
+    let cases: serde_json::Value = serde_json::from_str(&text).unwrap();
+    // Both ways of building the tokenizer: tokenizer.json, and vocab.json + merges.txt.
+    let dir = models().join("gpt2-b");
+    let from_json = Tokenizer::from_tokenizer_json(&dir.join("tokenizer.json")).unwrap();
+    let from_bpe = Tokenizer::from_vocab_merges(&dir.join("vocab.json"), &dir.join("merges.txt")).unwrap();
+    let cases = cases["cases"].as_array().unwrap();
+    assert!(cases.len() >= 20);
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        let expected: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        for tokenizer in [&from_json, &from_bpe] {
+            let ids = tokenizer.encode(text).unwrap();
+            assert_eq!(ids, expected, "ids of {text:?}");
+            assert_eq!(tokenizer.decode(&ids, false).unwrap(), text, "round trip of {text:?}");
+        }
+    }
+    assert_eq!(from_json.token_id("<|endoftext|>"), Some(50256));
+}
+

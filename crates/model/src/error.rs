@@ -37,8 +37,6 @@ pub enum ModelError {
     #[error("{0}")]
     Hub(String),
 
-    #[error("{path}: tokenizer: {reason}")]
-    Tokenizer { path: PathBuf, reason: String },
 }
 
 impl ModelError {

@@ -13,7 +13,6 @@ pub mod nn;
 pub mod past;
 pub mod tensors;
 pub mod testing;
-pub mod tokenizer;
 pub mod weights;
 
 pub use attention::KeyValue;

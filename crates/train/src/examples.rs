@@ -4,16 +4,11 @@
 use std::path::Path;
 
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::{loss::IGNORE, TrainError};
 
-/// One sequence: `labels` aligned with `input_ids` (HF convention), -100 where no loss is taken.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Example {
-    pub input_ids: Vec<u32>,
-    pub labels: Vec<i64>,
-}
+pub use prefix_tune_data::Example;
 
 /// Reads `{"input_ids": [...], "labels": [...]}` per line; `labels` may be omitted (then every
 /// token is a target).
@@ -72,33 +67,6 @@ fn read_lines(path: &Path, seq2seq: bool) -> Result<Vec<(usize, Example)>, Train
         return Err(TrainError::Data(format!("{}: no examples", path.display())));
     }
     Ok(examples)
-}
-
-impl Example {
-    /// Tokens before the first label: the source and its separator.
-    pub fn source_len(&self) -> usize {
-        self.labels.iter().position(|&l| l != IGNORE).unwrap_or(self.labels.len())
-    }
-
-    /// Cuts the source (keeping its last token, the separator) until the example is at most
-    /// `max_len` tokens, as HF's `max_length` with the target kept whole. Returns whether
-    /// anything was cut; `Err` with the smallest length possible when the target alone is too long.
-    pub fn truncate_source(&mut self, max_len: usize) -> Result<bool, usize> {
-        let excess = self.input_ids.len().saturating_sub(max_len);
-        if excess == 0 {
-            return Ok(false);
-        }
-        let source = self.source_len();
-        // The separator (the source's last token) stays: generation prompts end with it.
-        let removable = source.saturating_sub(1);
-        if excess > removable {
-            return Err(self.input_ids.len() - removable);
-        }
-        let cut = (source - 1 - excess)..(source - 1);
-        self.input_ids.drain(cut.clone());
-        self.labels.drain(cut);
-        Ok(true)
-    }
 }
 
 /// What an example is checked against before training: the model's vocabulary and how many

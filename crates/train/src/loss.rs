@@ -6,7 +6,7 @@ use prefix_tune_model::{Bart, Gpt2};
 use serde::{Deserialize, Serialize};
 
 /// Label that contributes nothing (the source, padding), as in HF.
-pub const IGNORE: i64 = -100;
+pub use prefix_tune_data::IGNORE_INDEX as IGNORE;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]

@@ -1,26 +1,27 @@
-//! GPT-2's byte-level BPE through the `tokenizers` crate, with `<|endoftext|>` as a special
-//! token (never split, never merged with neighbours), as Hugging Face's GPT2TokenizerFast.
+//! The one tokenizer wrapper: a model directory's byte-level BPE (GPT-2's, BART's) through the
+//! `tokenizers` crate. From `vocab.json` + `merges.txt`, `<|endoftext|>` is a special token
+//! (never split, never merged with neighbours), as Hugging Face's GPT2TokenizerFast.
 
 use std::path::{Path, PathBuf};
 
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::{AddedToken, Tokenizer};
+use tokenizers::AddedToken;
 
-use crate::ModelError;
+use crate::DataError;
 
 pub const END_OF_TEXT: &str = "<|endoftext|>";
 
-pub struct Gpt2Tokenizer {
-    inner: Tokenizer,
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
     path: PathBuf,
 }
 
-impl Gpt2Tokenizer {
+impl Tokenizer {
     /// Loads `tokenizer.json` from a model directory, or else `vocab.json` + `merges.txt`.
     /// `Ok(None)` when the directory has neither.
-    pub fn from_dir(dir: &Path) -> Result<Option<Self>, ModelError> {
+    pub fn from_dir(dir: &Path) -> Result<Option<Self>, DataError> {
         let json = dir.join("tokenizer.json");
         if json.is_file() {
             return Self::from_tokenizer_json(&json).map(Some);
@@ -32,16 +33,16 @@ impl Gpt2Tokenizer {
         Ok(None)
     }
 
-    pub fn from_tokenizer_json(path: &Path) -> Result<Self, ModelError> {
-        let inner = Tokenizer::from_file(path)
-            .map_err(|e| ModelError::Tokenizer { path: path.into(), reason: e.to_string() })?;
+    pub fn from_tokenizer_json(path: &Path) -> Result<Self, DataError> {
+        let inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| DataError::Tokenizer { file: path.into(), message: e.to_string() })?;
         Ok(Self { inner, path: path.into() })
     }
 
-    pub fn from_vocab_merges(vocab: &Path, merges: &Path) -> Result<Self, ModelError> {
-        let error = |e: tokenizers::Error| ModelError::Tokenizer { path: vocab.into(), reason: e.to_string() };
+    pub fn from_vocab_merges(vocab: &Path, merges: &Path) -> Result<Self, DataError> {
+        let error = |e: tokenizers::Error| DataError::Tokenizer { file: vocab.into(), message: e.to_string() };
         let bpe = BPE::from_file(&vocab.to_string_lossy(), &merges.to_string_lossy()).build().map_err(error)?;
-        let mut inner = Tokenizer::new(bpe);
+        let mut inner = tokenizers::Tokenizer::new(bpe);
         inner.with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)));
         inner.with_decoder(Some(ByteLevelDecoder::default()));
         inner.add_special_tokens(&[AddedToken::from(END_OF_TEXT, true)]);
@@ -49,33 +50,46 @@ impl Gpt2Tokenizer {
     }
 
     /// Token ids of `text` (no BOS/EOS added: GPT-2 adds none).
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, DataError> {
         let encoding = self
             .inner
             .encode(text, false)
-            .map_err(|e| ModelError::Tokenizer { path: self.path.clone(), reason: e.to_string() })?;
+            .map_err(|e| DataError::Tokenizer { file: self.path.clone(), message: e.to_string() })?;
         Ok(encoding.get_ids().to_vec())
     }
 
     /// Token ids of `text` with the special tokens the tokenizer's post-processor adds (BART's
     /// `<s> … </s>`, as HF's `tokenizer(text)`); none for a GPT-2 tokenizer.
-    pub fn encode_with_special_tokens(&self, text: &str) -> Result<Vec<u32>, ModelError> {
+    pub fn encode_with_special_tokens(&self, text: &str) -> Result<Vec<u32>, DataError> {
         let encoding = self
             .inner
             .encode(text, true)
-            .map_err(|e| ModelError::Tokenizer { path: self.path.clone(), reason: e.to_string() })?;
+            .map_err(|e| DataError::Tokenizer { file: self.path.clone(), message: e.to_string() })?;
         Ok(encoding.get_ids().to_vec())
     }
 
     /// Text of `ids`, special tokens kept (as HF `decode(skip_special_tokens=False)`).
-    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, ModelError> {
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, DataError> {
         self.inner
             .decode(ids, skip_special_tokens)
-            .map_err(|e| ModelError::Tokenizer { path: self.path.clone(), reason: e.to_string() })
+            .map_err(|e| DataError::Tokenizer { file: self.path.clone(), message: e.to_string() })
     }
 
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
+    }
+
+    /// The byte span in `text` of each token, to cut a text at a token budget.
+    pub fn offsets(&self, text: &str) -> Result<Vec<(usize, usize)>, DataError> {
+        let encoding = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| DataError::Tokenizer { file: self.path.clone(), message: e.to_string() })?;
+        Ok(encoding.get_offsets().to_vec())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     pub fn vocab_size(&self) -> usize {
