@@ -34,3 +34,18 @@ pub fn deserialize<T: DeserializeOwned>(path: &Path, value: serde_json::Value) -
         }
     })
 }
+
+/// `config.json` of a `model_type` model as `T` (checked by the caller's `validate`).
+pub fn read<T: DeserializeOwned>(path: &Path, model_type: &str) -> Result<T, ModelError> {
+    let value = read_json(path)?;
+    expect_model_type(path, &value, model_type)?;
+    deserialize(path, value)
+}
+
+/// Refuses the first of `fields` that is zero, naming it.
+pub fn require_positive(path: &Path, fields: &[(&str, usize)]) -> Result<(), ModelError> {
+    match fields.iter().find(|(_, value)| *value == 0) {
+        Some((field, _)) => Err(ModelError::config(path, field, "must be positive")),
+        None => Ok(()),
+    }
+}

@@ -76,29 +76,26 @@ pub const POSITION_OFFSET: usize = 2;
 impl BartConfig {
     /// Reads and checks `config.json`.
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
-        let value = crate::hf_config::read_json(path)?;
-        crate::hf_config::expect_model_type(path, &value, "bart")?;
-        let config: Self = crate::hf_config::deserialize(path, value)?;
+        let config: Self = crate::hf_config::read(path, "bart")?;
         config.validate(path)?;
         Ok(config)
     }
 
     pub fn validate(&self, path: &Path) -> Result<(), ModelError> {
-        for (field, value) in [
-            ("vocab_size", self.vocab_size),
-            ("d_model", self.d_model),
-            ("encoder_layers", self.encoder_layers),
-            ("decoder_layers", self.decoder_layers),
-            ("encoder_attention_heads", self.encoder_attention_heads),
-            ("decoder_attention_heads", self.decoder_attention_heads),
-            ("encoder_ffn_dim", self.encoder_ffn_dim),
-            ("decoder_ffn_dim", self.decoder_ffn_dim),
-            ("max_position_embeddings", self.max_position_embeddings),
-        ] {
-            if value == 0 {
-                return Err(ModelError::config(path, field, "must be positive"));
-            }
-        }
+        crate::hf_config::require_positive(
+            path,
+            &[
+                ("vocab_size", self.vocab_size),
+                ("d_model", self.d_model),
+                ("encoder_layers", self.encoder_layers),
+                ("decoder_layers", self.decoder_layers),
+                ("encoder_attention_heads", self.encoder_attention_heads),
+                ("decoder_attention_heads", self.decoder_attention_heads),
+                ("encoder_ffn_dim", self.encoder_ffn_dim),
+                ("decoder_ffn_dim", self.decoder_ffn_dim),
+                ("max_position_embeddings", self.max_position_embeddings),
+            ],
+        )?;
         for (field, heads) in [("encoder_attention_heads", self.encoder_attention_heads), ("decoder_attention_heads", self.decoder_attention_heads)] {
             if self.d_model % heads != 0 {
                 return Err(ModelError::config(path, field, format!("d_model = {} is not divisible by {heads} heads", self.d_model)));

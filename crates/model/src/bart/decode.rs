@@ -5,7 +5,7 @@ use super::{Bart, BartPrefix, DecoderState};
 use crate::generate::{generate, Decoder, GenerateConfig, Generated};
 use crate::nn::Dropout;
 use crate::past::repeat_rows;
-use crate::tensors::to_f32s;
+use crate::tensors::last_logits;
 use crate::ModelError;
 
 pub struct BartSearch<'a> {
@@ -28,11 +28,9 @@ impl Decoder for BartSearch<'_> {
         let state = self.state.take().ok_or_else(|| ModelError::Input("decoder state lost after an error".into()))?;
         let (hidden, state) = self.model.decode_tokens(ids, state, Dropout::default())?;
         self.state = Some(state);
-        let [rows, seq, _] = hidden.dims();
-        let logits = self.model.logits(hidden.narrow(1, seq - 1, 1)); // [rows, 1, V]
-        let vocab = logits.dims()[2];
-        let flat = to_f32s(logits);
-        Ok((0..rows).map(|r| flat[r * vocab..(r + 1) * vocab].to_vec()).collect())
+        // Only the last position feeds the next token: the LM head runs there alone.
+        let seq = hidden.dims()[1];
+        Ok(last_logits(self.model.logits(hidden.narrow(1, seq - 1, 1))))
     }
 
     fn reorder(&mut self, rows: &[usize]) -> Result<(), ModelError> {

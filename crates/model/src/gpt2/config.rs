@@ -60,25 +60,22 @@ pub use crate::nn::Activation;
 impl Gpt2Config {
     /// Reads and checks `config.json`.
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
-        let value = crate::hf_config::read_json(path)?;
-        crate::hf_config::expect_model_type(path, &value, "gpt2")?;
-        let config: Self = crate::hf_config::deserialize(path, value)?;
+        let config: Self = crate::hf_config::read(path, "gpt2")?;
         config.validate(path)?;
         Ok(config)
     }
 
     pub fn validate(&self, path: &Path) -> Result<(), ModelError> {
-        for (field, value) in [
-            ("vocab_size", self.vocab_size),
-            ("n_positions", self.n_positions),
-            ("n_embd", self.n_embd),
-            ("n_layer", self.n_layer),
-            ("n_head", self.n_head),
-        ] {
-            if value == 0 {
-                return Err(ModelError::config(path, field, "must be positive"));
-            }
-        }
+        crate::hf_config::require_positive(
+            path,
+            &[
+                ("vocab_size", self.vocab_size),
+                ("n_positions", self.n_positions),
+                ("n_embd", self.n_embd),
+                ("n_layer", self.n_layer),
+                ("n_head", self.n_head),
+            ],
+        )?;
         if self.n_embd % self.n_head != 0 {
             return Err(ModelError::config(
                 path,

@@ -5,7 +5,7 @@
 use super::{Dropout, Gpt2, Past};
 use crate::generate::{generate, Decoder, GenerateConfig, Generated};
 use crate::past::{repeat_rows, select_rows};
-use crate::tensors::to_f32s;
+use crate::tensors::last_logits;
 use crate::ModelError;
 
 pub struct Gpt2Decoder<'a> {
@@ -24,12 +24,9 @@ impl Decoder for Gpt2Decoder<'_> {
     fn step(&mut self, ids: &[Vec<u32>], mask: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, ModelError> {
         let (hidden, cache) = self.model.forward_tokens(ids, mask, self.cache.take(), Dropout::default())?;
         self.cache = Some(cache);
-        // Only the last position feeds the next token: skip the LM head elsewhere.
-        let [rows, seq, _] = hidden.dims();
-        let logits = self.model.logits(hidden.narrow(1, seq - 1, 1)); // [rows, 1, V]
-        let vocab = logits.dims()[2];
-        let flat = to_f32s(logits);
-        Ok((0..rows).map(|r| flat[r * vocab..(r + 1) * vocab].to_vec()).collect())
+        // Only the last position feeds the next token: the LM head runs there alone.
+        let seq = hidden.dims()[1];
+        Ok(last_logits(self.model.logits(hidden.narrow(1, seq - 1, 1))))
     }
 
     fn reorder(&mut self, rows: &[usize]) -> Result<(), ModelError> {
