@@ -25,6 +25,8 @@ pub struct BenchArgs {
 
 #[derive(Subcommand, Debug)]
 enum BenchWhat {
+    /// `serve` under load: one at a time, N clients on one prefix, N clients on many prefixes.
+    Serve(crate::bench_serve::ServeBenchArgs),
     /// Greedy and beam-5 decoding: 16-token prompt, 32 new tokens.
     Generate {
         #[arg(long, default_value_t = 16)]
@@ -69,6 +71,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let config = shape(&args.shape)?;
     let mut rng = StdRng::seed_from_u64(0);
     match args.what {
+        BenchWhat::Serve(serve) => return crate::bench_serve::run(serve, args.backend.as_deref()),
         BenchWhat::Generate { prompt_len, new_tokens } => {
             let device = backend::device(args.backend.as_deref())?;
             let model = random_gpt2(&config, 0, &device);

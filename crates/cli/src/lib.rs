@@ -4,6 +4,7 @@
 //! settings.
 
 mod bench;
+mod bench_serve;
 pub mod error;
 mod eval;
 mod export;
@@ -13,6 +14,7 @@ mod models;
 mod prefixes;
 mod score;
 mod seq2seq;
+mod serve;
 mod train;
 mod train_bart;
 
@@ -43,6 +45,8 @@ enum Command {
     Score(score::ScoreArgs),
     /// Score a predictions file against a data set's references.
     Metrics(metrics::MetricsArgs),
+    /// Serve one frozen model with many prefixes over an OpenAI-compatible HTTP API.
+    Serve(serve::ServeArgs),
     /// Benchmarks (JSON): decoding and training speed on a GPT-2-small-shaped random model.
     Bench(bench::BenchArgs),
 }
@@ -95,5 +99,6 @@ pub fn run(args: Vec<String>) -> Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::Metrics(args) => metrics::run(args),
         Command::Score(args) => score::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }

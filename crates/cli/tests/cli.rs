@@ -9,6 +9,9 @@ use prefix_tune_model::testing::{fixtures, scratch, vulkan_env};
 #[path = "cli/bart.rs"]
 mod bart;
 
+#[path = "cli/serve.rs"]
+mod serve;
+
 #[path = "../../../examples/recipe.rs"]
 #[allow(dead_code)]
 mod recipe;

@@ -201,8 +201,9 @@ pub trait Decoder {
     fn reorder(&mut self, rows: &[usize]) -> Result<(), ModelError>;
 }
 
-/// Generates for every prompt. `decoder` must hold one row per prompt × `num_beams`
-/// (each prompt's beams adjacent), with any prefix already in place.
+/// Generates for every prompt. `decoder` holds one row per prompt (any prefix, an encoder's
+/// output); for beam search its rows are expanded here to one per beam, each prompt's beams
+/// adjacent.
 pub fn generate(decoder: &mut dyn Decoder, prompts: &[Vec<u32>], config: &GenerateConfig) -> Result<Vec<Generated>, ModelError> {
     config.validate()?;
     if prompts.is_empty() {
@@ -212,6 +213,7 @@ pub fn generate(decoder: &mut dyn Decoder, prompts: &[Vec<u32>], config: &Genera
         return Err(ModelError::Input(format!("prompt {index} is empty: give at least one token")));
     }
     if config.num_beams > 1 {
+        decoder.reorder(&crate::past::repeat_rows(prompts.len(), config.num_beams))?;
         beam_search(decoder, prompts, config)
     } else {
         greedy_or_sample(decoder, prompts, config)
@@ -357,6 +359,16 @@ fn process(scores: &mut [f32], sequence: &[u32], prompt_len: usize, processors: 
     }
 }
 
+/// The next token from one row's raw logits: argmax, or a seeded draw (temperature, top-k,
+/// top-p) when `sampling` is given: what `generate` does per row, for callers that run their own
+/// loop (the server's continuous batch).
+pub fn next_token(scores: &mut [f32], sampling: Option<(Sampling, &mut StdRng)>) -> u32 {
+    match sampling {
+        Some((sampling, rng)) => sample(scores, sampling, rng) as u32,
+        None => argmax(scores) as u32,
+    }
+}
+
 fn argmax(scores: &[f32]) -> usize {
     let mut best = 0;
     for (i, &s) in scores.iter().enumerate() {
@@ -461,14 +473,9 @@ fn beam_search(decoder: &mut dyn Decoder, prompts: &[Vec<u32>], config: &Generat
             let hits: Vec<bool> = top.iter().map(|c| cur_len + 1 >= max_length || config.eos_token_ids.contains(&c.token)).collect();
             all_hit &= hits.iter().all(|&h| h);
 
-            // Next running beams: the best `beams` that did not stop.
-            let mut order: Vec<usize> = (0..keep).collect();
-            let penalised = |i: usize| top[i].score + if hits[i] { NEG } else { 0.0 };
-            order.sort_by(|&a, &b| penalised(b).total_cmp(&penalised(a)));
-            for &i in order.iter().take(beams) {
-                let row = rows.start + top[i].beam;
-                next_running.push(extended(&running[row], top[i].token));
-                next_scores.push(penalised(i));
+            for (row, token, score) in next_beams(&top, &hits, beams, rows.start) {
+                next_running.push(extended(&running[row], token));
+                next_scores.push(score);
                 source_rows.push(row);
             }
 
@@ -485,10 +492,7 @@ fn beam_search(decoder: &mut dyn Decoder, prompts: &[Vec<u32>], config: &Generat
         for item in 0..batch {
             heuristic_unsatisfied[item] &= can_improve(running_scores[item * beams], &finished[item], cur_len - prompt_len, max_length - prompt_len, config);
         }
-        let improvement_possible = heuristic_unsatisfied.iter().any(|&u| u);
-        let all_full = finished.iter().all(|list| list.len() == beams);
-        let open_beam = !(all_full && config.early_stopping == EarlyStopping::Eager);
-        if !(improvement_possible && open_beam && !all_hit) {
+        if all_hit || !keep_searching(&heuristic_unsatisfied, &finished, config) {
             break;
         }
         decoder.reorder(&source_rows)?;
@@ -504,6 +508,23 @@ fn beam_search(decoder: &mut dyn Decoder, prompts: &[Vec<u32>], config: &Generat
             Generated { ids: trim_after_eos(&sequence[prompt_len..], &config.eos_token_ids), score: Some(score) }
         })
         .collect())
+}
+
+/// One prompt's next running beams: the best `beams` of its top continuations that did not
+/// stop, as (source row, token, cumulative score).
+fn next_beams(top: &[Candidate], hits: &[bool], beams: usize, first_row: usize) -> Vec<(usize, u32, f32)> {
+    let penalised = |i: usize| top[i].score + if hits[i] { NEG } else { 0.0 };
+    let mut order: Vec<usize> = (0..top.len()).collect();
+    order.sort_by(|&a, &b| penalised(b).total_cmp(&penalised(a)));
+    order.into_iter().take(beams).map(|i| (first_row + top[i].beam, top[i].token, penalised(i))).collect()
+}
+
+/// HF's stopping criteria over the batch: some prompt can still improve, and with
+/// `early_stopping = true` not every prompt has its `num_beams` finished hypotheses.
+fn keep_searching(heuristic_unsatisfied: &[bool], finished: &[Vec<(f32, Vec<u32>)>], config: &GenerateConfig) -> bool {
+    let improvement_possible = heuristic_unsatisfied.iter().any(|&u| u);
+    let all_full = finished.iter().all(|list| list.len() == config.num_beams);
+    improvement_possible && !(all_full && config.early_stopping == EarlyStopping::Eager)
 }
 
 /// `sequence` with `token` appended.

@@ -60,3 +60,37 @@ pub fn select_rows(past: Past, rows: &[usize], device: &Device) -> Past {
 pub fn repeat_rows(rows: usize, copies: usize) -> Vec<usize> {
     (0..rows).flat_map(|r| std::iter::repeat_n(r, copies)).collect()
 }
+
+/// Joins batches of pasts of different lengths into one: each is padded at its end with masked
+/// zero keys to the longest, so every row still sees only its own keys, and the positions of
+/// its later tokens (counted over real keys) do not change.
+pub fn concat_rows(pasts: Vec<Past>) -> Past {
+    let longest = pasts.iter().map(Past::len).max().unwrap_or(0);
+    let n_layer = pasts.first().map_or(0, |p| p.layers.len());
+    let mut mask = Vec::new();
+    let mut per_layer: Vec<(Vec<burn::tensor::Tensor<4>>, Vec<burn::tensor::Tensor<4>>)> = (0..n_layer).map(|_| (Vec::new(), Vec::new())).collect();
+    for past in pasts {
+        let length = past.len();
+        for (layer, kv) in past.layers.into_iter().enumerate() {
+            let pad = |t: burn::tensor::Tensor<4>| {
+                if length == longest {
+                    return t;
+                }
+                let [b, h, _, d] = t.dims();
+                let zeros = burn::tensor::Tensor::<4>::zeros([b, h, longest - length, d], &t.device());
+                burn::tensor::Tensor::cat(vec![t, zeros], 2)
+            };
+            per_layer[layer].0.push(pad(kv.keys));
+            per_layer[layer].1.push(pad(kv.values));
+        }
+        for mut row in past.mask {
+            row.resize(longest, 0.0);
+            mask.push(row);
+        }
+    }
+    let layers = per_layer
+        .into_iter()
+        .map(|(keys, values)| KeyValue { keys: burn::tensor::Tensor::cat(keys, 0), values: burn::tensor::Tensor::cat(values, 0) })
+        .collect();
+    Past { layers, mask }
+}

@@ -1,7 +1,7 @@
 //! Generation with prefixes of any placement, one per prompt or one for all.
 
 use prefix_tune_model::generate::{generate, GenerateConfig, Generated};
-use prefix_tune_model::gpt2::{generate_gpt2, select_rows, Dropout, Gpt2};
+use prefix_tune_model::gpt2::{generate_gpt2, Dropout, Gpt2};
 use prefix_tune_model::Past;
 
 use crate::{stack_pasts, InfixDecoder, Placement, Prefix, PrefixError};
@@ -32,9 +32,6 @@ pub fn generate_prefixed(model: &Gpt2, prompts: &[Vec<u32>], prefixes: &[&Prefix
     let [infix] = prefixes else {
         return Err(PrefixError::Input("an infix cannot be mixed with other prefixes in one batch".into()));
     };
-    let past = infix.past(prompts.len(), false);
-    let device = infix.embedding.val().device();
-    let rows: Vec<usize> = (0..prompts.len()).flat_map(|p| std::iter::repeat_n(p, config.num_beams)).collect();
-    let mut decoder = InfixDecoder::new(model, select_rows(past, &rows, &device));
+    let mut decoder = InfixDecoder::new(model, infix.past(prompts.len(), false));
     Ok(generate(&mut decoder, prompts, config)?)
 }

@@ -90,7 +90,7 @@ pub struct InfixDecoder<'a> {
 }
 
 impl<'a> InfixDecoder<'a> {
-    /// `infix` has one row per decoding row (prompts × beams).
+    /// `infix` has one row per prompt (the search expands it to the beams).
     pub fn new(model: &'a Gpt2, infix: Past) -> Self {
         Self { model, infix, inner: None }
     }
@@ -120,7 +120,12 @@ impl Decoder for InfixDecoder<'_> {
     fn reorder(&mut self, rows: &[usize]) -> Result<(), ModelError> {
         match &mut self.inner {
             Some(inner) => inner.reorder(rows),
-            None => Ok(()),
+            // Before the first step (expanding prompts to their beams): the infix's rows.
+            None => {
+                let device = self.model.wte.val().device();
+                self.infix = self.infix.clone().select_rows(rows, &device);
+                Ok(())
+            }
         }
     }
 }

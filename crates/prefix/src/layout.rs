@@ -103,31 +103,5 @@ impl Layout {
 /// after their prefix with masked keys, so every row attends only to its own prefix and its
 /// tokens still start at position P_row.
 pub fn stack_pasts(rows: Vec<Past>) -> Past {
-    let longest = rows.iter().map(Past::len).max().unwrap_or(0);
-    let n_layer = rows.first().map_or(0, |row| row.layers.len());
-    let mut mask = Vec::with_capacity(rows.len());
-    let mut per_layer: Vec<(Vec<Tensor<4>>, Vec<Tensor<4>>)> = (0..n_layer).map(|_| (Vec::new(), Vec::new())).collect();
-    for row in rows {
-        let length = row.len();
-        for (layer, kv) in row.layers.into_iter().enumerate() {
-            let pad = |t: Tensor<4>| {
-                if length == longest {
-                    return t;
-                }
-                let [b, h, _, d] = t.dims();
-                let zeros = Tensor::<4>::zeros([b, h, longest - length, d], &t.device());
-                Tensor::cat(vec![t, zeros], 2)
-            };
-            per_layer[layer].0.push(pad(kv.keys));
-            per_layer[layer].1.push(pad(kv.values));
-        }
-        let mut row_mask = row.mask.into_iter().next().unwrap_or_default();
-        row_mask.resize(longest, 0.0);
-        mask.push(row_mask);
-    }
-    let layers = per_layer
-        .into_iter()
-        .map(|(keys, values)| KeyValue { keys: Tensor::cat(keys, 0), values: Tensor::cat(values, 0) })
-        .collect();
-    Past { layers, mask }
+    prefix_tune_model::past::concat_rows(rows)
 }

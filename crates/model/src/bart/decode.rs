@@ -4,7 +4,6 @@
 use super::{Bart, BartPrefix, DecoderState};
 use crate::generate::{generate, Decoder, GenerateConfig, Generated};
 use crate::nn::Dropout;
-use crate::past::repeat_rows;
 use crate::tensors::last_logits;
 use crate::ModelError;
 
@@ -67,7 +66,7 @@ pub fn generate_bart(model: &Bart, inputs: &[Vec<u32>], prefix: &BartPrefix, dec
     let cross = model.encode_tokens(&ids, &mask, prefix, Dropout::default())?;
     let mut state = model.start_decoding(cross, prefix.decoder.clone())?;
     state.tokens = decoder_offset;
-    let state = state.select_rows(&repeat_rows(inputs.len(), config.num_beams), &model.device());
+    // The encoder ran once per input; the search expands the decoder's state to the beams.
     let prompts = vec![vec![start]; inputs.len()];
     generate(&mut BartSearch::new(model, state), &prompts, config)
 }

@@ -4,7 +4,7 @@
 
 use super::{Dropout, Gpt2, Past};
 use crate::generate::{generate, Decoder, GenerateConfig, Generated};
-use crate::past::{repeat_rows, select_rows};
+use crate::past::select_rows;
 use crate::tensors::last_logits;
 use crate::ModelError;
 
@@ -45,7 +45,6 @@ pub fn generate_gpt2(
     prefix: Option<Past>,
     config: &GenerateConfig,
 ) -> Result<Vec<Generated>, ModelError> {
-    let device = model.wte.val().device();
     // Fail before any work when the longest row cannot fit its continuation.
     let prefix_len = prefix.as_ref().map_or(0, |p| p.mask.iter().map(|row| row.iter().filter(|&&m| m > 0.5).count()).max().unwrap_or(0));
     let longest_prompt = prompts.iter().map(Vec::len).max().unwrap_or(0);
@@ -55,20 +54,9 @@ pub fn generate_gpt2(
             config.max_new_tokens, model.config.n_positions
         )));
     }
-    let prefix = match prefix {
-        Some(prefix) => {
-            if prefix.mask.len() != prompts.len() {
-                return Err(ModelError::Input(format!(
-                    "{} prefix rows for {} prompts: give one prefix per prompt",
-                    prefix.mask.len(),
-                    prompts.len()
-                )));
-            }
-            // Each prompt's beams are adjacent rows, so its prefix row repeats num_beams times.
-            Some(select_rows(prefix, &repeat_rows(prompts.len(), config.num_beams), &device))
-        }
-        None => None,
-    };
+    if let Some(rows) = prefix.as_ref().map(Past::rows).filter(|&rows| rows != prompts.len()) {
+        return Err(ModelError::Input(format!("{rows} prefix rows for {} prompts: give one prefix per prompt", prompts.len())));
+    }
     let mut decoder = Gpt2Decoder::new(model, prefix);
     generate(&mut decoder, prompts, config)
 }

@@ -1,0 +1,150 @@
+//! The OpenAI-compatible request and response bodies, checked into a [`Job`], and OpenAI's error
+//! object for everything refused.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use prefix_tune_model::generate::Sampling;
+use serde::Deserialize;
+use serde_json::json;
+
+/// `POST /v1/completions`. Unknown fields are refused (a typo is not silently ignored); the
+/// OpenAI fields we do not implement are accepted at their defaults only.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompletionRequest {
+    pub model: String,
+    pub prompt: Prompt,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<u32>,
+    pub seed: Option<u64>,
+    pub stop: Option<Stop>,
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(default)]
+    pub return_token_ids: bool,
+    pub n: Option<u32>,
+    pub echo: Option<bool>,
+    /// Accepted as OpenAI clients send it; no effect.
+    #[allow(dead_code)]
+    pub user: Option<String>,
+    /// Accepted as OpenAI clients send it; no effect.
+    #[allow(dead_code)]
+    pub logprobs: Option<serde_json::Value>,
+    /// Accepted as OpenAI clients send it; no effect.
+    #[allow(dead_code)]
+    pub presence_penalty: Option<f32>,
+    /// Accepted as OpenAI clients send it; no effect.
+    #[allow(dead_code)]
+    pub frequency_penalty: Option<f32>,
+    pub best_of: Option<u32>,
+    /// Accepted as OpenAI clients send it; no effect.
+    #[allow(dead_code)]
+    pub stream_options: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Prompt {
+    Text(String),
+    Ids(Vec<u32>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// OpenAI's default `max_tokens`.
+pub const DEFAULT_MAX_TOKENS: usize = 16;
+
+/// A refusal: status and one-line message, sent as OpenAI's error object.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub retry_after: Option<u32>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into(), retry_after: None }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let kind = match self.status {
+            StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::NOT_FOUND => "not_found_error",
+            StatusCode::SERVICE_UNAVAILABLE => "server_overloaded",
+            StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
+            _ => "invalid_request_error",
+        };
+        let body = Json(json!({ "error": { "message": self.message, "type": kind, "param": null, "code": null } }));
+        let mut response = (self.status, body).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert("retry-after", seconds.into());
+        }
+        response
+    }
+}
+
+impl CompletionRequest {
+    /// Parses a body; on failure, one line naming the field at fault.
+    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        parse_body(body)
+    }
+
+    /// Sampling settings, checked: temperature 0 (greedy) to 2, top_p in (0, 1].
+    pub fn sampling(&self) -> Result<Option<Sampling>, ApiError> {
+        let temperature = self.temperature.unwrap_or(1.0);
+        if !(0.0..=2.0).contains(&temperature) {
+            return Err(ApiError::bad_request(format!("temperature must be between 0 and 2, got {temperature}")));
+        }
+        let top_p = self.top_p.unwrap_or(1.0);
+        if !(top_p > 0.0 && top_p <= 1.0) {
+            return Err(ApiError::bad_request(format!("top_p must be in (0, 1], got {top_p}")));
+        }
+        if self.n.is_some_and(|n| n != 1) || self.best_of.is_some_and(|n| n != 1) {
+            return Err(ApiError::bad_request("n and best_of must be 1: send one request per completion"));
+        }
+        if self.echo == Some(true) {
+            return Err(ApiError::bad_request("echo is not supported"));
+        }
+        if temperature == 0.0 {
+            return Ok(None);
+        }
+        let seed = self.seed.unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64));
+        Ok(Some(Sampling { temperature, top_k: self.top_k.unwrap_or(0) as usize, top_p, seed }))
+    }
+
+    pub fn stops(&self) -> Vec<String> {
+        match &self.stop {
+            None => Vec::new(),
+            Some(Stop::One(s)) => vec![s.clone()],
+            Some(Stop::Many(list)) => list.clone(),
+        }
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect()
+    }
+}
+
+/// A JSON body as `T`, or a 400 naming the field at fault (`max_tokens: invalid value …`).
+pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut json = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { String::new() } else { format!("{path}: ") };
+        ApiError::bad_request(format!("invalid request body: {field}{}", e.inner()))
+    })
+}

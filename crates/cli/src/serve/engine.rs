@@ -1,0 +1,184 @@
+//! The continuous batch: one thread owns the frozen model and decodes every running request one
+//! token per step, whatever its prefix. A request joins at the next step (its prompt prefilled
+//! alone, behind its own prefix), leaves when it is done or its client is gone, and its rows of
+//! the KV cache go with it. No autodiff graph: the model lives on a plain device.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prefix_tune_data::Tokenizer;
+use prefix_tune_model::generate::{next_token, Sampling};
+use prefix_tune_model::nn::Dropout;
+use prefix_tune_model::past::concat_rows;
+use prefix_tune_model::tensors::last_logits;
+use prefix_tune_model::{Gpt2, Past};
+use rand::{rngs::StdRng, SeedableRng};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::metrics::Metrics;
+
+/// One completion to run.
+pub struct Job {
+    pub prompt: Vec<u32>,
+    /// The prefix's keys/values for one row (`None`: the base model), taken when the request
+    /// arrived: unloading the prefix later does not touch it.
+    pub prefix: Option<Arc<Past>>,
+    pub prefix_name: String,
+    pub max_tokens: usize,
+    pub sampling: Option<Sampling>,
+    pub stop: Vec<String>,
+    pub events: UnboundedSender<Event>,
+    pub arrived: Instant,
+}
+
+/// What a request's client receives, in order: tokens, then one `Done` (or an `Error`).
+#[derive(Debug, Clone)]
+pub enum Event {
+    Token { id: u32, text: String },
+    Done { finish_reason: &'static str, prompt_tokens: usize, completion_tokens: usize },
+    Error(String),
+}
+
+/// A request in the batch.
+struct Row {
+    job: Job,
+    generated: Vec<u32>,
+    /// Bytes of the decoded text already sent.
+    sent: usize,
+    rng: Option<StdRng>,
+    /// The token to feed at the next step.
+    next: u32,
+}
+
+pub struct Engine {
+    pub model: Gpt2,
+    /// Decodes the text sent with each token (none: ids only).
+    pub tokenizer: Option<Arc<Tokenizer>>,
+    pub eos: u32,
+    pub max_batch: usize,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Engine {
+    /// Runs until every sender of `jobs` is gone.
+    pub fn run(self, jobs: Receiver<Job>) {
+        let mut rows: Vec<Row> = Vec::new();
+        let mut cache: Option<Past> = None;
+        loop {
+            // Admit: wait for work only when there is none running.
+            while rows.len() < self.max_batch {
+                let job = if rows.is_empty() {
+                    match jobs.recv_timeout(Duration::from_millis(200)) {
+                        Ok(job) => job,
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                } else {
+                    match jobs.try_recv() {
+                        Ok(job) => job,
+                        Err(_) => break,
+                    }
+                };
+                self.metrics.queued(-1);
+                if let Some((row, past)) = self.prefill(job) {
+                    rows.push(row);
+                    cache = Some(match cache.take() {
+                        Some(batch) => concat_rows(vec![batch, past]),
+                        None => past,
+                    });
+                }
+            }
+            self.metrics.batch_size(rows.len());
+            if rows.is_empty() {
+                cache = None;
+                continue;
+            }
+            cache = self.step(&mut rows, cache.take().expect("a cache for running rows"));
+        }
+    }
+
+    /// The prompt behind its prefix, alone: its cache, and its first token sent.
+    fn prefill(&self, job: Job) -> Option<(Row, Past)> {
+        let prefix = job.prefix.as_deref().cloned();
+        let mask = vec![vec![1.0; job.prompt.len()]];
+        let (hidden, past) = match self.model.forward_tokens(&[job.prompt.clone()], &mask, prefix, Dropout::default()) {
+            Ok(out) => out,
+            Err(e) => {
+                let _ = job.events.send(Event::Error(e.to_string()));
+                return None;
+            }
+        };
+        let seq = hidden.dims()[1];
+        let mut logits = last_logits(self.model.logits(hidden.narrow(1, seq - 1, 1)));
+        let rng = job.sampling.map(|s| StdRng::seed_from_u64(s.seed));
+        let mut row = Row { job, generated: Vec::new(), sent: 0, rng, next: 0 };
+        let alive = self.emit(&mut row, &mut logits[0]);
+        alive.then_some((row, past))
+    }
+
+    /// One decoding step of every row; finished rows leave the batch (and the cache).
+    fn step(&self, rows: &mut Vec<Row>, cache: Past) -> Option<Past> {
+        let ids: Vec<Vec<u32>> = rows.iter().map(|r| vec![r.next]).collect();
+        let ones = vec![vec![1.0]; rows.len()];
+        let (hidden, cache) = match self.model.forward_tokens(&ids, &ones, Some(cache), Dropout::default()) {
+            Ok(out) => out,
+            Err(e) => {
+                for row in rows.drain(..) {
+                    let _ = row.job.events.send(Event::Error(e.to_string()));
+                }
+                return None;
+            }
+        };
+        let mut logits = last_logits(self.model.logits(hidden));
+        let keep: Vec<usize> = (0..rows.len()).filter(|&i| self.emit(&mut rows[i], &mut logits[i])).collect();
+        if keep.len() == rows.len() {
+            return Some(cache);
+        }
+        let device = self.model.wte.val().device();
+        let cache = (!keep.is_empty()).then(|| cache.select_rows(&keep, &device));
+        let mut kept = Vec::with_capacity(keep.len());
+        for (i, row) in rows.drain(..).enumerate() {
+            if keep.contains(&i) {
+                kept.push(row);
+            }
+        }
+        *rows = kept;
+        cache
+    }
+
+    /// Picks the row's next token from `logits` and sends it; false when the row is done (or
+    /// its client left).
+    fn emit(&self, row: &mut Row, logits: &mut [f32]) -> bool {
+        let token = next_token(logits, row.job.sampling.zip(row.rng.as_mut()));
+        let finish = if token == self.eos {
+            Some("stop")
+        } else {
+            row.generated.push(token);
+            row.next = token;
+            self.metrics.tokens(1);
+            let text = self.tokenizer.as_ref().and_then(|t| t.decode(&row.generated, false).ok()).unwrap_or_default();
+            let stop_at = row.job.stop.iter().filter_map(|s| text.find(s.as_str())).min();
+            // Hold back an incomplete UTF-8 character (and text a stop string may still claim).
+            let end = stop_at.unwrap_or(if text.ends_with('\u{FFFD}') { row.sent } else { text.len() });
+            let piece = text.get(row.sent..end.max(row.sent)).unwrap_or("").to_string();
+            row.sent = end.max(row.sent);
+            if row.job.events.send(Event::Token { id: token, text: piece }).is_err() {
+                self.metrics.disconnected();
+                return false;
+            }
+            if stop_at.is_some() {
+                Some("stop")
+            } else if row.generated.len() >= row.job.max_tokens {
+                Some("length")
+            } else {
+                None
+            }
+        };
+        let Some(finish_reason) = finish else { return true };
+        let done = Event::Done { finish_reason, prompt_tokens: row.job.prompt.len(), completion_tokens: row.generated.len() };
+        let _ = row.job.events.send(done);
+        self.metrics.finished(&row.job.prefix_name, row.job.arrived.elapsed());
+        false
+    }
+}

@@ -1,0 +1,327 @@
+//! `prefix-tune serve`: one frozen model, many prefixes, one continuous batch, behind an
+//! OpenAI-compatible HTTP API (axum on tokio).
+
+mod api;
+mod engine;
+mod metrics;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use clap::Args;
+use futures_util::stream::{self, Stream};
+use prefix_tune_data::Tokenizer;
+use prefix_tune_model::burn::tensor::Device;
+use prefix_tune_model::{backend, load_gpt2, Past};
+use prefix_tune_prefix::{load_prefix, Layout};
+use serde_json::json;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+use crate::error::{CliError, Result};
+use api::{ApiError, CompletionRequest, Prompt, DEFAULT_MAX_TOKENS};
+use engine::{Engine, Event, Job};
+use metrics::Metrics;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// A GPT-2 model directory or hub name, loaded once.
+    #[arg(long)]
+    model: String,
+    /// Every subdirectory is a prefix named after it, in any format --prefix reads.
+    #[arg(long)]
+    prefixes: Option<PathBuf>,
+    /// Address to listen on (localhost unless told otherwise; port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    bind: SocketAddr,
+    /// Requests without `Authorization: Bearer KEY` get 401.
+    #[arg(long)]
+    api_key: Option<String>,
+    /// Rows decoded together at most.
+    #[arg(long, default_value_t = 32)]
+    max_batch: usize,
+    /// Requests waiting to join the batch at most; more get 503.
+    #[arg(long, default_value_t = 256)]
+    max_queue: usize,
+    #[arg(long, default_value_t = 1024)]
+    max_prompt_tokens: usize,
+    #[arg(long, default_value_t = 512)]
+    max_new_tokens: usize,
+    #[arg(long)]
+    backend: Option<String>,
+}
+
+/// What every handler shares.
+struct Server {
+    prefixes: RwLock<HashMap<String, Arc<Past>>>,
+    jobs: SyncSender<Job>,
+    tokenizer: Option<Arc<Tokenizer>>,
+    layout: Layout,
+    device: Device,
+    vocab_size: usize,
+    n_positions: usize,
+    max_prompt_tokens: usize,
+    max_new_tokens: usize,
+    api_key: Option<String>,
+    metrics: Arc<Metrics>,
+    next_id: AtomicU64,
+}
+
+type Shared = Arc<Server>;
+
+/// The name `base` is the model without a prefix.
+const BASE: &str = "base";
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    let device = backend::device(args.backend.as_deref())?;
+    let dir = prefix_tune_model::hub::resolve_model(&args.model)?;
+    if crate::models::architecture(&dir)? != crate::models::Architecture::Gpt2 {
+        return Err(CliError::usage("--model: serve runs GPT-2 models (BART serving is not built yet)"));
+    }
+    let model = load_gpt2(&dir, &device)?;
+    let tokenizer = Tokenizer::from_dir(&dir)?.map(Arc::new);
+    let metrics = Arc::new(Metrics::default());
+    let (jobs, queue) = sync_channel(args.max_queue.max(1));
+    let server = Arc::new(Server {
+        prefixes: RwLock::new(HashMap::new()),
+        jobs,
+        tokenizer: tokenizer.clone(),
+        layout: Layout::gpt2(&model.config),
+        device: device.clone(),
+        vocab_size: model.config.vocab_size,
+        n_positions: model.config.n_positions,
+        max_prompt_tokens: args.max_prompt_tokens,
+        max_new_tokens: args.max_new_tokens,
+        api_key: args.api_key.clone(),
+        metrics: metrics.clone(),
+        next_id: AtomicU64::new(0),
+    });
+    if let Some(dir) = &args.prefixes {
+        load_directory(&server, dir)?;
+    }
+    let eos = model.config.eos_token_id.unwrap_or(50256);
+    let engine = Engine { model, tokenizer, eos, max_batch: args.max_batch.max(1), metrics };
+    std::thread::Builder::new().name("decode".into()).spawn(move || engine.run(queue)).map_err(|e| CliError::usage(format!("cannot start the decoding thread: {e}")))?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| CliError::usage(format!("cannot start the server runtime: {e}")))?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.bind).await.map_err(|e| CliError::usage(format!("--bind {}: {e}", args.bind)))?;
+        let address = listener.local_addr().map_err(|e| CliError::usage(e.to_string()))?;
+        eprintln!("listening on http://{address} ({} prefixes)", server.prefixes.read().expect("registry lock").len());
+        axum::serve(listener, router(server)).await.map_err(|e| CliError::usage(format!("server: {e}")))
+    })
+}
+
+fn router(server: Shared) -> Router {
+    Router::new()
+        .route("/", get(|| async { Html(include_str!("playground.html")) }))
+        .route("/health", get(|| async { "ok" }))
+        .route("/metrics", get(|State(s): State<Shared>| async move { s.metrics.render() }))
+        .route("/v1/models", get(list_models))
+        .route("/v1/completions", post(completions))
+        .route("/v1/prefixes", post(add_prefix))
+        .route("/v1/prefixes/{name}", delete(remove_prefix))
+        .layer(DefaultBodyLimit::max(1 << 20))
+        .with_state(server)
+}
+
+/// Every subdirectory of `dir`, loaded as a prefix named after it.
+fn load_directory(server: &Server, dir: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| CliError::io(dir, e))?;
+    let mut registry = server.prefixes.write().expect("registry lock");
+    for entry in entries.flatten().filter(|e| e.path().is_dir()) {
+        let name = entry.file_name().to_string_lossy().to_string();
+        registry.insert(name, Arc::new(server.load(&entry.path())?));
+    }
+    Ok(())
+}
+
+impl Server {
+    /// A prefix as one row of keys/values: all that stays resident per prefix.
+    fn load(&self, path: &Path) -> std::result::Result<Past, prefix_tune_prefix::PrefixError> {
+        Ok(load_prefix(path, Some(self.layout), &self.device)?.prefix.materialize().past(1, false))
+    }
+
+    fn authorize(&self, headers: &HeaderMap) -> std::result::Result<(), ApiError> {
+        let Some(key) = &self.api_key else { return Ok(()) };
+        let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        if given == Some(key.as_str()) {
+            Ok(())
+        } else {
+            Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong API key: send Authorization: Bearer KEY"))
+        }
+    }
+
+    /// The request as a job for the engine, or why it is refused.
+    fn job(&self, request: &CompletionRequest, events: tokio::sync::mpsc::UnboundedSender<Event>) -> std::result::Result<Job, ApiError> {
+        let prefix = match request.model.as_str() {
+            BASE => None,
+            name => Some(self.prefixes.read().expect("registry lock").get(name).cloned().ok_or_else(|| {
+                ApiError::new(StatusCode::NOT_FOUND, format!("no prefix named `{name}` is loaded (GET /v1/models lists them)"))
+            })?),
+        };
+        let prompt = match &request.prompt {
+            Prompt::Ids(ids) => ids.clone(),
+            Prompt::Text(text) => {
+                let tokenizer = self.tokenizer.as_ref().ok_or_else(|| ApiError::bad_request("this model has no tokenizer: send the prompt as a list of token ids"))?;
+                tokenizer.encode(text).map_err(|e| ApiError::bad_request(e.to_string()))?
+            }
+        };
+        if prompt.is_empty() {
+            return Err(ApiError::bad_request("prompt is empty"));
+        }
+        if let Some(bad) = prompt.iter().find(|&&id| id as usize >= self.vocab_size) {
+            return Err(ApiError::bad_request(format!("prompt: token id {bad} is outside the vocabulary of {}", self.vocab_size)));
+        }
+        if prompt.len() > self.max_prompt_tokens {
+            return Err(ApiError::bad_request(format!("prompt has {} tokens; the limit is {} (--max-prompt-tokens)", prompt.len(), self.max_prompt_tokens)));
+        }
+        let max_tokens = request.max_tokens.map_or(DEFAULT_MAX_TOKENS, |n| n as usize);
+        if max_tokens == 0 || max_tokens > self.max_new_tokens {
+            return Err(ApiError::bad_request(format!("max_tokens must be between 1 and {} (--max-new-tokens), got {max_tokens}", self.max_new_tokens)));
+        }
+        let p = prefix.as_ref().map_or(0, |past| past.len());
+        if p + prompt.len() + max_tokens > self.n_positions {
+            return Err(ApiError::bad_request(format!(
+                "prefix ({p}) + prompt ({}) + max_tokens ({max_tokens}) exceed the model's {} positions",
+                prompt.len(),
+                self.n_positions
+            )));
+        }
+        let sampling = request.sampling()?;
+        Ok(Job { prompt, prefix, prefix_name: request.model.clone(), max_tokens, sampling, stop: request.stops(), events, arrived: Instant::now() })
+    }
+}
+
+async fn list_models(State(server): State<Shared>, headers: HeaderMap) -> std::result::Result<Json<serde_json::Value>, ApiError> {
+    server.authorize(&headers)?;
+    let mut names: Vec<String> = server.prefixes.read().expect("registry lock").keys().cloned().collect();
+    names.sort();
+    let data: Vec<_> = std::iter::once(BASE.to_string()).chain(names).map(|id| json!({ "id": id, "object": "model", "owned_by": "prefix-tune" })).collect();
+    Ok(Json(json!({ "object": "list", "data": data })))
+}
+
+async fn add_prefix(State(server): State<Shared>, headers: HeaderMap, body: Bytes) -> std::result::Result<Json<serde_json::Value>, ApiError> {
+    server.authorize(&headers)?;
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Load {
+        name: String,
+        path: PathBuf,
+    }
+    let load: Load = api::parse_body(&body)?;
+    if load.name.is_empty() || load.name == BASE || load.name.contains('/') {
+        return Err(ApiError::bad_request(format!("name `{}` is not allowed (empty, `base` or with a slash)", load.name)));
+    }
+    let loader = server.clone();
+    let path = load.path.clone();
+    let past = tokio::task::spawn_blocking(move || loader.load(&path)).await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let past = past.map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let length = past.len();
+    server.prefixes.write().expect("registry lock").insert(load.name.clone(), Arc::new(past));
+    Ok(Json(json!({ "id": load.name, "object": "model", "prefix_length": length })))
+}
+
+async fn remove_prefix(State(server): State<Shared>, headers: HeaderMap, UrlPath(name): UrlPath<String>) -> std::result::Result<Json<serde_json::Value>, ApiError> {
+    server.authorize(&headers)?;
+    // Requests in flight hold their own reference and finish with it.
+    match server.prefixes.write().expect("registry lock").remove(&name) {
+        Some(_) => Ok(Json(json!({ "id": name, "deleted": true }))),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, format!("no prefix named `{name}` is loaded"))),
+    }
+}
+
+async fn completions(State(server): State<Shared>, headers: HeaderMap, body: Bytes) -> std::result::Result<Response, ApiError> {
+    server.authorize(&headers)?;
+    let request = CompletionRequest::parse(&body)?;
+    let (sender, events) = unbounded_channel();
+    let job = server.job(&request, sender)?;
+    match server.jobs.try_send(job) {
+        Ok(()) => server.metrics.accepted(),
+        Err(TrySendError::Full(_)) => {
+            server.metrics.rejected();
+            let mut error = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is busy: too many requests are waiting; retry shortly");
+            error.retry_after = Some(1);
+            return Err(error);
+        }
+        Err(TrySendError::Disconnected(_)) => return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the decoding thread has stopped")),
+    }
+    let id = format!("cmpl-{}", server.next_id.fetch_add(1, Ordering::Relaxed));
+    let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    if request.stream {
+        return Ok(Sse::new(sse_events(events, id, request.model, created)).into_response());
+    }
+    collect(events, id, request, created).await
+}
+
+/// The whole completion, once its last token is out.
+async fn collect(mut events: UnboundedReceiver<Event>, id: String, request: CompletionRequest, created: u64) -> std::result::Result<Response, ApiError> {
+    let (mut text, mut ids) = (String::new(), Vec::new());
+    while let Some(event) = events.recv().await {
+        match event {
+            Event::Token { id: token, text: piece } => {
+                text.push_str(&piece);
+                ids.push(token);
+            }
+            Event::Error(message) => return Err(ApiError::bad_request(message)),
+            Event::Done { finish_reason, prompt_tokens, completion_tokens } => {
+                let mut choice = json!({ "index": 0, "text": text, "finish_reason": finish_reason, "logprobs": null });
+                if request.return_token_ids {
+                    choice["token_ids"] = json!(ids);
+                }
+                let usage = json!({ "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens });
+                let body = json!({ "id": id, "object": "text_completion", "created": created, "model": request.model, "choices": [choice], "usage": usage });
+                return Ok(Json(body).into_response());
+            }
+        }
+    }
+    Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the request ended without a result"))
+}
+
+/// Where a streamed response stands.
+enum Phase {
+    Streaming(UnboundedReceiver<Event>),
+    /// The last chunk is out: `[DONE]` follows.
+    Closing,
+    Over,
+}
+
+/// One server-sent event per token, a last one with the finish reason, then `[DONE]`. When the
+/// client goes, the stream is dropped and the engine frees the row at its next token.
+fn sse_events(events: UnboundedReceiver<Event>, id: String, model: String, created: u64) -> impl Stream<Item = std::result::Result<SseEvent, Infallible>> {
+    stream::unfold(Phase::Streaming(events), move |phase| {
+        let (id, model) = (id.clone(), model.clone());
+        async move {
+            let chunk = |text: &str, token: Option<u32>, finish: Option<&str>| {
+                let mut choice = json!({ "index": 0, "text": text, "finish_reason": finish, "logprobs": null });
+                if let Some(token) = token {
+                    choice["token_ids"] = json!([token]);
+                }
+                SseEvent::default().data(json!({ "id": id, "object": "text_completion", "created": created, "model": model, "choices": [choice] }).to_string())
+            };
+            let (event, next) = match phase {
+                Phase::Over => return None,
+                Phase::Closing => (SseEvent::default().data("[DONE]"), Phase::Over),
+                Phase::Streaming(mut events) => match events.recv().await {
+                    Some(Event::Token { id: token, text }) => (chunk(&text, Some(token), None), Phase::Streaming(events)),
+                    Some(Event::Done { finish_reason, .. }) => (chunk("", None, Some(finish_reason)), Phase::Closing),
+                    Some(Event::Error(message)) => (SseEvent::default().data(json!({ "error": { "message": message } }).to_string()), Phase::Closing),
+                    None => return None,
+                },
+            };
+            Some((Ok::<_, Infallible>(event), next))
+        }
+    })
+}

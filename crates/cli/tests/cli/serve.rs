@@ -1,0 +1,220 @@
+//! `prefix-tune serve` over real HTTP on loopback: concurrent requests on several prefixes of
+//! different P, each greedy answer equal to `generate` run alone; streaming; every refusal's
+//! status; prefixes loaded and unloaded while requests are in flight.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use prefix_tune_model::testing::{fixtures, scratch};
+
+use super::{prefix_tune, reference, stdout_lines};
+
+const KEY: &str = "test-key";
+
+/// A server process, killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `serve` on a free port with the two PEFT fixture prefixes of gpt2-a (P = 5 and 7).
+fn start(extra: &[&str]) -> Server {
+    let prefixes = scratch(&format!("serve-prefixes-{}", extra.len()));
+    for name in ["flat", "mlp"] {
+        let dir = prefixes.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in ["adapter_config.json", "adapter_model.safetensors"] {
+            std::fs::copy(fixtures().join("peft").join(name).join("adapter").join(file), dir.join(file)).unwrap();
+        }
+    }
+    let model = fixtures().join("gpt2-a");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_prefix-tune"));
+    command.args(["serve", "--model", model.to_str().unwrap(), "--prefixes", prefixes.to_str().unwrap(), "--bind", "127.0.0.1:0", "--api-key", KEY]);
+    command.args(extra);
+    if cfg!(feature = "flex") {
+        command.args(["--backend", "flex"]);
+    }
+    let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("serve printed its address").unwrap();
+        if let Some(rest) = line.strip_prefix("listening on ") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    // Keep draining stderr so the server never blocks on it.
+    std::thread::spawn(move || lines.for_each(drop));
+    Server { child, url }
+}
+
+/// POSTs `body` (with the API key); the status and the JSON (or text) answer.
+fn post(server: &Server, path: &str, body: &str) -> (u16, String) {
+    let request = ureq::post(&format!("{}{path}", server.url)).set("Authorization", &format!("Bearer {KEY}")).set("Content-Type", "application/json");
+    answer(request.send_string(body))
+}
+
+fn answer(result: Result<ureq::Response, ureq::Error>) -> (u16, String) {
+    match result {
+        Ok(response) => (response.status(), response.into_string().unwrap()),
+        Err(ureq::Error::Status(status, response)) => (status, response.into_string().unwrap()),
+        Err(e) => panic!("transport error: {e}"),
+    }
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// `generate` alone: the greedy continuation of `prompt` with `prefix`, EOS (514) dropped.
+fn alone(prompt: &[u64], prefix: Option<&str>, max_new: usize) -> Vec<u64> {
+    let model = fixtures().join("gpt2-a");
+    let ids: Vec<String> = prompt.iter().map(u64::to_string).collect();
+    let ids = ids.join(",");
+    let max = max_new.to_string();
+    let mut args = vec!["generate", "--model", model.to_str().unwrap(), "--prompt-ids", &ids, "--max-new-tokens", &max, "--json"];
+    let adapter = prefix.map(|p| fixtures().join("peft").join(p).join("adapter"));
+    if let Some(adapter) = &adapter {
+        args.extend(["--prefix", adapter.to_str().unwrap()]);
+    }
+    let line = &stdout_lines(&prefix_tune(&args))[0];
+    line["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).filter(|&id| id != 514).collect()
+}
+
+#[test]
+fn concurrent_requests_on_mixed_prefixes_answer_as_generate_alone() {
+    let server = start(&[]);
+    let prompts: Vec<Vec<u64>> = serde_json::from_value(reference("gpt2-a")["prompts"].clone()).unwrap();
+    let mut cases = Vec::new();
+    for (i, prefix) in ["base", "flat", "mlp"].iter().enumerate() {
+        for prompt in &prompts {
+            let max_new = 8 + 3 * i;
+            let expected = alone(prompt, (*prefix != "base").then_some(*prefix), max_new);
+            cases.push((prefix.to_string(), prompt.clone(), max_new, expected));
+        }
+    }
+    // All at once: every request shares the batch with others, of other prefixes and lengths.
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = cases
+            .iter()
+            .map(|(prefix, prompt, max_new, expected)| {
+                let server = &server;
+                scope.spawn(move || {
+                    let body = serde_json::json!({ "model": prefix, "prompt": prompt, "max_tokens": max_new, "temperature": 0, "return_token_ids": true });
+                    let (status, text) = post(server, "/v1/completions", &body.to_string());
+                    assert_eq!(status, 200, "{text}");
+                    let answer = json(&text);
+                    let ids: Vec<u64> = serde_json::from_value(answer["choices"][0]["token_ids"].clone()).unwrap();
+                    assert_eq!(&ids, expected, "{prefix} {prompt:?}: not what generate gives alone");
+                    let finish = answer["choices"][0]["finish_reason"].as_str().unwrap();
+                    assert_eq!(finish, if ids.len() < *max_new { "stop" } else { "length" });
+                    assert_eq!(answer["object"], "text_completion");
+                    assert_eq!(answer["usage"]["prompt_tokens"].as_u64().unwrap() as usize, prompt.len());
+                    assert_eq!(answer["usage"]["completion_tokens"].as_u64().unwrap() as usize, ids.len());
+                })
+            })
+            .collect();
+        handles.into_iter().for_each(|h| h.join().unwrap());
+    });
+
+    // Streaming gives the same tokens, one event each, then [DONE].
+    let (prefix, prompt, max_new, expected) = &cases[5];
+    let body = serde_json::json!({ "model": prefix, "prompt": prompt, "max_tokens": max_new, "temperature": 0, "stream": true });
+    let (status, text) = post(&server, "/v1/completions", &body.to_string());
+    assert_eq!(status, 200);
+    let data: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+    assert_eq!(data.last(), Some(&"[DONE]"));
+    let streamed: Vec<u64> = data.iter().filter(|d| **d != "[DONE]").flat_map(|d| json(d)["choices"][0]["token_ids"].as_array().cloned().unwrap_or_default()).map(|v| v.as_u64().unwrap()).collect();
+    assert_eq!(&streamed, expected);
+
+    let (status, models) = answer(ureq::get(&format!("{}/v1/models", server.url)).set("Authorization", &format!("Bearer {KEY}")).call());
+    assert_eq!(status, 200);
+    let ids: Vec<String> = json(&models)["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids, ["base", "flat", "mlp"]);
+    let (_, metrics) = answer(ureq::get(&format!("{}/metrics", server.url)).call());
+    assert!(metrics.contains("prefix_tune_requests_total 10") && metrics.contains("prefix_tune_prefix_requests_total{prefix=\"mlp\"} 3"), "{metrics}");
+    assert_eq!(answer(ureq::get(&format!("{}/health", server.url)).call()), (200, "ok".into()));
+    let (status, page) = answer(ureq::get(&format!("{}/", server.url)).call());
+    assert!(status == 200 && page.contains("/v1/completions"));
+}
+
+#[test]
+fn bad_requests_get_their_status_and_an_openai_error() {
+    let server = start(&[]);
+    let cases: Vec<(String, u16, &str)> = vec![
+        ("{\"model\": \"base\", \"prompt\": [1, 2".into(), 400, "invalid request body"),
+        (r#"{"model": "base", "prompt": [1, 2], "max_tokens": -3}"#.into(), 400, "max_tokens"),
+        (r#"{"model": "base", "prompt": [1, 2], "max_tokens": "ten"}"#.into(), 400, "max_tokens"),
+        (r#"{"model": "base", "prompt": [1, 2], "top_p": 1.5}"#.into(), 400, "top_p"),
+        (r#"{"model": "base", "prompt": [1, 2], "max_token": 5}"#.into(), 400, "max_token"),
+        (r#"{"model": "nope", "prompt": [1, 2]}"#.into(), 404, "nope"),
+        (r#"{"model": "mlp", "prompt": [1, 2], "max_tokens": 60}"#.into(), 400, "64 positions"),
+        (r#"{"model": "base", "prompt": [99999]}"#.into(), 400, "vocabulary"),
+        (format!(r#"{{"model": "base", "prompt": "{}"}}"#, "x".repeat(1 << 21)), 413, ""),
+    ];
+    for (body, status, needle) in cases {
+        let (got, text) = post(&server, "/v1/completions", &body);
+        assert_eq!(got, status, "{}: {text}", &body[..body.len().min(80)]);
+        if status != 413 {
+            let error = json(&text);
+            let message = error["error"]["message"].as_str().unwrap();
+            assert!(message.contains(needle) && !message.contains('\n'), "{message}");
+        }
+    }
+    let (status, _) = answer(ureq::post(&format!("{}/v1/completions", server.url)).send_string(r#"{"model": "base", "prompt": [1]}"#));
+    assert_eq!(status, 401, "no API key");
+    // The server is still fine.
+    let (status, _) = post(&server, "/v1/completions", r#"{"model": "base", "prompt": [1, 2], "max_tokens": 2, "temperature": 0}"#);
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn prefixes_load_and_unload_while_requests_are_in_flight() {
+    let server = start(&["--max-batch", "1", "--max-queue", "1"]);
+    let adapter = fixtures().join("peft/flat/adapter");
+    let (status, text) = post(&server, "/v1/prefixes", &serde_json::json!({ "name": "late", "path": adapter }).to_string());
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(json(&text)["prefix_length"], 5);
+    // A long streamed request on it, then the prefix is unloaded mid-way: it finishes anyway.
+    let body = serde_json::json!({ "model": "late", "prompt": [5, 6], "max_tokens": 50, "temperature": 0, "stream": true }).to_string();
+    let response = ureq::post(&format!("{}/v1/completions", server.url)).set("Authorization", &format!("Bearer {KEY}")).send_string(&body).unwrap();
+    let mut reader = BufReader::new(response.into_reader());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    assert!(first.starts_with("data: "), "{first}");
+    let delete = ureq::delete(&format!("{}/v1/prefixes/late", server.url)).set("Authorization", &format!("Bearer {KEY}")).call().unwrap();
+    assert_eq!(delete.status(), 200);
+    // While it runs (batch of one, queue of one), more requests are refused with 503.
+    let statuses: Vec<(u16, bool)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| {
+                let server = &server;
+                scope.spawn(move || {
+                    let result = ureq::post(&format!("{}/v1/completions", server.url))
+                        .set("Authorization", &format!("Bearer {KEY}"))
+                        .send_string(r#"{"model": "base", "prompt": [7], "max_tokens": 3, "temperature": 0}"#);
+                    match result {
+                        Ok(r) => (r.status(), false),
+                        Err(ureq::Error::Status(s, r)) => (s, r.header("retry-after").is_some()),
+                        Err(e) => panic!("{e}"),
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(statuses.iter().any(|&(s, retry)| s == 503 && retry), "{statuses:?}");
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest).unwrap();
+    assert!(rest.trim_end().ends_with("data: [DONE]") && rest.contains("\"finish_reason\":\""), "{rest}");
+    let (status, _) = post(&server, "/v1/completions", r#"{"model": "late", "prompt": [5, 6]}"#);
+    assert_eq!(status, 404, "unloaded");
+    let _ = Path::new("");
+}
