@@ -3,7 +3,6 @@
 //! status; prefixes loaded and unloaded while requests are in flight.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use prefix_tune_model::testing::{fixtures, scratch};
@@ -226,5 +225,20 @@ fn prefixes_load_and_unload_while_requests_are_in_flight() {
     assert!(rest.trim_end().ends_with("data: [DONE]") && rest.contains("\"finish_reason\":\""), "{rest}");
     let (status, _) = post(&server, "/v1/completions", r#"{"model": "late", "prompt": [5, 6]}"#);
     assert_eq!(status, 404, "unloaded");
-    let _ = Path::new("");
+
+    // A client that leaves mid-stream frees its row: the server counts it and serves the next.
+    let body = r#"{"model": "base", "prompt": [5, 6], "max_tokens": 60, "temperature": 0, "stream": true}"#;
+    let response = ureq::post(&format!("{}/v1/completions", server.url)).set("Authorization", &format!("Bearer {KEY}")).send_string(body).unwrap();
+    let mut reader = BufReader::new(response.into_reader());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    drop(reader);
+    let metrics = || answer(ureq::get(&format!("{}/metrics", server.url)).call()).1;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !metrics().contains("prefix_tune_disconnects_total 1") {
+        assert!(std::time::Instant::now() < deadline, "the row of a gone client was not freed: {}", metrics());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (status, _) = post(&server, "/v1/completions", r#"{"model": "base", "prompt": [5], "max_tokens": 2, "temperature": 0}"#);
+    assert_eq!(status, 200);
 }
