@@ -90,3 +90,20 @@ fn bart_inputs_beyond_the_positions_are_refused() {
     let error = generate_bart(&model, &[vec![5, 6]], &BartPrefix::default(), 0, &config).unwrap_err().to_string();
     assert!(error.contains("max_position_embeddings"), "{error}");
 }
+
+#[test]
+fn bart_sampling_is_seeded_and_top_k_one_is_greedy() {
+    let (model, reference, json) = bart_a();
+    let inputs = unpadded_inputs(&batch(&reference));
+    let mut config = GenerateConfig::from_hf(&json["generate"]["greedy"]["kwargs"], true).unwrap();
+    let greedy = generate_bart(&model, &inputs, &BartPrefix::default(), 0, &config).unwrap();
+    config.sampling = Some(prefix_tune_model::generate::Sampling { temperature: 0.7, top_k: 1, top_p: 1.0, seed: 3 });
+    assert_eq!(generate_bart(&model, &inputs, &BartPrefix::default(), 0, &config).unwrap(), greedy, "top_k = 1 is greedy");
+    config.sampling = Some(prefix_tune_model::generate::Sampling { temperature: 1.5, top_k: 0, top_p: 0.95, seed: 11 });
+    let first = generate_bart(&model, &inputs, &BartPrefix::default(), 0, &config).unwrap();
+    assert_eq!(generate_bart(&model, &inputs, &BartPrefix::default(), 0, &config).unwrap(), first, "same seed, same samples");
+    assert_ne!(first, greedy, "sampling at temperature 1.5 departs from greedy");
+    for output in &first {
+        assert_eq!(output.ids[0], 0, "forced BOS holds when sampling");
+    }
+}
