@@ -58,6 +58,8 @@ pub struct Engine {
     pub eos: u32,
     pub max_batch: usize,
     pub metrics: Arc<Metrics>,
+    /// A pause after each step (tests only; zero otherwise).
+    pub throttle: Duration,
 }
 
 impl Engine {
@@ -95,6 +97,9 @@ impl Engine {
                 continue;
             }
             cache = self.step(&mut rows, cache.take().expect("a cache for running rows"));
+            if !self.throttle.is_zero() {
+                std::thread::sleep(self.throttle);
+            }
         }
     }
 

@@ -61,6 +61,10 @@ pub struct ServeArgs {
     max_new_tokens: usize,
     #[arg(long)]
     backend: Option<String>,
+    /// For tests: pause this long after each decoding step, so that timing-dependent behaviour
+    /// (a full queue, a client leaving mid-stream) can be observed on any machine.
+    #[arg(long, hide = true, default_value_t = 0)]
+    throttle_ms: u64,
 }
 
 /// What every handler shares.
@@ -112,7 +116,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         load_directory(&server, dir)?;
     }
     let eos = model.config.eos_token_id.unwrap_or(50256);
-    let engine = Engine { model, tokenizer, eos, max_batch: args.max_batch.max(1), metrics };
+    let engine = Engine { model, tokenizer, eos, max_batch: args.max_batch.max(1), metrics, throttle: std::time::Duration::from_millis(args.throttle_ms) };
     std::thread::Builder::new().name("decode".into()).spawn(move || engine.run(queue)).map_err(|e| CliError::usage(format!("cannot start the decoding thread: {e}")))?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| CliError::usage(format!("cannot start the server runtime: {e}")))?;

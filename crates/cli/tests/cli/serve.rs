@@ -186,7 +186,7 @@ fn bad_requests_get_their_status_and_an_openai_error() {
 
 #[test]
 fn prefixes_load_and_unload_while_requests_are_in_flight() {
-    let server = start(&["--max-batch", "1", "--max-queue", "1"]);
+    let server = start(&["--max-batch", "1", "--max-queue", "1", "--throttle-ms", "5"]);
     let adapter = fixtures().join("peft/flat/adapter");
     let (status, text) = post(&server, "/v1/prefixes", &serde_json::json!({ "name": "late", "path": adapter }).to_string());
     assert_eq!(status, 200, "{text}");
@@ -208,7 +208,7 @@ fn prefixes_load_and_unload_while_requests_are_in_flight() {
                 scope.spawn(move || {
                     let result = ureq::post(&format!("{}/v1/completions", server.url))
                         .set("Authorization", &format!("Bearer {KEY}"))
-                        .send_string(r#"{"model": "base", "prompt": [7], "max_tokens": 3, "temperature": 0}"#);
+                        .send_string(r#"{"model": "base", "prompt": [7], "max_tokens": 40, "temperature": 0}"#);
                     match result {
                         Ok(r) => (r.status(), false),
                         Err(ureq::Error::Status(s, r)) => (s, r.header("retry-after").is_some()),
@@ -227,7 +227,7 @@ fn prefixes_load_and_unload_while_requests_are_in_flight() {
     assert_eq!(status, 404, "unloaded");
 
     // A client that leaves mid-stream frees its row: the server counts it and serves the next.
-    let body = r#"{"model": "base", "prompt": [5, 6], "max_tokens": 60, "temperature": 0, "stream": true}"#;
+    let body = r#"{"model": "base", "prompt": [5, 6], "max_tokens": 60, "temperature": 0, "stream": true, "stop": ["\u0000"]}"#;
     let response = ureq::post(&format!("{}/v1/completions", server.url)).set("Authorization", &format!("Bearer {KEY}")).send_string(body).unwrap();
     let mut reader = BufReader::new(response.into_reader());
     let mut first = String::new();
