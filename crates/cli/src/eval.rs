@@ -119,7 +119,7 @@ fn predict_gpt2(args: &EvalArgs, model: &Gpt2, dir: &std::path::Path, sources: &
 /// BART: the checkpoint's min/max length and forced tokens, the paper's beam 6 and length
 /// penalty 0.8 unless the flags say otherwise.
 fn predict_bart(args: &EvalArgs, model: &Bart, dir: &std::path::Path, sources: &[&str], device: &prefix_tune_model::burn::tensor::Device) -> Result<Vec<String>> {
-    let text = BartText::from_dir(dir, model)?;
+    let text = BartText::from_dir(dir)?;
     let mut config = models::checkpoint_generation(dir)?;
     config.num_beams = args.num_beams.unwrap_or(6);
     config.length_penalty = args.length_penalty.unwrap_or(0.8);

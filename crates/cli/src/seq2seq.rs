@@ -13,29 +13,35 @@ use prefix_tune_prefix::BartPrefixSets;
 /// The model's tokenizer, used as HF's `tokenizer(text, truncation=True, max_length=N)`.
 pub struct BartText {
     tokenizer: Tokenizer,
-    eos: u32,
 }
 
 impl BartText {
-    pub fn from_dir(dir: &Path, model: &Bart) -> Result<Self> {
+    pub fn from_dir(dir: &Path) -> Result<Self> {
         let tokenizer = Tokenizer::from_dir(dir)?
             .ok_or_else(|| CliError::usage(format!("{}: a BART model needs its tokenizer (tokenizer.json) to read text", dir.display())))?;
-        Ok(Self { tokenizer, eos: model.config.eos_token_id.unwrap_or(2) })
+        Ok(Self { tokenizer })
     }
 
     /// `<s> text </s>`, cut to `max_len` tokens with the closing `</s>` kept.
     pub fn ids(&self, text: &str, max_len: usize) -> Result<Vec<u32>> {
         let mut ids = self.tokenizer.encode_with_special_tokens(text)?;
-        if ids.len() > max_len {
-            ids.truncate(max_len.saturating_sub(1));
-            ids.push(self.eos);
-        }
+        cut_keeping_last(&mut ids, max_len);
         Ok(ids)
     }
 
     /// Text of generated ids, special tokens dropped, on one line.
     pub fn text(&self, ids: &[u32]) -> Result<String> {
         Ok(self.tokenizer.decode(ids, true)?.trim().replace('\n', " "))
+    }
+}
+
+/// Cuts `ids` to `max_len` tokens, keeping the last one (BART's closing `</s>`), as HF's
+/// truncation does.
+pub fn cut_keeping_last(ids: &mut Vec<u32>, max_len: usize) {
+    if ids.len() > max_len {
+        let last = *ids.last().expect("longer than max_len, so not empty");
+        ids.truncate(max_len.saturating_sub(1));
+        ids.push(last);
     }
 }
 

@@ -14,7 +14,7 @@ use prefix_tune_train::{read_seq2seq_jsonl_lines, DevMetric, Example, Method, Ob
 
 use crate::error::{CliError, Result};
 use crate::models;
-use crate::seq2seq::{summarise, BartText};
+use crate::seq2seq::{cut_keeping_last, summarise, BartText};
 use crate::train::{run_trainer, train_config, PrefixLayout, TrainArgs};
 
 pub fn run(args: &TrainArgs, dir: &Path, model_name: &str, device: &Device) -> Result<()> {
@@ -97,7 +97,7 @@ fn read_examples(args: &TrainArgs, path: &Path, split: Split, dir: &Path, model:
     let Some(task) = args.task else {
         return Ok(read_seq2seq_jsonl_lines(path)?.into_iter().map(|(line, e)| (format!("{} line {line}", path.display()), e)).collect());
     };
-    let text = BartText::from_dir(dir, model)?;
+    let text = BartText::from_dir(dir)?;
     let data = load(task, path, &LoadConfig { split, e2e: E2eConfig { target_style: args.references } })?;
     let (source_len, target_len) = (max_source(args, model)?, usize::MAX);
     data.pairs
@@ -133,9 +133,7 @@ fn check(examples: Vec<(String, Example)>, args: &TrainArgs, model: &Bart) -> Re
                 if args.max_length.is_none() {
                     return Err(CliError::usage(format!("{origin}: {} tokens, more than the {positions} positions of the encoder; --max-length N cuts documents to fit", example.input_ids.len())));
                 }
-                let last = *example.input_ids.last().expect("non-empty");
-                example.input_ids.truncate(source_len - 1);
-                example.input_ids.push(last);
+                cut_keeping_last(&mut example.input_ids, source_len);
             }
             Ok(example)
         })
@@ -164,7 +162,7 @@ fn dev_metric(args: &TrainArgs, dir: &Path, model: &Bart, metric: &str) -> Resul
     let dev = args.dev.as_deref().ok_or_else(|| CliError::usage("--eval-metric needs --dev"))?;
     let mut groups = load(Task::Xsum, dev, &LoadConfig { split: Split::Dev, e2e: E2eConfig::default() })?.groups();
     groups.truncate(args.eval_limit.max(1));
-    let text = BartText::from_dir(dir, model)?;
+    let text = BartText::from_dir(dir)?;
     let source_len = max_source(args, model)?;
     let sources: Vec<Vec<u32>> = groups.iter().map(|g| text.ids(&g.source, source_len)).collect::<Result<_>>()?;
     let mut generate = models::checkpoint_generation(dir)?;

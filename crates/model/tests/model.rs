@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use prefix_tune_model::generate::{EarlyStopping, GenerateConfig};
+use prefix_tune_model::generate::GenerateConfig;
 use prefix_tune_model::gpt2::{generate_gpt2, Dropout, Gpt2};
 use prefix_tune_model::tensors::to_f32s;
 use prefix_tune_model::testing::{device, fixtures, max_abs_diff, scratch};
@@ -126,37 +126,6 @@ fn id_lists(value: &serde_json::Value) -> Vec<Vec<u32>> {
         .collect()
 }
 
-/// A `GenerateConfig` from the kwargs HF's `generate` was called with.
-pub fn config_from_kwargs(kwargs: &serde_json::Value) -> GenerateConfig {
-    let eos = kwargs["eos_token_id"].as_u64().unwrap() as u32;
-    let mut config = GenerateConfig::new(eos);
-    config.pad_token_id = kwargs["pad_token_id"].as_u64().unwrap() as u32;
-    config.max_new_tokens = kwargs["max_new_tokens"].as_u64().unwrap() as usize;
-    if let Some(n) = kwargs.get("num_beams") {
-        config.num_beams = n.as_u64().unwrap() as usize;
-    }
-    if let Some(lp) = kwargs.get("length_penalty") {
-        config.length_penalty = lp.as_f64().unwrap() as f32;
-    }
-    if let Some(stop) = kwargs.get("early_stopping") {
-        config.early_stopping = match stop {
-            serde_json::Value::Bool(true) => EarlyStopping::Eager,
-            serde_json::Value::Bool(false) => EarlyStopping::Heuristic,
-            _ => EarlyStopping::Never,
-        };
-    }
-    if let Some(n) = kwargs.get("no_repeat_ngram_size") {
-        config.no_repeat_ngram_size = n.as_u64().unwrap() as usize;
-    }
-    if let Some(n) = kwargs.get("min_new_tokens") {
-        config.min_new_tokens = n.as_u64().unwrap() as usize;
-    }
-    if let Some(bad) = kwargs.get("bad_words_ids") {
-        config.bad_words_ids = id_lists(bad);
-    }
-    config
-}
-
 /// Replays every `generate` call recorded for `model_name` and compares tokens and scores.
 fn check_generation(model_name: &str) {
     let device = device();
@@ -164,7 +133,7 @@ fn check_generation(model_name: &str) {
     let reference = reference_json(model_name);
     let prompts = id_lists(&reference["prompts"]);
     for (name, run) in reference["generate"].as_object().unwrap() {
-        let config = config_from_kwargs(&run["kwargs"]);
+        let config = GenerateConfig::from_hf(&run["kwargs"], false).unwrap();
         let outputs = generate_gpt2(&model, &prompts, None, &config).unwrap();
         let expected = id_lists(&run["new_tokens"]);
         for (i, (ours, theirs)) in outputs.iter().zip(&expected).enumerate() {

@@ -169,18 +169,5 @@ pub fn save_bart_peft(sets: &BartPrefixSets, base_model: Option<&str>, dir: &Pat
         (None, Some(decoder), None) if decoder.layout.blocks == BlockOrder::PeftSeq2Seq => decoder,
         _ => return Err(PrefixError::Input("a PEFT BART adapter holds only a decoder self-attention prefix in PEFT's layout (train with --prefix-layout peft)".into())),
     };
-    let layout = prefix.layout;
-    let activations = prefix.activations();
-    let [p, width] = activations.dims();
-    std::fs::create_dir_all(dir).map_err(|e| file_error(dir, "(directory)", e.to_string()))?;
-    save_f32(&dir.join(PEFT_TENSORS_FILE), &[("prompt_embeddings".into(), vec![p, width], to_f32s(activations))])?;
-    let config = json!({
-        "peft_type": "PREFIX_TUNING", "task_type": "SEQ_2_SEQ_LM", "auto_mapping": null,
-        "base_model_name_or_path": base_model, "revision": null, "inference_mode": true,
-        "num_virtual_tokens": p, "token_dim": layout.d_model(), "num_transformer_submodules": 2,
-        "num_attention_heads": layout.n_head, "num_layers": layout.n_layer,
-        "encoder_hidden_size": layout.d_model(), "prefix_projection": false, "modules_to_save": null,
-    });
-    write_atomic(&dir.join(PEFT_CONFIG_FILE), serde_json::to_string_pretty(&config).expect("config serialises").as_bytes())?;
-    Ok(())
+    crate::files::write_peft_adapter(prefix, "SEQ_2_SEQ_LM", 2, base_model, dir)
 }

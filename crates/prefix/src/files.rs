@@ -292,6 +292,13 @@ pub fn save_peft(prefix: &Prefix, base_model: Option<&str>, dir: &Path) -> Resul
     if prefix.placement != Placement::Prefix {
         return Err(PrefixError::Input(format!("PEFT adapters hold prefixes only, not a {:?} ablation", prefix.placement)));
     }
+    write_peft_adapter(prefix, "CAUSAL_LM", 1, base_model, dir)
+}
+
+/// `adapter_model.safetensors` (`prompt_embeddings`) and `adapter_config.json` for `prefix`'s
+/// activations: a decoder-only adapter (`CAUSAL_LM`, one submodule) or an encoder-decoder one
+/// (`SEQ_2_SEQ_LM`, two).
+pub(crate) fn write_peft_adapter(prefix: &Prefix, task_type: &str, submodules: usize, base_model: Option<&str>, dir: &Path) -> Result<(), PrefixError> {
     let layout = prefix.layout;
     let activations = prefix.activations();
     let [p, width] = activations.dims();
@@ -299,14 +306,14 @@ pub fn save_peft(prefix: &Prefix, base_model: Option<&str>, dir: &Path) -> Resul
     save_f32(&dir.join(PEFT_TENSORS_FILE), &[("prompt_embeddings".into(), vec![p, width], to_f32s(activations))])?;
     let config = json!({
         "peft_type": "PREFIX_TUNING",
-        "task_type": "CAUSAL_LM",
+        "task_type": task_type,
         "auto_mapping": null,
         "base_model_name_or_path": base_model,
         "revision": null,
         "inference_mode": true,
         "num_virtual_tokens": p,
         "token_dim": layout.d_model(),
-        "num_transformer_submodules": 1,
+        "num_transformer_submodules": submodules,
         "num_attention_heads": layout.n_head,
         "num_layers": layout.n_layer,
         "encoder_hidden_size": layout.d_model(),
