@@ -9,7 +9,9 @@ use prefix_tune_model::generate::GenerateConfig;
 use prefix_tune_model::gpt2::generate_gpt2;
 use prefix_tune_model::{backend, random_gpt2, Gpt2Config};
 use prefix_tune_prefix::{Init, Layout, PrefixConfig, Reparam};
-use prefix_tune_train::{peak_rss_mib, Example, Objective, Schedule, TrainConfig, Trainer};
+use prefix_tune_model::tensors::to_f32s;
+use prefix_tune_train::optim::Accumulated;
+use prefix_tune_train::{peak_rss_mib, Example, Objective, PrefixModel, Schedule, TrainConfig, Trainer};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 #[derive(Args, Debug)]
@@ -46,6 +48,10 @@ enum BenchWhat {
         /// half of the paper-format text; 1.0 trains on every token.
         #[arg(long, default_value_t = 1.0)]
         target_fraction: f64,
+        /// Also time the forward pass (to the loss on the host) and the backward pass (to the
+        /// prefix gradients on the host) of `steps` extra batches, as median milliseconds.
+        #[arg(long)]
+        breakdown: bool,
     },
 }
 
@@ -96,7 +102,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             });
             println!("{report}");
         }
-        BenchWhat::Train { batch_size, seq_len, steps, target_fraction } => {
+        BenchWhat::Train { batch_size, seq_len, steps, target_fraction, breakdown } => {
             let source_len = seq_len - ((seq_len as f64 * target_fraction.clamp(0.0, 1.0)).round() as usize).clamp(1, seq_len);
             let device = backend::device(args.backend.as_deref())?.autodiff();
             let model = random_gpt2(&config, 0, &device);
@@ -126,16 +132,50 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let summary = timed.train(&examples[batch_size..], &[], None)?;
             let seconds = start.elapsed().as_secs_f64();
             let tokens = batch_size * seq_len * summary.steps;
+            let phases = if breakdown { Some(phase_times(&timed, &examples[batch_size..], steps)?) } else { None };
             let _ = std::fs::remove_dir_all(&out);
-            let report = serde_json::json!({
+            let mut report = serde_json::json!({
                 "bench": "train", "backend": backend_name, "model": format!("{}-shaped random", args.shape),
                 "batch": batch_size, "seq_len": seq_len, "target_fraction": target_fraction, "prefix_length": 10, "mlp_hidden": 512, "steps": summary.steps,
                 "seconds": seconds, "tokens_per_second": tokens as f64 / seconds,
                 "seconds_per_step": seconds / summary.steps as f64,
                 "trainable_params": summary.trainable_params, "peak_rss_mib": peak_rss_mib(),
             });
+            if let Some((forward_ms, backward_ms)) = phases {
+                report["forward_ms"] = forward_ms.into();
+                report["backward_ms"] = backward_ms.into();
+            }
             println!("{report}");
         }
     }
     Ok(())
+}
+
+/// Median milliseconds of the forward pass (batch built, loss read back) and of the backward
+/// pass (prefix gradients read back) over `steps` batches. Reading back waits for the device,
+/// so on a GPU each phase is timed to its end, not to its last launch.
+fn phase_times(trainer: &Trainer, examples: &[Example], steps: usize) -> Result<(f64, f64)> {
+    let (mut forward, mut backward) = (Vec::new(), Vec::new());
+    for chunk in examples.chunks(trainer.config.batch_size).take(steps) {
+        let refs: Vec<&Example> = chunk.iter().collect();
+        let start = Instant::now();
+        let batch = trainer.model.batch(&refs, &trainer.config);
+        let (loss, _) = trainer.batch_loss(&batch, true)?;
+        to_f32s(loss.clone().detach());
+        forward.push(start.elapsed().as_secs_f64() * 1e3);
+        let start = Instant::now();
+        let gradients = loss.backward();
+        let mut accumulated = Accumulated::default();
+        accumulated.add(&trainer.prefix, &gradients);
+        for grad in accumulated.grads.into_iter().flatten() {
+            to_f32s(grad);
+        }
+        backward.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok((median(&mut forward), median(&mut backward)))
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }

@@ -466,3 +466,20 @@ fn choices_are_listed_in_help_and_in_the_error_for_a_typo() {
     let typo = prefix_tune(&["generate", "--model", "m", "--early-stopping", "sometimes"]);
     assert_one_line_error(&typo, &["sometimes", "true, false, never"]);
 }
+
+/// `bench train --breakdown`: one JSON line with the timed steps, the tokens they held, and the
+/// forward and backward phases; tiny shape, so it is a check of the report, not a timing.
+#[test]
+fn bench_train_reports_its_steps_and_the_phase_breakdown() {
+    let line = run_ok(&["bench", "--backend", "flex", "--shape", "tiny", "train", "--steps", "2", "--batch-size", "3", "--seq-len", "12", "--target-fraction", "0.5", "--breakdown"]);
+    let report: serde_json::Value = serde_json::from_str(line.lines().last().unwrap()).unwrap();
+    assert_eq!(report["bench"], "train");
+    assert_eq!(report["steps"], 2);
+    let seconds = report["seconds"].as_f64().unwrap();
+    let expected = 2.0 * 3.0 * 12.0 / seconds;
+    assert!((report["tokens_per_second"].as_f64().unwrap() - expected).abs() < 1e-6 * expected, "{report}");
+    for phase in ["forward_ms", "backward_ms"] {
+        let ms = report[phase].as_f64().unwrap();
+        assert!(ms > 0.0 && ms < seconds * 1e3, "{phase}: {report}");
+    }
+}

@@ -142,6 +142,9 @@ impl Accumulated {
 
     /// Divides every gradient by `by` (averaging over accumulated micro-batches).
     pub fn scale(&mut self, by: f64) {
+        if by == 1.0 {
+            return;
+        }
         for grad in self.grads.iter_mut().flatten() {
             *grad = grad.clone() * by;
         }
