@@ -22,6 +22,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("target_fraction", nargs="?", type=float, default=1.0)
 parser.add_argument("--device", default="cpu")
 parser.add_argument("--steps", type=int, default=3)
+parser.add_argument("--seq-len", type=int, default=64)
 parser.add_argument("--what", choices=["train", "generate", "both"], default="both")
 args = parser.parse_args()
 device = torch.device(args.device)
@@ -41,7 +42,7 @@ peft_model = get_peft_model(
 )
 optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=5e-5)
 
-batch, seq, steps = 5, 64, args.steps
+batch, seq, steps = 5, args.seq_len, args.steps
 source_len = seq - max(1, round(seq * args.target_fraction))
 ids = torch.randint(0, config.vocab_size, (batch * (steps + 1), seq)).to(device)
 

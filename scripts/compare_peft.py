@@ -32,21 +32,22 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--target-fraction", type=float, default=0.5)
+    parser.add_argument("--seq-len", type=int, default=64, help="training sequence length (E2E's mean is 55)")
     parser.add_argument("--what", choices=["train", "generate", "both"], default="both")
     args = parser.parse_args()
     theirs_cmd = [sys.executable, str(HERE / "bench_peft.py"), str(args.target_fraction),
-                  "--device", args.device, "--steps", str(args.steps)]
+                  "--device", args.device, "--steps", str(args.steps), "--seq-len", str(args.seq_len)]
     ours_cmd = [args.binary, "bench", "--backend", args.backend]
     if args.what in ("train", "both"):
         ours, theirs = [], []
         for _ in range(args.rounds):
-            ours.append(last_json(ours_cmd + ["train", "--steps", str(args.steps),
+            ours.append(last_json(ours_cmd + ["train", "--steps", str(args.steps), "--seq-len", str(args.seq_len),
                                               "--target-fraction", str(args.target_fraction)], "train"))
             theirs.append(last_json(theirs_cmd + ["--what", "train"], "train"))
         ours_tps = statistics.median(r["tokens_per_second"] for r in ours)
         theirs_tps = statistics.median(r["tokens_per_second"] for r in theirs)
         print(json.dumps({"bench": "train", "backend": args.backend, "torch_device": args.device,
-                          "target_fraction": args.target_fraction,
+                          "target_fraction": args.target_fraction, "seq_len": args.seq_len,
                           "prefix_tune_tokens_per_second": ours_tps, "peft_tokens_per_second": theirs_tps,
                           "ratio": ours_tps / theirs_tps, "prefix_tune_runs": ours, "peft_runs": theirs}), flush=True)
     if args.what in ("generate", "both"):

@@ -405,11 +405,14 @@ impl<M: PrefixModel> Trainer<M> {
         // run draws the same masks as an uninterrupted one.
         self.device.seed(self.config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(micro_step as u64));
         let (value, _) = self.batch_loss(batch, true)?;
-        let scalar = to_f32s(value.clone().detach())[0] as f64;
+        // The backward pass is queued before the loss is read back, so a GPU is not left idle
+        // while the host waits; nothing is updated until the loss has been checked.
+        let loss = value.clone().detach();
+        let gradients = value.backward();
+        let scalar = to_f32s(loss)[0] as f64;
         if !scalar.is_finite() {
             return Err(self.diverged(&format!("loss is {scalar}")));
         }
-        let gradients = value.backward();
         match self.config.method {
             Method::Prefix => accumulated.add(&self.prefix, &gradients),
             Method::Finetune => accumulated.add(&self.model, &gradients),

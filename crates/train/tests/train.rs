@@ -539,3 +539,20 @@ fn examples_are_checked_up_front_and_sources_cut_to_fit() {
     let error = check_examples(&mut out_of_vocabulary, &origins, &limits(false)).unwrap_err().to_string();
     assert!(error.contains("data.jsonl line 2") && error.contains("99999999") && error.contains("vocabulary of 1000"), "{error}");
 }
+
+/// The gradient checks read all parameters back at once; the answers stay per parameter: the
+/// first non-finite one by its index in visiting order (a frozen parameter's `None` keeps its
+/// slot), and the global L2 norm as `torch.nn.utils.clip_grad_norm_` computes it.
+#[test]
+fn gradient_checks_name_the_parameter_and_give_the_global_norm() {
+    let device = Device::flex();
+    let grads = |values: Vec<Option<Vec<f32>>>| Accumulated {
+        grads: values.into_iter().map(|v| v.map(|v| floats(v.clone(), [v.len()], &device))).collect(),
+    };
+    let finite = grads(vec![Some(vec![3.0, -4.0]), None, Some(vec![12.0])]);
+    assert_eq!(finite.first_non_finite(), None);
+    assert!((finite.norm() - 13.0).abs() < 1e-9, "{}", finite.norm());
+    assert_eq!(grads(vec![Some(vec![1.0]), None, Some(vec![2.0, f32::NAN]), Some(vec![f32::INFINITY])]).first_non_finite(), Some(2));
+    assert_eq!(grads(vec![None, Some(vec![f32::NEG_INFINITY])]).first_non_finite(), Some(1));
+    assert_eq!(grads(vec![None]).first_non_finite(), None);
+}
