@@ -247,18 +247,19 @@ class DecoderPositionShift:
 # ---------------------------------------------------------------------------
 
 
-def bart_config():
+def tiny_bart_config(*, vocab_size, d_model, layers, heads, ffn, max_positions, scale_embedding, ids):
+    """A BART without dropout, eager attention; `layers`, `heads`, `ffn` are (encoder, decoder)."""
     cfg = BartConfig(
-        vocab_size=VOCAB,
-        d_model=D,
-        encoder_layers=ENC_L,
-        decoder_layers=DEC_L,
-        encoder_attention_heads=ENC_H,
-        decoder_attention_heads=DEC_H,
-        encoder_ffn_dim=40,
-        decoder_ffn_dim=36,
-        max_position_embeddings=64,
-        scale_embedding=True,
+        vocab_size=vocab_size,
+        d_model=d_model,
+        encoder_layers=layers[0],
+        decoder_layers=layers[1],
+        encoder_attention_heads=heads[0],
+        decoder_attention_heads=heads[1],
+        encoder_ffn_dim=ffn[0],
+        decoder_ffn_dim=ffn[1],
+        max_position_embeddings=max_positions,
+        scale_embedding=scale_embedding,
         activation_function="gelu",
         dropout=0.0,
         attention_dropout=0.0,
@@ -267,16 +268,23 @@ def bart_config():
         encoder_layerdrop=0.0,
         decoder_layerdrop=0.0,
         init_std=0.2,
-        pad_token_id=PAD,
-        bos_token_id=BOS,
-        eos_token_id=EOS,
-        decoder_start_token_id=DEC_START,
-        forced_bos_token_id=BOS,
-        forced_eos_token_id=EOS,
         use_cache=True,
+        **ids_kw(ids),
     )
     cfg._attn_implementation = "eager"
     return cfg
+
+
+def ids_kw(ids):
+    return dict(decoder_start_token_id=ids["decoder_start"], bos_token_id=ids["bos"], eos_token_id=ids["eos"],
+                pad_token_id=ids["pad"], forced_bos_token_id=ids["forced_bos"],
+                forced_eos_token_id=ids["forced_eos"])
+
+
+def bart_config():
+    ids = dict(pad=PAD, bos=BOS, eos=EOS, decoder_start=DEC_START, forced_bos=BOS, forced_eos=EOS)
+    return tiny_bart_config(vocab_size=VOCAB, d_model=D, layers=(ENC_L, DEC_L), heads=(ENC_H, DEC_H), ffn=(40, 36),
+                            max_positions=64, scale_embedding=True, ids=ids)
 
 
 def perturb_biases_and_norms(model, generator_seed):
@@ -703,47 +711,14 @@ def bart_b_ids(tok):
 
 
 def bart_b_config(vocab_size, ids):
-    cfg = BartConfig(
-        vocab_size=vocab_size,
-        d_model=B_D,
-        encoder_layers=B_ENC_L,
-        decoder_layers=B_DEC_L,
-        encoder_attention_heads=B_ENC_H,
-        decoder_attention_heads=B_DEC_H,
-        encoder_ffn_dim=24,
-        decoder_ffn_dim=20,
-        max_position_embeddings=128,
-        scale_embedding=False,  # as bart-large
-        activation_function="gelu",
-        dropout=0.0,
-        attention_dropout=0.0,
-        activation_dropout=0.0,
-        classifier_dropout=0.0,
-        encoder_layerdrop=0.0,
-        decoder_layerdrop=0.0,
-        init_std=0.2,
-        pad_token_id=ids["pad"],
-        bos_token_id=ids["bos"],
-        eos_token_id=ids["eos"],
-        decoder_start_token_id=ids["decoder_start"],
-        forced_bos_token_id=ids["forced_bos"],
-        forced_eos_token_id=ids["forced_eos"],
-        use_cache=True,
-    )
-    cfg._attn_implementation = "eager"
-    return cfg
-
-
-def b_ids_kw(ids):
-    return dict(decoder_start_token_id=ids["decoder_start"], bos_token_id=ids["bos"], eos_token_id=ids["eos"],
-                pad_token_id=ids["pad"], forced_bos_token_id=ids["forced_bos"],
-                forced_eos_token_id=ids["forced_eos"])
+    return tiny_bart_config(vocab_size=vocab_size, d_model=B_D, layers=(B_ENC_L, B_DEC_L), heads=(B_ENC_H, B_DEC_H),
+                            ffn=(24, 20), max_positions=128, scale_embedding=False, ids=ids)  # as bart-large
 
 
 def b_gen_specs(ids):
     """Every kwarg, explicitly: beam = the generation_config.json defaults; greedy = the same with
     num_beams=1 (so no_repeat_ngram_size=3 still applies; length_penalty/early_stopping are beam-only)."""
-    common = dict(do_sample=False, repetition_penalty=1.0, use_cache=True, **b_ids_kw(ids))
+    common = dict(do_sample=False, repetition_penalty=1.0, use_cache=True, **ids_kw(ids))
     return {
         "beam": dict(B_GEN_DEFAULTS, num_return_sequences=1, output_scores=True, return_dict_in_generate=True,
                      **common),

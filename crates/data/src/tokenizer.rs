@@ -51,19 +51,19 @@ impl Tokenizer {
 
     /// Token ids of `text` (no BOS/EOS added: GPT-2 adds none).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, DataError> {
-        let encoding = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| DataError::Tokenizer { file: self.path.clone(), message: e.to_string() })?;
-        Ok(encoding.get_ids().to_vec())
+        self.ids(text, false)
     }
 
     /// Token ids of `text` with the special tokens the tokenizer's post-processor adds (BART's
     /// `<s> … </s>`, as HF's `tokenizer(text)`); none for a GPT-2 tokenizer.
     pub fn encode_with_special_tokens(&self, text: &str) -> Result<Vec<u32>, DataError> {
+        self.ids(text, true)
+    }
+
+    fn ids(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, DataError> {
         let encoding = self
             .inner
-            .encode(text, true)
+            .encode(text, add_special_tokens)
             .map_err(|e| DataError::Tokenizer { file: self.path.clone(), message: e.to_string() })?;
         Ok(encoding.get_ids().to_vec())
     }

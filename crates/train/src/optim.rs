@@ -126,24 +126,24 @@ impl Accumulated {
 
     /// The index (in visiting order) of the first parameter whose gradient holds a NaN or an
     /// infinity, if any. An overflowing sum of magnitudes counts too: such a step is as bad.
-    /// One read back for all parameters: on a GPU each read waits for the device.
     pub fn first_non_finite(&self) -> Option<usize> {
-        let (indices, sums): (Vec<usize>, Vec<Tensor<1>>) =
-            self.grads.iter().enumerate().filter_map(|(i, g)| Some((i, g.as_ref()?.clone().abs().sum()))).unzip();
-        if sums.is_empty() {
-            return None;
-        }
-        let sums = to_f32s(Tensor::cat(sums, 0));
-        indices.into_iter().zip(sums).find(|(_, sum)| !sum.is_finite()).map(|(i, _)| i)
+        self.per_parameter(|g| g.abs().sum()).into_iter().find(|(_, sum)| !sum.is_finite()).map(|(i, _)| i)
     }
 
     /// The global L2 norm of all gradients.
     pub fn norm(&self) -> f64 {
-        let squares: Vec<Tensor<1>> = self.grads.iter().flatten().map(|g| g.clone().powf_scalar(2.0).sum()).collect();
-        if squares.is_empty() {
-            return 0.0;
+        self.per_parameter(|g| g.powf_scalar(2.0).sum()).iter().map(|&(_, x)| x as f64).sum::<f64>().sqrt()
+    }
+
+    /// `reduce` (to one value) of each gradient, with its parameter's index, in one read back:
+    /// on a GPU each read waits for the device.
+    fn per_parameter(&self, reduce: impl Fn(Tensor<1>) -> Tensor<1>) -> Vec<(usize, f32)> {
+        let (indices, values): (Vec<usize>, Vec<Tensor<1>>) =
+            self.grads.iter().enumerate().filter_map(|(i, g)| Some((i, reduce(g.as_ref()?.clone())))).unzip();
+        if values.is_empty() {
+            return Vec::new();
         }
-        to_f32s(Tensor::cat(squares, 0)).iter().map(|&x| x as f64).sum::<f64>().sqrt()
+        indices.into_iter().zip(to_f32s(Tensor::cat(values, 0))).collect()
     }
 
     /// Divides every gradient by `by` (averaging over accumulated micro-batches).
