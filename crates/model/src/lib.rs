@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod bart;
+pub mod few_rows;
 pub mod backend;
 mod error;
 mod hf_config;

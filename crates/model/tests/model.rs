@@ -12,6 +12,8 @@ use prefix_tune_model::{load_gpt2, ModelError, Past};
 
 #[path = "model/bart.rs"]
 mod bart;
+#[path = "model/few_rows.rs"]
+mod few_rows;
 
 
 

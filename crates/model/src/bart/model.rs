@@ -194,7 +194,7 @@ impl Bart {
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         let [batch, seq, d_model] = hidden.dims();
         let vocab = self.config.vocab_size;
-        let logits = hidden.reshape([batch * seq, d_model]).matmul(self.shared.val().transpose()) + self.final_logits_bias.val().unsqueeze::<2>();
+        let logits = crate::few_rows::matmul(hidden.reshape([batch * seq, d_model]), self.shared.val().transpose()) + self.final_logits_bias.val().unsqueeze::<2>();
         logits.reshape([batch, seq, vocab])
     }
 }

@@ -160,10 +160,7 @@ impl Gpt2 {
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         let [batch, seq, d_model] = hidden.dims();
         let vocab = self.wte.val().dims()[0];
-        hidden
-            .reshape([batch * seq, d_model])
-            .matmul(self.wte.val().transpose())
-            .reshape([batch, seq, vocab])
+        crate::few_rows::matmul(hidden.reshape([batch * seq, d_model]), self.wte.val().transpose()).reshape([batch, seq, vocab])
     }
 
     pub fn n_layer(&self) -> usize {
