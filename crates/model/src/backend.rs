@@ -91,6 +91,18 @@ impl Backend {
     }
 }
 
+/// Whether tensors on `device` run on the CPU backend (flex), with or without autodiff: the
+/// place to take CPU-specific scheduling and kernels.
+pub fn is_cpu(device: &Device) -> bool {
+    #[cfg(feature = "flex")]
+    return matches!(device.clone().without_autodiff().as_dispatch(), burn::backend::DispatchDevice::Flex(_));
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
 /// The device for `--backend NAME`, or for the first compiled-in backend when no name is given.
 pub fn device(name: Option<&str>) -> Result<Device, ModelError> {
     let backend = match name {

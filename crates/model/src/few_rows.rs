@@ -30,7 +30,7 @@ pub fn takes_the_kernel(x: &Tensor<2>) -> bool {
 
 #[cfg(feature = "flex")]
 mod flex {
-    use burn::backend::{backend_extension, tensor::FloatTensor, Dispatch, DispatchDevice, Flex};
+    use burn::backend::{backend_extension, tensor::FloatTensor, Dispatch, Flex};
     use burn::tensor::{DType, Shape, Tensor};
     use burn_flex::FlexTensor;
     use prefix_tune_kernels::{few_rows_matmul, Weight};
@@ -38,7 +38,7 @@ mod flex {
     /// Only plain (not autodiff) f32 tensors on the flex device: decoding, evaluation, serving.
     pub fn applies(x: &Tensor<2>) -> bool {
         let device = x.device();
-        !device.is_autodiff() && matches!(device.as_dispatch(), DispatchDevice::Flex(_)) && x.dtype() == DType::F32
+        !device.is_autodiff() && crate::backend::is_cpu(&device) && x.dtype() == DType::F32
     }
 
     pub fn matmul(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {

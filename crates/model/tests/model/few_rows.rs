@@ -54,3 +54,23 @@ fn few_rows_matmul_leaves_gradients_to_autodiff() {
     let grad = to_f32s(grad);
     assert!(max_abs_diff(&grad[..6], &row_sums) < 1e-5 && max_abs_diff(&grad[6..], &row_sums) < 1e-5);
 }
+
+#[test]
+fn linear_in_row_blocks_equals_one_matmul_with_its_gradient() {
+    use burn::module::Param;
+    use prefix_tune_model::nn::Linear;
+    let device = device().autodiff();
+    let linear = Linear { weight: Param::from_tensor(random([24, 40], &device)), bias: Param::from_tensor(random([1, 40], &device).reshape([40])) };
+    // 141 and 275 rows: two and four blocks on the CPU, the last one padded; 40 rows: one block.
+    for [batch, seq] in [[3, 47], [5, 55], [2, 20]] {
+        let x: Tensor<3> = Tensor::random([batch, seq, 24], Distribution::Uniform(-1.0, 1.0), &device).require_grad();
+        let got = linear.forward(x.clone());
+        let want = x.clone().matmul(linear.weight.val().unsqueeze::<3>()) + linear.bias.val().unsqueeze::<3>();
+        assert!(max_abs_diff(&to_f32s(got.clone()), &to_f32s(want.clone())) < 1e-5, "{batch}×{seq}: values");
+        // Weight the outputs so the gradient is not the same in every row.
+        let weights: Tensor<3> = Tensor::random([batch, seq, 40], Distribution::Uniform(-1.0, 1.0), &device);
+        let got_grad = x.grad(&(got * weights.clone()).sum().backward()).expect("tracked");
+        let want_grad = x.grad(&(want * weights).sum().backward()).expect("tracked");
+        assert!(max_abs_diff(&to_f32s(got_grad), &to_f32s(want_grad)) < 1e-5, "{batch}×{seq}: gradients");
+    }
+}
