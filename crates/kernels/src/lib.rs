@@ -9,8 +9,12 @@
 //!
 //! The sums are the same products in another order than `gemm`'s, so results differ from it in
 //! the last bits of f32 (about 1e-6 relative), as any two BLAS libraries do.
+//!
+//! [`gelu`] holds GPT-2's activation and its derivative as one pass each.
 
 use rayon::prelude::*;
+
+pub mod gelu;
 
 /// At most this many rows take these loops: past it a matmul has enough reuse of each weight
 /// element that `gemm`'s packed microkernels win.

@@ -4,6 +4,7 @@
 pub mod attention;
 pub mod bart;
 pub mod few_rows;
+pub mod gelu;
 pub mod backend;
 mod error;
 mod hf_config;

@@ -93,18 +93,13 @@ impl Activation {
 
     pub fn forward(self, x: Tensor<3>) -> Tensor<3> {
         match self {
-            Activation::GeluTanh => gelu_tanh(x),
+            Activation::GeluTanh => crate::gelu::gelu_tanh(x),
             Activation::Gelu => burn::tensor::activation::gelu(x),
             Activation::Relu => burn::tensor::activation::relu(x),
         }
     }
 }
 
-/// `gelu_new`: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
-fn gelu_tanh(x: Tensor<3>) -> Tensor<3> {
-    let inner = (x.clone() + x.clone().powf_scalar(3.0) * 0.044715) * (2.0f64 / std::f64::consts::PI).sqrt();
-    x * 0.5 * (inner.tanh() + 1.0)
-}
 
 /// Dropout probabilities in effect for one forward pass (all zero at inference).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

@@ -14,6 +14,8 @@ use prefix_tune_model::{load_gpt2, ModelError, Past};
 mod bart;
 #[path = "model/few_rows.rs"]
 mod few_rows;
+#[path = "model/gelu.rs"]
+mod gelu;
 
 
 

@@ -1,0 +1,89 @@
+//! `gelu_new`, GPT-2's activation: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+//!
+//! On the CPU backend it is one Burn backend-extension op with its own backward pass, both
+//! single vectorised passes over all cores ([`prefix_tune_kernels::gelu`]). As tensor
+//! operations it is eight element-wise passes forward and more backward, each on one core with
+//! scalar `tanh`/`powf`: about a tenth of a GPT-2 training step there. Other backends fuse
+//! element-wise work themselves and take the tensor form.
+
+use burn::tensor::Tensor;
+
+/// `gelu_new(x)`, element-wise.
+pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if crate::backend::is_cpu(&x.device()) && x.dtype() == burn::tensor::DType::F32 {
+        return Tensor::from_dispatch(<burn::backend::Dispatch as flex::Gelu>::gelu_tanh(x.into_dispatch()));
+    }
+    composed(x)
+}
+
+/// The same function as tensor operations (every backend; the reference for the fused op).
+pub fn composed<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let inner = (x.clone() + x.clone().powf_scalar(3.0) * 0.044715) * (2.0f64 / std::f64::consts::PI).sqrt();
+    x * 0.5 * (inner.tanh() + 1.0)
+}
+
+#[cfg(feature = "flex")]
+mod flex {
+    use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::autodiff::Autodiff;
+    use burn::backend::{backend_extension, tensor::FloatTensor, Flex};
+    use burn_flex::FlexTensor;
+    use prefix_tune_kernels::gelu;
+
+    #[backend_extension(Autodiff, Flex)]
+    pub trait Gelu: burn::backend::Backend {
+        /// `gelu_new`, element-wise; differentiable.
+        fn gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    }
+
+    impl Gelu for Flex {
+        fn gelu_tanh(x: FlexTensor) -> FlexTensor {
+            let x = x.to_contiguous();
+            let mut out = FlexTensor::empty(x.layout().shape().clone(), x.dtype());
+            gelu::forward(values(&x), out.storage_mut::<f32>());
+            out
+        }
+    }
+
+    /// The backward step: `grad · gelu'(x)`, from the saved input.
+    #[derive(Debug)]
+    struct GeluBackward;
+
+    impl Backward<Flex, 1> for GeluBackward {
+        type State = FlexTensor; // the input x
+
+        fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+            let [parent] = ops.parents;
+            let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
+            if let Some(parent) = parent {
+                let x = ops.state;
+                let mut out = FlexTensor::empty(x.layout().shape().clone(), x.dtype());
+                gelu::backward(values(&x), values(&grad), out.storage_mut::<f32>());
+                grads.register::<Flex>(parent.id, out);
+            }
+        }
+    }
+
+    impl<C: CheckpointStrategy> Gelu for Autodiff<Flex, C> {
+        fn gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
+            match GeluBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => {
+                    let input = x.primitive().clone().to_contiguous();
+                    let output = Flex::gelu_tanh(input.clone());
+                    prep.finish(input, output)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(Flex::gelu_tanh(x.into_primitive())),
+            }
+        }
+    }
+
+    /// A contiguous f32 tensor's values.
+    fn values(tensor: &FlexTensor) -> &[f32] {
+        let count = tensor.layout().shape().num_elements();
+        let start = tensor.layout().start_offset();
+        &tensor.storage::<f32>()[start..start + count]
+    }
+}
