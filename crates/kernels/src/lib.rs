@@ -113,6 +113,11 @@ fn columns_matmul(x: &[f32], m: usize, k: usize, w: &[f32], stride: usize, n: us
 #[allow(clippy::too_many_arguments)]
 fn rows_block(x: &[f32], x_stride: usize, m: usize, k: usize, w: &[f32], stride: usize, start: usize, cols: usize, block: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { avx512::rows_block(x, x_stride, m, k, w, stride, start, cols, block) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA.
         return unsafe { avx2::rows_block(x, x_stride, m, k, w, stride, start, cols, block) };
@@ -123,6 +128,11 @@ fn rows_block(x: &[f32], x_stride: usize, m: usize, k: usize, w: &[f32], stride:
 /// `block[m, cols] = x[m, k] · w[start..start + cols, k]ᵀ`: one dot product per row and column.
 #[allow(clippy::too_many_arguments)]
 fn columns_block(x: &[f32], m: usize, k: usize, w: &[f32], stride: usize, start: usize, cols: usize, block: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { avx512::columns_block(x, m, k, w, stride, start, cols, block) };
+    }
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA.
@@ -251,6 +261,135 @@ mod avx2 {
     }
 }
 
+
+/// AVX-512 (16 lanes, 32 registers): enough registers to hold every row's multipliers, so each
+/// weight vector is loaded once for up to five rows (row-major) or eight (transposed).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn rows_block(x: &[f32], x_stride: usize, m: usize, k: usize, w: &[f32], stride: usize, start: usize, cols: usize, block: &mut [f32]) {
+        assert!(k > 0 && x.len() >= (m - 1) * x_stride + k && block.len() >= m * cols && w.len() >= (k - 1) * stride + start + cols);
+        for first in (0..m).step_by(5) {
+            let (x, out) = (x.as_ptr().add(first * x_stride), block.as_mut_ptr().add(first * cols));
+            let w = w.as_ptr().add(start);
+            match (m - first).min(5) {
+                1 => rows_group::<1>(x, x_stride, k, w, stride, cols, out),
+                2 => rows_group::<2>(x, x_stride, k, w, stride, cols, out),
+                3 => rows_group::<3>(x, x_stride, k, w, stride, cols, out),
+                4 => rows_group::<4>(x, x_stride, k, w, stride, cols, out),
+                _ => rows_group::<5>(x, x_stride, k, w, stride, cols, out),
+            }
+        }
+    }
+
+    /// `R` rows against all k weight rows, four weight rows at a time: the 4·R multipliers stay
+    /// in registers and each weight vector is loaded once for the R rows.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn rows_group<const R: usize>(x: *const f32, x_stride: usize, k: usize, w: *const f32, stride: usize, cols: usize, out: *mut f32) {
+        let vectors = cols / 16 * 16;
+        let mut kk = 0;
+        while kk + 4 <= k {
+            let mut scale = [[_mm512_setzero_ps(); 4]; R];
+            for (i, row) in scale.iter_mut().enumerate() {
+                for (r, s) in row.iter_mut().enumerate() {
+                    *s = _mm512_set1_ps(*x.add(i * x_stride + kk + r));
+                }
+            }
+            let rows = [w.add(kk * stride), w.add((kk + 1) * stride), w.add((kk + 2) * stride), w.add((kk + 3) * stride)];
+            for j in (0..vectors).step_by(16) {
+                let weights = [_mm512_loadu_ps(rows[0].add(j)), _mm512_loadu_ps(rows[1].add(j)), _mm512_loadu_ps(rows[2].add(j)), _mm512_loadu_ps(rows[3].add(j))];
+                for (i, scale) in scale.iter().enumerate() {
+                    let acc = out.add(i * cols + j);
+                    let mut sum = _mm512_loadu_ps(acc);
+                    for r in 0..4 {
+                        sum = _mm512_fmadd_ps(scale[r], weights[r], sum);
+                    }
+                    _mm512_storeu_ps(acc, sum);
+                }
+            }
+            for j in vectors..cols {
+                for i in 0..R {
+                    for (r, row) in rows.iter().enumerate() {
+                        *out.add(i * cols + j) += *x.add(i * x_stride + kk + r) * *row.add(j);
+                    }
+                }
+            }
+            kk += 4;
+        }
+        for kk in kk..k {
+            let row = w.add(kk * stride);
+            for i in 0..R {
+                let xv = *x.add(i * x_stride + kk);
+                for j in 0..cols {
+                    *out.add(i * cols + j) += xv * *row.add(j);
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn columns_block(x: &[f32], m: usize, k: usize, w: &[f32], stride: usize, start: usize, cols: usize, block: &mut [f32]) {
+        assert!(x.len() >= m * k && block.len() >= m * cols && w.len() >= (start + cols - 1) * stride + k);
+        for first in (0..m).step_by(5) {
+            let (x, out) = (x.as_ptr().add(first * k), block.as_mut_ptr().add(first * cols));
+            let w = w.as_ptr().add(start * stride);
+            match (m - first).min(5) {
+                1 => columns_group::<1>(x, k, w, stride, cols, out),
+                2 => columns_group::<2>(x, k, w, stride, cols, out),
+                3 => columns_group::<3>(x, k, w, stride, cols, out),
+                4 => columns_group::<4>(x, k, w, stride, cols, out),
+                _ => columns_group::<5>(x, k, w, stride, cols, out),
+            }
+        }
+    }
+
+    /// `R` rows against the weight columns four at a time: each row vector of x is loaded once
+    /// for four columns and each column vector once for the R rows.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn columns_group<const R: usize>(x: *const f32, k: usize, w: *const f32, stride: usize, cols: usize, out: *mut f32) {
+        let quads = cols / 4 * 4;
+        for j in (0..quads).step_by(4) {
+            columns_tile::<R, 4>(x, k, w.add(j * stride), stride, cols, out.add(j));
+        }
+        for j in quads..cols {
+            columns_tile::<R, 1>(x, k, w.add(j * stride), stride, cols, out.add(j));
+        }
+    }
+
+    /// One `R × C` tile of dot products over k.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn columns_tile<const R: usize, const C: usize>(x: *const f32, k: usize, w: *const f32, stride: usize, out_stride: usize, out: *mut f32) {
+        let body = k / 16 * 16;
+        let mut acc = [[_mm512_setzero_ps(); C]; R];
+        for kk in (0..body).step_by(16) {
+            let mut columns = [_mm512_setzero_ps(); C];
+            for (c, column) in columns.iter_mut().enumerate() {
+                *column = _mm512_loadu_ps(w.add(c * stride + kk));
+            }
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let xr = _mm512_loadu_ps(x.add(r * k + kk));
+                for c in 0..C {
+                    acc[c] = _mm512_fmadd_ps(xr, columns[c], acc[c]);
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            for (c, acc) in acc.iter().enumerate() {
+                let mut sum = _mm512_reduce_add_ps(*acc);
+                for kk in body..k {
+                    sum += *x.add(r * k + kk) * *w.add(c * stride + kk);
+                }
+                *out.add(r * out_stride + c) = sum;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,6 +450,23 @@ mod tests {
             let w = values(n * stride, 300 + case as u32);
             let got = few_rows_matmul(&x, m, k, Weight::Columns { data: &w, stride }, n);
             assert_close(&got, &reference(&x, m, k, |kk, j| w[j * stride + kk], n), k);
+        }
+    }
+
+    #[test]
+    fn the_portable_loops_match_the_vector_ones_for_every_row_count() {
+        for m in 1..=MAX_ROWS {
+            let (k, n) = (133, 97);
+            let x = values(m * k, 10 + m as u32);
+            let w = values(k * n, 20 + m as u32);
+            let (mut portable, mut vector) = (vec![0.0; m * n], vec![0.0; m * n]);
+            rows_block_portable(&x, k, m, k, &w, n, 0, n, &mut portable);
+            rows_block(&x, k, m, k, &w, n, 0, n, &mut vector);
+            assert_close(&vector, &portable.iter().map(|&v| v as f64).collect::<Vec<_>>(), k);
+            let (mut portable, mut vector) = (vec![0.0; m * n], vec![0.0; m * n]);
+            columns_block_portable(&x, m, k, &w, k, 0, n, &mut portable);
+            columns_block(&x, m, k, &w, k, 0, n, &mut vector);
+            assert_close(&vector, &portable.iter().map(|&v| v as f64).collect::<Vec<_>>(), k);
         }
     }
 
