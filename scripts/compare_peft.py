@@ -5,6 +5,10 @@ are faster) and decoding time (ours / theirs; < 1 means we are faster).
 
     python scripts/compare_peft.py --binary target/release/prefix-tune --rounds 3 --target-fraction 0.5
     python scripts/compare_peft.py --backend wgpu --device cuda --steps 20   # on a GPU machine
+    python scripts/compare_peft.py --before old/prefix-tune    # also an older build, A B C A B C
+
+With --before, each round also runs the older binary, and the report adds its medians and the
+speed-up of --binary over it, so a change is measured before and after in the same run.
 
 Run it in the fixtures venv (torch, transformers, peft as pinned in make_fixtures.py).
 """
@@ -34,34 +38,47 @@ def main():
     parser.add_argument("--target-fraction", type=float, default=0.5)
     parser.add_argument("--seq-len", type=int, default=64, help="training sequence length (E2E's mean is 55)")
     parser.add_argument("--what", choices=["train", "generate", "both"], default="both")
+    parser.add_argument("--before", help="an older prefix-tune binary to run in the same rounds")
     args = parser.parse_args()
     theirs_cmd = [sys.executable, str(HERE / "bench_peft.py"), str(args.target_fraction),
                   "--device", args.device, "--steps", str(args.steps), "--seq-len", str(args.seq_len)]
     ours_cmd = [args.binary, "bench", "--backend", args.backend]
+    before_cmd = [args.before, "bench", "--backend", args.backend] if args.before else None
     if args.what in ("train", "both"):
-        ours, theirs = [], []
+        train_args = ["train", "--steps", str(args.steps), "--seq-len", str(args.seq_len), "--target-fraction", str(args.target_fraction)]
+        ours, theirs, before = [], [], []
         for _ in range(args.rounds):
-            ours.append(last_json(ours_cmd + ["train", "--steps", str(args.steps), "--seq-len", str(args.seq_len),
-                                              "--target-fraction", str(args.target_fraction)], "train"))
+            ours.append(last_json(ours_cmd + train_args, "train"))
             theirs.append(last_json(theirs_cmd + ["--what", "train"], "train"))
+            if before_cmd:
+                before.append(last_json(before_cmd + train_args, "train"))
         ours_tps = statistics.median(r["tokens_per_second"] for r in ours)
         theirs_tps = statistics.median(r["tokens_per_second"] for r in theirs)
-        print(json.dumps({"bench": "train", "backend": args.backend, "torch_device": args.device,
-                          "target_fraction": args.target_fraction, "seq_len": args.seq_len,
-                          "prefix_tune_tokens_per_second": ours_tps, "peft_tokens_per_second": theirs_tps,
-                          "ratio": ours_tps / theirs_tps, "prefix_tune_runs": ours, "peft_runs": theirs}), flush=True)
+        report = {"bench": "train", "backend": args.backend, "torch_device": args.device,
+                  "target_fraction": args.target_fraction, "seq_len": args.seq_len,
+                  "prefix_tune_tokens_per_second": ours_tps, "peft_tokens_per_second": theirs_tps,
+                  "ratio": ours_tps / theirs_tps}
+        if before:
+            before_tps = statistics.median(r["tokens_per_second"] for r in before)
+            report.update({"before_tokens_per_second": before_tps, "before_ratio": before_tps / theirs_tps, "speedup": ours_tps / before_tps})
+        report.update({"prefix_tune_runs": ours, "peft_runs": theirs, "before_runs": before})
+        print(json.dumps(report), flush=True)
     if args.what in ("generate", "both"):
-        ours, theirs = [], []
+        ours, theirs, before = [], [], []
         for _ in range(args.rounds):
             ours.append(last_json(ours_cmd + ["generate"], "generate"))
             theirs.append(last_json(theirs_cmd + ["--what", "generate"], "generate"))
+            if before_cmd:
+                before.append(last_json(before_cmd + ["generate"], "generate"))
         report = {"bench": "generate", "backend": args.backend, "torch_device": args.device}
         for name in ("greedy", "beam5"):
             mine = statistics.median(r["results"][name]["seconds"] for r in ours)
             hf = statistics.median(r["results"][name]["seconds"] for r in theirs)
             report[name] = {"prefix_tune_seconds": mine, "hf_generate_seconds": hf, "time_ratio": mine / hf}
-        report["prefix_tune_runs"] = ours
-        report["hf_runs"] = theirs
+            if before:
+                old = statistics.median(r["results"][name]["seconds"] for r in before)
+                report[name].update({"before_seconds": old, "before_time_ratio": old / hf, "speedup": old / mine})
+        report.update({"prefix_tune_runs": ours, "hf_runs": theirs, "before_runs": before})
         print(json.dumps(report), flush=True)
 
 

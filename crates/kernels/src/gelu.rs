@@ -16,12 +16,18 @@ const CHUNK: usize = 1 << 14;
 /// `out[i] = gelu_new(x[i])`.
 pub fn forward(x: &[f32], out: &mut [f32]) {
     assert_eq!(x.len(), out.len(), "gelu::forward: input and output lengths differ");
+    if x.len() <= CHUNK {
+        return run(x, out, None);
+    }
     out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(out, x)| run(x, out, None));
 }
 
 /// `out[i] = grad[i] · gelu_new'(x[i])`.
 pub fn backward(x: &[f32], grad: &[f32], out: &mut [f32]) {
     assert!(x.len() == out.len() && grad.len() == out.len(), "gelu::backward: lengths differ");
+    if x.len() <= CHUNK {
+        return run(x, out, Some(grad));
+    }
     out.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .zip(grad.par_chunks(CHUNK))

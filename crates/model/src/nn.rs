@@ -40,7 +40,9 @@ impl Linear {
             let rows = crate::few_rows::matmul(x.reshape([batch, d_in]), self.weight.val()); // [B, out]
             return (rows + self.bias.val().unsqueeze::<2>()).unsqueeze_dim(1);
         }
-        if crate::backend::is_cpu(&x.device()) {
+        let [_, d_out] = self.weight.dims();
+        // Below a few million multiply-adds the regrouping's extra copies cost more than it saves.
+        if crate::backend::is_cpu(&x.device()) && batch * seq * d_in * d_out >= 1 << 22 {
             return self.forward_in_blocks(x);
         }
         x.matmul(self.weight.val().unsqueeze::<3>()) + self.bias.val().unsqueeze::<3>()

@@ -60,17 +60,18 @@ fn linear_in_row_blocks_equals_one_matmul_with_its_gradient() {
     use burn::module::Param;
     use prefix_tune_model::nn::Linear;
     let device = device().autodiff();
-    let linear = Linear { weight: Param::from_tensor(random([24, 40], &device)), bias: Param::from_tensor(random([1, 40], &device).reshape([40])) };
-    // 141 and 275 rows: two and four blocks on the CPU, the last one padded; 40 rows: one block.
+    let linear = Linear { weight: Param::from_tensor(random([96, 320], &device)), bias: Param::from_tensor(random([1, 320], &device).reshape([320])) };
+    // 141 and 275 rows (over 2^22 multiply-adds): two and four blocks on the CPU, the last one
+    // padded; 40 rows: below the size where regrouping pays, one matmul per sequence.
     for [batch, seq] in [[3, 47], [5, 55], [2, 20]] {
-        let x: Tensor<3> = Tensor::random([batch, seq, 24], Distribution::Uniform(-1.0, 1.0), &device).require_grad();
+        let x: Tensor<3> = Tensor::random([batch, seq, 96], Distribution::Uniform(-1.0, 1.0), &device).require_grad();
         let got = linear.forward(x.clone());
         let want = x.clone().matmul(linear.weight.val().unsqueeze::<3>()) + linear.bias.val().unsqueeze::<3>();
-        assert!(max_abs_diff(&to_f32s(got.clone()), &to_f32s(want.clone())) < 1e-5, "{batch}×{seq}: values");
+        assert!(max_abs_diff(&to_f32s(got.clone()), &to_f32s(want.clone())) < 1e-4, "{batch}×{seq}: values");
         // Weight the outputs so the gradient is not the same in every row.
-        let weights: Tensor<3> = Tensor::random([batch, seq, 40], Distribution::Uniform(-1.0, 1.0), &device);
+        let weights: Tensor<3> = Tensor::random([batch, seq, 320], Distribution::Uniform(-1.0, 1.0), &device);
         let got_grad = x.grad(&(got * weights.clone()).sum().backward()).expect("tracked");
         let want_grad = x.grad(&(want * weights).sum().backward()).expect("tracked");
-        assert!(max_abs_diff(&to_f32s(got_grad), &to_f32s(want_grad)) < 1e-5, "{batch}×{seq}: gradients");
+        assert!(max_abs_diff(&to_f32s(got_grad), &to_f32s(want_grad)) < 1e-4, "{batch}×{seq}: gradients");
     }
 }
