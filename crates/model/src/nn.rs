@@ -31,16 +31,19 @@ pub struct Linear {
 
 impl Linear {
     /// `[B, T, in] → [B, T, out]`. Decoding steps (T = 1) fold the rows, so the weight is read
-    /// once for all of them, at memory bandwidth on the CPU ([`few_rows`](crate::few_rows)).
+    /// once for all of them, at memory bandwidth on the CPU ([`few_rows`](crate::few_rows)), as
+    /// are short prompts there (a serving prefill: up to 16 rows in all, no autodiff).
     /// Sequences go through one batched matmul, per sequence on a GPU and in equal row blocks on
     /// the CPU ([`Self::forward_in_blocks`]).
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [batch, seq, d_in] = x.dims();
-        if seq == 1 {
-            let rows = crate::few_rows::matmul(x.reshape([batch, d_in]), self.weight.val()); // [B, out]
-            return (rows + self.bias.val().unsqueeze::<2>()).unsqueeze_dim(1);
-        }
         let [_, d_out] = self.weight.dims();
+        let rows = x.reshape([batch * seq, d_in]); // [B·T, in]
+        if seq == 1 || crate::few_rows::takes_the_kernel(&rows) {
+            let out = crate::few_rows::matmul(rows, self.weight.val()) + self.bias.val().unsqueeze::<2>(); // [B·T, out]
+            return out.reshape([batch, seq, d_out]);
+        }
+        let x = rows.reshape([batch, seq, d_in]);
         // Below a few million multiply-adds the regrouping's extra copies cost more than it saves.
         if crate::backend::is_cpu(&x.device()) && batch * seq * d_in * d_out >= 1 << 22 {
             return self.forward_in_blocks(x);
