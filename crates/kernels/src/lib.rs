@@ -4,8 +4,8 @@
 //! model, so its time is the time it takes to read the weights from memory: GPT-2 small reads
 //! 0.5 GB per token. The general matmul the CPU backend calls (`gemm`) either packs the weight
 //! first or reads it on one thread, at about 6 GB/s. These loops read each weight element once
-//! for all the rows, split the columns over every core, and keep the partial sums in L1, so a
-//! step runs at memory bandwidth instead.
+//! for all the rows, split the weight over every core in contiguous runs, and keep the partial
+//! sums in L1, so a step runs at memory bandwidth instead.
 //!
 //! The sums are the same products in another order than `gemm`'s, so results differ from it in
 //! the last bits of f32 (about 1e-6 relative), as any two BLAS libraries do.
@@ -35,7 +35,7 @@ pub enum Weight<'a> {
 /// row-major. Panics when a slice is shorter than the shapes say.
 pub fn few_rows_matmul(x: &[f32], m: usize, k: usize, w: Weight, n: usize) -> Vec<f32> {
     assert!(x.len() >= m * k, "few_rows_matmul: x holds {} values, [{m}, {k}] needs {}", x.len(), m * k);
-    if m == 0 || n == 0 {
+    if m == 0 || n == 0 || k == 0 {
         return vec![0.0; m * n];
     }
     let (data, stride) = match w {

@@ -3,7 +3,7 @@
 //!
 //! Decoding multiplies one row per sequence or beam by each weight, and its time is the time to
 //! read the weights. Flex's general matmul reads them at about 6 GB/s; the kernel streams them
-//! at memory bandwidth on every core (GPT-2 small's LM head: 23–26 ms → 8–11 ms per step here).
+//! at memory bandwidth on every core (GPT-2 small's LM head: 23–26 ms → 5–9 ms per step here).
 //! Every other backend, and anything autodiff records, takes Burn's own matmul.
 
 use burn::tensor::Tensor;
@@ -76,17 +76,10 @@ mod flex {
             let (x_dims, w_dims) = (x.layout().shape(), w.layout().shape());
             let (m, k, n) = (x_dims[0], x_dims[1], w_dims[1]);
             assert_eq!(w_dims[0], k, "few_rows_matmul: inner dimensions differ");
-            let (data, weight) = weight_layout(&w, k, n);
-            let owned;
-            let w = match data {
-                Some(copy) => {
-                    owned = copy;
-                    &owned
-                }
-                None => &w,
-            };
+            let (copy, layout) = weight_layout(&w, k, n);
+            let w = copy.as_ref().unwrap_or(&w);
             let data: &[f32] = &w.storage::<f32>()[w.layout().start_offset()..];
-            let weight = match weight {
+            let weight = match layout {
                 Layout::Rows(stride) => Weight::Rows { data, stride },
                 Layout::Columns(stride) => Weight::Columns { data, stride },
             };
