@@ -11,7 +11,7 @@ use burn::tensor::Tensor;
 /// `x · w` for `x` `[M, K]` and `w` `[K, N]` (any strides, e.g. a transposed embedding).
 pub fn matmul(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
     #[cfg(feature = "flex")]
-    if takes_the_kernel(&x) {
+    if takes_the_kernel(&x) && w.dtype() == burn::tensor::DType::F32 {
         return flex::matmul(x, w);
     }
     x.matmul(w)
