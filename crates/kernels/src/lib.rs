@@ -69,9 +69,7 @@ fn rows_matmul(x: &[f32], m: usize, k: usize, w: &[f32], stride: usize, n: usize
             let cols = PANEL.min(n - start);
             let mut block = vec![0.0f32; m * cols];
             rows_block(&x[first..], k, m, last - first, &w[first * stride..], stride, start, cols, &mut block);
-            for row in 0..m {
-                out[row * n + start..row * n + start + cols].copy_from_slice(&block[row * cols..(row + 1) * cols]);
-            }
+            place(&block, m, &mut out, n, start);
         }
         out
     };
@@ -99,13 +97,18 @@ fn columns_matmul(x: &[f32], m: usize, k: usize, w: &[f32], stride: usize, n: us
     };
     let blocks: Vec<Vec<f32>> = if threads == 1 { starts.iter().map(compute).collect() } else { starts.par_iter().map(compute).collect() };
     let mut out = vec![0.0f32; m * n];
-    for (start, block) in starts.iter().zip(&blocks) {
-        let cols = block.len() / m;
-        for row in 0..m {
-            out[row * n + start..row * n + start + cols].copy_from_slice(&block[row * cols..(row + 1) * cols]);
-        }
+    for (&start, block) in starts.iter().zip(&blocks) {
+        place(block, m, &mut out, n, start);
     }
     out
+}
+
+/// Copies `block` `[m, cols]` into columns `start..start + cols` of `out` `[m, n]`.
+fn place(block: &[f32], m: usize, out: &mut [f32], n: usize, start: usize) {
+    let cols = block.len() / m;
+    for (row, values) in block.chunks_exact(cols).enumerate() {
+        out[row * n + start..row * n + start + cols].copy_from_slice(values);
+    }
 }
 
 /// `block[m, cols] += x[m, ..k] · w[..k, start..start + cols]`, weight row-major; row i of x

@@ -43,35 +43,32 @@ impl Linear {
             let out = crate::few_rows::matmul(rows, self.weight.val()) + self.bias.val().unsqueeze::<2>(); // [B·T, out]
             return out.reshape([batch, seq, d_out]);
         }
-        let x = rows.reshape([batch, seq, d_in]);
         // Below a few million multiply-adds the regrouping's extra copies cost more than it saves.
-        if crate::backend::is_cpu(&x.device()) && batch * seq * d_in * d_out >= 1 << 22 {
-            return self.forward_in_blocks(x);
+        if crate::backend::is_cpu(&rows.device()) && batch * seq * d_in * d_out >= 1 << 22 {
+            return self.forward_in_blocks(rows).reshape([batch, seq, d_out]) + self.bias.val().unsqueeze::<3>();
         }
-        x.matmul(self.weight.val().unsqueeze::<3>()) + self.bias.val().unsqueeze::<3>()
+        rows.reshape([batch, seq, d_in]).matmul(self.weight.val().unsqueeze::<3>()) + self.bias.val().unsqueeze::<3>()
     }
 
-    /// The CPU backend gives each core whole matrices of a batched matmul, so B sequences on two
-    /// cores leave one idle a third of the time (5 = 3 + 2), while folding all rows into one
-    /// matmul packs the weight on every call. The `B·T` rows are regrouped into up to two
-    /// blocks per core of at least 64 rows, the last padded with zero rows. E2E-shaped batches
-    /// (5 × 55 tokens) trained at 98–103 tok/s this way, against 86 per sequence, 76 in two
-    /// blocks and 82 in eight.
-    fn forward_in_blocks(&self, x: Tensor<3>) -> Tensor<3> {
-        let [batch, seq, d_in] = x.dims();
-        let rows = batch * seq;
+    /// `[B·T, in] → [B·T, out]`, without the bias. The CPU backend gives each core whole
+    /// matrices of a batched matmul, so B sequences on two cores leave one idle a third of the
+    /// time (5 = 3 + 2), while folding all rows into one matmul packs the weight on every call.
+    /// The rows are regrouped into up to two blocks per core of at least 64 rows, the last
+    /// padded with zero rows. E2E-shaped batches (5 × 55 tokens) trained at 98–103 tok/s this
+    /// way, against 86 per sequence, 76 in two blocks and 82 in eight.
+    fn forward_in_blocks(&self, rows: Tensor<2>) -> Tensor<2> {
+        let [count, d_in] = rows.dims();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let blocks = (rows / 64).clamp(1, 2 * cores);
-        let per_block = rows.div_ceil(blocks);
-        let mut flat = x.reshape([rows, d_in]);
-        if per_block * blocks > rows {
-            let padding = Tensor::zeros([per_block * blocks - rows, d_in], &flat.device());
-            flat = Tensor::cat(vec![flat, padding], 0);
+        let blocks = (count / 64).clamp(1, 2 * cores);
+        let per_block = count.div_ceil(blocks);
+        let mut rows = rows;
+        if per_block * blocks > count {
+            let padding = Tensor::zeros([per_block * blocks - count, d_in], &rows.device());
+            rows = Tensor::cat(vec![rows, padding], 0);
         }
-        let out = flat.reshape([blocks, per_block, d_in]).matmul(self.weight.val().unsqueeze::<3>()); // [blocks, per_block, out]
-        let d_out = out.dims()[2];
-        let out = out.reshape([blocks * per_block, d_out]).narrow(0, 0, rows); // [B·T, out]
-        out.reshape([batch, seq, d_out]) + self.bias.val().unsqueeze::<3>()
+        let out = rows.reshape([blocks, per_block, d_in]).matmul(self.weight.val().unsqueeze::<3>()); // [blocks, per_block, out]
+        let [_, d_out] = self.weight.dims();
+        out.reshape([blocks * per_block, d_out]).narrow(0, 0, count) // [B·T, out]
     }
 }
 
@@ -104,7 +101,6 @@ impl Activation {
         }
     }
 }
-
 
 /// Dropout probabilities in effect for one forward pass (all zero at inference).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
