@@ -7,7 +7,8 @@ use crate::error::{CliError, Result};
 use clap::{Args, Subcommand};
 use prefix_tune_model::generate::GenerateConfig;
 use prefix_tune_model::gpt2::generate_gpt2;
-use prefix_tune_model::{backend, random_gpt2, Gpt2Config};
+use prefix_tune_model::bf16::Dtype;
+use prefix_tune_model::{backend, random_gpt2, Gpt2, Gpt2Config};
 use prefix_tune_prefix::{Init, Layout, PrefixConfig, Reparam};
 use prefix_tune_model::tensors::to_f32s;
 use prefix_tune_train::optim::Accumulated;
@@ -23,6 +24,9 @@ pub struct BenchArgs {
     /// Model shape: gpt2 (small, 124M) or tiny (for a quick check).
     #[arg(long, global = true, default_value = "gpt2")]
     shape: String,
+    /// bf16: the model's matrix products in bf16 with f32 sums (CPU backend, AMX).
+    #[arg(long, global = true, value_enum, default_value_t = Dtype::F32)]
+    dtype: Dtype,
 }
 
 #[derive(Subcommand, Debug)]
@@ -69,6 +73,14 @@ fn shape(name: &str) -> Result<Gpt2Config> {
     Ok(config)
 }
 
+/// The random model, its products in `dtype`.
+fn random_model(config: &Gpt2Config, dtype: Dtype, device: &prefix_tune_model::burn::tensor::Device) -> Result<Gpt2> {
+    let mut model = random_gpt2(config, 0, device);
+    if dtype == Dtype::Bf16 {
+        model.pack_bf16().map_err(CliError::usage)?;
+    }
+    Ok(model)
+}
 
 pub fn run(args: BenchArgs) -> Result<()> {
     let backend_name = args.backend.clone().unwrap_or_else(|| {
@@ -80,7 +92,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         BenchWhat::Serve(serve) => return crate::bench_serve::run(serve, args.backend.as_deref()),
         BenchWhat::Generate { prompt_len, new_tokens } => {
             let device = backend::device(args.backend.as_deref())?;
-            let model = random_gpt2(&config, 0, &device);
+            let model = random_model(&config, args.dtype, &device)?;
             let prompt: Vec<u32> = (0..prompt_len).map(|_| rng.random_range(0..config.vocab_size as u32)).collect();
             let mut results = serde_json::Map::new();
             for (name, beams) in [("greedy", 1), ("beam5", 5)] {
@@ -97,7 +109,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 results.insert(name.into(), serde_json::json!({ "seconds": seconds, "new_tokens": tokens, "tokens_per_second": tokens as f64 / seconds }));
             }
             let report = serde_json::json!({
-                "bench": "generate", "backend": backend_name, "model": format!("{}-shaped random", args.shape),
+                "bench": "generate", "backend": backend_name, "dtype": args.dtype, "model": format!("{}-shaped random", args.shape),
                 "prompt_tokens": prompt_len, "results": results, "peak_rss_mib": peak_rss_mib(),
             });
             println!("{report}");
@@ -105,7 +117,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         BenchWhat::Train { batch_size, seq_len, steps, target_fraction, breakdown } => {
             let source_len = seq_len - ((seq_len as f64 * target_fraction.clamp(0.0, 1.0)).round() as usize).clamp(1, seq_len);
             let device = backend::device(args.backend.as_deref())?.autodiff();
-            let model = random_gpt2(&config, 0, &device);
+            let model = random_model(&config, args.dtype, &device)?;
             let prefix_config = PrefixConfig { length: 10, reparam: Reparam::Mlp { hidden: 512 }, dropout: 0.0, init: Init::Random, placement: Default::default() };
             let prefix = prefix_config.init(Layout::gpt2(&config), &device)?;
             let examples: Vec<Example> = (0..batch_size * (steps + 1))
@@ -135,7 +147,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let phases = if breakdown { Some(phase_times(&timed, &examples[batch_size..], steps)?) } else { None };
             let _ = std::fs::remove_dir_all(&out);
             let mut report = serde_json::json!({
-                "bench": "train", "backend": backend_name, "model": format!("{}-shaped random", args.shape),
+                "bench": "train", "backend": backend_name, "dtype": args.dtype, "model": format!("{}-shaped random", args.shape),
                 "batch": batch_size, "seq_len": seq_len, "target_fraction": target_fraction, "prefix_length": 10, "mlp_hidden": 512, "steps": summary.steps,
                 "seconds": seconds, "tokens_per_second": tokens as f64 / seconds,
                 "seconds_per_step": seconds / summary.steps as f64,

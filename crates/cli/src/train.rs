@@ -11,6 +11,7 @@ use prefix_tune_model::burn::tensor::Device;
 use prefix_tune_model::generate::GenerateConfig;
 use prefix_tune_model::hub::resolve_model;
 use prefix_tune_data::Tokenizer;
+use prefix_tune_model::bf16::Dtype;
 use prefix_tune_model::{backend, load_gpt2, Gpt2, Gpt2Config};
 use prefix_tune_prefix::{load_prefix, text_activations, Init, Layout, Placement, Prefix, PrefixConfig, ReparamKind};
 use prefix_tune_train::examples::{low_data_split, read_jsonl_lines};
@@ -144,6 +145,11 @@ pub struct TrainArgs {
     pub resume: Option<PathBuf>,
     #[arg(long)]
     pub backend: Option<String>,
+    /// bf16: the frozen model's matrix products in bf16 with f32 sums (CPU backend, AMX;
+    /// about 3x faster training there); the prefix, its gradients and optimizer stay f32.
+    #[arg(long, value_enum, default_value_t = Dtype::F32)]
+    #[serde(default)]
+    pub dtype: Dtype,
     /// When stderr is not a terminal, a plain progress line every N steps.
     #[arg(long, default_value_t = 10)]
     pub log_every: usize,
@@ -407,7 +413,10 @@ pub fn run(args: TrainArgs, given: &[String]) -> Result<()> {
 }
 
 fn run_gpt2(args: &TrainArgs, dir: &Path, model_name: &str, device: &Device) -> Result<()> {
-    let model = load_gpt2(dir, device)?;
+    let mut model = load_gpt2(dir, device)?;
+    if frozen_in_bf16(args)? {
+        model.pack_bf16().map_err(CliError::usage)?;
+    }
     let (init, text_ids) = parse_init(&args.init, dir)?;
     if args.placement == Placement::EmbeddingOnly && text_ids.is_some() {
         return Err(CliError::usage("--init text: applies to keys/values; use random or zero with --placement embedding-only"));
@@ -427,6 +436,15 @@ fn run_gpt2(args: &TrainArgs, dir: &Path, model_name: &str, device: &Device) -> 
         Ok((model, prefix, config))
     };
     run_trainer(args, model, fresh, metric, &train, &dev)
+}
+
+/// Whether the run asks for `--dtype bf16`; refused for fine-tuning, whose weights change.
+pub fn frozen_in_bf16(args: &TrainArgs) -> Result<bool> {
+    match (args.dtype, args.method) {
+        (Dtype::F32, _) => Ok(false),
+        (Dtype::Bf16, Method::Finetune) => Err(CliError::usage("--dtype bf16: the model must stay frozen; it applies to --method prefix only")),
+        (Dtype::Bf16, _) => Ok(true),
+    }
 }
 
 /// Resumes the run or starts it (`fresh` builds its prefix and config), trains, prints the

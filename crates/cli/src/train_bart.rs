@@ -18,7 +18,10 @@ use crate::seq2seq::{cut_keeping_last, summarise, BartText};
 use crate::train::{run_trainer, train_config, PrefixLayout, TrainArgs};
 
 pub fn run(args: &TrainArgs, dir: &Path, model_name: &str, device: &Device) -> Result<()> {
-    let model = load_bart(dir, device)?;
+    let mut model = load_bart(dir, device)?;
+    if crate::train::frozen_in_bf16(args)? {
+        model.pack_bf16().map_err(CliError::usage)?;
+    }
     let init = check_options(args)?;
     let metric = match &args.eval_metric {
         Some(name) => Some((name.clone(), dev_metric(args, dir, &model, name)?)),

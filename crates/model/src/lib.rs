@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod bart;
+pub mod bf16;
 pub mod few_rows;
 pub mod gelu;
 pub mod backend;

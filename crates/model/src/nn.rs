@@ -27,6 +27,10 @@ impl LayerNorm {
 pub struct Linear {
     pub weight: Param<Tensor<2>>,
     pub bias: Param<Tensor<1>>,
+    /// The frozen weight packed for bf16 products (`--dtype bf16`); when set, every product
+    /// takes it.
+    #[module(skip)]
+    pub bf16: Option<crate::bf16::Bf16Weight>,
 }
 
 impl Linear {
@@ -39,6 +43,9 @@ impl Linear {
         let [batch, seq, d_in] = x.dims();
         let [_, d_out] = self.weight.dims();
         let rows = x.reshape([batch * seq, d_in]); // [B·T, in]
+        if let Some(weight) = &self.bf16 {
+            return (crate::bf16::matmul(rows, weight) + self.bias.val().unsqueeze::<2>()).reshape([batch, seq, d_out]);
+        }
         if seq == 1 || crate::few_rows::takes_the_kernel(&rows) {
             let out = crate::few_rows::matmul(rows, self.weight.val()) + self.bias.val().unsqueeze::<2>(); // [B·T, out]
             return out.reshape([batch, seq, d_out]);
@@ -48,6 +55,12 @@ impl Linear {
             return self.forward_in_blocks(rows).reshape([batch, seq, d_out]) + self.bias.val().unsqueeze::<3>();
         }
         rows.reshape([batch, seq, d_in]).matmul(self.weight.val().unsqueeze::<3>()) + self.bias.val().unsqueeze::<3>()
+    }
+
+    /// From now on products take the weight in bf16 (`--dtype bf16`); the weight must stay
+    /// frozen, since the packed copy never sees an update.
+    pub fn pack_bf16(&mut self) {
+        self.bf16 = Some(crate::bf16::Bf16Weight::pack(self.weight.val()));
     }
 
     /// `[B·T, in] → [B·T, out]`, without the bias. The CPU backend gives each core whole

@@ -22,6 +22,12 @@ pub struct Attention {
 }
 
 impl Attention {
+    fn pack_bf16(&mut self) {
+        for linear in [&mut self.q_proj, &mut self.k_proj, &mut self.v_proj, &mut self.out_proj] {
+            linear.pack_bf16();
+        }
+    }
+
     /// `[B, S, D] → [B, H, S, Dh]`
     fn to_heads(&self, x: Tensor<3>) -> Tensor<4> {
         let [batch, seq, _] = x.dims();
@@ -134,6 +140,9 @@ pub struct Bart {
     pub decoder_layers: Vec<DecoderLayer>,
     /// Added to the logits `[V]` (a buffer in HF, zero in most checkpoints).
     pub final_logits_bias: Param<Tensor<1>>,
+    /// The head (`sharedᵀ`) packed for bf16 products (`--dtype bf16`).
+    #[module(skip)]
+    pub head_bf16: Option<crate::bf16::Bf16Weight>,
     #[module(skip)]
     pub config: super::BartConfig,
 }
@@ -194,7 +203,32 @@ impl Bart {
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         let [batch, seq, d_model] = hidden.dims();
         let vocab = self.config.vocab_size;
-        let logits = crate::few_rows::matmul(hidden.reshape([batch * seq, d_model]), self.shared.val().transpose()) + self.final_logits_bias.val().unsqueeze::<2>();
-        logits.reshape([batch, seq, vocab])
+        let rows = hidden.reshape([batch * seq, d_model]); // [B·T, D]
+        let logits = match &self.head_bf16 {
+            Some(head) => crate::bf16::matmul(rows, head),
+            None => crate::few_rows::matmul(rows, self.shared.val().transpose()),
+        };
+        (logits + self.final_logits_bias.val().unsqueeze::<2>()).reshape([batch, seq, vocab])
+    }
+
+    /// `--dtype bf16`: every frozen matrix product from now on in bf16 with f32 sums (the
+    /// weights packed once). Errors where the device cannot run it.
+    pub fn pack_bf16(&mut self) -> Result<(), String> {
+        if let Some(why) = crate::bf16::unavailable(&self.shared.device()) {
+            return Err(why);
+        }
+        for attention in self.encoder_layers.iter_mut().map(|layer| &mut layer.self_attn) {
+            attention.pack_bf16();
+        }
+        for layer in &mut self.decoder_layers {
+            layer.self_attn.pack_bf16();
+            layer.encoder_attn.pack_bf16();
+        }
+        for ffn in self.encoder_layers.iter_mut().map(|l| &mut l.ffn).chain(self.decoder_layers.iter_mut().map(|l| &mut l.ffn)) {
+            ffn.fc1.pack_bf16();
+            ffn.fc2.pack_bf16();
+        }
+        self.head_bf16 = Some(crate::bf16::Bf16Weight::pack(self.shared.val().transpose()));
+        Ok(())
     }
 }

@@ -105,6 +105,7 @@ fn build(
             Ok(Conv1D {
                 weight: param2(fetch, &name(&format!("{which}.weight")), [d_in, d_out], why)?,
                 bias: param1(fetch, &name(&format!("{which}.bias")), d_out, why)?,
+                bf16: None,
             })
         };
         let attn = SelfAttention {
@@ -125,7 +126,7 @@ fn build(
         bias: param1(fetch, "ln_f.bias", d, &why_d)?,
         eps,
     };
-    Ok(Gpt2 { wte, wpe, h, ln_f, config: config.clone() })
+    Ok(Gpt2 { wte, wpe, h, ln_f, head_bf16: None, config: config.clone() })
 }
 
 /// 1/√Dh when `scale_attn_weights`, further divided by (layer + 1) when

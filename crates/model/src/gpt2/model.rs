@@ -117,6 +117,9 @@ pub struct Gpt2 {
     pub wpe: Param<Tensor<2>>,
     pub h: Vec<Block>,
     pub ln_f: LayerNorm,
+    /// The head (`wteᵀ`) packed for bf16 products (`--dtype bf16`).
+    #[module(skip)]
+    pub head_bf16: Option<crate::bf16::Bf16Weight>,
     #[module(skip)]
     pub config: Gpt2Config,
 }
@@ -160,7 +163,28 @@ impl Gpt2 {
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         let [batch, seq, d_model] = hidden.dims();
         let vocab = self.wte.val().dims()[0];
-        crate::few_rows::matmul(hidden.reshape([batch * seq, d_model]), self.wte.val().transpose()).reshape([batch, seq, vocab])
+        let rows = hidden.reshape([batch * seq, d_model]); // [B·T, D]
+        let logits = match &self.head_bf16 {
+            Some(head) => crate::bf16::matmul(rows, head),
+            None => crate::few_rows::matmul(rows, self.wte.val().transpose()),
+        };
+        logits.reshape([batch, seq, vocab])
+    }
+
+    /// `--dtype bf16`: every frozen matrix product from now on in bf16 with f32 sums (the
+    /// weights packed once; the f32 weights stay for everything else). Errors where the
+    /// device cannot run it.
+    pub fn pack_bf16(&mut self) -> Result<(), String> {
+        if let Some(why) = crate::bf16::unavailable(&self.wte.device()) {
+            return Err(why);
+        }
+        for block in &mut self.h {
+            for linear in [&mut block.attn.c_attn, &mut block.attn.c_proj, &mut block.mlp.c_fc, &mut block.mlp.c_proj] {
+                linear.pack_bf16();
+            }
+        }
+        self.head_bf16 = Some(crate::bf16::Bf16Weight::pack(self.wte.val().transpose()));
+        Ok(())
     }
 
     pub fn n_layer(&self) -> usize {
