@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 import peft
 import transformers
@@ -694,9 +694,83 @@ def peft_fixture(out, base_dir, prompts, eos, name, cfg_kwargs, s, init_std=None
 # ---------------------------------------------------------------------------
 
 
+class Bf16Product(torch.autograd.Function):
+    """x @ w with both rounded to bf16 and the sums exact (f64): what `--dtype bf16` computes
+    for a frozen weight. The input gradient is bf16(g) @ bf16(w)^T, kept in f32 as ours is
+    (autograd through `.bfloat16()` would round it to bf16 as well)."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(w)
+        return (x.bfloat16().double() @ w.bfloat16().double()).float()
+
+    @staticmethod
+    def backward(ctx, g):
+        (w,) = ctx.saved_tensors
+        return (g.bfloat16().double() @ w.bfloat16().double().T).float(), None
+
+
+def bf16_references(out, base_dir, name, cfg_kwargs):
+    """Loss and prefix gradients of the PEFT fixture's batch with the frozen model's products in
+    bf16: (1) emulating ours exactly (bf16 inputs, f64 sums, the prefix in f32), (2) under
+    PyTorch's CPU bf16 autocast (products rounded to bf16 too, the prefix MLP in bf16)."""
+    from transformers.pytorch_utils import Conv1D
+    d = out / "peft" / name
+    params = load_file(d / "params.safetensors")
+    ids, mask, labels = params["batch.input_ids"], params["batch.attention_mask"], params["batch.labels"]
+
+    def prefixed_model(emulate):
+        base = load_model(base_dir)
+        if emulate:
+            for m in base.modules():
+                if isinstance(m, Conv1D):
+                    m.forward = (lambda m: lambda x: (Bf16Product.apply(x.reshape(-1, x.shape[-1]), m.weight) + m.bias).view(*x.shape[:-1], -1))(m)
+            head = base.lm_head
+            head.forward = lambda h: Bf16Product.apply(h.reshape(-1, h.shape[-1]), head.weight.T).view(*h.shape[:-1], -1)
+        model = get_peft_model(base, PrefixTuningConfig(task_type="CAUSAL_LM", **cfg_kwargs))
+        model.eval()
+        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        with torch.no_grad():
+            for n, p in trainable:
+                p.copy_(params[n])
+        return model, trainable
+
+    tensors, losses = {}, {}
+    for mode in ("emulated", "autocast"):
+        model, trainable = prefixed_model(mode == "emulated")
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=(mode == "autocast")):
+            logits = model(input_ids=ids, attention_mask=mask).logits
+        lg, tg = logits[:, :-1].float(), labels[:, 1:]
+        nll = torch.nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]), tg.reshape(-1), ignore_index=-100, reduction="none")
+        loss = nll.view(tg.shape).sum(1).mean()  # the paper's objective
+        loss.backward()
+        losses[mode] = loss.item()
+        for n, p in trainable:
+            tensors[f"{mode}.grad.{n}"] = p.grad.detach().clone()
+    save_file(tensors, d / "bf16.safetensors")
+    dump_json(d / "bf16.json", {"loss_paper": losses, "versions": VERSIONS,
+                                "note": "see bf16_references in scripts/make_fixtures.py"})
+    print(f"[peft/{name}] bf16 losses: {losses}")
+
+
+PEFT_CONFIGS = {
+    "flat": dict(num_virtual_tokens=5, prefix_projection=False),
+    "mlp": dict(num_virtual_tokens=7, prefix_projection=True, encoder_hidden_size=20),
+}
+
+
+def bf16_fixtures(out, a_dir):
+    for name, cfg in PEFT_CONFIGS.items():
+        bf16_references(out, a_dir, name, cfg)
+
+
 def main():
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures")
+    args = [a for a in sys.argv[1:] if a != "--bf16-only"]
+    out = Path(args[0] if args else "tests/fixtures")
     out.mkdir(parents=True, exist_ok=True)
+    if "--bf16-only" in sys.argv:  # from the committed gpt2-a and PEFT fixtures
+        bf16_fixtures(out, out / "gpt2-a")
+        return
     print("versions:", VERSIONS)
     tok = AutoTokenizer.from_pretrained(str(TOKENIZER_DIR))
 
@@ -724,6 +798,8 @@ def main():
                  dict(num_virtual_tokens=7, prefix_projection=True, encoder_hidden_size=20), 2025,
                  # smaller output layer so the prefix does not swamp the prompt
                  init_std={"transform.2.weight": 0.1, "transform.2.bias": 0.05})
+
+    bf16_fixtures(out, a_dir)
 
     total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"total fixture size: {total/1e6:.2f} MB")

@@ -212,6 +212,49 @@ fn loss_gradients_and_one_adamw_step_match_pytorch() {
     }
 }
 
+/// `--dtype bf16` (frozen products on AMX tiles): loss and prefix gradients against PyTorch
+/// models whose frozen products take bf16 inputs, (1) with exact sums, as ours, and (2) under
+/// PyTorch's bf16 autocast. The flat fixture is well-conditioned (1e-6 relative noise on every
+/// product's input leaves the emulated loss unchanged), so it is held to f32 summation order:
+/// the f32 path misses that by 16×. The MLP fixture has activations on a bf16 rounding edge
+/// (3e-7 relative noise moves its emulated loss by 9e-5 relative), so the last ulp of any f32
+/// op before a rounding picks another bf16 path: it is held to bf16's own noise.
+#[test]
+fn bf16_loss_and_gradients_match_pytorch_bf16() {
+    let device = device();
+    if let Some(why) = prefix_tune_model::bf16::unavailable(&device) {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let mut model = model(&device);
+    model.pack_bf16().unwrap();
+    // (variant, mode, loss tolerance, gradient tolerance), relative
+    let cases = [
+        ("flat", "emulated", 5e-6, 1e-3),
+        ("flat", "autocast", 5e-4, 3e-2),
+        ("mlp", "emulated", 5e-4, 3e-2),
+        ("mlp", "autocast", 5e-4, 3e-2),
+    ];
+    for (variant, mode, loss_tolerance, grad_tolerance) in cases {
+        let files = peft_params(variant);
+        let dir = fixtures().join("peft").join(variant);
+        let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("bf16.json")).unwrap()).unwrap();
+        let bf16_files = WeightFiles::open(vec![dir.join("bf16.safetensors")]).unwrap();
+        let (ours, accumulated) = prefix_gradients(&model, &peft_prefix(variant, &device), &fixture_batch(&files), Objective::Paper);
+        let theirs = reference["loss_paper"][mode].as_f64().unwrap() as f32;
+        assert!((ours - theirs).abs() < loss_tolerance * theirs.abs(), "{variant} {mode}: loss {ours} vs {theirs}");
+        for ((name, transposed), grad) in peft_names(variant).into_iter().zip(&accumulated.grads) {
+            let (shape, expected) = read_f32(&bf16_files, &format!("{mode}.grad.{name}"));
+            let grad = to_f32s(grad.clone().expect("every prefix parameter has a gradient"));
+            let grad = if transposed { transpose(&grad, shape[1], shape[0]) } else { grad };
+            let error = relative_error(&grad, &expected);
+            assert!(error < grad_tolerance, "{variant} {mode}.grad.{name}: relative error {error}");
+        }
+        let f32_loss = peft_reference(variant)["losses"]["loss_paper"].as_f64().unwrap() as f32;
+        assert!((ours - f32_loss).abs() > 1e-5 * f32_loss.abs(), "{variant}: the bf16 loss {ours} is the f32 loss");
+    }
+}
+
 /// Prefix training on the wgpu backend (Vulkan; Mesa's lavapipe in CI) is held to the same
 /// PyTorch loss and gradients as the CPU backend. The check runs in a child process (this test
 /// binary, filtered to the ignored test below) so that a driver crash fails this test only.
