@@ -307,3 +307,74 @@ mod tiles {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn to_bf16_rounds_to_nearest_even_like_pytorch() {
+        let half_ulp = 2f32.powi(-8); // bf16 keeps 7 fraction bits
+        assert_eq!(to_bf16(1.0), 0x3f80);
+        assert_eq!(to_bf16(1.0 + half_ulp), 0x3f80, "a tie goes to the even neighbour");
+        assert_eq!(to_bf16(1.0 + 3.0 * half_ulp), 0x3f82, "a tie goes to the even neighbour");
+        assert_eq!(to_bf16(1.0 + half_ulp + 2f32.powi(-20)), 0x3f81, "above the tie rounds up");
+        assert_eq!(to_bf16(-1.5), 0xbfc0);
+        assert_eq!(to_bf16(f32::MAX), 0x7f80, "overflows to infinity, as torch's bfloat16()");
+        assert_eq!(to_bf16(f32::NEG_INFINITY), 0xff80);
+        assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
+        for x in [0.1f32, -3.7e-5, 12345.678, 1e30] {
+            let rounded = from_bf16(to_bf16(x));
+            assert!((rounded - x).abs() <= x.abs() * half_ulp, "{x} → {rounded}");
+        }
+    }
+
+    /// Values in [-1, 1), already bf16, from a xorshift stream.
+    fn bf16_values(len: usize, seed: u32) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(2_654_435_761) | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                from_bf16(to_bf16((state as f32 / u32::MAX as f32) * 2.0 - 1.0))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn products_equal_an_f64_triple_loop_for_every_edge_and_both_packings() {
+        if !available() {
+            eprintln!("skipped: no AMX-BF16 on this CPU");
+            return;
+        }
+        // Shapes with partial tiles in every dimension, one row, and an LM-head-like width.
+        for (m, k, n) in [(1, 1, 1), (37, 70, 53), (33, 64, 32), (64, 96, 1000), (5, 3072, 17), (16, 33, 48)] {
+            let x = bf16_values(m * k, 1 + m as u32);
+            let w = bf16_values(k * n, 7 + n as u32); // [k, n] row-major
+            let w_t: Vec<f32> = (0..n * k).map(|i| w[(i % k) * n + i / k]).collect(); // [n, k]
+            let want: Vec<f64> = (0..m * n).map(|e| (0..k).map(|l| x[e / n * k + l] as f64 * w[l * n + e % n] as f64).sum()).collect();
+            // Inputs are exact in bf16, so only the f32 sums round.
+            let tolerance = 2.0 * f32::EPSILON as f64 * k as f64;
+            for (layout, packed) in [("row-major", PackedBf16::pack(&w, k, n, n, 1)), ("transposed", PackedBf16::pack(&w_t, k, n, 1, k))] {
+                assert_eq!(packed.dims(), [k, n]);
+                assert_eq!(packed.get(k - 1, n - 1), w[(k - 1) * n + n - 1]);
+                let got = matmul(&x, m, k, &packed);
+                for (e, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!((*g as f64 - w).abs() <= tolerance, "[{m}, {k}, {n}] {layout}: element {e}: {g} against {w}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn inputs_are_rounded_to_bf16_first() {
+        if !available() {
+            return;
+        }
+        let x = [1.0 + 2f32.powi(-9), 3.0]; // rounds to 1.0
+        let packed = PackedBf16::pack(&[1.0, 0.1], 2, 1, 1, 1);
+        let got = matmul(&x, 1, 2, &packed)[0];
+        assert_eq!(got, 1.0 + 3.0 * from_bf16(to_bf16(0.1)));
+    }
+}

@@ -12,6 +12,8 @@ use prefix_tune_model::{load_gpt2, ModelError, Past};
 
 #[path = "model/bart.rs"]
 mod bart;
+#[path = "model/bf16.rs"]
+mod bf16;
 #[path = "model/few_rows.rs"]
 mod few_rows;
 #[path = "model/gelu.rs"]
