@@ -24,8 +24,13 @@ parser.add_argument("--device", default="cpu")
 parser.add_argument("--steps", type=int, default=3)
 parser.add_argument("--seq-len", type=int, default=64)
 parser.add_argument("--what", choices=["train", "generate", "both"], default="both")
+parser.add_argument("--autocast", action="store_true", help="bf16 autocast (on the CPU: oneDNN's AMX bf16 matmuls)")
 args = parser.parse_args()
 device = torch.device(args.device)
+
+
+def autocast():
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.autocast)
 
 
 def sync():
@@ -50,7 +55,8 @@ ids = torch.randint(0, config.vocab_size, (batch * (steps + 1), seq)).to(device)
 def step(chunk):
     labels = chunk.clone()
     labels[:, :source_len] = -100
-    out = peft_model(input_ids=chunk, labels=labels)
+    with autocast():
+        out = peft_model(input_ids=chunk, labels=labels)
     out.loss.backward()
     optimizer.step()
     optimizer.zero_grad()
@@ -64,7 +70,7 @@ if args.what in ("train", "both"):
         step(ids[i * batch:(i + 1) * batch])
     sync()
     seconds = time.perf_counter() - start
-    print(json.dumps({"bench": "train", "impl": "pytorch+peft", "device": args.device,
+    print(json.dumps({"bench": "train", "impl": "pytorch+peft", "device": args.device, "autocast_bf16": args.autocast,
                       "threads": torch.get_num_threads(), "steps": steps,
                       "tokens_per_second": batch * seq * steps / seconds, "seconds_per_step": seconds / steps}))
 
@@ -73,7 +79,7 @@ if args.what in ("generate", "both"):
     results = {}
     for name, beams in [("greedy", 1), ("beam5", 5)]:
         kwargs = dict(max_new_tokens=32, min_new_tokens=32, num_beams=beams, do_sample=False, pad_token_id=50256)
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             base.generate(prompt, **kwargs)
             sync()
             start = time.perf_counter()
@@ -82,4 +88,4 @@ if args.what in ("generate", "both"):
             seconds = time.perf_counter() - start
         new = out.shape[1] - prompt.shape[1]
         results[name] = {"seconds": seconds, "tokens_per_second": new / seconds}
-    print(json.dumps({"bench": "generate", "impl": "pytorch", "device": args.device, "results": results}))
+    print(json.dumps({"bench": "generate", "impl": "pytorch", "device": args.device, "autocast_bf16": args.autocast, "results": results}))

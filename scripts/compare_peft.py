@@ -6,6 +6,12 @@ are faster) and decoding time (ours / theirs; < 1 means we are faster).
     python scripts/compare_peft.py --binary target/release/prefix-tune --rounds 3 --target-fraction 0.5
     python scripts/compare_peft.py --backend wgpu --device cuda --steps 20   # on a GPU machine
     python scripts/compare_peft.py --before old/prefix-tune    # also an older build, A B C A B C
+    python scripts/compare_peft.py --dtype bf16    # ours in bf16; PEFT in f32 and under bf16 autocast
+
+With --dtype bf16 our side runs `--dtype bf16`, and each round also runs PyTorch under bf16
+autocast (AMX through oneDNN on a CPU that has it), reported as `peft_bf16_*` beside the f32
+baseline: the issue's target is against the f32 baseline, the autocast run says how we stand
+against PyTorch at the same precision.
 
 With --before, each round also runs the older binary, and the report adds its medians and the
 speed-up of --binary over it, so a change is measured before and after in the same run.
@@ -39,17 +45,21 @@ def main():
     parser.add_argument("--seq-len", type=int, default=64, help="training sequence length (E2E's mean is 55)")
     parser.add_argument("--what", choices=["train", "generate", "both"], default="both")
     parser.add_argument("--before", help="an older prefix-tune binary to run in the same rounds")
+    parser.add_argument("--dtype", choices=["f32", "bf16"], default="f32", help="our --dtype; bf16 also runs PyTorch under bf16 autocast")
     args = parser.parse_args()
     theirs_cmd = [sys.executable, str(HERE / "bench_peft.py"), str(args.target_fraction),
                   "--device", args.device, "--steps", str(args.steps), "--seq-len", str(args.seq_len)]
-    ours_cmd = [args.binary, "bench", "--backend", args.backend]
+    autocast_cmd = theirs_cmd + ["--autocast"] if args.dtype == "bf16" else None
+    ours_cmd = [args.binary, "bench", "--backend", args.backend, "--dtype", args.dtype]
     before_cmd = [args.before, "bench", "--backend", args.backend] if args.before else None
     if args.what in ("train", "both"):
         train_args = ["train", "--steps", str(args.steps), "--seq-len", str(args.seq_len), "--target-fraction", str(args.target_fraction)]
-        ours, theirs, before = [], [], []
+        ours, theirs, before, autocast = [], [], [], []
         for _ in range(args.rounds):
             ours.append(last_json(ours_cmd + train_args, "train"))
             theirs.append(last_json(theirs_cmd + ["--what", "train"], "train"))
+            if autocast_cmd:
+                autocast.append(last_json(autocast_cmd + ["--what", "train"], "train"))
             if before_cmd:
                 before.append(last_json(before_cmd + train_args, "train"))
         ours_tps = statistics.median(r["tokens_per_second"] for r in ours)
@@ -57,28 +67,36 @@ def main():
         report = {"bench": "train", "backend": args.backend, "torch_device": args.device,
                   "target_fraction": args.target_fraction, "seq_len": args.seq_len,
                   "prefix_tune_tokens_per_second": ours_tps, "peft_tokens_per_second": theirs_tps,
-                  "ratio": ours_tps / theirs_tps}
+                  "ratio": ours_tps / theirs_tps, "dtype": args.dtype}
+        if autocast:
+            autocast_tps = statistics.median(r["tokens_per_second"] for r in autocast)
+            report.update({"peft_bf16_tokens_per_second": autocast_tps, "ratio_to_bf16": ours_tps / autocast_tps})
         if before:
             before_tps = statistics.median(r["tokens_per_second"] for r in before)
             report.update({"before_tokens_per_second": before_tps, "before_ratio": before_tps / theirs_tps, "speedup": ours_tps / before_tps})
-        report.update({"prefix_tune_runs": ours, "peft_runs": theirs, "before_runs": before})
+        report.update({"prefix_tune_runs": ours, "peft_runs": theirs, "peft_bf16_runs": autocast, "before_runs": before})
         print(json.dumps(report), flush=True)
     if args.what in ("generate", "both"):
-        ours, theirs, before = [], [], []
+        ours, theirs, before, autocast = [], [], [], []
         for _ in range(args.rounds):
             ours.append(last_json(ours_cmd + ["generate"], "generate"))
             theirs.append(last_json(theirs_cmd + ["--what", "generate"], "generate"))
+            if autocast_cmd:
+                autocast.append(last_json(autocast_cmd + ["--what", "generate"], "generate"))
             if before_cmd:
                 before.append(last_json(before_cmd + ["generate"], "generate"))
-        report = {"bench": "generate", "backend": args.backend, "torch_device": args.device}
+        report = {"bench": "generate", "backend": args.backend, "torch_device": args.device, "dtype": args.dtype}
         for name in ("greedy", "beam5"):
             mine = statistics.median(r["results"][name]["seconds"] for r in ours)
             hf = statistics.median(r["results"][name]["seconds"] for r in theirs)
             report[name] = {"prefix_tune_seconds": mine, "hf_generate_seconds": hf, "time_ratio": mine / hf}
+            if autocast:
+                hf16 = statistics.median(r["results"][name]["seconds"] for r in autocast)
+                report[name].update({"hf_bf16_seconds": hf16, "time_ratio_to_bf16": mine / hf16})
             if before:
                 old = statistics.median(r["results"][name]["seconds"] for r in before)
                 report[name].update({"before_seconds": old, "before_time_ratio": old / hf, "speedup": old / mine})
-        report.update({"prefix_tune_runs": ours, "hf_runs": theirs, "before_runs": before})
+        report.update({"prefix_tune_runs": ours, "hf_runs": theirs, "hf_bf16_runs": autocast, "before_runs": before})
         print(json.dumps(report), flush=True)
 
 

@@ -142,14 +142,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
             timed.quiet = true;
             let start = Instant::now();
             let summary = timed.train(&examples[batch_size..], &[], None)?;
-            let seconds = start.elapsed().as_secs_f64();
+            let seconds_with_save = start.elapsed().as_secs_f64();
             let tokens = batch_size * seq_len * summary.steps;
+            // Steady state: the steps themselves, as the last step's record counts them, not
+            // the end of the run (the prefix, its optimizer state and the chart written once).
+            let steps_tokens_per_second = last_record_tokens_per_second(&out).unwrap_or(tokens as f64 / seconds_with_save);
+            let seconds = tokens as f64 / steps_tokens_per_second;
             let phases = if breakdown { Some(phase_times(&timed, &examples[batch_size..], steps)?) } else { None };
             let _ = std::fs::remove_dir_all(&out);
             let mut report = serde_json::json!({
                 "bench": "train", "backend": backend_name, "dtype": args.dtype, "model": format!("{}-shaped random", args.shape),
                 "batch": batch_size, "seq_len": seq_len, "target_fraction": target_fraction, "prefix_length": 10, "mlp_hidden": 512, "steps": summary.steps,
-                "seconds": seconds, "tokens_per_second": tokens as f64 / seconds,
+                "seconds": seconds, "tokens_per_second": steps_tokens_per_second, "seconds_with_final_save": seconds_with_save,
                 "seconds_per_step": seconds / summary.steps as f64,
                 "trainable_params": summary.trainable_params, "peak_rss_mib": peak_rss_mib(),
             });
@@ -161,6 +165,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Tokens/s over a run's steps as its last `metrics.jsonl` record gives them.
+fn last_record_tokens_per_second(run: &std::path::Path) -> Option<f64> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).ok()?;
+    let last: serde_json::Value = serde_json::from_str(text.lines().last()?).ok()?;
+    last["tokens_per_second"].as_f64()
 }
 
 /// Median milliseconds of the forward pass (batch built, loss read back) and of the backward

@@ -384,6 +384,43 @@ fn a_run_killed_mid_way_resumes_from_its_directory_alone_bit_for_bit() {
     assert_one_line_error(&not_a_run, &["nothing", "config.json"]);
 }
 
+/// `--dtype bf16` trains (the same run in two processes, near but not equal to the f32 run),
+/// is recorded with the run (a resume cannot switch it), and is refused in one line where it
+/// cannot apply: fine-tuning, or a CPU without AMX.
+#[test]
+fn bf16_training_is_reproducible_recorded_and_refused_where_it_cannot_run() {
+    let (dir, model, data) = gpt2_a_with_examples("bf16", 8);
+    let (model, data) = (model.as_str(), data.as_str());
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.join(name);
+        let mut args = small_run(model, data, out.to_str().unwrap(), "7", "4");
+        args.extend_from_slice(extra);
+        (prefix_tune(&args), out)
+    };
+    let amx = prefix_tune_model::bf16::unavailable(&prefix_tune_model::testing::device()).is_none();
+    let (first, a) = run("a", &["--dtype", "bf16"]);
+    if !amx {
+        assert_one_line_error(&first, &["--dtype bf16"]);
+        return;
+    }
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let (second, b) = run("b", &["--dtype", "bf16"]);
+    assert!(second.status.success());
+    let (f32_run, c) = run("c", &[]);
+    assert!(f32_run.status.success());
+    assert_eq!(step_losses(&a), step_losses(&b), "same seed, same bf16 run bit for bit");
+    assert_eq!(step_losses(&a).len(), 4);
+    let (bf16_loss, f32_loss) = (f64::from_bits(step_losses(&a)[0].1), f64::from_bits(step_losses(&c)[0].1));
+    assert_ne!(bf16_loss, f32_loss, "the bf16 run computed in f32");
+    assert!((bf16_loss - f32_loss).abs() < 1e-2 * f32_loss.abs(), "bf16 {bf16_loss} against f32 {f32_loss}");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(a.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["command"]["dtype"], "bf16");
+    let switched = prefix_tune(&["train", "--resume", a.to_str().unwrap(), "--dtype", "f32", "--max-steps", "5"]);
+    assert_one_line_error(&switched, &["--dtype", "bf16"]);
+    let (finetune, _) = run("d", &["--dtype", "bf16", "--method", "finetune"]);
+    assert_one_line_error(&finetune, &["--dtype bf16", "--method prefix"]);
+}
+
 /// Dev evaluation builds no autodiff graph: the peak memory of a run does not grow with the
 /// size of its dev set (gpt2-b has GPT-2's 50,257-token vocabulary, so a kept graph would hold
 /// ~16 MB of logits per dev example).
