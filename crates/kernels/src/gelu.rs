@@ -80,7 +80,7 @@ fn tanh(u: f32) -> f32 {
 /// e^x for x in [−88, 88]: 2^n · p(r) with n = round(x / ln 2) and |r| ≤ ln 2 / 2 (Cephes'
 /// `expf` polynomial), rounding by the 1.5·2^23 trick so it vectorises without SSE4.
 #[inline(always)]
-fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;

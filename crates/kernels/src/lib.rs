@@ -15,6 +15,7 @@
 use rayon::prelude::*;
 
 pub mod amx;
+pub mod cross_entropy;
 pub mod gelu;
 
 /// At most this many rows take these loops: past it a matmul has enough reuse of each weight

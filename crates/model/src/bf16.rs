@@ -102,7 +102,6 @@ mod flex {
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
     use burn::backend::autodiff::Autodiff;
     use burn::backend::{backend_extension, tensor::FloatTensor, Flex};
-    use burn::tensor::{Shape, TensorData};
     use burn_flex::FlexTensor;
     use prefix_tune_kernels::amx::{self, PackedBf16};
 
@@ -115,9 +114,8 @@ mod flex {
     fn product(x: FlexTensor, w: &PackedBf16) -> FlexTensor {
         let x = x.to_contiguous();
         let [m, k] = [x.layout().shape()[0], x.layout().shape()[1]];
-        let values = &x.storage::<f32>()[x.layout().start_offset()..];
-        let out = amx::matmul(values, m, k, w);
-        FlexTensor::from_data(TensorData::new(out, Shape::from(vec![m, w.dims()[1]])))
+        let out = amx::matmul(crate::flex::values(&x), m, k, w);
+        crate::flex::tensor(out, [m, w.dims()[1]])
     }
 
     impl Bf16Matmul for Flex {

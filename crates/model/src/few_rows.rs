@@ -31,7 +31,7 @@ pub fn takes_the_kernel(x: &Tensor<2>) -> bool {
 #[cfg(feature = "flex")]
 mod flex {
     use burn::backend::{backend_extension, tensor::FloatTensor, Dispatch, Flex};
-    use burn::tensor::{DType, Shape, Tensor};
+    use burn::tensor::{DType, Tensor};
     use burn_flex::FlexTensor;
     use prefix_tune_kernels::{few_rows_matmul, Weight};
 
@@ -83,9 +83,8 @@ mod flex {
                 Layout::Rows(stride) => Weight::Rows { data, stride },
                 Layout::Columns(stride) => Weight::Columns { data, stride },
             };
-            let x_data = &x.storage::<f32>()[x.layout().start_offset()..];
-            let out = few_rows_matmul(x_data, m, k, weight, n);
-            FlexTensor::from_data(burn::tensor::TensorData::new(out, Shape::from(vec![m, n])))
+            let out = few_rows_matmul(crate::flex::values(&x), m, k, weight, n);
+            crate::flex::tensor(out, [m, n])
         }
     }
 }

@@ -31,6 +31,7 @@ mod flex {
     use burn::backend::autodiff::Autodiff;
     use burn::backend::{backend_extension, tensor::FloatTensor, Flex};
     use burn_flex::FlexTensor;
+    use crate::flex::{tensor, values};
     use prefix_tune_kernels::gelu;
 
     #[backend_extension(Autodiff, Flex)]
@@ -42,9 +43,9 @@ mod flex {
     impl Gelu for Flex {
         fn gelu_tanh(x: FlexTensor) -> FlexTensor {
             let x = x.to_contiguous();
-            let mut out = FlexTensor::empty(x.layout().shape().clone(), x.dtype());
-            gelu::forward(values(&x), out.storage_mut::<f32>());
-            out
+            let mut out = vec![0.0; x.layout().shape().num_elements()];
+            gelu::forward(values(&x), &mut out);
+            tensor(out, x.layout().shape().clone())
         }
     }
 
@@ -60,9 +61,9 @@ mod flex {
             let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
             if let Some(parent) = parent {
                 let x = ops.state;
-                let mut out = FlexTensor::empty(x.layout().shape().clone(), x.dtype());
-                gelu::backward(values(&x), values(&grad), out.storage_mut::<f32>());
-                grads.register::<Flex>(parent.id, out);
+                let mut out = vec![0.0; x.layout().shape().num_elements()];
+                gelu::backward(values(&x), values(&grad), &mut out);
+                grads.register::<Flex>(parent.id, tensor(out, x.layout().shape().clone()));
             }
         }
     }
@@ -78,12 +79,5 @@ mod flex {
                 OpsKind::UnTracked(prep) => prep.finish(Flex::gelu_tanh(x.into_primitive())),
             }
         }
-    }
-
-    /// A contiguous f32 tensor's values.
-    fn values(tensor: &FlexTensor) -> &[f32] {
-        let count = tensor.layout().shape().num_elements();
-        let start = tensor.layout().start_offset();
-        &tensor.storage::<f32>()[start..start + count]
     }
 }

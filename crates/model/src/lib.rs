@@ -5,6 +5,9 @@ pub mod attention;
 pub mod bart;
 pub mod bf16;
 pub mod few_rows;
+#[cfg(feature = "flex")]
+mod flex;
+pub mod cross_entropy;
 pub mod gelu;
 pub mod backend;
 mod error;

@@ -14,6 +14,8 @@ use prefix_tune_model::{load_gpt2, ModelError, Past};
 mod bart;
 #[path = "model/bf16.rs"]
 mod bf16;
+#[path = "model/cross_entropy.rs"]
+mod cross_entropy;
 #[path = "model/few_rows.rs"]
 mod few_rows;
 #[path = "model/gelu.rs"]

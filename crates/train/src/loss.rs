@@ -1,6 +1,7 @@
 //! The training objectives: what a "loss" of a batch is.
 
 use burn::tensor::{activation::log_softmax, Tensor};
+use prefix_tune_model::cross_entropy;
 use prefix_tune_model::tensors::{floats, ints};
 use prefix_tune_model::{Bart, Gpt2};
 use serde::{Deserialize, Serialize};
@@ -83,8 +84,8 @@ fn loss_at_targets(hidden: Tensor<3>, labels: &[Vec<i64>], objective: Objective,
     }
     let predicting = hidden.reshape([batch * seq, d_model]).select(0, ints(positions, [count], &device)); // [N, D]
     let logits = head(predicting.unsqueeze_dim::<3>(0)).squeeze_dim::<2>(0); // [N, V]
-    let log_probs = log_softmax(logits, 1).gather(1, ints(targets, [count, 1], &device)); // [N, 1]
-    let total = -log_probs.sum(); // [1]
+    let targets: Vec<usize> = targets.into_iter().map(|t| t as usize).collect();
+    let total = cross_entropy::nll(logits, &targets).sum(); // [1]
     let loss = match objective {
         Objective::Paper => total / batch as f64,
         Objective::Mean => total / count as f64,
