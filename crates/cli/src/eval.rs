@@ -50,6 +50,10 @@ pub struct EvalArgs {
     meteor_jar: Option<PathBuf>,
     #[arg(long)]
     backend: Option<String>,
+    /// bf16: the model's matrix products in bf16 with f32 sums (CPU backend with AMX; about
+    /// 1.5-2x faster decoding there).
+    #[arg(long, value_enum, default_value_t = prefix_tune_model::bf16::Dtype::F32)]
+    dtype: prefix_tune_model::bf16::Dtype,
     /// Writes predictions.txt and scores.json here.
     #[arg(long)]
     out: PathBuf,
@@ -59,7 +63,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let task = args.task;
     let references = args.references.or_else(|| args.prefix.as_deref().and_then(crate::train::trained_references)).unwrap_or_default();
     let device = backend::device(args.backend.as_deref())?;
-    let (dir, model) = models::load(&args.model, &device)?;
+    let (dir, model) = models::load(&args.model, &device, args.dtype)?;
     let data = load(task, &args.data, &LoadConfig { split: args.split, e2e: E2eConfig { target_style: references } })?;
     let mut groups = data.groups();
     if let Some(limit) = args.limit {

@@ -39,7 +39,7 @@ pub enum Format {
 pub fn run(args: ExportArgs) -> Result<()> {
     let device = backend::device(args.backend.as_deref())?;
     let bart = match &args.model {
-        Some(name) => match models::load(name, &device)?.1 {
+        Some(name) => match models::load(name, &device, Default::default())?.1 {
             Model::Bart(model) => Some(model),
             Model::Gpt2(_) => None,
         },

@@ -60,6 +60,10 @@ pub struct GenerateArgs {
     /// wgpu, vulkan, metal, cuda or flex (default: the first compiled in).
     #[arg(long)]
     backend: Option<String>,
+    /// bf16: the model's matrix products in bf16 with f32 sums (CPU backend with AMX; about
+    /// 1.5-2x faster decoding there).
+    #[arg(long, value_enum, default_value_t = prefix_tune_model::bf16::Dtype::F32)]
+    dtype: prefix_tune_model::bf16::Dtype,
     /// One JSON object per prompt: {"ids": [...], "text": "...", "score": ...}.
     #[arg(long)]
     json: bool,
@@ -73,7 +77,7 @@ pub fn parse_ids(text: &str, what: &str) -> Result<Vec<u32>> {
 
 pub fn run(args: GenerateArgs) -> Result<()> {
     let device = backend::device(args.backend.as_deref())?;
-    let (dir, model) = models::load(&args.model, &device)?;
+    let (dir, model) = models::load(&args.model, &device, args.dtype)?;
     let tokenizer = Tokenizer::from_dir(&dir)?;
     let encoder_decoder = matches!(model, Model::Bart(_));
 

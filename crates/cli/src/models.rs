@@ -6,6 +6,7 @@ use crate::error::{CliError, Result};
 use prefix_tune_model::burn::tensor::Device;
 use prefix_tune_model::generate::GenerateConfig;
 use prefix_tune_model::hub::resolve_model;
+use prefix_tune_model::bf16::Dtype;
 use prefix_tune_model::{load_bart, load_gpt2, Bart, Gpt2};
 
 pub enum Model {
@@ -33,12 +34,26 @@ pub fn architecture(dir: &Path) -> Result<Architecture> {
     }
 }
 
-/// The model directory for `--model` (a folder or a hub name) and the model in it.
-pub fn load(name: &str, device: &Device) -> Result<(PathBuf, Model)> {
+/// The model directory for `--model` (a folder or a hub name) and the model in it, its
+/// products in `dtype`.
+pub fn load(name: &str, device: &Device, dtype: Dtype) -> Result<(PathBuf, Model)> {
     let dir = resolve_model(name)?;
+    let bf16 = dtype == Dtype::Bf16;
     let model = match architecture(&dir)? {
-        Architecture::Gpt2 => Model::Gpt2(load_gpt2(&dir, device)?),
-        Architecture::Bart => Model::Bart(load_bart(&dir, device)?),
+        Architecture::Gpt2 => {
+            let mut model = load_gpt2(&dir, device)?;
+            if bf16 {
+                model.pack_bf16().map_err(CliError::usage)?;
+            }
+            Model::Gpt2(model)
+        }
+        Architecture::Bart => {
+            let mut model = load_bart(&dir, device)?;
+            if bf16 {
+                model.pack_bf16().map_err(CliError::usage)?;
+            }
+            Model::Bart(model)
+        }
     };
     Ok((dir, model))
 }

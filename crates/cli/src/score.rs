@@ -30,11 +30,15 @@ pub struct ScoreArgs {
     /// wgpu, vulkan, metal, cuda or flex (default: the first compiled in).
     #[arg(long)]
     backend: Option<String>,
+    /// bf16: the model's matrix products in bf16 with f32 sums (CPU backend with AMX; about
+    /// 1.5-2x faster decoding there).
+    #[arg(long, value_enum, default_value_t = prefix_tune_model::bf16::Dtype::F32)]
+    dtype: prefix_tune_model::bf16::Dtype,
 }
 
 pub fn run(args: ScoreArgs) -> Result<()> {
     let device = backend::device(args.backend.as_deref())?;
-    let (_, model) = models::load(&args.model, &device)?;
+    let (_, model) = models::load(&args.model, &device, args.dtype)?;
     let mut config = TrainConfig::new(prefix_tune_prefix::PrefixConfig::new(1));
     let scores = match &model {
         Model::Gpt2(model) => {

@@ -44,7 +44,27 @@ pub struct Bf16Weight {
 #[cfg(feature = "flex")]
 struct Packs {
     forward: prefix_tune_kernels::amx::PackedBf16,
-    backward: prefix_tune_kernels::amx::PackedBf16,
+    /// `W` in f32 (the model's own tensor, shared), for packing `Wᵀ` on the first backward
+    /// pass: generation and evaluation never need it.
+    source: Tensor<2>,
+    backward: std::sync::OnceLock<prefix_tune_kernels::amx::PackedBf16>,
+}
+
+#[cfg(feature = "flex")]
+impl Packs {
+    /// `Wᵀ` `[N, K]`, packed once.
+    fn backward(&self) -> &prefix_tune_kernels::amx::PackedBf16 {
+        self.backward.get_or_init(|| {
+            let [k, n] = self.source.dims();
+            prefix_tune_kernels::amx::PackedBf16::pack(&f32_values(self.source.clone()), n, k, 1, n)
+        })
+    }
+}
+
+/// Row-major f32 values of a matrix.
+#[cfg(feature = "flex")]
+fn f32_values(w: Tensor<2>) -> Vec<f32> {
+    w.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 values")
 }
 
 impl std::fmt::Debug for Bf16Weight {
@@ -58,7 +78,7 @@ impl std::fmt::Debug for Bf16Weight {
 
 impl Bf16Weight {
     /// Packs `w` `[K, N]` (any layout: a `Linear` weight, or a transposed embedding as the LM
-    /// head). Panics where [`unavailable`] says why.
+    /// head); `Wᵀ` is packed on the first backward pass. Panics where [`unavailable`] says why.
     pub fn pack(w: Tensor<2>) -> Self {
         if let Some(why) = unavailable(&w.device()) {
             panic!("Bf16Weight::pack: {why}");
@@ -67,19 +87,17 @@ impl Bf16Weight {
         {
             use prefix_tune_kernels::amx::PackedBf16;
             let [k, n] = w.dims();
-            let values = w.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 values"); // [K, N] row-major
-            let forward = PackedBf16::pack(&values, k, n, n, 1);
-            let backward = PackedBf16::pack(&values, n, k, 1, n); // Wᵀ [N, K]
-            Self { packs: Arc::new(Packs { forward, backward }) }
+            let forward = PackedBf16::pack(&f32_values(w.clone()), k, n, n, 1);
+            Self { packs: Arc::new(Packs { forward, source: w, backward: Default::default() }) }
         }
         #[cfg(not(feature = "flex"))]
         unreachable!()
     }
 
-    /// Bytes the two packings hold.
+    /// Bytes the packings hold.
     pub fn bytes(&self) -> usize {
         #[cfg(feature = "flex")]
-        return self.packs.forward.bytes() + self.packs.backward.bytes();
+        return self.packs.forward.bytes() + self.packs.backward.get().map_or(0, |p| p.bytes());
         #[cfg(not(feature = "flex"))]
         0
     }
@@ -135,7 +153,7 @@ mod flex {
             let [parent] = ops.parents;
             let grad = grads.consume::<Flex>(&ops.node);
             if let Some(parent) = parent {
-                grads.register::<Flex>(parent.id, product(grad, &ops.state.packs.backward));
+                grads.register::<Flex>(parent.id, product(grad, ops.state.packs.backward()));
             }
         }
     }

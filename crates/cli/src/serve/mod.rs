@@ -61,6 +61,10 @@ pub struct ServeArgs {
     max_new_tokens: usize,
     #[arg(long)]
     backend: Option<String>,
+    /// bf16: the model's matrix products in bf16 with f32 sums (CPU backend with AMX; about
+    /// 1.5-2x faster decoding there).
+    #[arg(long, value_enum, default_value_t = prefix_tune_model::bf16::Dtype::F32)]
+    dtype: prefix_tune_model::bf16::Dtype,
     /// For tests: pause this long after each decoding step, so that timing-dependent behaviour
     /// (a full queue, a client leaving mid-stream) can be observed on any machine.
     #[arg(long, hide = true, default_value_t = 0)]
@@ -94,7 +98,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if crate::models::architecture(&dir)? != crate::models::Architecture::Gpt2 {
         return Err(CliError::usage("--model: serve runs GPT-2 models (BART serving is not built yet)"));
     }
-    let model = load_gpt2(&dir, &device)?;
+    let mut model = load_gpt2(&dir, &device)?;
+    if args.dtype == prefix_tune_model::bf16::Dtype::Bf16 {
+        model.pack_bf16().map_err(CliError::usage)?;
+    }
     let tokenizer = Tokenizer::from_dir(&dir)?.map(Arc::new);
     let metrics = Arc::new(Metrics::default());
     let (jobs, queue) = sync_channel(args.max_queue.max(1));
