@@ -27,6 +27,28 @@ fn bart_logits_encoder_states_and_loss_match_hf() {
     assert!((ours - loss[0] as f64).abs() < 1e-5, "loss {ours} vs HF {}", loss[0]);
 }
 
+/// `--dtype bf16` on BART: every projection and the head (with `final_logits_bias`, 3.0 at
+/// eos here) in bf16, within bf16's error of HF's f32 logits.
+#[test]
+fn bart_in_bf16_stays_within_bf16_error_of_hf() {
+    if let Some(why) = prefix_tune_model::bf16::unavailable(&device()) {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let (mut model, reference, _) = bart_a();
+    model.pack_bf16().unwrap();
+    let batch = batch(&reference);
+    let ours = bart_logits(&model, &batch, &BartPrefix::default(), 0);
+    let (_, theirs) = read_f32(&reference, "logits");
+    let scale = theirs.iter().fold(0.0f32, |a, b| a.max(b.abs()));
+    let worst = max_abs_diff(&ours, &theirs);
+    println!("bart-a bf16: max |Δlogit| = {worst:e} of {scale}");
+    assert!(worst > 1e-4, "the bf16 model computed in f32");
+    // 1.3% of the largest logit here: bf16 keeps 8 bits, and seven layers of random weights
+    // compound it. A head without the bias would be 3.0 off at eos.
+    assert!(worst < 3e-2 * scale, "bf16 logits differ from HF by {worst} (largest {scale})");
+}
+
 #[test]
 fn bart_cached_decoding_equals_teacher_forcing() {
     let (model, reference, _) = bart_a();
