@@ -117,17 +117,15 @@ impl PackedBf16 {
     }
 }
 
-/// `x · w (+ bias)` for `x` row-major `[m, k]` (rounded to bf16 here), a packed `w` `[k, n]`
-/// and an f32 `bias` `[n]` added to every row as each tile is stored (a pass over the output
-/// saved): returns `[m, n]` row-major f32. Panics unless [`available`] and the shapes agree.
-pub fn matmul(x: &[f32], m: usize, k: usize, w: &PackedBf16, bias: Option<&[f32]>) -> Vec<f32> {
+/// `x · w` for `x` row-major `[m, k]` (rounded to bf16 here) and a packed `w` `[k, n]`:
+/// returns `[m, n]` row-major f32. Panics unless [`available`] and the shapes agree.
+pub fn matmul(x: &[f32], m: usize, k: usize, w: &PackedBf16) -> Vec<f32> {
     assert!(available(), "amx::matmul: this CPU or kernel does not run AMX bf16");
     assert_eq!(k, w.k, "amx::matmul: x has {k} columns, the weight {} rows", w.k);
     assert!(x.len() >= m * k, "amx::matmul: x holds {} values, [{m}, {k}] needs {}", x.len(), m * k);
     let n = w.n;
-    assert!(bias.is_none_or(|b| b.len() == n), "amx::matmul: a bias of {} values for {n} columns", bias.map_or(0, <[f32]>::len));
     if m == 0 || n == 0 || k == 0 {
-        return (0..m * n).map(|e| bias.map_or(0.0, |b| b[e % n])).collect();
+        return vec![0.0f32; m * n];
     }
     // Every element is stored by exactly one tile below, so the output starts unwritten
     // rather than zeroed (a pass over it, 5% of a bf16 training step).
@@ -140,7 +138,7 @@ pub fn matmul(x: &[f32], m: usize, k: usize, w: &PackedBf16, bias: Option<&[f32]
     let out_addr = out.as_mut_ptr() as usize;
     (0..pairs.div_ceil(per_task)).into_par_iter().for_each(|task| {
         let first = task * per_task;
-        let strip = Strip { lhs: &lhs, w, bias, out: out_addr as *mut f32, m, n };
+        let strip = Strip { lhs: &lhs, w, out: out_addr as *mut f32, m, n };
         // SAFETY: `available()` holds; each task writes only its own columns of `out`.
         #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
         unsafe {
@@ -182,7 +180,6 @@ impl Lhs {
 struct Strip<'a> {
     lhs: &'a Lhs,
     w: &'a PackedBf16,
-    bias: Option<&'a [f32]>,
     out: *mut f32,
     m: usize,
     n: usize,
@@ -305,18 +302,10 @@ mod tiles {
                 _ => asm!("tilestored [{} + {}], tmm3", in(reg) dst, in(reg) stride, options(nostack)),
             }
         }
-        let (zero, width) = ([0.0f32; TILE], TILE.min(s.n - col));
-        let bias = s.bias.map_or(&zero[..width], |b| &b[col..col + width]);
-        for r in 0..TILE.min(s.m - row) {
-            // SAFETY: row + r < m and the tile's columns lie inside [col, n).
-            let out_row = unsafe { std::slice::from_raw_parts_mut(s.out.add((row + r) * s.n + col), bias.len()) };
-            if inside {
-                if s.bias.is_some() {
-                    out_row.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
-                }
-            } else {
-                for ((o, &v), b) in out_row.iter_mut().zip(&spill[r * TILE..]).zip(bias) {
-                    *o = v + b;
+        if !inside {
+            for r in 0..TILE.min(s.m - row) {
+                for c in 0..TILE.min(s.n - col) {
+                    unsafe { *s.out.add((row + r) * s.n + col + c) = spill[r * TILE + c] };
                 }
             }
         }
@@ -374,7 +363,7 @@ mod tests {
             for (layout, packed) in [("row-major", PackedBf16::pack(&w, k, n, n, 1)), ("transposed", PackedBf16::pack(&w_t, k, n, 1, k))] {
                 assert_eq!(packed.dims(), [k, n]);
                 assert_eq!(packed.get(k - 1, n - 1), w[(k - 1) * n + n - 1]);
-                let got = matmul(&x, m, k, &packed, None);
+                let got = matmul(&x, m, k, &packed);
                 for (e, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert!((*g as f64 - w).abs() <= tolerance, "[{m}, {k}, {n}] {layout}: element {e}: {g} against {w}");
                 }
@@ -389,25 +378,7 @@ mod tests {
         }
         let x = [1.0 + 2f32.powi(-9), 3.0]; // rounds to 1.0
         let packed = PackedBf16::pack(&[1.0, 0.1], 2, 1, 1, 1);
-        let got = matmul(&x, 1, 2, &packed, None)[0];
+        let got = matmul(&x, 1, 2, &packed)[0];
         assert_eq!(got, 1.0 + 3.0 * from_bf16(to_bf16(0.1)));
-    }
-
-    #[test]
-    fn the_bias_is_added_to_every_row_inside_and_at_the_edges() {
-        if !available() {
-            return;
-        }
-        let (m, k, n) = (37, 40, 53);
-        let x = bf16_values(m * k, 3);
-        let w = bf16_values(k * n, 4);
-        let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.25 - 3.0).collect();
-        let packed = PackedBf16::pack(&w, k, n, n, 1);
-        let plain = matmul(&x, m, k, &packed, None);
-        let biased = matmul(&x, m, k, &packed, Some(&bias));
-        for e in 0..m * n {
-            assert_eq!(biased[e], plain[e] + bias[e % n], "element {e}");
-        }
-        assert_eq!(matmul(&[], 0, k, &packed, Some(&bias)), Vec::<f32>::new());
     }
 }

@@ -44,8 +44,6 @@ pub struct Bf16Weight {
 #[cfg(feature = "flex")]
 struct Packs {
     forward: prefix_tune_kernels::amx::PackedBf16,
-    /// Added to each output row with the forward product (frozen, so it needs no gradient).
-    bias: Option<Vec<f32>>,
     /// `W` in f32 (the model's own tensor, shared), for packing `Wᵀ` on the first backward
     /// pass: generation and evaluation never need it.
     source: Tensor<2>,
@@ -63,9 +61,9 @@ impl Packs {
     }
 }
 
-/// Row-major f32 values of a tensor.
+/// Row-major f32 values of a matrix.
 #[cfg(feature = "flex")]
-fn f32_values<const D: usize>(w: Tensor<D>) -> Vec<f32> {
+fn f32_values(w: Tensor<2>) -> Vec<f32> {
     w.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 values")
 }
 
@@ -80,9 +78,8 @@ impl std::fmt::Debug for Bf16Weight {
 
 impl Bf16Weight {
     /// Packs `w` `[K, N]` (any layout: a `Linear` weight, or a transposed embedding as the LM
-    /// head) and keeps `bias` `[N]` to add to the product; `Wᵀ` is packed on the first backward
-    /// pass. Panics where [`unavailable`] says why.
-    pub fn pack(w: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
+    /// head); `Wᵀ` is packed on the first backward pass. Panics where [`unavailable`] says why.
+    pub fn pack(w: Tensor<2>) -> Self {
         if let Some(why) = unavailable(&w.device()) {
             panic!("Bf16Weight::pack: {why}");
         }
@@ -91,14 +88,10 @@ impl Bf16Weight {
             use prefix_tune_kernels::amx::PackedBf16;
             let [k, n] = w.dims();
             let forward = PackedBf16::pack(&f32_values(w.clone()), k, n, n, 1);
-            let bias = bias.map(f32_values);
-            Self { packs: Arc::new(Packs { forward, bias, source: w, backward: Default::default() }) }
+            Self { packs: Arc::new(Packs { forward, source: w, backward: Default::default() }) }
         }
         #[cfg(not(feature = "flex"))]
-        {
-            let _ = bias;
-            unreachable!()
-        }
+        unreachable!()
     }
 
     /// Bytes the packings hold.
@@ -110,7 +103,7 @@ impl Bf16Weight {
     }
 }
 
-/// `x · W (+ bias)` `[M, K] → [M, N]` in bf16 with f32 sums; differentiable in `x`.
+/// `x · W` `[M, K] → [M, N]` in bf16 with f32 sums; differentiable in `x`.
 pub fn matmul(x: Tensor<2>, w: &Bf16Weight) -> Tensor<2> {
     #[cfg(feature = "flex")]
     if x.dtype() == DType::F32 {
@@ -136,16 +129,16 @@ mod flex {
         fn bf16_matmul(x: FloatTensor<Self>, w: Bf16Weight) -> FloatTensor<Self>;
     }
 
-    fn product(x: FlexTensor, w: &PackedBf16, bias: Option<&[f32]>) -> FlexTensor {
+    fn product(x: FlexTensor, w: &PackedBf16) -> FlexTensor {
         let x = x.to_contiguous();
         let [m, k] = [x.layout().shape()[0], x.layout().shape()[1]];
-        let out = amx::matmul(crate::flex::values(&x), m, k, w, bias);
+        let out = amx::matmul(crate::flex::values(&x), m, k, w);
         crate::flex::tensor(out, [m, w.dims()[1]])
     }
 
     impl Bf16Matmul for Flex {
         fn bf16_matmul(x: FlexTensor, w: Bf16Weight) -> FlexTensor {
-            product(x, &w.packs.forward, w.packs.bias.as_deref())
+            product(x, &w.packs.forward)
         }
     }
 
@@ -160,7 +153,7 @@ mod flex {
             let [parent] = ops.parents;
             let grad = grads.consume::<Flex>(&ops.node);
             if let Some(parent) = parent {
-                grads.register::<Flex>(parent.id, product(grad, ops.state.packs.backward(), None));
+                grads.register::<Flex>(parent.id, product(grad, ops.state.packs.backward()));
             }
         }
     }

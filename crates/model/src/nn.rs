@@ -44,7 +44,7 @@ impl Linear {
         let [_, d_out] = self.weight.dims();
         let rows = x.reshape([batch * seq, d_in]); // [B·T, in]
         if let Some(weight) = &self.bf16 {
-            return crate::bf16::matmul(rows, weight).reshape([batch, seq, d_out]); // bias included
+            return (crate::bf16::matmul(rows, weight) + self.bias.val().unsqueeze::<2>()).reshape([batch, seq, d_out]);
         }
         if seq == 1 || crate::few_rows::takes_the_kernel(&rows) {
             let out = crate::few_rows::matmul(rows, self.weight.val()) + self.bias.val().unsqueeze::<2>(); // [B·T, out]
@@ -60,7 +60,7 @@ impl Linear {
     /// From now on products take the weight in bf16 (`--dtype bf16`); the weight must stay
     /// frozen, since the packed copy never sees an update.
     pub fn pack_bf16(&mut self) {
-        self.bf16 = Some(crate::bf16::Bf16Weight::pack(self.weight.val(), Some(self.bias.val())));
+        self.bf16 = Some(crate::bf16::Bf16Weight::pack(self.weight.val()));
     }
 
     /// `[B·T, in] → [B·T, out]`, without the bias. The CPU backend gives each core whole

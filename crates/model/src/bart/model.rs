@@ -205,10 +205,10 @@ impl Bart {
         let vocab = self.config.vocab_size;
         let rows = hidden.reshape([batch * seq, d_model]); // [B·T, D]
         let logits = match &self.head_bf16 {
-            Some(head) => crate::bf16::matmul(rows, head), // final_logits_bias included
-            None => crate::few_rows::matmul(rows, self.shared.val().transpose()) + self.final_logits_bias.val().unsqueeze::<2>(),
+            Some(head) => crate::bf16::matmul(rows, head),
+            None => crate::few_rows::matmul(rows, self.shared.val().transpose()),
         };
-        logits.reshape([batch, seq, vocab])
+        (logits + self.final_logits_bias.val().unsqueeze::<2>()).reshape([batch, seq, vocab])
     }
 
     /// `--dtype bf16`: every frozen matrix product from now on in bf16 with f32 sums (the
@@ -228,7 +228,7 @@ impl Bart {
             ffn.fc1.pack_bf16();
             ffn.fc2.pack_bf16();
         }
-        self.head_bf16 = Some(crate::bf16::Bf16Weight::pack(self.shared.val().transpose(), Some(self.final_logits_bias.val())));
+        self.head_bf16 = Some(crate::bf16::Bf16Weight::pack(self.shared.val().transpose()));
         Ok(())
     }
 }

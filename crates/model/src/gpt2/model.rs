@@ -183,7 +183,7 @@ impl Gpt2 {
                 linear.pack_bf16();
             }
         }
-        self.head_bf16 = Some(crate::bf16::Bf16Weight::pack(self.wte.val().transpose(), None));
+        self.head_bf16 = Some(crate::bf16::Bf16Weight::pack(self.wte.val().transpose()));
         Ok(())
     }
 
