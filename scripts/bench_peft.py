@@ -10,6 +10,7 @@ Prints one JSON line per benchmark: a GPT-2-small-shaped random model, prefix tr
 """
 import argparse
 import json
+import resource
 import time
 
 import torch
@@ -72,7 +73,8 @@ if args.what in ("train", "both"):
     seconds = time.perf_counter() - start
     print(json.dumps({"bench": "train", "impl": "pytorch+peft", "device": args.device, "autocast_bf16": args.autocast,
                       "threads": torch.get_num_threads(), "steps": steps,
-                      "tokens_per_second": batch * seq * steps / seconds, "seconds_per_step": seconds / steps}))
+                      "tokens_per_second": batch * seq * steps / seconds, "seconds_per_step": seconds / steps,
+                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 if args.what in ("generate", "both"):
     prompt = torch.randint(0, config.vocab_size, (1, 16)).to(device)

@@ -67,7 +67,9 @@ def main():
         report = {"bench": "train", "backend": args.backend, "torch_device": args.device,
                   "target_fraction": args.target_fraction, "seq_len": args.seq_len,
                   "prefix_tune_tokens_per_second": ours_tps, "peft_tokens_per_second": theirs_tps,
-                  "ratio": ours_tps / theirs_tps, "dtype": args.dtype}
+                  "ratio": ours_tps / theirs_tps, "dtype": args.dtype,
+                  "prefix_tune_peak_rss_mib": max(r.get("peak_rss_mib") or 0 for r in ours),
+                  "peft_peak_rss_mib": max(r.get("peak_rss_mib") or 0 for r in theirs)}
         if autocast:
             autocast_tps = statistics.median(r["tokens_per_second"] for r in autocast)
             report.update({"peft_bf16_tokens_per_second": autocast_tps, "ratio_to_bf16": ours_tps / autocast_tps})
