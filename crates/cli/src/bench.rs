@@ -89,7 +89,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let config = shape(&args.shape)?;
     let mut rng = StdRng::seed_from_u64(0);
     match args.what {
-        BenchWhat::Serve(serve) => return crate::bench_serve::run(serve, args.backend.as_deref()),
+        BenchWhat::Serve(serve) => return crate::bench_serve::run(serve, args.backend.as_deref(), args.dtype),
         BenchWhat::Generate { prompt_len, new_tokens } => {
             let device = backend::device(args.backend.as_deref())?;
             let model = random_model(&config, args.dtype, &device)?;
