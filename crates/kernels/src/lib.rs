@@ -14,6 +14,7 @@
 
 use rayon::prelude::*;
 
+pub mod adamw;
 pub mod amx;
 pub mod cross_entropy;
 pub mod gelu;

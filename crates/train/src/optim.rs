@@ -7,6 +7,7 @@
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Gradients, Tensor};
+use prefix_tune_kernels::adamw::Coefficients;
 use prefix_tune_model::tensors::{floats, to_f32s};
 use serde::{Deserialize, Serialize};
 
@@ -168,7 +169,60 @@ impl Accumulated {
     }
 }
 
+/// AdamW's scalars at step `t` (from 1) as f32, each computed in f64 and rounded once, as a
+/// tensor operation rounds its scalar; `None` for SGD.
+fn coefficients(config: OptimizerConfig, lr: f64, t: usize) -> Option<Coefficients> {
+    let OptimizerConfig::AdamW { beta1, beta2, eps, weight_decay } = config else { return None };
+    let t = t as i32;
+    Some(Coefficients {
+        beta1: beta1 as f32,
+        one_minus_beta1: (1.0 - beta1) as f32,
+        beta2: beta2 as f32,
+        one_minus_beta2: (1.0 - beta2) as f32,
+        decay: (weight_decay != 0.0).then(|| (1.0 - lr * weight_decay) as f32),
+        bias_correction2_sqrt: (1.0 - beta2.powi(t)).sqrt() as f32,
+        eps: eps as f32,
+        step_size: (lr / (1.0 - beta1.powi(t))) as f32,
+    })
+}
+
+/// AdamW as tensor operations (any backend): value, first and second moments after the step.
+fn adamw_tensors(c: &Coefficients, value: Tensor<1>, grad: Tensor<1>, (m, v): (Option<Tensor<1>>, Option<Tensor<1>>)) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+    // f32 → f64 is exact, so each scalar reaches the backend as the f32 the fused step uses.
+    let value = match c.decay {
+        Some(decay) => value * decay as f64,
+        None => value,
+    };
+    let m = match m {
+        Some(m) => m * c.beta1 as f64 + grad.clone() * c.one_minus_beta1 as f64,
+        None => grad.clone() * c.one_minus_beta1 as f64,
+    };
+    let v = match v {
+        Some(v) => v * c.beta2 as f64 + grad.clone() * grad * c.one_minus_beta2 as f64,
+        None => grad.clone() * grad * c.one_minus_beta2 as f64,
+    };
+    let denom = v.clone().sqrt() / c.bias_correction2_sqrt as f64 + c.eps as f64;
+    (value - m.clone() / denom * c.step_size as f64, m, v)
+}
+
+/// AdamW in one pass on the CPU ([`prefix_tune_kernels::adamw`]), bit for bit the tensor form:
+/// a dozen single-threaded passes over the prefix's parameters (9.9M for GPT-2 small with MLP
+/// 512) were 5% of a bf16 training step.
+fn adamw_fused(c: &Coefficients, value: Tensor<1>, grad: Tensor<1>, (m, v): (Option<Tensor<1>>, Option<Tensor<1>>)) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+    let device = value.device();
+    let count = value.dims()[0];
+    let host = |t: Tensor<1>| t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 values");
+    let first = m.is_none() || v.is_none();
+    let (mut value, grad) = (host(value), host(grad));
+    let mut m = m.map_or_else(|| vec![0.0; count], host);
+    let mut v = v.map_or_else(|| vec![0.0; count], host);
+    prefix_tune_kernels::adamw::step(c, &mut value, &grad, &mut m, &mut v, first);
+    (floats(value, [count], &device), floats(m, [count], &device), floats(v, [count], &device))
+}
+
 struct Update<'a> {
+    /// AdamW through the fused CPU step (plain f32 tensors on the CPU backend).
+    fused: bool,
     config: OptimizerConfig,
     lr: f64,
     grads: &'a mut Accumulated,
@@ -193,27 +247,15 @@ impl ModuleMapper for Update<'_> {
                 let grad = if weight_decay != 0.0 { grad + value.clone() * weight_decay } else { grad };
                 value - grad * self.lr
             }
-            OptimizerConfig::AdamW { beta1, beta2, eps, weight_decay } => {
+            OptimizerConfig::AdamW { .. } => {
                 for list in [&mut self.state.first_moments, &mut self.state.second_moments] {
                     if list.len() <= index {
                         list.resize(index + 1, None);
                     }
                 }
-                let t = self.state.step as i32;
-                let value = if weight_decay != 0.0 { value * (1.0 - self.lr * weight_decay) } else { value };
-                let m = match self.state.first_moments[index].take() {
-                    Some(m) => m * beta1 + grad.clone() * (1.0 - beta1),
-                    None => grad.clone() * (1.0 - beta1),
-                };
-                let v = match self.state.second_moments[index].take() {
-                    Some(v) => v * beta2 + grad.clone() * grad * (1.0 - beta2),
-                    None => grad.clone() * grad * (1.0 - beta2),
-                };
-                let bias_correction1 = 1.0 - beta1.powi(t);
-                let bias_correction2_sqrt = (1.0 - beta2.powi(t)).sqrt();
-                let step_size = self.lr / bias_correction1;
-                let denom = v.clone().sqrt() / bias_correction2_sqrt + eps;
-                let updated = value - m.clone() / denom * step_size;
+                let c = coefficients(self.config, self.lr, self.state.step).expect("AdamW");
+                let moments = (self.state.first_moments[index].take(), self.state.second_moments[index].take());
+                let (updated, m, v) = if self.fused { adamw_fused(&c, value, grad, moments) } else { adamw_tensors(&c, value, grad, moments) };
                 self.state.first_moments[index] = Some(m);
                 self.state.second_moments[index] = Some(v);
                 updated
@@ -230,6 +272,40 @@ impl ModuleMapper for Update<'_> {
 /// One optimizer step of `module` with the accumulated gradients; consumes them.
 pub fn step<M: Module>(module: M, config: OptimizerConfig, lr: f64, grads: &mut Accumulated, state: &mut OptimizerState) -> M {
     state.step += 1;
-    let mut update = Update { config, lr, grads, state, index: 0 };
+    let fused = grads.grads.iter().flatten().next().is_some_and(|g| prefix_tune_model::backend::is_cpu(&g.device()) && g.dtype() == burn::tensor::DType::F32);
+    let mut update = Update { fused, config, lr, grads, state, index: 0 };
     module.map(&mut update)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fused step is the tensor form bit for bit (so a run, and its resumption, is the same
+    /// whichever path it takes), over three steps, with and without weight decay, on more
+    /// values than one task takes.
+    #[test]
+    fn fused_adamw_is_the_tensor_form_bit_for_bit() {
+        let device = prefix_tune_model::testing::device();
+        let count = 150_001;
+        let wave = |seed: usize, scale: f32| -> Vec<f32> { (0..count).map(|i| ((i * 7919 + seed * 104_729) % 10_007) as f32 / 10_007.0 * scale - scale / 2.0).collect() };
+        for weight_decay in [0.0, 0.01] {
+            let config = OptimizerConfig::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay };
+            let start = floats(wave(0, 2.0), [count], &device);
+            let (mut fused, mut tensors) = ((start.clone(), None, None), (start, None, None));
+            for t in 1..=3 {
+                let c = coefficients(config, 5e-3, t).unwrap();
+                // Gradients from 1e-9 to 1e3 in magnitude, where eps and the square root matter.
+                let grad = floats(wave(t, 1.0).into_iter().enumerate().map(|(i, g)| g * 10f32.powi((i % 13) as i32 - 9)).collect(), [count], &device);
+                let (value, m, v) = adamw_fused(&c, fused.0, grad.clone(), (fused.1, fused.2));
+                fused = (value, Some(m), Some(v));
+                let (value, m, v) = adamw_tensors(&c, tensors.0, grad, (tensors.1, tensors.2));
+                tensors = (value, Some(m), Some(v));
+            }
+            let bits = |t: Tensor<1>| to_f32s(t).into_iter().map(f32::to_bits).collect::<Vec<_>>();
+            assert!(bits(fused.0.clone()) == bits(tensors.0.clone()), "values differ (weight decay {weight_decay})");
+            assert!(bits(fused.1.unwrap()) == bits(tensors.1.unwrap()), "first moments differ");
+            assert!(bits(fused.2.unwrap()) == bits(tensors.2.unwrap()), "second moments differ");
+        }
+    }
 }
