@@ -18,6 +18,7 @@ pub mod adamw;
 pub mod amx;
 pub mod cross_entropy;
 pub mod gelu;
+pub mod layer_norm;
 
 /// At most this many rows take these loops: past it a matmul has enough reuse of each weight
 /// element that `gemm`'s packed microkernels win.
