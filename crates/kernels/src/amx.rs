@@ -164,14 +164,20 @@ impl Lhs {
     fn round(x: &[f32], m: usize, k: usize, k_tiles: usize) -> Self {
         let (m_pad, row) = (m.next_multiple_of(2 * TILE), k_tiles * DEPTH);
         let mut data = vec![0u16; m_pad * row];
-        data.par_chunks_mut(row * 8).enumerate().for_each(|(chunk, rows)| {
+        let fill = |(chunk, rows): (usize, &mut [u16])| {
             for (r, out) in rows.chunks_mut(row).enumerate() {
                 let i = chunk * 8 + r;
                 if i < m {
                     out[..k].iter_mut().zip(&x[i * k..(i + 1) * k]).for_each(|(o, &v)| *o = to_bf16(v));
                 }
             }
-        });
+        };
+        // A decoding step's few rows are not worth a hand-off.
+        if m * k < 1 << 16 {
+            data.chunks_mut(row * 8).enumerate().for_each(fill);
+        } else {
+            data.par_chunks_mut(row * 8).enumerate().for_each(fill);
+        }
         Self { data, m_pad, row }
     }
 }
@@ -353,7 +359,7 @@ mod tests {
             return;
         }
         // Shapes with partial tiles in every dimension, one row, and an LM-head-like width.
-        for (m, k, n) in [(1, 1, 1), (37, 70, 53), (33, 64, 32), (64, 96, 1000), (5, 3072, 17), (16, 33, 48)] {
+        for (m, k, n) in [(1, 1, 1), (37, 70, 53), (33, 64, 32), (64, 96, 1000), (5, 3072, 17), (16, 33, 48), (8, 70, 53), (3, 96, 1000)] {
             let x = bf16_values(m * k, 1 + m as u32);
             let w = bf16_values(k * n, 7 + n as u32); // [k, n] row-major
             let w_t: Vec<f32> = (0..n * k).map(|i| w[(i % k) * n + i / k]).collect(); // [n, k]
