@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{Device, Tensor};
 
 /// Why `--dtype bf16` cannot run on `device`, if it cannot.
 pub fn unavailable(device: &Device) -> Option<String> {
@@ -106,9 +106,10 @@ impl Bf16Weight {
 /// `x · W` `[M, K] → [M, N]` in bf16 with f32 sums; differentiable in `x`.
 pub fn matmul(x: Tensor<2>, w: &Bf16Weight) -> Tensor<2> {
     #[cfg(feature = "flex")]
-    if x.dtype() == DType::F32 {
+    if x.dtype() == burn::tensor::DType::F32 {
         return Tensor::from_dispatch(<burn::backend::Dispatch as flex::Bf16Matmul>::bf16_matmul(x.into_dispatch(), w.clone()));
     }
+    let _ = w;
     panic!("bf16::matmul: {} (a {:?} tensor)", unavailable(&x.device()).unwrap_or_default(), x.dtype());
 }
 
