@@ -15,6 +15,8 @@ mod hf_config;
 pub mod generate;
 pub mod gpt2;
 pub mod hub;
+#[cfg(feature = "flex")]
+pub mod layer_norm;
 pub mod nn;
 pub mod past;
 pub mod tensors;

@@ -16,92 +16,14 @@ impl LayerNorm {
     /// Burn's `layer_norm` computes what HF's does (mean, biased variance, eps inside the
     /// root); the CPU backend runs it as one fused pass when no gradient is recorded (decoding,
     /// evaluation, serving). Where one is, autodiff would differentiate its decomposition: with a
-    /// frozen scale and shift the CPU backend takes [`frozen_layer_norm`] instead.
+    /// frozen scale and shift the CPU backend takes [`crate::layer_norm::frozen`] instead.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let (weight, bias) = (self.weight.val(), self.bias.val());
         #[cfg(feature = "flex")]
         if x.device().is_autodiff() && crate::backend::is_cpu(&x.device()) && x.dtype() == burn::tensor::DType::F32 && !weight.is_require_grad() && !bias.is_require_grad() {
-            return frozen_layer_norm(x, weight, bias, self.eps);
+            return crate::layer_norm::frozen(x, weight, bias, self.eps);
         }
         burn::tensor::module::layer_norm(x, weight, Some(bias), self.eps)
-    }
-}
-
-/// LayerNorm with a frozen scale and shift as one CPU op with its own backward pass (the input
-/// gradient only; [`prefix_tune_kernels::layer_norm`]).
-#[cfg(feature = "flex")]
-pub fn frozen_layer_norm<const D: usize>(x: Tensor<D>, weight: Tensor<1>, bias: Tensor<1>, eps: f64) -> Tensor<D> {
-    use flex_layer_norm::FrozenLayerNorm;
-    Tensor::from_dispatch(<burn::backend::Dispatch as FrozenLayerNorm>::frozen_layer_norm(x.into_dispatch(), weight.into_dispatch(), bias.into_dispatch(), eps))
-}
-
-#[cfg(feature = "flex")]
-mod flex_layer_norm {
-    use std::sync::Arc;
-
-    use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
-    use burn::backend::autodiff::grads::Gradients;
-    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-    use burn::backend::autodiff::Autodiff;
-    use burn::backend::{backend_extension, tensor::FloatTensor, Flex};
-    use burn_flex::FlexTensor;
-    use prefix_tune_kernels::layer_norm;
-
-    use crate::flex::{tensor, values};
-
-    #[backend_extension(Autodiff, Flex)]
-    pub trait FrozenLayerNorm: burn::backend::Backend {
-        /// LayerNorm over the last dimension; differentiable in `x` only.
-        fn frozen_layer_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
-    }
-
-    /// The normalised tensor and each row's (mean, 1/std), from a contiguous `x`.
-    fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, eps: f64) -> (FlexTensor, Vec<(f32, f32)>) {
-        let shape = x.layout().shape().clone();
-        let d = shape[shape.num_dims() - 1];
-        let (weight, bias) = (weight.clone().to_contiguous(), bias.clone().to_contiguous());
-        let (y, stats) = layer_norm::forward(values(x), d, values(&weight), values(&bias), eps);
-        (tensor(y, shape), stats)
-    }
-
-    impl FrozenLayerNorm for Flex {
-        fn frozen_layer_norm(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, eps: f64) -> FlexTensor {
-            forward(&x.to_contiguous(), &weight, &bias, eps).0
-        }
-    }
-
-    #[derive(Debug)]
-    struct FrozenLayerNormBackward;
-
-    impl Backward<Flex, 1> for FrozenLayerNormBackward {
-        type State = (FlexTensor, FlexTensor, Arc<Vec<(f32, f32)>>); // contiguous x, weight, row statistics
-
-        fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-            let [parent] = ops.parents;
-            let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
-            if let Some(parent) = parent {
-                let (x, weight, stats) = ops.state;
-                let shape = x.layout().shape().clone();
-                let d = shape[shape.num_dims() - 1];
-                let weight = weight.to_contiguous();
-                let dx = layer_norm::backward(values(&x), d, values(&weight), &stats, values(&grad));
-                grads.register::<Flex>(parent.id, tensor(dx, shape));
-            }
-        }
-    }
-
-    impl<C: CheckpointStrategy> FrozenLayerNorm for Autodiff<Flex, C> {
-        fn frozen_layer_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
-            let (weight, bias) = (weight.primitive().clone(), bias.primitive().clone());
-            match FrozenLayerNormBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
-                OpsKind::Tracked(prep) => {
-                    let input = x.primitive().clone().to_contiguous();
-                    let (y, stats) = forward(&input, &weight, &bias, eps);
-                    prep.finish((input, weight, Arc::new(stats)), y)
-                }
-                OpsKind::UnTracked(prep) => prep.finish(Flex::frozen_layer_norm(x.into_primitive(), weight, bias, eps)),
-            }
-        }
     }
 }
 
