@@ -1,4 +1,5 @@
-//! Matrix products of a few rows by a large weight, for decoding on the CPU.
+//! CPU kernels for the flex backend. At the top level: matrix products of a few rows by a large
+//! weight, for decoding.
 //!
 //! A decoding step multiplies one row per sequence (or per beam) by every weight matrix of the
 //! model, so its time is the time it takes to read the weights from memory: GPT-2 small reads
@@ -10,7 +11,14 @@
 //! The sums are the same products in another order than `gemm`'s, so results differ from it in
 //! the last bits of f32 (about 1e-6 relative), as any two BLAS libraries do.
 //!
-//! [`gelu`] holds GPT-2's activation and its derivative as one pass each.
+//! The other modules are the CPU backend's fused operations, each one pass on all cores where
+//! Burn's tensor form takes several single-threaded ones:
+//! - [`amx`]: bf16 products with f32 sums on AMX tiles, the frozen weights packed once
+//!   (`--dtype bf16`);
+//! - [`gelu`]: GPT-2's activation and its derivative;
+//! - [`layer_norm`]: LayerNorm with a frozen scale and shift, and its input gradient;
+//! - [`cross_entropy`]: the LM head's loss and its gradient;
+//! - [`adamw`]: one AdamW step, bit for bit the tensor form.
 
 use rayon::prelude::*;
 
