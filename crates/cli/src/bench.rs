@@ -83,88 +83,115 @@ fn random_model(config: &Gpt2Config, dtype: Dtype, device: &prefix_tune_model::b
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    let backend_name = args.backend.clone().unwrap_or_else(|| {
-        prefix_tune_model::Backend::compiled().first().map_or("none".into(), |b| b.name().to_string())
-    });
-    let config = shape(&args.shape)?;
-    let mut rng = StdRng::seed_from_u64(0);
+    let bench = Bench {
+        backend_name: args.backend.clone().unwrap_or_else(|| prefix_tune_model::Backend::compiled().first().map_or("none".into(), |b| b.name().to_string())),
+        backend: args.backend.as_deref(),
+        dtype: args.dtype,
+        config: shape(&args.shape)?,
+        shape: &args.shape,
+    };
     match args.what {
-        BenchWhat::Serve(serve) => return crate::bench_serve::run(serve, args.backend.as_deref(), args.dtype),
-        BenchWhat::Generate { prompt_len, new_tokens } => {
-            let device = backend::device(args.backend.as_deref())?;
-            let model = random_model(&config, args.dtype, &device)?;
-            let prompt: Vec<u32> = (0..prompt_len).map(|_| rng.random_range(0..config.vocab_size as u32)).collect();
-            let mut results = serde_json::Map::new();
-            for (name, beams) in [("greedy", 1), ("beam5", 5)] {
-                let mut gen = GenerateConfig::new(50256);
-                gen.max_new_tokens = new_tokens;
-                gen.min_new_tokens = new_tokens;
-                gen.num_beams = beams;
-                // One untimed run compiles kernels and fills caches.
-                generate_gpt2(&model, std::slice::from_ref(&prompt), None, &gen)?;
-                let start = Instant::now();
-                let out = generate_gpt2(&model, std::slice::from_ref(&prompt), None, &gen)?;
-                let seconds = start.elapsed().as_secs_f64();
-                let tokens = out[0].ids.len();
-                results.insert(name.into(), serde_json::json!({ "seconds": seconds, "new_tokens": tokens, "tokens_per_second": tokens as f64 / seconds }));
-            }
-            let report = serde_json::json!({
-                "bench": "generate", "backend": backend_name, "dtype": args.dtype, "model": format!("{}-shaped random", args.shape),
-                "prompt_tokens": prompt_len, "results": results, "peak_rss_mib": peak_rss_mib(),
-            });
-            println!("{report}");
-        }
-        BenchWhat::Train { batch_size, seq_len, steps, target_fraction, breakdown } => {
-            let source_len = seq_len - ((seq_len as f64 * target_fraction.clamp(0.0, 1.0)).round() as usize).clamp(1, seq_len);
-            let device = backend::device(args.backend.as_deref())?.autodiff();
-            let model = random_model(&config, args.dtype, &device)?;
-            let prefix_config = PrefixConfig { length: 10, reparam: Reparam::Mlp { hidden: 512 }, dropout: 0.0, init: Init::Random, placement: Default::default() };
-            let prefix = prefix_config.init(Layout::gpt2(&config), &device)?;
-            let examples: Vec<Example> = (0..batch_size * (steps + 1))
-                .map(|_| {
-                    let input_ids: Vec<u32> = (0..seq_len).map(|_| rng.random_range(0..config.vocab_size as u32)).collect();
-                    let labels = input_ids.iter().enumerate().map(|(t, &i)| if t < source_len { -100 } else { i as i64 }).collect();
-                    Example { input_ids, labels }
-                })
-                .collect();
-            let mut train = TrainConfig::new(prefix_config);
-            train.batch_size = batch_size;
-            train.schedule = Schedule::Constant;
-            train.objective = Objective::Paper;
-            train.lm_dropout = Some(0.0);
-            let out = std::env::temp_dir().join(format!("prefix-tune-bench-{}", std::process::id()));
-            // Step 1 warms up (kernel compilation, allocation); steps 2.. are timed.
-            train.max_steps = Some(1);
-            let mut trainer = Trainer::new(model, prefix, train.clone(), &out)?;
-            trainer.quiet = true;
-            trainer.train(&examples[..batch_size], &[], None)?;
-            let mut timed = Trainer::new(trainer.model, trainer.prefix, TrainConfig { max_steps: Some(steps), ..train }, &out)?;
-            timed.quiet = true;
-            let start = Instant::now();
-            let summary = timed.train(&examples[batch_size..], &[], None)?;
-            let seconds_with_save = start.elapsed().as_secs_f64();
-            let tokens = batch_size * seq_len * summary.steps;
-            // Steady state: the steps themselves, as the last step's record counts them, not
-            // the end of the run (the prefix, its optimizer state and the chart written once).
-            let steps_tokens_per_second = last_record_tokens_per_second(&out).unwrap_or(tokens as f64 / seconds_with_save);
-            let seconds = tokens as f64 / steps_tokens_per_second;
-            let phases = if breakdown { Some(phase_times(&timed, &examples[batch_size..], steps)?) } else { None };
-            let _ = std::fs::remove_dir_all(&out);
-            let mut report = serde_json::json!({
-                "bench": "train", "backend": backend_name, "dtype": args.dtype, "model": format!("{}-shaped random", args.shape),
-                "batch": batch_size, "seq_len": seq_len, "target_fraction": target_fraction, "prefix_length": 10, "mlp_hidden": 512, "steps": summary.steps,
-                "seconds": seconds, "tokens_per_second": steps_tokens_per_second, "seconds_with_final_save": seconds_with_save,
-                "seconds_per_step": seconds / summary.steps as f64,
-                "trainable_params": summary.trainable_params, "peak_rss_mib": peak_rss_mib(),
-            });
-            if let Some((forward_ms, backward_ms)) = phases {
-                report["forward_ms"] = forward_ms.into();
-                report["backward_ms"] = backward_ms.into();
-            }
-            println!("{report}");
-        }
+        BenchWhat::Serve(serve) => crate::bench_serve::run(serve, bench.backend, bench.dtype),
+        BenchWhat::Generate { prompt_len, new_tokens } => generate(&bench, prompt_len, new_tokens),
+        BenchWhat::Train { batch_size, seq_len, steps, target_fraction, breakdown } => train(&bench, batch_size, seq_len, steps, target_fraction, breakdown),
     }
+}
+
+/// What every benchmark runs on: the backend, the dtype and the model shape.
+struct Bench<'a> {
+    /// As reported (the first compiled-in backend when none is named).
+    backend_name: String,
+    backend: Option<&'a str>,
+    dtype: Dtype,
+    config: Gpt2Config,
+    shape: &'a str,
+}
+
+/// Greedy and beam-5 decoding of one random prompt, each timed after an untimed run.
+fn generate(bench: &Bench, prompt_len: usize, new_tokens: usize) -> Result<()> {
+    let mut rng = StdRng::seed_from_u64(0);
+    let device = backend::device(bench.backend)?;
+    let model = random_model(&bench.config, bench.dtype, &device)?;
+    let prompt: Vec<u32> = (0..prompt_len).map(|_| rng.random_range(0..bench.config.vocab_size as u32)).collect();
+    let mut results = serde_json::Map::new();
+    for (name, beams) in [("greedy", 1), ("beam5", 5)] {
+        let mut gen = GenerateConfig::new(50256);
+        gen.max_new_tokens = new_tokens;
+        gen.min_new_tokens = new_tokens;
+        gen.num_beams = beams;
+        // One untimed run compiles kernels and fills caches.
+        generate_gpt2(&model, std::slice::from_ref(&prompt), None, &gen)?;
+        let start = Instant::now();
+        let out = generate_gpt2(&model, std::slice::from_ref(&prompt), None, &gen)?;
+        let seconds = start.elapsed().as_secs_f64();
+        let tokens = out[0].ids.len();
+        results.insert(name.into(), serde_json::json!({ "seconds": seconds, "new_tokens": tokens, "tokens_per_second": tokens as f64 / seconds }));
+    }
+    let report = serde_json::json!({
+        "bench": "generate", "backend": bench.backend_name, "dtype": bench.dtype, "model": format!("{}-shaped random", bench.shape),
+        "prompt_tokens": prompt_len, "results": results, "peak_rss_mib": peak_rss_mib(),
+    });
+    println!("{report}");
     Ok(())
+}
+
+/// Prefix training steps on random tokens, the first untimed; steady-state tokens/s.
+fn train(bench: &Bench, batch_size: usize, seq_len: usize, steps: usize, target_fraction: f64, breakdown: bool) -> Result<()> {
+    let device = backend::device(bench.backend)?.autodiff();
+    let model = random_model(&bench.config, bench.dtype, &device)?;
+    let prefix_config = PrefixConfig { length: 10, reparam: Reparam::Mlp { hidden: 512 }, dropout: 0.0, init: Init::Random, placement: Default::default() };
+    let prefix = prefix_config.init(Layout::gpt2(&bench.config), &device)?;
+    let examples = random_examples(bench.config.vocab_size, batch_size * (steps + 1), seq_len, target_fraction);
+    let mut config = TrainConfig::new(prefix_config);
+    config.batch_size = batch_size;
+    config.schedule = Schedule::Constant;
+    config.objective = Objective::Paper;
+    config.lm_dropout = Some(0.0);
+    let out = std::env::temp_dir().join(format!("prefix-tune-bench-{}", std::process::id()));
+    // Step 1 warms up (kernel compilation, allocation); steps 2.. are timed.
+    config.max_steps = Some(1);
+    let mut trainer = Trainer::new(model, prefix, config.clone(), &out)?;
+    trainer.quiet = true;
+    trainer.train(&examples[..batch_size], &[], None)?;
+    let mut timed = Trainer::new(trainer.model, trainer.prefix, TrainConfig { max_steps: Some(steps), ..config }, &out)?;
+    timed.quiet = true;
+    let start = Instant::now();
+    let summary = timed.train(&examples[batch_size..], &[], None)?;
+    let seconds_with_save = start.elapsed().as_secs_f64();
+    let tokens = batch_size * seq_len * summary.steps;
+    // Steady state: the steps themselves, as the last step's record counts them, not
+    // the end of the run (the prefix, its optimizer state and the chart written once).
+    let steps_tokens_per_second = last_record_tokens_per_second(&out).unwrap_or(tokens as f64 / seconds_with_save);
+    let seconds = tokens as f64 / steps_tokens_per_second;
+    let phases = if breakdown { Some(phase_times(&timed, &examples[batch_size..], steps)?) } else { None };
+    let _ = std::fs::remove_dir_all(&out);
+    let mut report = serde_json::json!({
+        "bench": "train", "backend": bench.backend_name, "dtype": bench.dtype, "model": format!("{}-shaped random", bench.shape),
+        "batch": batch_size, "seq_len": seq_len, "target_fraction": target_fraction, "prefix_length": 10, "mlp_hidden": 512, "steps": summary.steps,
+        "seconds": seconds, "tokens_per_second": steps_tokens_per_second, "seconds_with_final_save": seconds_with_save,
+        "seconds_per_step": seconds / summary.steps as f64,
+        "trainable_params": summary.trainable_params, "peak_rss_mib": peak_rss_mib(),
+    });
+    if let Some((forward_ms, backward_ms)) = phases {
+        report["forward_ms"] = forward_ms.into();
+        report["backward_ms"] = backward_ms.into();
+    }
+    println!("{report}");
+    Ok(())
+}
+
+/// `count` sequences of random tokens, the loss on the last `target_fraction` of each (at
+/// least one token).
+fn random_examples(vocab_size: usize, count: usize, seq_len: usize, target_fraction: f64) -> Vec<Example> {
+    let mut rng = StdRng::seed_from_u64(0);
+    let source_len = seq_len - ((seq_len as f64 * target_fraction.clamp(0.0, 1.0)).round() as usize).clamp(1, seq_len);
+    (0..count)
+        .map(|_| {
+            let input_ids: Vec<u32> = (0..seq_len).map(|_| rng.random_range(0..vocab_size as u32)).collect();
+            let labels = input_ids.iter().enumerate().map(|(t, &i)| if t < source_len { -100 } else { i as i64 }).collect();
+            Example { input_ids, labels }
+        })
+        .collect()
 }
 
 /// Tokens/s over a run's steps as its last `metrics.jsonl` record gives them.
