@@ -105,11 +105,6 @@ impl PackedBf16 {
         [self.k, self.n]
     }
 
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        self.data.len() * 2
-    }
-
     /// The bf16 value at `(i, j)` (tests).
     pub fn get(&self, i: usize, j: usize) -> f32 {
         let (nb, c, kt, r) = (j / TILE, j % TILE, i / DEPTH, i % DEPTH);

@@ -2,8 +2,8 @@
 //! CPU's AMX tiles ([`prefix_tune_kernels::amx`]).
 //!
 //! Prefix-tuning never updates the model, so each frozen weight is rounded and packed for the
-//! tiles once, with its transpose beside it for the backward pass (which only needs the input
-//! gradient `dy · Wᵀ`). The activations are rounded to bf16 on each call, as PyTorch's bf16
+//! tiles once, and its transpose on the first backward pass (which only needs the input
+//! gradient `dy · Wᵀ`; generation and evaluation never pack it). The activations are rounded to bf16 on each call, as PyTorch's bf16
 //! autocast rounds them, but the products are kept in f32 (autocast rounds them to bf16 too),
 //! and everything else (attention, LayerNorm, softmax, the prefix and its optimizer) stays f32.
 //! On this project's Xeon a packed product runs at 0.8–1.0 TFLOP/s against ~0.1 in f32.
@@ -31,8 +31,8 @@ pub fn unavailable(device: &Device) -> Option<String> {
     }
 }
 
-/// A frozen matrix `W` `[K, N]` rounded to bf16 and packed twice: as `W` for `x · W`, and as
-/// `Wᵀ` for the input gradient. Cheap to clone (shared).
+/// A frozen matrix `W` `[K, N]` rounded to bf16 and packed: as `W` for `x · W`, and on the
+/// first backward pass as `Wᵀ` for the input gradient. Cheap to clone (shared).
 #[derive(Clone)]
 pub struct Bf16Weight {
     #[cfg(feature = "flex")]
@@ -92,14 +92,6 @@ impl Bf16Weight {
         }
         #[cfg(not(feature = "flex"))]
         unreachable!()
-    }
-
-    /// Bytes the packings hold.
-    pub fn bytes(&self) -> usize {
-        #[cfg(feature = "flex")]
-        return self.packs.forward.bytes() + self.packs.backward.get().map_or(0, |p| p.bytes());
-        #[cfg(not(feature = "flex"))]
-        0
     }
 }
 
