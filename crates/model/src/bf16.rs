@@ -143,11 +143,7 @@ mod flex {
         type State = Bf16Weight;
 
         fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-            let [parent] = ops.parents;
-            let grad = grads.consume::<Flex>(&ops.node);
-            if let Some(parent) = parent {
-                grads.register::<Flex>(parent.id, product(grad, ops.state.packs.backward()));
-            }
+            crate::flex::backward_one(ops, grads, |w, grad| product(grad, w.packs.backward()));
         }
     }
 

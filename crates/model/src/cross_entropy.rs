@@ -40,7 +40,7 @@ mod flex {
     use burn_flex::FlexTensor;
     use prefix_tune_kernels::cross_entropy;
 
-    use crate::flex::{tensor, values};
+    use crate::flex::{backward_one, tensor, values};
 
     /// The target of each row.
     #[derive(Debug, Clone)]
@@ -73,15 +73,12 @@ mod flex {
         type State = (FlexTensor, Targets, Arc<Vec<f32>>); // contiguous logits, targets, logsumexp
 
         fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-            let [parent] = ops.parents;
-            let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
-            if let Some(parent) = parent {
-                let (logits, targets, lse) = ops.state;
+            backward_one(ops, grads, |(logits, targets, lse), grad| {
                 let shape = logits.layout().shape().clone();
                 let mut out = vec![0.0; shape.num_elements()];
                 cross_entropy::backward(values(&logits), shape[1], &targets.0, &lse, values(&grad), &mut out);
-                grads.register::<Flex>(parent.id, tensor(out, shape));
-            }
+                tensor(out, shape)
+            });
         }
     }
 

@@ -1,9 +1,24 @@
 //! What the CPU backend's custom ops ([`gelu`](crate::gelu), [`few_rows`](crate::few_rows),
-//! [`bf16`](crate::bf16), [`cross_entropy`](crate::cross_entropy)) share: reading a flex
-//! tensor's values and wrapping a result without a copy.
+//! [`bf16`](crate::bf16), [`cross_entropy`](crate::cross_entropy),
+//! [`layer_norm`](crate::layer_norm)) share: reading a flex tensor's values, wrapping a result
+//! without a copy, and the backward step of a one-input op.
 
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::Ops;
+use burn::backend::Flex;
 use burn::tensor::{Shape, TensorData};
 use burn_flex::FlexTensor;
+
+/// The backward step of an op with one differentiable input: the upstream gradient is
+/// consumed (contiguous), and `input_grad(state, upstream)` registered for the input when
+/// autodiff tracks it.
+pub fn backward_one<S>(ops: Ops<S, 1>, grads: &mut Gradients, input_grad: impl FnOnce(S, FlexTensor) -> FlexTensor) {
+    let [parent] = ops.parents;
+    let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
+    if let Some(parent) = parent {
+        grads.register::<Flex>(parent.id, input_grad(ops.state, grad));
+    }
+}
 
 /// A contiguous f32 tensor's values (from its start offset).
 pub fn values(tensor: &FlexTensor) -> &[f32] {

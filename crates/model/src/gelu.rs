@@ -31,7 +31,7 @@ mod flex {
     use burn::backend::autodiff::Autodiff;
     use burn::backend::{backend_extension, tensor::FloatTensor, Flex};
     use burn_flex::FlexTensor;
-    use crate::flex::{tensor, values};
+    use crate::flex::{backward_one, tensor, values};
     use prefix_tune_kernels::gelu;
 
     #[backend_extension(Autodiff, Flex)]
@@ -57,14 +57,11 @@ mod flex {
         type State = FlexTensor; // the input x
 
         fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-            let [parent] = ops.parents;
-            let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
-            if let Some(parent) = parent {
-                let x = ops.state;
+            backward_one(ops, grads, |x, grad| {
                 let mut out = vec![0.0; x.layout().shape().num_elements()];
                 gelu::backward(values(&x), values(&grad), &mut out);
-                grads.register::<Flex>(parent.id, tensor(out, x.layout().shape().clone()));
-            }
+                tensor(out, x.layout().shape().clone())
+            });
         }
     }
 

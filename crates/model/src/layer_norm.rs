@@ -27,7 +27,7 @@ mod flex {
     use burn_flex::FlexTensor;
     use prefix_tune_kernels::layer_norm;
 
-    use crate::flex::{tensor, values};
+    use crate::flex::{backward_one, tensor, values};
 
     #[backend_extension(Autodiff, Flex)]
     pub trait FrozenLayerNorm: burn::backend::Backend {
@@ -57,16 +57,12 @@ mod flex {
         type State = (FlexTensor, FlexTensor, Arc<Vec<(f32, f32)>>); // contiguous x, weight, row statistics
 
         fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-            let [parent] = ops.parents;
-            let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
-            if let Some(parent) = parent {
-                let (x, weight, stats) = ops.state;
+            backward_one(ops, grads, |(x, weight, stats), grad| {
                 let shape = x.layout().shape().clone();
                 let d = shape[shape.num_dims() - 1];
                 let weight = weight.to_contiguous();
-                let dx = layer_norm::backward(values(&x), d, values(&weight), &stats, values(&grad));
-                grads.register::<Flex>(parent.id, tensor(dx, shape));
-            }
+                tensor(layer_norm::backward(values(&x), d, values(&weight), &stats, values(&grad)), shape)
+            });
         }
     }
 
