@@ -131,7 +131,7 @@ pub fn matmul(x: &[f32], m: usize, k: usize, w: &PackedBf16) -> Vec<f32> {
     let tasks = (rayon::current_num_threads() * 4).clamp(1, pairs);
     let per_task = pairs.div_ceil(tasks);
     let out_addr = out.as_mut_ptr() as usize;
-    (0..pairs.div_ceil(per_task)).into_par_iter().for_each(|task| {
+    let task = |task: usize| {
         let first = task * per_task;
         let strip = Strip { lhs: &lhs, w, out: out_addr as *mut f32, m, n };
         // SAFETY: `available()` holds; each task writes only its own columns of `out`.
@@ -141,7 +141,13 @@ pub fn matmul(x: &[f32], m: usize, k: usize, w: &PackedBf16) -> Vec<f32> {
         };
         #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
         let _ = (strip, first);
-    });
+    };
+    // A decoding step's products are short enough that a rayon hand-off shows.
+    if m <= 2 * TILE {
+        crate::team::for_each(pairs.div_ceil(per_task), &task);
+    } else {
+        (0..pairs.div_ceil(per_task)).into_par_iter().for_each(task);
+    }
     // SAFETY: the tasks stored all m·n values (every row of every 32-column strip).
     unsafe { out.set_len(m * n) };
     out

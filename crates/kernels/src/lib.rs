@@ -20,13 +20,12 @@
 //! - [`cross_entropy`]: the LM head's loss and its gradient;
 //! - [`adamw`]: one AdamW step, bit for bit the tensor form.
 
-use rayon::prelude::*;
-
 pub mod adamw;
 pub mod amx;
 pub mod cross_entropy;
 pub mod gelu;
 pub mod layer_norm;
+pub mod team;
 
 /// At most this many rows take these loops: past it a matmul has enough reuse of each weight
 /// element that `gemm`'s packed microkernels win.
@@ -85,7 +84,7 @@ fn rows_matmul(x: &[f32], m: usize, k: usize, w: &[f32], stride: usize, n: usize
         }
         out
     };
-    let partials: Vec<Vec<f32>> = if threads == 1 { vec![partial(0)] } else { (0..tasks).into_par_iter().map(partial).collect() };
+    let partials: Vec<Vec<f32>> = if threads == 1 { vec![partial(0)] } else { team::map(tasks, partial) };
     let mut partials = partials.into_iter();
     let mut out = partials.next().expect("at least one task");
     for part in partials {
@@ -107,7 +106,7 @@ fn columns_matmul(x: &[f32], m: usize, k: usize, w: &[f32], stride: usize, n: us
         columns_block(x, m, k, w, stride, start, cols, &mut block);
         block
     };
-    let blocks: Vec<Vec<f32>> = if threads == 1 { starts.iter().map(compute).collect() } else { starts.par_iter().map(compute).collect() };
+    let blocks: Vec<Vec<f32>> = if threads == 1 { starts.iter().map(compute).collect() } else { team::map(starts.len(), |i| compute(&starts[i])) };
     let mut out = vec![0.0f32; m * n];
     for (&start, block) in starts.iter().zip(&blocks) {
         place(block, m, &mut out, n, start);
