@@ -12,7 +12,7 @@
 
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, OnceLock, TryLockError};
 use std::time::{Duration, Instant};
 
 /// How long a helper spins for the next job before it parks.
@@ -21,9 +21,14 @@ const SPIN: Duration = Duration::from_millis(2);
 /// Runs `task(i)` for every `i` in `0..tasks`, on all cores, and returns when all are done.
 pub fn for_each(tasks: usize, task: &(dyn Fn(usize) + Sync)) {
     let team = Team::get();
-    let held = if rayon::current_thread_index().is_none() { team.and_then(|t| t.owner.try_lock().ok()) } else { None };
+    // A poisoned lock only says an earlier job's task panicked, which its caller was told.
+    let held = match team.filter(|_| rayon::current_thread_index().is_none()).map(|t| t.owner.try_lock()) {
+        Some(Ok(held)) => Some(held),
+        Some(Err(TryLockError::Poisoned(held))) => Some(held.into_inner()),
+        _ => None,
+    };
     match (team, held) {
-        (Some(team), Some(_held)) if tasks > 1 => team.run(tasks, task),
+        (Some(team), Some(_held)) if tasks > 1 && tasks < 1 << 16 => team.run(tasks, task),
         _ => (0..tasks).into_par_iter().for_each(task),
     }
 }
@@ -53,6 +58,8 @@ struct Team {
     claim: AtomicU64,
     /// Tasks of the current job finished.
     done: AtomicUsize,
+    /// The first panic of a task of the current job, raised again in its caller.
+    panic: Mutex<Option<Box<dyn std::any::Any + Send>>>,
     /// Helpers parked, and where they park.
     parked: AtomicUsize,
     bell: (Mutex<()>, Condvar),
@@ -62,33 +69,33 @@ impl Team {
     /// The process's team: one helper per core beside the caller's; none on one core.
     fn get() -> Option<&'static Team> {
         static TEAM: OnceLock<Option<&'static Team>> = OnceLock::new();
-        *TEAM.get_or_init(|| {
-            let helpers = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
-            if helpers == 0 {
-                return None;
-            }
-            let team: &'static Team = Box::leak(Box::new(Team {
-                owner: Mutex::new(()),
-                job: AtomicUsize::new(0),
-                claim: AtomicU64::new(0),
-                done: AtomicUsize::new(0),
-                parked: AtomicUsize::new(0),
-                bell: (Mutex::new(()), Condvar::new()),
-            }));
-            for i in 0..helpers {
-                let spawned = std::thread::Builder::new().name(format!("prefix-tune-team-{i}")).spawn(move || team.help());
-                if spawned.is_err() {
-                    return None;
-                }
-            }
-            Some(team)
-        })
+        *TEAM.get_or_init(|| Team::start(std::thread::available_parallelism().map_or(1, |n| n.get()) - 1))
+    }
+
+    /// A team of `helpers` threads, which live as long as the process.
+    fn start(helpers: usize) -> Option<&'static Team> {
+        if helpers == 0 {
+            return None;
+        }
+        let team: &'static Team = Box::leak(Box::new(Team {
+            owner: Mutex::new(()),
+            job: AtomicUsize::new(0),
+            claim: AtomicU64::new(0),
+            done: AtomicUsize::new(0),
+            panic: Mutex::new(None),
+            parked: AtomicUsize::new(0),
+            bell: (Mutex::new(()), Condvar::new()),
+        }));
+        for i in 0..helpers {
+            std::thread::Builder::new().name(format!("prefix-tune-team-{i}")).spawn(move || team.help()).ok()?;
+        }
+        Some(team)
     }
 
     fn run(&self, tasks: usize, task: &(dyn Fn(usize) + Sync)) {
         assert!(tasks < 1 << 16, "team::for_each: {tasks} tasks, at most 65535");
         let job = Job { task };
-        let generation = (self.claim.load(SeqCst) >> 32) + 1;
+        let generation = ((self.claim.load(SeqCst) >> 32) + 1) & 0xffff_ffff; // wraps after 2³² jobs
         self.done.store(0, SeqCst);
         self.job.store(&job as *const Job as usize, SeqCst);
         self.claim.store(generation << 32 | (tasks as u64) << 16, SeqCst);
@@ -100,6 +107,9 @@ impl Team {
         // `job` lives on this stack: return only once every task has finished.
         while self.done.load(SeqCst) < tasks {
             std::hint::spin_loop();
+        }
+        if let Some(panic) = self.panic.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            std::panic::resume_unwind(panic);
         }
     }
 
@@ -115,7 +125,10 @@ impl Team {
                 // SAFETY: the job of this generation was published before its claims, and it
                 // outlives them: its caller waits until the task claimed here is done.
                 let job = unsafe { &*(self.job.load(SeqCst) as *const Job) };
-                (job.task)(index as usize);
+                // A panicking task still counts as done, and its panic goes to the caller.
+                if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (job.task)(index as usize))) {
+                    self.panic.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(panic);
+                }
                 self.done.fetch_add(1, SeqCst);
             }
         }
@@ -185,5 +198,25 @@ mod tests {
             sum.fetch_add(i, SeqCst);
         });
         assert_eq!(sum.load(SeqCst), 45);
+    }
+
+    #[test]
+    fn a_task_that_panics_fails_its_caller_after_the_other_tasks_and_the_team_goes_on() {
+        let team = Team::start(2).expect("threads start");
+        let finished = AtomicUsize::new(0);
+        let outcome = std::panic::catch_unwind(|| {
+            team.run(8, &|i| {
+                assert!(i != 3, "task 3 fails");
+                std::thread::sleep(Duration::from_millis(1));
+                finished.fetch_add(1, SeqCst);
+            })
+        });
+        assert!(outcome.is_err());
+        assert_eq!(finished.load(SeqCst), 7);
+        let sum = AtomicUsize::new(0);
+        team.run(5, &|i| {
+            sum.fetch_add(i, SeqCst);
+        });
+        assert_eq!(sum.load(SeqCst), 10);
     }
 }
