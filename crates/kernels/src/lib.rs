@@ -18,7 +18,9 @@
 //! - [`gelu`]: GPT-2's activation and its derivative;
 //! - [`layer_norm`]: LayerNorm with a frozen scale and shift, and its input gradient;
 //! - [`cross_entropy`]: the LM head's loss and its gradient;
-//! - [`adamw`]: one AdamW step, bit for bit the tensor form.
+//! - [`adamw`]: one AdamW step, bit for bit the tensor form;
+//!
+//! and [`team`], the threads that run a decoding step's products without a scheduler trip each.
 
 pub mod adamw;
 pub mod amx;
