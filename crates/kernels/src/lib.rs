@@ -23,6 +23,7 @@
 //! and [`team`], the threads that run a decoding step's products without a scheduler trip each.
 
 pub mod adamw;
+pub mod attention;
 pub mod amx;
 pub mod cross_entropy;
 pub mod gelu;

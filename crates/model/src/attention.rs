@@ -54,6 +54,15 @@ pub fn attend(
     scale: f32,
     dropout: f64,
 ) -> Tensor<4> {
+    #[cfg(feature = "flex")]
+    if queries.device().is_autodiff() && crate::backend::is_cpu(&queries.device()) && queries.dtype() == burn::tensor::DType::F32 {
+        return flex::attend(queries, keys, values, bias, scale, dropout);
+    }
+    composed(queries, keys, values, bias, scale, dropout)
+}
+
+/// [`attend`] as tensor operations (every backend; the reference for the CPU's fused op).
+pub fn composed(queries: Tensor<4>, keys: Tensor<4>, values: Tensor<4>, bias: Option<Tensor<4>>, scale: f32, dropout: f64) -> Tensor<4> {
     let scores = queries.matmul(keys.swap_dims(2, 3)) * scale; // [B, H, T, S]
     let scores = match bias {
         Some(bias) => scores + bias,
@@ -66,12 +75,17 @@ pub fn attend(
     weights.matmul(values) // [B, H, T, Dh]
 }
 
+/// The keep mask of [`apply_dropout`]: 1 with probability `1 − p`, else 0.
+fn keep_mask<const D: usize>(shape: burn::tensor::Shape, p: f64, device: &burn::tensor::Device) -> Tensor<D> {
+    Tensor::<D>::random(shape, Distribution::Bernoulli(1.0 - p), device)
+}
+
 /// Inverted dropout as PyTorch does it: zero with probability `p`, scale the rest by 1/(1-p).
 pub fn apply_dropout<const D: usize>(x: Tensor<D>, p: f64) -> Tensor<D> {
     if p <= 0.0 {
         return x;
     }
-    let keep = Tensor::<D>::random(x.shape(), Distribution::Bernoulli(1.0 - p), &x.device());
+    let keep = keep_mask::<D>(x.shape(), p, &x.device());
     x * keep / (1.0 - p)
 }
 
@@ -99,4 +113,160 @@ pub fn attention_bias(
         }
     }
     Tensor::<1>::from_floats(bias.as_slice(), device).reshape([batch, 1, new_len, total])
+}
+
+/// Attention as one CPU op under autodiff, forward and backward
+/// ([`prefix_tune_kernels::attention`]): as tensor operations it is a dozen single-threaded
+/// passes each way, each with a fresh allocation. The dropout mask is drawn as
+/// [`apply_dropout`] draws it, so a seeded run draws the same masks either way.
+#[cfg(feature = "flex")]
+mod flex {
+    use std::sync::Arc;
+
+    use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::autodiff::Autodiff;
+    use burn::backend::{backend_extension, tensor::FloatTensor, Flex};
+    use burn::tensor::{Shape, Tensor};
+    use burn_flex::FlexTensor;
+    use prefix_tune_kernels::attention::{self as kernel, Dims, Dropout};
+
+    use crate::flex::{tensor, values};
+
+    pub fn attend(queries: Tensor<4>, keys: Tensor<4>, values: Tensor<4>, bias: Option<Tensor<4>>, scale: f32, dropout: f64) -> Tensor<4> {
+        let [batch, heads, t, _] = queries.dims();
+        let s = keys.dims()[2];
+        let device = queries.device();
+        let has_bias = bias.is_some();
+        // Absent inputs travel as one-element stand-ins the op does not read.
+        let bias = bias.unwrap_or_else(|| Tensor::zeros([1, 1, 1, 1], &device));
+        let keep = if dropout > 0.0 { super::keep_mask::<4>(Shape::new([batch, heads, t, s]), dropout, &device) } else { Tensor::zeros([1, 1, 1, 1], &device) };
+        let out = <burn::backend::Dispatch as CpuAttention>::cpu_attention(
+            queries.into_dispatch(),
+            keys.into_dispatch(),
+            values.into_dispatch(),
+            bias.into_dispatch(),
+            keep.into_dispatch(),
+            has_bias,
+            dropout,
+            scale as f64,
+        );
+        Tensor::from_dispatch(out)
+    }
+
+    #[backend_extension(Autodiff, Flex)]
+    pub trait CpuAttention: burn::backend::Backend {
+        /// Softmax attention; differentiable in queries, keys and values. `bias` is read when
+        /// `has_bias`, `keep` when `dropout > 0`.
+        #[allow(clippy::too_many_arguments)]
+        fn cpu_attention(
+            queries: FloatTensor<Self>,
+            keys: FloatTensor<Self>,
+            values: FloatTensor<Self>,
+            bias: FloatTensor<Self>,
+            keep: FloatTensor<Self>,
+            has_bias: bool,
+            dropout: f64,
+            scale: f64,
+        ) -> FloatTensor<Self>;
+    }
+
+    /// Contiguous inputs of one call and its sizes.
+    #[derive(Debug)]
+    struct Inputs {
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        bias: Option<FlexTensor>,
+        keep: Option<FlexTensor>,
+        p: f32,
+        scale: f32,
+        dims: Dims,
+        out_shape: Shape,
+    }
+
+    impl Inputs {
+        #[allow(clippy::too_many_arguments)]
+        fn new(q: FlexTensor, k: FlexTensor, v: FlexTensor, bias: FlexTensor, keep: FlexTensor, has_bias: bool, dropout: f64, scale: f64) -> Self {
+            let shape = q.layout().shape().clone(); // [B, H, T, Dh]
+            let s = k.layout().shape()[2];
+            let dims = Dims { groups: shape[0] * shape[1], heads: shape[1], t: shape[2], s, dh: shape[3] };
+            Inputs {
+                q: q.to_contiguous(),
+                k: k.to_contiguous(),
+                v: v.to_contiguous(),
+                bias: has_bias.then(|| bias.to_contiguous()),
+                keep: (dropout > 0.0).then(|| keep.to_contiguous()),
+                p: dropout as f32,
+                scale: scale as f32,
+                dims,
+                out_shape: shape,
+            }
+        }
+
+        fn dropout(&self) -> Option<Dropout<'_>> {
+            self.keep.as_ref().map(|keep| Dropout { keep: values(keep), p: self.p })
+        }
+
+        /// `out` and the softmax probabilities.
+        fn forward(&self) -> (FlexTensor, Vec<f32>) {
+            let bias = self.bias.as_ref().map(values);
+            let (out, probs) = kernel::forward(&self.dims, values(&self.q), values(&self.k), values(&self.v), bias, self.dropout(), self.scale);
+            (tensor(out, self.out_shape.clone()), probs)
+        }
+    }
+
+    impl CpuAttention for Flex {
+        fn cpu_attention(queries: FlexTensor, keys: FlexTensor, values: FlexTensor, bias: FlexTensor, keep: FlexTensor, has_bias: bool, dropout: f64, scale: f64) -> FlexTensor {
+            Inputs::new(queries, keys, values, bias, keep, has_bias, dropout, scale).forward().0
+        }
+    }
+
+    #[derive(Debug)]
+    struct CpuAttentionBackward;
+
+    impl Backward<Flex, 3> for CpuAttentionBackward {
+        type State = (Arc<Inputs>, Arc<Vec<f32>>); // the inputs, the softmax probabilities
+
+        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+            let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
+            let (inputs, probs) = ops.state;
+            let (q, k, v) = (values(&inputs.q), values(&inputs.k), values(&inputs.v));
+            let (dq, dk, dv) = kernel::backward(&inputs.dims, q, k, v, &probs, inputs.dropout(), inputs.scale, values(&grad));
+            let [q_node, k_node, v_node] = ops.parents;
+            for (node, grad, like) in [(q_node, dq, &inputs.q), (k_node, dk, &inputs.k), (v_node, dv, &inputs.v)] {
+                if let Some(node) = node {
+                    grads.register::<Flex>(node.id, tensor(grad, like.layout().shape().clone()));
+                }
+            }
+        }
+    }
+
+    impl<C: CheckpointStrategy> CpuAttention for Autodiff<Flex, C> {
+        fn cpu_attention(
+            queries: FloatTensor<Self>,
+            keys: FloatTensor<Self>,
+            values: FloatTensor<Self>,
+            bias: FloatTensor<Self>,
+            keep: FloatTensor<Self>,
+            has_bias: bool,
+            dropout: f64,
+            scale: f64,
+        ) -> FloatTensor<Self> {
+            let (bias, keep) = (bias.primitive().clone(), keep.primitive().clone());
+            match CpuAttentionBackward.prepare::<C>([queries.node(), keys.node(), values.node()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => {
+                    let (q, k, v) = (queries.primitive().clone(), keys.primitive().clone(), values.primitive().clone());
+                    let inputs = Inputs::new(q, k, v, bias, keep, has_bias, dropout, scale);
+                    let (out, probs) = inputs.forward();
+                    prep.finish((Arc::new(inputs), Arc::new(probs)), out)
+                }
+                OpsKind::UnTracked(prep) => {
+                    let (q, k, v) = (queries.into_primitive(), keys.into_primitive(), values.into_primitive());
+                    prep.finish(Flex::cpu_attention(q, k, v, bias, keep, has_bias, dropout, scale))
+                }
+            }
+        }
+    }
 }

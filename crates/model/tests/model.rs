@@ -10,6 +10,8 @@ use prefix_tune_model::testing::{device, fixtures, max_abs_diff, scratch};
 use prefix_tune_model::weights::{to_f32, to_i64, WeightFiles};
 use prefix_tune_model::{load_gpt2, ModelError, Past};
 
+#[path = "model/attention.rs"]
+mod attention;
 #[path = "model/bart.rs"]
 mod bart;
 #[path = "model/bf16.rs"]

@@ -1,0 +1,43 @@
+//! Attention as one CPU op under autodiff, held to the tensor form: values and the gradients of
+//! queries, keys and values, on strided inputs, with a padding-and-causal bias, with and
+//! without dropout (the same seed draws the same mask either way).
+
+use burn::tensor::{Distribution, Tensor};
+use prefix_tune_model::attention::{attend, attention_bias, composed};
+use prefix_tune_model::tensors::to_f32s;
+use prefix_tune_model::testing::{device, max_abs_diff};
+
+#[test]
+fn fused_attention_equals_the_tensor_form_with_its_gradients() {
+    let device = device().autodiff();
+    // batch 2, heads 3, 4 new tokens after 7 earlier keys (a prefix), head size 5.
+    let (batch, heads, t, s, dh) = (2, 3, 4, 11, 5);
+    device.seed(5);
+    let random = |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.5), &device).require_grad();
+    // Made [B, H, ·, Dh] by a transpose, so the op sees strided inputs as attention does.
+    let (q, k, v) = (random([batch, t, heads, dh]), random([batch, s, heads, dh]), random([batch, s, heads, dh]));
+    let upstream = Tensor::<4>::random([batch, heads, t, dh], Distribution::Uniform(-1.0, 1.0), &device);
+    let mut key_mask = vec![vec![1.0f32; s]; batch];
+    key_mask[1][8] = 0.0; // a padded key in the second row
+    let bias = attention_bias(&key_mask, t, true, &device);
+    for dropout in [0.0, 0.3] {
+        let run = |f: &dyn Fn(Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4>| {
+            device.seed(9);
+            let out = f(q.clone().swap_dims(1, 2), k.clone().swap_dims(1, 2), v.clone().swap_dims(1, 2));
+            let grads = (out.clone() * upstream.clone()).sum().backward();
+            let grad = |x: &Tensor<4>| to_f32s(x.grad(&grads).expect("tracked"));
+            (to_f32s(out), [grad(&q), grad(&k), grad(&v)])
+        };
+        let scale = 1.0 / (dh as f32).sqrt();
+        let (fused, fused_grads) = run(&|q, k, v| attend(q, k, v, Some(bias.clone()), scale, dropout));
+        let (tensor_form, tensor_grads) = run(&|q, k, v| composed(q, k, v, Some(bias.clone()), scale, dropout));
+        assert!(max_abs_diff(&fused, &tensor_form) < 2e-6, "dropout {dropout}: values differ by {}", max_abs_diff(&fused, &tensor_form));
+        for (name, (a, b)) in ["queries", "keys", "values"].iter().zip(fused_grads.iter().zip(&tensor_grads)) {
+            assert!(max_abs_diff(a, b) < 5e-6, "dropout {dropout}: {name}' gradients differ by {}", max_abs_diff(a, b));
+        }
+        if dropout > 0.0 {
+            let undropped = run(&|q, k, v| composed(q, k, v, Some(bias.clone()), scale, 0.0)).0;
+            assert!(max_abs_diff(&fused, &undropped) > 1e-2, "dropout changed nothing");
+        }
+    }
+}
