@@ -26,6 +26,7 @@ pub mod adamw;
 pub mod attention;
 pub mod amx;
 pub mod cross_entropy;
+pub mod dropout;
 pub mod gelu;
 pub mod layer_norm;
 pub mod team;

@@ -75,8 +75,18 @@ pub fn composed(queries: Tensor<4>, keys: Tensor<4>, values: Tensor<4>, bias: Op
     weights.matmul(values) // [B, H, T, Dh]
 }
 
-/// The keep mask of [`apply_dropout`]: 1 with probability `1 − p`, else 0.
+/// The keep mask of [`apply_dropout`]: 1 with probability `1 − p`, else 0. On the CPU backend
+/// three draws of Burn's generator seed a mask drawn on all cores
+/// ([`prefix_tune_kernels::dropout`]), so a seeded run stays reproducible; Burn's own
+/// Bernoulli draw there is one value at a time on one core.
 fn keep_mask<const D: usize>(shape: burn::tensor::Shape, p: f64, device: &burn::tensor::Device) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if crate::backend::is_cpu(device) {
+        let draws = crate::tensors::to_f32s(Tensor::<1>::random([3], Distribution::Default, device));
+        let seed = draws.iter().fold(0u64, |seed, draw| seed.rotate_left(24) ^ draw.to_bits() as u64);
+        let mask = prefix_tune_kernels::dropout::keep_mask(seed, shape.num_elements(), p);
+        return Tensor::from_data(burn::tensor::TensorData::new(mask, shape), device);
+    }
     Tensor::<D>::random(shape, Distribution::Bernoulli(1.0 - p), device)
 }
 

@@ -41,3 +41,26 @@ fn fused_attention_equals_the_tensor_form_with_its_gradients() {
         }
     }
 }
+
+/// Dropout on the CPU draws its mask on all cores from Burn's seeded generator: the device's
+/// seed fixes it, `1 − p` of the values are kept and scaled by `1 / (1 − p)`, and the gradient
+/// passes through the same mask.
+#[test]
+fn dropout_keeps_one_minus_p_scaled_and_follows_the_seed() {
+    let device = device().autodiff();
+    let p = 0.25;
+    let x = Tensor::<3>::ones([4, 50, 300], &device).require_grad();
+    let run = |seed: u64| {
+        device.seed(seed);
+        let y = prefix_tune_model::attention::apply_dropout(x.clone(), p);
+        let grad = x.grad(&(y.clone() * 3.0).sum().backward()).expect("tracked");
+        (to_f32s(y), to_f32s(grad))
+    };
+    let (y, grad) = run(11);
+    let kept = y.iter().filter(|&&v| v != 0.0).count() as f64 / y.len() as f64;
+    assert!((kept - (1.0 - p)).abs() < 0.01, "kept {kept}");
+    assert!(y.iter().all(|&v| v == 0.0 || (v - 1.0 / (1.0 - p) as f32).abs() < 1e-6));
+    assert!(y.iter().zip(&grad).all(|(&v, &g)| (g - 3.0 * v).abs() < 1e-5), "the gradient takes the same mask");
+    assert_eq!(run(11).0, y, "the same seed draws the same mask");
+    assert_ne!(run(12).0, y, "another seed draws another mask");
+}
