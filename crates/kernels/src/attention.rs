@@ -53,28 +53,8 @@ pub fn forward(dims: &Dims, q: &[f32], k: &[f32], v: &[f32], bias: Option<&[f32]
     out.par_chunks_mut(t * dh).zip(probs.par_chunks_mut(t * s)).enumerate().for_each(|(g, (out, probs))| {
         let (q, k, v) = (&q[g * t * dh..][..t * dh], &k[g * s * dh..][..s * dh], &v[g * s * dh..][..s * dh]);
         let bias = bias.map(|b| &b[g / heads * t * s..][..t * s]);
-        let mut weights = vec![0.0f32; s];
-        for (row, (out, probs)) in out.chunks_mut(dh).zip(probs.chunks_mut(s)).enumerate() {
-            let query = &q[row * dh..][..dh];
-            for (col, score) in probs.iter_mut().enumerate() {
-                *score = dot(query, &k[col * dh..][..dh]) * scale;
-                if let Some(bias) = bias {
-                    *score += bias[row * s + col];
-                }
-            }
-            softmax(probs);
-            let weights = match dropout {
-                Some(Dropout { keep, p }) => {
-                    let keep = &keep[(g * t + row) * s..][..s];
-                    weights.iter_mut().zip(probs.iter()).zip(keep).for_each(|((w, &pr), &kp)| *w = pr * kp / (1.0 - p));
-                    &weights[..]
-                }
-                None => &probs[..],
-            };
-            for (col, &w) in weights.iter().enumerate() {
-                axpy(w, &v[col * dh..][..dh], out);
-            }
-        }
+        let keep = dropout.map(|d| (&d.keep[g * t * s..][..t * s], d.p));
+        widest!(forward_group(dims, Group { q, k, v, keep }, bias, scale, out, probs));
     });
     (out, probs)
 }
@@ -96,34 +76,107 @@ pub fn backward(dims: &Dims, q: &[f32], k: &[f32], v: &[f32], probs: &[f32], dro
     grads.enumerate().for_each(|(g, ((dq, dk), dv))| {
         let (q, k, v) = (&q[g * t * dh..][..t * dh], &k[g * s * dh..][..s * dh], &v[g * s * dh..][..s * dh]);
         let (probs, dout) = (&probs[g * t * s..][..t * s], &dout[g * t * dh..][..t * dh]);
-        let mut dscores = vec![0.0f32; s];
-        for row in 0..t {
-            let (probs, dout) = (&probs[row * s..][..s], &dout[row * dh..][..dh]);
-            let keep = dropout.map(|d| (&d.keep[(g * t + row) * s..][..s], d.p));
-            let mut weighted = 0.0f32; // rowsum(dprobs ⊙ probs)
-            for (col, ds) in dscores.iter_mut().enumerate() {
-                let dweight = dot(dout, &v[col * dh..][..dh]);
-                let (dprob, weight) = match keep {
-                    Some((keep, p)) => (dweight * keep[col] / (1.0 - p), probs[col] * keep[col] / (1.0 - p)),
-                    None => (dweight, probs[col]),
-                };
-                axpy(weight, dout, &mut dv[col * dh..][..dh]);
-                *ds = dprob;
-                weighted += dprob * probs[col];
-            }
-            let dq = &mut dq[row * dh..][..dh];
-            let query = &q[row * dh..][..dh];
-            for (col, ds) in dscores.iter_mut().enumerate() {
-                *ds = probs[col] * (*ds - weighted) * scale;
-                axpy(*ds, &k[col * dh..][..dh], dq);
-                axpy(*ds, query, &mut dk[col * dh..][..dh]);
-            }
-        }
+        let keep = dropout.map(|d| (&d.keep[g * t * s..][..t * s], d.p));
+        widest!(backward_group(dims, Group { q, k, v, keep }, probs, dout, scale, dq, dk, dv));
     });
     (dq, dk, dv)
 }
 
+/// Runs a `#[inline(always)]` function through the widest vectors the CPU has: the same
+/// arithmetic in the same order on every path (no fused multiply-adds), only wider.
+macro_rules! widest {
+    ($name:ident($($arg:expr),* $(,)?)) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f")]
+            unsafe fn avx512(f: impl FnOnce()) { f() }
+            #[target_feature(enable = "avx2")]
+            unsafe fn avx2(f: impl FnOnce()) { f() }
+            fn portable(f: impl FnOnce()) { f() }
+            let run = move || $name($($arg),*);
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F.
+                unsafe { avx512(run) }
+            } else if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2.
+                unsafe { avx2(run) }
+            } else {
+                portable(run)
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        $name($($arg),*)
+    }};
+}
+use widest;
+
+/// One (sequence, head) pair's inputs: `q` `[t, dh]`, `k` and `v` `[s, dh]`, and dropout's keep
+/// mask `[t, s]` with its probability.
+struct Group<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    keep: Option<(&'a [f32], f32)>,
+}
+
+#[inline(always)]
+fn forward_group(dims: &Dims, g: Group, bias: Option<&[f32]>, scale: f32, out: &mut [f32], probs: &mut [f32]) {
+    let Dims { s, dh, .. } = *dims;
+    let mut weights = vec![0.0f32; s];
+    for (row, (out, probs)) in out.chunks_mut(dh).zip(probs.chunks_mut(s)).enumerate() {
+        let query = &g.q[row * dh..][..dh];
+        for (col, score) in probs.iter_mut().enumerate() {
+            *score = dot(query, &g.k[col * dh..][..dh]) * scale;
+            if let Some(bias) = bias {
+                *score += bias[row * s + col];
+            }
+        }
+        softmax(probs);
+        let weights = match g.keep {
+            Some((keep, p)) => {
+                let keep = &keep[row * s..][..s];
+                weights.iter_mut().zip(probs.iter()).zip(keep).for_each(|((w, &pr), &kp)| *w = pr * kp / (1.0 - p));
+                &weights[..]
+            }
+            None => &probs[..],
+        };
+        for (col, &w) in weights.iter().enumerate() {
+            axpy(w, &g.v[col * dh..][..dh], out);
+        }
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn backward_group(dims: &Dims, g: Group, probs: &[f32], dout: &[f32], scale: f32, dq: &mut [f32], dk: &mut [f32], dv: &mut [f32]) {
+    let Dims { t, s, dh, .. } = *dims;
+    let mut dscores = vec![0.0f32; s];
+    for row in 0..t {
+        let (probs, dout) = (&probs[row * s..][..s], &dout[row * dh..][..dh]);
+        let keep = g.keep.map(|(keep, p)| (&keep[row * s..][..s], p));
+        let mut weighted = 0.0f32; // rowsum(dprobs ⊙ probs)
+        for (col, ds) in dscores.iter_mut().enumerate() {
+            let dweight = dot(dout, &g.v[col * dh..][..dh]);
+            let (dprob, weight) = match keep {
+                Some((keep, p)) => (dweight * keep[col] / (1.0 - p), probs[col] * keep[col] / (1.0 - p)),
+                None => (dweight, probs[col]),
+            };
+            axpy(weight, dout, &mut dv[col * dh..][..dh]);
+            *ds = dprob;
+            weighted += dprob * probs[col];
+        }
+        let dq = &mut dq[row * dh..][..dh];
+        let query = &g.q[row * dh..][..dh];
+        for (col, ds) in dscores.iter_mut().enumerate() {
+            *ds = probs[col] * (*ds - weighted) * scale;
+            axpy(*ds, &g.k[col * dh..][..dh], dq);
+            axpy(*ds, query, &mut dk[col * dh..][..dh]);
+        }
+    }
+}
+
 /// `Σ a·b` in 16 running sums, so it vectorises.
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut sums = [0.0f32; 16];
     let (a_blocks, b_blocks) = (a.chunks_exact(16), b.chunks_exact(16));
@@ -137,11 +190,13 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// `y += alpha · x`.
+#[inline(always)]
 fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
     y.iter_mut().zip(x).for_each(|(y, &x)| *y += alpha * x);
 }
 
 /// In place, as the tensor form: `exp(x − max) / Σ exp(x − max)`.
+#[inline(always)]
 fn softmax(row: &mut [f32]) {
     let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
     let mut sum = 0.0f32;
