@@ -10,6 +10,14 @@ use crate::Backend;
 #[path = "testing_bart.rs"]
 pub mod bart;
 
+/// Held by a test while it seeds and draws from the backend's random generator, which is one
+/// per process: tests run on parallel threads, and another test's draws in between would change
+/// what a seed gives.
+pub fn random_draws() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// `tests/fixtures` at the workspace root (produced by scripts/make_fixtures.py).
 pub fn fixtures() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures"))

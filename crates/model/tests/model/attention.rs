@@ -9,6 +9,7 @@ use prefix_tune_model::testing::{device, max_abs_diff};
 
 #[test]
 fn fused_attention_equals_the_tensor_form_with_its_gradients() {
+    let _draws = prefix_tune_model::testing::random_draws();
     let device = device().autodiff();
     // batch 2, heads 3, 4 new tokens after 7 earlier keys (a prefix), head size 5.
     let (batch, heads, t, s, dh) = (2, 3, 4, 11, 5);
@@ -47,6 +48,7 @@ fn fused_attention_equals_the_tensor_form_with_its_gradients() {
 /// passes through the same mask.
 #[test]
 fn dropout_keeps_one_minus_p_scaled_and_follows_the_seed() {
+    let _draws = prefix_tune_model::testing::random_draws();
     let device = device().autodiff();
     let p = 0.25;
     let x = Tensor::<3>::ones([4, 50, 300], &device).require_grad();

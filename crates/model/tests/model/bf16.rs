@@ -17,6 +17,7 @@ fn rounded<const D: usize>(t: Tensor<D>) -> Tensor<D> {
 
 #[test]
 fn a_packed_linear_multiplies_bf16_values_and_returns_the_input_gradient() {
+    let _draws = prefix_tune_model::testing::random_draws();
     let device = device().autodiff();
     if let Some(why) = prefix_tune_model::bf16::unavailable(&device) {
         eprintln!("skipped: {why}");

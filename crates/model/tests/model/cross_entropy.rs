@@ -8,6 +8,7 @@ use prefix_tune_model::testing::{device, max_abs_diff};
 
 #[test]
 fn fused_cross_entropy_equals_log_softmax_and_gather_with_gradients() {
+    let _draws = prefix_tune_model::testing::random_draws();
     let device = device().autodiff();
     device.seed(17);
     // Logits of a trained model reach tens; a vocabulary that is not a multiple of 16.

@@ -23,6 +23,7 @@ fn assert_matches_burn(x: Tensor<2>, w: Tensor<2>, what: &str) {
 
 #[test]
 fn few_rows_matmul_equals_burns_for_every_weight_layout() {
+    let _draws = prefix_tune_model::testing::random_draws();
     let device = device();
     // A Linear weight [in, out] (row-major), a tied embedding used as the head (its transpose),
     // column and row slices of each (strides wider than the shape), and 1 to 16 rows.
@@ -43,6 +44,7 @@ fn few_rows_matmul_equals_burns_for_every_weight_layout() {
 
 #[test]
 fn few_rows_matmul_leaves_gradients_to_autodiff() {
+    let _draws = prefix_tune_model::testing::random_draws();
     let device = device().autodiff();
     let x = random([2, 6], &device).require_grad();
     let w = random([6, 4], &device);
@@ -57,6 +59,7 @@ fn few_rows_matmul_leaves_gradients_to_autodiff() {
 
 #[test]
 fn linear_in_row_blocks_equals_one_matmul_with_its_gradient() {
+    let _draws = prefix_tune_model::testing::random_draws();
     use burn::module::Param;
     use prefix_tune_model::nn::Linear;
     let device = device().autodiff();

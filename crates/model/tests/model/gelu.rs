@@ -8,6 +8,7 @@ use prefix_tune_model::testing::{device, max_abs_diff};
 
 #[test]
 fn fused_gelu_equals_its_tensor_form_with_gradients() {
+    let _draws = prefix_tune_model::testing::random_draws();
     let device = device().autodiff();
     // Activations of a real model span a few units; the tails check saturation.
     let x: Tensor<3> = Tensor::random([3, 17, 40], Distribution::Normal(0.0, 3.0), &device).require_grad();
