@@ -130,6 +130,7 @@ pub fn matmul(x: &[f32], m: usize, k: usize, w: &PackedBf16) -> Vec<f32> {
     let pairs = w.n_blocks / 2;
     let tasks = (rayon::current_num_threads() * 4).clamp(1, pairs);
     let per_task = pairs.div_ceil(tasks);
+    let strips = pairs.div_ceil(per_task);
     let out_addr = out.as_mut_ptr() as usize;
     let task = |task: usize| {
         let first = task * per_task;
@@ -144,9 +145,9 @@ pub fn matmul(x: &[f32], m: usize, k: usize, w: &PackedBf16) -> Vec<f32> {
     };
     // A decoding step's products are short enough that a rayon hand-off shows.
     if m <= 2 * TILE {
-        crate::team::for_each(pairs.div_ceil(per_task), &task);
+        crate::team::for_each(strips, &task);
     } else {
-        (0..pairs.div_ceil(per_task)).into_par_iter().for_each(task);
+        (0..strips).into_par_iter().for_each(task);
     }
     // SAFETY: the tasks stored all m·n values (every row of every 32-column strip).
     unsafe { out.set_len(m * n) };

@@ -41,6 +41,17 @@ impl Dims {
         assert!(bias.is_none_or(|b| b.len() == groups / heads * t * s), "attention: bias has the wrong size");
         assert!(dropout.is_none_or(|d| d.keep.len() == groups * t * s), "attention: keep mask has the wrong size");
     }
+
+    /// Pair `g`'s slices of the inputs.
+    fn group<'a>(&self, g: usize, q: &'a [f32], k: &'a [f32], v: &'a [f32], dropout: Option<Dropout<'a>>) -> Group<'a> {
+        let Dims { t, s, dh, .. } = *self;
+        Group {
+            q: &q[g * t * dh..][..t * dh],
+            k: &k[g * s * dh..][..s * dh],
+            v: &v[g * s * dh..][..s * dh],
+            keep: dropout.map(|d| (&d.keep[g * t * s..][..t * s], d.p)),
+        }
+    }
 }
 
 /// Returns `out` `[groups, t, dh]` and `probs` `[groups, t, s]` (before dropout), which
@@ -51,10 +62,8 @@ pub fn forward(dims: &Dims, q: &[f32], k: &[f32], v: &[f32], bias: Option<&[f32]
     let mut out = vec![0.0f32; groups * t * dh];
     let mut probs = vec![0.0f32; groups * t * s];
     out.par_chunks_mut(t * dh).zip(probs.par_chunks_mut(t * s)).enumerate().for_each(|(g, (out, probs))| {
-        let (q, k, v) = (&q[g * t * dh..][..t * dh], &k[g * s * dh..][..s * dh], &v[g * s * dh..][..s * dh]);
         let bias = bias.map(|b| &b[g / heads * t * s..][..t * s]);
-        let keep = dropout.map(|d| (&d.keep[g * t * s..][..t * s], d.p));
-        widest!(forward_group(dims, Group { q, k, v, keep }, bias, scale, out, probs));
+        widest!(forward_group(dims, dims.group(g, q, k, v, dropout), bias, scale, out, probs));
     });
     (out, probs)
 }
@@ -74,10 +83,8 @@ pub fn backward(dims: &Dims, q: &[f32], k: &[f32], v: &[f32], probs: &[f32], dro
     let mut dv = vec![0.0f32; v.len()];
     let grads = dq.par_chunks_mut(t * dh).zip(dk.par_chunks_mut(s * dh)).zip(dv.par_chunks_mut(s * dh));
     grads.enumerate().for_each(|(g, ((dq, dk), dv))| {
-        let (q, k, v) = (&q[g * t * dh..][..t * dh], &k[g * s * dh..][..s * dh], &v[g * s * dh..][..s * dh]);
         let (probs, dout) = (&probs[g * t * s..][..t * s], &dout[g * t * dh..][..t * dh]);
-        let keep = dropout.map(|d| (&d.keep[g * t * s..][..t * s], d.p));
-        widest!(backward_group(dims, Group { q, k, v, keep }, probs, dout, scale, dq, dk, dv));
+        widest!(backward_group(dims, dims.group(g, q, k, v, dropout), probs, dout, scale, dq, dk, dv));
     });
     (dq, dk, dv)
 }

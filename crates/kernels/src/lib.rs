@@ -18,6 +18,8 @@
 //! - [`gelu`]: GPT-2's activation and its derivative;
 //! - [`layer_norm`]: LayerNorm with a frozen scale and shift, and its input gradient;
 //! - [`cross_entropy`]: the LM head's loss and its gradient;
+//! - [`attention`]: softmax attention of a training step and its gradients;
+//! - [`dropout`]: dropout's keep mask, drawn on all cores from one seed;
 //! - [`adamw`]: one AdamW step, bit for bit the tensor form;
 //!
 //! and [`team`], the threads that run a decoding step's products without a scheduler trip each.
