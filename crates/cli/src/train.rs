@@ -83,7 +83,7 @@ pub struct TrainArgs {
     /// Start from an existing prefix (export, training state or PEFT adapter).
     #[arg(long)]
     pub init_from: Option<PathBuf>,
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = dropout_probability)]
     pub prefix_dropout: f64,
     /// prefix, infix ([x; INFIX; y]) or embedding-only (virtual input embeddings): the
     /// paper's §7 ablations.
@@ -115,7 +115,7 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = OptimizerKind::Adamw)]
     pub optimizer: OptimizerKind,
     /// Override the LM's dropout while training (0 turns it off).
-    #[arg(long)]
+    #[arg(long, value_parser = dropout_probability)]
     pub lm_dropout: Option<f64>,
     #[arg(long)]
     pub max_grad_norm: Option<f64>,
@@ -247,6 +247,16 @@ fn resumed_args(dir: &Path, cli: TrainArgs, given: &[String]) -> Result<TrainArg
 }
 
 /// The initial values, and for `text:` init the text's token ids (P becomes their count).
+/// A dropout probability: in [0, 1), since 1 would drop every activation.
+fn dropout_probability(text: &str) -> std::result::Result<f64, String> {
+    let p: f64 = text.parse().map_err(|_| format!("`{text}` is not a number"))?;
+    if (0.0..1.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(format!("{p} is not a dropout probability in [0, 1)"))
+    }
+}
+
 fn parse_init(init: &str, model_dir: &Path) -> Result<(Init, Option<Vec<u32>>)> {
     match init {
         "random" => Ok((Init::Random, None)),

@@ -502,6 +502,11 @@ fn choices_are_listed_in_help_and_in_the_error_for_a_typo() {
     assert_one_line_error(&typo, &["mlpp", "--reparam", "mlp, flat"]);
     let typo = prefix_tune(&["generate", "--model", "m", "--early-stopping", "sometimes"]);
     assert_one_line_error(&typo, &["sometimes", "true, false, never"]);
+    // A dropout of 1 or more would drop everything: refused before any work.
+    let all_dropped = prefix_tune(&["train", "--model", "m", "--data", "d", "--lm-dropout", "1"]);
+    assert_one_line_error(&all_dropped, &["--lm-dropout", "[0, 1)"]);
+    let too_much = prefix_tune(&["train", "--model", "m", "--data", "d", "--prefix-dropout", "1.5"]);
+    assert_one_line_error(&too_much, &["--prefix-dropout", "[0, 1)"]);
 }
 
 /// `bench train --breakdown`: one JSON line with the timed steps, the tokens they held, and the

@@ -12,7 +12,7 @@ const BLOCK: usize = 1 << 14;
 
 /// `len` values, each 1.0 with probability `1 − p` and 0.0 otherwise.
 pub fn keep_mask(seed: u64, len: usize, p: f64) -> Vec<f32> {
-    assert!((0.0..1.0).contains(&p), "dropout::keep_mask: p = {p} is not in [0, 1)");
+    assert!((0.0..=1.0).contains(&p), "dropout::keep_mask: p = {p} is not a probability");
     // Kept when a uniform 24-bit draw falls below (1 − p)·2²⁴.
     let threshold = ((1.0 - p) * (1u64 << 24) as f64).round() as u64;
     let mut mask = vec![0.0f32; len];
@@ -56,5 +56,6 @@ mod tests {
             assert_eq!(&keep_mask(7, len + 5_000, p)[..len], &mask[..]);
         }
         assert!(keep_mask(1, 1000, 0.0).iter().all(|&v| v == 1.0));
+        assert!(keep_mask(1, 1000, 1.0).iter().all(|&v| v == 0.0), "p = 1 drops all, as Bernoulli(0)");
     }
 }
