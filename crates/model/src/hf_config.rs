@@ -49,3 +49,22 @@ pub fn require_positive(path: &Path, fields: &[(&str, usize)]) -> Result<(), Mod
         None => Ok(()),
     }
 }
+
+/// Refuses the first of `fields` that is not a dropout probability in [0, 1), naming it: 1 would
+/// drop everything (a NaN loss in training), and anything past it is no probability.
+pub fn require_probability(path: &Path, fields: &[(&str, f64)]) -> Result<(), ModelError> {
+    match fields.iter().find(|(_, p)| !(0.0..1.0).contains(p)) {
+        Some((field, p)) => Err(ModelError::config(path, field, format!("{p} is not a dropout probability in [0, 1)"))),
+        None => Ok(()),
+    }
+}
+
+/// Refuses a LayerNorm epsilon that is not a positive finite number (0 divides by zero on a
+/// constant row).
+pub fn require_epsilon(path: &Path, field: &str, eps: f64) -> Result<(), ModelError> {
+    if eps.is_finite() && eps > 0.0 {
+        Ok(())
+    } else {
+        Err(ModelError::config(path, field, format!("{eps} is not a positive LayerNorm epsilon")))
+    }
+}

@@ -238,6 +238,34 @@ fn truncated_and_corrupt_safetensors_are_refused() {
     assert!(message.contains("model.safetensors") && message.contains("safetensors"), "{message}");
 }
 
+/// Values the model would fail on later (a dropout probability of 1 is a NaN loss in training,
+/// past 1 a panic in the mask) are refused at load, naming the file and the field.
+#[test]
+fn config_values_the_model_would_fail_on_are_refused_at_load() {
+    let dir = broken_copy("bad-values");
+    let config_path = dir.join("config.json");
+    let original: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    let cases = [
+        ("attn_pdrop", serde_json::json!(1.0), "dropout probability"),
+        ("resid_pdrop", serde_json::json!(1.5), "dropout probability"),
+        ("embd_pdrop", serde_json::json!(-0.1), "dropout probability"),
+        ("layer_norm_epsilon", serde_json::json!(0.0), "epsilon"),
+        ("n_inner", serde_json::json!(0), "positive"),
+        ("n_head", serde_json::json!(-3), "n_head"),
+    ];
+    for (field, value, why) in cases {
+        let mut config = original.clone();
+        config[field] = value;
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let message = load_error(&dir);
+        assert!(message.contains("config.json") && message.contains(field) && message.contains(why), "{field}: {message}");
+    }
+    let mut config = original.clone();
+    config["attn_pdrop"] = serde_json::json!(0.0);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    assert!(load_gpt2(&dir, &device()).is_ok(), "0 is a dropout probability");
+}
+
 #[test]
 fn config_that_does_not_match_the_weights_names_the_tensor_and_field() {
     let dir = broken_copy("mismatch");

@@ -96,6 +96,10 @@ impl BartConfig {
                 ("max_position_embeddings", self.max_position_embeddings),
             ],
         )?;
+        crate::hf_config::require_probability(
+            path,
+            &[("dropout", self.dropout), ("attention_dropout", self.attention_dropout), ("activation_dropout", self.activation_dropout)],
+        )?;
         for (field, heads) in [("encoder_attention_heads", self.encoder_attention_heads), ("decoder_attention_heads", self.decoder_attention_heads)] {
             if self.d_model % heads != 0 {
                 return Err(ModelError::config(path, field, format!("d_model = {} is not divisible by {heads} heads", self.d_model)));

@@ -74,8 +74,14 @@ impl Gpt2Config {
                 ("n_embd", self.n_embd),
                 ("n_layer", self.n_layer),
                 ("n_head", self.n_head),
+                ("n_inner", self.inner_dim()),
             ],
         )?;
+        crate::hf_config::require_probability(
+            path,
+            &[("resid_pdrop", self.resid_pdrop), ("embd_pdrop", self.embd_pdrop), ("attn_pdrop", self.attn_pdrop)],
+        )?;
+        crate::hf_config::require_epsilon(path, "layer_norm_epsilon", self.layer_norm_epsilon)?;
         if self.n_embd % self.n_head != 0 {
             return Err(ModelError::config(
                 path,

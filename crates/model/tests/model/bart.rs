@@ -92,6 +92,8 @@ fn bart_config_errors_name_the_file_and_field() {
         (original.replace("\"decoder_attention_heads\": 3", "\"decoder_attention_heads\": 5"), "decoder_attention_heads"),
         (original.replace("\"d_model\": 24", "\"d_model\": \"24\""), "d_model"),
         (original.replace("\"encoder_ffn_dim\": 40", "\"encoder_ffn_dim\": 41"), "fc1.weight"),
+        (original.replace("\"dropout\": 0.0", "\"dropout\": 1.0"), "field `dropout`"),
+        (original.replace("\"attention_dropout\": 0.0", "\"attention_dropout\": 2.0"), "attention_dropout"),
     ];
     for (text, named) in cases {
         std::fs::write(dir.join("config.json"), text).unwrap();
