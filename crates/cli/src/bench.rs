@@ -27,6 +27,9 @@ pub struct BenchArgs {
     /// bf16: the model's matrix products in bf16 with f32 sums (CPU backend, AMX).
     #[arg(long, global = true, value_enum, default_value_t = Dtype::F32)]
     dtype: Dtype,
+    /// CPU threads (the CPU backend's pool and our kernels); default: one per core.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -83,6 +86,9 @@ fn random_model(config: &Gpt2Config, dtype: Dtype, device: &prefix_tune_model::b
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    if let Some(threads) = args.threads {
+        prefix_tune_model::backend::set_cpu_threads(threads.into())?;
+    }
     let bench = Bench {
         backend_name: args.backend.clone().unwrap_or_else(|| prefix_tune_model::Backend::compiled().first().map_or("none".into(), |b| b.name().to_string())),
         backend: args.backend.as_deref(),
@@ -128,7 +134,7 @@ fn generate(bench: &Bench, prompt_len: usize, new_tokens: usize) -> Result<()> {
         results.insert(name.into(), serde_json::json!({ "seconds": seconds, "new_tokens": tokens, "tokens_per_second": tokens as f64 / seconds }));
     }
     let report = serde_json::json!({
-        "bench": "generate", "backend": bench.backend_name, "dtype": bench.dtype, "model": format!("{}-shaped random", bench.shape),
+        "bench": "generate", "backend": bench.backend_name, "dtype": bench.dtype, "threads": prefix_tune_model::backend::cpu_threads(), "bf16_path": bf16_path(bench.dtype), "model": format!("{}-shaped random", bench.shape),
         "prompt_tokens": prompt_len, "results": results, "peak_rss_mib": peak_rss_mib(),
     });
     println!("{report}");
@@ -166,7 +172,7 @@ fn train(bench: &Bench, batch_size: usize, seq_len: usize, steps: usize, target_
     let phases = if breakdown { Some(phase_times(&timed, &examples[batch_size..], steps)?) } else { None };
     let _ = std::fs::remove_dir_all(&out);
     let mut report = serde_json::json!({
-        "bench": "train", "backend": bench.backend_name, "dtype": bench.dtype, "model": format!("{}-shaped random", bench.shape),
+        "bench": "train", "backend": bench.backend_name, "dtype": bench.dtype, "threads": prefix_tune_model::backend::cpu_threads(), "bf16_path": bf16_path(bench.dtype), "model": format!("{}-shaped random", bench.shape),
         "batch": batch_size, "seq_len": seq_len, "target_fraction": target_fraction, "prefix_length": 10, "mlp_hidden": 512, "steps": summary.steps,
         "seconds": seconds, "tokens_per_second": steps_tokens_per_second, "seconds_with_final_save": seconds_with_save,
         "seconds_per_step": seconds / summary.steps as f64,
@@ -228,4 +234,9 @@ fn phase_times(trainer: &Trainer, examples: &[Example], steps: usize) -> Result<
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// The bf16 path the products took (`amx`, `avx2`, `portable`), for bf16 runs.
+fn bf16_path(dtype: Dtype) -> Option<&'static str> {
+    (dtype == Dtype::Bf16).then(prefix_tune_model::bf16::path_name).flatten()
 }

@@ -419,6 +419,24 @@ fn bf16_training_is_reproducible_recorded_and_refused_where_it_cannot_run() {
     assert_one_line_error(&switched, &["--dtype", "bf16"]);
     let (finetune, _) = run("d", &["--dtype", "bf16", "--method", "finetune"]);
     assert_one_line_error(&finetune, &["--dtype bf16", "--method prefix"]);
+    // A forced path: one this CPU runs trains near the default path; another is refused by name.
+    let forced = |name: &str, path: &str| {
+        let out = dir.join(name);
+        let mut args = small_run(model, data, out.to_str().unwrap(), "7", "2");
+        args.extend_from_slice(&["--dtype", "bf16", "--backend", "flex"]);
+        let output = Command::new(env!("CARGO_BIN_EXE_prefix-tune")).args(&args).env("PREFIX_TUNE_BF16_PATH", path).output().unwrap();
+        (output, out)
+    };
+    let (portable, e) = forced("e", "portable");
+    assert!(portable.status.success(), "{}", String::from_utf8_lossy(&portable.stderr));
+    let portable_loss = f64::from_bits(step_losses(&e)[0].1);
+    assert!((portable_loss - bf16_loss).abs() < 1e-4 * bf16_loss.abs(), "portable {portable_loss} against {bf16_loss}");
+    let (unknown, _) = forced("f", "tiles");
+    assert_one_line_error(&unknown, &["PREFIX_TUNE_BF16_PATH", "tiles", "avx2"]);
+    if !prefix_tune_kernels::bf16::Path::Amx.runs_here() {
+        let (amx, _) = forced("g", "amx");
+        assert_one_line_error(&amx, &["PREFIX_TUNE_BF16_PATH=amx", "AMX-BF16"]);
+    }
 }
 
 /// Dev evaluation builds no autodiff graph: the peak memory of a run does not grow with the

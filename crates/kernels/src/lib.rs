@@ -13,8 +13,8 @@
 //!
 //! The other modules are the CPU backend's fused operations, each one pass on all cores where
 //! Burn's tensor form takes several single-threaded ones:
-//! - [`amx`]: bf16 products with f32 sums on AMX tiles, the frozen weights packed once
-//!   (`--dtype bf16`);
+//! - [`bf16`]: bf16 products with f32 sums for the frozen weights, packed once (`--dtype bf16`),
+//!   on [`amx`] tiles, AVX2 or portable loops, whichever the CPU runs;
 //! - [`gelu`]: GPT-2's activation and its derivative;
 //! - [`layer_norm`]: LayerNorm with a frozen scale and shift, and its input gradient;
 //! - [`cross_entropy`]: the LM head's loss and its gradient;
@@ -27,11 +27,23 @@
 pub mod adamw;
 pub mod attention;
 pub mod amx;
+pub mod bf16;
 pub mod cross_entropy;
 pub mod dropout;
 pub mod gelu;
 pub mod layer_norm;
 pub mod team;
+
+/// Runs every CPU kernel, and Burn's CPU backend, on `threads` threads: the global rayon pool
+/// and the decoding team follow it. Call it before any CPU work; it fails once the pool exists.
+pub fn set_threads(threads: usize) -> Result<(), rayon::ThreadPoolBuildError> {
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()
+}
+
+/// The threads the CPU kernels run on (the global rayon pool's size).
+pub fn threads() -> usize {
+    rayon::current_num_threads().max(1)
+}
 
 /// At most this many rows take these loops: past it a matmul has enough reuse of each weight
 /// element that `gemm`'s packed microkernels win.

@@ -66,10 +66,11 @@ struct Team {
 }
 
 impl Team {
-    /// The process's team: one helper per core beside the caller's; none on one core.
+    /// The process's team: one helper per thread of the rayon pool beside the caller's (one per
+    /// core unless `RAYON_NUM_THREADS` or `--threads` says otherwise); none on one thread.
     fn get() -> Option<&'static Team> {
         static TEAM: OnceLock<Option<&'static Team>> = OnceLock::new();
-        *TEAM.get_or_init(|| Team::start(std::thread::available_parallelism().map_or(1, |n| n.get()) - 1))
+        *TEAM.get_or_init(|| Team::start(rayon::current_num_threads().max(1) - 1))
     }
 
     /// A team of `helpers` threads, which live as long as the process.

@@ -93,6 +93,25 @@ impl Backend {
 
 /// Whether tensors on `device` run on the CPU backend (flex), with or without autodiff: the
 /// place to take CPU-specific scheduling and kernels.
+/// The threads the CPU backend computes on (`--threads`, `RAYON_NUM_THREADS`, else the cores).
+pub fn cpu_threads() -> usize {
+    #[cfg(feature = "flex")]
+    return prefix_tune_kernels::threads();
+    #[cfg(not(feature = "flex"))]
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Sets the CPU backend's threads (before any CPU work).
+pub fn set_cpu_threads(threads: usize) -> Result<(), crate::ModelError> {
+    #[cfg(feature = "flex")]
+    return prefix_tune_kernels::set_threads(threads).map_err(|e| crate::ModelError::Backend(format!("cannot set {threads} CPU threads: {e}")));
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = threads;
+        Err(crate::ModelError::Backend("--threads: this build has no CPU backend (flex)".into()))
+    }
+}
+
 pub fn is_cpu(device: &Device) -> bool {
     #[cfg(feature = "flex")]
     return matches!(device.clone().without_autodiff().as_dispatch(), burn::backend::DispatchDevice::Flex(_));

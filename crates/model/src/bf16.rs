@@ -1,12 +1,13 @@
 //! `--dtype bf16`: the frozen weights' matrix products in bf16 with f32 accumulation, on the
-//! CPU's AMX tiles ([`prefix_tune_kernels::amx`]).
+//! fastest path the CPU runs ([`prefix_tune_kernels::bf16`]: AMX tiles, AVX2, portable loops).
 //!
 //! Prefix-tuning never updates the model, so each frozen weight is rounded and packed for the
 //! tiles once, and its transpose on the first backward pass (which only needs the input
 //! gradient `dy · Wᵀ`; generation and evaluation never pack it). The activations are rounded to bf16 on each call, as PyTorch's bf16
 //! autocast rounds them, but the products are kept in f32 (autocast rounds them to bf16 too),
 //! and everything else (attention, LayerNorm, softmax, the prefix and its optimizer) stays f32.
-//! On this project's Xeon a packed product runs at 0.8–1.0 TFLOP/s against ~0.1 in f32.
+//! On a Xeon with AMX a packed product runs at 0.8–1.0 TFLOP/s against ~0.1 in f32; on AVX2
+//! the products run at f32's rate, and decoding reads half the bytes.
 
 use std::sync::Arc;
 
@@ -19,16 +20,21 @@ pub fn unavailable(device: &Device) -> Option<String> {
         if !crate::backend::is_cpu(device) {
             return Some("--dtype bf16 runs on the CPU backend (flex) only".into());
         }
-        if !prefix_tune_kernels::amx::available() {
-            return Some("--dtype bf16 needs a CPU with AMX-BF16 (Intel Sapphire Rapids or later) and Linux; this one has none".into());
-        }
-        None
+        prefix_tune_kernels::bf16::path().err().map(|why| why.to_string())
     }
     #[cfg(not(feature = "flex"))]
     {
         let _ = device;
         Some("--dtype bf16 runs on the CPU backend (flex), which this build does not include".into())
     }
+}
+
+/// The bf16 path this process's products take (`amx`, `avx2`, `portable`), if any runs.
+pub fn path_name() -> Option<&'static str> {
+    #[cfg(feature = "flex")]
+    return prefix_tune_kernels::bf16::path().ok().map(|p| p.name());
+    #[cfg(not(feature = "flex"))]
+    None
 }
 
 /// A frozen matrix `W` `[K, N]` rounded to bf16 and packed: as `W` for `x · W`, and on the
@@ -43,20 +49,20 @@ pub struct Bf16Weight {
 
 #[cfg(feature = "flex")]
 struct Packs {
-    forward: prefix_tune_kernels::amx::PackedBf16,
+    forward: prefix_tune_kernels::bf16::PackedBf16,
     /// `W` in f32 (the model's own tensor, shared), for packing `Wᵀ` on the first backward
     /// pass: generation and evaluation never need it.
     source: Tensor<2>,
-    backward: std::sync::OnceLock<prefix_tune_kernels::amx::PackedBf16>,
+    backward: std::sync::OnceLock<prefix_tune_kernels::bf16::PackedBf16>,
 }
 
 #[cfg(feature = "flex")]
 impl Packs {
     /// `Wᵀ` `[N, K]`, packed once.
-    fn backward(&self) -> &prefix_tune_kernels::amx::PackedBf16 {
+    fn backward(&self) -> &prefix_tune_kernels::bf16::PackedBf16 {
         self.backward.get_or_init(|| {
             let [k, n] = self.source.dims();
-            prefix_tune_kernels::amx::PackedBf16::pack(&f32_values(self.source.clone()), n, k, 1, n)
+            prefix_tune_kernels::bf16::PackedBf16::pack(&f32_values(self.source.clone()), n, k, 1, n)
         })
     }
 }
@@ -85,7 +91,7 @@ impl Bf16Weight {
         }
         #[cfg(feature = "flex")]
         {
-            use prefix_tune_kernels::amx::PackedBf16;
+            use prefix_tune_kernels::bf16::PackedBf16;
             let [k, n] = w.dims();
             let forward = PackedBf16::pack(&f32_values(w.clone()), k, n, n, 1);
             Self { packs: Arc::new(Packs { forward, source: w, backward: Default::default() }) }
@@ -114,7 +120,7 @@ mod flex {
     use burn::backend::autodiff::Autodiff;
     use burn::backend::{backend_extension, tensor::FloatTensor, Flex};
     use burn_flex::FlexTensor;
-    use prefix_tune_kernels::amx::{self, PackedBf16};
+    use prefix_tune_kernels::bf16::{self, PackedBf16};
 
     #[backend_extension(Autodiff, Flex)]
     pub trait Bf16Matmul: burn::backend::Backend {
@@ -125,7 +131,7 @@ mod flex {
     fn product(x: FlexTensor, w: &PackedBf16) -> FlexTensor {
         let x = x.to_contiguous();
         let [m, k] = [x.layout().shape()[0], x.layout().shape()[1]];
-        let out = amx::matmul(crate::flex::values(&x), m, k, w);
+        let out = bf16::matmul(crate::flex::values(&x), m, k, w);
         crate::flex::tensor(out, [m, w.dims()[1]])
     }
 
@@ -168,6 +174,6 @@ pub enum Dtype {
     #[default]
     F32,
     /// Frozen weights and the activations entering them rounded to bf16, products summed in
-    /// f32 (AMX; CPU backend only). Everything else stays f32.
+    /// f32 (CPU backend only: AMX, AVX2 or portable loops). Everything else stays f32.
     Bf16,
 }

@@ -77,7 +77,7 @@ impl Linear {
     /// way, against 86 per sequence, 76 in two blocks and 82 in eight.
     fn forward_in_blocks(&self, rows: Tensor<2>) -> Tensor<2> {
         let [count, d_in] = rows.dims();
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = crate::backend::cpu_threads();
         let blocks = (count / 64).clamp(1, 2 * cores);
         let per_block = count.div_ceil(blocks);
         let mut rows = rows;

@@ -255,6 +255,27 @@ fn bf16_loss_and_gradients_match_pytorch_bf16() {
     }
 }
 
+/// The bf16 fixtures above hold on every bf16 path this CPU runs (AMX tiles, AVX2, the portable
+/// loops), each forced through `PREFIX_TUNE_BF16_PATH` in a child process (the path is chosen
+/// once per process).
+#[test]
+fn bf16_fixtures_hold_on_every_path_this_cpu_runs() {
+    use prefix_tune_kernels::bf16::{Path as Bf16Path, FORCE_VAR};
+    let paths = Bf16Path::runnable();
+    assert!(paths.contains(&Bf16Path::Portable), "the portable loops run anywhere");
+    for path in paths {
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "bf16_loss_and_gradients_match_pytorch_bf16", "--nocapture", "--test-threads", "1"])
+            .env(FORCE_VAR, path.name())
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success() && stdout.contains("1 passed"), "{} path: {stdout}\n{stderr}", path.name());
+        assert!(!stderr.contains("skipped") && !stdout.contains("skipped"), "{} path skipped: {stderr}", path.name());
+        println!("bf16 fixtures hold on the {} path", path.name());
+    }
+}
+
 /// Prefix training on the wgpu backend (Vulkan; Mesa's lavapipe in CI) is held to the same
 /// PyTorch loss and gradients as the CPU backend. The check runs in a child process (this test
 /// binary, filtered to the ignored test below) so that a driver crash fails this test only.
