@@ -24,7 +24,7 @@ pub struct BenchArgs {
     /// Model shape: gpt2 (small, 124M) or tiny (for a quick check).
     #[arg(long, global = true, default_value = "gpt2")]
     shape: String,
-    /// bf16: the model's matrix products in bf16 with f32 sums (CPU backend, AMX).
+    /// bf16: the model's matrix products in bf16 with f32 sums (CPU backend: AMX, AVX2 or portable).
     #[arg(long, global = true, value_enum, default_value_t = Dtype::F32)]
     dtype: Dtype,
     /// CPU threads (the CPU backend's pool and our kernels); default: one per core.

@@ -50,8 +50,8 @@ pub struct EvalArgs {
     meteor_jar: Option<PathBuf>,
     #[arg(long)]
     backend: Option<String>,
-    /// bf16: the model's matrix products in bf16 with f32 sums (CPU backend with AMX; about
-    /// 1.5-2x faster decoding there).
+    /// bf16: the model's matrix products in bf16 with f32 sums (CPU backend: AMX tiles, else
+    /// AVX2+FMA; about 1.5-2x faster decoding).
     #[arg(long, value_enum, default_value_t = prefix_tune_model::bf16::Dtype::F32)]
     dtype: prefix_tune_model::bf16::Dtype,
     /// Writes predictions.txt and scores.json here.
