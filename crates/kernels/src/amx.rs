@@ -341,52 +341,5 @@ mod tests {
         }
     }
 
-    /// Values in [-1, 1), already bf16, from a xorshift stream.
-    fn bf16_values(len: usize, seed: u32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(2_654_435_761) | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                from_bf16(to_bf16((state as f32 / u32::MAX as f32) * 2.0 - 1.0))
-            })
-            .collect()
-    }
-
-    #[test]
-    fn products_equal_an_f64_triple_loop_for_every_edge_and_both_packings() {
-        if !available() {
-            eprintln!("skipped: no AMX-BF16 on this CPU");
-            return;
-        }
-        // Shapes with partial tiles in every dimension, one row, and an LM-head-like width.
-        for (m, k, n) in [(1, 1, 1), (37, 70, 53), (33, 64, 32), (64, 96, 1000), (5, 3072, 17), (16, 33, 48), (8, 70, 53), (3, 96, 1000)] {
-            let x = bf16_values(m * k, 1 + m as u32);
-            let w = bf16_values(k * n, 7 + n as u32); // [k, n] row-major
-            let w_t: Vec<f32> = (0..n * k).map(|i| w[(i % k) * n + i / k]).collect(); // [n, k]
-            let want: Vec<f64> = (0..m * n).map(|e| (0..k).map(|l| x[e / n * k + l] as f64 * w[l * n + e % n] as f64).sum()).collect();
-            // Inputs are exact in bf16, so only the f32 sums round.
-            let tolerance = 2.0 * f32::EPSILON as f64 * k as f64;
-            for (layout, packed) in [("row-major", PackedBf16::pack(&w, k, n, n, 1)), ("transposed", PackedBf16::pack(&w_t, k, n, 1, k))] {
-                assert_eq!(packed.dims(), [k, n]);
-                assert_eq!(packed.get(k - 1, n - 1), w[(k - 1) * n + n - 1]);
-                let got = matmul(&x, m, k, &packed);
-                for (e, (g, w)) in got.iter().zip(&want).enumerate() {
-                    assert!((*g as f64 - w).abs() <= tolerance, "[{m}, {k}, {n}] {layout}: element {e}: {g} against {w}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn inputs_are_rounded_to_bf16_first() {
-        if !available() {
-            return;
-        }
-        let x = [1.0 + 2f32.powi(-9), 3.0]; // rounds to 1.0
-        let packed = PackedBf16::pack(&[1.0, 0.1], 2, 1, 1, 1);
-        let got = matmul(&x, 1, 2, &packed)[0];
-        assert_eq!(got, 1.0 + 3.0 * from_bf16(to_bf16(0.1)));
-    }
+    // Products on the tiles are held to an f64 triple loop with every other path in `bf16::tests`.
 }

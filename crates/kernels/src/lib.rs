@@ -34,17 +34,6 @@ pub mod gelu;
 pub mod layer_norm;
 pub mod team;
 
-/// Runs every CPU kernel, and Burn's CPU backend, on `threads` threads: the global rayon pool
-/// and the decoding team follow it. Call it before any CPU work; it fails once the pool exists.
-pub fn set_threads(threads: usize) -> Result<(), rayon::ThreadPoolBuildError> {
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()
-}
-
-/// The threads the CPU kernels run on (the global rayon pool's size).
-pub fn threads() -> usize {
-    rayon::current_num_threads().max(1)
-}
-
 /// At most this many rows take these loops: past it a matmul has enough reuse of each weight
 /// element that `gemm`'s packed microkernels win.
 pub const MAX_ROWS: usize = 16;

@@ -18,6 +18,17 @@ use std::time::{Duration, Instant};
 /// How long a helper spins for the next job before it parks.
 const SPIN: Duration = Duration::from_millis(2);
 
+/// Runs every CPU kernel, and Burn's CPU backend, on `threads` threads: the global rayon pool
+/// and the decoding team follow it. Call it before any CPU work; it fails once the pool exists.
+pub fn set_threads(threads: usize) -> Result<(), rayon::ThreadPoolBuildError> {
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()
+}
+
+/// The threads the CPU kernels run on (the global rayon pool's size).
+pub fn threads() -> usize {
+    rayon::current_num_threads().max(1)
+}
+
 /// Runs `task(i)` for every `i` in `0..tasks`, on all cores, and returns when all are done.
 pub fn for_each(tasks: usize, task: &(dyn Fn(usize) + Sync)) {
     let team = Team::get();
@@ -70,7 +81,7 @@ impl Team {
     /// core unless `RAYON_NUM_THREADS` or `--threads` says otherwise); none on one thread.
     fn get() -> Option<&'static Team> {
         static TEAM: OnceLock<Option<&'static Team>> = OnceLock::new();
-        *TEAM.get_or_init(|| Team::start(rayon::current_num_threads().max(1) - 1))
+        *TEAM.get_or_init(|| Team::start(threads() - 1))
     }
 
     /// A team of `helpers` threads, which live as long as the process.

@@ -96,7 +96,7 @@ impl Backend {
 /// The threads the CPU backend computes on (`--threads`, `RAYON_NUM_THREADS`, else the cores).
 pub fn cpu_threads() -> usize {
     #[cfg(feature = "flex")]
-    return prefix_tune_kernels::threads();
+    return prefix_tune_kernels::team::threads();
     #[cfg(not(feature = "flex"))]
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -104,7 +104,7 @@ pub fn cpu_threads() -> usize {
 /// Sets the CPU backend's threads (before any CPU work).
 pub fn set_cpu_threads(threads: usize) -> Result<(), crate::ModelError> {
     #[cfg(feature = "flex")]
-    return prefix_tune_kernels::set_threads(threads).map_err(|e| crate::ModelError::Backend(format!("cannot set {threads} CPU threads: {e}")));
+    return prefix_tune_kernels::team::set_threads(threads).map_err(|e| crate::ModelError::Backend(format!("cannot set {threads} CPU threads: {e}")));
     #[cfg(not(feature = "flex"))]
     {
         let _ = threads;
