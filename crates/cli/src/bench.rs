@@ -8,7 +8,8 @@ use clap::{Args, Subcommand};
 use prefix_tune_model::generate::GenerateConfig;
 use prefix_tune_model::gpt2::generate_gpt2;
 use prefix_tune_model::bf16::Dtype;
-use prefix_tune_model::{backend, random_gpt2, Gpt2, Gpt2Config};
+use prefix_tune_model::backend::{self, Backend};
+use prefix_tune_model::{random_gpt2, Gpt2, Gpt2Config};
 use prefix_tune_prefix::{Init, Layout, PrefixConfig, Reparam};
 use prefix_tune_model::tensors::to_f32s;
 use prefix_tune_train::optim::Accumulated;
@@ -19,8 +20,8 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 pub struct BenchArgs {
     #[command(subcommand)]
     what: BenchWhat,
-    #[arg(long, global = true)]
-    backend: Option<String>,
+    #[arg(long, global = true, value_enum)]
+    backend: Option<Backend>,
     /// Model shape: gpt2 (small, 124M) or tiny (for a quick check).
     #[arg(long, global = true, default_value = "gpt2")]
     shape: String,
@@ -80,7 +81,7 @@ fn shape(name: &str) -> Result<Gpt2Config> {
 fn random_model(config: &Gpt2Config, dtype: Dtype, device: &prefix_tune_model::burn::tensor::Device) -> Result<Gpt2> {
     let mut model = random_gpt2(config, 0, device);
     if dtype == Dtype::Bf16 {
-        model.pack_bf16().map_err(CliError::usage)?;
+        model.pack_bf16()?;
     }
     Ok(model)
 }
@@ -90,8 +91,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         prefix_tune_model::backend::set_cpu_threads(threads.into())?;
     }
     let bench = Bench {
-        backend_name: args.backend.clone().unwrap_or_else(|| prefix_tune_model::Backend::compiled().first().map_or("none".into(), |b| b.name().to_string())),
-        backend: args.backend.as_deref(),
+        backend_name: args.backend.or_else(|| Backend::compiled().first().copied()).map_or("none".into(), |b| b.name().to_string()),
+        backend: args.backend,
         dtype: args.dtype,
         config: shape(&args.shape)?,
         shape: &args.shape,
@@ -107,7 +108,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
 struct Bench<'a> {
     /// As reported (the first compiled-in backend when none is named).
     backend_name: String,
-    backend: Option<&'a str>,
+    backend: Option<Backend>,
     dtype: Dtype,
     config: Gpt2Config,
     shape: &'a str,
@@ -116,12 +117,12 @@ struct Bench<'a> {
 /// Greedy and beam-5 decoding of one random prompt, each timed after an untimed run.
 fn generate(bench: &Bench, prompt_len: usize, new_tokens: usize) -> Result<()> {
     let mut rng = StdRng::seed_from_u64(0);
-    let device = backend::device(bench.backend)?;
+    let device = backend::device_for(bench.backend)?;
     let model = random_model(&bench.config, bench.dtype, &device)?;
     let prompt: Vec<u32> = (0..prompt_len).map(|_| rng.random_range(0..bench.config.vocab_size as u32)).collect();
     let mut results = serde_json::Map::new();
     for (name, beams) in [("greedy", 1), ("beam5", 5)] {
-        let mut gen = GenerateConfig::new(50256);
+        let mut gen = GenerateConfig::new(model.config.eos());
         gen.max_new_tokens = new_tokens;
         gen.min_new_tokens = new_tokens;
         gen.num_beams = beams;
@@ -143,7 +144,7 @@ fn generate(bench: &Bench, prompt_len: usize, new_tokens: usize) -> Result<()> {
 
 /// Prefix training steps on random tokens, the first untimed; steady-state tokens/s.
 fn train(bench: &Bench, batch_size: usize, seq_len: usize, steps: usize, target_fraction: f64, breakdown: bool) -> Result<()> {
-    let device = backend::device(bench.backend)?.autodiff();
+    let device = backend::device_for(bench.backend)?.autodiff();
     let model = random_model(&bench.config, bench.dtype, &device)?;
     let prefix_config = PrefixConfig { length: 10, reparam: Reparam::Mlp { hidden: 512 }, dropout: 0.0, init: Init::Random, placement: Default::default() };
     let prefix = prefix_config.init(Layout::gpt2(&bench.config), &device)?;

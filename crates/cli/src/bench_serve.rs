@@ -11,7 +11,8 @@ use crate::error::{CliError, Result};
 use clap::Args;
 use clap::ValueEnum;
 use prefix_tune_model::bf16::Dtype;
-use prefix_tune_model::{backend, load_gpt2};
+use prefix_tune_model::backend::{self, Backend};
+use prefix_tune_model::load_gpt2;
 use prefix_tune_prefix::{save_export, Init, Layout, PrefixConfig, Reparam};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -46,8 +47,8 @@ impl Drop for Server {
 }
 
 /// Writes `count` random flat prefixes (P = 5..15) for `model` under `dir`.
-fn random_prefixes(model: &str, dir: &Path, count: usize, backend_name: Option<&str>) -> Result<()> {
-    let device = backend::device(backend_name)?;
+fn random_prefixes(model: &str, dir: &Path, count: usize, backend: Option<Backend>) -> Result<()> {
+    let device = backend::device_for(backend)?;
     let model_dir = prefix_tune_model::hub::resolve_model(model)?;
     let gpt2 = load_gpt2(&model_dir, &device)?;
     let layout = Layout::gpt2(&gpt2.config);
@@ -59,12 +60,12 @@ fn random_prefixes(model: &str, dir: &Path, count: usize, backend_name: Option<&
     Ok(())
 }
 
-fn start(model: &str, prefixes: &Path, backend_name: Option<&str>, dtype: Dtype, max_batch: usize) -> Result<Server> {
+fn start(model: &str, prefixes: &Path, backend: Option<Backend>, dtype: Dtype, max_batch: usize) -> Result<Server> {
     let exe = std::env::current_exe().map_err(|e| CliError::usage(e.to_string()))?;
     let mut command = Command::new(exe);
     command.args(["serve", "--model", model, "--prefixes", &prefixes.display().to_string(), "--bind", "127.0.0.1:0", "--max-batch", &max_batch.to_string(), "--max-queue", "4096"]);
-    if let Some(name) = backend_name {
-        command.args(["--backend", name]);
+    if let Some(backend) = backend {
+        command.args(["--backend", backend.name()]);
     }
     if let Some(value) = dtype.to_possible_value() {
         command.args(["--dtype", value.get_name()]);
@@ -137,12 +138,12 @@ fn scenario(url: &str, clients: usize, requests: usize, args: &ServeBenchArgs, m
     }))
 }
 
-pub fn run(args: ServeBenchArgs, backend_name: Option<&str>, dtype: Dtype) -> Result<()> {
+pub fn run(args: ServeBenchArgs, backend: Option<Backend>, dtype: Dtype) -> Result<()> {
     let dir: PathBuf = std::env::temp_dir().join(format!("prefix-tune-bench-serve-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| CliError::io(&dir, e))?;
-    random_prefixes(&args.model, &dir, args.prefixes.max(1), backend_name)?;
+    random_prefixes(&args.model, &dir, args.prefixes.max(1), backend)?;
     let count = args.prefixes.max(1);
-    let server = start(&args.model, &dir, backend_name, dtype, args.clients.max(1))?;
+    let server = start(&args.model, &dir, backend, dtype, args.clients.max(1))?;
     let one = |_: usize| "p000".to_string();
     let mixed = |i: usize| format!("p{:03}", (i * 7919 + 13) % count);
     let serial = scenario(&server.1, 1, (args.requests / 4).max(4), &args, &one)?;
@@ -150,7 +151,7 @@ pub fn run(args: ServeBenchArgs, backend_name: Option<&str>, dtype: Dtype) -> Re
     let mixed = scenario(&server.1, args.clients, args.requests, &args, &mixed)?;
     let tps = |v: &serde_json::Value| v["tokens_per_second"].as_f64().unwrap_or(0.0);
     let report = serde_json::json!({
-        "bench": "serve", "model": args.model, "backend": backend_name, "dtype": dtype, "prefixes": count, "max_tokens": args.max_tokens,
+        "bench": "serve", "model": args.model, "backend": backend.map(Backend::name), "dtype": dtype, "prefixes": count, "max_tokens": args.max_tokens,
         "one_at_a_time": serial, "one_prefix": single, "mixed_prefixes": mixed,
         "mixed_over_single_throughput": tps(&mixed) / tps(&single).max(1e-9),
         "batching_gain_over_one_at_a_time": tps(&single) / tps(&serial).max(1e-9),

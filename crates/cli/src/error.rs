@@ -32,17 +32,13 @@ impl CliError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         CliError::Io { path: path.into(), source }
     }
-}
 
-/// Messages built where no typed error exists (a few library functions return `String`).
-impl From<String> for CliError {
-    fn from(message: String) -> Self {
-        CliError::Usage(message)
-    }
-}
-
-impl From<&str> for CliError {
-    fn from(message: &str) -> Self {
-        CliError::Usage(message.to_string())
+    /// The process's exit status: 2 for a command line that cannot work (as clap's own), 1
+    /// for a failure while running it (a file missing or malformed, a run that diverged).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            _ => 1,
+        }
     }
 }

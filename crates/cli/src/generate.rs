@@ -5,11 +5,10 @@ use clap::Args;
 use prefix_tune_model::generate::{EarlyStopping, GenerateConfig, Sampling};
 use std::path::Path;
 
-use crate::models::{self, Model};
-use prefix_tune_model::backend;
-use prefix_tune_model::bart::generate_bart;
+use crate::arch::Architecture;
+use crate::models::{self, ModelJob};
 use prefix_tune_data::Tokenizer;
-use prefix_tune_prefix::{generate_prefixed, load_bart_prefix, BartLayout};
+use prefix_tune_model::backend::{self, Backend};
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
@@ -58,8 +57,8 @@ pub struct GenerateArgs {
     #[arg(long = "prefix")]
     prefixes: Vec<String>,
     /// wgpu, vulkan, metal, cuda or flex (default: the first compiled in).
-    #[arg(long)]
-    backend: Option<String>,
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
     /// bf16: the model's matrix products in bf16 with f32 sums (CPU backend: AMX tiles, else
     /// AVX2+FMA; about 1.5-2x faster decoding).
     #[arg(long, value_enum, default_value_t = prefix_tune_model::bf16::Dtype::F32)]
@@ -76,17 +75,48 @@ pub fn parse_ids(text: &str, what: &str) -> Result<Vec<u32>> {
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
-    let device = backend::device(args.backend.as_deref())?;
-    let (dir, model) = models::load(&args.model, &device, args.dtype)?;
-    let tokenizer = Tokenizer::from_dir(&dir)?;
-    let encoder_decoder = matches!(model, Model::Bart(_));
+    let device = backend::device_for(args.backend)?;
+    models::with_model(&args.model.clone(), &device, args.dtype, args)
+}
 
+impl ModelJob for GenerateArgs {
+    type Output = ();
+
+    fn run<M: Architecture>(self, model: M, dir: &Path) -> Result<()> {
+        let args = self;
+        let tokenizer = Tokenizer::from_dir(dir)?;
+        let prompts = prompts::<M>(&args, tokenizer.as_ref(), dir)?;
+        let config = decoding_options(&args, model.decoding_defaults(dir)?)?;
+        if args.prefixes.len() > 1 && !M::MIXED_PREFIXES {
+            return Err(CliError::usage(format!("--prefix: {} takes one prefix for the whole batch (mixed-prefix batches are GPT-2 only)", M::ARCHITECTURE)));
+        }
+        let prefixes = args.prefixes.iter().map(|path| Ok(model.load_prefix(Path::new(path))?.prefix)).collect::<Result<Vec<_>>>()?;
+        let prefixes: Vec<&M::Prefix> = prefixes.iter().collect();
+        for output in model.generate(&prompts, &prefixes, &config)? {
+            let text = match &tokenizer {
+                // BART's outputs start with <s> and end with </s>: text without them, as HF summaries.
+                Some(tokenizer) => Some(tokenizer.decode(&output.ids, M::ENCODER_DECODER)?),
+                None => None,
+            };
+            if args.json {
+                let line = serde_json::json!({ "ids": output.ids, "text": text, "score": output.score });
+                println!("{line}");
+            } else {
+                println!("{}", text.unwrap_or_else(|| format!("{:?}", output.ids)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The text prompts, then the id prompts.
+fn prompts<M: Architecture>(args: &GenerateArgs, tokenizer: Option<&Tokenizer>, dir: &Path) -> Result<Vec<Vec<u32>>> {
     let mut prompts = Vec::new();
     for text in &args.prompts {
-        let tokenizer = tokenizer.as_ref().ok_or_else(|| {
+        let tokenizer = tokenizer.ok_or_else(|| {
             CliError::usage(format!("{}: no tokenizer (tokenizer.json or vocab.json + merges.txt) for --prompt; use --prompt-ids", dir.display()))
         })?;
-        prompts.push(if encoder_decoder { tokenizer.encode_with_special_tokens(text)? } else { tokenizer.encode(text)? });
+        prompts.push(M::prompt_ids(tokenizer, text)?);
     }
     for ids in &args.prompt_ids {
         prompts.push(parse_ids(ids, "--prompt-ids")?);
@@ -94,42 +124,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if prompts.is_empty() {
         return Err(CliError::usage("give at least one --prompt or --prompt-ids"));
     }
-
-    let outputs = match &model {
-        Model::Gpt2(model) => {
-            let eos = model.config.eos_token_id.unwrap_or(50256);
-            let mut config = GenerateConfig::new(eos);
-            config.pad_token_id = model.config.pad_token_id.unwrap_or(eos);
-            let config = decoding_options(&args, config)?;
-            let prefixes = crate::prefixes::load_prefixes(model, &args.prefixes, &device)?;
-            let prefixes: Vec<&_> = prefixes.iter().collect();
-            generate_prefixed(model, &prompts, &prefixes, &config)?
-        }
-        Model::Bart(model) => {
-            let config = decoding_options(&args, models::checkpoint_generation(&dir)?)?;
-            let sets = match args.prefixes.as_slice() {
-                [] => None,
-                [path] => Some(load_bart_prefix(Path::new(path), BartLayout::of(&model.config), &device)?.sets),
-                _ => return Err(CliError::usage("--prefix: BART takes one prefix for the whole batch (mixed-prefix batches are GPT-2 only)")),
-            };
-            let (prefix, offset) = sets.map_or((Default::default(), 0), |s| (s.past(prompts.len(), false), s.decoder_offset()));
-            generate_bart(model, &prompts, &prefix, offset, &config)?
-        }
-    };
-    for output in outputs {
-        let text = match &tokenizer {
-            // BART's outputs start with <s> and end with </s>: text without them, as HF summaries.
-            Some(tokenizer) => Some(tokenizer.decode(&output.ids, encoder_decoder)?),
-            None => None,
-        };
-        if args.json {
-            let line = serde_json::json!({ "ids": output.ids, "text": text, "score": output.score });
-            println!("{line}");
-        } else {
-            println!("{}", text.unwrap_or_else(|| format!("{:?}", output.ids)));
-        }
-    }
-    Ok(())
+    Ok(prompts)
 }
 
 /// The decoding flags over `base` (HF's defaults, or a BART checkpoint's): a flag given wins.

@@ -3,6 +3,7 @@
 //! The binary is a thin `main` over [`run`]; the examples call [`run`] with the paper's
 //! settings.
 
+mod arch;
 mod bench;
 mod bench_serve;
 pub mod error;
@@ -11,12 +12,9 @@ mod export;
 mod generate;
 mod metrics;
 mod models;
-mod prefixes;
 mod score;
-mod seq2seq;
 mod serve;
 mod train;
-mod train_bart;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};

@@ -4,10 +4,10 @@ fn main() -> ExitCode {
     keep_freed_memory();
     match prefix_tune::run(std::env::args().collect()) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
+        Err(error) => {
             // One line, no backtrace: the message names the file and the field at fault.
-            eprintln!("error: {message}");
-            ExitCode::FAILURE
+            eprintln!("error: {error}");
+            ExitCode::from(error.exit_code())
         }
     }
 }

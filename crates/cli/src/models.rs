@@ -1,61 +1,59 @@
-//! The model behind `--model`: GPT-2 or BART, told apart by `config.json`'s `model_type`.
+//! The model behind `--model`: GPT-2 or BART, told apart by `config.json`'s `model_type`, and
+//! the one place a command's work parts for them.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::{CliError, Result};
 use prefix_tune_model::burn::tensor::Device;
 use prefix_tune_model::generate::GenerateConfig;
 use prefix_tune_model::hub::resolve_model;
 use prefix_tune_model::bf16::Dtype;
-use prefix_tune_model::{load_bart, load_gpt2, Bart, Gpt2};
+use prefix_tune_model::{load_bart, load_gpt2};
 
-pub enum Model {
-    Gpt2(Gpt2),
-    Bart(Bart),
-}
+use crate::arch::Architecture;
 
 /// The architectures `--model` may name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Architecture {
+pub enum ModelKind {
     Gpt2,
     Bart,
 }
 
 /// Which architecture the model directory holds (a missing `model_type` reads as GPT-2, as
 /// the original GPT-2 hub files have none).
-pub fn architecture(dir: &Path) -> Result<Architecture> {
+pub fn model_kind(dir: &Path) -> Result<ModelKind> {
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(|e| CliError::io(&path, e))?;
     let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| CliError::usage(format!("{}: not valid JSON: {e}", path.display())))?;
     match value.get("model_type").and_then(|v| v.as_str()) {
-        None | Some("gpt2") => Ok(Architecture::Gpt2),
-        Some("bart") => Ok(Architecture::Bart),
+        None | Some("gpt2") => Ok(ModelKind::Gpt2),
+        Some("bart") => Ok(ModelKind::Bart),
         Some(other) => Err(CliError::usage(format!("{}: field `model_type`: `{other}` is not supported (gpt2 or bart)", path.display()))),
     }
 }
 
-/// The model directory for `--model` (a folder or a hub name) and the model in it, its
-/// products in `dtype`.
-pub fn load(name: &str, device: &Device, dtype: Dtype) -> Result<(PathBuf, Model)> {
+/// A command's work on the model `--model` names, written once for every [`Architecture`].
+pub trait ModelJob {
+    type Output;
+
+    fn run<M: Architecture>(self, model: M, dir: &Path) -> Result<Self::Output>;
+}
+
+/// Loads the model `name` names (a folder or a hub name), its products in `dtype`, and runs
+/// `job` on it: the one place GPT-2 and BART part.
+pub fn with_model<J: ModelJob>(name: &str, device: &Device, dtype: Dtype, job: J) -> Result<J::Output> {
     let dir = resolve_model(name)?;
-    let bf16 = dtype == Dtype::Bf16;
-    let model = match architecture(&dir)? {
-        Architecture::Gpt2 => {
-            let mut model = load_gpt2(&dir, device)?;
-            if bf16 {
-                model.pack_bf16().map_err(CliError::usage)?;
-            }
-            Model::Gpt2(model)
-        }
-        Architecture::Bart => {
-            let mut model = load_bart(&dir, device)?;
-            if bf16 {
-                model.pack_bf16().map_err(CliError::usage)?;
-            }
-            Model::Bart(model)
-        }
-    };
-    Ok((dir, model))
+    match model_kind(&dir)? {
+        ModelKind::Gpt2 => job.run(in_dtype(load_gpt2(&dir, device)?, dtype)?, &dir),
+        ModelKind::Bart => job.run(in_dtype(load_bart(&dir, device)?, dtype)?, &dir),
+    }
+}
+
+fn in_dtype<M: Architecture>(mut model: M, dtype: Dtype) -> Result<M> {
+    if dtype == Dtype::Bf16 {
+        model.pack_bf16()?;
+    }
+    Ok(model)
 }
 
 /// An encoder-decoder checkpoint's decoding defaults: `config.json` overlaid by

@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{CliError, Result};
-use crate::models::{self, Model};
+use crate::arch::Architecture;
+use crate::models::{self, ModelJob};
 use clap::Args;
-use prefix_tune_model::backend;
-use prefix_tune_prefix::{load_bart_prefix, load_prefix, BartLayout, Layout};
-use prefix_tune_train::{read_jsonl_lines, read_seq2seq_jsonl_lines, score, Example, TrainConfig};
+use prefix_tune_model::backend::{self, Backend};
+use prefix_tune_train::{score, Example, TrainConfig};
 
 #[derive(Args, Debug)]
 pub struct ScoreArgs {
@@ -28,8 +28,8 @@ pub struct ScoreArgs {
     #[arg(long)]
     json: bool,
     /// wgpu, vulkan, metal, cuda or flex (default: the first compiled in).
-    #[arg(long)]
-    backend: Option<String>,
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
     /// bf16: the model's matrix products in bf16 with f32 sums (CPU backend: AMX tiles, else
     /// AVX2+FMA; about 1.5-2x faster decoding).
     #[arg(long, value_enum, default_value_t = prefix_tune_model::bf16::Dtype::F32)]
@@ -37,23 +37,8 @@ pub struct ScoreArgs {
 }
 
 pub fn run(args: ScoreArgs) -> Result<()> {
-    let device = backend::device(args.backend.as_deref())?;
-    let (_, model) = models::load(&args.model, &device, args.dtype)?;
-    let mut config = TrainConfig::new(prefix_tune_prefix::PrefixConfig::new(1));
-    let scores = match &model {
-        Model::Gpt2(model) => {
-            let examples = read_checked(&args.data, false, model.config.vocab_size)?;
-            config.pad_token_id = model.config.eos_token_id.unwrap_or(50256);
-            let prefix = args.prefix.as_deref().map(|p| load_prefix(p, Some(Layout::gpt2(&model.config)), &device)).transpose()?.map(|l| l.prefix);
-            score(model, prefix.as_ref(), &config, &examples)?
-        }
-        Model::Bart(model) => {
-            let examples = read_checked(&args.data, true, model.config.vocab_size)?;
-            config.pad_token_id = model.config.pad_token_id.unwrap_or(1);
-            let sets = args.prefix.as_deref().map(|p| load_bart_prefix(p, BartLayout::of(&model.config), &device)).transpose()?.map(|l| l.sets);
-            score(model, sets.as_ref(), &config, &examples)?
-        }
-    };
+    let device = backend::device_for(args.backend)?;
+    let scores = models::with_model(&args.model, &device, args.dtype, &args)?;
     let (mut total, mut count) = (0.0, 0);
     for (nll, tokens) in &scores {
         if args.json {
@@ -70,9 +55,21 @@ pub fn run(args: ScoreArgs) -> Result<()> {
     Ok(())
 }
 
+impl ModelJob for &ScoreArgs {
+    type Output = Vec<(f64, usize)>;
+
+    fn run<M: Architecture>(self, model: M, _dir: &Path) -> Result<Self::Output> {
+        let examples = read_checked::<M>(&self.data, model.vocab_size())?;
+        let mut config = TrainConfig::new(prefix_tune_prefix::PrefixConfig::new(1));
+        config.pad_token_id = model.special_tokens().pad;
+        let prefix = self.prefix.as_deref().map(|path| model.load_prefix(path)).transpose()?.map(|loaded| loaded.prefix);
+        Ok(score(&model, prefix.as_ref(), &config, &examples)?)
+    }
+}
+
 /// The examples of `path`, every id inside the vocabulary (the line and field named if not).
-fn read_checked(path: &Path, seq2seq: bool, vocab_size: usize) -> Result<Vec<Example>> {
-    let lines = if seq2seq { read_seq2seq_jsonl_lines(path)? } else { read_jsonl_lines(path)? };
+fn read_checked<M: Architecture>(path: &Path, vocab_size: usize) -> Result<Vec<Example>> {
+    let lines = M::read_scored(path)?;
     for (line, example) in &lines {
         let bad_input = example.input_ids.iter().find(|&&id| id as usize >= vocab_size).map(|&id| ("input_ids", id as i64));
         let bad_label = example.labels.iter().find(|&&l| l >= vocab_size as i64).map(|&l| ("labels", l));

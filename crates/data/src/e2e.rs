@@ -39,33 +39,46 @@ pub fn rename_slot(slot: &str) -> &str {
     }
 }
 
+/// What is wrong with an E2E meaning representation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MrError {
+    #[error("MR slot without '[': {0:?}")]
+    NoOpen(String),
+    #[error("MR slot without ']': {0:?}")]
+    NoClose(String),
+    #[error("MR value without slot name: {0:?}")]
+    NoSlot(String),
+    #[error("empty MR")]
+    Empty,
+}
+
 /// Parse an MR `slot[value], slot[value]` into (slot, value) pairs in file order.
-pub fn parse_mr(mr: &str) -> Result<Vec<(String, String)>, String> {
+pub fn parse_mr(mr: &str) -> Result<Vec<(String, String)>, MrError> {
     let mut slots = Vec::new();
     let mut rest = mr.trim();
     while !rest.is_empty() {
-        let open = rest.find('[').ok_or_else(|| format!("MR slot without '[': {rest:?}"))?;
+        let open = rest.find('[').ok_or_else(|| MrError::NoOpen(rest.to_string()))?;
         let close = rest[open..]
             .find(']')
             .map(|i| i + open)
-            .ok_or_else(|| format!("MR slot without ']': {rest:?}"))?;
+            .ok_or_else(|| MrError::NoClose(rest.to_string()))?;
         let slot = rest[..open].trim();
         if slot.is_empty() {
-            return Err(format!("MR value without slot name: {rest:?}"));
+            return Err(MrError::NoSlot(rest.to_string()));
         }
         slots.push((slot.to_string(), rest[open + 1..close].to_string()));
         rest = rest[close + 1..].trim_start();
         rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();
     }
     if slots.is_empty() {
-        return Err("empty MR".to_string());
+        return Err(MrError::Empty);
     }
     Ok(slots)
 }
 
 /// The paper's source string for one MR: `slot : value | slot : value`, slots renamed and values
 /// punctuation-split.
-pub fn linearize_mr(mr: &str) -> Result<String, String> {
+pub fn linearize_mr(mr: &str) -> Result<String, MrError> {
     let slots = parse_mr(mr)?;
     let parts: Vec<String> = slots
         .iter()
@@ -107,7 +120,7 @@ pub fn parse_csv(path: &Path, bytes: &[u8], config: &E2eConfig) -> Result<Vec<Pa
         };
         let mr = record.get(mr_col).ok_or_else(|| missing("mr"))?;
         let reference = record.get(ref_col).ok_or_else(|| missing("ref"))?;
-        let source = linearize_mr(mr).map_err(|m| bad(line, m))?;
+        let source = linearize_mr(mr).map_err(|m| bad(line, m.to_string()))?;
         let target = match config.target_style {
             TargetStyle::PaperSplit => paper_split(reference),
             TargetStyle::Original => reference.to_string(),

@@ -9,7 +9,8 @@ use burn::tensor::Device;
 use crate::ModelError;
 
 /// The backends this workspace knows, whether or not this build compiled them in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// wgpu with automatic API choice (Metal / Vulkan / DX12), WGSL shaders. Feature `wgpu`.
     Wgpu,
@@ -124,8 +125,13 @@ pub fn is_cpu(device: &Device) -> bool {
 
 /// The device for `--backend NAME`, or for the first compiled-in backend when no name is given.
 pub fn device(name: Option<&str>) -> Result<Device, ModelError> {
-    let backend = match name {
-        Some(name) => Backend::parse(name)?,
+    device_for(name.map(Backend::parse).transpose()?)
+}
+
+/// The device of `backend`, or of the first compiled-in backend when none is given.
+pub fn device_for(backend: Option<Backend>) -> Result<Device, ModelError> {
+    let backend = match backend {
+        Some(backend) => backend,
         None => *Backend::compiled().first().ok_or_else(|| {
             ModelError::Backend("no backend compiled in: build with one of the features wgpu, vulkan, metal, cuda, flex".into())
         })?,

@@ -7,7 +7,7 @@ use burn::tensor::Device;
 use prefix_tune_model::{BartConfig, BartPrefix};
 use serde::{Deserialize, Serialize};
 
-use crate::{BlockOrder, Layout, Prefix, PrefixConfig};
+use crate::{BlockOrder, Layout, Prefix, PrefixConfig, PrefixError};
 
 /// Which attention a prefix set feeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -65,10 +65,10 @@ pub struct BartPrefixSets {
 
 impl BartPrefixSets {
     /// Fresh sets, one per `Some` config, each with its own P and parameterisation.
-    pub fn init(configs: [Option<&PrefixConfig>; 3], layout: BartLayout, device: &Device) -> Result<Self, String> {
+    pub fn init(configs: [Option<&PrefixConfig>; 3], layout: BartLayout, device: &Device) -> Result<Self, PrefixError> {
         let [encoder, decoder, cross] = configs;
-        let init = |config: Option<&PrefixConfig>, stack: Stack| -> Result<Option<Prefix>, String> {
-            config.map(|c| c.init(layout.stack(stack), device).map_err(|e| format!("{} prefix: {e}", stack.name()))).transpose()
+        let init = |config: Option<&PrefixConfig>, stack: Stack| -> Result<Option<Prefix>, PrefixError> {
+            config.map(|c| c.init(layout.stack(stack), device).map_err(|e| PrefixError::Set { set: stack.name(), source: Box::new(e) })).transpose()
         };
         Ok(Self { encoder: init(encoder, Stack::Encoder)?, decoder: init(decoder, Stack::Decoder)?, cross: init(cross, Stack::Cross)? })
     }

@@ -5,7 +5,7 @@
 //! | export | `prefix_config.json` (`architecture: "bart"`) + `prefix.safetensors` with any of `encoder`, `decoder`, `cross`, each `[P_set, 2·L·D]` (paper block order) | the three sets; a missing matrix is a set that is off |
 //! | PEFT adapter | `adapter_config.json` (`task_type: SEQ_2_SEQ_LM`) + `adapter_model.safetensors` (`prompt_embeddings`) | the decoder set only, in PEFT's block order and position convention |
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::Device;
 use prefix_tune_model::tensors::{floats, to_f32s};
@@ -17,11 +17,7 @@ use crate::files::{file_error, read_json, resolve_dir, CONFIG_FILE, PEFT_CONFIG_
 use crate::{BlockOrder, Layout, Prefix, PrefixError};
 
 /// BART prefix sets read from disk.
-pub struct LoadedBartPrefix {
-    pub sets: BartPrefixSets,
-    pub base_model: Option<String>,
-    pub path: PathBuf,
-}
+pub type LoadedBartPrefix = crate::files::Loaded<BartPrefixSets>;
 
 /// Reads BART prefix sets from a native export, a PEFT seq2seq adapter, or a run directory.
 pub fn load_bart_prefix(path: &Path, layout: BartLayout, device: &Device) -> Result<LoadedBartPrefix, PrefixError> {
@@ -43,7 +39,7 @@ fn load_states(dir: &Path, layout: BartLayout, device: &Device) -> Result<Loaded
         sub.join(CONFIG_FILE).is_file().then(|| crate::files::load_state_dir(&sub, layout.stack(stack), device)).transpose()
     };
     let sets = BartPrefixSets { encoder: read(Stack::Encoder)?, decoder: read(Stack::Decoder)?, cross: read(Stack::Cross)? };
-    Ok(LoadedBartPrefix { sets, base_model: None, path: dir.into() })
+    Ok(LoadedBartPrefix { prefix: sets, base_model: None, path: dir.into() })
 }
 
 fn load_native(dir: &Path, layout: BartLayout, device: &Device) -> Result<LoadedBartPrefix, PrefixError> {
@@ -82,7 +78,7 @@ fn load_native(dir: &Path, layout: BartLayout, device: &Device) -> Result<Loaded
         return Err(file_error(&tensors_path, "(tensors)", "holds none of `encoder`, `decoder`, `cross`"));
     }
     let base_model = text("base_model").map(String::from);
-    Ok(LoadedBartPrefix { sets, base_model, path: dir.into() })
+    Ok(LoadedBartPrefix { prefix: sets, base_model, path: dir.into() })
 }
 
 fn set_mut(sets: &mut BartPrefixSets, stack: Stack) -> &mut Option<Prefix> {
@@ -139,7 +135,7 @@ fn load_peft(dir: &Path, layout: BartLayout, device: &Device) -> Result<LoadedBa
     let values = files.read("prompt_embeddings", &[p, peft_layout.width()], &why)?;
     let prefix = Prefix::from_activations(floats(values, [p, peft_layout.width()], device), peft_layout);
     let base_model = config.get("base_model_name_or_path").and_then(|v| v.as_str()).map(String::from);
-    Ok(LoadedBartPrefix { sets: BartPrefixSets { encoder: None, decoder: Some(prefix), cross: None }, base_model, path: dir.into() })
+    Ok(LoadedBartPrefix { prefix: BartPrefixSets { encoder: None, decoder: Some(prefix), cross: None }, base_model, path: dir.into() })
 }
 
 /// Writes the native export: each set that is on as one matrix, lengths in the config.

@@ -60,12 +60,15 @@ impl PrefixFileConfig {
     }
 }
 
-/// A prefix read from disk, with what the file says about the model it belongs to.
-pub struct LoadedPrefix {
-    pub prefix: Prefix,
+/// A prefix (GPT-2's [`Prefix`] or BART's [`crate::BartPrefixSets`]) read from disk, with what
+/// the file says about the model it belongs to.
+pub struct Loaded<P> {
+    pub prefix: P,
     pub base_model: Option<String>,
     pub path: PathBuf,
 }
+
+pub type LoadedPrefix = Loaded<Prefix>;
 
 pub(crate) fn file_error(path: &Path, field: &str, reason: impl Into<String>) -> PrefixError {
     PrefixError::File { path: path.into(), field: field.into(), reason: reason.into() }

@@ -9,10 +9,12 @@ mod layout;
 mod prefix;
 mod text_init;
 mod decode;
+mod seam;
 
 pub use bart::{BartLayout, BartPrefixSets, Stack};
 pub use bart_files::{load_bart_prefix, save_bart_export, save_bart_peft, LoadedBartPrefix};
-pub use files::{load_prefix, load_state_dir, save_export, save_peft, save_state, LoadedPrefix, PrefixFileConfig};
+pub use files::{load_prefix, load_state_dir, save_export, save_peft, save_state, Loaded, LoadedPrefix, PrefixFileConfig};
+pub use seam::{PrefixFormat, PrefixedModel, SpecialTokens};
 pub use layout::{stack_pasts, BlockOrder, Layout};
 pub use decode::{generate_prefixed, prefixed_past};
 pub use infix::{infix_forward, InfixDecoder};
@@ -32,4 +34,9 @@ pub enum PrefixError {
     File { path: PathBuf, field: String, reason: String },
     #[error("{0}")]
     Input(String),
+    #[error("prefix length P must be at least 1")]
+    EmptyPrefix,
+    /// One of BART's three sets, named.
+    #[error("{set} prefix: {source}")]
+    Set { set: &'static str, source: Box<PrefixError> },
 }

@@ -8,7 +8,7 @@ use prefix_tune_model::gpt2::{Dropout, Gpt2};
 use prefix_tune_model::Past;
 use serde::{Deserialize, Serialize};
 
-use crate::Layout;
+use crate::{Layout, PrefixError};
 
 /// How the prefix's activations are parameterised during training.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,9 +96,9 @@ impl PrefixConfig {
     }
 
     /// A prefix with random or zero values (text init goes through [`crate::text_init`]).
-    pub fn init(&self, layout: Layout, device: &Device) -> Result<Prefix, String> {
+    pub fn init(&self, layout: Layout, device: &Device) -> Result<Prefix, PrefixError> {
         if self.length == 0 {
-            return Err("prefix length P must be at least 1".into());
+            return Err(PrefixError::EmptyPrefix);
         }
         let zero = matches!(self.init, Init::Zero);
         let width = self.placement.width(layout);

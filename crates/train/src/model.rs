@@ -4,29 +4,21 @@
 
 use std::path::Path;
 
-use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use prefix_tune_model::bart::Bart;
 use prefix_tune_model::gpt2::{save_gpt2, Gpt2};
 use prefix_tune_model::nn::Dropout;
 use prefix_tune_prefix::{
-    infix_forward, load_state_dir, save_bart_export, save_bart_peft, save_export, save_state, BartLayout, BartPrefixSets, Layout, Placement, Prefix, Stack,
+    infix_forward, load_state_dir, PrefixedModel, save_bart_export, save_bart_peft, save_export, save_state, BartLayout, BartPrefixSets, Layout, Placement, Prefix, Stack,
 };
 
 use crate::examples::{Batch, Example};
 use crate::loss::{head_loss, seq2seq_head_loss};
 use crate::{TrainConfig, TrainError};
 
-/// A frozen model that a prefix is trained on.
-pub trait PrefixModel: Module + Sized {
-    /// The trainable parameters: a [`Prefix`], or BART's [`BartPrefixSets`].
-    type Prefix: Module + Sized;
-
-    /// The name written in prefix files.
-    const ARCHITECTURE: &'static str;
-
-    fn device(&self) -> Device;
-
+/// A frozen model that a prefix is trained on: the seam of [`PrefixedModel`] plus what a
+/// training run needs.
+pub trait PrefixModel: PrefixedModel {
     /// The dropout rates the checkpoint was trained with (training mode without `--lm-dropout`).
     fn configured_dropout(&self) -> Dropout;
 
@@ -78,13 +70,6 @@ pub struct Finetune<M> {
 }
 
 impl PrefixModel for Gpt2 {
-    type Prefix = Prefix;
-    const ARCHITECTURE: &'static str = "gpt2";
-
-    fn device(&self) -> Device {
-        self.wte.val().device()
-    }
-
     fn configured_dropout(&self) -> Dropout {
         Dropout::from_config(&self.config)
     }
@@ -130,7 +115,7 @@ impl PrefixModel for Gpt2 {
     }
 
     fn load_state(&self, dir: &Path) -> Result<Prefix, TrainError> {
-        Ok(load_state_dir(dir, Layout::gpt2(&self.config), &self.device())?)
+        Ok(load_state_dir(dir, Layout::gpt2(&self.config), &PrefixedModel::device(self))?)
     }
 
     fn placeholder_prefix(prefix: &Prefix) -> Prefix {
@@ -159,20 +144,13 @@ fn gpt2_placeholder(model: &Gpt2) -> Gpt2 {
 }
 
 impl PrefixModel for Bart {
-    type Prefix = BartPrefixSets;
-    const ARCHITECTURE: &'static str = "bart";
-
-    fn device(&self) -> Device {
-        Bart::device(self)
-    }
-
     fn configured_dropout(&self) -> Dropout {
         let c = &self.config;
         Dropout { embd: c.dropout, attn: c.attention_dropout, resid: c.dropout, activation: c.activation_dropout }
     }
 
     fn batch(&self, examples: &[&Example], config: &TrainConfig) -> Batch {
-        let start = self.config.decoder_start_token_id.unwrap_or(2);
+        let start = self.config.decoder_start();
         Batch::seq2seq(examples, config.pad_token_id, start)
     }
 
@@ -210,7 +188,7 @@ impl PrefixModel for Bart {
         let layout = BartLayout::of(&self.config);
         let read = |stack: Stack| -> Result<Option<Prefix>, TrainError> {
             let sub = dir.join(stack.name());
-            Ok(if sub.is_dir() { Some(load_state_dir(&sub, layout.stack(stack), &self.device())?) } else { None })
+            Ok(if sub.is_dir() { Some(load_state_dir(&sub, layout.stack(stack), &Bart::device(self))?) } else { None })
         };
         Ok(BartPrefixSets { encoder: read(Stack::Encoder)?, decoder: read(Stack::Decoder)?, cross: read(Stack::Cross)? })
     }

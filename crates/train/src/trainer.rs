@@ -122,7 +122,7 @@ fn default_separator() -> u32 {
 
 /// A generation metric on the dev set (BLEU, ROUGE-L, …; higher is better), computed from the
 /// model and the current prefix. When set, it decides the best prefix and early stopping.
-pub type DevMetric<M = Gpt2> = Box<dyn FnMut(&M, &<M as PrefixModel>::Prefix) -> Result<f64, TrainError>>;
+pub type DevMetric<M = Gpt2> = Box<dyn FnMut(&M, &<M as prefix_tune_prefix::PrefixedModel>::Prefix) -> Result<f64, TrainError>>;
 
 /// Where a run stands; saved in `checkpoint/trainer_state.json`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -25,7 +25,8 @@ use clap::Args;
 use futures_util::stream::{self, Stream};
 use prefix_tune_data::Tokenizer;
 use prefix_tune_model::burn::tensor::Device;
-use prefix_tune_model::{backend, load_gpt2, Past};
+use prefix_tune_model::backend::{self, Backend};
+use prefix_tune_model::{load_gpt2, Past};
 use prefix_tune_prefix::{load_prefix, Layout};
 use serde_json::json;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -59,8 +60,8 @@ pub struct ServeArgs {
     max_prompt_tokens: usize,
     #[arg(long, default_value_t = 512)]
     max_new_tokens: usize,
-    #[arg(long)]
-    backend: Option<String>,
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
     /// bf16: the model's matrix products in bf16 with f32 sums (CPU backend: AMX tiles, else
     /// AVX2+FMA; about 1.5-2x faster decoding).
     #[arg(long, value_enum, default_value_t = prefix_tune_model::bf16::Dtype::F32)]
@@ -93,14 +94,14 @@ type Shared = Arc<Server>;
 const BASE: &str = "base";
 
 pub fn run(args: ServeArgs) -> Result<()> {
-    let device = backend::device(args.backend.as_deref())?;
+    let device = backend::device_for(args.backend)?;
     let dir = prefix_tune_model::hub::resolve_model(&args.model)?;
-    if crate::models::architecture(&dir)? != crate::models::Architecture::Gpt2 {
+    if crate::models::model_kind(&dir)? != crate::models::ModelKind::Gpt2 {
         return Err(CliError::usage("--model: serve runs GPT-2 models (BART serving is not built yet)"));
     }
     let mut model = load_gpt2(&dir, &device)?;
     if args.dtype == prefix_tune_model::bf16::Dtype::Bf16 {
-        model.pack_bf16().map_err(CliError::usage)?;
+        model.pack_bf16()?;
     }
     let tokenizer = Tokenizer::from_dir(&dir)?.map(Arc::new);
     let metrics = Arc::new(Metrics::default());
@@ -122,7 +123,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if let Some(dir) = &args.prefixes {
         load_directory(&server, dir)?;
     }
-    let eos = model.config.eos_token_id.unwrap_or(50256);
+    let eos = model.config.eos();
     let engine = Engine { model, tokenizer, eos, max_batch: args.max_batch.max(1), metrics, throttle: std::time::Duration::from_millis(args.throttle_ms) };
     std::thread::Builder::new().name("decode".into()).spawn(move || engine.run(queue)).map_err(|e| CliError::usage(format!("cannot start the decoding thread: {e}")))?;
 

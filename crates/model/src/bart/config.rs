@@ -67,13 +67,32 @@ fn default_ffn() -> usize { 4096 }
 fn default_activation() -> String { "gelu".into() }
 fn default_positions() -> usize { 1024 }
 fn default_dropout() -> f64 { 0.1 }
-fn default_pad() -> Option<u32> { Some(1) }
-fn default_eos() -> Option<u32> { Some(2) }
+fn default_pad() -> Option<u32> { Some(PAD) }
+fn default_eos() -> Option<u32> { Some(END_OF_SEQUENCE) }
+
+/// BART's `<pad>` and `</s>` (also its decoder start), when a `config.json` names none.
+pub const PAD: u32 = 1;
+pub const END_OF_SEQUENCE: u32 = 2;
 
 /// BART's learned position tables have two extra rows in front (fairseq's padding offset).
 pub const POSITION_OFFSET: usize = 2;
 
 impl BartConfig {
+    /// The id that ends a sequence.
+    pub fn eos(&self) -> u32 {
+        self.eos_token_id.unwrap_or(END_OF_SEQUENCE)
+    }
+
+    /// The id rows are padded with.
+    pub fn pad(&self) -> u32 {
+        self.pad_token_id.unwrap_or(PAD)
+    }
+
+    /// The first token of every decoder input.
+    pub fn decoder_start(&self) -> u32 {
+        self.decoder_start_token_id.unwrap_or(END_OF_SEQUENCE)
+    }
+
     /// Reads and checks `config.json`.
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
         let config: Self = crate::hf_config::read(path, "bart")?;

@@ -213,9 +213,9 @@ impl Bart {
 
     /// `--dtype bf16`: every frozen matrix product from now on in bf16 with f32 sums (the
     /// weights packed once). Errors where the device cannot run it.
-    pub fn pack_bf16(&mut self) -> Result<(), String> {
+    pub fn pack_bf16(&mut self) -> Result<(), crate::ModelError> {
         if let Some(why) = crate::bf16::unavailable(&self.shared.device()) {
-            return Err(why);
+            return Err(crate::ModelError::Backend(why));
         }
         for attention in self.encoder_layers.iter_mut().map(|layer| &mut layer.self_attn) {
             attention.pack_bf16();

@@ -4,6 +4,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::ModelError;
 
+/// GPT-2's `<|endoftext|>`: its end of sequence, and by convention its padding, when a
+/// `config.json` names neither.
+pub const END_OF_TEXT: u32 = 50256;
+
 /// GPT-2's hyper-parameters under Hugging Face's `config.json` names, so the file deserialises
 /// unchanged. Defaults are HF's `GPT2Config` defaults for keys a file may leave out.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -53,7 +57,7 @@ fn default_activation() -> String { "gelu_new".into() }
 fn default_dropout() -> f64 { 0.1 }
 fn default_eps() -> f64 { 1e-5 }
 fn default_true() -> bool { true }
-fn default_eos() -> Option<u32> { Some(50256) }
+fn default_eos() -> Option<u32> { Some(END_OF_TEXT) }
 
 pub use crate::nn::Activation;
 
@@ -99,6 +103,16 @@ impl Gpt2Config {
 
     pub fn head_dim(&self) -> usize {
         self.n_embd / self.n_head
+    }
+
+    /// The id that ends a sequence.
+    pub fn eos(&self) -> u32 {
+        self.eos_token_id.unwrap_or(END_OF_TEXT)
+    }
+
+    /// The id rows are padded with (masked out wherever it appears): the config's, else EOS.
+    pub fn pad(&self) -> u32 {
+        self.pad_token_id.unwrap_or(self.eos())
     }
 
     pub fn inner_dim(&self) -> usize {

@@ -174,9 +174,9 @@ impl Gpt2 {
     /// `--dtype bf16`: every frozen matrix product from now on in bf16 with f32 sums (the
     /// weights packed once; the f32 weights stay for everything else). Errors where the
     /// device cannot run it.
-    pub fn pack_bf16(&mut self) -> Result<(), String> {
+    pub fn pack_bf16(&mut self) -> Result<(), crate::ModelError> {
         if let Some(why) = crate::bf16::unavailable(&self.wte.device()) {
-            return Err(why);
+            return Err(crate::ModelError::Backend(why));
         }
         for block in &mut self.h {
             for linear in [&mut block.attn.c_attn, &mut block.attn.c_proj, &mut block.mlp.c_fc, &mut block.mlp.c_proj] {

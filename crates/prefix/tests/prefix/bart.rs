@@ -38,7 +38,7 @@ fn three_bart_prefixes_give_the_reference_logits_and_generations() {
     let layout = BartLayout::of(&model.config);
     let dir = scratch("bart-three");
     hand_written_export(&dir, &reference, &["encoder", "decoder", "cross"]);
-    let sets = load_bart_prefix(&dir, layout, &device()).unwrap().sets;
+    let sets = load_bart_prefix(&dir, layout, &device()).unwrap().prefix;
     assert_eq!(sets.lengths(), [3, 5, 2], "lengths come from the matrices");
     let logits = bart_logits(&model, &batch, &sets.past(3, false), sets.decoder_offset());
     check("three prefixes", &logits, &reference, "prefix.logits");
@@ -59,7 +59,7 @@ fn a_bart_set_left_out_is_off() {
     let batch = batch(&reference);
     let dir = scratch("bart-decoder-only");
     hand_written_export(&dir, &reference, &["decoder"]);
-    let sets = load_bart_prefix(&dir, BartLayout::of(&model.config), &device()).unwrap().sets;
+    let sets = load_bart_prefix(&dir, BartLayout::of(&model.config), &device()).unwrap().prefix;
     assert_eq!(sets.lengths(), [0, 5, 0]);
     check("decoder prefix only", &bart_logits(&model, &batch, &sets.past(3, false), 0), &reference, "prefix_dec_only.logits");
 }
@@ -70,7 +70,7 @@ fn bart_export_round_trips_with_its_lengths() {
     let layout = BartLayout::of(&model.config);
     let hand = scratch("bart-hand");
     hand_written_export(&hand, &reference, &["encoder", "cross"]);
-    let sets = load_bart_prefix(&hand, layout, &device()).unwrap().sets;
+    let sets = load_bart_prefix(&hand, layout, &device()).unwrap().prefix;
     let out = scratch("bart-export");
     save_bart_export(&sets, Some("bart-a"), &out).unwrap();
     let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("prefix_config.json")).unwrap()).unwrap();
@@ -82,7 +82,7 @@ fn bart_export_round_trips_with_its_lengths() {
     }
     assert!(!files.contains("decoder"), "an off set is not written");
     let again = load_bart_prefix(&out, layout, &device()).unwrap();
-    assert_eq!(again.sets.lengths(), [3, 0, 2]);
+    assert_eq!(again.prefix.lengths(), [3, 0, 2]);
     assert_eq!(again.base_model.as_deref(), Some("bart-a"));
 }
 
@@ -91,7 +91,7 @@ fn peft_bart_adapters_give_peft_logits_and_generations() {
     let (model, reference, json) = bart_a();
     let batch = batch(&reference);
     let adapter = fixtures().join("bart-a/peft/adapter");
-    let sets = load_bart_prefix(&adapter, BartLayout::of(&model.config), &device()).unwrap().sets;
+    let sets = load_bart_prefix(&adapter, BartLayout::of(&model.config), &device()).unwrap().prefix;
     let decoder = sets.decoder.as_ref().expect("PEFT prefixes the decoder");
     assert_eq!(decoder.layout.blocks, BlockOrder::PeftSeq2Seq);
     assert_eq!((sets.lengths(), sets.decoder_offset()), ([0, 4, 0], 4), "PEFT's prefix shifts decoder positions by P");
@@ -110,7 +110,7 @@ fn peft_bart_adapters_give_peft_logits_and_generations() {
     // PEFT cannot hold the paper's three sets.
     let three = scratch("bart-three-to-peft");
     hand_written_export(&three, &reference, &["encoder", "decoder", "cross"]);
-    let paper = load_bart_prefix(&three, BartLayout::of(&model.config), &device()).unwrap().sets;
+    let paper = load_bart_prefix(&three, BartLayout::of(&model.config), &device()).unwrap().prefix;
     assert!(save_bart_peft(&paper, None, &scratch("bart-refused")).unwrap_err().to_string().contains("only a decoder"));
 }
 

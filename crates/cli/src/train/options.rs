@@ -1,0 +1,175 @@
+//! The options of a run beyond clap's parsing: an options file, the run's recorded options on
+//! `--resume`, and the values clap checks for us (`--init`, dropout probabilities).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use prefix_tune_data::e2e::TargetStyle;
+use serde::{Deserialize, Serialize};
+
+use super::TrainArgs;
+use crate::error::{CliError, Result};
+
+/// `--init`: where a new prefix's values come from.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum InitArg {
+    #[default]
+    Random,
+    Zero,
+    /// The activations of these words (P becomes their token count).
+    Text(String),
+}
+
+/// A value of `--init` that is none of its forms.
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not random, zero or text:\"...\"")]
+pub struct InitParseError(String);
+
+impl FromStr for InitArg {
+    type Err = InitParseError;
+
+    fn from_str(text: &str) -> std::result::Result<Self, InitParseError> {
+        match text {
+            "random" => Ok(Self::Random),
+            "zero" => Ok(Self::Zero),
+            _ => match text.strip_prefix("text:") {
+                Some(words) => Ok(Self::Text(words.trim_matches('"').to_string())),
+                None => Err(InitParseError(text.to_string())),
+            },
+        }
+    }
+}
+
+impl TryFrom<String> for InitArg {
+    type Error = InitParseError;
+
+    fn try_from(text: String) -> std::result::Result<Self, InitParseError> {
+        text.parse()
+    }
+}
+
+impl fmt::Display for InitArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Random => f.write_str("random"),
+            Self::Zero => f.write_str("zero"),
+            Self::Text(words) => write!(f, "text:{words}"),
+        }
+    }
+}
+
+impl From<InitArg> for String {
+    fn from(init: InitArg) -> String {
+        init.to_string()
+    }
+}
+
+/// A dropout probability that would drop every activation, or is no number.
+#[derive(Debug, thiserror::Error)]
+pub enum DropoutError {
+    #[error("`{0}` is not a number")]
+    NotANumber(String),
+    #[error("{0} is not a dropout probability in [0, 1)")]
+    OutOfRange(f64),
+}
+
+/// A dropout probability: in [0, 1), since 1 would drop every activation.
+pub(super) fn dropout_probability(text: &str) -> std::result::Result<f64, DropoutError> {
+    let p: f64 = text.parse().map_err(|_| DropoutError::NotANumber(text.to_string()))?;
+    if (0.0..1.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(DropoutError::OutOfRange(p))
+    }
+}
+
+/// Options a resumed run may change: where it runs and how it reports, not what it computes.
+const CHANGEABLE_ON_RESUME: [&str; 4] = ["resume", "config", "backend", "log_every"];
+
+/// Turns a TOML/JSON options file into `--flag value` arguments placed before the real ones,
+/// so the command line overrides the file.
+pub fn config_file_args(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| CliError::io(path, e))?;
+    let bad = |reason: String| CliError::usage(format!("{}: {reason}", path.display()));
+    let table: serde_json::Map<String, serde_json::Value> = if path.extension().is_some_and(|e| e == "toml") {
+        let value: toml::Value = toml::from_str(&text).map_err(|e| bad(e.to_string().lines().next().unwrap_or("invalid TOML").to_string()))?;
+        serde_json::to_value(value).map_err(|e| bad(e.to_string()))?.as_object().cloned().unwrap_or_default()
+    } else {
+        serde_json::from_str(&text).map_err(|e| bad(format!("not a JSON object of options ({e})")))?
+    };
+    let mut args = Vec::new();
+    for (key, value) in table {
+        let flag = format!("--{}", key.replace('_', "-"));
+        match value {
+            serde_json::Value::Bool(true) => args.push(flag),
+            serde_json::Value::Bool(false) | serde_json::Value::Null => {}
+            serde_json::Value::String(s) => args.extend([flag, s]),
+            serde_json::Value::Number(n) => args.extend([flag, n.to_string()]),
+            other => return Err(bad(format!("option `{key}` has an unsupported value {other}"))),
+        }
+    }
+    Ok(args)
+}
+
+/// `path` in one spelling: resolved when it exists (so `./x` and `/abs/../x` compare equal on
+/// resume), else made absolute.
+fn absolute(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).or_else(|_| std::path::absolute(path)).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Paths made absolute, so the recorded run resumes from any working directory.
+pub(super) fn absolute_paths(mut args: TrainArgs) -> TrainArgs {
+    for path in [&mut args.data, &mut args.dev, &mut args.init_from, &mut args.out].into_iter().flatten() {
+        *path = absolute(path);
+    }
+    if let Some(model) = args.model.as_mut().filter(|m| Path::new(m.as_str()).is_dir()) {
+        *model = absolute(Path::new(model.as_str())).display().to_string();
+    }
+    args
+}
+
+/// The options of the run in `dir`, as recorded when it started. `cli` holds the flags of this
+/// command, `given` the ones the user actually typed: those must agree with the run's.
+pub(super) fn resumed_args(dir: &Path, cli: TrainArgs, given: &[String]) -> Result<TrainArgs> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| CliError::usage(format!("--resume: {}: {e} (not a run directory?)", path.display())))?;
+    let config: serde_json::Value = serde_json::from_str(&text).map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
+    let Some(command) = config.get("command") else {
+        // A run from before options were recorded: the command line must give them again.
+        return Ok(absolute_paths(TrainArgs { resume: Some(dir.to_path_buf()), ..cli }));
+    };
+    let mut recorded: TrainArgs = serde_json::from_value(command.clone()).map_err(|e| CliError::usage(format!("{}: `command` is not a set of train options ({e})", path.display())))?;
+    let cli = absolute_paths(cli);
+    let (ours, theirs) = (serde_json::to_value(&cli).expect("options serialise"), serde_json::to_value(&recorded).expect("options serialise"));
+    for id in given.iter().filter(|id| !CHANGEABLE_ON_RESUME.contains(&id.as_str())) {
+        if ours[id] != theirs[id] {
+            return Err(CliError::usage(format!(
+                "--{}: the run in {} was started with {}, not {}; a resumed run keeps its options (start a new run with another --out to change them)",
+                id.replace('_', "-"),
+                dir.display(),
+                theirs[id],
+                ours[id]
+            )));
+        }
+    }
+    if given.iter().any(|id| id == "backend") {
+        recorded.backend = cli.backend;
+    }
+    if given.iter().any(|id| id == "log_every") {
+        recorded.log_every = cli.log_every;
+    }
+    recorded.resume = Some(dir.to_path_buf());
+    Ok(recorded)
+}
+
+/// The E2E reference style the run behind `prefix` (a run directory, or its `best/` or
+/// `checkpoint/`) was trained with, if it records one.
+pub fn trained_references(prefix: &str) -> Option<TargetStyle> {
+    let path = Path::new(prefix);
+    [path.join("config.json"), path.parent()?.join("config.json")].iter().find_map(|config| {
+        let value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(config).ok()?).ok()?;
+        serde_json::from_value(value["command"]["references"].clone()).ok()
+    })
+}
