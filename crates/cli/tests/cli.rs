@@ -527,6 +527,37 @@ fn choices_are_listed_in_help_and_in_the_error_for_a_typo() {
     assert_one_line_error(&too_much, &["--prefix-dropout", "[0, 1)"]);
 }
 
+/// A command line that cannot work exits 2 (as clap's own errors do); a failure while running
+/// it exits 1. Options with a fixed set of values are checked by the parser, whichever command.
+#[test]
+fn usage_errors_exit_2_and_runtime_errors_exit_1() {
+    let model = fixtures().join("gpt2-a");
+    let model = model.to_str().unwrap();
+    let usage = [
+        vec!["train", "--model", "m", "--data", "d", "--init", "texts:hello"],
+        vec!["train", "--model", "m", "--data", "d", "--eval-metric", "meteor"],
+        vec!["generate", "--model", model, "--prompt-ids", "1", "--backend", "opengl"],
+        vec!["score", "--model", model, "--data", "d", "--backend", "tpu"],
+        vec!["generate", "--model", model],
+    ];
+    for args in usage {
+        let output = prefix_tune(&args);
+        assert_one_line_error(&output, &[]);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let typo = prefix_tune(&["train", "--model", "m", "--data", "d", "--eval-metric", "meteor"]);
+    assert_one_line_error(&typo, &["meteor", "bleu, nist, rouge_l, cider, rouge1, rouge2"]);
+    let init = prefix_tune(&["train", "--model", "m", "--data", "d", "--init", "texts:hello"]);
+    assert_one_line_error(&init, &["--init", "texts:hello", "random, zero or text:"]);
+
+    let missing = prefix_tune(&["generate", "--model", "./no/such/dir", "--prompt-ids", "1"]);
+    assert_one_line_error(&missing, &["no/such/dir"]);
+    assert_eq!(missing.status.code(), Some(1));
+    let no_data = prefix_tune(&["score", "--model", model, "--data", "./no/such.jsonl"]);
+    assert_one_line_error(&no_data, &["no/such.jsonl"]);
+    assert_eq!(no_data.status.code(), Some(1));
+}
+
 /// `bench train --breakdown`: one JSON line with the timed steps, the tokens they held, and the
 /// forward and backward phases; tiny shape, so it is a check of the report, not a timing.
 #[test]
