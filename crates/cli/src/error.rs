@@ -18,6 +18,8 @@ pub enum CliError {
     Data(#[from] prefix_tune_data::DataError),
     #[error(transparent)]
     Eval(#[from] prefix_tune_eval::EvalError),
+    #[error(transparent)]
+    Serve(#[from] prefix_tune_serve::ServeError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 }
@@ -37,7 +39,7 @@ impl CliError {
     /// for a failure while running it (a file missing or malformed, a run that diverged).
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Usage(_) => 2,
+            CliError::Usage(_) | CliError::Serve(prefix_tune_serve::ServeError::Usage(_)) => 2,
             _ => 1,
         }
     }

@@ -13,7 +13,6 @@ mod generate;
 mod metrics;
 mod models;
 mod score;
-mod serve;
 mod train;
 
 use clap::parser::ValueSource;
@@ -44,7 +43,7 @@ enum Command {
     /// Score a predictions file against a data set's references.
     Metrics(metrics::MetricsArgs),
     /// Serve one frozen model with many prefixes over an OpenAI-compatible HTTP API.
-    Serve(serve::ServeArgs),
+    Serve(prefix_tune_serve::ServeArgs),
     /// Benchmarks (JSON): decoding and training speed on a GPT-2-small-shaped random model.
     Bench(bench::BenchArgs),
 }
@@ -97,6 +96,6 @@ pub fn run(args: Vec<String>) -> Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::Metrics(args) => metrics::run(args),
         Command::Score(args) => score::run(args),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => Ok(prefix_tune_serve::run(args)?),
     }
 }

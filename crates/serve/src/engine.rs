@@ -16,7 +16,7 @@ use prefix_tune_model::{Gpt2, Past};
 use rand::{rngs::StdRng, SeedableRng};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::metrics::Metrics;
+use crate::metrics::Metrics;
 
 /// One completion to run.
 pub struct Job {

@@ -3,6 +3,7 @@
 
 mod api;
 mod engine;
+mod error;
 mod metrics;
 
 use std::collections::HashMap;
@@ -31,7 +32,8 @@ use prefix_tune_prefix::{load_prefix, Layout};
 use serde_json::json;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
-use crate::error::{CliError, Result};
+pub use error::ServeError;
+use error::Result;
 use api::{ApiError, CompletionRequest, Prompt, DEFAULT_MAX_TOKENS};
 use engine::{Engine, Event, Job};
 use metrics::Metrics;
@@ -96,8 +98,8 @@ const BASE: &str = "base";
 pub fn run(args: ServeArgs) -> Result<()> {
     let device = backend::device_for(args.backend)?;
     let dir = prefix_tune_model::hub::resolve_model(&args.model)?;
-    if crate::models::model_kind(&dir)? != crate::models::ModelKind::Gpt2 {
-        return Err(CliError::usage("--model: serve runs GPT-2 models (BART serving is not built yet)"));
+    if error::model_type(&dir)?.as_deref() == Some("bart") {
+        return Err(ServeError::Usage("--model: serve runs GPT-2 models (BART serving is not built yet)".into()));
     }
     let mut model = load_gpt2(&dir, &device)?;
     if args.dtype == prefix_tune_model::bf16::Dtype::Bf16 {
@@ -125,14 +127,14 @@ pub fn run(args: ServeArgs) -> Result<()> {
     }
     let eos = model.config.eos();
     let engine = Engine { model, tokenizer, eos, max_batch: args.max_batch.max(1), metrics, throttle: std::time::Duration::from_millis(args.throttle_ms) };
-    std::thread::Builder::new().name("decode".into()).spawn(move || engine.run(queue)).map_err(|e| CliError::usage(format!("cannot start the decoding thread: {e}")))?;
+    std::thread::Builder::new().name("decode".into()).spawn(move || engine.run(queue)).map_err(|e| ServeError::Start { what: "the decoding thread", source: e })?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| CliError::usage(format!("cannot start the server runtime: {e}")))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| ServeError::Start { what: "the server runtime", source: e })?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.bind).await.map_err(|e| CliError::usage(format!("--bind {}: {e}", args.bind)))?;
-        let address = listener.local_addr().map_err(|e| CliError::usage(e.to_string()))?;
+        let listener = tokio::net::TcpListener::bind(args.bind).await.map_err(|e| ServeError::Bind { address: args.bind, source: e })?;
+        let address = listener.local_addr().map_err(|e| ServeError::Bind { address: args.bind, source: e })?;
         eprintln!("listening on http://{address} ({} prefixes)", server.prefixes.read().expect("registry lock").len());
-        axum::serve(listener, router(server)).await.map_err(|e| CliError::usage(format!("server: {e}")))
+        axum::serve(listener, router(server)).await.map_err(|e| ServeError::Start { what: "the server", source: e })
     })
 }
 
@@ -151,7 +153,7 @@ fn router(server: Shared) -> Router {
 
 /// Every subdirectory of `dir`, loaded as a prefix named after it.
 fn load_directory(server: &Server, dir: &Path) -> Result<()> {
-    let entries = std::fs::read_dir(dir).map_err(|e| CliError::io(dir, e))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| ServeError::Io { path: dir.to_path_buf(), source: e })?;
     let mut registry = server.prefixes.write().expect("registry lock");
     for entry in entries.flatten().filter(|e| e.path().is_dir()) {
         let name = entry.file_name().to_string_lossy().to_string();
