@@ -68,5 +68,5 @@ pub fn checkpoint_generation(dir: &Path) -> Result<GenerateConfig> {
             merged.extend(fields.clone());
         }
     }
-    GenerateConfig::from_hf(&serde_json::Value::Object(merged), true).map_err(|e| CliError::usage(format!("{}: {e}", dir.join("generation_config.json").display())))
+    GenerateConfig::from_hf(&serde_json::Value::Object(merged), true).map_err(|e| CliError::Model(e.at(dir.join("generation_config.json"))))
 }

@@ -39,6 +39,26 @@ pub enum ModelError {
 
 }
 
+/// A field of a config file (or of generation kwargs) with a value we cannot use; the caller
+/// knows the file and names it with [`FieldError::at`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("field `{field}`: {reason}")]
+pub struct FieldError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl FieldError {
+    pub fn new(field: &str, reason: impl Into<String>) -> Self {
+        Self { field: field.into(), reason: reason.into() }
+    }
+
+    /// The error of the file at `path`.
+    pub fn at(self, path: impl Into<PathBuf>) -> ModelError {
+        ModelError::Config { path: path.into(), field: self.field, reason: self.reason }
+    }
+}
+
 impl ModelError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io { path: path.into(), source }

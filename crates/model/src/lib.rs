@@ -25,7 +25,7 @@ pub mod weights;
 
 pub use attention::KeyValue;
 pub use backend::Backend;
-pub use error::ModelError;
+pub use error::{FieldError, ModelError};
 pub use bart::{load_bart, Bart, BartConfig, BartPrefix};
 pub use gpt2::{load_gpt2, random_gpt2, Gpt2, Gpt2Config};
 pub use past::Past;

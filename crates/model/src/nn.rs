@@ -103,12 +103,12 @@ pub enum Activation {
 
 impl Activation {
     /// The activation a config's `activation_function` names.
-    pub fn from_hf(name: &str) -> Result<Self, String> {
+    pub fn from_hf(name: &str) -> Result<Self, crate::FieldError> {
         match name {
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Activation::GeluTanh),
             "gelu" => Ok(Activation::Gelu),
             "relu" => Ok(Activation::Relu),
-            other => Err(format!("unsupported activation `{other}`")),
+            other => Err(crate::FieldError::new("activation_function", format!("unsupported activation `{other}`"))),
         }
     }
 

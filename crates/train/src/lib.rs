@@ -30,6 +30,8 @@ pub enum TrainError {
     Config(String),
     #[error("{0}")]
     Diverged(String),
+    #[error(transparent)]
+    Plot(#[from] plot::PlotError),
     #[error("{path}: {reason}")]
     Checkpoint { path: std::path::PathBuf, reason: String },
 }

@@ -1,6 +1,9 @@
 //! The run's chart as a PNG: train and dev loss against the optimizer step, and the dev generation
 //! metric on a secondary axis, drawn by `plotters` on its bitmap backend.
 
+use plotters::chart::DualCoordChartContext;
+use plotters::coord::cartesian::Cartesian2d;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use std::ops::Range;
 use std::path::Path;
@@ -18,6 +21,19 @@ const TRAIN_COLOR: RGBColor = RGBColor(31, 119, 180);
 const DEV_COLOR: RGBColor = RGBColor(214, 39, 40);
 const METRIC_COLOR: RGBColor = RGBColor(44, 160, 44);
 
+/// A chart that could not be drawn, with the path it was meant for.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot plot {}: {reason}", path.display())]
+pub struct PlotError {
+    pub path: std::path::PathBuf,
+    pub reason: String,
+}
+
+/// The chart: loss on the left axis, the dev metric on the right, both against the step.
+type Xy = Cartesian2d<RangedCoordf64, RangedCoordf64>;
+type Chart<'a, 'b> = DualCoordChartContext<'a, BitMapBackend<'b>, Xy, Xy>;
+type DrawResult<'a> = Result<(), Box<dyn std::error::Error + 'a>>;
+
 /// What the run's chart shows; points are (optimizer step, value).
 pub struct Curves<'a> {
     /// The caption, e.g. "prefix-tune: runs/e2e".
@@ -30,8 +46,8 @@ pub struct Curves<'a> {
 
 /// Writes the chart to `path` (a `.png`). Non-finite points are skipped. Never panics: a failed
 /// chart must not end a training run, so errors come back as one line naming the path.
-pub fn plot_run(path: &Path, curves: &Curves) -> Result<(), String> {
-    let fail = |reason: String| format!("cannot plot {}: {}", path.display(), reason.replace('\n', " "));
+pub fn plot_run(path: &Path, curves: &Curves) -> Result<(), PlotError> {
+    let fail = |reason: String| PlotError { path: path.to_path_buf(), reason: reason.replace('\n', " ") };
     // plotters unwraps internally (font table lock, layout); a bug there must not crash the caller.
     match std::panic::catch_unwind(|| draw(path, curves)) {
         Ok(result) => result.map_err(|e| fail(e.to_string())),
@@ -73,7 +89,14 @@ fn draw<'a>(path: &'a Path, curves: &Curves) -> Result<(), Box<dyn std::error::E
         .x_label_formatter(&|x| format!("{x:.0}"))
         .draw()?;
 
-    // Empty curves are skipped so that the legend lists only what is drawn.
+    draw_curves(&mut chart, &train, &dev, metric.as_ref().map(|(name, points)| (*name, points.as_slice())))?;
+    root.present()?;
+    Ok(())
+}
+
+/// The curves and their legend; empty curves are skipped so that the legend lists only what is
+/// drawn.
+fn draw_curves<'a>(chart: &mut Chart<'a, 'a>, train: &[(f64, f64)], dev: &[(f64, f64)], metric: Option<(&str, &[(f64, f64)])>) -> DrawResult<'a> {
     if !train.is_empty() {
         // A lone point makes no line: mark it.
         let marker = if train.len() == 1 { 4 } else { 0 };
@@ -88,7 +111,7 @@ fn draw<'a>(path: &'a Path, curves: &Curves) -> Result<(), Box<dyn std::error::E
             .label(spaced("dev loss"))
             .legend(|p| legend_marker(p, DEV_COLOR));
     }
-    if let Some((name, points)) = &metric {
+    if let Some((name, points)) = metric {
         chart.configure_secondary_axes().y_desc(spaced(name)).axis_desc_style((FAMILY, 16)).label_style((FAMILY, 13)).draw()?;
         chart
             .draw_secondary_series(LineSeries::new(points.iter().copied(), METRIC_COLOR.stroke_width(2)).point_size(4))?
@@ -104,15 +127,14 @@ fn draw<'a>(path: &'a Path, curves: &Curves) -> Result<(), Box<dyn std::error::E
             .border_style(BLACK.mix(0.4))
             .draw()?;
     }
-    root.present()?;
     Ok(())
 }
 
 /// Registers the embedded font once per process (plotters keeps a global font table).
-fn register_font() -> Result<(), String> {
+fn register_font() -> Result<(), PlotError> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     let ok = *REGISTERED.get_or_init(|| plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).is_ok());
-    if ok { Ok(()) } else { Err("embedded font is invalid".into()) }
+    if ok { Ok(()) } else { Err(PlotError { path: "(embedded font)".into(), reason: "the embedded font is invalid".into() }) }
 }
 
 /// A short line with a circle: the legend entry of a series drawn with point markers. (Not a
@@ -204,7 +226,7 @@ mod tests {
     #[test]
     fn error_names_the_path() {
         let curves = Curves { title: "", train_loss: &[], dev_loss: &[], dev_metric: None };
-        let err = plot_run(Path::new("/nonexistent-dir/chart.png"), &curves).unwrap_err();
+        let err = plot_run(Path::new("/nonexistent-dir/chart.png"), &curves).unwrap_err().to_string();
         assert!(err.contains("/nonexistent-dir/chart.png") && !err.contains('\n'), "{err}");
     }
 }

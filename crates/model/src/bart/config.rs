@@ -128,7 +128,7 @@ impl BartConfig {
             let field = if self.normalize_before { "normalize_before" } else { "add_final_layer_norm" };
             return Err(ModelError::config(path, field, "pre-LayerNorm blocks (mBART) are not supported; BART is post-LayerNorm"));
         }
-        Activation::from_hf(&self.activation_function).map_err(|reason| ModelError::config(path, "activation_function", reason))?;
+        Activation::from_hf(&self.activation_function).map_err(|e| e.at(path))?;
         Ok(())
     }
 

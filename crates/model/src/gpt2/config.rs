@@ -93,11 +93,11 @@ impl Gpt2Config {
                 format!("n_embd = {} is not divisible by n_head = {}", self.n_embd, self.n_head),
             ));
         }
-        self.activation().map_err(|reason| ModelError::config(path, "activation_function", reason))?;
+        self.activation().map_err(|e| e.at(path))?;
         Ok(())
     }
 
-    pub fn activation(&self) -> Result<Activation, String> {
+    pub fn activation(&self) -> Result<Activation, crate::FieldError> {
         Activation::from_hf(&self.activation_function)
     }
 

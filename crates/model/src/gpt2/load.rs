@@ -7,7 +7,7 @@ use burn::module::Param;
 use burn::tensor::{Device, Tensor};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-use super::config::Gpt2Config;
+use super::config::{Activation, Gpt2Config};
 use super::model::{Block, Conv1D, Gpt2, LayerNorm, Mlp, SelfAttention};
 use crate::tensors::floats;
 use crate::weights::WeightFiles;
@@ -70,63 +70,69 @@ fn build(
     mut fetch: impl FnMut(&str, &[usize], &str) -> Result<Vec<f32>, ModelError>,
 ) -> Result<Gpt2, ModelError> {
     let d = config.n_embd;
-    let inner = config.inner_dim();
-    let why_d = format!("config.json n_embd = {d}");
-    let why_inner = format!("config.json n_embd = {d}, n_inner = {inner}");
-    let param1 = |fetch: &mut Fetch, name: &str, len: usize, why: &str| -> Result<Param<Tensor<1>>, ModelError> {
-        Ok(Param::from_tensor(floats(fetch(name, &[len], why)?, [len], device)))
-    };
-    let param2 = |fetch: &mut Fetch, name: &str, shape: [usize; 2], why: &str| -> Result<Param<Tensor<2>>, ModelError> {
-        Ok(Param::from_tensor(floats(fetch(name, &shape, why)?, shape, device)))
-    };
-    let eps = config.layer_norm_epsilon;
-    let activation = config.activation().map_err(|reason| ModelError::Config {
-        path: "config.json".into(),
-        field: "activation_function".into(),
-        reason,
-    })?;
-    let fetch: &mut Fetch = &mut fetch;
+    let activation = config.activation().map_err(|e| e.at("config.json"))?;
+    let mut read = Reader { fetch: &mut fetch, device, config, why_d: format!("config.json n_embd = {d}") };
+    let wte = read.param2("wte.weight", [config.vocab_size, d], &format!("config.json vocab_size = {}, n_embd = {d}", config.vocab_size))?;
+    let wpe = read.param2("wpe.weight", [config.n_positions, d], &format!("config.json n_positions = {}, n_embd = {d}", config.n_positions))?;
+    let h = (0..config.n_layer).map(|layer| read.block(layer, activation)).collect::<Result<Vec<_>, _>>()?;
+    let ln_f = read.norm("ln_f")?;
+    Ok(Gpt2 { wte, wpe, h, ln_f, head_bf16: None, config: config.clone() })
+}
 
-    let wte = param2(fetch, "wte.weight", [config.vocab_size, d], &format!("config.json vocab_size = {}, n_embd = {d}", config.vocab_size))?;
-    let wpe = param2(fetch, "wpe.weight", [config.n_positions, d], &format!("config.json n_positions = {}, n_embd = {d}", config.n_positions))?;
-    let mut h = Vec::with_capacity(config.n_layer);
-    for layer in 0..config.n_layer {
-        let name = |suffix: &str| format!("h.{layer}.{suffix}");
-        let norm = |fetch: &mut Fetch, which: &str| -> Result<LayerNorm, ModelError> {
-            Ok(LayerNorm {
-                weight: param1(fetch, &name(&format!("{which}.weight")), d, &why_d)?,
-                bias: param1(fetch, &name(&format!("{which}.bias")), d, &why_d)?,
-                eps,
-            })
-        };
-        let ln_1 = norm(fetch, "ln_1")?;
-        let ln_2 = norm(fetch, "ln_2")?;
-        let conv = |fetch: &mut Fetch, which: &str, d_in: usize, d_out: usize, why: &str| -> Result<Conv1D, ModelError> {
-            Ok(Conv1D {
-                weight: param2(fetch, &name(&format!("{which}.weight")), [d_in, d_out], why)?,
-                bias: param1(fetch, &name(&format!("{which}.bias")), d_out, why)?,
-                bf16: None,
-            })
-        };
+/// Reads the tensors of a GPT-2 by their HF names, each checked against the shape the config
+/// gives it (`why` names the config fields in the message).
+struct Reader<'a, 'f> {
+    fetch: &'a mut Fetch<'f>,
+    device: &'a Device,
+    config: &'a Gpt2Config,
+    why_d: String,
+}
+
+impl Reader<'_, '_> {
+    fn param1(&mut self, name: &str, len: usize, why: &str) -> Result<Param<Tensor<1>>, ModelError> {
+        Ok(Param::from_tensor(floats((self.fetch)(name, &[len], why)?, [len], self.device)))
+    }
+
+    fn param2(&mut self, name: &str, shape: [usize; 2], why: &str) -> Result<Param<Tensor<2>>, ModelError> {
+        Ok(Param::from_tensor(floats((self.fetch)(name, &shape, why)?, shape, self.device)))
+    }
+
+    fn norm(&mut self, prefix: &str) -> Result<LayerNorm, ModelError> {
+        let (d, why) = (self.config.n_embd, self.why_d.clone());
+        Ok(LayerNorm {
+            weight: self.param1(&format!("{prefix}.weight"), d, &why)?,
+            bias: self.param1(&format!("{prefix}.bias"), d, &why)?,
+            eps: self.config.layer_norm_epsilon,
+        })
+    }
+
+    fn conv(&mut self, prefix: &str, d_in: usize, d_out: usize, why: &str) -> Result<Conv1D, ModelError> {
+        Ok(Conv1D {
+            weight: self.param2(&format!("{prefix}.weight"), [d_in, d_out], why)?,
+            bias: self.param1(&format!("{prefix}.bias"), d_out, why)?,
+            bf16: None,
+        })
+    }
+
+    fn block(&mut self, layer: usize, activation: Activation) -> Result<Block, ModelError> {
+        let (d, inner) = (self.config.n_embd, self.config.inner_dim());
+        let why_d = self.why_d.clone();
+        let why_inner = format!("config.json n_embd = {d}, n_inner = {inner}");
+        let ln_1 = self.norm(&format!("h.{layer}.ln_1"))?;
+        let ln_2 = self.norm(&format!("h.{layer}.ln_2"))?;
         let attn = SelfAttention {
-            c_attn: conv(fetch, "attn.c_attn", d, 3 * d, &why_d)?,
-            c_proj: conv(fetch, "attn.c_proj", d, d, &why_d)?,
-            n_head: config.n_head,
-            scale: attention_scale(config, layer),
+            c_attn: self.conv(&format!("h.{layer}.attn.c_attn"), d, 3 * d, &why_d)?,
+            c_proj: self.conv(&format!("h.{layer}.attn.c_proj"), d, d, &why_d)?,
+            n_head: self.config.n_head,
+            scale: attention_scale(self.config, layer),
         };
         let mlp = Mlp {
-            c_fc: conv(fetch, "mlp.c_fc", d, inner, &why_inner)?,
-            c_proj: conv(fetch, "mlp.c_proj", inner, d, &why_inner)?,
+            c_fc: self.conv(&format!("h.{layer}.mlp.c_fc"), d, inner, &why_inner)?,
+            c_proj: self.conv(&format!("h.{layer}.mlp.c_proj"), inner, d, &why_inner)?,
             activation,
         };
-        h.push(Block { ln_1, attn, ln_2, mlp });
+        Ok(Block { ln_1, attn, ln_2, mlp })
     }
-    let ln_f = LayerNorm {
-        weight: param1(fetch, "ln_f.weight", d, &why_d)?,
-        bias: param1(fetch, "ln_f.bias", d, &why_d)?,
-        eps,
-    };
-    Ok(Gpt2 { wte, wpe, h, ln_f, head_bf16: None, config: config.clone() })
 }
 
 /// 1/√Dh when `scale_attn_weights`, further divided by (layer + 1) when

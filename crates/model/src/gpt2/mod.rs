@@ -6,7 +6,7 @@ mod load;
 mod model;
 mod save;
 
-pub use config::{Activation, Gpt2Config};
+pub use config::{Activation, Gpt2Config, END_OF_TEXT};
 pub use decode::{generate_gpt2, Gpt2Decoder};
 pub use crate::past::{select_rows, Past};
 pub use load::{gpt2_from_weights, load_gpt2, random_gpt2};

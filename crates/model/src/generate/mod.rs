@@ -4,9 +4,12 @@
 //! The search runs on the host over the last position's logits; the model side is the
 //! [`Decoder`] trait, so GPT-2 and an encoder-decoder share one implementation.
 
+mod beam;
+
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use crate::ModelError;
+use beam::beam_search;
 
 /// When beam search may stop, as HF's `early_stopping`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -39,7 +42,7 @@ pub struct GenerateConfig {
     pub no_repeat_ngram_size: usize,
     /// Token sequences that must never be generated.
     pub bad_words_ids: Vec<Vec<u32>>,
-    /// Tokens that end a sequence (GPT-2: 50256).
+    /// Tokens that end a sequence (GPT-2: its `<|endoftext|>`).
     pub eos_token_ids: Vec<u32>,
     /// Token used to pad prompts and finished rows (GPT-2 has none: HF uses EOS).
     pub pad_token_id: u32,
@@ -86,19 +89,19 @@ impl GenerateConfig {
     /// For an encoder-decoder model `max_length`/`min_length` count the decoder start token, so
     /// they become `max_new_tokens + 1`/`min_new_tokens + 1`; a decoder-only model needs
     /// `max_new_tokens` (its `max_length` would depend on the prompt). Unknown keys are ignored.
-    pub fn from_hf(kwargs: &serde_json::Value, encoder_decoder: bool) -> Result<Self, String> {
-        let uint = |key: &str| -> Result<Option<usize>, String> {
+    pub fn from_hf(kwargs: &serde_json::Value, encoder_decoder: bool) -> Result<Self, crate::FieldError> {
+        let uint = |key: &str| -> Result<Option<usize>, crate::FieldError> {
             match kwargs.get(key) {
                 None | Some(serde_json::Value::Null) => Ok(None),
-                Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| format!("`{key}` must be a non-negative integer, got {v}")),
+                Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| crate::FieldError::new(key, format!("must be a non-negative integer, got {v}"))),
             }
         };
-        let token = |key: &str| -> Result<Option<u32>, String> { Ok(uint(key)?.map(|n| n as u32)) };
+        let token = |key: &str| -> Result<Option<u32>, crate::FieldError> { Ok(uint(key)?.map(|n| n as u32)) };
         let eos_ids: Vec<u32> = match kwargs.get("eos_token_id") {
             Some(serde_json::Value::Array(ids)) => ids.iter().filter_map(|v| v.as_u64()).map(|n| n as u32).collect(),
             _ => token("eos_token_id")?.into_iter().collect(),
         };
-        let eos = *eos_ids.first().ok_or("`eos_token_id` is missing")?;
+        let eos = *eos_ids.first().ok_or_else(|| crate::FieldError::new("eos_token_id", "missing"))?;
         let mut config = GenerateConfig::new(eos);
         config.eos_token_ids = eos_ids;
         config.pad_token_id = token("pad_token_id")?.unwrap_or(eos);
@@ -428,154 +431,4 @@ fn sample(scores: &mut [f32], sampling: Sampling, rng: &mut StdRng) -> usize {
         draw -= w;
     }
     order[0]
-}
-
-/// A candidate continuation: (score, beam it extends, token).
-#[derive(Clone, Copy)]
-struct Candidate {
-    score: f32,
-    beam: usize,
-    token: u32,
-}
-
-/// Scores below any real one: beams that must not be chosen.
-const NEG: f32 = -1.0e9;
-
-/// HF's vectorised beam search (transformers ≥ 4.50), step for step.
-fn beam_search(decoder: &mut dyn Decoder, prompts: &[Vec<u32>], config: &GenerateConfig) -> Result<Vec<Generated>, ModelError> {
-    let beams = config.num_beams;
-    let batch = prompts.len();
-    let (prompt_rows, mask) = left_pad(prompts, beams, config.pad_token_id);
-    let prompt_len = prompt_rows[0].len();
-    let max_length = prompt_len + config.max_new_tokens;
-    let keep = 2.max(1 + config.eos_token_ids.len()) * beams;
-
-    // Running beams per prompt: sequences and cumulative log-probabilities; only the first
-    // beam is live at the start so the first step does not pick the same token n times.
-    let mut running: Vec<Vec<u32>> = prompt_rows;
-    let mut running_scores: Vec<f32> = (0..batch * beams).map(|r| if r % beams == 0 { 0.0 } else { NEG }).collect();
-    // Finished hypotheses per prompt, best first: (normalised score, sequence).
-    let mut finished: Vec<Vec<(f32, Vec<u32>)>> = vec![Vec::new(); batch];
-    let mut heuristic_unsatisfied = vec![true; batch];
-    let processors = config.processors();
-
-    let mut logits = decoder.step(&running, &mask)?;
-    let mut cur_len = prompt_len;
-    loop {
-        let mut next_running = Vec::with_capacity(batch * beams);
-        let mut next_scores = Vec::with_capacity(batch * beams);
-        let mut source_rows = Vec::with_capacity(batch * beams);
-        let mut all_hit = true;
-        for item in 0..batch {
-            let rows = item * beams..(item + 1) * beams;
-            let top = top_continuations(&mut logits[rows.clone()], &running[rows.clone()], &running_scores[rows.clone()], prompt_len, keep, &processors);
-            // Which continuations stop here: EOS, or the length limit for all.
-            let hits: Vec<bool> = top.iter().map(|c| cur_len + 1 >= max_length || config.eos_token_ids.contains(&c.token)).collect();
-            all_hit &= hits.iter().all(|&h| h);
-
-            for (row, token, score) in next_beams(&top, &hits, beams, rows.start) {
-                next_running.push(extended(&running[row], token));
-                next_scores.push(score);
-                source_rows.push(row);
-            }
-
-            let full = finished[item].len() == beams && config.early_stopping == EarlyStopping::Eager;
-            if heuristic_unsatisfied[item] && !full {
-                let generated = cur_len + 1 - prompt_len;
-                keep_finished(&mut finished[item], &top, &hits, &running[rows], generated, config);
-            }
-        }
-        cur_len += 1;
-        running = next_running;
-        running_scores = next_scores;
-
-        for item in 0..batch {
-            heuristic_unsatisfied[item] &= can_improve(running_scores[item * beams], &finished[item], cur_len - prompt_len, max_length - prompt_len, config);
-        }
-        if all_hit || !keep_searching(&heuristic_unsatisfied, &finished, config) {
-            break;
-        }
-        decoder.reorder(&source_rows)?;
-        let step_ids: Vec<Vec<u32>> = running.iter().map(|row| vec![*row.last().expect("non-empty")]).collect();
-        let ones = vec![vec![1.0]; step_ids.len()];
-        logits = decoder.step(&step_ids, &ones)?;
-    }
-
-    Ok(finished
-        .into_iter()
-        .map(|list| {
-            let (score, sequence) = list.into_iter().next().expect("at max_length every top beam finishes");
-            Generated { ids: trim_after_eos(&sequence[prompt_len..], &config.eos_token_ids), score: Some(score) }
-        })
-        .collect())
-}
-
-/// One prompt's next running beams: the best `beams` of its top continuations that did not
-/// stop, as (source row, token, cumulative score).
-fn next_beams(top: &[Candidate], hits: &[bool], beams: usize, first_row: usize) -> Vec<(usize, u32, f32)> {
-    let penalised = |i: usize| top[i].score + if hits[i] { NEG } else { 0.0 };
-    let mut order: Vec<usize> = (0..top.len()).collect();
-    order.sort_by(|&a, &b| penalised(b).total_cmp(&penalised(a)));
-    order.into_iter().take(beams).map(|i| (first_row + top[i].beam, top[i].token, penalised(i))).collect()
-}
-
-/// HF's stopping criteria over the batch: some prompt can still improve, and with
-/// `early_stopping = true` not every prompt has its `num_beams` finished hypotheses.
-fn keep_searching(heuristic_unsatisfied: &[bool], finished: &[Vec<(f32, Vec<u32>)>], config: &GenerateConfig) -> bool {
-    let improvement_possible = heuristic_unsatisfied.iter().any(|&u| u);
-    let all_full = finished.iter().all(|list| list.len() == config.num_beams);
-    improvement_possible && !(all_full && config.early_stopping == EarlyStopping::Eager)
-}
-
-/// `sequence` with `token` appended.
-fn extended(sequence: &[u32], token: u32) -> Vec<u32> {
-    let mut longer = sequence.to_vec();
-    longer.push(token);
-    longer
-}
-
-/// A beam's score as HF ranks finished hypotheses: divided by length^length_penalty.
-fn normalised(score: f32, generated: usize, config: &GenerateConfig) -> f32 {
-    score / (generated as f32).powf(config.length_penalty)
-}
-
-/// One prompt's `keep` best continuations over its beams × the vocabulary, best first. `logits`,
-/// `running` and `running_scores` are that prompt's beam rows; logits become log-probabilities
-/// with the logits processors applied.
-fn top_continuations(logits: &mut [Vec<f32>], running: &[Vec<u32>], running_scores: &[f32], prompt_len: usize, keep: usize, processors: &[LogitsProcessor]) -> Vec<Candidate> {
-    let mut top: Vec<Candidate> = Vec::with_capacity(keep + 1);
-    for (beam, scores) in logits.iter_mut().enumerate() {
-        log_softmax(scores);
-        process(scores, &running[beam], prompt_len, processors);
-        for (token, &s) in scores.iter().enumerate() {
-            let score = s + running_scores[beam];
-            if top.len() < keep || score > top[keep - 1].score {
-                let at = top.partition_point(|c| c.score >= score);
-                top.insert(at, Candidate { score, beam, token: token as u32 });
-                top.truncate(keep);
-            }
-        }
-    }
-    top
-}
-
-/// Adds to one prompt's finished hypotheses (best first, at most `num_beams`) those among the
-/// top `num_beams` candidates that stopped, `generated` tokens long.
-fn keep_finished(finished: &mut Vec<(f32, Vec<u32>)>, top: &[Candidate], hits: &[bool], running: &[Vec<u32>], generated: usize, config: &GenerateConfig) {
-    for (candidate, _) in top.iter().zip(hits).take(config.num_beams).filter(|(_, hit)| **hit) {
-        let score = normalised(candidate.score, generated, config);
-        let at = finished.partition_point(|(s, _)| *s >= score);
-        finished.insert(at, (score, extended(&running[candidate.beam], candidate.token)));
-        finished.truncate(config.num_beams);
-    }
-}
-
-/// HF's stopping test for one prompt: whether its best running beam (cumulative score
-/// `best_running`, `generated` tokens long) could still beat its worst finished hypothesis.
-/// With `early_stopping = never` (and a positive length penalty) the best beam is judged at
-/// the longest length it could reach, `most_generated`.
-fn can_improve(best_running: f32, finished: &[(f32, Vec<u32>)], generated: usize, most_generated: usize, config: &GenerateConfig) -> bool {
-    let length = if config.early_stopping == EarlyStopping::Never && config.length_penalty > 0.0 { most_generated } else { generated };
-    let worst_finished = if finished.len() == config.num_beams { finished.last().map_or(NEG, |(s, _)| *s) } else { NEG };
-    normalised(best_running, length, config) > worst_finished
 }

@@ -1,0 +1,193 @@
+//! Beam search, as Hugging Face's `generate` runs it (transformers ≥ 4.50): the same
+//! candidates, stopping rules and length normalisation, so that beams equal HF's.
+
+use super::*;
+
+/// A candidate continuation: (score, beam it extends, token).
+#[derive(Clone, Copy)]
+struct Candidate {
+    score: f32,
+    beam: usize,
+    token: u32,
+}
+
+/// Scores below any real one: beams that must not be chosen.
+const NEG: f32 = -1.0e9;
+
+/// HF's vectorised beam search (transformers ≥ 4.50), step for step.
+pub(super) fn beam_search(decoder: &mut dyn Decoder, prompts: &[Vec<u32>], config: &GenerateConfig) -> Result<Vec<Generated>, ModelError> {
+    let (prompt_rows, mask) = left_pad(prompts, config.num_beams, config.pad_token_id);
+    let mut search = Beams::new(prompt_rows, config);
+    let mut logits = decoder.step(&search.running, &mask)?;
+    loop {
+        let (source_rows, all_hit) = search.advance(&mut logits);
+        if all_hit || !keep_searching(&search.heuristic_unsatisfied, &search.finished, config) {
+            break;
+        }
+        decoder.reorder(&source_rows)?;
+        let step_ids: Vec<Vec<u32>> = search.running.iter().map(|row| vec![*row.last().expect("non-empty")]).collect();
+        let ones = vec![vec![1.0]; step_ids.len()];
+        logits = decoder.step(&step_ids, &ones)?;
+    }
+    Ok(search.best())
+}
+
+/// Every prompt's beams between two decoding steps.
+struct Beams<'a> {
+    config: &'a GenerateConfig,
+    processors: Vec<LogitsProcessor>,
+    batch: usize,
+    prompt_len: usize,
+    max_length: usize,
+    /// Continuations looked at per prompt and step.
+    keep: usize,
+    /// Running beams, `num_beams` rows per prompt: sequences and cumulative log-probabilities.
+    running: Vec<Vec<u32>>,
+    running_scores: Vec<f32>,
+    /// Finished hypotheses per prompt, best first: (normalised score, sequence).
+    finished: Vec<Vec<(f32, Vec<u32>)>>,
+    heuristic_unsatisfied: Vec<bool>,
+    cur_len: usize,
+}
+
+impl<'a> Beams<'a> {
+    fn new(prompt_rows: Vec<Vec<u32>>, config: &'a GenerateConfig) -> Self {
+        let beams = config.num_beams;
+        let batch = prompt_rows.len() / beams;
+        let prompt_len = prompt_rows[0].len();
+        // Only the first beam is live at the start, so the first step does not pick the same
+        // token n times.
+        let running_scores = (0..batch * beams).map(|r| if r % beams == 0 { 0.0 } else { NEG }).collect();
+        Self {
+            config,
+            processors: config.processors(),
+            batch,
+            prompt_len,
+            max_length: prompt_len + config.max_new_tokens,
+            keep: 2.max(1 + config.eos_token_ids.len()) * beams,
+            running: prompt_rows,
+            running_scores,
+            finished: vec![Vec::new(); batch],
+            heuristic_unsatisfied: vec![true; batch],
+            cur_len: prompt_len,
+        }
+    }
+
+    /// One step over `logits` (a row per running beam): the next running beams, the
+    /// hypotheses that finished. Returns the row each new beam extends, and whether every
+    /// continuation stopped.
+    fn advance(&mut self, logits: &mut [Vec<f32>]) -> (Vec<usize>, bool) {
+        let (config, beams) = (self.config, self.config.num_beams);
+        let mut next_running = Vec::with_capacity(self.batch * beams);
+        let mut next_scores = Vec::with_capacity(self.batch * beams);
+        let mut source_rows = Vec::with_capacity(self.batch * beams);
+        let mut all_hit = true;
+        for item in 0..self.batch {
+            let rows = item * beams..(item + 1) * beams;
+            let top = top_continuations(&mut logits[rows.clone()], &self.running[rows.clone()], &self.running_scores[rows.clone()], self.prompt_len, self.keep, &self.processors);
+            // Which continuations stop here: EOS, or the length limit for all.
+            let hits: Vec<bool> = top.iter().map(|c| self.cur_len + 1 >= self.max_length || config.eos_token_ids.contains(&c.token)).collect();
+            all_hit &= hits.iter().all(|&h| h);
+            for (row, token, score) in next_beams(&top, &hits, beams, rows.start) {
+                next_running.push(extended(&self.running[row], token));
+                next_scores.push(score);
+                source_rows.push(row);
+            }
+            let full = self.finished[item].len() == beams && config.early_stopping == EarlyStopping::Eager;
+            if self.heuristic_unsatisfied[item] && !full {
+                let generated = self.cur_len + 1 - self.prompt_len;
+                keep_finished(&mut self.finished[item], &top, &hits, &self.running[rows], generated, config);
+            }
+        }
+        self.cur_len += 1;
+        self.running = next_running;
+        self.running_scores = next_scores;
+        let (generated, most) = (self.cur_len - self.prompt_len, self.max_length - self.prompt_len);
+        for item in 0..self.batch {
+            self.heuristic_unsatisfied[item] &= can_improve(self.running_scores[item * beams], &self.finished[item], generated, most, config);
+        }
+        (source_rows, all_hit)
+    }
+
+    /// Each prompt's best finished hypothesis, its new tokens only.
+    fn best(self) -> Vec<Generated> {
+        let (prompt_len, eos) = (self.prompt_len, &self.config.eos_token_ids);
+        self.finished
+            .into_iter()
+            .map(|list| {
+                let (score, sequence) = list.into_iter().next().expect("at max_length every top beam finishes");
+                Generated { ids: trim_after_eos(&sequence[prompt_len..], eos), score: Some(score) }
+            })
+            .collect()
+    }
+}
+
+/// One prompt's next running beams: the best `beams` of its top continuations that did not
+/// stop, as (source row, token, cumulative score).
+fn next_beams(top: &[Candidate], hits: &[bool], beams: usize, first_row: usize) -> Vec<(usize, u32, f32)> {
+    let penalised = |i: usize| top[i].score + if hits[i] { NEG } else { 0.0 };
+    let mut order: Vec<usize> = (0..top.len()).collect();
+    order.sort_by(|&a, &b| penalised(b).total_cmp(&penalised(a)));
+    order.into_iter().take(beams).map(|i| (first_row + top[i].beam, top[i].token, penalised(i))).collect()
+}
+
+/// HF's stopping criteria over the batch: some prompt can still improve, and with
+/// `early_stopping = true` not every prompt has its `num_beams` finished hypotheses.
+fn keep_searching(heuristic_unsatisfied: &[bool], finished: &[Vec<(f32, Vec<u32>)>], config: &GenerateConfig) -> bool {
+    let improvement_possible = heuristic_unsatisfied.iter().any(|&u| u);
+    let all_full = finished.iter().all(|list| list.len() == config.num_beams);
+    improvement_possible && !(all_full && config.early_stopping == EarlyStopping::Eager)
+}
+
+/// `sequence` with `token` appended.
+fn extended(sequence: &[u32], token: u32) -> Vec<u32> {
+    let mut longer = sequence.to_vec();
+    longer.push(token);
+    longer
+}
+
+/// A beam's score as HF ranks finished hypotheses: divided by length^length_penalty.
+fn normalised(score: f32, generated: usize, config: &GenerateConfig) -> f32 {
+    score / (generated as f32).powf(config.length_penalty)
+}
+
+/// One prompt's `keep` best continuations over its beams × the vocabulary, best first. `logits`,
+/// `running` and `running_scores` are that prompt's beam rows; logits become log-probabilities
+/// with the logits processors applied.
+fn top_continuations(logits: &mut [Vec<f32>], running: &[Vec<u32>], running_scores: &[f32], prompt_len: usize, keep: usize, processors: &[LogitsProcessor]) -> Vec<Candidate> {
+    let mut top: Vec<Candidate> = Vec::with_capacity(keep + 1);
+    for (beam, scores) in logits.iter_mut().enumerate() {
+        log_softmax(scores);
+        process(scores, &running[beam], prompt_len, processors);
+        for (token, &s) in scores.iter().enumerate() {
+            let score = s + running_scores[beam];
+            if top.len() < keep || score > top[keep - 1].score {
+                let at = top.partition_point(|c| c.score >= score);
+                top.insert(at, Candidate { score, beam, token: token as u32 });
+                top.truncate(keep);
+            }
+        }
+    }
+    top
+}
+
+/// Adds to one prompt's finished hypotheses (best first, at most `num_beams`) those among the
+/// top `num_beams` candidates that stopped, `generated` tokens long.
+fn keep_finished(finished: &mut Vec<(f32, Vec<u32>)>, top: &[Candidate], hits: &[bool], running: &[Vec<u32>], generated: usize, config: &GenerateConfig) {
+    for (candidate, _) in top.iter().zip(hits).take(config.num_beams).filter(|(_, hit)| **hit) {
+        let score = normalised(candidate.score, generated, config);
+        let at = finished.partition_point(|(s, _)| *s >= score);
+        finished.insert(at, (score, extended(&running[candidate.beam], candidate.token)));
+        finished.truncate(config.num_beams);
+    }
+}
+
+/// HF's stopping test for one prompt: whether its best running beam (cumulative score
+/// `best_running`, `generated` tokens long) could still beat its worst finished hypothesis.
+/// With `early_stopping = never` (and a positive length penalty) the best beam is judged at
+/// the longest length it could reach, `most_generated`.
+fn can_improve(best_running: f32, finished: &[(f32, Vec<u32>)], generated: usize, most_generated: usize, config: &GenerateConfig) -> bool {
+    let length = if config.early_stopping == EarlyStopping::Never && config.length_penalty > 0.0 { most_generated } else { generated };
+    let worst_finished = if finished.len() == config.num_beams { finished.last().map_or(NEG, |(s, _)| *s) } else { NEG };
+    normalised(best_running, length, config) > worst_finished
+}
