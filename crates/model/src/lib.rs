@@ -2,26 +2,28 @@
 //! go; Hugging Face config + safetensors loading; a KV cache; generation with HF semantics.
 
 pub mod attention;
-pub mod bart;
-pub mod bf16;
-pub mod few_rows;
-#[cfg(feature = "flex")]
-mod flex;
-pub mod cross_entropy;
-pub mod gelu;
 pub mod backend;
+pub mod bart;
+mod cpu;
 mod error;
-mod hf_config;
 pub mod generate;
 pub mod gpt2;
-pub mod hub;
-#[cfg(feature = "flex")]
-pub mod layer_norm;
+mod load;
 pub mod nn;
+mod ops;
 pub mod past;
 pub mod tensors;
 pub mod testing;
-pub mod weights;
+
+// Their historical paths (`prefix_tune_model::bf16`, `::hub`, …), which every caller uses.
+#[cfg(feature = "flex")]
+use cpu::flex;
+#[cfg(feature = "flex")]
+pub use ops::layer_norm;
+pub use cpu::{bf16, few_rows};
+use load::hf_config;
+pub use load::{hub, weights};
+pub use ops::{cross_entropy, gelu};
 
 pub use attention::KeyValue;
 pub use backend::Backend;

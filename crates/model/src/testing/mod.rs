@@ -7,7 +7,6 @@ use burn::tensor::Device;
 
 use crate::Backend;
 
-#[path = "testing_bart.rs"]
 pub mod bart;
 
 /// Held by a test while it seeds and draws from the backend's random generator, which is one
