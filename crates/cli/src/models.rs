@@ -5,7 +5,6 @@ use std::path::Path;
 
 use crate::error::{CliError, Result};
 use prefix_tune_model::burn::tensor::Device;
-use prefix_tune_model::generate::GenerateConfig;
 use prefix_tune_model::hub::resolve_model;
 use prefix_tune_model::bf16::Dtype;
 use prefix_tune_model::{load_bart, load_gpt2};
@@ -54,19 +53,4 @@ fn in_dtype<M: Architecture>(mut model: M, dtype: Dtype) -> Result<M> {
         model.pack_bf16()?;
     }
     Ok(model)
-}
-
-/// An encoder-decoder checkpoint's decoding defaults: `config.json` overlaid by
-/// `generation_config.json`, with HF's meaning of `max_length`/`min_length`.
-pub fn checkpoint_generation(dir: &Path) -> Result<GenerateConfig> {
-    let mut merged = serde_json::Map::new();
-    for file in ["config.json", "generation_config.json"] {
-        let path = dir.join(file);
-        let Ok(text) = std::fs::read_to_string(&path) else { continue };
-        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| CliError::usage(format!("{}: not valid JSON: {e}", path.display())))?;
-        if let Some(fields) = value.as_object() {
-            merged.extend(fields.clone());
-        }
-    }
-    GenerateConfig::from_hf(&serde_json::Value::Object(merged), true).map_err(|e| CliError::Model(e.at(dir.join("generation_config.json"))))
 }

@@ -15,8 +15,7 @@ use prefix_tune_train::{read_seq2seq_jsonl_lines, Example, Method, Objective};
 
 use super::{Architecture, PrefixStart, TaskText};
 use crate::error::{CliError, Result};
-use crate::models::checkpoint_generation;
-use crate::train::{InitArg, PrefixLayout, TrainArgs};
+use crate::train::args::{InitArg, PrefixLayout, TrainArgs};
 
 /// The model's tokenizer, used as HF's `tokenizer(text, truncation=True, max_length=N)`.
 pub struct BartText {
@@ -212,4 +211,19 @@ fn check(examples: Vec<(String, Example)>, args: &TrainArgs, model: &Bart) -> Re
             Ok(example)
         })
         .collect()
+}
+
+/// An encoder-decoder checkpoint's decoding defaults: `config.json` overlaid by
+/// `generation_config.json`, with HF's meaning of `max_length`/`min_length`.
+fn checkpoint_generation(dir: &Path) -> Result<GenerateConfig> {
+    let mut merged = serde_json::Map::new();
+    for file in ["config.json", "generation_config.json"] {
+        let path = dir.join(file);
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| CliError::usage(format!("{}: not valid JSON: {e}", path.display())))?;
+        if let Some(fields) = value.as_object() {
+            merged.extend(fields.clone());
+        }
+    }
+    GenerateConfig::from_hf(&serde_json::Value::Object(merged), true).map_err(|e| CliError::Model(e.at(dir.join("generation_config.json"))))
 }

@@ -15,7 +15,7 @@ use prefix_tune_train::{check_examples, Example, Limits, Objective};
 
 use super::{Architecture, PrefixStart, TaskText};
 use crate::error::{CliError, Result};
-use crate::train::{InitArg, TrainArgs};
+use crate::train::args::{InitArg, TrainArgs};
 
 impl TaskText for Gpt2Encoder {
     fn prompt(&self, source: &str) -> Result<Vec<u32>> {

@@ -15,7 +15,7 @@ use prefix_tune_prefix::{Init, PrefixConfig};
 use prefix_tune_train::{Example, Objective, PrefixModel};
 
 use crate::error::Result;
-use crate::train::TrainArgs;
+use crate::train::args::TrainArgs;
 
 /// A model's text: task sources as prompts, generated ids as one line of text.
 pub trait TaskText: 'static {

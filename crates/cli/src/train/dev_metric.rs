@@ -2,61 +2,16 @@
 //! dev set instead of the dev loss. Dev inputs are decoded greedily with the current prefix
 //! and scored with the task's official metric.
 
-use std::fmt;
 use std::path::Path;
 
 use prefix_tune_data::e2e::E2eConfig;
-use prefix_tune_data::{load, task::Split, LoadConfig, Task};
+use prefix_tune_data::{load, task::Split, LoadConfig};
 use prefix_tune_eval::score_groups;
 use prefix_tune_train::{DevMetric, TrainError};
-use serde::{Deserialize, Serialize};
 
-use super::TrainArgs;
+use super::args::{DevMetricName, TrainArgs};
 use crate::arch::{predict, Architecture, TaskText};
 use crate::error::{CliError, Result};
-
-/// The scores a run can pick its best prefix by: higher is better (TER is not), and none needs
-/// an external jar.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum DevMetricName {
-    Bleu,
-    Nist,
-    #[value(name = "rouge_l")]
-    RougeL,
-    Cider,
-    Rouge1,
-    Rouge2,
-}
-
-impl DevMetricName {
-    /// The field of the task's scores that holds this metric.
-    fn field(self) -> &'static str {
-        match self {
-            Self::Bleu => "bleu",
-            Self::Nist => "nist",
-            Self::RougeL => "rouge_l",
-            Self::Cider => "cider",
-            Self::Rouge1 => "rouge1",
-            Self::Rouge2 => "rouge2",
-        }
-    }
-
-    /// The metrics `task`'s scorer reports.
-    fn of(task: Task) -> &'static [DevMetricName] {
-        match task {
-            Task::E2e => &[Self::Bleu, Self::Nist, Self::RougeL, Self::Cider],
-            Task::Webnlg | Task::Dart | Task::Jsonl => &[Self::Bleu],
-            Task::Xsum => &[Self::Rouge1, Self::Rouge2, Self::RougeL],
-        }
-    }
-}
-
-impl fmt::Display for DevMetricName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.field())
-    }
-}
 
 /// Decoding dev prompts in chunks of this many rows.
 const CHUNK: usize = 16;

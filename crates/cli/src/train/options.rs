@@ -1,89 +1,12 @@
 //! The options of a run beyond clap's parsing: an options file, the run's recorded options on
-//! `--resume`, and the values clap checks for us (`--init`, dropout probabilities).
+//! `--resume`.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use prefix_tune_data::e2e::TargetStyle;
-use serde::{Deserialize, Serialize};
 
-use super::TrainArgs;
+use super::args::TrainArgs;
 use crate::error::{CliError, Result};
-
-/// `--init`: where a new prefix's values come from.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum InitArg {
-    #[default]
-    Random,
-    Zero,
-    /// The activations of these words (P becomes their token count).
-    Text(String),
-}
-
-/// A value of `--init` that is none of its forms.
-#[derive(Debug, thiserror::Error)]
-#[error("`{0}` is not random, zero or text:\"...\"")]
-pub struct InitParseError(String);
-
-impl FromStr for InitArg {
-    type Err = InitParseError;
-
-    fn from_str(text: &str) -> std::result::Result<Self, InitParseError> {
-        match text {
-            "random" => Ok(Self::Random),
-            "zero" => Ok(Self::Zero),
-            _ => match text.strip_prefix("text:") {
-                Some(words) => Ok(Self::Text(words.trim_matches('"').to_string())),
-                None => Err(InitParseError(text.to_string())),
-            },
-        }
-    }
-}
-
-impl TryFrom<String> for InitArg {
-    type Error = InitParseError;
-
-    fn try_from(text: String) -> std::result::Result<Self, InitParseError> {
-        text.parse()
-    }
-}
-
-impl fmt::Display for InitArg {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Random => f.write_str("random"),
-            Self::Zero => f.write_str("zero"),
-            Self::Text(words) => write!(f, "text:{words}"),
-        }
-    }
-}
-
-impl From<InitArg> for String {
-    fn from(init: InitArg) -> String {
-        init.to_string()
-    }
-}
-
-/// A dropout probability that would drop every activation, or is no number.
-#[derive(Debug, thiserror::Error)]
-pub enum DropoutError {
-    #[error("`{0}` is not a number")]
-    NotANumber(String),
-    #[error("{0} is not a dropout probability in [0, 1)")]
-    OutOfRange(f64),
-}
-
-/// A dropout probability: in [0, 1), since 1 would drop every activation.
-pub(super) fn dropout_probability(text: &str) -> std::result::Result<f64, DropoutError> {
-    let p: f64 = text.parse().map_err(|_| DropoutError::NotANumber(text.to_string()))?;
-    if (0.0..1.0).contains(&p) {
-        Ok(p)
-    } else {
-        Err(DropoutError::OutOfRange(p))
-    }
-}
 
 /// Options a resumed run may change: where it runs and how it reports, not what it computes.
 const CHANGEABLE_ON_RESUME: [&str; 4] = ["resume", "config", "backend", "log_every"];
