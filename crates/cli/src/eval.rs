@@ -8,7 +8,7 @@ use clap::Args;
 use prefix_tune_data::e2e::{E2eConfig, TargetStyle};
 use prefix_tune_data::{load, task::Split, LoadConfig, Task};
 use prefix_tune_eval::score_groups;
-use prefix_tune_model::backend::{self, Backend};
+use prefix_tune_model::backend::DeviceArgs;
 
 use crate::arch::{predict, Architecture, TaskText};
 use crate::models::{self, ModelJob};
@@ -46,12 +46,8 @@ pub struct EvalArgs {
     limit: Option<usize>,
     #[arg(long)]
     meteor_jar: Option<PathBuf>,
-    #[arg(long, value_enum)]
-    backend: Option<Backend>,
-    /// bf16: the model's matrix products in bf16 with f32 sums (CPU backend: AMX tiles, else
-    /// AVX2+FMA; about 1.5-2x faster decoding).
-    #[arg(long, value_enum, default_value_t = prefix_tune_model::bf16::Dtype::F32)]
-    dtype: prefix_tune_model::bf16::Dtype,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Writes predictions.txt and scores.json here.
     #[arg(long)]
     out: PathBuf,
@@ -60,14 +56,14 @@ pub struct EvalArgs {
 pub fn run(args: EvalArgs) -> Result<()> {
     let task = args.task;
     let references = args.references.or_else(|| args.prefix.as_deref().and_then(crate::train::trained_references)).unwrap_or_default();
-    let device = backend::device_for(args.backend)?;
+    let device = args.device.device()?;
     let data = load(task, &args.data, &LoadConfig { split: args.split, e2e: E2eConfig { target_style: references } })?;
     let mut groups = data.groups();
     if let Some(limit) = args.limit {
         groups.truncate(limit);
     }
     let sources: Vec<&str> = groups.iter().map(|g| g.source.as_str()).collect();
-    let predictions = models::with_model(&args.model, &device, args.dtype, Decode { args: &args, sources: &sources })?;
+    let predictions = models::with_model(&args.model, &device, args.device.dtype, Decode { args: &args, sources: &sources })?;
     std::fs::create_dir_all(&args.out).map_err(|e| CliError::io(&args.out, e))?;
     let predictions_path = args.out.join("predictions.txt");
     std::fs::write(&predictions_path, predictions.join("\n") + "\n").map_err(|e| CliError::io(&predictions_path, e))?;

@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::arch::Architecture;
 use crate::models::{self, ModelJob};
 use prefix_tune_data::Tokenizer;
-use prefix_tune_model::backend::{self, Backend};
+use prefix_tune_model::backend::DeviceArgs;
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
@@ -56,13 +56,8 @@ pub struct GenerateArgs {
     /// prompts, or once per prompt (in order) to run a mixed-task batch.
     #[arg(long = "prefix")]
     prefixes: Vec<String>,
-    /// wgpu, vulkan, metal, cuda or flex (default: the first compiled in).
-    #[arg(long, value_enum)]
-    backend: Option<Backend>,
-    /// bf16: the model's matrix products in bf16 with f32 sums (CPU backend: AMX tiles, else
-    /// AVX2+FMA; about 1.5-2x faster decoding).
-    #[arg(long, value_enum, default_value_t = prefix_tune_model::bf16::Dtype::F32)]
-    dtype: prefix_tune_model::bf16::Dtype,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// One JSON object per prompt: {"ids": [...], "text": "...", "score": ...}.
     #[arg(long)]
     json: bool,
@@ -75,8 +70,8 @@ pub fn parse_ids(text: &str, what: &str) -> Result<Vec<u32>> {
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
-    let device = backend::device_for(args.backend)?;
-    models::with_model(&args.model.clone(), &device, args.dtype, args)
+    let device = args.device.device()?;
+    models::with_model(&args.model.clone(), &device, args.device.dtype, args)
 }
 
 impl ModelJob for GenerateArgs {

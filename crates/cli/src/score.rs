@@ -7,7 +7,7 @@ use crate::error::{CliError, Result};
 use crate::arch::Architecture;
 use crate::models::{self, ModelJob};
 use clap::Args;
-use prefix_tune_model::backend::{self, Backend};
+use prefix_tune_model::backend::DeviceArgs;
 use prefix_tune_train::{score, Example, TrainConfig};
 
 #[derive(Args, Debug)]
@@ -27,18 +27,13 @@ pub struct ScoreArgs {
     /// without it, one `nll tokens` line each and the perplexity on stderr.
     #[arg(long)]
     json: bool,
-    /// wgpu, vulkan, metal, cuda or flex (default: the first compiled in).
-    #[arg(long, value_enum)]
-    backend: Option<Backend>,
-    /// bf16: the model's matrix products in bf16 with f32 sums (CPU backend: AMX tiles, else
-    /// AVX2+FMA; about 1.5-2x faster decoding).
-    #[arg(long, value_enum, default_value_t = prefix_tune_model::bf16::Dtype::F32)]
-    dtype: prefix_tune_model::bf16::Dtype,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 pub fn run(args: ScoreArgs) -> Result<()> {
-    let device = backend::device_for(args.backend)?;
-    let scores = models::with_model(&args.model, &device, args.dtype, &args)?;
+    let device = args.device.device()?;
+    let scores = models::with_model(&args.model, &device, args.device.dtype, &args)?;
     let (mut total, mut count) = (0.0, 0);
     for (nll, tokens) in &scores {
         if args.json {

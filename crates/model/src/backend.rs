@@ -138,3 +138,24 @@ pub fn device_for(backend: Option<Backend>) -> Result<Device, ModelError> {
     };
     backend.device()
 }
+
+/// Where a command runs: `--backend` and `--dtype`, the same flags for every command that
+/// runs a model.
+#[derive(clap::Args, Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeviceArgs {
+    /// wgpu, vulkan, metal, cuda or flex (default: the first compiled in).
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
+    /// bf16: the frozen model's matrix products in bf16 with f32 sums (CPU backend: AMX tiles,
+    /// else AVX2+FMA, else portable loops); a prefix, its gradients and optimizer stay f32.
+    #[arg(long, value_enum, default_value_t = crate::bf16::Dtype::F32)]
+    #[serde(default)]
+    pub dtype: crate::bf16::Dtype,
+}
+
+impl DeviceArgs {
+    /// The device of `--backend`.
+    pub fn device(&self) -> Result<Device, ModelError> {
+        device_for(self.backend)
+    }
+}

@@ -26,7 +26,7 @@ use clap::Args;
 use futures_util::stream::{self, Stream};
 use prefix_tune_data::Tokenizer;
 use prefix_tune_model::burn::tensor::Device;
-use prefix_tune_model::backend::{self, Backend};
+use prefix_tune_model::backend::DeviceArgs;
 use prefix_tune_model::{load_gpt2, Past};
 use prefix_tune_prefix::{load_prefix, Layout};
 use serde_json::json;
@@ -62,12 +62,8 @@ pub struct ServeArgs {
     max_prompt_tokens: usize,
     #[arg(long, default_value_t = 512)]
     max_new_tokens: usize,
-    #[arg(long, value_enum)]
-    backend: Option<Backend>,
-    /// bf16: the model's matrix products in bf16 with f32 sums (CPU backend: AMX tiles, else
-    /// AVX2+FMA; about 1.5-2x faster decoding).
-    #[arg(long, value_enum, default_value_t = prefix_tune_model::bf16::Dtype::F32)]
-    dtype: prefix_tune_model::bf16::Dtype,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// For tests: pause this long after each decoding step, so that timing-dependent behaviour
     /// (a full queue, a client leaving mid-stream) can be observed on any machine.
     #[arg(long, hide = true, default_value_t = 0)]
@@ -96,13 +92,13 @@ type Shared = Arc<Server>;
 const BASE: &str = "base";
 
 pub fn run(args: ServeArgs) -> Result<()> {
-    let device = backend::device_for(args.backend)?;
+    let device = args.device.device()?;
     let dir = prefix_tune_model::hub::resolve_model(&args.model)?;
     if error::model_type(&dir)?.as_deref() == Some("bart") {
         return Err(ServeError::Usage("--model: serve runs GPT-2 models (BART serving is not built yet)".into()));
     }
     let mut model = load_gpt2(&dir, &device)?;
-    if args.dtype == prefix_tune_model::bf16::Dtype::Bf16 {
+    if args.device.dtype == prefix_tune_model::bf16::Dtype::Bf16 {
         model.pack_bf16()?;
     }
     let tokenizer = Tokenizer::from_dir(&dir)?.map(Arc::new);

@@ -8,8 +8,7 @@ use std::str::FromStr;
 use clap::Args;
 use prefix_tune_data::e2e::TargetStyle;
 use prefix_tune_data::Task;
-use prefix_tune_model::backend::Backend;
-use prefix_tune_model::bf16::Dtype;
+use prefix_tune_model::backend::DeviceArgs;
 use prefix_tune_prefix::{Placement, ReparamKind};
 use prefix_tune_train::{Method, Objective, OptimizerKind, Schedule};
 use serde::{Deserialize, Serialize};
@@ -135,13 +134,9 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip)]
     pub resume: Option<PathBuf>,
-    #[arg(long, value_enum)]
-    pub backend: Option<Backend>,
-    /// bf16: the frozen model's matrix products in bf16 with f32 sums (CPU backend: AMX tiles,
-    /// about 3x faster training; else AVX2+FMA, about 1.1x); the prefix, its gradients and optimizer stay f32.
-    #[arg(long, value_enum, default_value_t = Dtype::F32)]
-    #[serde(default)]
-    pub dtype: Dtype,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub device: DeviceArgs,
     /// When stderr is not a terminal, a plain progress line every N steps.
     #[arg(long, default_value_t = 10)]
     pub log_every: usize,

@@ -8,7 +8,6 @@ mod options;
 
 use std::path::Path;
 
-use prefix_tune_model::backend;
 use prefix_tune_model::bf16::Dtype;
 use prefix_tune_model::burn::tensor::Device;
 use prefix_tune_prefix::PrefixConfig;
@@ -27,7 +26,7 @@ pub fn run(args: TrainArgs, given: &[String]) -> Result<()> {
         Some(dir) => options::resumed_args(&dir, args, given)?,
         None => options::absolute_paths(args),
     };
-    let device = backend::device_for(args.backend)?.autodiff();
+    let device = args.device.device()?.autodiff();
     // Before the first random draw (the prefix's initial values): a seeded run is the same
     // run in every process.
     device.seed(args.seed);
@@ -38,10 +37,10 @@ pub fn run(args: TrainArgs, given: &[String]) -> Result<()> {
 
 /// `--dtype`, refused in bf16 for fine-tuning, whose weights change.
 fn frozen_dtype(args: &TrainArgs) -> Result<Dtype> {
-    if args.dtype == Dtype::Bf16 && args.method == Method::Finetune {
+    if args.device.dtype == Dtype::Bf16 && args.method == Method::Finetune {
         return Err(CliError::usage("--dtype bf16: the model must stay frozen; it applies to --method prefix only"));
     }
-    Ok(args.dtype)
+    Ok(args.device.dtype)
 }
 
 /// One training run, on whichever model `--model` holds.

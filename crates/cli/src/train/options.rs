@@ -78,7 +78,7 @@ pub(super) fn resumed_args(dir: &Path, cli: TrainArgs, given: &[String]) -> Resu
         }
     }
     if given.iter().any(|id| id == "backend") {
-        recorded.backend = cli.backend;
+        recorded.device.backend = cli.device.backend;
     }
     if given.iter().any(|id| id == "log_every") {
         recorded.log_every = cli.log_every;
