@@ -10,11 +10,10 @@ use std::path::Path;
 use burn::tensor::Device;
 use prefix_tune_model::tensors::{floats, to_f32s};
 use prefix_tune_model::weights::{save_f32, to_f32, write_atomic, WeightFiles};
-use serde_json::json;
 
 use crate::bart::{BartLayout, BartPrefixSets, Stack};
-use crate::files::{file_error, read_json, resolve_dir, CONFIG_FILE, PEFT_CONFIG_FILE, PEFT_TENSORS_FILE, TENSORS_FILE};
-use crate::{BlockOrder, Layout, Prefix, PrefixError};
+use crate::files::{file_error, read_file_config, read_json, resolve_dir, CONFIG_FILE, PEFT_CONFIG_FILE, PEFT_TENSORS_FILE, TENSORS_FILE};
+use crate::{BlockOrder, Layout, Placement, Prefix, PrefixError, PrefixFileConfig};
 
 /// BART prefix sets read from disk.
 pub type LoadedBartPrefix = crate::files::Loaded<BartPrefixSets>;
@@ -44,17 +43,11 @@ fn load_states(dir: &Path, layout: BartLayout, device: &Device) -> Result<Loaded
 
 fn load_native(dir: &Path, layout: BartLayout, device: &Device) -> Result<LoadedBartPrefix, PrefixError> {
     let config_path = dir.join(CONFIG_FILE);
-    let config = read_json(&config_path)?;
-    let text = |field: &str| config.get(field).and_then(|v| v.as_str());
-    if text("format") != Some("prefix-tune") {
-        return Err(file_error(&config_path, "format", "must be \"prefix-tune\""));
+    let config = read_file_config(dir)?;
+    if config.architecture != "bart" {
+        return Err(file_error(&config_path, "architecture", format!("`{}`: this prefix is not for a BART model", config.architecture)));
     }
-    match text("architecture") {
-        Some("bart") => {}
-        Some(other) => return Err(file_error(&config_path, "architecture", format!("`{other}`: this prefix is not for a BART model"))),
-        None => return Err(file_error(&config_path, "architecture", "missing (expected \"bart\")")),
-    }
-    if text("kind") != Some("export") {
+    if config.kind != "export" {
         return Err(file_error(&config_path, "kind", "a BART prefix file must be an \"export\""));
     }
     let tensors_path = dir.join(TENSORS_FILE);
@@ -68,8 +61,8 @@ fn load_native(dir: &Path, layout: BartLayout, device: &Device) -> Result<Loaded
             continue;
         }
         let prefix = read_set(&files, &tensors_path, stack, layout.stack(stack), device)?;
-        let declared = config.get("lengths").and_then(|l| l.get(stack.name())).and_then(|v| v.as_u64());
-        if let Some(declared) = declared.filter(|&d| d as usize != prefix.length()) {
+        let declared = config.lengths.as_ref().and_then(|lengths| lengths.get(stack.name()).copied());
+        if let Some(declared) = declared.filter(|&d| d != prefix.length()) {
             return Err(file_error(&config_path, &format!("lengths.{}", stack.name()), format!("says {declared} but the `{}` matrix has {} rows", stack.name(), prefix.length())));
         }
         *set_mut(&mut sets, stack) = Some(prefix);
@@ -77,8 +70,7 @@ fn load_native(dir: &Path, layout: BartLayout, device: &Device) -> Result<Loaded
     if sets.lengths() == [0, 0, 0] {
         return Err(file_error(&tensors_path, "(tensors)", "holds none of `encoder`, `decoder`, `cross`"));
     }
-    let base_model = text("base_model").map(String::from);
-    Ok(LoadedBartPrefix { prefix: sets, base_model, path: dir.into() })
+    Ok(LoadedBartPrefix { prefix: sets, base_model: config.base_model, path: dir.into() })
 }
 
 fn set_mut(sets: &mut BartPrefixSets, stack: Stack) -> &mut Option<Prefix> {
@@ -141,17 +133,30 @@ fn load_peft(dir: &Path, layout: BartLayout, device: &Device) -> Result<LoadedBa
 /// Writes the native export: each set that is on as one matrix, lengths in the config.
 pub fn save_bart_export(sets: &BartPrefixSets, base_model: Option<&str>, dir: &Path) -> Result<(), PrefixError> {
     let mut tensors = Vec::new();
-    let mut lengths = serde_json::Map::new();
+    let mut lengths = std::collections::BTreeMap::new();
     for stack in Stack::ALL {
         let Some(prefix) = sets.get(stack) else { continue };
         if prefix.layout.blocks != BlockOrder::Paper {
             return Err(PrefixError::Input(format!("the {} prefix is in PEFT's layout (it shifts decoder positions): write it with --format peft", stack.name())));
         }
         let activations = prefix.activations();
-        lengths.insert(stack.name().into(), json!(prefix.length()));
+        lengths.insert(stack.name().to_string(), prefix.length());
         tensors.push((stack.name().to_string(), activations.dims().to_vec(), to_f32s(activations)));
     }
-    let config = json!({"format": "prefix-tune", "kind": "export", "architecture": "bart", "base_model": base_model, "lengths": lengths});
+    let config = PrefixFileConfig {
+        format: "prefix-tune".into(),
+        kind: "export".into(),
+        architecture: "bart".into(),
+        base_model: base_model.map(String::from),
+        prefix_length: 0,
+        n_layer: 0,
+        n_head: 0,
+        head_dim: 0,
+        lengths: Some(lengths),
+        prefix: None,
+        placement: Placement::Prefix,
+        blocks: BlockOrder::Paper,
+    };
     std::fs::create_dir_all(dir).map_err(|e| file_error(dir, "(directory)", e.to_string()))?;
     save_f32(&dir.join(TENSORS_FILE), &tensors)?;
     write_atomic(&dir.join(CONFIG_FILE), serde_json::to_string_pretty(&config).expect("config serialises").as_bytes())?;

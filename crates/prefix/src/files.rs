@@ -25,7 +25,7 @@ pub const TENSORS_FILE: &str = "prefix.safetensors";
 pub const PEFT_CONFIG_FILE: &str = "adapter_config.json";
 pub const PEFT_TENSORS_FILE: &str = "adapter_model.safetensors";
 
-/// `prefix_config.json`.
+/// `prefix_config.json`, for GPT-2's one prefix and BART's sets alike.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PrefixFileConfig {
     /// Always "prefix-tune".
@@ -35,10 +35,19 @@ pub struct PrefixFileConfig {
     pub architecture: String,
     #[serde(default)]
     pub base_model: Option<String>,
+    /// One prefix's P and shape (GPT-2, or one set of a BART run's state).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub prefix_length: usize,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub n_layer: usize,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub n_head: usize,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub head_dim: usize,
+    /// A BART export: the P of each set that is on, by name (`encoder`, `decoder`, `cross`);
+    /// the shapes are the model's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lengths: Option<std::collections::BTreeMap<String, usize>>,
     /// For a state: the configuration it was trained with.
     #[serde(default)]
     pub prefix: Option<PrefixConfig>,
@@ -48,6 +57,10 @@ pub struct PrefixFileConfig {
     /// Which column blocks feed which layer (the paper's, or PEFT's encoder-decoder order).
     #[serde(default, skip_serializing_if = "is_paper")]
     pub blocks: BlockOrder,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn is_paper(blocks: &BlockOrder) -> bool {
@@ -77,6 +90,16 @@ pub(crate) fn file_error(path: &Path, field: &str, reason: impl Into<String>) ->
 pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value, PrefixError> {
     let text = std::fs::read_to_string(path).map_err(|e| file_error(path, "(file)", e.to_string()))?;
     serde_json::from_str(&text).map_err(|e| file_error(path, "(json)", format!("not valid JSON: {e}")))
+}
+
+/// `prefix_config.json` in `dir`, typed; its `format` checked.
+pub(crate) fn read_file_config(dir: &Path) -> Result<PrefixFileConfig, PrefixError> {
+    let path = dir.join(CONFIG_FILE);
+    let config: PrefixFileConfig = serde_json::from_value(read_json(&path)?).map_err(|e| file_error(&path, "(fields)", e.to_string()))?;
+    if config.format != "prefix-tune" {
+        return Err(file_error(&path, "format", format!("`{}` is not \"prefix-tune\"", config.format)));
+    }
+    Ok(config)
 }
 
 /// Reads a prefix from any of the layouts above; checks it against `expected` (the model's)
@@ -138,33 +161,28 @@ fn read_vector(files: &WeightFiles, path: &Path, name: &str, len: usize, device:
 }
 
 fn load_native(dir: &Path, expected: Option<Layout>, device: &Device) -> Result<LoadedPrefix, PrefixError> {
-    let config_path = dir.join(CONFIG_FILE);
-    let value = read_json(&config_path)?;
-    if let Some(architecture) = value.get("architecture").and_then(|v| v.as_str()).filter(|a| *a == "bart") {
-        return Err(file_error(&config_path, "architecture", format!("`{architecture}`: this prefix is for a BART model, not GPT-2")));
+    let config = read_file_config(dir)?;
+    if config.architecture == "bart" {
+        return Err(file_error(&dir.join(CONFIG_FILE), "architecture", "`bart`: this prefix is for a BART model, not GPT-2"));
     }
-    read_native(dir, value, expected, device)
+    read_native(dir, config, expected, device)
 }
 
 /// One prefix's training state (or export) in `dir`, checked against `layout`: a GPT-2 run's
 /// checkpoint, or one set of a BART run's.
 pub fn load_state_dir(dir: &Path, layout: Layout, device: &Device) -> Result<Prefix, PrefixError> {
-    let value = read_json(&dir.join(CONFIG_FILE))?;
-    let mut prefix = read_native(dir, value, Some(layout), device)?.prefix;
+    let mut prefix = read_native(dir, read_file_config(dir)?, Some(layout), device)?.prefix;
     // The shape is the model's; the block order is the file's.
     prefix.layout = Layout { blocks: prefix.layout.blocks, ..layout };
     Ok(prefix)
 }
 
-fn read_native(dir: &Path, value: serde_json::Value, expected: Option<Layout>, device: &Device) -> Result<LoadedPrefix, PrefixError> {
+fn read_native(dir: &Path, config: PrefixFileConfig, expected: Option<Layout>, device: &Device) -> Result<LoadedPrefix, PrefixError> {
     let config_path = dir.join(CONFIG_FILE);
-    let config: PrefixFileConfig = serde_json::from_value(value)
-        .map_err(|e| file_error(&config_path, "(fields)", e.to_string()))?;
-    if config.format != "prefix-tune" {
-        return Err(file_error(&config_path, "format", format!("`{}` is not \"prefix-tune\"", config.format)));
-    }
-    if config.prefix_length == 0 {
-        return Err(file_error(&config_path, "prefix_length", "must be at least 1"));
+    for (field, value) in [("prefix_length", config.prefix_length), ("n_layer", config.n_layer), ("n_head", config.n_head), ("head_dim", config.head_dim)] {
+        if value == 0 {
+            return Err(file_error(&config_path, field, "missing, or 0: must be at least 1"));
+        }
     }
     check_layout(&config_path, config.layout(), expected)?;
     let layout = config.layout();
@@ -279,6 +297,7 @@ fn file_config(kind: &str, architecture: &str, base_model: Option<&str>, p: usiz
         prefix,
         placement: Placement::Prefix,
         blocks: layout.blocks,
+        lengths: None,
     }
 }
 

@@ -275,6 +275,16 @@ fn bad_prefixes_are_one_line_errors() {
     let message = load_prefix(&dir, Some(layout), &device).err().unwrap().to_string();
     assert!(message.contains("num_virtual_tokens"), "{message}");
     assert!(PrefixConfig::new(0).init(layout, &device).is_err());
+    // A native file without a shape field: the field is named, whether or not a model checks it.
+    let native = scratch("native-no-head");
+    save_export(&peft_prefix("flat", &device), None, "gpt2", &native).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(native.join("prefix_config.json")).unwrap()).unwrap();
+    config.as_object_mut().unwrap().remove("n_head");
+    std::fs::write(native.join("prefix_config.json"), config.to_string()).unwrap();
+    for expected in [None, Some(layout)] {
+        let message = load_prefix(&native, expected, &device).err().unwrap().to_string();
+        assert!(message.contains("prefix_config.json") && message.contains("`n_head`") && !message.contains('\n'), "{message}");
+    }
     // Not a prefix at all.
     let message = load_prefix(&fixtures().join("gpt2-a"), Some(layout), &device).err().unwrap().to_string();
     assert!(message.contains("not a prefix"), "{message}");

@@ -8,7 +8,7 @@ use prefix_tune_model::bart::BartPrefix;
 use prefix_tune_model::testing::bart::{bart_a, bart_logits, batch, check_bart_generation, unpadded_inputs};
 use prefix_tune_model::testing::{device, fixtures, max_abs_diff, read_f32, scratch};
 use prefix_tune_model::weights::{save_f32, WeightFiles};
-use prefix_tune_prefix::{load_bart_prefix, load_prefix, save_bart_export, save_bart_peft, BartLayout, BlockOrder, Stack};
+use prefix_tune_prefix::{load_bart_prefix, load_prefix, save_bart_export, save_bart_peft, BartLayout, BlockOrder, PrefixFileConfig, Stack};
 
 /// Writes a hand-made export: the minimal config and the named fixture matrices.
 fn hand_written_export(dir: &Path, reference: &WeightFiles, sets: &[&str]) {
@@ -84,6 +84,12 @@ fn bart_export_round_trips_with_its_lengths() {
     let again = load_bart_prefix(&out, layout, &device()).unwrap();
     assert_eq!(again.prefix.lengths(), [3, 0, 2]);
     assert_eq!(again.base_model.as_deref(), Some("bart-a"));
+    // One typed schema for GPT-2's and BART's files: the BART export reads as it, GPT-2's
+    // per-prefix shape fields absent.
+    let typed: PrefixFileConfig = serde_json::from_value(config).unwrap();
+    let lengths: Vec<(String, usize)> = typed.lengths.clone().unwrap().into_iter().collect();
+    assert_eq!(lengths, [("cross".to_string(), 2), ("encoder".to_string(), 3)]);
+    assert_eq!((typed.kind.as_str(), typed.prefix_length, typed.n_layer), ("export", 0, 0));
 }
 
 #[test]
