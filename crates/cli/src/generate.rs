@@ -44,10 +44,12 @@ pub struct GenerateArgs {
     bad_words_ids: Vec<String>,
     #[arg(long)]
     do_sample: bool,
-    #[arg(long, default_value_t = 0)]
-    top_k: usize,
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f32,
+    /// With --do-sample: only the k most likely tokens.
+    #[arg(long, requires = "do_sample")]
+    top_k: Option<usize>,
+    /// With --do-sample: only the most likely tokens whose mass reaches p, in (0, 1].
+    #[arg(long, requires = "do_sample")]
+    top_p: Option<f32>,
     #[arg(long, default_value_t = 1.0)]
     temperature: f32,
     #[arg(long, default_value_t = 0)]

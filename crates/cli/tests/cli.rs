@@ -539,6 +539,8 @@ fn usage_errors_exit_2_and_runtime_errors_exit_1() {
         vec!["generate", "--model", model, "--prompt-ids", "1", "--backend", "opengl"],
         vec!["score", "--model", model, "--data", "d", "--backend", "tpu"],
         vec!["generate", "--model", model],
+        // A sampling option without sampling would be ignored: refused instead.
+        vec!["generate", "--model", model, "--prompt-ids", "1", "--top-k", "5"],
     ];
     for args in usage {
         let output = prefix_tune(&args);

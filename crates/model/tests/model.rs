@@ -179,7 +179,7 @@ fn sampling_is_seeded_and_respects_top_k() {
     let prompts = vec![vec![1u32, 2, 3], vec![4, 5]];
     let mut config = GenerateConfig::new(514);
     config.max_new_tokens = 6;
-    config.sampling = Some(prefix_tune_model::generate::Sampling { temperature: 0.7, top_k: 1, top_p: 1.0, seed: 3 });
+    config.sampling = Some(prefix_tune_model::generate::Sampling { temperature: 0.7, top_k: Some(1), top_p: None, seed: 3 });
     // top_k = 1 is greedy whatever the seed.
     let greedy = {
         let mut greedy = config.clone();
@@ -187,7 +187,7 @@ fn sampling_is_seeded_and_respects_top_k() {
         generate_gpt2(&model, &prompts, None, &greedy).unwrap()
     };
     assert_eq!(generate_gpt2(&model, &prompts, None, &config).unwrap(), greedy);
-    config.sampling = Some(prefix_tune_model::generate::Sampling { temperature: 1.5, top_k: 0, top_p: 0.9, seed: 7 });
+    config.sampling = Some(prefix_tune_model::generate::Sampling { temperature: 1.5, top_k: None, top_p: Some(0.9), seed: 7 });
     let first = generate_gpt2(&model, &prompts, None, &config).unwrap();
     let again = generate_gpt2(&model, &prompts, None, &config).unwrap();
     assert_eq!(first, again, "same seed, same samples");

@@ -110,8 +110,7 @@ impl CompletionRequest {
         if !(0.0..=2.0).contains(&temperature) {
             return Err(ApiError::bad_request(format!("temperature must be between 0 and 2, got {temperature}")));
         }
-        let top_p = self.top_p.unwrap_or(1.0);
-        if !(top_p > 0.0 && top_p <= 1.0) {
+        if let Some(top_p) = self.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
             return Err(ApiError::bad_request(format!("top_p must be in (0, 1], got {top_p}")));
         }
         if self.n.is_some_and(|n| n != 1) || self.best_of.is_some_and(|n| n != 1) {
@@ -124,7 +123,7 @@ impl CompletionRequest {
             return Ok(None);
         }
         let seed = self.seed.unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64));
-        Ok(Some(Sampling { temperature, top_k: self.top_k.unwrap_or(0) as usize, top_p, seed }))
+        Ok(Some(Sampling { temperature, top_k: self.top_k.map(|k| k as usize), top_p: self.top_p, seed }))
     }
 
     pub fn stops(&self) -> Vec<String> {

@@ -59,10 +59,10 @@ pub struct GenerateConfig {
 #[derive(Debug, Clone, Copy)]
 pub struct Sampling {
     pub temperature: f32,
-    /// 0 = off.
-    pub top_k: usize,
-    /// 1.0 = off.
-    pub top_p: f32,
+    /// Only the k most likely tokens (HF: 0 also turns it off).
+    pub top_k: Option<usize>,
+    /// Only the most likely tokens whose probability mass reaches p, in (0, 1].
+    pub top_p: Option<f32>,
     pub seed: u64,
 }
 
@@ -178,8 +178,8 @@ impl GenerateConfig {
             if sampling.temperature <= 0.0 {
                 return Err(ModelError::Input(format!("temperature must be positive, got {}", sampling.temperature)));
             }
-            if !(sampling.top_p > 0.0 && sampling.top_p <= 1.0) {
-                return Err(ModelError::Input(format!("top_p must be in (0, 1], got {}", sampling.top_p)));
+            if let Some(top_p) = sampling.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
+                return Err(ModelError::Input(format!("top_p must be in (0, 1], got {top_p}")));
             }
         }
         Ok(())
@@ -398,12 +398,12 @@ fn sample(scores: &mut [f32], sampling: Sampling, rng: &mut StdRng) -> usize {
     }
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    if sampling.top_k > 0 && sampling.top_k < scores.len() {
-        for &i in &order[sampling.top_k..] {
+    if let Some(top_k) = sampling.top_k.filter(|&k| k > 0 && k < scores.len()) {
+        for &i in &order[top_k..] {
             scores[i] = f32::NEG_INFINITY;
         }
     }
-    if sampling.top_p < 1.0 {
+    if let Some(top_p) = sampling.top_p.filter(|&p| p < 1.0) {
         let max = scores[order[0]];
         let total: f32 = order.iter().map(|&i| (scores[i] - max).exp()).sum();
         // Keep the smallest set of most likely tokens whose mass reaches top_p (at least one).
@@ -412,7 +412,7 @@ fn sample(scores: &mut [f32], sampling: Sampling, rng: &mut StdRng) -> usize {
         for &i in &order {
             keep += 1;
             mass += (scores[i] - max).exp() / total;
-            if mass >= sampling.top_p {
+            if mass >= top_p {
                 break;
             }
         }

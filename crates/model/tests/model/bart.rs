@@ -121,9 +121,9 @@ fn bart_sampling_is_seeded_and_top_k_one_is_greedy() {
     let inputs = unpadded_inputs(&batch(&reference));
     let mut config = GenerateConfig::from_hf(&json["generate"]["greedy"]["kwargs"], true).unwrap();
     let greedy = generate_bart(&model, &inputs, &BartPrefix::default(), 0, &config).unwrap();
-    config.sampling = Some(prefix_tune_model::generate::Sampling { temperature: 0.7, top_k: 1, top_p: 1.0, seed: 3 });
+    config.sampling = Some(prefix_tune_model::generate::Sampling { temperature: 0.7, top_k: Some(1), top_p: None, seed: 3 });
     assert_eq!(generate_bart(&model, &inputs, &BartPrefix::default(), 0, &config).unwrap(), greedy, "top_k = 1 is greedy");
-    config.sampling = Some(prefix_tune_model::generate::Sampling { temperature: 1.5, top_k: 0, top_p: 0.95, seed: 11 });
+    config.sampling = Some(prefix_tune_model::generate::Sampling { temperature: 1.5, top_k: None, top_p: Some(0.95), seed: 11 });
     let first = generate_bart(&model, &inputs, &BartPrefix::default(), 0, &config).unwrap();
     assert_eq!(generate_bart(&model, &inputs, &BartPrefix::default(), 0, &config).unwrap(), first, "same seed, same samples");
     assert_ne!(first, greedy, "sampling at temperature 1.5 departs from greedy");
