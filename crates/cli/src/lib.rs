@@ -48,20 +48,6 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-/// The command line with a `--config FILE`'s options spliced in before the real flags.
-fn with_config_file(args: Vec<String>) -> Result<Vec<String>> {
-    let Some(at) = args.iter().position(|a| a == "--config") else {
-        return Ok(args);
-    };
-    let path = args.get(at + 1).ok_or_else(|| CliError::usage("--config needs a file"))?;
-    let from_file = train::config_file_args(std::path::Path::new(path))?;
-    // program, subcommand, file options, then the command line's own (which win).
-    let mut spliced = args[..2.min(args.len())].to_vec();
-    spliced.extend(from_file);
-    spliced.extend(args[2.min(args.len())..].iter().cloned());
-    Ok(spliced)
-}
-
 /// clap's error as one line; a wrong choice keeps the list of valid ones.
 fn one_line(error: clap::Error) -> CliError {
     // Help and version are not errors: print them the way clap does, then stop.
@@ -78,7 +64,7 @@ fn one_line(error: clap::Error) -> CliError {
     CliError::usage(message)
 }
 
-/// The options of `subcommand` typed by the user (or given in --config), not defaulted.
+/// The options of `subcommand` typed by the user, not defaulted.
 fn given_options(matches: &ArgMatches, subcommand: &str) -> Vec<String> {
     let Some(sub) = matches.subcommand_matches(subcommand) else { return Vec::new() };
     sub.ids().filter(|id| sub.value_source(id.as_str()) == Some(ValueSource::CommandLine)).map(|id| id.to_string()).collect()
@@ -86,7 +72,7 @@ fn given_options(matches: &ArgMatches, subcommand: &str) -> Vec<String> {
 
 /// Runs a `prefix-tune` command line (`args[0]` is the program name).
 pub fn run(args: Vec<String>) -> Result<()> {
-    let matches = Cli::command().try_get_matches_from(with_config_file(args)?).map_err(one_line)?;
+    let matches = Cli::command().try_get_matches_from(args).map_err(one_line)?;
     let cli = Cli::from_arg_matches(&matches).map_err(one_line)?;
     match cli.command {
         Command::Generate(args) => generate::run(args),

@@ -182,7 +182,8 @@ fn train_then_generate_export_and_resume() {
     let run = dir.join("run");
     // Options from a TOML file, one overridden on the command line.
     let config = dir.join("run.toml");
-    std::fs::write(&config, "prefix_length = 3\nmlp_hidden = 16\nlr = 0.01\nbatch_size = 2\nmax_steps = 2\n").unwrap();
+    // A number may be written as on the command line (`lr = "0.01"`).
+    std::fs::write(&config, "prefix_length = 3\nmlp-hidden = 16\nlr = \"0.01\"\nbatch_size = 2\nmax_steps = 2\nreparam = \"mlp\"\n").unwrap();
     let summary = run_ok(&[
         "train", "--config", config.to_str().unwrap(), "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap(),
         "--max-steps", "4", "--checkpoint-every", "2", "--seed", "3", "--out", run.to_str().unwrap(),
@@ -551,6 +552,22 @@ fn usage_errors_exit_2_and_runtime_errors_exit_1() {
     assert_one_line_error(&typo, &["meteor", "bleu, nist, rouge_l, cider, rouge1, rouge2"]);
     let init = prefix_tune(&["train", "--model", "m", "--data", "d", "--init", "texts:hello"]);
     assert_one_line_error(&init, &["--init", "texts:hello", "random, zero or text:"]);
+
+    // An options file is read into the same options: its key and file named when wrong.
+    let dir = scratch("config-files");
+    for (text, needles) in [
+        ("prefix_lenght = 3\n", vec!["run.toml", "prefix_lenght", "not an option"]),
+        ("reparam = \"mpl\"\n", vec!["run.toml", "reparam", "mpl"]),
+        ("lr = \"fast\"\n", vec!["run.toml", "lr"]),
+        ("lm_dropout = 1.0\n", vec!["run.toml", "lm_dropout", "[0, 1)"]),
+        ("init = \"texts:hi\"\n", vec!["run.toml", "init", "random, zero or text:"]),
+    ] {
+        let file = dir.join("run.toml");
+        std::fs::write(&file, text).unwrap();
+        let output = prefix_tune(&["train", "--config", file.to_str().unwrap(), "--model", model, "--data", "d"]);
+        assert_one_line_error(&output, &needles);
+        assert_eq!(output.status.code(), Some(2), "{text}");
+    }
 
     let missing = prefix_tune(&["generate", "--model", "./no/such/dir", "--prompt-ids", "1"]);
     assert_one_line_error(&missing, &["no/such/dir"]);

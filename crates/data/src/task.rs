@@ -13,6 +13,7 @@ use std::str::FromStr;
 pub enum Task {
     E2e,
     #[value(alias = "webnlg2017")]
+    #[serde(alias = "webnlg2017")]
     Webnlg,
     Dart,
     Xsum,

@@ -17,11 +17,13 @@ use crate::arch::Architecture;
 use crate::error::{CliError, Result};
 use crate::models::{self, ModelJob};
 pub use args::TrainArgs;
-pub use options::{config_file_args, trained_references};
+pub use options::trained_references;
 
 /// Runs `prefix-tune train`. `given`: the options typed on the command line (or in --config),
 /// which a resumed run checks against the ones it was started with.
 pub fn run(args: TrainArgs, given: &[String]) -> Result<()> {
+    let (args, given) = options::with_config_file(args, given)?;
+    let given = given.as_slice();
     let args = match args.resume.clone() {
         Some(dir) => options::resumed_args(&dir, args, given)?,
         None => options::absolute_paths(args),

@@ -1,5 +1,5 @@
-//! The options of a run beyond clap's parsing: an options file, the run's recorded options on
-//! `--resume`.
+//! The options of a run beyond clap's parsing: an options file (`--config`), the run's
+//! recorded options on `--resume`.
 
 use std::path::{Path, PathBuf};
 
@@ -11,29 +11,60 @@ use crate::error::{CliError, Result};
 /// Options a resumed run may change: where it runs and how it reports, not what it computes.
 const CHANGEABLE_ON_RESUME: [&str; 4] = ["resume", "config", "backend", "log_every"];
 
-/// Turns a TOML/JSON options file into `--flag value` arguments placed before the real ones,
-/// so the command line overrides the file.
-pub fn config_file_args(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| CliError::io(path, e))?;
-    let bad = |reason: String| CliError::usage(format!("{}: {reason}", path.display()));
-    let table: serde_json::Map<String, serde_json::Value> = if path.extension().is_some_and(|e| e == "toml") {
-        let value: toml::Value = toml::from_str(&text).map_err(|e| bad(e.to_string().lines().next().unwrap_or("invalid TOML").to_string()))?;
-        serde_json::to_value(value).map_err(|e| bad(e.to_string()))?.as_object().cloned().unwrap_or_default()
-    } else {
-        serde_json::from_str(&text).map_err(|e| bad(format!("not a JSON object of options ({e})")))?
-    };
-    let mut args = Vec::new();
-    for (key, value) in table {
-        let flag = format!("--{}", key.replace('_', "-"));
-        match value {
-            serde_json::Value::Bool(true) => args.push(flag),
-            serde_json::Value::Bool(false) | serde_json::Value::Null => {}
-            serde_json::Value::String(s) => args.extend([flag, s]),
-            serde_json::Value::Number(n) => args.extend([flag, n.to_string()]),
-            other => return Err(bad(format!("option `{key}` has an unsupported value {other}"))),
+/// The options of `--config FILE` under the command line's: every option the file names and
+/// the command line does not type is read from the file, typed by serde into the same
+/// [`TrainArgs`] a run records. Returns the options and the ids now given (typed or in the file),
+/// which a resumed run checks against its own.
+pub(super) fn with_config_file(cli: TrainArgs, given: &[String]) -> Result<(TrainArgs, Vec<String>)> {
+    let Some(path) = cli.config.clone() else { return Ok((cli, given.to_vec())) };
+    let bad = |key: &str, reason: String| CliError::usage(format!("{}: option `{key}`: {reason}", path.display()));
+    let mut merged = serde_json::to_value(&cli).expect("options serialise");
+    let mut given = given.to_vec();
+    for (key, value) in read_table(&path)? {
+        let id = key.replace('-', "_");
+        if merged.get(&id).is_none() {
+            return Err(bad(&key, "not an option of train".into()));
+        }
+        if given.contains(&id) {
+            continue;
+        }
+        merged[&id] = typed(&merged, &id, value);
+        // One option at a time, so that a bad value is named.
+        serde_json::from_value::<TrainArgs>(merged.clone()).map_err(|e| bad(&key, e.to_string()))?;
+        given.push(id);
+    }
+    let args = TrainArgs { config: cli.config, resume: cli.resume, ..serde_json::from_value(merged).expect("each option checked") };
+    for (key, p) in [("prefix_dropout", Some(args.prefix_dropout)), ("lm_dropout", args.lm_dropout)] {
+        if let Some(p) = p.filter(|p| !(0.0..1.0).contains(p)) {
+            return Err(bad(key, format!("{p} is not a dropout probability in [0, 1)")));
         }
     }
-    Ok(args)
+    Ok((args, given))
+}
+
+/// `value` as the option `id` takes it: a number written as a string (`lr = "5e-5"`, as on the
+/// command line) becomes a number where the option is one.
+fn typed(merged: &serde_json::Value, id: &str, value: serde_json::Value) -> serde_json::Value {
+    let serde_json::Value::String(text) = &value else { return value };
+    let Ok(number @ serde_json::Value::Number(_)) = serde_json::from_str(text) else { return value };
+    let mut trial = merged.clone();
+    trial[id] = number.clone();
+    if serde_json::from_value::<TrainArgs>(trial).is_ok() {
+        number
+    } else {
+        value
+    }
+}
+
+/// A TOML or JSON file of options, as a table.
+fn read_table(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let text = std::fs::read_to_string(path).map_err(|e| CliError::io(path, e))?;
+    let bad = |reason: String| CliError::usage(format!("{}: {reason}", path.display()));
+    if path.extension().is_some_and(|e| e == "toml") {
+        let value: toml::Value = toml::from_str(&text).map_err(|e| bad(e.to_string().lines().next().unwrap_or("invalid TOML").to_string()))?;
+        return Ok(serde_json::to_value(value).map_err(|e| bad(e.to_string()))?.as_object().cloned().unwrap_or_default());
+    }
+    serde_json::from_str(&text).map_err(|e| bad(format!("not a JSON object of options ({e})")))
 }
 
 /// `path` in one spelling: resolved when it exists (so `./x` and `/abs/../x` compare equal on
