@@ -26,7 +26,10 @@ parser.add_argument("--steps", type=int, default=3)
 parser.add_argument("--seq-len", type=int, default=64)
 parser.add_argument("--what", choices=["train", "generate", "both"], default="both")
 parser.add_argument("--autocast", action="store_true", help="bf16 autocast (on the CPU: oneDNN's AMX bf16 matmuls)")
+parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: PyTorch's, one per core)")
 args = parser.parse_args()
+if args.threads:
+    torch.set_num_threads(args.threads)
 device = torch.device(args.device)
 
 

@@ -46,12 +46,14 @@ def main():
     parser.add_argument("--what", choices=["train", "generate", "both"], default="both")
     parser.add_argument("--before", help="an older prefix-tune binary to run in the same rounds")
     parser.add_argument("--dtype", choices=["f32", "bf16"], default="f32", help="our --dtype; bf16 also runs PyTorch under bf16 autocast")
+    parser.add_argument("--threads", type=int, help="CPU threads on both sides: our --threads, PyTorch's set_num_threads")
     args = parser.parse_args()
+    threads = ["--threads", str(args.threads)] if args.threads else []
     theirs_cmd = [sys.executable, str(HERE / "bench_peft.py"), str(args.target_fraction),
-                  "--device", args.device, "--steps", str(args.steps), "--seq-len", str(args.seq_len)]
+                  "--device", args.device, "--steps", str(args.steps), "--seq-len", str(args.seq_len)] + threads
     autocast_cmd = theirs_cmd + ["--autocast"] if args.dtype == "bf16" else None
-    ours_cmd = [args.binary, "bench", "--backend", args.backend, "--dtype", args.dtype]
-    before_cmd = [args.before, "bench", "--backend", args.backend] if args.before else None
+    ours_cmd = [args.binary, "bench", "--backend", args.backend, "--dtype", args.dtype] + threads
+    before_cmd = [args.before, "bench", "--backend", args.backend, "--dtype", args.dtype] + threads if args.before else None
     if args.what in ("train", "both"):
         train_args = ["train", "--steps", str(args.steps), "--seq-len", str(args.seq_len), "--target-fraction", str(args.target_fraction)]
         ours, theirs, before, autocast = [], [], [], []
@@ -64,7 +66,7 @@ def main():
                 before.append(last_json(before_cmd + train_args, "train"))
         ours_tps = statistics.median(r["tokens_per_second"] for r in ours)
         theirs_tps = statistics.median(r["tokens_per_second"] for r in theirs)
-        report = {"bench": "train", "backend": args.backend, "torch_device": args.device,
+        report = {"bench": "train", "backend": args.backend, "torch_device": args.device, "threads": args.threads,
                   "target_fraction": args.target_fraction, "seq_len": args.seq_len,
                   "prefix_tune_tokens_per_second": ours_tps, "peft_tokens_per_second": theirs_tps,
                   "ratio": ours_tps / theirs_tps, "dtype": args.dtype,
@@ -87,7 +89,7 @@ def main():
                 autocast.append(last_json(autocast_cmd + ["--what", "generate"], "generate"))
             if before_cmd:
                 before.append(last_json(before_cmd + ["generate"], "generate"))
-        report = {"bench": "generate", "backend": args.backend, "torch_device": args.device, "dtype": args.dtype}
+        report = {"bench": "generate", "backend": args.backend, "torch_device": args.device, "dtype": args.dtype, "threads": args.threads}
         for name in ("greedy", "beam5"):
             mine = statistics.median(r["results"][name]["seconds"] for r in ours)
             hf = statistics.median(r["results"][name]["seconds"] for r in theirs)
