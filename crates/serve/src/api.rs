@@ -9,7 +9,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 /// `POST /v1/completions`. Unknown fields are refused (a typo is not silently ignored); the
-/// OpenAI fields we do not implement are accepted at their defaults only.
+/// OpenAI fields we do not implement are accepted at their defaults only, and otherwise refused
+/// with a 400 naming them.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CompletionRequest {
@@ -30,14 +31,11 @@ pub struct CompletionRequest {
     /// Accepted as OpenAI clients send it; no effect.
     #[allow(dead_code)]
     pub user: Option<String>,
-    /// Accepted as OpenAI clients send it; no effect.
-    #[allow(dead_code)]
+    /// Not implemented: refused unless null.
     pub logprobs: Option<serde_json::Value>,
-    /// Accepted as OpenAI clients send it; no effect.
-    #[allow(dead_code)]
+    /// Not implemented: refused unless 0.
     pub presence_penalty: Option<f32>,
-    /// Accepted as OpenAI clients send it; no effect.
-    #[allow(dead_code)]
+    /// Not implemented: refused unless 0.
     pub frequency_penalty: Option<f32>,
     pub best_of: Option<u32>,
     /// Accepted as OpenAI clients send it; no effect.
@@ -84,6 +82,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let kind = match self.status {
             StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::FORBIDDEN => "permission_error",
             StatusCode::NOT_FOUND => "not_found_error",
             StatusCode::SERVICE_UNAVAILABLE => "server_overloaded",
             StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
@@ -119,11 +118,23 @@ impl CompletionRequest {
         if self.echo == Some(true) {
             return Err(ApiError::bad_request("echo is not supported"));
         }
+        self.refuse_unimplemented()?;
         if temperature == 0.0 {
             return Ok(None);
         }
         let seed = self.seed.unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64));
         Ok(Some(Sampling { temperature, top_k: self.top_k.map(|k| k as usize), top_p: self.top_p, seed }))
+    }
+
+    /// OpenAI fields this server does not implement, given at other than their defaults.
+    fn refuse_unimplemented(&self) -> Result<(), ApiError> {
+        let logprobs = self.logprobs.as_ref().is_some_and(|v| !v.is_null());
+        let penalties = [("presence_penalty", self.presence_penalty), ("frequency_penalty", self.frequency_penalty)];
+        let unimplemented = logprobs.then_some("logprobs").into_iter().chain(penalties.into_iter().filter(|(_, v)| v.is_some_and(|v| v != 0.0)).map(|(name, _)| name));
+        match unimplemented.collect::<Vec<_>>().as_slice() {
+            [] => Ok(()),
+            names => Err(ApiError::bad_request(format!("{} not implemented by this server: leave it out (or at its default)", names.join(", ")))),
+        }
     }
 
     pub fn stops(&self) -> Vec<String> {

@@ -1,6 +1,7 @@
 //! `prefix-tune serve`: one frozen model, many prefixes, one continuous batch, behind an
 //! OpenAI-compatible HTTP API (axum on tokio).
 
+mod access;
 mod api;
 mod engine;
 mod error;
@@ -34,6 +35,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 pub use error::ServeError;
 use error::Result;
+use access::{Keys, BASE};
 use api::{ApiError, CompletionRequest, Prompt, DEFAULT_MAX_TOKENS};
 use engine::{Engine, Event, Job};
 use metrics::Metrics;
@@ -43,15 +45,26 @@ pub struct ServeArgs {
     /// A GPT-2 model directory or hub name, loaded once.
     #[arg(long)]
     model: String,
-    /// Every subdirectory is a prefix named after it, in any format --prefix reads.
+    /// Every subdirectory is a prefix named after it, in any format --prefix reads; also the
+    /// only place `POST /v1/prefixes` loads from (without it, loading from disk is off).
     #[arg(long)]
     prefixes: Option<PathBuf>,
     /// Address to listen on (localhost unless told otherwise; port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:8080")]
     bind: SocketAddr,
-    /// Requests without `Authorization: Bearer KEY` get 401.
-    #[arg(long)]
+    /// Requests without `Authorization: Bearer KEY` get 401 (completions, models, metrics and,
+    /// without --admin-key, the prefix routes).
+    #[arg(long, env = "PREFIX_TUNE_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// The API key from the first line of a file.
+    #[arg(long, conflicts_with = "api_key")]
+    api_key_file: Option<PathBuf>,
+    /// Loading and unloading prefixes needs this key instead (403 without it).
+    #[arg(long, env = "PREFIX_TUNE_ADMIN_KEY", hide_env_values = true)]
+    admin_key: Option<String>,
+    /// The admin key from the first line of a file.
+    #[arg(long, conflicts_with = "admin_key")]
+    admin_key_file: Option<PathBuf>,
     /// Rows decoded together at most.
     #[arg(long, default_value_t = 32)]
     max_batch: usize,
@@ -81,15 +94,14 @@ struct Server {
     n_positions: usize,
     max_prompt_tokens: usize,
     max_new_tokens: usize,
-    api_key: Option<String>,
+    keys: Keys,
+    /// `--prefixes`, resolved: the one directory prefixes load from.
+    prefix_root: Option<PathBuf>,
     metrics: Arc<Metrics>,
     next_id: AtomicU64,
 }
 
 type Shared = Arc<Server>;
-
-/// The name `base` is the model without a prefix.
-const BASE: &str = "base";
 
 pub fn run(args: ServeArgs) -> Result<()> {
     let device = args.device.device()?;
@@ -114,7 +126,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
         n_positions: model.config.n_positions,
         max_prompt_tokens: args.max_prompt_tokens,
         max_new_tokens: args.max_new_tokens,
-        api_key: args.api_key.clone(),
+        keys: Keys {
+            client: access::read_key(args.api_key.clone(), args.api_key_file.as_deref(), "--api-key-file")?,
+            admin: access::read_key(args.admin_key.clone(), args.admin_key_file.as_deref(), "--admin-key-file")?,
+        },
+        prefix_root: args.prefixes.as_deref().map(|dir| dir.canonicalize().map_err(|source| ServeError::Io { path: dir.to_path_buf(), source })).transpose()?,
         metrics: metrics.clone(),
         next_id: AtomicU64::new(0),
     });
@@ -138,7 +154,7 @@ fn router(server: Shared) -> Router {
     Router::new()
         .route("/", get(|| async { Html(include_str!("playground.html")) }))
         .route("/health", get(|| async { "ok" }))
-        .route("/metrics", get(|State(s): State<Shared>| async move { s.metrics.render() }))
+        .route("/metrics", get(metrics_text))
         .route("/v1/models", get(list_models))
         .route("/v1/completions", post(completions))
         .route("/v1/prefixes", post(add_prefix))
@@ -153,6 +169,9 @@ fn load_directory(server: &Server, dir: &Path) -> Result<()> {
     let mut registry = server.prefixes.write().expect("registry lock");
     for entry in entries.flatten().filter(|e| e.path().is_dir()) {
         let name = entry.file_name().to_string_lossy().to_string();
+        if let Some(why) = access::bad_name(&name) {
+            return Err(ServeError::Usage(format!("--prefixes {}: {why}; rename the folder", dir.display())));
+        }
         registry.insert(name, Arc::new(server.load(&entry.path())?));
     }
     Ok(())
@@ -162,16 +181,6 @@ impl Server {
     /// A prefix as one row of keys/values: all that stays resident per prefix.
     fn load(&self, path: &Path) -> std::result::Result<Past, prefix_tune_prefix::PrefixError> {
         Ok(load_prefix(path, Some(self.layout), &self.device)?.prefix.materialize().past(1, false))
-    }
-
-    fn authorize(&self, headers: &HeaderMap) -> std::result::Result<(), ApiError> {
-        let Some(key) = &self.api_key else { return Ok(()) };
-        let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-        if given == Some(key.as_str()) {
-            Ok(())
-        } else {
-            Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong API key: send Authorization: Bearer KEY"))
-        }
     }
 
     /// The request as a job for the engine, or why it is refused.
@@ -215,16 +224,22 @@ impl Server {
     }
 }
 
+async fn metrics_text(State(server): State<Shared>, headers: HeaderMap) -> std::result::Result<String, ApiError> {
+    server.keys.client(&headers)?;
+    Ok(server.metrics.render())
+}
+
 async fn list_models(State(server): State<Shared>, headers: HeaderMap) -> std::result::Result<Json<serde_json::Value>, ApiError> {
-    server.authorize(&headers)?;
+    server.keys.client(&headers)?;
     let mut names: Vec<String> = server.prefixes.read().expect("registry lock").keys().cloned().collect();
     names.sort();
     let data: Vec<_> = std::iter::once(BASE.to_string()).chain(names).map(|id| json!({ "id": id, "object": "model", "owned_by": "prefix-tune" })).collect();
     Ok(Json(json!({ "object": "list", "data": data })))
 }
 
+/// Loads `{"name", "path"}`: a plain name, a path relative to `--prefixes` that stays under it.
 async fn add_prefix(State(server): State<Shared>, headers: HeaderMap, body: Bytes) -> std::result::Result<Json<serde_json::Value>, ApiError> {
-    server.authorize(&headers)?;
+    server.keys.admin(&headers)?;
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Load {
@@ -232,11 +247,11 @@ async fn add_prefix(State(server): State<Shared>, headers: HeaderMap, body: Byte
         path: PathBuf,
     }
     let load: Load = api::parse_body(&body)?;
-    if load.name.is_empty() || load.name == BASE || load.name.contains('/') {
-        return Err(ApiError::bad_request(format!("name `{}` is not allowed (empty, `base` or with a slash)", load.name)));
+    if let Some(why) = access::bad_name(&load.name) {
+        return Err(ApiError::bad_request(format!("name: {why}")));
     }
+    let path = access::under_root(server.prefix_root.as_deref(), &load.path)?;
     let loader = server.clone();
-    let path = load.path.clone();
     let past = tokio::task::spawn_blocking(move || loader.load(&path)).await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let past = past.map_err(|e| ApiError::bad_request(e.to_string()))?;
     let length = past.len();
@@ -245,7 +260,7 @@ async fn add_prefix(State(server): State<Shared>, headers: HeaderMap, body: Byte
 }
 
 async fn remove_prefix(State(server): State<Shared>, headers: HeaderMap, UrlPath(name): UrlPath<String>) -> std::result::Result<Json<serde_json::Value>, ApiError> {
-    server.authorize(&headers)?;
+    server.keys.admin(&headers)?;
     // Requests in flight hold their own reference and finish with it.
     match server.prefixes.write().expect("registry lock").remove(&name) {
         Some(_) => Ok(Json(json!({ "id": name, "deleted": true }))),
@@ -254,7 +269,7 @@ async fn remove_prefix(State(server): State<Shared>, headers: HeaderMap, UrlPath
 }
 
 async fn completions(State(server): State<Shared>, headers: HeaderMap, body: Bytes) -> std::result::Result<Response, ApiError> {
-    server.authorize(&headers)?;
+    server.keys.client(&headers)?;
     let request = CompletionRequest::parse(&body)?;
     let (sender, events) = unbounded_channel();
     let job = server.job(&request, sender)?;

@@ -27,6 +27,12 @@ impl Drop for Server {
 /// Starts `serve` on a free port with the two PEFT fixture prefixes of gpt2-a (P = 5 and 7).
 fn start(extra: &[&str]) -> Server {
     let prefixes = scratch(&format!("serve-prefixes-{}", extra.len()));
+    start_in(&prefixes, &["--api-key", KEY], extra, &[])
+}
+
+/// Starts `serve` over `prefixes` (the two fixture prefixes copied in) with `keys` flags and
+/// `env` variables.
+fn start_in(prefixes: &std::path::Path, keys: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Server {
     for name in ["flat", "mlp"] {
         let dir = prefixes.join(name);
         std::fs::create_dir_all(&dir).unwrap();
@@ -36,8 +42,8 @@ fn start(extra: &[&str]) -> Server {
     }
     let model = fixtures().join("gpt2-a");
     let mut command = Command::new(env!("CARGO_BIN_EXE_prefix-tune"));
-    command.args(["serve", "--model", model.to_str().unwrap(), "--prefixes", prefixes.to_str().unwrap(), "--bind", "127.0.0.1:0", "--api-key", KEY]);
-    command.args(extra);
+    command.args(["serve", "--model", model.to_str().unwrap(), "--prefixes", prefixes.to_str().unwrap(), "--bind", "127.0.0.1:0"]);
+    command.args(keys).args(extra).envs(env.iter().copied());
     if cfg!(feature = "flex") {
         command.args(["--backend", "flex"]);
     }
@@ -137,7 +143,7 @@ fn concurrent_requests_on_mixed_prefixes_answer_as_generate_alone() {
     assert_eq!(status, 200);
     let ids: Vec<String> = json(&models)["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(ids, ["base", "flat", "mlp"]);
-    let (_, metrics) = answer(ureq::get(&format!("{}/metrics", server.url)).call());
+    let (_, metrics) = answer(ureq::get(&format!("{}/metrics", server.url)).set("Authorization", &format!("Bearer {KEY}")).call());
     assert!(metrics.contains("prefix_tune_requests_total 10") && metrics.contains("prefix_tune_prefix_requests_total{prefix=\"mlp\"} 3"), "{metrics}");
     assert_eq!(answer(ureq::get(&format!("{}/health", server.url)).call()), (200, "ok".into()));
     let (status, page) = answer(ureq::get(&format!("{}/", server.url)).call());
@@ -156,7 +162,13 @@ fn bad_requests_get_their_status_and_an_openai_error() {
         (r#"{"model": "nope", "prompt": [1, 2]}"#.into(), 404, "nope"),
         (r#"{"model": "mlp", "prompt": [1, 2], "max_tokens": 60}"#.into(), 400, "64 positions"),
         (r#"{"model": "base", "prompt": [99999]}"#.into(), 400, "vocabulary"),
+        // OpenAI fields not implemented: refused, never silently ignored.
+        (r#"{"model": "base", "prompt": [1, 2], "logprobs": 2}"#.into(), 400, "logprobs"),
+        (r#"{"model": "base", "prompt": [1, 2], "presence_penalty": 0.5, "frequency_penalty": 1}"#.into(), 400, "presence_penalty, frequency_penalty"),
     ];
+    // At their defaults they are accepted, as OpenAI's clients send them.
+    let (status, text) = post(&server, "/v1/completions", r#"{"model": "base", "prompt": [1, 2], "max_tokens": 1, "logprobs": null, "presence_penalty": 0, "frequency_penalty": 0}"#);
+    assert_eq!(status, 200, "{text}");
     for (body, status, needle) in cases {
         let (got, text) = post(&server, "/v1/completions", &body);
         assert_eq!(got, status, "{}: {text}", &body[..body.len().min(80)]);
@@ -187,8 +199,8 @@ fn bad_requests_get_their_status_and_an_openai_error() {
 #[test]
 fn prefixes_load_and_unload_while_requests_are_in_flight() {
     let server = start(&["--max-batch", "1", "--max-queue", "1", "--throttle-ms", "5"]);
-    let adapter = fixtures().join("peft/flat/adapter");
-    let (status, text) = post(&server, "/v1/prefixes", &serde_json::json!({ "name": "late", "path": adapter }).to_string());
+    // A path under --prefixes, relative to it.
+    let (status, text) = post(&server, "/v1/prefixes", &serde_json::json!({ "name": "late", "path": "flat" }).to_string());
     assert_eq!(status, 200, "{text}");
     assert_eq!(json(&text)["prefix_length"], 5);
     // A long streamed request on it, then the prefix is unloaded mid-way: it finishes anyway.
@@ -233,7 +245,7 @@ fn prefixes_load_and_unload_while_requests_are_in_flight() {
     let mut first = String::new();
     reader.read_line(&mut first).unwrap();
     drop(reader);
-    let metrics = || answer(ureq::get(&format!("{}/metrics", server.url)).call()).1;
+    let metrics = || answer(ureq::get(&format!("{}/metrics", server.url)).set("Authorization", &format!("Bearer {KEY}")).call()).1;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !metrics().contains("prefix_tune_disconnects_total 1") {
         assert!(std::time::Instant::now() < deadline, "the row of a gone client was not freed: {}", metrics());
@@ -241,4 +253,64 @@ fn prefixes_load_and_unload_while_requests_are_in_flight() {
     }
     let (status, _) = post(&server, "/v1/completions", r#"{"model": "base", "prompt": [5], "max_tokens": 2, "temperature": 0}"#);
     assert_eq!(status, 200);
+}
+
+/// Nothing a request sends reaches outside `--prefixes`; names are plain identifiers; keys cover
+/// every route but the page and `/health`, and come from the environment or a file as well.
+#[test]
+fn serving_is_safe_by_default() {
+    let root = scratch("serve-safe").join("root");
+    let outside = scratch("serve-safe").join("outside");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(outside.join("flat")).unwrap();
+    for file in ["adapter_config.json", "adapter_model.safetensors"] {
+        std::fs::copy(fixtures().join("peft/flat/adapter").join(file), outside.join("flat").join(file)).unwrap();
+    }
+    let key_file = outside.join("key.txt");
+    std::fs::write(&key_file, "file-key\n").unwrap();
+    let server = start_in(&root, &["--api-key-file", key_file.to_str().unwrap()], &[], &[("PREFIX_TUNE_ADMIN_KEY", "admin-key")]);
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(outside.join("flat"), root.join("link")).unwrap();
+    let call = |method: &str, path: &str, key: &str, body: &str| -> (u16, String) {
+        let request = ureq::request(method, &format!("{}{path}", server.url)).set("Authorization", &format!("Bearer {key}"));
+        answer(if body.is_empty() { request.call() } else { request.send_string(body) })
+    };
+    let load = |name: &str, path: &str, key: &str| call("POST", "/v1/prefixes", key, &serde_json::json!({ "name": name, "path": path }).to_string());
+    let absolute = outside.join("flat");
+    let cases = [
+        (load("ok", "flat", "admin-key"), 200, "prefix_length"),
+        (load("ok2", "flat", "file-key"), 403, "admin key"),
+        (load("x", absolute.to_str().unwrap(), "admin-key"), 400, "relative"),
+        (load("x", "../outside/flat", "admin-key"), 403, "outside"),
+        (load("x", "link", "admin-key"), 403, "outside"),
+        (load("x", "missing", "admin-key"), 400, "missing"),
+        (load("a b", "flat", "admin-key"), 400, "not a prefix name"),
+        (load("<img src=x onerror=alert(1)>", "flat", "admin-key"), 400, "not a prefix name"),
+        (load(&"n".repeat(65), "flat", "admin-key"), 400, "not a prefix name"),
+        (load("base", "flat", "admin-key"), 400, "base"),
+        (call("DELETE", "/v1/prefixes/ok", "file-key", ""), 403, "admin key"),
+        (call("GET", "/metrics", "wrong", ""), 401, "API key"),
+        (call("GET", "/v1/models", "wrong", ""), 401, "API key"),
+    ];
+    for ((got, text), status, needle) in cases {
+        assert_eq!(got, status, "{text}");
+        assert!(text.contains(needle), "`{needle}` not in {text}");
+    }
+    assert_eq!(call("GET", "/metrics", "file-key", "").0, 200);
+    assert_eq!(call("GET", "/health", "", "").0, 200);
+    let (status, text) = post_with(&server, "file-key", r#"{"model": "ok", "prompt": [5, 6], "max_tokens": 2, "temperature": 0}"#);
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(call("DELETE", "/v1/prefixes/ok", "admin-key", "").0, 200);
+
+    // A folder that is not a plain name stops the start, naming it.
+    let bad = scratch("serve-bad-name");
+    std::fs::create_dir_all(bad.join("has space")).unwrap();
+    let model = fixtures().join("gpt2-a");
+    let output = prefix_tune(&["serve", "--model", model.to_str().unwrap(), "--prefixes", bad.to_str().unwrap(), "--bind", "127.0.0.1:0"]);
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && message.contains("has space") && message.trim().lines().count() == 1, "{message}");
+}
+
+fn post_with(server: &Server, key: &str, body: &str) -> (u16, String) {
+    answer(ureq::post(&format!("{}/v1/completions", server.url)).set("Authorization", &format!("Bearer {key}")).send_string(body))
 }
