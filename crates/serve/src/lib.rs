@@ -6,14 +6,14 @@ mod api;
 mod engine;
 mod error;
 mod metrics;
+mod registry;
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
@@ -39,6 +39,7 @@ use access::{Keys, BASE};
 use api::{ApiError, CompletionRequest, Prompt, DEFAULT_MAX_TOKENS};
 use engine::{Engine, Event, Job};
 use metrics::Metrics;
+use registry::{Lookup, Registry};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -75,6 +76,10 @@ pub struct ServeArgs {
     max_prompt_tokens: usize,
     #[arg(long, default_value_t = 512)]
     max_new_tokens: usize,
+    /// Prefixes kept in memory at most: each is read on first use, and the least recently used
+    /// is dropped past this many (and read again when asked for). Default: no bound.
+    #[arg(long)]
+    max_resident_prefixes: Option<usize>,
     #[command(flatten)]
     device: DeviceArgs,
     /// For tests: pause this long after each decoding step, so that timing-dependent behaviour
@@ -85,7 +90,7 @@ pub struct ServeArgs {
 
 /// What every handler shares.
 struct Server {
-    prefixes: RwLock<HashMap<String, Arc<Past>>>,
+    prefixes: Registry,
     jobs: SyncSender<Job>,
     tokenizer: Option<Arc<Tokenizer>>,
     layout: Layout,
@@ -117,7 +122,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
     let (jobs, queue) = sync_channel(args.max_queue.max(1));
     let server = Arc::new(Server {
-        prefixes: RwLock::new(HashMap::new()),
+        prefixes: Registry::new(args.max_resident_prefixes),
         jobs,
         tokenizer: tokenizer.clone(),
         layout: Layout::gpt2(&model.config),
@@ -145,7 +150,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.bind).await.map_err(|e| ServeError::Bind { address: args.bind, source: e })?;
         let address = listener.local_addr().map_err(|e| ServeError::Bind { address: args.bind, source: e })?;
-        eprintln!("listening on http://{address} ({} prefixes)", server.prefixes.read().expect("registry lock").len());
+        eprintln!("listening on http://{address} ({} prefixes)", server.prefixes.names().len());
         axum::serve(listener, router(server)).await.map_err(|e| ServeError::Start { what: "the server", source: e })
     })
 }
@@ -163,16 +168,15 @@ fn router(server: Shared) -> Router {
         .with_state(server)
 }
 
-/// Every subdirectory of `dir`, loaded as a prefix named after it.
+/// Every subdirectory of `dir`, known as a prefix named after it (read on first use).
 fn load_directory(server: &Server, dir: &Path) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| ServeError::Io { path: dir.to_path_buf(), source: e })?;
-    let mut registry = server.prefixes.write().expect("registry lock");
     for entry in entries.flatten().filter(|e| e.path().is_dir()) {
         let name = entry.file_name().to_string_lossy().to_string();
         if let Some(why) = access::bad_name(&name) {
             return Err(ServeError::Usage(format!("--prefixes {}: {why}; rename the folder", dir.display())));
         }
-        registry.insert(name, Arc::new(server.load(&entry.path())?));
+        server.prefixes.list(name, entry.path());
     }
     Ok(())
 }
@@ -183,14 +187,25 @@ impl Server {
         Ok(load_prefix(path, Some(self.layout), &self.device)?.prefix.materialize().past(1, false))
     }
 
-    /// The request as a job for the engine, or why it is refused.
-    fn job(&self, request: &CompletionRequest, events: tokio::sync::mpsc::UnboundedSender<Event>) -> std::result::Result<Job, ApiError> {
-        let prefix = match request.model.as_str() {
-            BASE => None,
-            name => Some(self.prefixes.read().expect("registry lock").get(name).cloned().ok_or_else(|| {
-                ApiError::new(StatusCode::NOT_FOUND, format!("no prefix named `{name}` is loaded (GET /v1/models lists them)"))
-            })?),
+    /// The request's prefix (none for `base`): from memory, or read from disk on a miss.
+    async fn prefix(self: &Arc<Self>, name: &str) -> std::result::Result<Option<Arc<Past>>, ApiError> {
+        if name == BASE {
+            return Ok(None);
+        }
+        let path = match self.prefixes.lookup(name) {
+            Lookup::Resident(past) => return Ok(Some(past)),
+            Lookup::OnDisk(path) => path,
+            Lookup::Unknown => return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no prefix named `{name}` (GET /v1/models lists them)"))),
         };
+        let loader = self.clone();
+        let from = path.clone();
+        let past = tokio::task::spawn_blocking(move || loader.load(&from)).await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let past = past.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("prefix `{name}`: {e}")))?;
+        Ok(Some(self.prefixes.admit(name, path, past)))
+    }
+
+    /// The request as a job for the engine, or why it is refused.
+    fn job(&self, request: &CompletionRequest, prefix: Option<Arc<Past>>, events: tokio::sync::mpsc::UnboundedSender<Event>) -> std::result::Result<Job, ApiError> {
         let prompt = match &request.prompt {
             Prompt::Ids(ids) => ids.clone(),
             Prompt::Text(text) => {
@@ -226,13 +241,12 @@ impl Server {
 
 async fn metrics_text(State(server): State<Shared>, headers: HeaderMap) -> std::result::Result<String, ApiError> {
     server.keys.client(&headers)?;
-    Ok(server.metrics.render())
+    Ok(server.metrics.render() + &server.prefixes.render())
 }
 
 async fn list_models(State(server): State<Shared>, headers: HeaderMap) -> std::result::Result<Json<serde_json::Value>, ApiError> {
     server.keys.client(&headers)?;
-    let mut names: Vec<String> = server.prefixes.read().expect("registry lock").keys().cloned().collect();
-    names.sort();
+    let names = server.prefixes.names();
     let data: Vec<_> = std::iter::once(BASE.to_string()).chain(names).map(|id| json!({ "id": id, "object": "model", "owned_by": "prefix-tune" })).collect();
     Ok(Json(json!({ "object": "list", "data": data })))
 }
@@ -251,28 +265,29 @@ async fn add_prefix(State(server): State<Shared>, headers: HeaderMap, body: Byte
         return Err(ApiError::bad_request(format!("name: {why}")));
     }
     let path = access::under_root(server.prefix_root.as_deref(), &load.path)?;
-    let loader = server.clone();
-    let past = tokio::task::spawn_blocking(move || loader.load(&path)).await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let (loader, from) = (server.clone(), path.clone());
+    let past = tokio::task::spawn_blocking(move || loader.load(&from)).await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let past = past.map_err(|e| ApiError::bad_request(e.to_string()))?;
     let length = past.len();
-    server.prefixes.write().expect("registry lock").insert(load.name.clone(), Arc::new(past));
+    server.prefixes.admit(&load.name, path, past);
     Ok(Json(json!({ "id": load.name, "object": "model", "prefix_length": length })))
 }
 
 async fn remove_prefix(State(server): State<Shared>, headers: HeaderMap, UrlPath(name): UrlPath<String>) -> std::result::Result<Json<serde_json::Value>, ApiError> {
     server.keys.admin(&headers)?;
     // Requests in flight hold their own reference and finish with it.
-    match server.prefixes.write().expect("registry lock").remove(&name) {
-        Some(_) => Ok(Json(json!({ "id": name, "deleted": true }))),
-        None => Err(ApiError::new(StatusCode::NOT_FOUND, format!("no prefix named `{name}` is loaded"))),
+    match server.prefixes.remove(&name) {
+        true => Ok(Json(json!({ "id": name, "deleted": true }))),
+        false => Err(ApiError::new(StatusCode::NOT_FOUND, format!("no prefix named `{name}` is loaded"))),
     }
 }
 
 async fn completions(State(server): State<Shared>, headers: HeaderMap, body: Bytes) -> std::result::Result<Response, ApiError> {
     server.keys.client(&headers)?;
     let request = CompletionRequest::parse(&body)?;
+    let prefix = server.prefix(&request.model).await?;
     let (sender, events) = unbounded_channel();
-    let job = server.job(&request, sender)?;
+    let job = server.job(&request, prefix, sender)?;
     match server.jobs.try_send(job) {
         Ok(()) => server.metrics.accepted(),
         Err(TrySendError::Full(_)) => {

@@ -314,3 +314,28 @@ fn serving_is_safe_by_default() {
 fn post_with(server: &Server, key: &str, body: &str) -> (u16, String) {
     answer(ureq::post(&format!("{}/v1/completions", server.url)).set("Authorization", &format!("Bearer {key}")).send_string(body))
 }
+
+/// Prefixes are listed at start and read on first use; past `--max-resident-prefixes` the least
+/// recently used is dropped and read again when asked for, with the same answers.
+#[test]
+fn prefixes_are_read_on_first_use_and_the_least_recently_used_evicted() {
+    let server = start(&["--max-resident-prefixes", "1"]);
+    let metric = |name: &str| -> u64 {
+        let text = answer(ureq::get(&format!("{}/metrics", server.url)).set("Authorization", &format!("Bearer {KEY}")).call()).1;
+        text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).unwrap_or_else(|| panic!("{name} not in {text}")).parse().unwrap()
+    };
+    assert_eq!((metric("prefix_tune_prefixes_known"), metric("prefix_tune_prefixes_resident")), (2, 0), "listed, not read");
+    let ask = |model: &str| {
+        let (status, text) = post(&server, "/v1/completions", &serde_json::json!({ "model": model, "prompt": [5, 6, 7], "max_tokens": 6, "temperature": 0, "return_token_ids": true }).to_string());
+        assert_eq!(status, 200, "{text}");
+        json(&text)["choices"][0]["token_ids"].clone()
+    };
+    let answers: Vec<_> = ["flat", "mlp", "flat", "flat", "mlp"].iter().map(|m| ask(m)).collect();
+    assert_eq!(answers[0], answers[2], "flat read again after its eviction answers the same");
+    assert_eq!(answers[1], answers[4]);
+    assert_ne!(answers[0], answers[1], "two prefixes, two answers");
+    assert_eq!(metric("prefix_tune_prefix_cache_misses_total"), 4);
+    assert_eq!(metric("prefix_tune_prefix_cache_hits_total"), 1);
+    assert_eq!(metric("prefix_tune_prefix_cache_evictions_total"), 3);
+    assert_eq!(metric("prefix_tune_prefixes_resident"), 1);
+}
