@@ -5,6 +5,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use prefix_tune_model::generate::Sampling;
+
+use crate::penalties::Penalties;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -33,10 +35,12 @@ pub struct CompletionRequest {
     pub user: Option<String>,
     /// Not implemented: refused unless null.
     pub logprobs: Option<serde_json::Value>,
-    /// Not implemented: refused unless 0.
+    /// −2 to 2: subtracted once from every token already generated.
     pub presence_penalty: Option<f32>,
-    /// Not implemented: refused unless 0.
+    /// −2 to 2: subtracted per time a token was already generated.
     pub frequency_penalty: Option<f32>,
+    /// Token id (as a string key) → −100 to 100, added to its logit.
+    pub logit_bias: Option<std::collections::HashMap<String, f32>>,
     pub best_of: Option<u32>,
     /// Accepted as OpenAI clients send it; no effect.
     #[allow(dead_code)]
@@ -128,13 +132,31 @@ impl CompletionRequest {
 
     /// OpenAI fields this server does not implement, given at other than their defaults.
     fn refuse_unimplemented(&self) -> Result<(), ApiError> {
-        let logprobs = self.logprobs.as_ref().is_some_and(|v| !v.is_null());
-        let penalties = [("presence_penalty", self.presence_penalty), ("frequency_penalty", self.frequency_penalty)];
-        let unimplemented = logprobs.then_some("logprobs").into_iter().chain(penalties.into_iter().filter(|(_, v)| v.is_some_and(|v| v != 0.0)).map(|(name, _)| name));
-        match unimplemented.collect::<Vec<_>>().as_slice() {
-            [] => Ok(()),
-            names => Err(ApiError::bad_request(format!("{} not implemented by this server: leave it out (or at its default)", names.join(", ")))),
+        if self.logprobs.as_ref().is_some_and(|v| !v.is_null()) {
+            return Err(ApiError::bad_request("logprobs is not implemented by this server: leave it out (or null)"));
         }
+        Ok(())
+    }
+
+    /// `presence_penalty`, `frequency_penalty` and `logit_bias`, checked against OpenAI's ranges
+    /// and the vocabulary.
+    pub fn penalties(&self, vocab_size: usize) -> Result<Penalties, ApiError> {
+        let mut penalties = Penalties { presence: self.presence_penalty.unwrap_or(0.0), frequency: self.frequency_penalty.unwrap_or(0.0), logit_bias: Vec::new() };
+        for (field, value) in [("presence_penalty", penalties.presence), ("frequency_penalty", penalties.frequency)] {
+            if !(-2.0..=2.0).contains(&value) {
+                return Err(ApiError::bad_request(format!("{field} must be between -2 and 2, got {value}")));
+            }
+        }
+        for (key, &bias) in self.logit_bias.iter().flatten() {
+            let id = key.parse::<u32>().ok().filter(|&id| (id as usize) < vocab_size);
+            let id = id.ok_or_else(|| ApiError::bad_request(format!("logit_bias: `{key}` is not a token id of the vocabulary of {vocab_size}")))?;
+            if !(-100.0..=100.0).contains(&bias) {
+                return Err(ApiError::bad_request(format!("logit_bias: {key}: the bias must be between -100 and 100, got {bias}")));
+            }
+            penalties.logit_bias.push((id, bias));
+        }
+        penalties.logit_bias.sort_by_key(|&(id, _)| id);
+        Ok(penalties)
     }
 
     pub fn stops(&self) -> Vec<String> {

@@ -17,6 +17,7 @@ use rand::{rngs::StdRng, SeedableRng};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::metrics::Metrics;
+use crate::penalties::Penalties;
 
 /// One completion to run.
 pub struct Job {
@@ -27,6 +28,7 @@ pub struct Job {
     pub prefix_name: String,
     pub max_tokens: usize,
     pub sampling: Option<Sampling>,
+    pub penalties: Penalties,
     pub stop: Vec<String>,
     pub events: UnboundedSender<Event>,
     pub arrived: Instant,
@@ -155,6 +157,7 @@ impl Engine {
     /// Picks the row's next token from `logits` and sends it; false when the row is done (or
     /// its client left).
     fn emit(&self, row: &mut Row, logits: &mut [f32]) -> bool {
+        row.job.penalties.apply(logits, &row.generated);
         let token = next_token(logits, row.job.sampling.zip(row.rng.as_mut()));
         let finish = if token == self.eos {
             Some("stop")

@@ -6,6 +6,7 @@ mod api;
 mod engine;
 mod error;
 mod metrics;
+mod penalties;
 mod registry;
 
 use std::convert::Infallible;
@@ -235,7 +236,8 @@ impl Server {
             )));
         }
         let sampling = request.sampling()?;
-        Ok(Job { prompt, prefix, prefix_name: request.model.clone(), max_tokens, sampling, stop: request.stops(), events, arrived: Instant::now() })
+        let penalties = request.penalties(self.vocab_size)?;
+        Ok(Job { prompt, prefix, prefix_name: request.model.clone(), max_tokens, sampling, penalties, stop: request.stops(), events, arrived: Instant::now() })
     }
 }
 

@@ -164,8 +164,14 @@ fn bad_requests_get_their_status_and_an_openai_error() {
         (r#"{"model": "base", "prompt": [99999]}"#.into(), 400, "vocabulary"),
         // OpenAI fields not implemented: refused, never silently ignored.
         (r#"{"model": "base", "prompt": [1, 2], "logprobs": 2}"#.into(), 400, "logprobs"),
-        (r#"{"model": "base", "prompt": [1, 2], "presence_penalty": 0.5, "frequency_penalty": 1}"#.into(), 400, "presence_penalty, frequency_penalty"),
+        (r#"{"model": "base", "prompt": [1, 2], "presence_penalty": 2.5}"#.into(), 400, "presence_penalty"),
+        (r#"{"model": "base", "prompt": [1, 2], "logit_bias": {"99999": 1}}"#.into(), 400, "logit_bias"),
+        (r#"{"model": "base", "prompt": [1, 2], "logit_bias": {"7": 101}}"#.into(), 400, "logit_bias"),
     ];
+    // logit_bias reaches the logits: +100 on one token makes every greedy token that one.
+    let (status, text) = post(&server, "/v1/completions", r#"{"model": "flat", "prompt": [1, 2], "max_tokens": 4, "temperature": 0, "return_token_ids": true, "logit_bias": {"7": 100}, "frequency_penalty": 0.1}"#);
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(json(&text)["choices"][0]["token_ids"], serde_json::json!([7, 7, 7, 7]), "{text}");
     // At their defaults they are accepted, as OpenAI's clients send them.
     let (status, text) = post(&server, "/v1/completions", r#"{"model": "base", "prompt": [1, 2], "max_tokens": 1, "logprobs": null, "presence_penalty": 0, "frequency_penalty": 0}"#);
     assert_eq!(status, 200, "{text}");
