@@ -33,8 +33,8 @@ pub struct CompletionRequest {
     /// Accepted as OpenAI clients send it; no effect.
     #[allow(dead_code)]
     pub user: Option<String>,
-    /// Not implemented: refused unless null.
-    pub logprobs: Option<serde_json::Value>,
+    /// 0 to 5: each generated token's log-probability and this many most likely tokens.
+    pub logprobs: Option<u32>,
     /// −2 to 2: subtracted once from every token already generated.
     pub presence_penalty: Option<f32>,
     /// −2 to 2: subtracted per time a token was already generated.
@@ -60,6 +60,9 @@ pub enum Stop {
     One(String),
     Many(Vec<String>),
 }
+
+/// The most alternatives `logprobs` may ask for, as OpenAI's completions.
+const MAX_LOGPROBS: u32 = 5;
 
 /// OpenAI's default `max_tokens`.
 pub const DEFAULT_MAX_TOKENS: usize = 16;
@@ -132,8 +135,8 @@ impl CompletionRequest {
 
     /// OpenAI fields this server does not implement, given at other than their defaults.
     fn refuse_unimplemented(&self) -> Result<(), ApiError> {
-        if self.logprobs.as_ref().is_some_and(|v| !v.is_null()) {
-            return Err(ApiError::bad_request("logprobs is not implemented by this server: leave it out (or null)"));
+        if let Some(n) = self.logprobs.filter(|&n| n > MAX_LOGPROBS) {
+            return Err(ApiError::bad_request(format!("logprobs must be between 0 and {MAX_LOGPROBS}, got {n}")));
         }
         Ok(())
     }

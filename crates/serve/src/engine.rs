@@ -16,6 +16,7 @@ use prefix_tune_model::{Gpt2, Past};
 use rand::{rngs::StdRng, SeedableRng};
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::logprobs::{step_logprobs, StepLogprobs};
 use crate::metrics::Metrics;
 use crate::penalties::Penalties;
 
@@ -29,6 +30,8 @@ pub struct Job {
     pub max_tokens: usize,
     pub sampling: Option<Sampling>,
     pub penalties: Penalties,
+    /// Each token's log-probability and this many alternatives (`None`: not asked for).
+    pub logprobs: Option<usize>,
     pub stop: Vec<String>,
     pub events: UnboundedSender<Event>,
     pub arrived: Instant,
@@ -37,7 +40,7 @@ pub struct Job {
 /// What a request's client receives, in order: tokens, then one `Done` (or an `Error`).
 #[derive(Debug, Clone)]
 pub enum Event {
-    Token { id: u32, text: String },
+    Token { id: u32, text: String, logprobs: Option<StepLogprobs> },
     Done { finish_reason: &'static str, prompt_tokens: usize, completion_tokens: usize },
     Error(String),
 }
@@ -154,10 +157,19 @@ impl Engine {
         cache
     }
 
+    /// `chosen`'s log-probability in `logits` and the `n` most likely tokens, as text.
+    fn step_logprobs(&self, logits: &[f32], chosen: u32, n: usize) -> StepLogprobs {
+        let text = |id: u32| self.tokenizer.as_ref().and_then(|t| t.decode(&[id], false).ok()).unwrap_or_else(|| id.to_string());
+        let (logprob, top) = step_logprobs(logits, chosen, n);
+        StepLogprobs { token: text(chosen), logprob, top: top.into_iter().map(|(id, l)| (text(id), l)).collect() }
+    }
+
     /// Picks the row's next token from `logits` and sends it; false when the row is done (or
     /// its client left).
     fn emit(&self, row: &mut Row, logits: &mut [f32]) -> bool {
         row.job.penalties.apply(logits, &row.generated);
+        // The distribution the token is chosen from, before sampling reshapes it in place.
+        let before = row.job.logprobs.map(|_| logits.to_vec());
         let token = next_token(logits, row.job.sampling.zip(row.rng.as_mut()));
         let finish = if token == self.eos {
             Some("stop")
@@ -171,7 +183,8 @@ impl Engine {
             let end = stop_at.unwrap_or(if text.ends_with('\u{FFFD}') { row.sent } else { text.len() });
             let piece = text.get(row.sent..end.max(row.sent)).unwrap_or("").to_string();
             row.sent = end.max(row.sent);
-            if row.job.events.send(Event::Token { id: token, text: piece }).is_err() {
+            let logprobs = before.zip(row.job.logprobs).map(|(logits, n)| self.step_logprobs(&logits, token, n));
+            if row.job.events.send(Event::Token { id: token, text: piece, logprobs }).is_err() {
                 self.metrics.disconnected();
                 return false;
             }

@@ -5,6 +5,7 @@ mod access;
 mod api;
 mod engine;
 mod error;
+mod logprobs;
 mod metrics;
 mod penalties;
 mod registry;
@@ -31,7 +32,7 @@ use prefix_tune_model::burn::tensor::Device;
 use prefix_tune_model::backend::DeviceArgs;
 use prefix_tune_model::{load_gpt2, Past};
 use prefix_tune_prefix::{load_prefix, Layout};
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 pub use error::ServeError;
@@ -237,7 +238,8 @@ impl Server {
         }
         let sampling = request.sampling()?;
         let penalties = request.penalties(self.vocab_size)?;
-        Ok(Job { prompt, prefix, prefix_name: request.model.clone(), max_tokens, sampling, penalties, stop: request.stops(), events, arrived: Instant::now() })
+        let logprobs = request.logprobs.map(|n| n as usize);
+        Ok(Job { prompt, prefix, prefix_name: request.model.clone(), max_tokens, sampling, penalties, logprobs, stop: request.stops(), events, arrived: Instant::now() })
     }
 }
 
@@ -310,16 +312,20 @@ async fn completions(State(server): State<Shared>, headers: HeaderMap, body: Byt
 
 /// The whole completion, once its last token is out.
 async fn collect(mut events: UnboundedReceiver<Event>, id: String, request: CompletionRequest, created: u64) -> std::result::Result<Response, ApiError> {
-    let (mut text, mut ids) = (String::new(), Vec::new());
+    let (mut text, mut ids, mut steps) = (String::new(), Vec::new(), Vec::new());
     while let Some(event) = events.recv().await {
         match event {
-            Event::Token { id: token, text: piece } => {
+            Event::Token { id: token, text: piece, logprobs } => {
                 text.push_str(&piece);
                 ids.push(token);
+                steps.extend(logprobs);
             }
             Event::Error(message) => return Err(ApiError::bad_request(message)),
             Event::Done { finish_reason, prompt_tokens, completion_tokens } => {
                 let mut choice = json!({ "index": 0, "text": text, "finish_reason": finish_reason, "logprobs": null });
+                if request.logprobs.is_some() {
+                    choice["logprobs"] = logprobs::logprobs_object(&steps, 0);
+                }
                 if request.return_token_ids {
                     choice["token_ids"] = json!(ids);
                 }
@@ -334,7 +340,8 @@ async fn collect(mut events: UnboundedReceiver<Event>, id: String, request: Comp
 
 /// Where a streamed response stands.
 enum Phase {
-    Streaming(UnboundedReceiver<Event>),
+    /// Events to come, and the characters of completion text streamed so far.
+    Streaming(UnboundedReceiver<Event>, usize),
     /// The last chunk is out: `[DONE]` follows.
     Closing,
     Over,
@@ -343,11 +350,11 @@ enum Phase {
 /// One server-sent event per token, a last one with the finish reason, then `[DONE]`. When the
 /// client goes, the stream is dropped and the engine frees the row at its next token.
 fn sse_events(events: UnboundedReceiver<Event>, id: String, model: String, created: u64) -> impl Stream<Item = std::result::Result<SseEvent, Infallible>> {
-    stream::unfold(Phase::Streaming(events), move |phase| {
+    stream::unfold(Phase::Streaming(events, 0), move |phase| {
         let (id, model) = (id.clone(), model.clone());
         async move {
-            let chunk = |text: &str, token: Option<u32>, finish: Option<&str>| {
-                let mut choice = json!({ "index": 0, "text": text, "finish_reason": finish, "logprobs": null });
+            let chunk = |text: &str, token: Option<u32>, finish: Option<&str>, logprobs: Option<Value>| {
+                let mut choice = json!({ "index": 0, "text": text, "finish_reason": finish, "logprobs": logprobs });
                 if let Some(token) = token {
                     choice["token_ids"] = json!([token]);
                 }
@@ -356,9 +363,13 @@ fn sse_events(events: UnboundedReceiver<Event>, id: String, model: String, creat
             let (event, next) = match phase {
                 Phase::Over => return None,
                 Phase::Closing => (SseEvent::default().data("[DONE]"), Phase::Over),
-                Phase::Streaming(mut events) => match events.recv().await {
-                    Some(Event::Token { id: token, text }) => (chunk(&text, Some(token), None), Phase::Streaming(events)),
-                    Some(Event::Done { finish_reason, .. }) => (chunk("", None, Some(finish_reason)), Phase::Closing),
+                Phase::Streaming(mut events, offset) => match events.recv().await {
+                    Some(Event::Token { id: token, text, logprobs }) => {
+                        let object = logprobs.as_ref().map(|step| logprobs::logprobs_object(std::slice::from_ref(step), offset));
+                        let streamed = offset + logprobs.map_or(0, |step| step.token.chars().count());
+                        (chunk(&text, Some(token), None, object), Phase::Streaming(events, streamed))
+                    }
+                    Some(Event::Done { finish_reason, .. }) => (chunk("", None, Some(finish_reason), None), Phase::Closing),
                     Some(Event::Error(message)) => (SseEvent::default().data(json!({ "error": { "message": message } }).to_string()), Phase::Closing),
                     None => return None,
                 },

@@ -163,7 +163,7 @@ fn bad_requests_get_their_status_and_an_openai_error() {
         (r#"{"model": "mlp", "prompt": [1, 2], "max_tokens": 60}"#.into(), 400, "64 positions"),
         (r#"{"model": "base", "prompt": [99999]}"#.into(), 400, "vocabulary"),
         // OpenAI fields not implemented: refused, never silently ignored.
-        (r#"{"model": "base", "prompt": [1, 2], "logprobs": 2}"#.into(), 400, "logprobs"),
+        (r#"{"model": "base", "prompt": [1, 2], "logprobs": 6}"#.into(), 400, "logprobs"),
         (r#"{"model": "base", "prompt": [1, 2], "presence_penalty": 2.5}"#.into(), 400, "presence_penalty"),
         (r#"{"model": "base", "prompt": [1, 2], "logit_bias": {"99999": 1}}"#.into(), 400, "logit_bias"),
         (r#"{"model": "base", "prompt": [1, 2], "logit_bias": {"7": 101}}"#.into(), 400, "logit_bias"),
@@ -174,6 +174,8 @@ fn bad_requests_get_their_status_and_an_openai_error() {
     assert_eq!(json(&text)["choices"][0]["token_ids"], serde_json::json!([7, 7, 7, 7]), "{text}");
     // At their defaults they are accepted, as OpenAI's clients send them.
     let (status, text) = post(&server, "/v1/completions", r#"{"model": "base", "prompt": [1, 2], "max_tokens": 1, "logprobs": null, "presence_penalty": 0, "frequency_penalty": 0}"#);
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(json(&text)["choices"][0]["logprobs"], serde_json::Value::Null);
     assert_eq!(status, 200, "{text}");
     for (body, status, needle) in cases {
         let (got, text) = post(&server, "/v1/completions", &body);
@@ -344,4 +346,63 @@ fn prefixes_are_read_on_first_use_and_the_least_recently_used_evicted() {
     assert_eq!(metric("prefix_tune_prefix_cache_hits_total"), 1);
     assert_eq!(metric("prefix_tune_prefix_cache_evictions_total"), 3);
     assert_eq!(metric("prefix_tune_prefixes_resident"), 1);
+}
+
+/// `logprobs`: each greedy token's log-probability is the model's, as teacher-forced scoring
+/// (`score`, another code path) gives it; the alternatives are the best, best first; streamed
+/// chunks carry the same numbers with their text offsets.
+#[test]
+fn logprobs_are_the_models_and_stream_with_their_offsets() {
+    let server = start(&[]);
+    let prompt = [5u32, 6, 7];
+    let body = serde_json::json!({ "model": "flat", "prompt": prompt, "max_tokens": 5, "temperature": 0, "logprobs": 3, "return_token_ids": true });
+    let (status, text) = post(&server, "/v1/completions", &body.to_string());
+    assert_eq!(status, 200, "{text}");
+    let choice = &json(&text)["choices"][0];
+    let ids: Vec<u32> = choice["token_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let logprobs = &choice["logprobs"];
+    let token_logprobs: Vec<f64> = logprobs["token_logprobs"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(token_logprobs.len(), ids.len());
+    for (step, top) in logprobs["top_logprobs"].as_array().unwrap().iter().enumerate() {
+        let mut values: Vec<f64> = top.as_object().unwrap().values().map(|v| v.as_f64().unwrap()).collect();
+        values.sort_by(|a, b| b.total_cmp(a));
+        assert!(!values.is_empty() && values.len() <= 3 && values[0] <= 0.0);
+        assert!((values[0] - token_logprobs[step]).abs() < 1e-5, "greedy picks the most likely: {top} vs {}", token_logprobs[step]);
+    }
+    // The same tokens scored teacher-forced: their summed NLL is minus the summed logprobs.
+    let dir = scratch("serve-logprobs");
+    let data = dir.join("generated.jsonl");
+    let input: Vec<u32> = prompt.iter().chain(&ids).copied().collect();
+    let labels: Vec<i64> = prompt.iter().map(|_| -100).chain(ids.iter().map(|&i| i as i64)).collect();
+    std::fs::write(&data, serde_json::json!({ "input_ids": input, "labels": labels }).to_string() + "\n").unwrap();
+    let model = fixtures().join("gpt2-a");
+    let adapter = fixtures().join("peft/flat/adapter");
+    let scored = prefix_tune(&["score", "--model", model.to_str().unwrap(), "--prefix", adapter.to_str().unwrap(), "--data", data.to_str().unwrap(), "--json", "--backend", "flex"]);
+    let nll = stdout_lines(&scored)[0]["nll"].as_f64().unwrap();
+    let sum: f64 = token_logprobs.iter().sum();
+    assert!((sum + nll).abs() < 1e-3 * nll.abs().max(1.0), "served {sum}, scored −{nll}");
+
+    // Streamed: one step per chunk, the same values, offsets that count the text before.
+    let streamed = serde_json::json!({ "model": "flat", "prompt": prompt, "max_tokens": 5, "temperature": 0, "logprobs": 3, "stream": true });
+    let response = ureq::post(&format!("{}/v1/completions", server.url)).set("Authorization", &format!("Bearer {KEY}")).send_string(&streamed.to_string()).unwrap();
+    let (mut values, mut offsets, mut tokens) = (Vec::new(), Vec::new(), Vec::new());
+    for line in BufReader::new(response.into_reader()).lines() {
+        let line = line.unwrap();
+        let Some(data) = line.strip_prefix("data: ").filter(|d| d.starts_with('{')) else { continue };
+        let chunk = json(data);
+        let object = &chunk["choices"][0]["logprobs"];
+        if object.is_null() {
+            continue;
+        }
+        values.push(object["token_logprobs"][0].as_f64().unwrap());
+        offsets.push(object["text_offset"][0].as_u64().unwrap() as usize);
+        tokens.push(object["tokens"][0].as_str().unwrap().to_string());
+    }
+    assert_eq!(values.len(), token_logprobs.len());
+    for (a, b) in values.iter().zip(&token_logprobs) {
+        assert!((a - b).abs() < 1e-6);
+    }
+    let expected: Vec<usize> = tokens.iter().scan(0, |at, t| { let here = *at; *at += t.chars().count(); Some(here) }).collect();
+    assert_eq!(offsets, expected);
+    assert_eq!(logprobs["text_offset"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect::<Vec<_>>(), expected);
 }
