@@ -18,6 +18,7 @@ pub struct Metrics {
     disconnects: AtomicU64,
     queue: AtomicI64,
     batch: AtomicU64,
+    batch_max: AtomicU64,
     /// Per prefix: finished requests.
     per_prefix: Mutex<BTreeMap<String, u64>>,
     /// Counts per bucket (cumulative at render), then the sum of seconds and the count.
@@ -48,6 +49,7 @@ impl Metrics {
 
     pub fn batch_size(&self, rows: usize) {
         self.batch.store(rows as u64, Ordering::Relaxed);
+        self.batch_max.fetch_max(rows as u64, Ordering::Relaxed);
     }
 
     pub fn disconnected(&self) {
@@ -77,6 +79,7 @@ impl Metrics {
         counter(&mut out, "prefix_tune_disconnects_total", "Requests whose client left before the end.", self.disconnects.load(Ordering::Relaxed));
         let _ = writeln!(out, "# HELP prefix_tune_queue_depth Requests waiting to join the batch.\n# TYPE prefix_tune_queue_depth gauge\nprefix_tune_queue_depth {}", self.queue_depth().max(0));
         let _ = writeln!(out, "# HELP prefix_tune_batch_size Rows in the running batch.\n# TYPE prefix_tune_batch_size gauge\nprefix_tune_batch_size {}", self.batch.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP prefix_tune_batch_size_max The most rows decoded together since start.\n# TYPE prefix_tune_batch_size_max gauge\nprefix_tune_batch_size_max {}", self.batch_max.load(Ordering::Relaxed));
         let _ = writeln!(out, "# HELP prefix_tune_prefix_requests_total Finished requests per prefix.\n# TYPE prefix_tune_prefix_requests_total counter");
         for (prefix, count) in self.per_prefix.lock().expect("metrics lock").iter() {
             let _ = writeln!(out, "prefix_tune_prefix_requests_total{{prefix=\"{}\"}} {count}", prefix.replace('"', "'"));

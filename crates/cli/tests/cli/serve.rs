@@ -406,3 +406,61 @@ fn logprobs_are_the_models_and_stream_with_their_offsets() {
     assert_eq!(offsets, expected);
     assert_eq!(logprobs["text_offset"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect::<Vec<_>>(), expected);
 }
+
+/// 64 concurrent greedy requests, each on its own prefix (P from 1 to 12), decoded in batches
+/// past the 16- and 32-row kernel switches: each answer is what `generate` gives alone.
+#[test]
+fn sixty_four_requests_on_sixty_four_prefixes_answer_as_generate_alone() {
+    let dir = scratch("serve-64");
+    let mut state = 0x2545_f491_u64;
+    let mut random = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % 2001) as f32 / 1000.0 - 1.0
+    };
+    let names: Vec<String> = (0..64).map(|i| format!("p{i:02}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        let (p, width) = (1 + i % 12, 2 * 3 * 24);
+        let prefix = dir.join(name);
+        std::fs::create_dir_all(&prefix).unwrap();
+        let config = serde_json::json!({ "format": "prefix-tune", "kind": "export", "architecture": "gpt2", "prefix_length": p, "n_layer": 3, "n_head": 4, "head_dim": 6 });
+        std::fs::write(prefix.join("prefix_config.json"), config.to_string()).unwrap();
+        let values: Vec<f32> = (0..p * width).map(|_| random()).collect();
+        prefix_tune_model::weights::save_f32(&prefix.join("prefix.safetensors"), &[("activations".into(), vec![p, width], values)]).unwrap();
+    }
+    let model = fixtures().join("gpt2-a");
+    let cases: Vec<(String, Vec<u64>, Vec<u64>)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let prompt: Vec<u64> = (0..1 + i % 6).map(|k| ((i * 37 + k * 11) % 500) as u64).collect();
+            let ids = prompt.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+            let path = dir.join(name);
+            let args = ["generate", "--model", model.to_str().unwrap(), "--prompt-ids", &ids, "--max-new-tokens", "8", "--prefix", path.to_str().unwrap(), "--json", "--backend", "flex"];
+            let expected = stdout_lines(&prefix_tune(&args))[0]["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).filter(|&id| id != 514).collect();
+            (name.clone(), prompt, expected)
+        })
+        .collect();
+    // A slow first step lets the other 63 queue up and join the batch together.
+    let server = start_in(&dir, &["--api-key", KEY], &["--max-batch", "64", "--throttle-ms", "30"], &[]);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = cases
+            .iter()
+            .map(|(name, prompt, expected)| {
+                let server = &server;
+                scope.spawn(move || {
+                    let body = serde_json::json!({ "model": name, "prompt": prompt, "max_tokens": 8, "temperature": 0, "return_token_ids": true });
+                    let (status, text) = post(server, "/v1/completions", &body.to_string());
+                    assert_eq!(status, 200, "{text}");
+                    let ids: Vec<u64> = serde_json::from_value(json(&text)["choices"][0]["token_ids"].clone()).unwrap();
+                    assert_eq!(&ids, expected, "{name} {prompt:?}: not what generate gives alone");
+                })
+            })
+            .collect();
+        handles.into_iter().for_each(|h| h.join().unwrap());
+    });
+    let metrics = answer(ureq::get(&format!("{}/metrics", server.url)).set("Authorization", &format!("Bearer {KEY}")).call()).1;
+    let most: usize = metrics.lines().find_map(|l| l.strip_prefix("prefix_tune_batch_size_max ")).unwrap().parse().unwrap();
+    assert!(most > 32, "the batch never grew past the 32-row switch: {most} rows at most");
+}
