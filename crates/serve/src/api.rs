@@ -64,6 +64,9 @@ pub enum Stop {
 /// The most alternatives `logprobs` may ask for, as OpenAI's completions.
 const MAX_LOGPROBS: u32 = 5;
 
+/// The most completions one request may ask for (`n`).
+const MAX_CHOICES: u32 = 16;
+
 /// OpenAI's default `max_tokens`.
 pub const DEFAULT_MAX_TOKENS: usize = 16;
 
@@ -119,12 +122,6 @@ impl CompletionRequest {
         if let Some(top_p) = self.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
             return Err(ApiError::bad_request(format!("top_p must be in (0, 1], got {top_p}")));
         }
-        if self.n.is_some_and(|n| n != 1) || self.best_of.is_some_and(|n| n != 1) {
-            return Err(ApiError::bad_request("n and best_of must be 1: send one request per completion"));
-        }
-        if self.echo == Some(true) {
-            return Err(ApiError::bad_request("echo is not supported"));
-        }
         self.refuse_unimplemented()?;
         if temperature == 0.0 {
             return Ok(None);
@@ -133,8 +130,23 @@ impl CompletionRequest {
         Ok(Some(Sampling { temperature, top_k: self.top_k.map(|k| k as usize), top_p: self.top_p, seed }))
     }
 
+    /// `n`: how many completions of the prompt to return, 1 to 16.
+    pub fn choices(&self) -> Result<usize, ApiError> {
+        let n = self.n.unwrap_or(1);
+        if !(1..=MAX_CHOICES).contains(&n) {
+            return Err(ApiError::bad_request(format!("n must be between 1 and {MAX_CHOICES}, got {n}")));
+        }
+        if self.best_of.is_some_and(|b| b != n) {
+            return Err(ApiError::bad_request("best_of is not implemented by this server: leave it out (or equal to n)"));
+        }
+        Ok(n as usize)
+    }
+
     /// OpenAI fields this server does not implement, given at other than their defaults.
     fn refuse_unimplemented(&self) -> Result<(), ApiError> {
+        if self.echo == Some(true) && self.logprobs.is_some() {
+            return Err(ApiError::bad_request("echo with logprobs is not implemented by this server (the prompt's logprobs): use one or the other"));
+        }
         if let Some(n) = self.logprobs.filter(|&n| n > MAX_LOGPROBS) {
             return Err(ApiError::bad_request(format!("logprobs must be between 0 and {MAX_LOGPROBS}, got {n}")));
         }

@@ -26,8 +26,9 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use clap::Args;
-use futures_util::stream::{self, Stream};
+use futures_util::stream::{self, Stream, StreamExt};
 use prefix_tune_data::Tokenizer;
+use prefix_tune_model::generate::Sampling;
 use prefix_tune_model::burn::tensor::Device;
 use prefix_tune_model::backend::DeviceArgs;
 use prefix_tune_model::{load_gpt2, Past};
@@ -206,8 +207,33 @@ impl Server {
         Ok(Some(self.prefixes.admit(name, path, past)))
     }
 
-    /// The request as a job for the engine, or why it is refused.
-    fn job(&self, request: &CompletionRequest, prefix: Option<Arc<Past>>, events: tokio::sync::mpsc::UnboundedSender<Event>) -> std::result::Result<Job, ApiError> {
+    /// Hands `job` to the decoding thread, or says the queue is full.
+    fn submit(&self, job: Job) -> std::result::Result<(), ApiError> {
+        match self.jobs.try_send(job) {
+            Ok(()) => {
+                self.metrics.accepted();
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) => {
+                self.metrics.rejected();
+                let mut error = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is busy: too many requests are waiting; retry shortly");
+                error.retry_after = Some(1);
+                Err(error)
+            }
+            Err(TrySendError::Disconnected(_)) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the decoding thread has stopped")),
+        }
+    }
+
+    /// The prompt as text, for `echo`: as sent, or its ids decoded.
+    fn prompt_text(&self, prompt: &Prompt) -> String {
+        match prompt {
+            Prompt::Text(text) => text.clone(),
+            Prompt::Ids(ids) => self.tokenizer.as_ref().and_then(|t| t.decode(ids, false).ok()).unwrap_or_default(),
+        }
+    }
+
+    /// The request's choice `index` as a job for the engine, or why it is refused.
+    fn job(&self, request: &CompletionRequest, prefix: Option<Arc<Past>>, index: usize, events: tokio::sync::mpsc::UnboundedSender<Event>) -> std::result::Result<Job, ApiError> {
         let prompt = match &request.prompt {
             Prompt::Ids(ids) => ids.clone(),
             Prompt::Text(text) => {
@@ -236,7 +262,8 @@ impl Server {
                 self.n_positions
             )));
         }
-        let sampling = request.sampling()?;
+        // Each choice samples with its own seed: the request's, plus its index.
+        let sampling = request.sampling()?.map(|s| Sampling { seed: s.seed.wrapping_add(index as u64), ..s });
         let penalties = request.penalties(self.vocab_size)?;
         let logprobs = request.logprobs.map(|n| n as usize);
         Ok(Job { prompt, prefix, prefix_name: request.model.clone(), max_tokens, sampling, penalties, logprobs, stop: request.stops(), events, arrived: Instant::now() })
@@ -289,92 +316,113 @@ async fn remove_prefix(State(server): State<Shared>, headers: HeaderMap, UrlPath
 async fn completions(State(server): State<Shared>, headers: HeaderMap, body: Bytes) -> std::result::Result<Response, ApiError> {
     server.keys.client(&headers)?;
     let request = CompletionRequest::parse(&body)?;
+    let choices = request.choices()?;
     let prefix = server.prefix(&request.model).await?;
-    let (sender, events) = unbounded_channel();
-    let job = server.job(&request, prefix, sender)?;
-    match server.jobs.try_send(job) {
-        Ok(()) => server.metrics.accepted(),
-        Err(TrySendError::Full(_)) => {
-            server.metrics.rejected();
-            let mut error = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is busy: too many requests are waiting; retry shortly");
-            error.retry_after = Some(1);
-            return Err(error);
-        }
-        Err(TrySendError::Disconnected(_)) => return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the decoding thread has stopped")),
+    let mut receivers = Vec::with_capacity(choices);
+    for index in 0..choices {
+        let (sender, events) = unbounded_channel();
+        let job = server.job(&request, prefix.clone(), index, sender)?;
+        server.submit(job)?;
+        receivers.push(events);
     }
     let id = format!("cmpl-{}", server.next_id.fetch_add(1, Ordering::Relaxed));
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let echo = request.echo.unwrap_or(false).then(|| server.prompt_text(&request.prompt));
+    let response = Completion { id, model: request.model.clone(), created, echo };
     if request.stream {
-        return Ok(Sse::new(sse_events(events, id, request.model, created)).into_response());
+        return Ok(Sse::new(response.stream(receivers)).into_response());
     }
-    collect(events, id, request, created).await
+    response.collect(receivers, &request).await
 }
 
-/// The whole completion, once its last token is out.
-async fn collect(mut events: UnboundedReceiver<Event>, id: String, request: CompletionRequest, created: u64) -> std::result::Result<Response, ApiError> {
-    let (mut text, mut ids, mut steps) = (String::new(), Vec::new(), Vec::new());
-    while let Some(event) = events.recv().await {
-        match event {
-            Event::Token { id: token, text: piece, logprobs } => {
-                text.push_str(&piece);
-                ids.push(token);
-                steps.extend(logprobs);
-            }
-            Event::Error(message) => return Err(ApiError::bad_request(message)),
-            Event::Done { finish_reason, prompt_tokens, completion_tokens } => {
-                let mut choice = json!({ "index": 0, "text": text, "finish_reason": finish_reason, "logprobs": null });
-                if request.logprobs.is_some() {
-                    choice["logprobs"] = logprobs::logprobs_object(&steps, 0);
-                }
-                if request.return_token_ids {
-                    choice["token_ids"] = json!(ids);
-                }
-                let usage = json!({ "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens });
-                let body = json!({ "id": id, "object": "text_completion", "created": created, "model": request.model, "choices": [choice], "usage": usage });
-                return Ok(Json(body).into_response());
-            }
-        }
-    }
-    Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the request ended without a result"))
+/// What every chunk or body of one completion response carries.
+struct Completion {
+    id: String,
+    model: String,
+    created: u64,
+    /// The prompt's text, in front of each choice's (`echo`).
+    echo: Option<String>,
 }
 
-/// Where a streamed response stands.
-enum Phase {
-    /// Events to come, and the characters of completion text streamed so far.
-    Streaming(UnboundedReceiver<Event>, usize),
-    /// The last chunk is out: `[DONE]` follows.
-    Closing,
-    Over,
+/// One choice as it arrives.
+#[derive(Default)]
+struct Choice {
+    text: String,
+    ids: Vec<u32>,
+    steps: Vec<logprobs::StepLogprobs>,
 }
 
-/// One server-sent event per token, a last one with the finish reason, then `[DONE]`. When the
-/// client goes, the stream is dropped and the engine frees the row at its next token.
-fn sse_events(events: UnboundedReceiver<Event>, id: String, model: String, created: u64) -> impl Stream<Item = std::result::Result<SseEvent, Infallible>> {
-    stream::unfold(Phase::Streaming(events, 0), move |phase| {
-        let (id, model) = (id.clone(), model.clone());
-        async move {
-            let chunk = |text: &str, token: Option<u32>, finish: Option<&str>, logprobs: Option<Value>| {
-                let mut choice = json!({ "index": 0, "text": text, "finish_reason": finish, "logprobs": logprobs });
-                if let Some(token) = token {
-                    choice["token_ids"] = json!([token]);
-                }
-                SseEvent::default().data(json!({ "id": id, "object": "text_completion", "created": created, "model": model, "choices": [choice] }).to_string())
-            };
-            let (event, next) = match phase {
-                Phase::Over => return None,
-                Phase::Closing => (SseEvent::default().data("[DONE]"), Phase::Over),
-                Phase::Streaming(mut events, offset) => match events.recv().await {
-                    Some(Event::Token { id: token, text, logprobs }) => {
-                        let object = logprobs.as_ref().map(|step| logprobs::logprobs_object(std::slice::from_ref(step), offset));
-                        let streamed = offset + logprobs.map_or(0, |step| step.token.chars().count());
-                        (chunk(&text, Some(token), None, object), Phase::Streaming(events, streamed))
+impl Completion {
+    /// Every choice to its end, as one body.
+    async fn collect(self, receivers: Vec<UnboundedReceiver<Event>>, request: &CompletionRequest) -> std::result::Result<Response, ApiError> {
+        let (mut choices, mut prompt_tokens, mut completion_tokens) = (Vec::new(), 0, 0);
+        for (index, mut events) in receivers.into_iter().enumerate() {
+            let mut choice = Choice::default();
+            let finish = loop {
+                match events.recv().await {
+                    Some(Event::Token { id, text, logprobs }) => {
+                        choice.text.push_str(&text);
+                        choice.ids.push(id);
+                        choice.steps.extend(logprobs);
                     }
-                    Some(Event::Done { finish_reason, .. }) => (chunk("", None, Some(finish_reason), None), Phase::Closing),
-                    Some(Event::Error(message)) => (SseEvent::default().data(json!({ "error": { "message": message } }).to_string()), Phase::Closing),
-                    None => return None,
-                },
+                    Some(Event::Error(message)) => return Err(ApiError::bad_request(message)),
+                    Some(Event::Done { finish_reason, prompt_tokens: prompt, completion_tokens: completion }) => {
+                        (prompt_tokens, completion_tokens) = (prompt, completion_tokens + completion);
+                        break finish_reason;
+                    }
+                    None => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the request ended without a result")),
+                }
             };
-            Some((Ok::<_, Infallible>(event), next))
+            let echo = self.echo.as_deref().unwrap_or("");
+            let mut body = json!({ "index": index, "text": format!("{echo}{}", choice.text), "finish_reason": finish, "logprobs": null });
+            if request.logprobs.is_some() {
+                body["logprobs"] = logprobs::logprobs_object(&choice.steps, echo.chars().count());
+            }
+            if request.return_token_ids {
+                body["token_ids"] = json!(choice.ids);
+            }
+            choices.push(body);
         }
-    })
+        let usage = json!({ "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens });
+        Ok(Json(json!({ "id": self.id, "object": "text_completion", "created": self.created, "model": self.model, "choices": choices, "usage": usage })).into_response())
+    }
+
+    fn chunk(&self, index: usize, text: &str, token: Option<u32>, finish: Option<&str>, logprobs: Option<Value>) -> SseEvent {
+        let mut choice = json!({ "index": index, "text": text, "finish_reason": finish, "logprobs": logprobs });
+        if let Some(token) = token {
+            choice["token_ids"] = json!([token]);
+        }
+        SseEvent::default().data(json!({ "id": self.id, "object": "text_completion", "created": self.created, "model": self.model, "choices": [choice] }).to_string())
+    }
+
+    /// One server-sent event per token of any choice (the echoed prompt first), one with each
+    /// choice's finish reason, then `[DONE]`. When the client goes, the stream is dropped and
+    /// the engine frees the rows at their next token.
+    fn stream(self, receivers: Vec<UnboundedReceiver<Event>>) -> impl Stream<Item = std::result::Result<SseEvent, Infallible>> {
+        let choices = receivers.len();
+        let echo_offset = self.echo.as_deref().map_or(0, |e| e.chars().count());
+        let echoed: Vec<SseEvent> = self.echo.iter().flat_map(|text| (0..choices).map(move |i| (i, text.clone()))).map(|(i, text)| self.chunk(i, &text, None, None, None)).collect();
+        let tagged = receivers.into_iter().enumerate().map(|(index, events)| {
+            stream::unfold(events, |mut events| async move { events.recv().await.map(|event| (event, events)) }).map(move |event| (index, event)).boxed()
+        });
+        let mut offsets = vec![echo_offset; choices];
+        let mut failed = false;
+        let events = stream::select_all(tagged).scan((), move |_, (index, event)| {
+            let sse = match event {
+                _ if failed => None,
+                Event::Token { id, text, logprobs } => {
+                    let object = logprobs.as_ref().map(|step| logprobs::logprobs_object(std::slice::from_ref(step), offsets[index]));
+                    offsets[index] += logprobs.map_or(0, |step| step.token.chars().count());
+                    Some(self.chunk(index, &text, Some(id), None, object))
+                }
+                Event::Done { finish_reason, .. } => Some(self.chunk(index, "", None, Some(finish_reason), None)),
+                Event::Error(message) => {
+                    failed = true;
+                    Some(SseEvent::default().data(json!({ "error": { "message": message } }).to_string()))
+                }
+            };
+            futures_util::future::ready(sse)
+        });
+        stream::iter(echoed).chain(events).chain(stream::once(async { SseEvent::default().data("[DONE]") })).map(Ok::<_, Infallible>)
+    }
 }

@@ -27,12 +27,12 @@ impl Drop for Server {
 /// Starts `serve` on a free port with the two PEFT fixture prefixes of gpt2-a (P = 5 and 7).
 fn start(extra: &[&str]) -> Server {
     let prefixes = scratch(&format!("serve-prefixes-{}", extra.len()));
-    start_in(&prefixes, &["--api-key", KEY], extra, &[])
+    start_in(&prefixes, "gpt2-a", &["--api-key", KEY], extra, &[])
 }
 
-/// Starts `serve` over `prefixes` (the two fixture prefixes copied in) with `keys` flags and
-/// `env` variables.
-fn start_in(prefixes: &std::path::Path, keys: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Server {
+/// Starts `serve` of the fixture `model` over `prefixes` (gpt2-a's two fixture prefixes copied
+/// in) with `keys` flags and `env` variables.
+fn start_in(prefixes: &std::path::Path, model: &str, keys: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Server {
     for name in ["flat", "mlp"] {
         let dir = prefixes.join(name);
         std::fs::create_dir_all(&dir).unwrap();
@@ -40,7 +40,7 @@ fn start_in(prefixes: &std::path::Path, keys: &[&str], extra: &[&str], env: &[(&
             std::fs::copy(fixtures().join("peft").join(name).join("adapter").join(file), dir.join(file)).unwrap();
         }
     }
-    let model = fixtures().join("gpt2-a");
+    let model = fixtures().join(model);
     let mut command = Command::new(env!("CARGO_BIN_EXE_prefix-tune"));
     command.args(["serve", "--model", model.to_str().unwrap(), "--prefixes", prefixes.to_str().unwrap(), "--bind", "127.0.0.1:0"]);
     command.args(keys).args(extra).envs(env.iter().copied());
@@ -276,7 +276,7 @@ fn serving_is_safe_by_default() {
     }
     let key_file = outside.join("key.txt");
     std::fs::write(&key_file, "file-key\n").unwrap();
-    let server = start_in(&root, &["--api-key-file", key_file.to_str().unwrap()], &[], &[("PREFIX_TUNE_ADMIN_KEY", "admin-key")]);
+    let server = start_in(&root, "gpt2-a", &["--api-key-file", key_file.to_str().unwrap()], &[], &[("PREFIX_TUNE_ADMIN_KEY", "admin-key")]);
     #[cfg(unix)]
     std::os::unix::fs::symlink(outside.join("flat"), root.join("link")).unwrap();
     let call = |method: &str, path: &str, key: &str, body: &str| -> (u16, String) {
@@ -443,7 +443,7 @@ fn sixty_four_requests_on_sixty_four_prefixes_answer_as_generate_alone() {
         })
         .collect();
     // A slow first step lets the other 63 queue up and join the batch together.
-    let server = start_in(&dir, &["--api-key", KEY], &["--max-batch", "64", "--throttle-ms", "30"], &[]);
+    let server = start_in(&dir, "gpt2-a", &["--api-key", KEY], &["--max-batch", "64", "--throttle-ms", "30"], &[]);
     std::thread::scope(|scope| {
         let handles: Vec<_> = cases
             .iter()
@@ -463,4 +463,48 @@ fn sixty_four_requests_on_sixty_four_prefixes_answer_as_generate_alone() {
     let metrics = answer(ureq::get(&format!("{}/metrics", server.url)).set("Authorization", &format!("Bearer {KEY}")).call()).1;
     let most: usize = metrics.lines().find_map(|l| l.strip_prefix("prefix_tune_batch_size_max ")).unwrap().parse().unwrap();
     assert!(most > 32, "the batch never grew past the 32-row switch: {most} rows at most");
+}
+
+/// `n` choices, each sampled with its own seed (the request's plus its index), so each equals the
+/// one-choice request with that seed; `echo` puts the prompt's text in front, streamed first.
+#[test]
+fn n_choices_have_their_own_seeds_and_echo_returns_the_prompt() {
+    let server = start_in(&scratch("serve-n"), "gpt2-b", &["--api-key", KEY], &[], &[]);
+    let request = |n: u32, seed: u64, echo: bool| {
+        let body = serde_json::json!({ "model": "base", "prompt": " name : The Vaults", "max_tokens": 6, "temperature": 1.0, "seed": seed, "n": n, "echo": echo, "return_token_ids": true });
+        let (status, text) = post(&server, "/v1/completions", &body.to_string());
+        assert_eq!(status, 200, "{text}");
+        json(&text)
+    };
+    let three = request(3, 5, false);
+    let choices = three["choices"].as_array().unwrap();
+    assert_eq!(choices.iter().map(|c| c["index"].as_u64().unwrap()).collect::<Vec<_>>(), [0, 1, 2]);
+    for (i, choice) in choices.iter().enumerate() {
+        let alone = request(1, 5 + i as u64, false);
+        assert_eq!(choice["token_ids"], alone["choices"][0]["token_ids"], "choice {i} is the seed {} sample", 5 + i);
+        assert_eq!(choice["text"], alone["choices"][0]["text"]);
+    }
+    assert_ne!(choices[0]["token_ids"], choices[1]["token_ids"], "two seeds, two samples");
+    let completion: u64 = choices.iter().map(|c| c["token_ids"].as_array().unwrap().len() as u64).sum();
+    assert_eq!(three["usage"]["completion_tokens"].as_u64().unwrap(), completion);
+
+    let echoed = request(1, 5, true);
+    let text = echoed["choices"][0]["text"].as_str().unwrap();
+    assert_eq!(text, format!(" name : The Vaults{}", choices[0]["text"].as_str().unwrap()));
+    // Streamed: the prompt's text first, then the same tokens, then [DONE].
+    let body = serde_json::json!({ "model": "base", "prompt": " name : The Vaults", "max_tokens": 6, "temperature": 1.0, "seed": 5, "n": 2, "echo": true, "stream": true });
+    let response = ureq::post(&format!("{}/v1/completions", server.url)).set("Authorization", &format!("Bearer {KEY}")).send_string(&body.to_string()).unwrap();
+    let data: Vec<String> = BufReader::new(response.into_reader()).lines().map(Result::unwrap).filter_map(|l| l.strip_prefix("data: ").map(String::from)).collect();
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let mut texts = [String::new(), String::new()];
+    for chunk in data.iter().filter(|d| d.starts_with('{')) {
+        let choice = &json(chunk)["choices"][0];
+        texts[choice["index"].as_u64().unwrap() as usize].push_str(choice["text"].as_str().unwrap());
+    }
+    assert_eq!(texts[0], text);
+    assert_eq!(texts[1], format!(" name : The Vaults{}", choices[1]["text"].as_str().unwrap()));
+    let refused = post(&server, "/v1/completions", r#"{"model": "base", "prompt": "x", "echo": true, "logprobs": 1}"#);
+    assert!(refused.0 == 400 && refused.1.contains("echo with logprobs"), "{}", refused.1);
+    let refused = post(&server, "/v1/completions", r#"{"model": "base", "prompt": "x", "n": 2, "best_of": 3}"#);
+    assert!(refused.0 == 400 && refused.1.contains("best_of"), "{}", refused.1);
 }
