@@ -4,7 +4,9 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use prefix_tune_model::generate::Sampling;
+use prefix_tune_model::generate::{EarlyStopping, Sampling};
+
+use crate::engine::Beam;
 
 use crate::penalties::Penalties;
 use serde::Deserialize;
@@ -42,6 +44,13 @@ pub struct CompletionRequest {
     /// Token id (as a string key) → −100 to 100, added to its logit.
     pub logit_bias: Option<std::collections::HashMap<String, f32>>,
     pub best_of: Option<u32>,
+    /// vLLM's beam search: `best_of` beams, the best returned (as `generate --num-beams`).
+    #[serde(default)]
+    pub use_beam_search: bool,
+    /// Beam search only: HF's length penalty (default 1).
+    pub length_penalty: Option<f32>,
+    /// Beam search only: true, false (HF's heuristic) or "never".
+    pub early_stopping: Option<EarlyStop>,
     /// Accepted as OpenAI clients send it; no effect.
     #[allow(dead_code)]
     pub stream_options: Option<serde_json::Value>,
@@ -56,6 +65,13 @@ pub enum Prompt {
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
+pub enum EarlyStop {
+    Flag(bool),
+    Word(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
 pub enum Stop {
     One(String),
     Many(Vec<String>),
@@ -63,6 +79,9 @@ pub enum Stop {
 
 /// The most alternatives `logprobs` may ask for, as OpenAI's completions.
 const MAX_LOGPROBS: u32 = 5;
+
+/// The most beams a beam-search request may ask for (`best_of`).
+const MAX_BEAMS: u32 = 16;
 
 /// The most completions one request may ask for (`n`).
 const MAX_CHOICES: u32 = 16;
@@ -136,10 +155,40 @@ impl CompletionRequest {
         if !(1..=MAX_CHOICES).contains(&n) {
             return Err(ApiError::bad_request(format!("n must be between 1 and {MAX_CHOICES}, got {n}")));
         }
-        if self.best_of.is_some_and(|b| b != n) {
-            return Err(ApiError::bad_request("best_of is not implemented by this server: leave it out (or equal to n)"));
+        if self.use_beam_search && n != 1 {
+            return Err(ApiError::bad_request("n: beam search returns its best beam only (n = 1)"));
+        }
+        if !self.use_beam_search && self.best_of.is_some_and(|b| b != n) {
+            return Err(ApiError::bad_request("best_of is not implemented by this server without use_beam_search: leave it out (or equal to n)"));
         }
         Ok(n as usize)
+    }
+
+    /// `use_beam_search` with `best_of` beams, `length_penalty` and `early_stopping`; refused
+    /// with what beam search does not combine with.
+    pub fn beam(&self) -> Result<Option<Beam>, ApiError> {
+        if !self.use_beam_search {
+            if self.length_penalty.is_some() || self.early_stopping.is_some() {
+                return Err(ApiError::bad_request("length_penalty and early_stopping apply with use_beam_search only"));
+            }
+            return Ok(None);
+        }
+        let beams = self.best_of.filter(|&b| b >= 2).ok_or_else(|| ApiError::bad_request("use_beam_search needs best_of, the number of beams (2 or more)"))?;
+        if beams > MAX_BEAMS {
+            return Err(ApiError::bad_request(format!("best_of: at most {MAX_BEAMS} beams, got {beams}")));
+        }
+        let sampled = self.temperature.is_some_and(|t| t != 0.0) || self.top_p.is_some() || self.top_k.is_some();
+        let adjusted = self.logprobs.is_some() || self.presence_penalty.is_some_and(|p| p != 0.0) || self.frequency_penalty.is_some_and(|p| p != 0.0) || self.logit_bias.as_ref().is_some_and(|b| !b.is_empty());
+        if sampled || adjusted {
+            return Err(ApiError::bad_request("use_beam_search is deterministic: it takes no temperature, top_p, top_k, logprobs, penalties or logit_bias"));
+        }
+        let early_stopping = match &self.early_stopping {
+            None | Some(EarlyStop::Flag(false)) => EarlyStopping::Heuristic,
+            Some(EarlyStop::Flag(true)) => EarlyStopping::Eager,
+            Some(EarlyStop::Word(word)) if word == "never" => EarlyStopping::Never,
+            Some(EarlyStop::Word(word)) => return Err(ApiError::bad_request(format!("early_stopping: `{word}` is not true, false or \"never\""))),
+        };
+        Ok(Some(Beam { beams: beams as usize, length_penalty: self.length_penalty.unwrap_or(1.0), early_stopping }))
     }
 
     /// OpenAI fields this server does not implement, given at other than their defaults.

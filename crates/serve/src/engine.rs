@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prefix_tune_data::Tokenizer;
-use prefix_tune_model::generate::{next_token, Sampling};
+use prefix_tune_model::generate::{next_token, EarlyStopping, GenerateConfig, Sampling};
+use prefix_tune_model::gpt2::generate_gpt2;
 use prefix_tune_model::nn::Dropout;
 use prefix_tune_model::past::concat_rows;
 use prefix_tune_model::tensors::last_logits;
@@ -32,9 +33,20 @@ pub struct Job {
     pub penalties: Penalties,
     /// Each token's log-probability and this many alternatives (`None`: not asked for).
     pub logprobs: Option<usize>,
+    /// Beam search instead of the batch's token-by-token decoding.
+    pub beam: Option<Beam>,
     pub stop: Vec<String>,
     pub events: UnboundedSender<Event>,
     pub arrived: Instant,
+}
+
+/// A beam-search request (`use_beam_search`): searched alone, as `generate --num-beams`, and
+/// its tokens sent when the search is over.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Beam {
+    pub beams: usize,
+    pub length_penalty: f32,
+    pub early_stopping: EarlyStopping,
 }
 
 /// What a request's client receives, in order: tokens, then one `Done` (or an `Error`).
@@ -88,6 +100,10 @@ impl Engine {
                     }
                 };
                 self.metrics.queued(-1);
+                if let Some(beam) = job.beam {
+                    self.beam_search(job, beam);
+                    continue;
+                }
                 if let Some((row, past)) = self.prefill(job) {
                     rows.push(row);
                     cache = Some(match cache.take() {
@@ -157,6 +173,34 @@ impl Engine {
         cache
     }
 
+    /// The whole search of a beam request, then its tokens sent as a stream would send them.
+    fn beam_search(&self, job: Job, beam: Beam) {
+        let tokens = self.model.config.pad();
+        let config = GenerateConfig {
+            max_new_tokens: job.max_tokens,
+            num_beams: beam.beams,
+            length_penalty: beam.length_penalty,
+            early_stopping: beam.early_stopping,
+            pad_token_id: tokens,
+            ..GenerateConfig::new(self.eos)
+        };
+        let found = generate_gpt2(&self.model, &[job.prompt.clone()], job.prefix.as_deref().cloned(), &config);
+        let ids = match found {
+            Ok(mut outputs) => outputs.remove(0).ids,
+            Err(e) => {
+                let _ = job.events.send(Event::Error(e.to_string()));
+                return;
+            }
+        };
+        let mut row = Row { job, generated: Vec::new(), sent: 0, rng: None, next: 0 };
+        for id in ids {
+            if !self.send(&mut row, id, None) {
+                return;
+            }
+        }
+        // Every beam ended at EOS (sent above) or at max_tokens (sent above): nothing is left.
+    }
+
     /// `chosen`'s log-probability in `logits` and the `n` most likely tokens, as text.
     fn step_logprobs(&self, logits: &[f32], chosen: u32, n: usize) -> StepLogprobs {
         let text = |id: u32| self.tokenizer.as_ref().and_then(|t| t.decode(&[id], false).ok()).unwrap_or_else(|| id.to_string());
@@ -171,6 +215,13 @@ impl Engine {
         // The distribution the token is chosen from, before sampling reshapes it in place.
         let before = row.job.logprobs.map(|_| logits.to_vec());
         let token = next_token(logits, row.job.sampling.zip(row.rng.as_mut()));
+        let logprobs = before.zip(row.job.logprobs).map(|(logits, n)| self.step_logprobs(&logits, token, n));
+        self.send(row, token, logprobs)
+    }
+
+    /// Sends `token` (and its `logprobs`) to the row's client; false when the row is done (EOS,
+    /// a stop string, max_tokens) or its client left.
+    fn send(&self, row: &mut Row, token: u32, logprobs: Option<StepLogprobs>) -> bool {
         let finish = if token == self.eos {
             Some("stop")
         } else {
@@ -183,7 +234,6 @@ impl Engine {
             let end = stop_at.unwrap_or(if text.ends_with('\u{FFFD}') { row.sent } else { text.len() });
             let piece = text.get(row.sent..end.max(row.sent)).unwrap_or("").to_string();
             row.sent = end.max(row.sent);
-            let logprobs = before.zip(row.job.logprobs).map(|(logits, n)| self.step_logprobs(&logits, token, n));
             if row.job.events.send(Event::Token { id: token, text: piece, logprobs }).is_err() {
                 self.metrics.disconnected();
                 return false;

@@ -266,7 +266,8 @@ impl Server {
         let sampling = request.sampling()?.map(|s| Sampling { seed: s.seed.wrapping_add(index as u64), ..s });
         let penalties = request.penalties(self.vocab_size)?;
         let logprobs = request.logprobs.map(|n| n as usize);
-        Ok(Job { prompt, prefix, prefix_name: request.model.clone(), max_tokens, sampling, penalties, logprobs, stop: request.stops(), events, arrived: Instant::now() })
+        let beam = request.beam()?;
+        Ok(Job { prompt, prefix, prefix_name: request.model.clone(), max_tokens, sampling, penalties, logprobs, beam, stop: request.stops(), events, arrived: Instant::now() })
     }
 }
 

@@ -508,3 +508,45 @@ fn n_choices_have_their_own_seeds_and_echo_returns_the_prompt() {
     let refused = post(&server, "/v1/completions", r#"{"model": "base", "prompt": "x", "n": 2, "best_of": 3}"#);
     assert!(refused.0 == 400 && refused.1.contains("best_of"), "{}", refused.1);
 }
+
+/// vLLM's beam-search fields: the answer is `generate --num-beams`'s, with its length penalty
+/// and early stopping, while greedy requests keep decoding in the batch around it.
+#[test]
+fn beam_search_requests_equal_generate_num_beams() {
+    let server = start(&["--throttle-ms", "2"]);
+    let model = fixtures().join("gpt2-a");
+    let adapter = fixtures().join("peft/mlp/adapter");
+    let cases = [(vec![5u64, 6, 7], 3, 0.7, serde_json::json!(true), "true"), (vec![40, 41], 4, 1.3, serde_json::json!("never"), "never"), (vec![9], 2, 1.0, serde_json::json!(false), "false")];
+    std::thread::scope(|scope| {
+        // A greedy request decoding in the batch all along.
+        let greedy = scope.spawn(|| {
+            let body = serde_json::json!({ "model": "flat", "prompt": [1, 2], "max_tokens": 20, "temperature": 0, "return_token_ids": true });
+            let (status, text) = post(&server, "/v1/completions", &body.to_string());
+            assert_eq!(status, 200, "{text}");
+            serde_json::from_value::<Vec<u64>>(json(&text)["choices"][0]["token_ids"].clone()).unwrap()
+        });
+        for (prompt, beams, penalty, early, flag) in &cases {
+            let ids = prompt.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+            let (beams_text, penalty_text) = (beams.to_string(), penalty.to_string());
+            let args = ["generate", "--model", model.to_str().unwrap(), "--prompt-ids", &ids, "--max-new-tokens", "10", "--num-beams", &beams_text, "--length-penalty", &penalty_text, "--early-stopping", flag, "--prefix", adapter.to_str().unwrap(), "--json", "--backend", "flex"];
+            let expected: Vec<u64> = stdout_lines(&prefix_tune(&args))[0]["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).filter(|&id| id != 514).collect();
+            let body = serde_json::json!({ "model": "mlp", "prompt": prompt, "max_tokens": 10, "use_beam_search": true, "best_of": beams, "length_penalty": penalty, "early_stopping": early, "temperature": 0, "return_token_ids": true });
+            let (status, text) = post(&server, "/v1/completions", &body.to_string());
+            assert_eq!(status, 200, "{text}");
+            let got: Vec<u64> = serde_json::from_value(json(&text)["choices"][0]["token_ids"].clone()).unwrap();
+            assert_eq!(got, expected, "beams {beams}, length penalty {penalty}, early stopping {flag}");
+        }
+        let alone = alone(&[1, 2], Some("flat"), 20);
+        assert_eq!(greedy.join().unwrap(), alone, "the greedy request beside the searches");
+    });
+    for (body, needle) in [
+        (r#"{"model": "base", "prompt": [1], "use_beam_search": true}"#, "best_of"),
+        (r#"{"model": "base", "prompt": [1], "use_beam_search": true, "best_of": 3, "temperature": 0.8}"#, "temperature"),
+        (r#"{"model": "base", "prompt": [1], "use_beam_search": true, "best_of": 3, "n": 2}"#, "n"),
+        (r#"{"model": "base", "prompt": [1], "length_penalty": 0.8}"#, "use_beam_search"),
+        (r#"{"model": "base", "prompt": [1], "use_beam_search": true, "best_of": 3, "early_stopping": "sometimes"}"#, "early_stopping"),
+    ] {
+        let (status, text) = post(&server, "/v1/completions", body);
+        assert!(status == 400 && text.contains(needle), "{body}: {status} {text}");
+    }
+}
