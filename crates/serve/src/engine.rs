@@ -1,5 +1,6 @@
 //! The continuous batch: one thread owns the frozen model and decodes every running request one
-//! token per step, whatever its prefix. A request joins at the next step (its prompt prefilled
+//! token per step, whatever its prefix. (An encoder-decoder's requests, and beam searches, are
+//! decoded one at a time by the same thread, as `generate` decodes them.) A request joins at the next step (its prompt prefilled
 //! alone, behind its own prefix), leaves when it is done or its client is gone, and its rows of
 //! the KV cache go with it. No autodiff graph: the model lives on a plain device.
 
@@ -13,7 +14,8 @@ use prefix_tune_model::gpt2::generate_gpt2;
 use prefix_tune_model::nn::Dropout;
 use prefix_tune_model::past::concat_rows;
 use prefix_tune_model::tensors::last_logits;
-use prefix_tune_model::{Gpt2, Past};
+use prefix_tune_model::bart::{generate_bart, BartPrefix};
+use prefix_tune_model::{Bart, Gpt2, Past};
 use rand::{rngs::StdRng, SeedableRng};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -26,7 +28,7 @@ pub struct Job {
     pub prompt: Vec<u32>,
     /// The prefix's keys/values for one row (`None`: the base model), taken when the request
     /// arrived: unloading the prefix later does not touch it.
-    pub prefix: Option<Arc<Past>>,
+    pub prefix: Option<Arc<Served>>,
     pub prefix_name: String,
     pub max_tokens: usize,
     pub sampling: Option<Sampling>,
@@ -38,6 +40,33 @@ pub struct Job {
     pub stop: Vec<String>,
     pub events: UnboundedSender<Event>,
     pub arrived: Instant,
+}
+
+/// A prefix as the decoding thread uses it: its keys and values for one row.
+#[derive(Debug, Clone)]
+pub enum Served {
+    /// GPT-2's, in front of every layer's self-attention; its length takes positions.
+    Decoder(Past),
+    /// BART's three sets (any may be off), and the decoder's first position (P for a PEFT
+    /// adapter, else 0).
+    Seq2Seq(BartPrefix, usize),
+}
+
+impl Served {
+    /// Virtual tokens, over every set.
+    pub fn len(&self) -> usize {
+        match self {
+            Served::Decoder(past) => past.len(),
+            Served::Seq2Seq(sets, _) => [&sets.encoder, &sets.decoder, &sets.cross].iter().map(|set| set.as_ref().map_or(0, Past::len)).sum(),
+        }
+    }
+}
+
+/// The frozen model a server decodes with.
+pub enum ServedModel {
+    Gpt2(Gpt2),
+    /// BART, and its checkpoint's decoding defaults (`generate`'s).
+    Bart(Bart, GenerateConfig),
 }
 
 /// A beam-search request (`use_beam_search`): searched alone, as `generate --num-beams`, and
@@ -69,10 +98,12 @@ struct Row {
 }
 
 pub struct Engine {
-    pub model: Gpt2,
+    pub model: ServedModel,
     /// Decodes the text sent with each token (none: ids only).
     pub tokenizer: Option<Arc<Tokenizer>>,
     pub eos: u32,
+    /// Text without the model's special tokens (BART's `<s>`): as `generate` prints it.
+    pub skip_special_tokens: bool,
     pub max_batch: usize,
     pub metrics: Arc<Metrics>,
     /// A pause after each step (tests only; zero otherwise).
@@ -100,11 +131,15 @@ impl Engine {
                     }
                 };
                 self.metrics.queued(-1);
-                if let Some(beam) = job.beam {
-                    self.beam_search(job, beam);
+                let ServedModel::Gpt2(model) = &self.model else {
+                    self.alone(job);
+                    continue;
+                };
+                if job.beam.is_some() {
+                    self.alone(job);
                     continue;
                 }
-                if let Some((row, past)) = self.prefill(job) {
+                if let Some((row, past)) = self.prefill(model, job) {
                     rows.push(row);
                     cache = Some(match cache.take() {
                         Some(batch) => concat_rows(vec![batch, past]),
@@ -117,7 +152,8 @@ impl Engine {
                 cache = None;
                 continue;
             }
-            cache = self.step(&mut rows, cache.take().expect("a cache for running rows"));
+            let ServedModel::Gpt2(model) = &self.model else { unreachable!("only GPT-2 rows join the batch") };
+            cache = self.step(model, &mut rows, cache.take().expect("a cache for running rows"));
             if !self.throttle.is_zero() {
                 std::thread::sleep(self.throttle);
             }
@@ -125,10 +161,10 @@ impl Engine {
     }
 
     /// The prompt behind its prefix, alone: its cache, and its first token sent.
-    fn prefill(&self, job: Job) -> Option<(Row, Past)> {
-        let prefix = job.prefix.as_deref().cloned();
+    fn prefill(&self, model: &Gpt2, job: Job) -> Option<(Row, Past)> {
+        let prefix = decoder_past(job.prefix.as_deref());
         let mask = vec![vec![1.0; job.prompt.len()]];
-        let (hidden, past) = match self.model.forward_tokens(&[job.prompt.clone()], &mask, prefix, Dropout::default()) {
+        let (hidden, past) = match model.forward_tokens(&[job.prompt.clone()], &mask, prefix, Dropout::default()) {
             Ok(out) => out,
             Err(e) => {
                 let _ = job.events.send(Event::Error(e.to_string()));
@@ -136,7 +172,7 @@ impl Engine {
             }
         };
         let seq = hidden.dims()[1];
-        let mut logits = last_logits(self.model.logits(hidden.narrow(1, seq - 1, 1)));
+        let mut logits = last_logits(model.logits(hidden.narrow(1, seq - 1, 1)));
         let rng = job.sampling.map(|s| StdRng::seed_from_u64(s.seed));
         let mut row = Row { job, generated: Vec::new(), sent: 0, rng, next: 0 };
         let alive = self.emit(&mut row, &mut logits[0]);
@@ -144,10 +180,10 @@ impl Engine {
     }
 
     /// One decoding step of every row; finished rows leave the batch (and the cache).
-    fn step(&self, rows: &mut Vec<Row>, cache: Past) -> Option<Past> {
+    fn step(&self, model: &Gpt2, rows: &mut Vec<Row>, cache: Past) -> Option<Past> {
         let ids: Vec<Vec<u32>> = rows.iter().map(|r| vec![r.next]).collect();
         let ones = vec![vec![1.0]; rows.len()];
-        let (hidden, cache) = match self.model.forward_tokens(&ids, &ones, Some(cache), Dropout::default()) {
+        let (hidden, cache) = match model.forward_tokens(&ids, &ones, Some(cache), Dropout::default()) {
             Ok(out) => out,
             Err(e) => {
                 for row in rows.drain(..) {
@@ -156,12 +192,12 @@ impl Engine {
                 return None;
             }
         };
-        let mut logits = last_logits(self.model.logits(hidden));
+        let mut logits = last_logits(model.logits(hidden));
         let keep: Vec<usize> = (0..rows.len()).filter(|&i| self.emit(&mut rows[i], &mut logits[i])).collect();
         if keep.len() == rows.len() {
             return Some(cache);
         }
-        let device = self.model.wte.val().device();
+        let device = model.wte.val().device();
         let cache = (!keep.is_empty()).then(|| cache.select_rows(&keep, &device));
         let mut kept = Vec::with_capacity(keep.len());
         for (i, row) in rows.drain(..).enumerate() {
@@ -173,18 +209,24 @@ impl Engine {
         cache
     }
 
-    /// The whole search of a beam request, then its tokens sent as a stream would send them.
-    fn beam_search(&self, job: Job, beam: Beam) {
-        let tokens = self.model.config.pad();
-        let config = GenerateConfig {
-            max_new_tokens: job.max_tokens,
-            num_beams: beam.beams,
-            length_penalty: beam.length_penalty,
-            early_stopping: beam.early_stopping,
-            pad_token_id: tokens,
-            ..GenerateConfig::new(self.eos)
+    /// A request decoded alone, as `generate` decodes it (a beam search, or any request to an
+    /// encoder-decoder), then its tokens sent as a stream would send them.
+    fn alone(&self, job: Job) {
+        let mut config = match &self.model {
+            ServedModel::Gpt2(model) => GenerateConfig { pad_token_id: model.config.pad(), ..GenerateConfig::new(self.eos) },
+            ServedModel::Bart(_, defaults) => GenerateConfig { num_beams: 1, ..defaults.clone() },
         };
-        let found = generate_gpt2(&self.model, &[job.prompt.clone()], job.prefix.as_deref().cloned(), &config);
+        config.max_new_tokens = job.max_tokens;
+        config.sampling = job.sampling;
+        if let Some(beam) = job.beam {
+            (config.num_beams, config.length_penalty, config.early_stopping, config.sampling) = (beam.beams, beam.length_penalty, beam.early_stopping, None);
+        }
+        let prompts = [job.prompt.clone()];
+        let found = match (&self.model, job.prefix.as_deref()) {
+            (ServedModel::Gpt2(model), prefix) => generate_gpt2(model, &prompts, decoder_past(prefix), &config),
+            (ServedModel::Bart(model, _), Some(Served::Seq2Seq(sets, offset))) => generate_bart(model, &prompts, sets, *offset, &config),
+            (ServedModel::Bart(model, _), _) => generate_bart(model, &prompts, &BartPrefix::default(), 0, &config),
+        };
         let ids = match found {
             Ok(mut outputs) => outputs.remove(0).ids,
             Err(e) => {
@@ -228,7 +270,7 @@ impl Engine {
             row.generated.push(token);
             row.next = token;
             self.metrics.tokens(1);
-            let text = self.tokenizer.as_ref().and_then(|t| t.decode(&row.generated, false).ok()).unwrap_or_default();
+            let text = self.tokenizer.as_ref().and_then(|t| t.decode(&row.generated, self.skip_special_tokens).ok()).unwrap_or_default();
             let stop_at = row.job.stop.iter().filter_map(|s| text.find(s.as_str())).min();
             // Hold back an incomplete UTF-8 character (and text a stop string may still claim).
             let end = stop_at.unwrap_or(if text.ends_with('\u{FFFD}') { row.sent } else { text.len() });
@@ -251,5 +293,13 @@ impl Engine {
         let _ = row.job.events.send(done);
         self.metrics.finished(&row.job.prefix_name, row.job.arrived.elapsed());
         false
+    }
+}
+
+/// GPT-2's keys and values of `prefix` (an encoder-decoder's never reach a GPT-2).
+fn decoder_past(prefix: Option<&Served>) -> Option<Past> {
+    match prefix {
+        Some(Served::Decoder(past)) => Some(past.clone()),
+        _ => None,
     }
 }

@@ -31,8 +31,9 @@ use prefix_tune_data::Tokenizer;
 use prefix_tune_model::generate::Sampling;
 use prefix_tune_model::burn::tensor::Device;
 use prefix_tune_model::backend::DeviceArgs;
-use prefix_tune_model::{load_gpt2, Past};
-use prefix_tune_prefix::{load_prefix, Layout};
+use prefix_tune_model::bart::{generation_defaults, load_bart};
+use prefix_tune_model::load_gpt2;
+use prefix_tune_prefix::{load_bart_prefix, load_prefix, BartLayout, Layout};
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
@@ -40,13 +41,13 @@ pub use error::ServeError;
 use error::Result;
 use access::{Keys, BASE};
 use api::{ApiError, CompletionRequest, Prompt, DEFAULT_MAX_TOKENS};
-use engine::{Engine, Event, Job};
+use engine::{Engine, Event, Job, Served, ServedModel};
 use metrics::Metrics;
 use registry::{Lookup, Registry};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// A GPT-2 model directory or hub name, loaded once.
+    /// A GPT-2 or BART model directory or hub name, loaded once.
     #[arg(long)]
     model: String,
     /// Every subdirectory is a prefix named after it, in any format --prefix reads; also the
@@ -96,8 +97,10 @@ struct Server {
     prefixes: Registry,
     jobs: SyncSender<Job>,
     tokenizer: Option<Arc<Tokenizer>>,
-    layout: Layout,
-    device: Device,
+    /// Reads a prefix of this model from disk.
+    loader: Loader,
+    /// BART: the prompt is a document (`<s> … </s>`), and a prefix takes no positions.
+    encoder_decoder: bool,
     vocab_size: usize,
     n_positions: usize,
     max_prompt_tokens: usize,
@@ -111,16 +114,42 @@ struct Server {
 
 type Shared = Arc<Server>;
 
+type Loader = Box<dyn Fn(&Path) -> std::result::Result<Served, prefix_tune_prefix::PrefixError> + Send + Sync>;
+
+/// The model in `dir`, in `--dtype`, with how its prefixes are read: GPT-2's one prefix, or
+/// BART's three sets (native files or PEFT adapters).
+fn load_model(dir: &Path, device: &Device, bf16: bool) -> Result<(ServedModel, Loader)> {
+    let device = device.clone();
+    if error::model_type(dir)?.as_deref() == Some("bart") {
+        let mut model = load_bart(dir, &device)?;
+        if bf16 {
+            model.pack_bf16()?;
+        }
+        let layout = BartLayout::of(&model.config);
+        let loader: Loader = Box::new(move |path| {
+            let sets = load_bart_prefix(path, layout, &device)?.prefix.materialize();
+            Ok(Served::Seq2Seq(sets.past(1, false), sets.decoder_offset()))
+        });
+        return Ok((ServedModel::Bart(model, generation_defaults(dir)?), loader));
+    }
+    let mut model = load_gpt2(dir, &device)?;
+    if bf16 {
+        model.pack_bf16()?;
+    }
+    let layout = Layout::gpt2(&model.config);
+    let loader: Loader = Box::new(move |path| Ok(Served::Decoder(load_prefix(path, Some(layout), &device)?.prefix.materialize().past(1, false))));
+    Ok((ServedModel::Gpt2(model), loader))
+}
+
 pub fn run(args: ServeArgs) -> Result<()> {
     let device = args.device.device()?;
     let dir = prefix_tune_model::hub::resolve_model(&args.model)?;
-    if error::model_type(&dir)?.as_deref() == Some("bart") {
-        return Err(ServeError::Usage("--model: serve runs GPT-2 models (BART serving is not built yet)".into()));
-    }
-    let mut model = load_gpt2(&dir, &device)?;
-    if args.device.dtype == prefix_tune_model::bf16::Dtype::Bf16 {
-        model.pack_bf16()?;
-    }
+    let (model, loader) = load_model(&dir, &device, args.device.dtype == prefix_tune_model::bf16::Dtype::Bf16)?;
+    let (vocab_size, n_positions, eos) = match &model {
+        ServedModel::Gpt2(gpt2) => (gpt2.config.vocab_size, gpt2.config.n_positions, gpt2.config.eos()),
+        ServedModel::Bart(bart, _) => (bart.config.vocab_size, bart.config.max_position_embeddings, bart.config.eos()),
+    };
+    let encoder_decoder = matches!(model, ServedModel::Bart(..));
     let tokenizer = Tokenizer::from_dir(&dir)?.map(Arc::new);
     let metrics = Arc::new(Metrics::default());
     let (jobs, queue) = sync_channel(args.max_queue.max(1));
@@ -128,10 +157,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         prefixes: Registry::new(args.max_resident_prefixes),
         jobs,
         tokenizer: tokenizer.clone(),
-        layout: Layout::gpt2(&model.config),
-        device: device.clone(),
-        vocab_size: model.config.vocab_size,
-        n_positions: model.config.n_positions,
+        loader,
+        encoder_decoder,
+        vocab_size,
+        n_positions,
         max_prompt_tokens: args.max_prompt_tokens,
         max_new_tokens: args.max_new_tokens,
         keys: Keys {
@@ -145,8 +174,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if let Some(dir) = &args.prefixes {
         load_directory(&server, dir)?;
     }
-    let eos = model.config.eos();
-    let engine = Engine { model, tokenizer, eos, max_batch: args.max_batch.max(1), metrics, throttle: std::time::Duration::from_millis(args.throttle_ms) };
+    let engine = Engine { model, tokenizer, eos, skip_special_tokens: encoder_decoder, max_batch: args.max_batch.max(1), metrics, throttle: std::time::Duration::from_millis(args.throttle_ms) };
     std::thread::Builder::new().name("decode".into()).spawn(move || engine.run(queue)).map_err(|e| ServeError::Start { what: "the decoding thread", source: e })?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| ServeError::Start { what: "the server runtime", source: e })?;
@@ -186,12 +214,12 @@ fn load_directory(server: &Server, dir: &Path) -> Result<()> {
 
 impl Server {
     /// A prefix as one row of keys/values: all that stays resident per prefix.
-    fn load(&self, path: &Path) -> std::result::Result<Past, prefix_tune_prefix::PrefixError> {
-        Ok(load_prefix(path, Some(self.layout), &self.device)?.prefix.materialize().past(1, false))
+    fn load(&self, path: &Path) -> std::result::Result<Served, prefix_tune_prefix::PrefixError> {
+        (self.loader)(path)
     }
 
     /// The request's prefix (none for `base`): from memory, or read from disk on a miss.
-    async fn prefix(self: &Arc<Self>, name: &str) -> std::result::Result<Option<Arc<Past>>, ApiError> {
+    async fn prefix(self: &Arc<Self>, name: &str) -> std::result::Result<Option<Arc<Served>>, ApiError> {
         if name == BASE {
             return Ok(None);
         }
@@ -205,6 +233,30 @@ impl Server {
         let past = tokio::task::spawn_blocking(move || loader.load(&from)).await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         let past = past.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("prefix `{name}`: {e}")))?;
         Ok(Some(self.prefixes.admit(name, path, past)))
+    }
+
+    /// Refuses a request whose prefix, prompt and new tokens do not fit the model's positions:
+    /// GPT-2's hold all three; BART's encoder holds the prompt, its decoder the new tokens (after
+    /// P positions for a PEFT adapter, and the start token).
+    fn check_positions(&self, prefix: Option<&Served>, prompt: usize, max_tokens: usize) -> std::result::Result<(), ApiError> {
+        let limit = self.n_positions;
+        let (needed, what) = match prefix {
+            _ if self.encoder_decoder => {
+                let offset = match prefix {
+                    Some(Served::Seq2Seq(_, offset)) => *offset,
+                    _ => 0,
+                };
+                (prompt.max(offset + 1 + max_tokens), format!("the prompt ({prompt}), or the decoder's {offset} prefix positions + start + max_tokens ({max_tokens}),"))
+            }
+            _ => {
+                let p = prefix.map_or(0, Served::len);
+                (p + prompt + max_tokens, format!("prefix ({p}) + prompt ({prompt}) + max_tokens ({max_tokens})"))
+            }
+        };
+        if needed > limit {
+            return Err(ApiError::bad_request(format!("{what} exceed the model's {limit} positions")));
+        }
+        Ok(())
     }
 
     /// Hands `job` to the decoding thread, or says the queue is full.
@@ -233,12 +285,13 @@ impl Server {
     }
 
     /// The request's choice `index` as a job for the engine, or why it is refused.
-    fn job(&self, request: &CompletionRequest, prefix: Option<Arc<Past>>, index: usize, events: tokio::sync::mpsc::UnboundedSender<Event>) -> std::result::Result<Job, ApiError> {
+    fn job(&self, request: &CompletionRequest, prefix: Option<Arc<Served>>, index: usize, events: tokio::sync::mpsc::UnboundedSender<Event>) -> std::result::Result<Job, ApiError> {
         let prompt = match &request.prompt {
             Prompt::Ids(ids) => ids.clone(),
             Prompt::Text(text) => {
                 let tokenizer = self.tokenizer.as_ref().ok_or_else(|| ApiError::bad_request("this model has no tokenizer: send the prompt as a list of token ids"))?;
-                tokenizer.encode(text).map_err(|e| ApiError::bad_request(e.to_string()))?
+                let ids = if self.encoder_decoder { tokenizer.encode_with_special_tokens(text) } else { tokenizer.encode(text) };
+                ids.map_err(|e| ApiError::bad_request(e.to_string()))?
             }
         };
         if prompt.is_empty() {
@@ -254,13 +307,9 @@ impl Server {
         if max_tokens == 0 || max_tokens > self.max_new_tokens {
             return Err(ApiError::bad_request(format!("max_tokens must be between 1 and {} (--max-new-tokens), got {max_tokens}", self.max_new_tokens)));
         }
-        let p = prefix.as_ref().map_or(0, |past| past.len());
-        if p + prompt.len() + max_tokens > self.n_positions {
-            return Err(ApiError::bad_request(format!(
-                "prefix ({p}) + prompt ({}) + max_tokens ({max_tokens}) exceed the model's {} positions",
-                prompt.len(),
-                self.n_positions
-            )));
+        self.check_positions(prefix.as_deref(), prompt.len(), max_tokens)?;
+        if self.encoder_decoder && (request.logprobs.is_some() || !request.penalties(self.vocab_size)?.logit_bias.is_empty() || request.presence_penalty.is_some_and(|p| p != 0.0) || request.frequency_penalty.is_some_and(|p| p != 0.0)) {
+            return Err(ApiError::bad_request("logprobs, presence_penalty, frequency_penalty and logit_bias are not implemented for encoder-decoder (BART) models"));
         }
         // Each choice samples with its own seed: the request's, plus its index.
         let sampling = request.sampling()?.map(|s| Sampling { seed: s.seed.wrapping_add(index as u64), ..s });

@@ -8,11 +8,11 @@ use std::fmt::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use prefix_tune_model::Past;
+use crate::engine::Served;
 
 /// What a name stands for right now.
 pub enum Lookup {
-    Resident(Arc<Past>),
+    Resident(Arc<Served>),
     /// Known, not in memory: read it from here, then [`Registry::admit`] it.
     OnDisk(PathBuf),
     Unknown,
@@ -28,7 +28,7 @@ pub struct Registry {
 struct Inner {
     known: BTreeMap<String, PathBuf>,
     /// Each resident prefix with the tick of its last use.
-    resident: HashMap<String, (Arc<Past>, u64)>,
+    resident: HashMap<String, (Arc<Served>, u64)>,
     tick: u64,
     hits: u64,
     misses: u64,
@@ -71,7 +71,7 @@ impl Registry {
 
     /// Keeps `past` resident as `name` (known at `path`), evicting the least recently used
     /// beyond the capacity. Requests in flight keep their own reference to an evicted prefix.
-    pub fn admit(&self, name: &str, path: PathBuf, past: Past) -> Arc<Past> {
+    pub fn admit(&self, name: &str, path: PathBuf, past: Served) -> Arc<Served> {
         let mut inner = self.lock();
         inner.tick += 1;
         let tick = inner.tick;
@@ -120,8 +120,8 @@ mod tests {
     use super::*;
 
     /// A stand-in: the registry never looks inside a prefix.
-    fn past() -> Past {
-        Past { layers: Vec::new(), mask: vec![vec![1.0]] }
+    fn past() -> Served {
+        Served::Decoder(prefix_tune_model::Past { layers: Vec::new(), mask: vec![vec![1.0]] })
     }
 
     #[test]

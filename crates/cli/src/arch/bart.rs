@@ -9,6 +9,7 @@ use prefix_tune_data::{load, task::Split, LoadConfig, Task, Tokenizer};
 use prefix_tune_model::burn::module::Module;
 use prefix_tune_model::burn::tensor::Device;
 use prefix_tune_model::generate::GenerateConfig;
+use prefix_tune_model::bart::generation_defaults;
 use prefix_tune_model::Bart;
 use prefix_tune_prefix::{BartLayout, BartPrefixSets, BlockOrder, Init, Layout, Placement, PrefixConfig, PrefixedModel};
 use prefix_tune_train::{read_seq2seq_jsonl_lines, Example, Method, Objective};
@@ -73,17 +74,17 @@ impl Architecture for Bart {
     }
 
     fn decoding_defaults(&self, dir: &Path) -> Result<GenerateConfig> {
-        checkpoint_generation(dir)
+        Ok(generation_defaults(dir)?)
     }
 
     /// The checkpoint's min/max length and forced tokens, the paper's beam 6 and length
     /// penalty 0.8.
     fn paper_decoding(&self, dir: &Path, _task: Task) -> Result<GenerateConfig> {
-        Ok(GenerateConfig { num_beams: 6, length_penalty: 0.8, ..checkpoint_generation(dir)? })
+        Ok(GenerateConfig { num_beams: 6, length_penalty: 0.8, ..generation_defaults(dir)? })
     }
 
     fn dev_decoding(&self, dir: &Path, _task: Task) -> Result<GenerateConfig> {
-        Ok(GenerateConfig { num_beams: 1, ..checkpoint_generation(dir)? })
+        Ok(GenerateConfig { num_beams: 1, ..generation_defaults(dir)? })
     }
 
     fn prefix_start(args: &TrainArgs, _dir: &Path) -> Result<PrefixStart> {
@@ -211,19 +212,4 @@ fn check(examples: Vec<(String, Example)>, args: &TrainArgs, model: &Bart) -> Re
             Ok(example)
         })
         .collect()
-}
-
-/// An encoder-decoder checkpoint's decoding defaults: `config.json` overlaid by
-/// `generation_config.json`, with HF's meaning of `max_length`/`min_length`.
-fn checkpoint_generation(dir: &Path) -> Result<GenerateConfig> {
-    let mut merged = serde_json::Map::new();
-    for file in ["config.json", "generation_config.json"] {
-        let path = dir.join(file);
-        let Ok(text) = std::fs::read_to_string(&path) else { continue };
-        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| CliError::usage(format!("{}: not valid JSON: {e}", path.display())))?;
-        if let Some(fields) = value.as_object() {
-            merged.extend(fields.clone());
-        }
-    }
-    GenerateConfig::from_hf(&serde_json::Value::Object(merged), true).map_err(|e| CliError::Model(e.at(dir.join("generation_config.json"))))
 }

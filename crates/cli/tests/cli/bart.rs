@@ -13,7 +13,7 @@ fn bart_a() -> String {
 }
 
 /// The encoder inputs of bart-a's reference batch, as `--prompt-ids` values.
-fn prompt_ids() -> Vec<String> {
+pub(super) fn prompt_ids() -> Vec<String> {
     let batch = &reference("bart-a")["batch"];
     let lengths = batch["enc_lengths"].as_array().unwrap();
     batch["enc_input_ids"]
@@ -26,7 +26,7 @@ fn prompt_ids() -> Vec<String> {
 }
 
 /// The three-prefix reference as a hand-written BART export.
-fn three_prefix_export(dir: &Path) {
+pub(super) fn three_prefix_export(dir: &Path) {
     let reference = WeightFiles::open(vec![fixtures().join("bart-a/reference.safetensors")]).unwrap();
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("prefix_config.json"), r#"{"format": "prefix-tune", "kind": "export", "architecture": "bart"}"#).unwrap();

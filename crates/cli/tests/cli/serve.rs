@@ -550,3 +550,69 @@ fn beam_search_requests_equal_generate_num_beams() {
         assert!(status == 400 && text.contains(needle), "{body}: {status} {text}");
     }
 }
+
+/// BART served: the prompt is the document; its three-prefix files and PEFT adapters are
+/// prefixes; greedy, sampled and beam answers equal `generate`'s, requests on different
+/// prefixes concurrently.
+#[test]
+fn bart_serves_its_three_prefix_sets_and_peft_adapters_as_generate() {
+    let root = scratch("serve-bart");
+    super::bart::three_prefix_export(&root.join("three"));
+    let peft = root.join("peft");
+    std::fs::create_dir_all(&peft).unwrap();
+    for file in ["adapter_config.json", "adapter_model.safetensors"] {
+        std::fs::copy(fixtures().join("bart-a/peft/adapter").join(file), peft.join(file)).unwrap();
+    }
+    let model = fixtures().join("bart-a");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_prefix-tune"));
+    command.args(["serve", "--model", model.to_str().unwrap(), "--prefixes", root.to_str().unwrap(), "--bind", "127.0.0.1:0", "--api-key", KEY, "--backend", "flex"]);
+    let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("serve printed its address").unwrap();
+        if let Some(rest) = line.strip_prefix("listening on ") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    let server = Server { child, url };
+
+    let prompts = super::bart::prompt_ids();
+    // (served model, generate's --prefix, extra request fields, generate's flags)
+    let sampled = (serde_json::json!({ "temperature": 0.9, "seed": 4 }), vec!["--do-sample", "--temperature", "0.9", "--seed", "4"]);
+    let beam = (serde_json::json!({ "use_beam_search": true, "best_of": 3, "length_penalty": 0.8, "temperature": 0 }), vec!["--num-beams", "3", "--length-penalty", "0.8"]);
+    let greedy = (serde_json::json!({ "temperature": 0 }), vec![]);
+    let mut cases = Vec::new();
+    for (name, prefix) in [("base", None), ("three", Some(root.join("three"))), ("peft", Some(peft.clone()))] {
+        for (i, (fields, flags)) in [&greedy, &sampled, &beam].iter().enumerate() {
+            let prompt = &prompts[i % prompts.len()];
+            let mut args = vec!["generate", "--model", model.to_str().unwrap(), "--prompt-ids", prompt, "--max-new-tokens", "6", "--num-beams", "1", "--json", "--backend", "flex"];
+            args.extend(flags.iter().copied());
+            if let Some(prefix) = &prefix {
+                args.extend(["--prefix", prefix.to_str().unwrap()]);
+            }
+            let expected: Vec<u64> = stdout_lines(&prefix_tune(&args))[0]["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).filter(|&id| id != 2).collect();
+            let ids: Vec<u64> = prompt.split(',').map(|t| t.parse().unwrap()).collect();
+            let mut body = serde_json::json!({ "model": name, "prompt": ids, "max_tokens": 6, "return_token_ids": true });
+            body.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
+            cases.push((body, expected));
+        }
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = cases
+            .iter()
+            .map(|(body, expected)| {
+                let server = &server;
+                scope.spawn(move || {
+                    let (status, text) = post(server, "/v1/completions", &body.to_string());
+                    assert_eq!(status, 200, "{text}");
+                    let got: Vec<u64> = serde_json::from_value(json(&text)["choices"][0]["token_ids"].clone()).unwrap();
+                    assert_eq!(&got, expected, "{body}: not what generate gives");
+                })
+            })
+            .collect();
+        handles.into_iter().for_each(|h| h.join().unwrap());
+    });
+    let (status, text) = post(&server, "/v1/completions", r#"{"model": "three", "prompt": [5, 6], "logprobs": 1}"#);
+    assert!(status == 400 && text.contains("encoder-decoder"), "{text}");
+}

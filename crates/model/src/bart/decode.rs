@@ -78,3 +78,19 @@ pub fn right_pad(rows: &[Vec<u32>], pad: u32) -> (Vec<Vec<u32>>, Vec<Vec<f32>>) 
     let mask = rows.iter().map(|row| (0..width).map(|t| if t < row.len() { 1.0 } else { 0.0 }).collect()).collect();
     (ids, mask)
 }
+
+/// A checkpoint's decoding defaults (`generate`'s base for BART): `config.json` overlaid by
+/// `generation_config.json`, with HF's meaning of `max_length`/`min_length`.
+pub fn generation_defaults(dir: &std::path::Path) -> Result<GenerateConfig, ModelError> {
+    let mut merged = serde_json::Map::new();
+    for file in ["config.json", "generation_config.json"] {
+        let path = dir.join(file);
+        if !path.is_file() {
+            continue;
+        }
+        if let Some(fields) = crate::hf_config::read_json(&path)?.as_object() {
+            merged.extend(fields.clone());
+        }
+    }
+    GenerateConfig::from_hf(&serde_json::Value::Object(merged), true).map_err(|e| e.at(dir.join("generation_config.json")))
+}

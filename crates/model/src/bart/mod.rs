@@ -12,7 +12,7 @@ mod load;
 mod model;
 
 pub use config::{BartConfig, POSITION_OFFSET};
-pub use decode::{generate_bart, right_pad, BartSearch};
+pub use decode::{generate_bart, generation_defaults, right_pad, BartSearch};
 pub use load::{bart_from_weights, load_bart};
 pub use model::{Attention, Bart, DecoderLayer, Embeddings, EncoderLayer, FeedForward};
 
