@@ -240,7 +240,11 @@ impl Engine {
                 return;
             }
         }
-        // Every beam ended at EOS (sent above) or at max_tokens (sent above): nothing is left.
+        // A search ends at EOS or at max_tokens, and `send` has said so; should it end short of
+        // both, the client still gets its end.
+        let done = Event::Done { finish_reason: "stop", prompt_tokens: row.job.prompt.len(), completion_tokens: row.generated.len() };
+        let _ = row.job.events.send(done);
+        self.metrics.finished(&row.job.prefix_name, row.job.arrived.elapsed());
     }
 
     /// `chosen`'s log-probability in `logits` and the `n` most likely tokens, as text.
