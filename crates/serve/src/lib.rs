@@ -32,8 +32,8 @@ use prefix_tune_model::generate::Sampling;
 use prefix_tune_model::burn::tensor::Device;
 use prefix_tune_model::backend::DeviceArgs;
 use prefix_tune_model::bart::{generation_defaults, load_bart};
-use prefix_tune_model::load_gpt2;
-use prefix_tune_prefix::{load_bart_prefix, load_prefix, BartLayout, Layout};
+use prefix_tune_model::{load_gpt2, Bart, Gpt2};
+use prefix_tune_prefix::{load_bart_prefix, load_prefix, BartLayout, Layout, PrefixedModel};
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
@@ -116,6 +116,20 @@ type Shared = Arc<Server>;
 
 type Loader = Box<dyn Fn(&Path) -> std::result::Result<Served, prefix_tune_prefix::PrefixError> + Send + Sync>;
 
+/// What the server checks requests against, read through the seam the commands share.
+struct Facts {
+    vocab_size: usize,
+    n_positions: usize,
+    eos: u32,
+    encoder_decoder: bool,
+}
+
+impl Facts {
+    fn of<M: PrefixedModel>(model: &M) -> Self {
+        Self { vocab_size: model.vocab_size(), n_positions: model.max_positions(), eos: model.special_tokens().eos, encoder_decoder: M::ENCODER_DECODER }
+    }
+}
+
 /// The model in `dir`, in `--dtype`, with how its prefixes are read: GPT-2's one prefix, or
 /// BART's three sets (native files or PEFT adapters).
 fn load_model(dir: &Path, device: &Device, bf16: bool) -> Result<(ServedModel, Loader)> {
@@ -123,7 +137,7 @@ fn load_model(dir: &Path, device: &Device, bf16: bool) -> Result<(ServedModel, L
     if error::model_type(dir)?.as_deref() == Some("bart") {
         let mut model = load_bart(dir, &device)?;
         if bf16 {
-            model.pack_bf16()?;
+            Bart::pack_bf16(&mut model)?;
         }
         let layout = BartLayout::of(&model.config);
         let loader: Loader = Box::new(move |path| {
@@ -134,7 +148,7 @@ fn load_model(dir: &Path, device: &Device, bf16: bool) -> Result<(ServedModel, L
     }
     let mut model = load_gpt2(dir, &device)?;
     if bf16 {
-        model.pack_bf16()?;
+        Gpt2::pack_bf16(&mut model)?;
     }
     let layout = Layout::gpt2(&model.config);
     let loader: Loader = Box::new(move |path| Ok(Served::Decoder(load_prefix(path, Some(layout), &device)?.prefix.materialize().past(1, false))));
@@ -145,11 +159,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let device = args.device.device()?;
     let dir = prefix_tune_model::hub::resolve_model(&args.model)?;
     let (model, loader) = load_model(&dir, &device, args.device.dtype == prefix_tune_model::bf16::Dtype::Bf16)?;
-    let (vocab_size, n_positions, eos) = match &model {
-        ServedModel::Gpt2(gpt2) => (gpt2.config.vocab_size, gpt2.config.n_positions, gpt2.config.eos()),
-        ServedModel::Bart(bart, _) => (bart.config.vocab_size, bart.config.max_position_embeddings, bart.config.eos()),
+    let Facts { vocab_size, n_positions, eos, encoder_decoder } = match &model {
+        ServedModel::Gpt2(gpt2) => Facts::of(gpt2),
+        ServedModel::Bart(bart, _) => Facts::of(bart),
     };
-    let encoder_decoder = matches!(model, ServedModel::Bart(..));
     let tokenizer = Tokenizer::from_dir(&dir)?.map(Arc::new);
     let metrics = Arc::new(Metrics::default());
     let (jobs, queue) = sync_channel(args.max_queue.max(1));
