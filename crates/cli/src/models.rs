@@ -3,33 +3,13 @@
 
 use std::path::Path;
 
-use crate::error::{CliError, Result};
+use crate::error::Result;
 use prefix_tune_model::burn::tensor::Device;
 use prefix_tune_model::hub::resolve_model;
 use prefix_tune_model::bf16::Dtype;
-use prefix_tune_model::{load_bart, load_gpt2};
+use prefix_tune_model::{load_bart, load_gpt2, model_kind, ModelKind};
 
 use crate::arch::Architecture;
-
-/// The architectures `--model` may name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModelKind {
-    Gpt2,
-    Bart,
-}
-
-/// Which architecture the model directory holds (a missing `model_type` reads as GPT-2, as
-/// the original GPT-2 hub files have none).
-pub fn model_kind(dir: &Path) -> Result<ModelKind> {
-    let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| CliError::io(&path, e))?;
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| CliError::usage(format!("{}: not valid JSON: {e}", path.display())))?;
-    match value.get("model_type").and_then(|v| v.as_str()) {
-        None | Some("gpt2") => Ok(ModelKind::Gpt2),
-        Some("bart") => Ok(ModelKind::Bart),
-        Some(other) => Err(CliError::usage(format!("{}: field `model_type`: `{other}` is not supported (gpt2 or bart)", path.display()))),
-    }
-}
 
 /// A command's work on the model `--model` names, written once for every [`Architecture`].
 pub trait ModelJob {

@@ -22,7 +22,7 @@ use cpu::flex;
 pub use ops::layer_norm;
 pub use cpu::{bf16, few_rows};
 use load::hf_config;
-pub use load::{hub, weights};
+pub use load::{hub, model_kind, weights, ModelKind};
 pub use ops::{cross_entropy, gelu};
 
 pub use attention::KeyValue;

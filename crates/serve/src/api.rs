@@ -5,12 +5,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use prefix_tune_model::generate::{EarlyStopping, Sampling};
-
-use crate::engine::Beam;
-
-use crate::penalties::Penalties;
 use serde::Deserialize;
 use serde_json::json;
+
+use crate::engine::Beam;
+use crate::penalties::Penalties;
 
 /// `POST /v1/completions`. Unknown fields are refused (a typo is not silently ignored); the
 /// OpenAI fields we do not implement are accepted at their defaults only, and otherwise refused

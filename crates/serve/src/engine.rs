@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::penalties::Penalties;
 
 /// One completion to run.
+#[derive(Clone)]
 pub struct Job {
     pub prompt: Vec<u32>,
     /// The prefix's keys/values for one row (`None`: the base model), taken when the request
@@ -242,9 +243,7 @@ impl Engine {
         }
         // A search ends at EOS or at max_tokens, and `send` has said so; should it end short of
         // both, the client still gets its end.
-        let done = Event::Done { finish_reason: "stop", prompt_tokens: row.job.prompt.len(), completion_tokens: row.generated.len() };
-        let _ = row.job.events.send(done);
-        self.metrics.finished(&row.job.prefix_name, row.job.arrived.elapsed());
+        self.finish(&row, "stop");
     }
 
     /// `chosen`'s log-probability in `logits` and the `n` most likely tokens, as text.
@@ -293,10 +292,15 @@ impl Engine {
             }
         };
         let Some(finish_reason) = finish else { return true };
+        self.finish(row, finish_reason);
+        false
+    }
+
+    /// Tells the row's client why it ended, and counts the request.
+    fn finish(&self, row: &Row, finish_reason: &'static str) {
         let done = Event::Done { finish_reason, prompt_tokens: row.job.prompt.len(), completion_tokens: row.generated.len() };
         let _ = row.job.events.send(done);
         self.metrics.finished(&row.job.prefix_name, row.job.arrived.elapsed());
-        false
     }
 }
 

@@ -2,7 +2,7 @@
 //! at fault. Errors of one request are [`crate::api::ApiError`]s, answered over HTTP.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -24,11 +24,3 @@ pub enum ServeError {
 }
 
 pub type Result<T, E = ServeError> = std::result::Result<T, E>;
-
-/// The `model_type` of the model in `dir`, if its `config.json` names one.
-pub fn model_type(dir: &Path) -> Result<Option<String>> {
-    let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|source| ServeError::Io { path: path.clone(), source })?;
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| ServeError::Usage(format!("{}: not valid JSON: {e}", path.display())))?;
-    Ok(value.get("model_type").and_then(|v| v.as_str()).map(String::from))
-}

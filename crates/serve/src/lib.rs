@@ -32,7 +32,7 @@ use prefix_tune_model::generate::Sampling;
 use prefix_tune_model::burn::tensor::Device;
 use prefix_tune_model::backend::DeviceArgs;
 use prefix_tune_model::bart::{generation_defaults, load_bart};
-use prefix_tune_model::{load_gpt2, Bart, Gpt2};
+use prefix_tune_model::{load_gpt2, model_kind, Bart, Gpt2, ModelKind};
 use prefix_tune_prefix::{load_bart_prefix, load_prefix, BartLayout, Layout, PrefixedModel};
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -43,6 +43,7 @@ use access::{Keys, BASE};
 use api::{ApiError, CompletionRequest, Prompt, DEFAULT_MAX_TOKENS};
 use engine::{Engine, Event, Job, Served, ServedModel};
 use metrics::Metrics;
+use penalties::Penalties;
 use registry::{Lookup, Registry};
 
 #[derive(Args, Debug)]
@@ -134,7 +135,7 @@ impl Facts {
 /// BART's three sets (native files or PEFT adapters).
 fn load_model(dir: &Path, device: &Device, bf16: bool) -> Result<(ServedModel, Loader)> {
     let device = device.clone();
-    if error::model_type(dir)?.as_deref() == Some("bart") {
+    if model_kind(dir)? == ModelKind::Bart {
         let mut model = load_bart(dir, &device)?;
         if bf16 {
             Bart::pack_bf16(&mut model)?;
@@ -226,9 +227,11 @@ fn load_directory(server: &Server, dir: &Path) -> Result<()> {
 }
 
 impl Server {
-    /// A prefix as one row of keys/values: all that stays resident per prefix.
-    fn load(&self, path: &Path) -> std::result::Result<Served, prefix_tune_prefix::PrefixError> {
-        (self.loader)(path)
+    /// A prefix as one row of keys/values (all that stays resident per prefix), read off the
+    /// async workers.
+    async fn read(self: &Arc<Self>, path: &Path) -> std::result::Result<std::result::Result<Served, prefix_tune_prefix::PrefixError>, ApiError> {
+        let (server, path) = (self.clone(), path.to_path_buf());
+        tokio::task::spawn_blocking(move || (server.loader)(&path)).await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     }
 
     /// The request's prefix (none for `base`): from memory, or read from disk on a miss.
@@ -241,10 +244,7 @@ impl Server {
             Lookup::OnDisk(path) => path,
             Lookup::Unknown => return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no prefix named `{name}` (GET /v1/models lists them)"))),
         };
-        let loader = self.clone();
-        let from = path.clone();
-        let past = tokio::task::spawn_blocking(move || loader.load(&from)).await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        let past = past.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("prefix `{name}`: {e}")))?;
+        let past = self.read(&path).await?.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("prefix `{name}`: {e}")))?;
         Ok(Some(self.prefixes.admit(name, path, past)))
     }
 
@@ -297,8 +297,8 @@ impl Server {
         }
     }
 
-    /// The request's choice `index` as a job for the engine, or why it is refused.
-    fn job(&self, request: &CompletionRequest, prefix: Option<Arc<Served>>, index: usize, events: tokio::sync::mpsc::UnboundedSender<Event>) -> std::result::Result<Job, ApiError> {
+    /// The request (its first choice) as a job for the engine, or why it is refused.
+    fn job(&self, request: &CompletionRequest, prefix: Option<Arc<Served>>, events: tokio::sync::mpsc::UnboundedSender<Event>) -> std::result::Result<Job, ApiError> {
         let prompt = match &request.prompt {
             Prompt::Ids(ids) => ids.clone(),
             Prompt::Text(text) => {
@@ -321,13 +321,12 @@ impl Server {
             return Err(ApiError::bad_request(format!("max_tokens must be between 1 and {} (--max-new-tokens), got {max_tokens}", self.max_new_tokens)));
         }
         self.check_positions(prefix.as_deref(), prompt.len(), max_tokens)?;
-        if self.encoder_decoder && (request.logprobs.is_some() || !request.penalties(self.vocab_size)?.logit_bias.is_empty() || request.presence_penalty.is_some_and(|p| p != 0.0) || request.frequency_penalty.is_some_and(|p| p != 0.0)) {
-            return Err(ApiError::bad_request("logprobs, presence_penalty, frequency_penalty and logit_bias are not implemented for encoder-decoder (BART) models"));
-        }
-        // Each choice samples with its own seed: the request's, plus its index.
-        let sampling = request.sampling()?.map(|s| Sampling { seed: s.seed.wrapping_add(index as u64), ..s });
         let penalties = request.penalties(self.vocab_size)?;
         let logprobs = request.logprobs.map(|n| n as usize);
+        if self.encoder_decoder && (logprobs.is_some() || penalties != Penalties::default()) {
+            return Err(ApiError::bad_request("logprobs, presence_penalty, frequency_penalty and logit_bias are not implemented for encoder-decoder (BART) models"));
+        }
+        let sampling = request.sampling()?;
         let beam = request.beam()?;
         Ok(Job { prompt, prefix, prefix_name: request.model.clone(), max_tokens, sampling, penalties, logprobs, beam, stop: request.stops(), events, arrived: Instant::now() })
     }
@@ -359,9 +358,7 @@ async fn add_prefix(State(server): State<Shared>, headers: HeaderMap, body: Byte
         return Err(ApiError::bad_request(format!("name: {why}")));
     }
     let path = access::under_root(server.prefix_root.as_deref(), &load.path)?;
-    let (loader, from) = (server.clone(), path.clone());
-    let past = tokio::task::spawn_blocking(move || loader.load(&from)).await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let past = past.map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let past = server.read(&path).await?.map_err(|e| ApiError::bad_request(e.to_string()))?;
     let length = past.len();
     server.prefixes.admit(&load.name, path, past);
     Ok(Json(json!({ "id": load.name, "object": "model", "prefix_length": length })))
@@ -381,12 +378,20 @@ async fn completions(State(server): State<Shared>, headers: HeaderMap, body: Byt
     let request = CompletionRequest::parse(&body)?;
     let choices = request.choices()?;
     let prefix = server.prefix(&request.model).await?;
-    let mut receivers = Vec::with_capacity(choices);
-    for index in 0..choices {
+    // Checked once; each choice then differs only in its seed and its channel.
+    let (sender, events) = unbounded_channel();
+    let first = server.job(&request, prefix, sender)?;
+    let mut receivers = vec![events];
+    let mut jobs = Vec::with_capacity(choices);
+    for index in 1..choices {
         let (sender, events) = unbounded_channel();
-        let job = server.job(&request, prefix.clone(), index, sender)?;
-        server.submit(job)?;
+        // Each choice samples with its own seed: the request's, plus its index.
+        let sampling = first.sampling.map(|s| Sampling { seed: s.seed.wrapping_add(index as u64), ..s });
+        jobs.push(Job { sampling, events: sender, ..first.clone() });
         receivers.push(events);
+    }
+    for job in std::iter::once(first).chain(jobs) {
+        server.submit(job)?;
     }
     let id = format!("cmpl-{}", server.next_id.fetch_add(1, Ordering::Relaxed));
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());

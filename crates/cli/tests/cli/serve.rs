@@ -40,6 +40,11 @@ fn start_in(prefixes: &std::path::Path, model: &str, keys: &[&str], extra: &[&st
             std::fs::copy(fixtures().join("peft").join(name).join("adapter").join(file), dir.join(file)).unwrap();
         }
     }
+    spawn(model, prefixes, keys, extra, env)
+}
+
+/// Starts `serve` of the fixture `model` over the prefixes already in `prefixes`.
+fn spawn(model: &str, prefixes: &std::path::Path, keys: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Server {
     let model = fixtures().join(model);
     let mut command = Command::new(env!("CARGO_BIN_EXE_prefix-tune"));
     command.args(["serve", "--model", model.to_str().unwrap(), "--prefixes", prefixes.to_str().unwrap(), "--bind", "127.0.0.1:0"]);
@@ -563,19 +568,8 @@ fn bart_serves_its_three_prefix_sets_and_peft_adapters_as_generate() {
     for file in ["adapter_config.json", "adapter_model.safetensors"] {
         std::fs::copy(fixtures().join("bart-a/peft/adapter").join(file), peft.join(file)).unwrap();
     }
+    let server = spawn("bart-a", &root, &["--api-key", KEY], &[], &[]);
     let model = fixtures().join("bart-a");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_prefix-tune"));
-    command.args(["serve", "--model", model.to_str().unwrap(), "--prefixes", root.to_str().unwrap(), "--bind", "127.0.0.1:0", "--api-key", KEY, "--backend", "flex"]);
-    let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("serve printed its address").unwrap();
-        if let Some(rest) = line.strip_prefix("listening on ") {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
-    let server = Server { child, url };
 
     let prompts = super::bart::prompt_ids();
     // (served model, generate's --prefix, extra request fields, generate's flags)
