@@ -102,7 +102,7 @@ impl ModelJob for Decode<'_> {
     fn run<M: Architecture>(self, model: M, dir: &Path) -> Result<Vec<String>> {
         let args = self.args;
         let text = model.task_text(dir, None)?;
-        let mut config = model.paper_decoding(dir, args.task)?;
+        let mut config = model.paper_decoding(dir, &text, args.task)?;
         config.num_beams = args.num_beams.unwrap_or(config.num_beams);
         config.length_penalty = args.length_penalty.unwrap_or(config.length_penalty);
         config.max_new_tokens = args.max_new_tokens.unwrap_or(config.max_new_tokens);

@@ -79,11 +79,11 @@ impl Architecture for Bart {
 
     /// The checkpoint's min/max length and forced tokens, the paper's beam 6 and length
     /// penalty 0.8.
-    fn paper_decoding(&self, dir: &Path, _task: Task) -> Result<GenerateConfig> {
+    fn paper_decoding(&self, dir: &Path, _text: &BartText, _task: Task) -> Result<GenerateConfig> {
         Ok(GenerateConfig { num_beams: 6, length_penalty: 0.8, ..generation_defaults(dir)? })
     }
 
-    fn dev_decoding(&self, dir: &Path, _task: Task) -> Result<GenerateConfig> {
+    fn dev_decoding(&self, dir: &Path, _text: &BartText, _task: Task) -> Result<GenerateConfig> {
         Ok(GenerateConfig { num_beams: 1, ..generation_defaults(dir)? })
     }
 

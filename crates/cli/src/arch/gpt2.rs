@@ -45,17 +45,17 @@ impl Architecture for Gpt2 {
         Ok(GenerateConfig { pad_token_id: tokens.pad, ..GenerateConfig::new(tokens.eos) })
     }
 
-    fn paper_decoding(&self, dir: &Path, task: Task) -> Result<GenerateConfig> {
+    fn paper_decoding(&self, dir: &Path, text: &Gpt2Encoder, task: Task) -> Result<GenerateConfig> {
         let (num_beams, length_penalty, max_new_tokens) = match task {
             Task::Xsum => (6, 0.8, 60),
             _ => (5, 1.0, 100),
         };
-        Ok(GenerateConfig { num_beams, length_penalty, max_new_tokens, ..self.dev_decoding(dir, task)? })
+        Ok(GenerateConfig { num_beams, length_penalty, max_new_tokens, ..self.dev_decoding(dir, text, task)? })
     }
 
-    fn dev_decoding(&self, dir: &Path, task: Task) -> Result<GenerateConfig> {
+    fn dev_decoding(&self, _dir: &Path, text: &Gpt2Encoder, task: Task) -> Result<GenerateConfig> {
         // The separator the prompts end with is the tokenizer's <|endoftext|>.
-        let eos = Gpt2Encoder::from_file(dir)?.eos_id();
+        let eos = text.eos_id();
         let max_new_tokens = if task == Task::Xsum { 60 } else { 100 };
         Ok(GenerateConfig { pad_token_id: eos, max_new_tokens, ..GenerateConfig::new(eos) })
     }

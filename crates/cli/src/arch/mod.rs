@@ -54,10 +54,10 @@ pub trait Architecture: PrefixModel {
 
     /// The paper's decoding for `task` (beam 5 for table-to-text; beam 6, length penalty 0.8
     /// for XSUM), before `eval`'s flags.
-    fn paper_decoding(&self, dir: &Path, task: Task) -> Result<GenerateConfig>;
+    fn paper_decoding(&self, dir: &Path, text: &Self::Text, task: Task) -> Result<GenerateConfig>;
 
     /// Greedy decoding of dev inputs, for a `--eval-metric`.
-    fn dev_decoding(&self, dir: &Path, task: Task) -> Result<GenerateConfig>;
+    fn dev_decoding(&self, dir: &Path, text: &Self::Text, task: Task) -> Result<GenerateConfig>;
 
     /// `config` with its new tokens capped to what fits the model after the prompts and
     /// prefixes (GPT-2's positions hold both; BART's encoder and decoder are apart).

@@ -30,7 +30,7 @@ pub fn build<M: Architecture>(args: &TrainArgs, dir: &Path, model: &M, metric: D
     groups.truncate(args.eval_limit.max(1));
     let text = model.task_text(dir, args.max_length)?;
     let prompts: Vec<Vec<u32>> = groups.iter().map(|g| text.prompt(&g.source)).collect::<Result<_>>()?;
-    let generate = model.dev_decoding(dir, task)?;
+    let generate = model.dev_decoding(dir, &text, task)?;
     Ok(Box::new(move |model: &M, prefix: &M::Prefix| {
         let fail = |e: String| TrainError::Config(format!("--eval-metric: {e}"));
         let mut predictions = Vec::with_capacity(prompts.len());
