@@ -45,22 +45,29 @@ enum BenchWhat {
         new_tokens: usize,
     },
     /// Prefix training steps: batch 5 × 64 tokens, P = 10, MLP 512.
-    Train {
-        #[arg(long, default_value_t = 5)]
-        batch_size: usize,
-        #[arg(long, default_value_t = 64)]
-        seq_len: usize,
-        #[arg(long, default_value_t = 3)]
-        steps: usize,
-        /// The share of each sequence that carries the loss (its end): E2E's targets are about
-        /// half of the paper-format text; 1.0 trains on every token.
-        #[arg(long, default_value_t = 1.0)]
-        target_fraction: f64,
-        /// Also time the forward pass (to the loss on the host) and the backward pass (to the
-        /// prefix gradients on the host) of `steps` extra batches, as median milliseconds.
-        #[arg(long)]
-        breakdown: bool,
-    },
+    Train(TrainBench),
+}
+
+#[derive(clap::Args, Debug)]
+struct TrainBench {
+    #[arg(long, default_value_t = 5)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 64)]
+    seq_len: usize,
+    #[arg(long, default_value_t = 3)]
+    steps: usize,
+    /// The share of each sequence that carries the loss (its end): E2E's targets are about
+    /// half of the paper-format text; 1.0 trains on every token.
+    #[arg(long, default_value_t = 1.0)]
+    target_fraction: f64,
+    /// Also time the forward pass (to the loss on the host) and the backward pass (to the
+    /// prefix gradients on the host) of `steps` extra batches, as median milliseconds.
+    #[arg(long)]
+    breakdown: bool,
+    /// Also count the GPU kernels a training step launches (`dispatches_per_step`). Logging
+    /// each launch slows the steps: time without it.
+    #[arg(long)]
+    dispatches: bool,
 }
 
 fn shape(name: &str) -> Result<Gpt2Config> {
@@ -90,8 +97,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if let Some(threads) = args.threads {
         prefix_tune_model::backend::set_cpu_threads(threads.into())?;
     }
+    let dispatch_log = match &args.what {
+        BenchWhat::Train(TrainBench { dispatches: true, .. }) => {
+            let log = std::env::temp_dir().join(format!("prefix-tune-dispatches-{}.log", std::process::id()));
+            backend::log_gpu_dispatches(&log)?;
+            Some(log)
+        }
+        _ => None,
+    };
     let bench = Bench {
-        backend_name: args.backend.or_else(|| Backend::compiled().first().copied()).map_or("none".into(), |b| b.name().to_string()),
+        backend_name: backend::resolve(args.backend)?.to_string(),
         backend: args.backend,
         dtype: args.dtype,
         config: shape(&args.shape)?,
@@ -100,7 +115,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     match args.what {
         BenchWhat::Serve(serve) => crate::bench_serve::run(serve, bench.backend, bench.dtype),
         BenchWhat::Generate { prompt_len, new_tokens } => generate(&bench, prompt_len, new_tokens),
-        BenchWhat::Train { batch_size, seq_len, steps, target_fraction, breakdown } => train(&bench, batch_size, seq_len, steps, target_fraction, breakdown),
+        BenchWhat::Train(train_args) => train(&bench, &train_args, dispatch_log.as_deref()),
     }
 }
 
@@ -143,7 +158,8 @@ fn generate(bench: &Bench, prompt_len: usize, new_tokens: usize) -> Result<()> {
 }
 
 /// Prefix training steps on random tokens, the first untimed; steady-state tokens/s.
-fn train(bench: &Bench, batch_size: usize, seq_len: usize, steps: usize, target_fraction: f64, breakdown: bool) -> Result<()> {
+fn train(bench: &Bench, args: &TrainBench, dispatch_log: Option<&std::path::Path>) -> Result<()> {
+    let TrainBench { batch_size, seq_len, steps, target_fraction, breakdown, .. } = *args;
     let device = backend::device_for(bench.backend)?.autodiff();
     let model = random_model(&bench.config, bench.dtype, &device)?;
     let prefix_config = PrefixConfig { length: 10, reparam: Reparam::Mlp { hidden: 512 }, dropout: 0.0, init: Init::Random, placement: Default::default() };
@@ -160,11 +176,13 @@ fn train(bench: &Bench, batch_size: usize, seq_len: usize, steps: usize, target_
     let mut trainer = Trainer::new(model, prefix, config.clone(), &out)?;
     trainer.quiet = true;
     trainer.train(&examples[..batch_size], &[], None)?;
+    let dispatches_before = dispatch_log.map(logged_dispatches);
     let mut timed = Trainer::new(trainer.model, trainer.prefix, TrainConfig { max_steps: Some(steps), ..config }, &out)?;
     timed.quiet = true;
     let start = Instant::now();
     let summary = timed.train(&examples[batch_size..], &[], None)?;
     let seconds_with_save = start.elapsed().as_secs_f64();
+    let dispatches = dispatch_log.map(logged_dispatches).zip(dispatches_before).map(|(after, before)| (after - before) as f64 / summary.steps as f64);
     let tokens = batch_size * seq_len * summary.steps;
     // Steady state: the steps themselves, as the last step's record counts them, not
     // the end of the run (the prefix, its optimizer state and the chart written once).
@@ -179,12 +197,22 @@ fn train(bench: &Bench, batch_size: usize, seq_len: usize, steps: usize, target_
         "seconds_per_step": seconds / summary.steps as f64,
         "trainable_params": summary.trainable_params, "peak_rss_mib": peak_rss_mib(),
     });
+    if let (Some(per_step), Some(log)) = (dispatches, dispatch_log) {
+        report["dispatches_per_step"] = per_step.into();
+        let _ = std::fs::remove_file(log);
+    }
     if let Some((forward_ms, backward_ms)) = phases {
         report["forward_ms"] = forward_ms.into();
         report["backward_ms"] = backward_ms.into();
     }
     println!("{report}");
     Ok(())
+}
+
+/// The launches logged so far, once the logger (a thread of CubeCL's) has caught up.
+fn logged_dispatches(log: &std::path::Path) -> usize {
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    backend::gpu_dispatches_logged(log)
 }
 
 /// `count` sequences of random tokens, the loss on the last `target_fraction` of each (at

@@ -6,6 +6,7 @@
 mod arch;
 mod bench;
 mod bench_serve;
+mod devices;
 pub mod error;
 mod eval;
 mod export;
@@ -46,6 +47,8 @@ enum Command {
     Serve(prefix_tune_serve::ServeArgs),
     /// Benchmarks (JSON): decoding and training speed on a GPT-2-small-shaped random model.
     Bench(bench::BenchArgs),
+    /// The backends compiled in, the GPU adapters seen, and what `--backend auto` picks.
+    Devices(devices::DevicesArgs),
 }
 
 /// clap's error as one line; a wrong choice keeps the list of valid ones.
@@ -83,5 +86,6 @@ pub fn run(args: Vec<String>) -> Result<()> {
         Command::Metrics(args) => metrics::run(args),
         Command::Score(args) => score::run(args),
         Command::Serve(args) => Ok(prefix_tune_serve::run(args)?),
+        Command::Devices(args) => devices::run(args),
     }
 }

@@ -19,7 +19,7 @@ mod recipe;
 fn prefix_tune(args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_prefix-tune"));
     command.args(args);
-    if cfg!(feature = "flex") && args.first() != Some(&"metrics") {
+    if cfg!(feature = "flex") && !matches!(args.first(), Some(&"metrics" | &"devices")) && !args.contains(&"--backend") {
         command.args(["--backend", "flex"]);
     }
     command.output().unwrap()
@@ -530,6 +530,31 @@ fn choices_are_listed_in_help_and_in_the_error_for_a_typo() {
 
 /// A command line that cannot work exits 2 (as clap's own errors do); a failure while running
 /// it exits 1. Options with a fixed set of values are checked by the parser, whichever command.
+/// `--backend auto`, every command's default, takes a real GPU adapter and never a software
+/// one (CI has only lavapipe: auto is the CPU); `devices` lists what it weighed; a backend this
+/// build lacks is a one-line error naming the ones it has.
+#[test]
+fn auto_backend_never_picks_a_software_adapter() {
+    let report = &stdout_lines(&prefix_tune(&["devices", "--json"]))[0];
+    let compiled: Vec<&str> = report["compiled"].as_array().unwrap().iter().map(|b| b.as_str().unwrap()).collect();
+    assert_eq!(compiled.contains(&"flex"), cfg!(feature = "flex"), "{report}");
+    let adapters = report["adapters"].as_array().unwrap();
+    let auto = report["auto"].as_str().unwrap_or_else(|| panic!("auto failed: {report}"));
+    let gpu = adapters.iter().find(|a| ["discrete", "integrated", "virtual"].contains(&a["kind"].as_str().unwrap()));
+    match gpu {
+        Some(gpu) => assert!(auto.starts_with("wgpu on ") && auto.contains(gpu["name"].as_str().unwrap()), "{report}"),
+        None => assert_eq!(auto, "flex", "{report}"),
+    }
+    for software in adapters.iter().filter(|a| a["kind"] == "software") {
+        assert!(!auto.contains(software["name"].as_str().unwrap()), "auto took a software adapter: {report}");
+    }
+    println!("{report}");
+
+    let model = fixtures().join("gpt2-a");
+    let missing = prefix_tune(&["generate", "--model", model.to_str().unwrap(), "--prompt-ids", "1", "--backend", "cuda"]);
+    assert_one_line_error(&missing, &["`cuda` is not compiled", "available: ", "flex", "--features cuda"]);
+}
+
 #[test]
 fn usage_errors_exit_2_and_runtime_errors_exit_1() {
     let model = fixtures().join("gpt2-a");

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Same-run GPU comparison on a lent GPU machine: prefix-tune on wgpu (Vulkan) against
+# PyTorch + PEFT on CUDA, through scripts/compare_peft.py. Run from the repository root.
+#
+#   scripts/gpu_compare.sh BINARY [BEFORE_BINARY]
+#   PROFILE=1 scripts/gpu_compare.sh BINARY   # also each kernel's GPU time: $OUT/profile_*.log
+#
+# BINARY (and BEFORE_BINARY, an older build run in the same rounds) may be `.xz`-compressed:
+# a stripped release build is ~66 MB, over what travels to a lent machine, and ~12 MB
+# compressed. A folder `.gl/` of Debian packages with the Vulkan loader (libvulkan1 and the
+# GL vendor-neutral libraries) is unpacked first when the machine lacks the loader.
+# Writes everything it prints to $OUT/gpu_compare.log when OUT is set.
+set -uo pipefail
+log=${OUT:-/tmp}/gpu_compare.log
+exec > >(tee "$log") 2>&1
+
+unpack() { # an executable path, decompressed to /tmp when it ends in .xz
+  case "$1" in
+    *.xz) python3 -c "import lzma,shutil,sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2],'wb'))" "$1" "/tmp/$(basename "$1" .xz)"
+          chmod +x "/tmp/$(basename "$1" .xz)"; echo "/tmp/$(basename "$1" .xz)" ;;
+    *) echo "$1" ;;
+  esac
+}
+binary=$(realpath "$(unpack "$1")")
+before=${2:+$(unpack "$2")}
+
+if ! ldconfig -p | grep -q libvulkan && [ -d .gl ]; then
+  for f in .gl/*.deb; do dpkg -x "$f" /; done
+  ldconfig
+fi
+nvidia_icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+if [ -f "$nvidia_icd" ] && ! ls /usr/share/vulkan/icd.d/nvidia* /etc/vulkan/icd.d/nvidia* >/dev/null 2>&1; then
+  export VK_DRIVER_FILES=$nvidia_icd
+fi
+export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp/xdg-runtime}
+mkdir -p "$XDG_RUNTIME_DIR"
+
+date -u
+nvidia-smi -L
+python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
+"$binary" devices 2>&1 || true
+
+# One training run with the forward / backward breakdown and one counting its kernel launches,
+# then the interleaved comparison.
+timeout 90 "$binary" bench --backend wgpu train --steps 10 --target-fraction 0.5 --breakdown
+timeout 60 "$binary" bench --backend wgpu train --steps 5 --target-fraction 0.5 --dispatches
+if [ "${PROFILE:-0}" = 1 ]; then
+  # CubeCL times every kernel on the GPU (one line each: duration, name; its settings come from
+  # a cubecl.toml in the working directory); their sum against the step's wall time says how
+  # much of a step is GPU work and how much host work.
+  for what in "train --steps 3 --target-fraction 0.5" generate; do
+    dir=$(mktemp -d)
+    printf '[profiling.logger]\nlevel = "basic"\nfile = "%s"\n' "${OUT:-/tmp}/profile_${what%% *}.log" > "$dir/cubecl.toml"
+    (cd "$dir" && timeout 60 "$binary" bench --backend wgpu $what)
+  done
+fi
+before_args=${before:+--before $before}
+timeout 200 python3 scripts/compare_peft.py --binary "$binary" $before_args --backend wgpu --device cuda \
+  --what train --steps 20 --rounds 2 --target-fraction 0.5
+timeout 120 python3 scripts/compare_peft.py --binary "$binary" $before_args --backend wgpu --device cuda \
+  --what generate --rounds 1
+date -u
