@@ -620,3 +620,17 @@ fn gradient_checks_name_the_parameter_and_give_the_global_norm() {
     assert_eq!(grads(vec![None, Some(vec![f32::NEG_INFINITY])]).first_non_finite(), Some(1));
     assert_eq!(grads(vec![None]).first_non_finite(), None);
 }
+
+/// The GPU's sum of a whole gradient (rows of 4,096 first, zero-padded) is the sum: lengths
+/// below one row, of whole rows, and of rows plus a remainder, in values f32 adds exactly.
+#[test]
+fn a_gradient_summed_in_rows_is_its_sum() {
+    let device = device();
+    for n in [1000, 2 * 4096, 3 * 4096 + 123] {
+        let values: Vec<f32> = (0..n).map(|i| (i % 7) as f32 * 0.5).collect();
+        let exact: f64 = values.iter().map(|&v| v as f64).sum();
+        let x = prefix_tune_model::tensors::floats(values, [n], &device);
+        let summed = prefix_tune_model::tensors::to_f32s(prefix_tune_train::optim::row_sums_then_total(x));
+        assert_eq!(summed, vec![exact as f32], "n = {n}");
+    }
+}
