@@ -115,7 +115,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     match args.what {
         BenchWhat::Serve(serve) => crate::bench_serve::run(serve, bench.backend, bench.dtype),
         BenchWhat::Generate { prompt_len, new_tokens } => generate(&bench, prompt_len, new_tokens),
-        BenchWhat::Train(train_args) => train(&bench, &train_args, dispatch_log.as_deref()),
+        BenchWhat::Train(train_args) => crate::out_of_memory::guard(train_args.batch_size, "lower --batch-size", || train(&bench, &train_args, dispatch_log.as_deref())),
     }
 }
 

@@ -73,7 +73,10 @@ pub fn parse_ids(text: &str, what: &str) -> Result<Vec<u32>> {
 
 pub fn run(args: GenerateArgs) -> Result<()> {
     let device = args.device.device()?;
-    models::with_model(&args.model.clone(), &device, args.device.dtype, args)
+    // Every prompt (each expanded to its beams) runs as one batch.
+    let batch = (args.prompts.len() + args.prompt_ids.len()) * args.num_beams.unwrap_or(1);
+    let advice = "give fewer prompts (or beams) per call";
+    crate::out_of_memory::guard(batch, advice, || models::with_model(&args.model.clone(), &device, args.device.dtype, args))
 }
 
 impl ModelJob for GenerateArgs {

@@ -12,6 +12,7 @@ mod eval;
 mod export;
 mod generate;
 mod metrics;
+pub mod out_of_memory;
 mod models;
 mod score;
 mod train;

@@ -2,6 +2,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     keep_freed_memory();
+    prefix_tune::out_of_memory::quiet_hook();
     match prefix_tune::run(std::env::args().collect()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -618,3 +618,21 @@ fn bench_train_reports_its_steps_and_the_phase_breakdown() {
         assert!(ms > 0.0 && ms < seconds * 1e3, "{phase}: {report}");
     }
 }
+
+/// Out of GPU memory is one line naming the batch size, not Burn's panic: a batch whose logits
+/// need 154 GB on the wgpu backend (lavapipe in CI).
+#[test]
+fn gpu_out_of_memory_is_one_line_naming_the_batch_size() {
+    if prefix_tune_model_has_no_wgpu_adapter() {
+        println!("skipped: no wgpu adapter");
+        return;
+    }
+    let output = prefix_tune(&["bench", "--backend", "wgpu", "--shape", "tiny", "train", "--batch-size", "3000", "--seq-len", "256", "--steps", "1"]);
+    assert_one_line_error(&output, &["out of GPU memory at batch size 3000", "can't allocate buffer", "lower --batch-size"]);
+    assert_eq!(output.status.code(), Some(1));
+}
+
+fn prefix_tune_model_has_no_wgpu_adapter() -> bool {
+    let report = &stdout_lines(&prefix_tune(&["devices", "--json"]))[0];
+    !cfg!(feature = "wgpu") || report["adapters"].as_array().is_none_or(|a| a.is_empty())
+}

@@ -34,7 +34,13 @@ pub fn run(args: TrainArgs, given: &[String]) -> Result<()> {
     device.seed(args.seed);
     let model_name = args.model.clone().ok_or_else(|| CliError::usage("--model is required"))?;
     let dtype = frozen_dtype(&args)?;
-    models::with_model(&model_name, &device, dtype, TrainJob { args: &args, model_name: &model_name, device: &device })
+    let advice = match &args.out {
+        Some(out) => format!("lower --batch-size; the run continues from its last checkpoint with --resume {}", out.display()),
+        None => "lower --batch-size".to_string(),
+    };
+    crate::out_of_memory::guard(args.batch_size, &advice, || {
+        models::with_model(&model_name, &device, dtype, TrainJob { args: &args, model_name: &model_name, device: &device })
+    })
 }
 
 /// `--dtype`, refused in bf16 for fine-tuning, whose weights change.
