@@ -35,7 +35,7 @@ pub fn run(args: TrainArgs, given: &[String]) -> Result<()> {
     let model_name = args.model.clone().ok_or_else(|| CliError::usage("--model is required"))?;
     let dtype = frozen_dtype(&args)?;
     let advice = match &args.out {
-        Some(out) => format!("lower --batch-size; the run continues from its last checkpoint with --resume {}", out.display()),
+        Some(out) => format!("lower --batch-size; a run that saved a checkpoint continues with --resume {}", out.display()),
         None => "lower --batch-size".to_string(),
     };
     crate::out_of_memory::guard(args.batch_size, &advice, || {
