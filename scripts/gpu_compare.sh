@@ -43,7 +43,8 @@ python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 
 # One training run with the forward / backward breakdown and one counting its kernel launches,
 # then the interleaved comparison.
 timeout 90 "$binary" bench --backend wgpu train --steps 10 --target-fraction 0.5 --breakdown
-timeout 60 "$binary" bench --backend wgpu train --steps 5 --target-fraction 0.5 --dispatches
+dispatches=$(timeout 60 "$binary" bench --backend wgpu train --steps 5 --target-fraction 0.5 --dispatches | tee /dev/stderr \
+  | python3 -c "import json,sys; print(int(json.loads(sys.stdin.read().strip().splitlines()[-1])['dispatches_per_step']))" 2>/dev/null)
 if [ "${PROFILE:-0}" = 1 ]; then
   # CubeCL times every kernel on the GPU (one line each: duration, name; its settings come from
   # a cubecl.toml in the working directory); their sum against the step's wall time says how
@@ -53,6 +54,9 @@ if [ "${PROFILE:-0}" = 1 ]; then
     printf '[profiling.logger]\nlevel = "basic"\nfile = "%s"\n' "${OUT:-/tmp}/profile_${what%% *}.log" > "$dir/cubecl.toml"
     (cd "$dir" && timeout 60 "$binary" bench --backend wgpu $what)
   done
+  # The last three training steps' launches (steady state: no compilation or autotune).
+  python3 scripts/profile_summary.py "${OUT:-/tmp}/profile_train.log" ${dispatches:+--last $((3 * dispatches)) --steps 3}
+  python3 scripts/profile_summary.py "${OUT:-/tmp}/profile_generate.log"
 fi
 before_args=${before:+--before $before}
 timeout 200 python3 scripts/compare_peft.py --binary "$binary" $before_args --backend wgpu --device cuda \
