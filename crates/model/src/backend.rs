@@ -205,8 +205,6 @@ fn plain_device(backend: Backend) -> Device {
     }
 }
 
-/// Whether tensors on `device` run on the CPU backend (flex), with or without autodiff: the
-/// place to take CPU-specific scheduling and kernels.
 /// The threads the CPU backend computes on (`--threads`, `RAYON_NUM_THREADS`, else the cores).
 pub fn cpu_threads() -> usize {
     #[cfg(feature = "flex")]
@@ -226,6 +224,8 @@ pub fn set_cpu_threads(threads: usize) -> Result<(), crate::ModelError> {
     }
 }
 
+/// Whether tensors on `device` run on the CPU backend (flex), with or without autodiff: the
+/// place to take CPU-specific scheduling and kernels.
 pub fn is_cpu(device: &Device) -> bool {
     #[cfg(feature = "flex")]
     return matches!(device.clone().without_autodiff().as_dispatch(), burn::backend::DispatchDevice::Flex(_));
