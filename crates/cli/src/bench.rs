@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use prefix_tune_model::generate::GenerateConfig;
 use prefix_tune_model::gpt2::generate_gpt2;
 use prefix_tune_model::bf16::Dtype;
-use prefix_tune_model::backend::{self, Backend};
+use prefix_tune_model::backend::{self, Backend, Resolved};
 use prefix_tune_model::{random_gpt2, Gpt2, Gpt2Config};
 use prefix_tune_prefix::{Init, Layout, PrefixConfig, Reparam};
 use prefix_tune_model::tensors::to_f32s;
@@ -106,7 +106,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         _ => None,
     };
     let bench = Bench {
-        backend_name: backend::resolve(args.backend)?.to_string(),
+        device: backend::resolve(args.backend)?,
         backend: args.backend,
         dtype: args.dtype,
         config: shape(&args.shape)?,
@@ -121,8 +121,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
 /// What every benchmark runs on: the backend, the dtype and the model shape.
 struct Bench<'a> {
-    /// As reported (the first compiled-in backend when none is named).
-    backend_name: String,
+    /// Where it runs (`--backend`, resolved once), as reported.
+    device: Resolved,
+    /// `--backend` as given, for the server `bench serve` starts.
     backend: Option<Backend>,
     dtype: Dtype,
     config: Gpt2Config,
@@ -132,7 +133,7 @@ struct Bench<'a> {
 /// Greedy and beam-5 decoding of one random prompt, each timed after an untimed run.
 fn generate(bench: &Bench, prompt_len: usize, new_tokens: usize) -> Result<()> {
     let mut rng = StdRng::seed_from_u64(0);
-    let device = backend::device_for(bench.backend)?;
+    let device = bench.device.device.clone();
     let model = random_model(&bench.config, bench.dtype, &device)?;
     let prompt: Vec<u32> = (0..prompt_len).map(|_| rng.random_range(0..bench.config.vocab_size as u32)).collect();
     let mut results = serde_json::Map::new();
@@ -150,7 +151,7 @@ fn generate(bench: &Bench, prompt_len: usize, new_tokens: usize) -> Result<()> {
         results.insert(name.into(), serde_json::json!({ "seconds": seconds, "new_tokens": tokens, "tokens_per_second": tokens as f64 / seconds }));
     }
     let report = serde_json::json!({
-        "bench": "generate", "backend": bench.backend_name, "dtype": bench.dtype, "threads": prefix_tune_model::backend::cpu_threads(), "bf16_path": bf16_path(bench.dtype), "model": format!("{}-shaped random", bench.shape),
+        "bench": "generate", "backend": bench.device.to_string(), "dtype": bench.dtype, "threads": prefix_tune_model::backend::cpu_threads(), "bf16_path": bf16_path(bench.dtype), "model": format!("{}-shaped random", bench.shape),
         "prompt_tokens": prompt_len, "results": results, "peak_rss_mib": peak_rss_mib(),
     });
     println!("{report}");
@@ -160,7 +161,7 @@ fn generate(bench: &Bench, prompt_len: usize, new_tokens: usize) -> Result<()> {
 /// Prefix training steps on random tokens, the first untimed; steady-state tokens/s.
 fn train(bench: &Bench, args: &TrainBench, dispatch_log: Option<&std::path::Path>) -> Result<()> {
     let TrainBench { batch_size, seq_len, steps, target_fraction, breakdown, .. } = *args;
-    let device = backend::device_for(bench.backend)?.autodiff();
+    let device = bench.device.device.clone().autodiff();
     let model = random_model(&bench.config, bench.dtype, &device)?;
     let prefix_config = PrefixConfig { length: 10, reparam: Reparam::Mlp { hidden: 512 }, dropout: 0.0, init: Init::Random, placement: Default::default() };
     let prefix = prefix_config.init(Layout::gpt2(&bench.config), &device)?;
@@ -191,7 +192,7 @@ fn train(bench: &Bench, args: &TrainBench, dispatch_log: Option<&std::path::Path
     let phases = if breakdown { Some(phase_times(&timed, &examples[batch_size..], steps)?) } else { None };
     let _ = std::fs::remove_dir_all(&out);
     let mut report = serde_json::json!({
-        "bench": "train", "backend": bench.backend_name, "dtype": bench.dtype, "threads": prefix_tune_model::backend::cpu_threads(), "bf16_path": bf16_path(bench.dtype), "model": format!("{}-shaped random", bench.shape),
+        "bench": "train", "backend": bench.device.to_string(), "dtype": bench.dtype, "threads": prefix_tune_model::backend::cpu_threads(), "bf16_path": bf16_path(bench.dtype), "model": format!("{}-shaped random", bench.shape),
         "batch": batch_size, "seq_len": seq_len, "target_fraction": target_fraction, "prefix_length": 10, "mlp_hidden": 512, "steps": summary.steps,
         "seconds": seconds, "tokens_per_second": steps_tokens_per_second, "seconds_with_final_save": seconds_with_save,
         "seconds_per_step": seconds / summary.steps as f64,

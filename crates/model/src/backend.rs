@@ -128,10 +128,9 @@ fn auto() -> Result<Resolved, ModelError> {
     if Backend::Flex.is_compiled() {
         return named(Backend::Flex);
     }
-    let skipped: Vec<String> = seen.iter().map(ToString::to_string).collect();
     Err(ModelError::Backend(format!(
         "--backend auto: no GPU adapter{} and no CPU backend in this build: name one (--backend wgpu) or rebuild with `--features flex`",
-        if skipped.is_empty() { String::new() } else { format!(" (seen, used only by name: {})", skipped.join(", ")) }
+        if seen.is_empty() { String::new() } else { format!(" (seen, used only by name: {})", listed(&seen)) }
     )))
 }
 
@@ -173,11 +172,16 @@ pub fn available() -> String {
         .into_iter()
         .filter(|b| !b.uses_wgpu() || !seen.is_empty())
         .map(|b| match b.uses_wgpu() {
-            true => format!("{} ({})", b.name(), seen.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")),
+            true => format!("{} ({})", b.name(), listed(&seen)),
             false => b.name().to_string(),
         })
         .collect();
     if names.is_empty() { "none".into() } else { names.join(", ") }
+}
+
+/// Adapters as one comma-separated line.
+fn listed(adapters: &[Adapter]) -> String {
+    adapters.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
 #[allow(unused_variables)]

@@ -160,19 +160,19 @@ impl Accumulated {
     /// The index (in visiting order) of the first parameter whose gradient holds a NaN or an
     /// infinity, if any. An overflowing sum of magnitudes counts too: such a step is as bad.
     pub fn first_non_finite(&self) -> Option<usize> {
-        self.per_parameter(|g| total(g.abs())).into_iter().find(|(_, sum)| !sum.is_finite()).map(|(i, _)| i)
+        self.per_parameter(|g| g.abs()).into_iter().find(|(_, sum)| !sum.is_finite()).map(|(i, _)| i)
     }
 
     /// The global L2 norm of all gradients.
     pub fn norm(&self) -> f64 {
-        self.per_parameter(|g| total(g.powf_scalar(2.0))).iter().map(|&(_, x)| x as f64).sum::<f64>().sqrt()
+        self.per_parameter(|g| g.powf_scalar(2.0)).iter().map(|&(_, x)| x as f64).sum::<f64>().sqrt()
     }
 
-    /// `reduce` (to one value) of each gradient, with its parameter's index, in one read back:
-    /// on a GPU each read waits for the device.
-    fn per_parameter(&self, reduce: impl Fn(Tensor<1>) -> Tensor<1>) -> Vec<(usize, f32)> {
+    /// The sum of `elementwise` of each gradient, with its parameter's index, in one read
+    /// back: on a GPU each read waits for the device.
+    fn per_parameter(&self, elementwise: impl Fn(Tensor<1>) -> Tensor<1>) -> Vec<(usize, f32)> {
         let (indices, values): (Vec<usize>, Vec<Tensor<1>>) =
-            self.grads.iter().enumerate().filter_map(|(i, g)| Some((i, reduce(g.as_ref()?.clone())))).unzip();
+            self.grads.iter().enumerate().filter_map(|(i, g)| Some((i, total(elementwise(g.as_ref()?.clone()))))).unzip();
         if values.is_empty() {
             return Vec::new();
         }
