@@ -240,6 +240,18 @@ pub fn is_cpu(device: &Device) -> bool {
     }
 }
 
+/// Whether `device` runs on a CubeCL runtime (wgpu, Vulkan, Metal, CUDA): where the kernels of
+/// `shaders/` apply.
+pub fn is_gpu(device: &Device) -> bool {
+    #[cfg(feature = "gpu")]
+    return matches!(device.clone().without_autodiff().as_dispatch(), burn::backend::DispatchDevice::Cube(_));
+    #[cfg(not(feature = "gpu"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
 /// The device for `--backend NAME`; no name is `auto`.
 pub fn device(name: Option<&str>) -> Result<Device, ModelError> {
     device_for(name.map(Backend::parse).transpose()?)

@@ -16,11 +16,13 @@ impl LayerNorm {
     /// Burn's `layer_norm` computes what HF's does (mean, biased variance, eps inside the
     /// root); the CPU backend runs it as one fused pass when no gradient is recorded (decoding,
     /// evaluation, serving). Where one is, autodiff would differentiate its decomposition: with a
-    /// frozen scale and shift the CPU backend takes [`crate::layer_norm::frozen`] instead.
+    /// frozen scale and shift the CPU backend takes [`crate::layer_norm::frozen`] instead, and a
+    /// GPU takes it always (one kernel each way, from `shaders/`).
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let (weight, bias) = (self.weight.val(), self.bias.val());
-        #[cfg(feature = "flex")]
-        if x.device().is_autodiff() && crate::backend::is_cpu(&x.device()) && x.dtype() == burn::tensor::DType::F32 && !weight.is_require_grad() && !bias.is_require_grad() {
+        let frozen = x.dtype() == burn::tensor::DType::F32 && !weight.is_require_grad() && !bias.is_require_grad();
+        let device = x.device();
+        if frozen && ((device.is_autodiff() && crate::backend::is_cpu(&device)) || crate::backend::is_gpu(&device)) {
             return crate::layer_norm::frozen(x, weight, bias, self.eps);
         }
         burn::tensor::module::layer_norm(x, weight, Some(bias), self.eps)

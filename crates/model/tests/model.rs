@@ -24,6 +24,8 @@ mod layer_norm;
 mod few_rows;
 #[path = "model/gelu.rs"]
 mod gelu;
+#[path = "model/shaders.rs"]
+mod shaders;
 
 
 

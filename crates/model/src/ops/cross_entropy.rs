@@ -4,7 +4,9 @@
 //! ([`prefix_tune_kernels::cross_entropy`]): one pass per row forward and one backward, on all
 //! cores, with a vectorised `exp`. As log-softmax, gather and their backward it is half a
 //! dozen passes over `[N, V]` with scalar `expf` on one core: over a tenth of a bf16 training
-//! step of GPT-2 small. Other backends take the tensor form.
+//! step of GPT-2 small. On a GPU it is the kernel pair of `shaders/` ([`prefix_tune_shaders::
+//! cross_entropy`]): one pass per row forward, keeping nothing for backward but the logits the
+//! LM head's own backward keeps anyway. Other backends take the tensor form.
 
 use burn::tensor::Tensor;
 
@@ -16,6 +18,12 @@ pub fn nll(logits: Tensor<2>, targets: &[usize]) -> Tensor<1> {
     if crate::backend::is_cpu(&logits.device()) && logits.dtype() == burn::tensor::DType::F32 {
         let targets = flex::Targets(std::sync::Arc::new(targets.to_vec()));
         return Tensor::from_dispatch(<burn::backend::Dispatch as flex::CrossEntropy>::cross_entropy(logits.into_dispatch(), targets));
+    }
+    #[cfg(feature = "gpu")]
+    if crate::backend::is_gpu(&logits.device()) {
+        let count = targets.len();
+        let targets = ints(targets.iter().map(|&t| t as i64).collect(), [count], &logits.device());
+        return Tensor::from_dispatch(<burn::backend::Dispatch as gpu::CubeCrossEntropy>::cube_nll(logits.into_dispatch(), targets.into_dispatch()));
     }
     composed(logits, targets)
 }
@@ -91,6 +99,74 @@ mod flex {
                     prep.finish((input, targets, Arc::new(lse)), nll)
                 }
                 OpsKind::UnTracked(prep) => prep.finish(Flex::cross_entropy(logits.into_primitive(), targets)),
+            }
+        }
+    }
+}
+
+#[cfg(feature = "gpu")]
+mod gpu {
+    use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::autodiff::Autodiff;
+    use burn::backend::tensor::{FloatTensor, IntTensor};
+    use burn::backend::{backend_extension, Cube};
+    use burn::tensor::Shape;
+    use prefix_tune_shaders::{cross_entropy, CubeBackend, CubeTensor};
+
+    #[backend_extension(Autodiff, Cube, Fusion)]
+    pub trait CubeCrossEntropy: burn::backend::Backend {
+        /// `[N, V]` logits, `[N]` targets → each row's NLL `[N]`; differentiable in the logits.
+        #[fusion(dtype = logits, shape = Shape::new([logits[0]]))]
+        fn cube_nll(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self>;
+    }
+
+    /// The backward kernel, as its own extension so that fusion defers it like any other op.
+    #[backend_extension(Cube, Fusion)]
+    pub trait CubeCrossEntropyBackward: burn::backend::Backend {
+        /// `grad[r] · (softmax(x_r) − onehot(target_r))`, `[N, V]`.
+        #[fusion(dtype = logits, shape = logits)]
+        fn cube_nll_backward(logits: FloatTensor<Self>, targets: IntTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
+    }
+
+    impl CubeCrossEntropy for CubeBackend {
+        fn cube_nll(logits: CubeTensor, targets: CubeTensor) -> CubeTensor {
+            cross_entropy::nll(logits, targets)
+        }
+    }
+
+    impl CubeCrossEntropyBackward for CubeBackend {
+        fn cube_nll_backward(logits: CubeTensor, targets: CubeTensor, grad: CubeTensor) -> CubeTensor {
+            cross_entropy::nll_backward(logits, targets, grad)
+        }
+    }
+
+    #[derive(Debug)]
+    struct NllBackward;
+
+    impl Backward<Cube, 1> for NllBackward {
+        type State = (FloatTensor<Cube>, IntTensor<Cube>); // logits, targets
+
+        fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+            let [parent] = ops.parents;
+            let grad = grads.consume::<Cube>(&ops.node);
+            if let Some(parent) = parent {
+                let (logits, targets) = ops.state;
+                grads.register::<Cube>(parent.id, Cube::cube_nll_backward(logits, targets, grad));
+            }
+        }
+    }
+
+    impl<C: CheckpointStrategy> CubeCrossEntropy for Autodiff<Cube, C> {
+        fn cube_nll(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+            match NllBackward.prepare::<C>([logits.node()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => {
+                    let input = logits.primitive().clone();
+                    let nll = Cube::cube_nll(input.clone(), targets.clone());
+                    prep.finish((input, targets), nll)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(Cube::cube_nll(logits.into_primitive(), targets)),
             }
         }
     }

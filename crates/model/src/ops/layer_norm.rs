@@ -1,4 +1,5 @@
-//! LayerNorm with a frozen scale and shift under autodiff, as one CPU op.
+//! LayerNorm with a frozen scale and shift as one op: a CPU kernel under autodiff, and on a GPU
+//! the kernel pair of `shaders/` ([`prefix_tune_shaders::layer_norm`]) with or without it.
 //!
 //! Autodiff differentiates Burn's `layer_norm` as its decomposition (mean, centring, variance,
 //! root, division, scale, shift, and as many steps back), each a single-threaded pass on the
@@ -9,13 +10,24 @@
 
 use burn::tensor::Tensor;
 
-/// LayerNorm with a frozen scale and shift as one CPU op with its own backward pass (the input
-/// gradient only; [`prefix_tune_kernels::layer_norm`]).
+/// LayerNorm with a frozen scale and shift as one op with its own backward pass (the input
+/// gradient only): [`prefix_tune_kernels::layer_norm`] on the CPU backend, the kernels of
+/// `shaders/` on a GPU, Burn's `layer_norm` elsewhere.
 pub fn frozen<const D: usize>(x: Tensor<D>, weight: Tensor<1>, bias: Tensor<1>, eps: f64) -> Tensor<D> {
-    use flex::FrozenLayerNorm;
-    Tensor::from_dispatch(<burn::backend::Dispatch as FrozenLayerNorm>::frozen_layer_norm(x.into_dispatch(), weight.into_dispatch(), bias.into_dispatch(), eps))
+    #[cfg(feature = "flex")]
+    if crate::backend::is_cpu(&x.device()) {
+        use flex::FrozenLayerNorm;
+        return Tensor::from_dispatch(<burn::backend::Dispatch as FrozenLayerNorm>::frozen_layer_norm(x.into_dispatch(), weight.into_dispatch(), bias.into_dispatch(), eps));
+    }
+    #[cfg(feature = "gpu")]
+    if crate::backend::is_gpu(&x.device()) {
+        use gpu::CubeLayerNorm;
+        return Tensor::from_dispatch(<burn::backend::Dispatch as CubeLayerNorm>::cube_layer_norm(x.into_dispatch(), weight.into_dispatch(), bias.into_dispatch(), eps));
+    }
+    burn::tensor::module::layer_norm(x, weight, Some(bias), eps)
 }
 
+#[cfg(feature = "flex")]
 mod flex {
     use std::sync::Arc;
 
@@ -76,6 +88,76 @@ mod flex {
                     prep.finish((input, weight, Arc::new(stats)), y)
                 }
                 OpsKind::UnTracked(prep) => prep.finish(Flex::frozen_layer_norm(x.into_primitive(), weight, bias, eps)),
+            }
+        }
+    }
+}
+
+#[cfg(feature = "gpu")]
+mod gpu {
+    use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::autodiff::Autodiff;
+    use burn::backend::tensor::FloatTensor;
+    use burn::backend::{backend_extension, Cube};
+    use prefix_tune_shaders::{layer_norm, CubeBackend, CubeTensor};
+
+    #[backend_extension(Autodiff, Cube, Fusion)]
+    pub trait CubeLayerNorm: burn::backend::Backend {
+        /// LayerNorm over the last dimension; differentiable in `x` only.
+        #[fusion(dtype = x, shape = x)]
+        fn cube_layer_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
+    }
+
+    /// The backward kernel, as its own extension so that fusion defers it like any other op.
+    #[backend_extension(Cube, Fusion)]
+    pub trait CubeLayerNormBackward: burn::backend::Backend {
+        /// The input's gradient, shaped as `x`.
+        #[fusion(dtype = x, shape = x)]
+        fn cube_layer_norm_backward(x: FloatTensor<Self>, weight: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
+    }
+
+    impl CubeLayerNorm for CubeBackend {
+        fn cube_layer_norm(x: CubeTensor, weight: CubeTensor, bias: CubeTensor, eps: f64) -> CubeTensor {
+            layer_norm::forward(x, weight, bias, eps)
+        }
+    }
+
+    impl CubeLayerNormBackward for CubeBackend {
+        fn cube_layer_norm_backward(x: CubeTensor, weight: CubeTensor, grad: CubeTensor, eps: f64) -> CubeTensor {
+            layer_norm::backward(x, weight, grad, eps)
+        }
+    }
+
+    #[derive(Debug)]
+    struct LayerNormBackward {
+        eps: f64,
+    }
+
+    impl Backward<Cube, 1> for LayerNormBackward {
+        type State = (FloatTensor<Cube>, FloatTensor<Cube>); // x, weight
+
+        fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+            let [parent] = ops.parents;
+            let grad = grads.consume::<Cube>(&ops.node);
+            if let Some(parent) = parent {
+                let (x, weight) = ops.state;
+                grads.register::<Cube>(parent.id, Cube::cube_layer_norm_backward(x, weight, grad, self.eps));
+            }
+        }
+    }
+
+    impl<C: CheckpointStrategy> CubeLayerNorm for Autodiff<Cube, C> {
+        fn cube_layer_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+            let (weight, bias) = (weight.primitive().clone(), bias.primitive().clone());
+            match (LayerNormBackward { eps }).prepare::<C>([x.node()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => {
+                    let input = x.primitive().clone();
+                    let y = Cube::cube_layer_norm(input.clone(), weight.clone(), bias, eps);
+                    prep.finish((input, weight), y)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(Cube::cube_layer_norm(x.into_primitive(), weight, bias, eps)),
             }
         }
     }

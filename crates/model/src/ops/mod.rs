@@ -4,5 +4,4 @@
 
 pub mod cross_entropy;
 pub mod gelu;
-#[cfg(feature = "flex")]
 pub mod layer_norm;

@@ -1,7 +1,7 @@
 //! LayerNorm with a frozen scale and shift as one CPU op, held to Burn's: values and the input
 //! gradient, on a strided input; a trainable scale keeps Burn's path.
 
-use burn::module::Param;
+use burn::module::{Module, Param};
 use burn::tensor::{Distribution, Tensor};
 use prefix_tune_model::nn::LayerNorm;
 use prefix_tune_model::tensors::to_f32s;
@@ -16,7 +16,8 @@ fn frozen_layer_norm_equals_burns_with_the_input_gradient() {
     let upstream: Tensor<3> = Tensor::random([3, 17, 40], Distribution::Uniform(-1.0, 1.0), &device);
     let weight: Tensor<1> = Tensor::random([40], Distribution::Uniform(0.5, 1.5), &device);
     let bias: Tensor<1> = Tensor::random([40], Distribution::Uniform(-0.5, 0.5), &device);
-    let norm = LayerNorm { weight: Param::from_tensor(weight.clone()), bias: Param::from_tensor(bias.clone()), eps: 1e-5 };
+    // Frozen, as the model's are (a parameter is trainable unless told otherwise).
+    let norm = LayerNorm { weight: Param::from_tensor(weight.clone()), bias: Param::from_tensor(bias.clone()), eps: 1e-5 }.no_grad();
     let run = |f: &dyn Fn(Tensor<3>) -> Tensor<3>| {
         let y = f(x.clone().swap_dims(1, 2)); // [3, 17, 40], strided
         let grad = x.grad(&(y.clone() * upstream.clone()).sum().backward()).expect("tracked");

@@ -1,0 +1,157 @@
+//! The LM head's cross-entropy: `nll[r] = logsumexp(x_r) − x_r[target_r]` in one pass over each
+//! row of logits, and its backward `grad[r] · (softmax(x_r) − onehot(target_r))` in one kernel.
+//!
+//! As tensor operations (log-softmax, gather, and their backward) the same work is a max, a
+//! subtraction, an exp, a sum, a log, a gather and a scatter, each a pass over `[N, V]`, with
+//! the `[N, V]` log-probabilities kept for the backward pass. Here the forward keeps nothing:
+//! the backward pass recomputes each row's logsumexp, one extra read of a row it reads anyway.
+
+use burn_backend::cubecl::dtype_to_storage_type;
+use burn_backend::{Shape, TensorMetadata};
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::prelude::*;
+
+use crate::{row_cubes, ROW_THREADS};
+
+/// The row this cube works on (see [`row_cubes`]).
+#[cube]
+pub(crate) fn cube_row() -> usize {
+    (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize
+}
+
+/// `logsumexp` of `row` of a contiguous `[N, V]` tensor, the same value in every thread.
+/// Each thread keeps a running maximum and the sum of `exp(x − max)` over its strided share
+/// (the online softmax), then the cube merges the pairs in shared memory.
+#[cube]
+fn row_logsumexp<F: Float>(logits: &Tensor<F>, row: usize, vocab: usize, #[comptime] threads: u32) -> F {
+    let start = row * vocab;
+    let mut max = F::min_value();
+    let mut sum = F::new(0.0);
+    let mut i = UNIT_POS_X as usize;
+    while i < vocab {
+        let x = logits[start + i];
+        if x > max {
+            sum = sum * (max - x).exp() + F::new(1.0);
+            max = x;
+        } else {
+            sum += (x - max).exp();
+        }
+        i += CUBE_DIM_X as usize;
+    }
+    let mut maxes = Shared::<[F]>::new_slice(threads as usize);
+    let mut sums = Shared::<[F]>::new_slice(threads as usize);
+    let unit = UNIT_POS_X as usize;
+    maxes[unit] = max;
+    sums[unit] = sum;
+    sync_cube();
+    // CUBE_DIM_X (= threads) read at run time: a mutable variable set from a comptime value stays comptime.
+    let mut half = CUBE_DIM_X as usize / 2;
+    while half > 0 {
+        if unit < half {
+            let max_a = maxes[unit];
+            let max_b = maxes[unit + half];
+            let mut merged = max_a;
+            if max_b > max_a {
+                merged = max_b;
+            }
+            sums[unit] = sums[unit] * (max_a - merged).exp() + sums[unit + half] * (max_b - merged).exp();
+            maxes[unit] = merged;
+        }
+        sync_cube();
+        half /= 2;
+    }
+    maxes[0] + sums[0].ln()
+}
+
+#[cube(launch)]
+fn nll_kernel<F: Float, I: Numeric>(
+    logits: &Tensor<F>,  // [N, V]
+    targets: &Tensor<I>, // [N]
+    nll: &mut Tensor<F>, // [N]
+    #[comptime] threads: u32,
+    #[define(F, I)] _dtypes: [ElemType; 2],
+) {
+    let row = cube_row();
+    if row >= nll.len() {
+        terminate!();
+    }
+    let vocab = logits.shape(1);
+    let lse = row_logsumexp::<F>(logits, row, vocab, threads);
+    if UNIT_POS_X == 0 {
+        let target = u32::cast_from(targets[row]) as usize;
+        nll[row] = lse - logits[row * vocab + target];
+    }
+}
+
+#[cube(launch)]
+fn nll_backward_kernel<F: Float, I: Numeric>(
+    logits: &Tensor<F>,       // [N, V]
+    targets: &Tensor<I>,      // [N]
+    grad: &Tensor<F>,         // [N], the upstream gradient of each row's NLL
+    grad_logits: &mut Tensor<F>, // [N, V]
+    #[comptime] threads: u32,
+    #[define(F, I)] _dtypes: [ElemType; 2],
+) {
+    let row = cube_row();
+    if row >= grad.len() {
+        terminate!();
+    }
+    let vocab = logits.shape(1);
+    let lse = row_logsumexp::<F>(logits, row, vocab, threads);
+    let target = u32::cast_from(targets[row]) as usize;
+    let upstream = grad[row];
+    let start = row * vocab;
+    let mut i = UNIT_POS_X as usize;
+    while i < vocab {
+        let mut onehot = F::new(0.0);
+        if i == target {
+            onehot = F::new(1.0);
+        }
+        grad_logits[start + i] = upstream * ((logits[start + i] - lse).exp() - onehot);
+        i += CUBE_DIM_X as usize;
+    }
+}
+
+/// `[N, V]` logits and `[N]` integer targets in `0..V` → each row's NLL `[N]`.
+pub fn nll(logits: CubeTensor, targets: CubeTensor) -> CubeTensor {
+    let (logits, targets) = (into_contiguous(logits), into_contiguous(targets));
+    let [rows, _vocab] = logits.shape().dims::<2>();
+    let client = logits.client.clone();
+    let out = empty_device_dtype(client.clone(), logits.device.clone(), Shape::new([rows]), logits.dtype);
+    let dtypes = [dtype_to_storage_type(logits.dtype), dtype_to_storage_type(targets.dtype)];
+    nll_kernel::launch(
+        &client,
+        row_cubes(rows),
+        CubeDim::new_1d(ROW_THREADS),
+        logits.into_tensor_arg(),
+        targets.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        ROW_THREADS,
+        dtypes,
+    );
+    out
+}
+
+/// The gradient of [`nll`] in the logits: `grad[r] · (softmax(x_r) − onehot(target_r))`, `[N, V]`.
+pub fn nll_backward(logits: CubeTensor, targets: CubeTensor, grad: CubeTensor) -> CubeTensor {
+    let (logits, targets, grad) = (into_contiguous(logits), into_contiguous(targets), into_contiguous(grad));
+    let shape = logits.shape();
+    let rows = shape[0];
+    let client = logits.client.clone();
+    let out = empty_device_dtype(client.clone(), logits.device.clone(), shape, logits.dtype);
+    let dtypes = [dtype_to_storage_type(logits.dtype), dtype_to_storage_type(targets.dtype)];
+    nll_backward_kernel::launch(
+        &client,
+        row_cubes(rows),
+        CubeDim::new_1d(ROW_THREADS),
+        logits.into_tensor_arg(),
+        targets.into_tensor_arg(),
+        grad.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        ROW_THREADS,
+        dtypes,
+    );
+    out
+}

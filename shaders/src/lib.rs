@@ -1,0 +1,26 @@
+//! prefix-tune's GPU kernels, written once in CubeCL and compiled by Burn for every GPU runtime
+//! it has: wgpu (Vulkan, Metal, DX12, WGSL or SPIR-V) and CUDA.
+//!
+//! Each kernel takes and returns Burn's [`CubeTensor`](burn_cubecl::tensor::CubeTensor)s;
+//! `crates/model` wires them into its tensor code as Burn backend extensions (with a lazy
+//! form under Burn's fusion and a backward pass under autodiff), the way `crates/kernels` is
+//! wired in for the CPU backend. Every kernel is held to the tensor-operation form it replaces
+//! by a test on wgpu (Mesa's lavapipe in CI).
+
+pub mod cross_entropy;
+pub mod layer_norm;
+
+/// Threads of one cube (workgroup) in the row kernels: one cube per row, each thread striding
+/// over the row. 256 is within every runtime's limit (WebGPU guarantees 256) and wide enough to
+/// keep a row's reads coalesced.
+const ROW_THREADS: u32 = 256;
+
+/// Cubes for `rows` one-row cubes, as a grid whose x extent stays within every runtime's
+/// 65,535 limit; kernels number a row `CUBE_POS_Y · CUBE_COUNT_X + CUBE_POS_X`.
+fn row_cubes(rows: usize) -> cubecl::prelude::CubeCount {
+    const MAX_X: usize = 65_535;
+    let x = rows.clamp(1, MAX_X);
+    cubecl::prelude::CubeCount::Static(x as u32, rows.div_ceil(x).max(1) as u32, 1)
+}
+
+pub use burn_cubecl::{tensor::CubeTensor, CubeBackend};
