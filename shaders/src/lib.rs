@@ -7,6 +7,7 @@
 //! wired in for the CPU backend. Every kernel is held to the tensor-operation form it replaces
 //! by a test on wgpu (Mesa's lavapipe in CI).
 
+pub mod adamw;
 pub mod cross_entropy;
 pub mod layer_norm;
 

@@ -7,7 +7,7 @@
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Gradients, Tensor};
-use prefix_tune_kernels::adamw::Coefficients;
+use prefix_tune_model::adamw::{self, Coefficients};
 use prefix_tune_model::tensors::{floats, to_f32s};
 use serde::{Deserialize, Serialize};
 
@@ -218,25 +218,6 @@ fn coefficients(config: OptimizerConfig, lr: f64, t: usize) -> Option<Coefficien
     })
 }
 
-/// AdamW as tensor operations (any backend): value, first and second moments after the step.
-fn adamw_tensors(c: &Coefficients, value: Tensor<1>, grad: Tensor<1>, (m, v): (Option<Tensor<1>>, Option<Tensor<1>>)) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
-    // f32 → f64 is exact, so each scalar reaches the backend as the f32 the fused step uses.
-    let value = match c.decay {
-        Some(decay) => value * decay as f64,
-        None => value,
-    };
-    let m = match m {
-        Some(m) => m * c.beta1 as f64 + grad.clone() * c.one_minus_beta1 as f64,
-        None => grad.clone() * c.one_minus_beta1 as f64,
-    };
-    let v = match v {
-        Some(v) => v * c.beta2 as f64 + grad.clone() * grad * c.one_minus_beta2 as f64,
-        None => grad.clone() * grad * c.one_minus_beta2 as f64,
-    };
-    let denom = v.clone().sqrt() / c.bias_correction2_sqrt as f64 + c.eps as f64;
-    (value - m.clone() / denom * c.step_size as f64, m, v)
-}
-
 /// AdamW in one pass on the CPU ([`prefix_tune_kernels::adamw`]), bit for bit the tensor form:
 /// a dozen single-threaded passes over the prefix's parameters (9.9M for GPT-2 small with MLP
 /// 512) were 5% of a bf16 training step.
@@ -253,7 +234,8 @@ fn adamw_fused(c: &Coefficients, value: Tensor<1>, grad: Tensor<1>, (m, v): (Opt
 }
 
 struct Update<'a> {
-    /// AdamW through the fused CPU step (plain f32 tensors on the CPU backend).
+    /// AdamW through the fused CPU step (plain f32 tensors on the CPU backend); elsewhere
+    /// [`adamw::step`]: one kernel on a GPU, tensor operations otherwise.
     fused: bool,
     config: OptimizerConfig,
     lr: f64,
@@ -287,7 +269,7 @@ impl ModuleMapper for Update<'_> {
                 }
                 let c = coefficients(self.config, self.lr, self.state.step).expect("AdamW");
                 let moments = (self.state.first_moments[index].take(), self.state.second_moments[index].take());
-                let (updated, m, v) = if self.fused { adamw_fused(&c, value, grad, moments) } else { adamw_tensors(&c, value, grad, moments) };
+                let (updated, m, v) = if self.fused { adamw_fused(&c, value, grad, moments) } else { adamw::step(&c, value, grad, moments) };
                 self.state.first_moments[index] = Some(m);
                 self.state.second_moments[index] = Some(v);
                 updated
@@ -331,7 +313,7 @@ mod tests {
                 let grad = floats(wave(t, 1.0).into_iter().enumerate().map(|(i, g)| g * 10f32.powi((i % 13) as i32 - 9)).collect(), [count], &device);
                 let (value, m, v) = adamw_fused(&c, fused.0, grad.clone(), (fused.1, fused.2));
                 fused = (value, Some(m), Some(v));
-                let (value, m, v) = adamw_tensors(&c, tensors.0, grad, (tensors.1, tensors.2));
+                let (value, m, v) = adamw::tensors(&c, tensors.0, grad, (tensors.1, tensors.2));
                 tensors = (value, Some(m), Some(v));
             }
             let bits = |t: Tensor<1>| to_f32s(t).into_iter().map(f32::to_bits).collect::<Vec<_>>();

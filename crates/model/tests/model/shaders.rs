@@ -6,6 +6,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Distribution, Tensor};
 use prefix_tune_model::nn::LayerNorm;
+use prefix_tune_model::adamw::{self, Coefficients};
 use prefix_tune_model::cross_entropy;
 use prefix_tune_model::tensors::to_f32s;
 use prefix_tune_model::testing::{max_abs_diff, random_draws, vulkan_env};
@@ -40,6 +41,7 @@ fn wgpu_shaders_child() {
     cross_entropy_kernel(&device);
     layer_norm_kernels(&device, 40);
     layer_norm_kernels(&device, 777);
+    adamw_kernel(&device.without_autodiff());
 }
 
 /// The LM-head cross-entropy kernel against log-softmax + gather, forward and backward.
@@ -96,4 +98,45 @@ fn layer_norm_kernels(device: &Device, dim: usize) {
     let plain = to_f32s(norm.valid().forward(x.inner().swap_dims(1, 2)));
     assert!(max_abs_diff(&plain, &burn) < 4e-6);
     println!("LayerNorm kernels = Burn's layer_norm on wgpu (values, input gradient, D = {dim})");
+}
+
+/// The one-kernel AdamW step against its tensor form: three steps, with and without weight
+/// decay, gradients from 1e-9 to 1e3 in magnitude, more values than one grid row of cubes holds.
+fn adamw_kernel(device: &Device) {
+    let count = 65_535 * 256 + 3;
+    let wave = |seed: usize, scale: f32| -> Vec<f32> { (0..count).map(|i| ((i * 7919 + seed * 104_729) % 10_007) as f32 / 10_007.0 * scale - scale / 2.0).collect() };
+    let floats = |values: Vec<f32>| prefix_tune_model::tensors::floats(values, [count], device);
+    for weight_decay in [0.0, 0.01] {
+        let start = floats(wave(0, 2.0));
+        let (mut kernel, mut tensors) = ((start.clone(), None, None), (start, None, None));
+        for t in 1..=3 {
+            let (beta1, beta2, lr) = (0.9f64, 0.999f64, 5e-3);
+            let c = Coefficients {
+                beta1: beta1 as f32,
+                one_minus_beta1: (1.0 - beta1) as f32,
+                beta2: beta2 as f32,
+                one_minus_beta2: (1.0 - beta2) as f32,
+                decay: (weight_decay != 0.0).then(|| (1.0 - lr * weight_decay) as f32),
+                bias_correction2_sqrt: (1.0 - beta2.powi(t)).sqrt() as f32,
+                eps: 1e-8,
+                step_size: (lr / (1.0 - beta1.powi(t))) as f32,
+            };
+            let grad = floats(wave(t as usize, 1.0).into_iter().enumerate().map(|(i, g)| g * 10f32.powi((i % 13) as i32 - 9)).collect());
+            let (value, m, v) = adamw::step(&c, kernel.0, grad.clone(), (kernel.1, kernel.2));
+            kernel = (value, Some(m), Some(v));
+            let (value, m, v) = adamw::tensors(&c, tensors.0, grad, (tensors.1, tensors.2));
+            tensors = (value, Some(m), Some(v));
+        }
+        // The same f32 operations in the same order; a shader compiler may still contract a
+        // multiply and an add into one rounding: at most an ulp or two of each value.
+        let relative = |a: Tensor<1>, b: Tensor<1>| {
+            to_f32s(a).iter().zip(to_f32s(b)).map(|(x, y)| (x - y).abs() / y.abs().max(1e-30)).fold(0.0, f32::max)
+        };
+        let values = relative(kernel.0.clone(), tensors.0.clone());
+        let (first, second) = (relative(kernel.1.unwrap(), tensors.1.unwrap()), relative(kernel.2.unwrap(), tensors.2.unwrap()));
+        assert!(values < 3e-7 && first < 3e-7 && second < 3e-7, "AdamW differs (weight decay {weight_decay}): values {values}, moments {first}, {second}");
+        // The step moved the values (by up to 3·lr).
+        assert!(max_abs_diff(&to_f32s(kernel.0), &wave(0, 2.0)) > 1e-2);
+    }
+    println!("AdamW kernel = its tensor form on wgpu (3 steps, with and without weight decay, {count} values)");
 }

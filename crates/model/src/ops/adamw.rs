@@ -1,0 +1,82 @@
+//! One AdamW step over a parameter's values (PyTorch's, decoupled weight decay): on a GPU the
+//! one-kernel step of `shaders/` ([`prefix_tune_shaders::adamw`]), elsewhere as tensor
+//! operations. (The CPU backend's one-pass step, [`prefix_tune_kernels::adamw`], works on host
+//! slices and is taken by the optimizer itself.)
+
+use burn::tensor::Tensor;
+pub use prefix_tune_kernels::adamw::Coefficients;
+
+/// `(value, m, v)` after one step from `grad`; moments `None` before the first step.
+pub fn step(c: &Coefficients, value: Tensor<1>, grad: Tensor<1>, (m, v): (Option<Tensor<1>>, Option<Tensor<1>>)) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+    #[cfg(feature = "gpu")]
+    if crate::backend::is_gpu(&value.device()) {
+        return gpu::step(c, value, grad, (m, v));
+    }
+    tensors(c, value, grad, (m, v))
+}
+
+/// AdamW as tensor operations (any backend): the reference for the fused forms.
+pub fn tensors(c: &Coefficients, value: Tensor<1>, grad: Tensor<1>, (m, v): (Option<Tensor<1>>, Option<Tensor<1>>)) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+    // f32 → f64 is exact, so each scalar reaches the backend as the f32 the fused step uses.
+    let value = match c.decay {
+        Some(decay) => value * decay as f64,
+        None => value,
+    };
+    let m = match m {
+        Some(m) => m * c.beta1 as f64 + grad.clone() * c.one_minus_beta1 as f64,
+        None => grad.clone() * c.one_minus_beta1 as f64,
+    };
+    let v = match v {
+        Some(v) => v * c.beta2 as f64 + grad.clone() * grad * c.one_minus_beta2 as f64,
+        None => grad.clone() * grad * c.one_minus_beta2 as f64,
+    };
+    let denom = v.clone().sqrt() / c.bias_correction2_sqrt as f64 + c.eps as f64;
+    (value - m.clone() / denom * c.step_size as f64, m, v)
+}
+
+#[cfg(feature = "gpu")]
+mod gpu {
+    use burn::backend::fusion::custom::TensorSpec;
+    use burn::backend::tensor::FloatTensor;
+    use burn::backend::{backend_extension, Cube};
+    use burn::tensor::Tensor;
+    use prefix_tune_shaders::adamw::{self, AdamWScalars};
+    use prefix_tune_shaders::{CubeBackend, CubeTensor};
+
+    use super::Coefficients;
+
+    /// Three outputs shaped as the parameter.
+    fn three(value: &TensorSpec) -> (TensorSpec, TensorSpec, TensorSpec) {
+        (value.clone(), value.clone(), value.clone())
+    }
+
+    #[backend_extension(Cube, Fusion)]
+    pub trait CubeAdamW: burn::backend::Backend {
+        /// `(value, m, v)` after one step; the moments are zeros before the first.
+        #[fusion(meta = |value, _grad, _m, _v, _scalars| three(value))]
+        fn cube_adamw(value: FloatTensor<Self>, grad: FloatTensor<Self>, m: FloatTensor<Self>, v: FloatTensor<Self>, scalars: AdamWScalars) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    }
+
+    impl CubeAdamW for CubeBackend {
+        fn cube_adamw(value: CubeTensor, grad: CubeTensor, m: CubeTensor, v: CubeTensor, scalars: AdamWScalars) -> (CubeTensor, CubeTensor, CubeTensor) {
+            adamw::step(value, grad, m, v, scalars)
+        }
+    }
+
+    pub fn step(c: &Coefficients, value: Tensor<1>, grad: Tensor<1>, (m, v): (Option<Tensor<1>>, Option<Tensor<1>>)) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+        let scalars = AdamWScalars {
+            beta1: c.beta1,
+            one_minus_beta1: c.one_minus_beta1,
+            beta2: c.beta2,
+            one_minus_beta2: c.one_minus_beta2,
+            decay: c.decay.unwrap_or(1.0),
+            bias_correction2_sqrt: c.bias_correction2_sqrt,
+            eps: c.eps,
+            step_size: c.step_size,
+        };
+        let zeros = || value.zeros_like();
+        let (m, v) = (m.unwrap_or_else(zeros), v.unwrap_or_else(zeros));
+        let (value, m, v) = <burn::backend::Dispatch as CubeAdamW>::cube_adamw(value.into_dispatch(), grad.into_dispatch(), m.into_dispatch(), v.into_dispatch(), scalars);
+        (Tensor::from_dispatch(value), Tensor::from_dispatch(m), Tensor::from_dispatch(v))
+    }
+}

@@ -1,0 +1,98 @@
+//! One AdamW step (PyTorch's, decoupled weight decay) over a parameter in one kernel: value,
+//! first and second moments read once and written once, where the tensor form is a dozen
+//! element-wise operations over the prefix's parameters.
+//!
+//! Each element goes through the f32 operations of the tensor form in `prefix_tune_train::optim`
+//! in the same order.
+
+use burn_backend::cubecl::dtype_to_storage_type;
+use burn_backend::TensorMetadata;
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::prelude::*;
+
+use crate::{row_cubes, ROW_THREADS};
+
+/// The step's scalars, each already rounded to f32 as a tensor operation rounds its scalar.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWScalars {
+    pub beta1: f32,
+    pub one_minus_beta1: f32,
+    pub beta2: f32,
+    pub one_minus_beta2: f32,
+    /// `1 − lr·weight_decay`; exactly 1 without weight decay (`p · 1 = p`).
+    pub decay: f32,
+    /// `√(1 − β₂ᵗ)`.
+    pub bias_correction2_sqrt: f32,
+    pub eps: f32,
+    /// `lr / (1 − β₁ᵗ)`.
+    pub step_size: f32,
+}
+
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn adamw_kernel<F: Float>(
+    value: &Tensor<F>,
+    grad: &Tensor<F>,
+    m: &Tensor<F>, // zeros before the first step: 0·β₁ + g·(1 − β₁) is g·(1 − β₁) exactly
+    v: &Tensor<F>,
+    new_value: &mut Tensor<F>,
+    new_m: &mut Tensor<F>,
+    new_v: &mut Tensor<F>,
+    beta1: f32,
+    one_minus_beta1: f32,
+    beta2: f32,
+    one_minus_beta2: f32,
+    decay: f32,
+    bias_correction2_sqrt: f32,
+    eps: f32,
+    step_size: f32,
+    #[define(F)] _dtype: ElemType,
+) {
+    let i = ((CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) * CUBE_DIM_X + UNIT_POS_X) as usize;
+    if i >= value.len() {
+        terminate!();
+    }
+    let g = grad[i];
+    let decayed = value[i] * F::cast_from(decay);
+    let first = m[i] * F::cast_from(beta1) + g * F::cast_from(one_minus_beta1);
+    let second = v[i] * F::cast_from(beta2) + g * g * F::cast_from(one_minus_beta2);
+    let denom = second.sqrt() / F::cast_from(bias_correction2_sqrt) + F::cast_from(eps);
+    new_value[i] = decayed - first / denom * F::cast_from(step_size);
+    new_m[i] = first;
+    new_v[i] = second;
+}
+
+/// `(value, m, v)` after one step from `grad`; all four inputs of one shape.
+pub fn step(value: CubeTensor, grad: CubeTensor, m: CubeTensor, v: CubeTensor, s: AdamWScalars) -> (CubeTensor, CubeTensor, CubeTensor) {
+    let [value, grad, m, v] = [value, grad, m, v].map(into_contiguous);
+    let shape = value.shape();
+    let count = shape.num_elements();
+    let client = value.client.clone();
+    let empty = || empty_device_dtype(client.clone(), value.device.clone(), shape.clone(), value.dtype);
+    let (new_value, new_m, new_v) = (empty(), empty(), empty());
+    let dtype = dtype_to_storage_type(value.dtype);
+    adamw_kernel::launch(
+        &client,
+        row_cubes(count.div_ceil(ROW_THREADS as usize)),
+        CubeDim::new_1d(ROW_THREADS),
+        value.into_tensor_arg(),
+        grad.into_tensor_arg(),
+        m.into_tensor_arg(),
+        v.into_tensor_arg(),
+        new_value.clone().into_tensor_arg(),
+        new_m.clone().into_tensor_arg(),
+        new_v.clone().into_tensor_arg(),
+        s.beta1,
+        s.one_minus_beta1,
+        s.beta2,
+        s.one_minus_beta2,
+        s.decay,
+        s.bias_correction2_sqrt,
+        s.eps,
+        s.step_size,
+        dtype,
+    );
+    (new_value, new_m, new_v)
+}
