@@ -25,7 +25,8 @@ pub struct BenchArgs {
     /// Model shape: gpt2 (small, 124M) or tiny (for a quick check).
     #[arg(long, global = true, default_value = "gpt2")]
     shape: String,
-    /// bf16: the model's matrix products in bf16 with f32 sums (CPU backend: AMX, AVX2 or portable).
+    /// bf16 or f16: the model's matrix products in half precision with f32 sums (CPU backend:
+    /// bf16 on AMX, AVX2 or portable loops; a GPU: f16, or bf16 where the adapter has it).
     #[arg(long, global = true, value_enum, default_value_t = Dtype::F32)]
     dtype: Dtype,
     /// CPU threads (the CPU backend's pool and our kernels); default: one per core.
@@ -87,8 +88,8 @@ fn shape(name: &str) -> Result<Gpt2Config> {
 /// The random model, its products in `dtype`.
 fn random_model(config: &Gpt2Config, dtype: Dtype, device: &prefix_tune_model::burn::tensor::Device) -> Result<Gpt2> {
     let mut model = random_gpt2(config, 0, device);
-    if dtype == Dtype::Bf16 {
-        model.pack_bf16()?;
+    if dtype != Dtype::F32 {
+        model.to_half(dtype)?;
     }
     Ok(model)
 }
@@ -151,7 +152,7 @@ fn generate(bench: &Bench, prompt_len: usize, new_tokens: usize) -> Result<()> {
         results.insert(name.into(), serde_json::json!({ "seconds": seconds, "new_tokens": tokens, "tokens_per_second": tokens as f64 / seconds }));
     }
     let report = serde_json::json!({
-        "bench": "generate", "backend": bench.device.to_string(), "dtype": bench.dtype, "threads": prefix_tune_model::backend::cpu_threads(), "bf16_path": bf16_path(bench.dtype), "model": format!("{}-shaped random", bench.shape),
+        "bench": "generate", "backend": bench.device.to_string(), "dtype": bench.dtype, "threads": prefix_tune_model::backend::cpu_threads(), "bf16_path": bf16_path(bench), "model": format!("{}-shaped random", bench.shape),
         "prompt_tokens": prompt_len, "results": results, "peak_rss_mib": peak_rss_mib(),
     });
     println!("{report}");
@@ -192,7 +193,7 @@ fn train(bench: &Bench, args: &TrainBench, dispatch_log: Option<&std::path::Path
     let phases = if breakdown { Some(phase_times(&timed, &examples[batch_size..], steps)?) } else { None };
     let _ = std::fs::remove_dir_all(&out);
     let mut report = serde_json::json!({
-        "bench": "train", "backend": bench.device.to_string(), "dtype": bench.dtype, "threads": prefix_tune_model::backend::cpu_threads(), "bf16_path": bf16_path(bench.dtype), "model": format!("{}-shaped random", bench.shape),
+        "bench": "train", "backend": bench.device.to_string(), "dtype": bench.dtype, "threads": prefix_tune_model::backend::cpu_threads(), "bf16_path": bf16_path(bench), "model": format!("{}-shaped random", bench.shape),
         "batch": batch_size, "seq_len": seq_len, "target_fraction": target_fraction, "prefix_length": 10, "mlp_hidden": 512, "steps": summary.steps,
         "seconds": seconds, "tokens_per_second": steps_tokens_per_second, "seconds_with_final_save": seconds_with_save,
         "seconds_per_step": seconds / summary.steps as f64,
@@ -267,6 +268,7 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 /// The bf16 path the products took (`amx`, `avx2`, `portable`), for bf16 runs.
-fn bf16_path(dtype: Dtype) -> Option<&'static str> {
-    (dtype == Dtype::Bf16).then(prefix_tune_model::bf16::path_name).flatten()
+fn bf16_path(bench: &Bench<'_>) -> Option<&'static str> {
+    let on_cpu = prefix_tune_model::backend::is_cpu(&bench.device.device);
+    (bench.dtype == Dtype::Bf16 && on_cpu).then(prefix_tune_model::bf16::path_name).flatten()
 }

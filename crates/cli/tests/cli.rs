@@ -398,7 +398,10 @@ fn bf16_training_is_reproducible_recorded_and_refused_where_it_cannot_run() {
         args.extend_from_slice(extra);
         (prefix_tune(&args), out)
     };
-    let amx = prefix_tune_model::bf16::unavailable(&prefix_tune_model::testing::device()).is_none();
+    // f16 is for GPUs: the CPU backend refuses it in one line that says where it runs.
+    let (f16_on_cpu, _) = run("g", &["--dtype", "f16", "--backend", "flex"]);
+    assert_one_line_error(&f16_on_cpu, &["--dtype f16", "GPU backend", "--dtype bf16"]);
+    let amx = prefix_tune_model::bf16::unavailable(&prefix_tune_model::testing::device(), prefix_tune_model::bf16::Dtype::Bf16).is_none();
     let (first, a) = run("a", &["--dtype", "bf16"]);
     if !amx {
         assert_one_line_error(&first, &["--dtype bf16"]);

@@ -270,8 +270,9 @@ pub struct DeviceArgs {
     /// or flex.
     #[arg(long, value_enum)]
     pub backend: Option<Backend>,
-    /// bf16: the frozen model's matrix products in bf16 with f32 sums (CPU backend: AMX tiles,
-    /// else AVX2+FMA, else portable loops); a prefix, its gradients and optimizer stay f32.
+    /// bf16 or f16: the frozen model's matrix products in half precision with f32 sums (CPU
+    /// backend: bf16 on AMX tiles, else AVX2+FMA, else portable loops; a GPU: f16, or bf16
+    /// where the adapter has it); a prefix, its gradients and optimizer stay f32.
     #[arg(long, value_enum, default_value_t = crate::bf16::Dtype::F32)]
     #[serde(default)]
     pub dtype: crate::bf16::Dtype,

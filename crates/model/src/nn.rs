@@ -35,10 +35,10 @@ impl LayerNorm {
 pub struct Linear {
     pub weight: Param<Tensor<2>>,
     pub bias: Param<Tensor<1>>,
-    /// The frozen weight packed for bf16 products (`--dtype bf16`); when set, every product
+    /// The frozen weight in half precision (`--dtype bf16` or `f16`); when set, every product
     /// takes it.
     #[module(skip)]
-    pub bf16: Option<crate::bf16::Bf16Weight>,
+    pub half: Option<crate::bf16::HalfWeight>,
 }
 
 impl Linear {
@@ -51,7 +51,7 @@ impl Linear {
         let [batch, seq, d_in] = x.dims();
         let [_, d_out] = self.weight.dims();
         let rows = x.reshape([batch * seq, d_in]); // [B·T, in]
-        if let Some(weight) = &self.bf16 {
+        if let Some(weight) = &self.half {
             return (crate::bf16::matmul(rows, weight) + self.bias.val().unsqueeze::<2>()).reshape([batch, seq, d_out]);
         }
         if seq == 1 || crate::few_rows::takes_the_kernel(&rows) {
@@ -65,10 +65,10 @@ impl Linear {
         rows.reshape([batch, seq, d_in]).matmul(self.weight.val().unsqueeze::<3>()) + self.bias.val().unsqueeze::<3>()
     }
 
-    /// From now on products take the weight in bf16 (`--dtype bf16`); the weight must stay
-    /// frozen, since the packed copy never sees an update.
-    pub fn pack_bf16(&mut self) {
-        self.bf16 = Some(crate::bf16::Bf16Weight::pack(self.weight.val()));
+    /// From now on products take the weight in `dtype` (`--dtype bf16` or `f16`); the weight
+    /// must stay frozen, since the half-precision copy never sees an update.
+    pub fn to_half(&mut self, dtype: crate::bf16::Dtype) {
+        self.half = Some(crate::bf16::HalfWeight::pack(self.weight.val(), dtype));
     }
 
     /// `[B·T, in] → [B·T, out]`, without the bias. The CPU backend gives each core whole

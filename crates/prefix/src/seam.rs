@@ -8,6 +8,7 @@ use std::path::Path;
 use burn::module::Module;
 use burn::tensor::Device;
 use prefix_tune_model::bart::generate_bart;
+use prefix_tune_model::bf16::Dtype;
 use prefix_tune_model::generate::{GenerateConfig, Generated};
 use prefix_tune_model::{Bart, Gpt2, ModelError};
 
@@ -56,8 +57,8 @@ pub trait PrefixedModel: Module + Sized {
     /// The longest sequence the model reads, prefix included where it takes positions.
     fn max_positions(&self) -> usize;
 
-    /// `--dtype bf16`: the frozen products in bf16 with f32 sums from now on.
-    fn pack_bf16(&mut self) -> Result<(), ModelError>;
+    /// `--dtype bf16` or `f16`: the frozen products in half precision with f32 sums from now on.
+    fn to_half(&mut self, dtype: Dtype) -> Result<(), ModelError>;
 
     /// Reads a prefix for this model from any file layout we read (export, training state,
     /// PEFT adapter, run directory), checked against the model's shapes.
@@ -96,8 +97,8 @@ impl PrefixedModel for Gpt2 {
         self.config.n_positions
     }
 
-    fn pack_bf16(&mut self) -> Result<(), ModelError> {
-        Gpt2::pack_bf16(self)
+    fn to_half(&mut self, dtype: Dtype) -> Result<(), ModelError> {
+        Gpt2::to_half(self, dtype)
     }
 
     fn load_prefix(&self, path: &Path) -> Result<Loaded<Prefix>, PrefixError> {
@@ -143,8 +144,8 @@ impl PrefixedModel for Bart {
         self.config.max_position_embeddings
     }
 
-    fn pack_bf16(&mut self) -> Result<(), ModelError> {
-        Bart::pack_bf16(self)
+    fn to_half(&mut self, dtype: Dtype) -> Result<(), ModelError> {
+        Bart::to_half(self, dtype)
     }
 
     fn load_prefix(&self, path: &Path) -> Result<Loaded<BartPrefixSets>, PrefixError> {

@@ -28,6 +28,7 @@ use axum::{Json, Router};
 use clap::Args;
 use futures_util::stream::{self, Stream, StreamExt};
 use prefix_tune_data::Tokenizer;
+use prefix_tune_model::bf16::Dtype;
 use prefix_tune_model::generate::Sampling;
 use prefix_tune_model::burn::tensor::Device;
 use prefix_tune_model::backend::DeviceArgs;
@@ -133,12 +134,12 @@ impl Facts {
 
 /// The model in `dir`, in `--dtype`, with how its prefixes are read: GPT-2's one prefix, or
 /// BART's three sets (native files or PEFT adapters).
-fn load_model(dir: &Path, device: &Device, bf16: bool) -> Result<(ServedModel, Loader)> {
+fn load_model(dir: &Path, device: &Device, dtype: Dtype) -> Result<(ServedModel, Loader)> {
     let device = device.clone();
     if model_kind(dir)? == ModelKind::Bart {
         let mut model = load_bart(dir, &device)?;
-        if bf16 {
-            Bart::pack_bf16(&mut model)?;
+        if dtype != Dtype::F32 {
+            Bart::to_half(&mut model, dtype)?;
         }
         let layout = BartLayout::of(&model.config);
         let loader: Loader = Box::new(move |path| {
@@ -148,8 +149,8 @@ fn load_model(dir: &Path, device: &Device, bf16: bool) -> Result<(ServedModel, L
         return Ok((ServedModel::Bart(model, generation_defaults(dir)?), loader));
     }
     let mut model = load_gpt2(dir, &device)?;
-    if bf16 {
-        Gpt2::pack_bf16(&mut model)?;
+    if dtype != Dtype::F32 {
+        Gpt2::to_half(&mut model, dtype)?;
     }
     let layout = Layout::gpt2(&model.config);
     let loader: Loader = Box::new(move |path| Ok(Served::Decoder(load_prefix(path, Some(layout), &device)?.prefix.materialize().past(1, false))));
@@ -159,7 +160,7 @@ fn load_model(dir: &Path, device: &Device, bf16: bool) -> Result<(ServedModel, L
 pub fn run(args: ServeArgs) -> Result<()> {
     let device = args.device.device()?;
     let dir = prefix_tune_model::hub::resolve_model(&args.model)?;
-    let (model, loader) = load_model(&dir, &device, args.device.dtype == prefix_tune_model::bf16::Dtype::Bf16)?;
+    let (model, loader) = load_model(&dir, &device, args.device.dtype)?;
     let Facts { vocab_size, n_positions, eos, encoder_decoder } = match &model {
         ServedModel::Gpt2(gpt2) => Facts::of(gpt2),
         ServedModel::Bart(bart, _) => Facts::of(bart),

@@ -140,7 +140,7 @@ fn gpt2_placeholder(model: &Gpt2) -> Gpt2 {
         bias: Param::from_tensor(Tensor::zeros([1], &device)),
         eps: 0.0,
     };
-    Gpt2 { wte: empty(), wpe: empty(), h: Vec::new(), ln_f: norm(), head_bf16: None, config: model.config.clone() }
+    Gpt2 { wte: empty(), wpe: empty(), h: Vec::new(), ln_f: norm(), head_half: None, config: model.config.clone() }
 }
 
 impl PrefixModel for Bart {

@@ -222,12 +222,12 @@ fn loss_gradients_and_one_adamw_step_match_pytorch() {
 #[test]
 fn bf16_loss_and_gradients_match_pytorch_bf16() {
     let device = device();
-    if let Some(why) = prefix_tune_model::bf16::unavailable(&device) {
+    if let Some(why) = prefix_tune_model::bf16::unavailable(&device, prefix_tune_model::bf16::Dtype::Bf16) {
         eprintln!("skipped: {why}");
         return;
     }
     let mut model = model(&device);
-    model.pack_bf16().unwrap();
+    model.to_half(prefix_tune_model::bf16::Dtype::Bf16).unwrap();
     // (variant, mode, loss tolerance, gradient tolerance), relative
     let cases = [
         ("flat", "emulated", 5e-6, 1e-3),

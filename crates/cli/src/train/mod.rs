@@ -43,10 +43,10 @@ pub fn run(args: TrainArgs, given: &[String]) -> Result<()> {
     })
 }
 
-/// `--dtype`, refused in bf16 for fine-tuning, whose weights change.
+/// `--dtype`, refused in half precision for fine-tuning, whose weights change.
 fn frozen_dtype(args: &TrainArgs) -> Result<Dtype> {
-    if args.device.dtype == Dtype::Bf16 && args.method == Method::Finetune {
-        return Err(CliError::usage("--dtype bf16: the model must stay frozen; it applies to --method prefix only"));
+    if args.device.dtype != Dtype::F32 && args.method == Method::Finetune {
+        return Err(CliError::usage(format!("--dtype {}: the model must stay frozen; it applies to --method prefix only", args.device.dtype.name())));
     }
     Ok(args.device.dtype)
 }

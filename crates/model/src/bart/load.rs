@@ -52,7 +52,7 @@ impl Reader<'_> {
         Ok(Linear {
             weight: Param::from_tensor(weight.transpose()),
             bias: Param::from_tensor(self.tensor(&format!("{name}.bias"), [d_out], why)?),
-            bf16: None,
+            half: None,
         })
     }
 
@@ -134,7 +134,7 @@ pub fn bart_from_weights(config: BartConfig, weights: &WeightFiles, device: &Dev
         decoder_embeddings: reader.embeddings("decoder", &config)?,
         decoder_layers,
         final_logits_bias: Param::from_tensor(final_logits_bias),
-        head_bf16: None,
+        head_half: None,
         config,
     })
 }

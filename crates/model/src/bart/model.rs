@@ -22,9 +22,9 @@ pub struct Attention {
 }
 
 impl Attention {
-    fn pack_bf16(&mut self) {
+    fn to_half(&mut self, dtype: crate::bf16::Dtype) {
         for linear in [&mut self.q_proj, &mut self.k_proj, &mut self.v_proj, &mut self.out_proj] {
-            linear.pack_bf16();
+            linear.to_half(dtype);
         }
     }
 
@@ -142,7 +142,7 @@ pub struct Bart {
     pub final_logits_bias: Param<Tensor<1>>,
     /// The head (`sharedᵀ`) packed for bf16 products (`--dtype bf16`).
     #[module(skip)]
-    pub head_bf16: Option<crate::bf16::Bf16Weight>,
+    pub head_half: Option<crate::bf16::HalfWeight>,
     #[module(skip)]
     pub config: super::BartConfig,
 }
@@ -204,7 +204,7 @@ impl Bart {
         let [batch, seq, d_model] = hidden.dims();
         let vocab = self.config.vocab_size;
         let rows = hidden.reshape([batch * seq, d_model]); // [B·T, D]
-        let logits = match &self.head_bf16 {
+        let logits = match &self.head_half {
             Some(head) => crate::bf16::matmul(rows, head),
             None => crate::few_rows::matmul(rows, self.shared.val().transpose()),
         };
@@ -213,22 +213,22 @@ impl Bart {
 
     /// `--dtype bf16`: every frozen matrix product from now on in bf16 with f32 sums (the
     /// weights packed once). Errors where the device cannot run it.
-    pub fn pack_bf16(&mut self) -> Result<(), crate::ModelError> {
-        if let Some(why) = crate::bf16::unavailable(&self.shared.device()) {
+    pub fn to_half(&mut self, dtype: crate::bf16::Dtype) -> Result<(), crate::ModelError> {
+        if let Some(why) = crate::bf16::unavailable(&self.shared.device(), dtype) {
             return Err(crate::ModelError::Backend(why));
         }
         for attention in self.encoder_layers.iter_mut().map(|layer| &mut layer.self_attn) {
-            attention.pack_bf16();
+            attention.to_half(dtype);
         }
         for layer in &mut self.decoder_layers {
-            layer.self_attn.pack_bf16();
-            layer.encoder_attn.pack_bf16();
+            layer.self_attn.to_half(dtype);
+            layer.encoder_attn.to_half(dtype);
         }
         for ffn in self.encoder_layers.iter_mut().map(|l| &mut l.ffn).chain(self.decoder_layers.iter_mut().map(|l| &mut l.ffn)) {
-            ffn.fc1.pack_bf16();
-            ffn.fc2.pack_bf16();
+            ffn.fc1.to_half(dtype);
+            ffn.fc2.to_half(dtype);
         }
-        self.head_bf16 = Some(crate::bf16::Bf16Weight::pack(self.shared.val().transpose()));
+        self.head_half = Some(crate::bf16::HalfWeight::pack(self.shared.val().transpose(), dtype));
         Ok(())
     }
 }

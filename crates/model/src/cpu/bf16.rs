@@ -1,5 +1,8 @@
-//! `--dtype bf16`: the frozen weights' matrix products in bf16 with f32 accumulation, on the
-//! fastest path the CPU runs ([`prefix_tune_kernels::bf16`]: AMX tiles, AVX2, portable loops).
+//! `--dtype bf16` and `f16`: the frozen weights' matrix products in half precision with f32
+//! accumulation. On the CPU, bf16 on the fastest path it runs ([`prefix_tune_kernels::bf16`]:
+//! AMX tiles, AVX2, portable loops); on a GPU, f16 or bf16 (where the adapter has it) through
+//! the backend's own matmul, whose sums are f32 (PyTorch autocast's contract: the product is
+//! then rounded to half precision, and back to f32 for everything after it).
 //!
 //! Prefix-tuning never updates the model, so each frozen weight is rounded and packed for the
 //! tiles once, and its transpose on the first backward pass (which only needs the input
@@ -13,20 +16,26 @@ use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor};
 
-/// Why `--dtype bf16` cannot run on `device`, if it cannot.
-pub fn unavailable(device: &Device) -> Option<String> {
+/// Why `--dtype dtype` cannot run on `device`, if it cannot.
+pub fn unavailable(device: &Device, dtype: Dtype) -> Option<String> {
+    let name = dtype.name();
+    if dtype == Dtype::F32 {
+        return None;
+    }
+    if crate::backend::is_gpu(device) {
+        let missing = !device.supports_dtype(dtype.burn());
+        return missing.then(|| format!("--dtype {name}: this GPU adapter has no {name} arithmetic in shaders (wgpu: the SHADER_F16 feature); use --dtype f32"));
+    }
+    if !crate::backend::is_cpu(device) {
+        return Some(format!("--dtype {name} runs on a GPU backend or the CPU backend (flex), which this build does not include"));
+    }
+    if dtype == Dtype::F16 {
+        return Some("--dtype f16 runs on a GPU backend (wgpu, vulkan, metal, cuda); on the CPU backend use --dtype bf16".into());
+    }
     #[cfg(feature = "flex")]
-    {
-        if !crate::backend::is_cpu(device) {
-            return Some("--dtype bf16 runs on the CPU backend (flex) only".into());
-        }
-        prefix_tune_kernels::bf16::path().err().map(|why| why.to_string())
-    }
+    return prefix_tune_kernels::bf16::path().err().map(|why| why.to_string());
     #[cfg(not(feature = "flex"))]
-    {
-        let _ = device;
-        Some("--dtype bf16 runs on the CPU backend (flex), which this build does not include".into())
-    }
+    None
 }
 
 /// The bf16 path this process's products take (`amx`, `avx2`, `portable`), if any runs.
@@ -37,18 +46,18 @@ pub fn path_name() -> Option<&'static str> {
     None
 }
 
-/// A frozen matrix `W` `[K, N]` rounded to bf16 and packed: as `W` for `x · W`, and on the
-/// first backward pass as `Wᵀ` for the input gradient. Cheap to clone (shared).
+/// A frozen matrix `W` `[K, N]` in half precision. On the CPU, rounded to bf16 and packed: as
+/// `W` for `x · W`, and on the first backward pass as `Wᵀ` for the input gradient. On a GPU,
+/// a copy of `W` in f16 or bf16. Cheap to clone (shared).
 #[derive(Clone)]
-pub struct Bf16Weight {
+pub enum HalfWeight {
     #[cfg(feature = "flex")]
-    packs: Arc<Packs>,
-    #[cfg(not(feature = "flex"))]
-    _none: Arc<()>,
+    Cpu(Arc<Packs>),
+    Gpu(Tensor<2>),
 }
 
 #[cfg(feature = "flex")]
-struct Packs {
+pub struct Packs {
     forward: prefix_tune_kernels::bf16::PackedBf16,
     /// `W` in f32 (the model's own tensor, shared), for packing `Wᵀ` on the first backward
     /// pass: generation and evaluation never need it.
@@ -73,47 +82,64 @@ fn f32_values(w: Tensor<2>) -> Vec<f32> {
     w.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 values")
 }
 
-impl std::fmt::Debug for Bf16Weight {
+impl std::fmt::Debug for HalfWeight {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        #[cfg(feature = "flex")]
-        return write!(f, "Bf16Weight {:?}", self.packs.forward.dims());
-        #[cfg(not(feature = "flex"))]
-        write!(f, "Bf16Weight")
+        match self {
+            #[cfg(feature = "flex")]
+            HalfWeight::Cpu(packs) => write!(f, "HalfWeight::Cpu {:?}", packs.forward.dims()),
+            HalfWeight::Gpu(w) => write!(f, "HalfWeight::Gpu {:?} {:?}", w.dims(), w.dtype()),
+        }
     }
 }
 
-impl Bf16Weight {
-    /// Packs `w` `[K, N]` (any layout: a `Linear` weight, or a transposed embedding as the LM
-    /// head); `Wᵀ` is packed on the first backward pass. Panics where [`unavailable`] says why.
-    pub fn pack(w: Tensor<2>) -> Self {
-        if let Some(why) = unavailable(&w.device()) {
-            panic!("Bf16Weight::pack: {why}");
+impl HalfWeight {
+    /// `w` `[K, N]` (any layout: a `Linear` weight, or a transposed embedding as the LM head)
+    /// in `dtype`: on the CPU packed for bf16 products (`Wᵀ` on the first backward pass), on a
+    /// GPU cast. Panics where [`unavailable`] says why.
+    pub fn pack(w: Tensor<2>, dtype: Dtype) -> Self {
+        if let Some(why) = unavailable(&w.device(), dtype) {
+            panic!("HalfWeight::pack: {why}");
+        }
+        if crate::backend::is_gpu(&w.device()) {
+            return HalfWeight::Gpu(w.cast(dtype.burn()));
         }
         #[cfg(feature = "flex")]
         {
             use prefix_tune_kernels::bf16::PackedBf16;
             let [k, n] = w.dims();
             let forward = PackedBf16::pack(&f32_values(w.clone()), k, n, n, 1);
-            Self { packs: Arc::new(Packs { forward, source: w, backward: Default::default() }) }
+            HalfWeight::Cpu(Arc::new(Packs { forward, source: w, backward: Default::default() }))
         }
         #[cfg(not(feature = "flex"))]
-        unreachable!()
+        unreachable!("checked by unavailable")
     }
 }
 
-/// `x · W` `[M, K] → [M, N]` in bf16 with f32 sums; differentiable in `x`.
-pub fn matmul(x: Tensor<2>, w: &Bf16Weight) -> Tensor<2> {
-    #[cfg(feature = "flex")]
-    if x.dtype() == burn::tensor::DType::F32 {
-        return Tensor::from_dispatch(<burn::backend::Dispatch as flex::Bf16Matmul>::bf16_matmul(x.into_dispatch(), w.clone()));
+#[cfg(feature = "flex")]
+impl HalfWeight {
+    /// The CPU packs; a CPU product only ever gets a CPU weight.
+    fn packs(&self) -> &Packs {
+        match self {
+            HalfWeight::Cpu(packs) => packs,
+            HalfWeight::Gpu(_) => unreachable!("a GPU weight in a CPU product"),
+        }
     }
-    let _ = w;
-    panic!("bf16::matmul: {} (a {:?} tensor)", unavailable(&x.device()).unwrap_or_default(), x.dtype());
+}
+
+/// `x · W` `[M, K] → [M, N]` in half precision with f32 sums; differentiable in `x`.
+pub fn matmul(x: Tensor<2>, w: &HalfWeight) -> Tensor<2> {
+    match w {
+        // Autocast's order: the input rounded to W's precision, the product (f32 sums) rounded
+        // to it too, then f32 again for what follows.
+        HalfWeight::Gpu(weight) => x.cast(weight.dtype()).matmul(weight.clone()).cast(burn::tensor::DType::F32),
+        #[cfg(feature = "flex")]
+        HalfWeight::Cpu(_) => Tensor::from_dispatch(<burn::backend::Dispatch as flex::Bf16Matmul>::bf16_matmul(x.into_dispatch(), w.clone())),
+    }
 }
 
 #[cfg(feature = "flex")]
 mod flex {
-    use super::Bf16Weight;
+    use super::HalfWeight;
     use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -125,7 +151,7 @@ mod flex {
     #[backend_extension(Autodiff, Flex)]
     pub trait Bf16Matmul: burn::backend::Backend {
         /// `[M, K] · W → [M, N]`, W frozen; differentiable in the input.
-        fn bf16_matmul(x: FloatTensor<Self>, w: Bf16Weight) -> FloatTensor<Self>;
+        fn bf16_matmul(x: FloatTensor<Self>, w: HalfWeight) -> FloatTensor<Self>;
     }
 
     fn product(x: FlexTensor, w: &PackedBf16) -> FlexTensor {
@@ -136,8 +162,8 @@ mod flex {
     }
 
     impl Bf16Matmul for Flex {
-        fn bf16_matmul(x: FlexTensor, w: Bf16Weight) -> FlexTensor {
-            product(x, &w.packs.forward)
+        fn bf16_matmul(x: FlexTensor, w: HalfWeight) -> FlexTensor {
+            product(x, &w.packs().forward)
         }
     }
 
@@ -146,15 +172,15 @@ mod flex {
     struct Bf16MatmulBackward;
 
     impl Backward<Flex, 1> for Bf16MatmulBackward {
-        type State = Bf16Weight;
+        type State = HalfWeight;
 
         fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-            crate::flex::backward_one(ops, grads, |w, grad| product(grad, w.packs.backward()));
+            crate::flex::backward_one(ops, grads, |w, grad| product(grad, w.packs().backward()));
         }
     }
 
     impl<C: CheckpointStrategy> Bf16Matmul for Autodiff<Flex, C> {
-        fn bf16_matmul(x: FloatTensor<Self>, w: Bf16Weight) -> FloatTensor<Self> {
+        fn bf16_matmul(x: FloatTensor<Self>, w: HalfWeight) -> FloatTensor<Self> {
             match Bf16MatmulBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
                 OpsKind::Tracked(prep) => {
                     let output = Flex::bf16_matmul(x.primitive().clone(), w.clone());
@@ -174,6 +200,29 @@ pub enum Dtype {
     #[default]
     F32,
     /// Frozen weights and the activations entering them rounded to bf16, products summed in
-    /// f32 (CPU backend only: AMX, AVX2 or portable loops). Everything else stays f32.
+    /// f32 (CPU backend: AMX, AVX2 or portable loops; a GPU whose adapter has bf16).
+    /// Everything else stays f32.
     Bf16,
+    /// The same in f16 (GPU backends; wgpu needs the adapter's SHADER_F16).
+    F16,
+}
+
+impl Dtype {
+    /// The flag's spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::Bf16 => "bf16",
+            Dtype::F16 => "f16",
+        }
+    }
+
+    /// Burn's element type.
+    pub fn burn(self) -> burn::tensor::DType {
+        match self {
+            Dtype::F32 => burn::tensor::DType::F32,
+            Dtype::Bf16 => burn::tensor::DType::BF16,
+            Dtype::F16 => burn::tensor::DType::F16,
+        }
+    }
 }

@@ -76,7 +76,7 @@ fn build(
     let wpe = read.param2("wpe.weight", [config.n_positions, d], &format!("config.json n_positions = {}, n_embd = {d}", config.n_positions))?;
     let h = (0..config.n_layer).map(|layer| read.block(layer, activation)).collect::<Result<Vec<_>, _>>()?;
     let ln_f = read.norm("ln_f")?;
-    Ok(Gpt2 { wte, wpe, h, ln_f, head_bf16: None, config: config.clone() })
+    Ok(Gpt2 { wte, wpe, h, ln_f, head_half: None, config: config.clone() })
 }
 
 /// Reads the tensors of a GPT-2 by their HF names, each checked against the shape the config
@@ -110,7 +110,7 @@ impl Reader<'_, '_> {
         Ok(Conv1D {
             weight: self.param2(&format!("{prefix}.weight"), [d_in, d_out], why)?,
             bias: self.param1(&format!("{prefix}.bias"), d_out, why)?,
-            bf16: None,
+            half: None,
         })
     }
 

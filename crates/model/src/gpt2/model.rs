@@ -119,7 +119,7 @@ pub struct Gpt2 {
     pub ln_f: LayerNorm,
     /// The head (`wteᵀ`) packed for bf16 products (`--dtype bf16`).
     #[module(skip)]
-    pub head_bf16: Option<crate::bf16::Bf16Weight>,
+    pub head_half: Option<crate::bf16::HalfWeight>,
     #[module(skip)]
     pub config: Gpt2Config,
 }
@@ -164,26 +164,26 @@ impl Gpt2 {
         let [batch, seq, d_model] = hidden.dims();
         let vocab = self.wte.val().dims()[0];
         let rows = hidden.reshape([batch * seq, d_model]); // [B·T, D]
-        let logits = match &self.head_bf16 {
+        let logits = match &self.head_half {
             Some(head) => crate::bf16::matmul(rows, head),
             None => crate::few_rows::matmul(rows, self.wte.val().transpose()),
         };
         logits.reshape([batch, seq, vocab])
     }
 
-    /// `--dtype bf16`: every frozen matrix product from now on in bf16 with f32 sums (the
-    /// weights packed once; the f32 weights stay for everything else). Errors where the
-    /// device cannot run it.
-    pub fn pack_bf16(&mut self) -> Result<(), crate::ModelError> {
-        if let Some(why) = crate::bf16::unavailable(&self.wte.device()) {
+    /// `--dtype bf16` or `f16`: every frozen matrix product from now on in half precision with
+    /// f32 sums (the weights converted once; the f32 weights stay for everything else). Errors
+    /// where the device cannot run it.
+    pub fn to_half(&mut self, dtype: crate::bf16::Dtype) -> Result<(), crate::ModelError> {
+        if let Some(why) = crate::bf16::unavailable(&self.wte.device(), dtype) {
             return Err(crate::ModelError::Backend(why));
         }
         for block in &mut self.h {
             for linear in [&mut block.attn.c_attn, &mut block.attn.c_proj, &mut block.mlp.c_fc, &mut block.mlp.c_proj] {
-                linear.pack_bf16();
+                linear.to_half(dtype);
             }
         }
-        self.head_bf16 = Some(crate::bf16::Bf16Weight::pack(self.wte.val().transpose()));
+        self.head_half = Some(crate::bf16::HalfWeight::pack(self.wte.val().transpose(), dtype));
         Ok(())
     }
 

@@ -38,7 +38,7 @@ pub fn tensors(c: &Coefficients, value: Tensor<1>, grad: Tensor<1>, (m, v): (Opt
 mod gpu {
     use burn::backend::fusion::custom::TensorSpec;
     use burn::backend::tensor::FloatTensor;
-    use burn::backend::{backend_extension, Cube};
+    use burn::backend::backend_extension;
     use burn::tensor::Tensor;
     use prefix_tune_shaders::adamw::{self, AdamWScalars};
     use prefix_tune_shaders::{CubeBackend, CubeTensor};

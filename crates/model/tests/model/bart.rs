@@ -31,12 +31,12 @@ fn bart_logits_encoder_states_and_loss_match_hf() {
 /// eos here) in bf16, within bf16's error of HF's f32 logits.
 #[test]
 fn bart_in_bf16_stays_within_bf16_error_of_hf() {
-    if let Some(why) = prefix_tune_model::bf16::unavailable(&device()) {
+    if let Some(why) = prefix_tune_model::bf16::unavailable(&device(), prefix_tune_model::bf16::Dtype::Bf16) {
         eprintln!("skipped: {why}");
         return;
     }
     let (mut model, reference, _) = bart_a();
-    model.pack_bf16().unwrap();
+    model.to_half(prefix_tune_model::bf16::Dtype::Bf16).unwrap();
     let batch = batch(&reference);
     let ours = bart_logits(&model, &batch, &BartPrefix::default(), 0);
     let (_, theirs) = read_f32(&reference, "logits");

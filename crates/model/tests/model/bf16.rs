@@ -19,7 +19,7 @@ fn rounded<const D: usize>(t: Tensor<D>) -> Tensor<D> {
 fn a_packed_linear_multiplies_bf16_values_and_returns_the_input_gradient() {
     let _draws = prefix_tune_model::testing::random_draws();
     let device = device().autodiff();
-    if let Some(why) = prefix_tune_model::bf16::unavailable(&device) {
+    if let Some(why) = prefix_tune_model::bf16::unavailable(&device, prefix_tune_model::bf16::Dtype::Bf16) {
         eprintln!("skipped: {why}");
         return;
     }
@@ -28,9 +28,9 @@ fn a_packed_linear_multiplies_bf16_values_and_returns_the_input_gradient() {
     let weight: Tensor<2> = Tensor::random([40, 56], normal, &device);
     let bias: Tensor<1> = Tensor::random([56], normal, &device);
     let upstream: Tensor<3> = Tensor::random([2, 21, 56], normal, &device);
-    let mut linear = Linear { weight: Param::from_tensor(weight.clone()), bias: Param::from_tensor(bias.clone()), bf16: None };
+    let mut linear = Linear { weight: Param::from_tensor(weight.clone()), bias: Param::from_tensor(bias.clone()), half: None };
     let in_f32 = to_f32s(linear.forward(x.clone()));
-    linear.pack_bf16();
+    linear.to_half(prefix_tune_model::bf16::Dtype::Bf16);
     let y = linear.forward(x.clone());
     let grad = to_f32s(x.grad(&(y.clone() * upstream.clone()).sum().backward()).expect("tracked"));
     let y = to_f32s(y);

@@ -63,7 +63,7 @@ fn linear_in_row_blocks_equals_one_matmul_with_its_gradient() {
     use burn::module::Param;
     use prefix_tune_model::nn::Linear;
     let device = device().autodiff();
-    let linear = Linear { weight: Param::from_tensor(random([96, 320], &device)), bias: Param::from_tensor(random([1, 320], &device).reshape([320])), bf16: None };
+    let linear = Linear { weight: Param::from_tensor(random([96, 320], &device)), bias: Param::from_tensor(random([1, 320], &device).reshape([320])), half: None };
     // 141 and 275 rows (over 2^22 multiply-adds): two and four blocks on the CPU, the last one
     // padded; 40 rows: below the size where regrouping pays, one matmul per sequence.
     for [batch, seq] in [[3, 47], [5, 55], [2, 20]] {

@@ -5,7 +5,8 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Distribution, Tensor};
-use prefix_tune_model::nn::LayerNorm;
+use prefix_tune_model::bf16::Dtype;
+use prefix_tune_model::nn::{LayerNorm, Linear};
 use prefix_tune_model::adamw::{self, Coefficients};
 use prefix_tune_model::cross_entropy;
 use prefix_tune_model::tensors::to_f32s;
@@ -41,7 +42,8 @@ fn wgpu_shaders_child() {
     cross_entropy_kernel(&device);
     layer_norm_kernels(&device, 40);
     layer_norm_kernels(&device, 777);
-    adamw_kernel(&device.without_autodiff());
+    adamw_kernel(&device.clone().without_autodiff());
+    half_precision_linear(&device);
 }
 
 /// The LM-head cross-entropy kernel against log-softmax + gather, forward and backward.
@@ -139,4 +141,51 @@ fn adamw_kernel(device: &Device) {
         assert!(max_abs_diff(&to_f32s(kernel.0), &wave(0, 2.0)) > 1e-2);
     }
     println!("AdamW kernel = its tensor form on wgpu (3 steps, with and without weight decay, {count} values)");
+}
+
+/// `--dtype f16` on a GPU: a `Linear` multiplies the f16-rounded input by the f16-rounded weight
+/// with f32 sums and rounds the product to f16 (PyTorch autocast's order); its input gradient
+/// is the f16-rounded upstream gradient times the weight's transpose, rounded the same way. An
+/// adapter without f16 shaders refuses it in words that say so.
+fn half_precision_linear(device: &Device) {
+    if let Some(why) = prefix_tune_model::bf16::unavailable(device, Dtype::F16) {
+        assert!(why.contains("--dtype f16") && why.contains("SHADER_F16"), "{why}");
+        println!("--dtype f16 refused on this adapter: {why}");
+        return;
+    }
+    device.seed(29);
+    let normal = Distribution::Normal(0.0, 1.0);
+    let x: Tensor<3> = Tensor::random([2, 21, 40], normal, device).require_grad();
+    let weight: Tensor<2> = Tensor::random([40, 56], normal, device);
+    let bias: Tensor<1> = Tensor::random([56], normal, device);
+    let upstream: Tensor<3> = Tensor::random([2, 21, 56], normal, device);
+    let mut linear = Linear { weight: Param::from_tensor(weight.clone()), bias: Param::from_tensor(bias.clone()), half: None }.no_grad();
+    let in_f32 = to_f32s(linear.forward(x.clone()));
+    linear.to_half(Dtype::F16);
+    let y = linear.forward(x.clone());
+    let grad = to_f32s(x.grad(&(y.clone() * upstream.clone()).sum().backward()).expect("tracked"));
+    let y = to_f32s(y);
+
+    // The reference on the host, in f64 from f16-rounded values.
+    let f16 = |v: f32| half::f16::from_f32(v).to_f32();
+    let [x_host, w_host, b_host, up_host] = [to_f32s(x.inner().reshape([42, 40])), to_f32s(weight.inner()), to_f32s(bias.inner()), to_f32s(upstream.inner().reshape([42, 56]))];
+    let product = |a: &[f32], b: &[f32], (m, k, n): (usize, usize, usize), b_transposed: bool| -> Vec<f32> {
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let sum: f64 = (0..k).map(|l| f16(a[i * k + l]) as f64 * f16(if b_transposed { b[j * k + l] } else { b[l * n + j] }) as f64).sum();
+                out[i * n + j] = f16(sum as f32);
+            }
+        }
+        out
+    };
+    let want: Vec<f32> = product(&x_host, &w_host, (42, 40, 56), false).iter().enumerate().map(|(i, v)| v + b_host[i % 56]).collect();
+    let want_grad = product(&up_host, &w_host, (42, 56, 40), true);
+    // Products of size ≤ ~20 rounded to f16 (11 bits): f32 sums in another order may round to
+    // the neighbouring f16, 2^-11 of the value (≤ 0.016); nothing larger.
+    let within_an_f16_step = |got: &[f32], want: &[f32]| got.iter().zip(want).all(|(g, w)| (g - w).abs() <= w.abs().max(1.0) * 2.0f32.powi(-10));
+    assert!(within_an_f16_step(&y, &want), "values differ by {}", max_abs_diff(&y, &want));
+    assert!(within_an_f16_step(&grad, &want_grad), "gradients differ by {}", max_abs_diff(&grad, &want_grad));
+    assert!(max_abs_diff(&y, &in_f32) > 1e-3, "the f16 layer computed in f32");
+    println!("--dtype f16 Linear = f16-rounded products with f32 sums on wgpu (values, input gradient)");
 }
