@@ -25,7 +25,7 @@ parser.add_argument("--device", default="cpu")
 parser.add_argument("--steps", type=int, default=3)
 parser.add_argument("--seq-len", type=int, default=64)
 parser.add_argument("--what", choices=["train", "generate", "both"], default="both")
-parser.add_argument("--autocast", action="store_true", help="bf16 autocast (on the CPU: oneDNN's AMX bf16 matmuls)")
+parser.add_argument("--autocast", choices=["bf16", "f16"], help="autocast in this dtype (bf16 on the CPU: oneDNN's AMX bf16 matmuls)")
 parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: PyTorch's, one per core)")
 args = parser.parse_args()
 if args.threads:
@@ -34,7 +34,8 @@ device = torch.device(args.device)
 
 
 def autocast():
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.autocast)
+    dtype = torch.float16 if args.autocast == "f16" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype, enabled=args.autocast is not None)
 
 
 def sync():
@@ -74,7 +75,7 @@ if args.what in ("train", "both"):
         step(ids[i * batch:(i + 1) * batch])
     sync()
     seconds = time.perf_counter() - start
-    print(json.dumps({"bench": "train", "impl": "pytorch+peft", "device": args.device, "autocast_bf16": args.autocast,
+    print(json.dumps({"bench": "train", "impl": "pytorch+peft", "device": args.device, "autocast": args.autocast,
                       "threads": torch.get_num_threads(), "steps": steps,
                       "tokens_per_second": batch * seq * steps / seconds, "seconds_per_step": seconds / steps,
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -93,4 +94,4 @@ if args.what in ("generate", "both"):
             seconds = time.perf_counter() - start
         new = out.shape[1] - prompt.shape[1]
         results[name] = {"seconds": seconds, "tokens_per_second": new / seconds}
-    print(json.dumps({"bench": "generate", "impl": "pytorch", "device": args.device, "autocast_bf16": args.autocast, "results": results}))
+    print(json.dumps({"bench": "generate", "impl": "pytorch", "device": args.device, "autocast": args.autocast, "results": results}))

@@ -7,9 +7,10 @@ are faster) and decoding time (ours / theirs; < 1 means we are faster).
     python scripts/compare_peft.py --backend wgpu --device cuda --steps 20   # on a GPU machine
     python scripts/compare_peft.py --before old/prefix-tune    # also an older build, A B C A B C
     python scripts/compare_peft.py --dtype bf16    # ours in bf16; PEFT in f32 and under bf16 autocast
+    python scripts/compare_peft.py --backend wgpu --device cuda --dtype f16   # ours f16; PyTorch f32 and f16 autocast
 
 With --dtype bf16 our side runs `--dtype bf16`, and each round also runs PyTorch under bf16
-autocast (AMX through oneDNN on a CPU that has it), reported as `peft_bf16_*` beside the f32
+autocast (AMX through oneDNN on a CPU that has it), reported as `peft_autocast_*` beside the f32
 baseline: the issue's target is against the f32 baseline, the autocast run says how we stand
 against PyTorch at the same precision.
 
@@ -45,13 +46,13 @@ def main():
     parser.add_argument("--seq-len", type=int, default=64, help="training sequence length (E2E's mean is 55)")
     parser.add_argument("--what", choices=["train", "generate", "both"], default="both")
     parser.add_argument("--before", help="an older prefix-tune binary to run in the same rounds")
-    parser.add_argument("--dtype", choices=["f32", "bf16"], default="f32", help="our --dtype; bf16 also runs PyTorch under bf16 autocast")
+    parser.add_argument("--dtype", choices=["f32", "bf16", "f16"], default="f32", help="our --dtype; bf16 or f16 also runs PyTorch under autocast in that dtype")
     parser.add_argument("--threads", type=int, help="CPU threads on both sides: our --threads, PyTorch's set_num_threads")
     args = parser.parse_args()
     threads = ["--threads", str(args.threads)] if args.threads else []
     theirs_cmd = [sys.executable, str(HERE / "bench_peft.py"), str(args.target_fraction),
                   "--device", args.device, "--steps", str(args.steps), "--seq-len", str(args.seq_len)] + threads
-    autocast_cmd = theirs_cmd + ["--autocast"] if args.dtype == "bf16" else None
+    autocast_cmd = theirs_cmd + ["--autocast", args.dtype] if args.dtype != "f32" else None
     ours_cmd = [args.binary, "bench", "--backend", args.backend, "--dtype", args.dtype] + threads
     before_cmd = [args.before, "bench", "--backend", args.backend, "--dtype", args.dtype] + threads if args.before else None
     if args.what in ("train", "both"):
@@ -74,11 +75,11 @@ def main():
                   "peft_peak_rss_mib": max(r.get("peak_rss_mib") or 0 for r in theirs)}
         if autocast:
             autocast_tps = statistics.median(r["tokens_per_second"] for r in autocast)
-            report.update({"peft_bf16_tokens_per_second": autocast_tps, "ratio_to_bf16": ours_tps / autocast_tps})
+            report.update({"peft_autocast_tokens_per_second": autocast_tps, "ratio_to_autocast": ours_tps / autocast_tps})
         if before:
             before_tps = statistics.median(r["tokens_per_second"] for r in before)
             report.update({"before_tokens_per_second": before_tps, "before_ratio": before_tps / theirs_tps, "speedup": ours_tps / before_tps})
-        report.update({"prefix_tune_runs": ours, "peft_runs": theirs, "peft_bf16_runs": autocast, "before_runs": before})
+        report.update({"prefix_tune_runs": ours, "peft_runs": theirs, "peft_autocast_runs": autocast, "before_runs": before})
         print(json.dumps(report), flush=True)
     if args.what in ("generate", "both"):
         ours, theirs, before, autocast = [], [], [], []
@@ -96,11 +97,11 @@ def main():
             report[name] = {"prefix_tune_seconds": mine, "hf_generate_seconds": hf, "time_ratio": mine / hf}
             if autocast:
                 hf16 = statistics.median(r["results"][name]["seconds"] for r in autocast)
-                report[name].update({"hf_bf16_seconds": hf16, "time_ratio_to_bf16": mine / hf16})
+                report[name].update({"hf_autocast_seconds": hf16, "time_ratio_to_autocast": mine / hf16})
             if before:
                 old = statistics.median(r["results"][name]["seconds"] for r in before)
                 report[name].update({"before_seconds": old, "before_time_ratio": old / hf, "speedup": old / mine})
-        report.update({"prefix_tune_runs": ours, "hf_runs": theirs, "hf_bf16_runs": autocast, "before_runs": before})
+        report.update({"prefix_tune_runs": ours, "hf_runs": theirs, "hf_autocast_runs": autocast, "before_runs": before})
         print(json.dumps(report), flush=True)
 
 

@@ -4,6 +4,7 @@
 #
 #   scripts/gpu_compare.sh BINARY [BEFORE_BINARY]
 #   PROFILE=1 scripts/gpu_compare.sh BINARY   # also each kernel's GPU time: $OUT/profile_*.log
+#   DTYPE=f16 scripts/gpu_compare.sh BINARY   # also --dtype f16 against PyTorch f32 and f16 autocast
 #
 # BINARY (and BEFORE_BINARY, an older build run in the same rounds) may be `.xz`-compressed:
 # a stripped release build is ~66 MB, over what travels to a lent machine, and ~12 MB
@@ -63,4 +64,10 @@ timeout 200 python3 scripts/compare_peft.py --binary "$binary" $before_args --ba
   --what train --steps 20 --rounds 2 --target-fraction 0.5
 timeout 120 python3 scripts/compare_peft.py --binary "$binary" $before_args --backend wgpu --device cuda \
   --what generate --rounds 1
+if [ -n "${DTYPE:-}" ]; then
+  timeout 150 python3 scripts/compare_peft.py --binary "$binary" --backend wgpu --device cuda --dtype "$DTYPE" \
+    --what train --steps 20 --rounds 2 --target-fraction 0.5
+  timeout 90 python3 scripts/compare_peft.py --binary "$binary" --backend wgpu --device cuda --dtype "$DTYPE" \
+    --what generate --rounds 1
+fi
 date -u

@@ -101,7 +101,9 @@ impl HalfWeight {
             panic!("HalfWeight::pack: {why}");
         }
         if crate::backend::is_gpu(&w.device()) {
-            return HalfWeight::Gpu(w.cast(dtype.burn()));
+            // Kept outside autodiff: an autodiff tensor reused across steps would carry the
+            // first step's graph node, which that step's backward pass consumes.
+            return HalfWeight::Gpu(w.without_autodiff().cast(dtype.burn()));
         }
         #[cfg(feature = "flex")]
         {
@@ -131,7 +133,11 @@ pub fn matmul(x: Tensor<2>, w: &HalfWeight) -> Tensor<2> {
     match w {
         // Autocast's order: the input rounded to W's precision, the product (f32 sums) rounded
         // to it too, then f32 again for what follows.
-        HalfWeight::Gpu(weight) => x.cast(weight.dtype()).matmul(weight.clone()).cast(burn::tensor::DType::F32),
+        HalfWeight::Gpu(weight) => {
+            // A constant of this step's graph when the input is tracked.
+            let weight = if x.is_autodiff() { weight.clone().autodiff() } else { weight.clone() };
+            x.cast(weight.dtype()).matmul(weight).cast(burn::tensor::DType::F32)
+        }
         #[cfg(feature = "flex")]
         HalfWeight::Cpu(_) => Tensor::from_dispatch(<burn::backend::Dispatch as flex::Bf16Matmul>::bf16_matmul(x.into_dispatch(), w.clone())),
     }

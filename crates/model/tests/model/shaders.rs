@@ -165,6 +165,10 @@ fn half_precision_linear(device: &Device) {
     let y = linear.forward(x.clone());
     let grad = to_f32s(x.grad(&(y.clone() * upstream.clone()).sum().backward()).expect("tracked"));
     let y = to_f32s(y);
+    // A second step's graph reuses the f16 weight: the same product, and a backward pass.
+    let again = linear.forward(x.clone());
+    let again_grad = to_f32s(x.grad(&(again.clone() * upstream.clone()).sum().backward()).expect("tracked"));
+    assert!(to_f32s(again) == y && again_grad == grad, "a second step differs");
 
     // The reference on the host, in f64 from f16-rounded values.
     let f16 = |v: f32| half::f16::from_f32(v).to_f32();
