@@ -8,8 +8,19 @@
 //! by a test on wgpu (Mesa's lavapipe in CI).
 
 pub mod adamw;
+pub mod attention;
 pub mod cross_entropy;
 pub mod layer_norm;
+
+/// The most elements a tensor given to these kernels may have: CubeCL addresses a kernel's
+/// tensors with 32-bit indices. Larger tensors take the tensor form (whose allocation is then
+/// what fails, as an out-of-memory error a user can act on).
+pub const MAX_ELEMENTS: usize = u32::MAX as usize;
+
+/// Whether tensors of these element counts can all be given to a kernel.
+pub fn fits(counts: &[usize]) -> bool {
+    counts.iter().all(|&count| count <= MAX_ELEMENTS)
+}
 
 /// Threads of one cube (workgroup) in the row kernels: one cube per row, each thread striding
 /// over the row. 256 is within every runtime's limit (WebGPU guarantees 256) and wide enough to

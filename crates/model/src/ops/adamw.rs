@@ -9,7 +9,7 @@ pub use prefix_tune_kernels::adamw::Coefficients;
 /// `(value, m, v)` after one step from `grad`; moments `None` before the first step.
 pub fn step(c: &Coefficients, value: Tensor<1>, grad: Tensor<1>, (m, v): (Option<Tensor<1>>, Option<Tensor<1>>)) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
     #[cfg(feature = "gpu")]
-    if crate::backend::is_gpu(&value.device()) {
+    if crate::backend::is_gpu(&value.device()) && prefix_tune_shaders::fits(&[value.shape().num_elements()]) {
         return gpu::step(c, value, grad, (m, v));
     }
     tensors(c, value, grad, (m, v))

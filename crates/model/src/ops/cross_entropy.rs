@@ -20,7 +20,7 @@ pub fn nll(logits: Tensor<2>, targets: &[usize]) -> Tensor<1> {
         return Tensor::from_dispatch(<burn::backend::Dispatch as flex::CrossEntropy>::cross_entropy(logits.into_dispatch(), targets));
     }
     #[cfg(feature = "gpu")]
-    if crate::backend::is_gpu(&logits.device()) {
+    if crate::backend::is_gpu(&logits.device()) && prefix_tune_shaders::fits(&[logits.shape().num_elements()]) {
         let count = targets.len();
         let targets = ints(targets.iter().map(|&t| t as i64).collect(), [count], &logits.device());
         return Tensor::from_dispatch(<burn::backend::Dispatch as gpu::CubeCrossEntropy>::cube_nll(logits.into_dispatch(), targets.into_dispatch()));

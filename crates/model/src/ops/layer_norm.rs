@@ -20,7 +20,7 @@ pub fn frozen<const D: usize>(x: Tensor<D>, weight: Tensor<1>, bias: Tensor<1>, 
         return Tensor::from_dispatch(<burn::backend::Dispatch as FrozenLayerNorm>::frozen_layer_norm(x.into_dispatch(), weight.into_dispatch(), bias.into_dispatch(), eps));
     }
     #[cfg(feature = "gpu")]
-    if crate::backend::is_gpu(&x.device()) {
+    if crate::backend::is_gpu(&x.device()) && prefix_tune_shaders::fits(&[x.shape().num_elements()]) {
         use gpu::CubeLayerNorm;
         return Tensor::from_dispatch(<burn::backend::Dispatch as CubeLayerNorm>::cube_layer_norm(x.into_dispatch(), weight.into_dispatch(), bias.into_dispatch(), eps));
     }

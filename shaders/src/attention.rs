@@ -1,0 +1,325 @@
+//! Softmax attention with the prefix's keys in front: forward in one kernel, backward in two.
+//!
+//! The prefix, the KV cache and the causal and padding mask reach the kernel the way they reach
+//! the tensor form ([`prefix_tune_model::attention::composed`]): keys and values with the
+//! prefix's rows first, and an additive bias `[B|1, H|1, T|1, S|1]` that is 0 where a query may
+//! look and very negative where it may not (the prefix's columns always visible). One cube per
+//! query row holds that row's scores in shared memory: scores, bias, softmax, dropout and the
+//! product with the values in one pass. The softmax (before dropout) is kept for the backward
+//! pass, `[B, H, T, S]`, as the tensor form keeps it too.
+//!
+//! Backward, with `P` the softmax, `K` the dropout's keep mask and `k = 1/(1 − p)`:
+//! - per query row: `dP = (dO · Vᵀ) ∘ K · k`, `dS = P ∘ (dP − rowsum(P ∘ dP)) · scale`, and
+//!   `dQ = dS · K`;
+//! - per key row: `dK = dSᵀ · Q` and `dV = (P ∘ K · k)ᵀ · dO`.
+
+use burn_backend::cubecl::dtype_to_storage_type;
+use burn_backend::{Shape, TensorMetadata};
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::prelude::*;
+
+use crate::cross_entropy::cube_row;
+use crate::layer_norm::cube_sum;
+use crate::{row_cubes, ROW_THREADS};
+
+/// The most keys a row may have: the scores of one row live in shared memory (32 KB of f32).
+pub const MAX_KEYS: usize = 8192;
+
+/// The maximum of every thread's `value` in the cube, returned to every thread.
+#[cube]
+fn cube_max<F: Float>(value: F, #[comptime] threads: u32) -> F {
+    let mut partial = Shared::<[F]>::new_slice(threads as usize);
+    let unit = UNIT_POS_X as usize;
+    partial[unit] = value;
+    sync_cube();
+    let mut half = CUBE_DIM_X as usize / 2;
+    while half > 0 {
+        if unit < half && partial[unit + half] > partial[unit] {
+            partial[unit] = partial[unit + half];
+        }
+        sync_cube();
+        half /= 2;
+    }
+    let total = partial[0];
+    sync_cube();
+    total
+}
+
+/// Where the bias of (b, h, t, s) is: a dimension of size 1 is broadcast.
+#[cube]
+fn bias_index<F: Float>(bias: &Tensor<F>, b: usize, h: usize, t: usize, s: usize) -> usize {
+    let mut index = 0;
+    if bias.shape(0) > 1 {
+        index += b * bias.stride(0);
+    }
+    if bias.shape(1) > 1 {
+        index += h * bias.stride(1);
+    }
+    if bias.shape(2) > 1 {
+        index += t * bias.stride(2);
+    }
+    if bias.shape(3) > 1 {
+        index += s * bias.stride(3);
+    }
+    index
+}
+
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn forward_kernel<F: Float>(
+    queries: &Tensor<F>,   // [B, H, T, Dh]
+    keys: &Tensor<F>,      // [B, H, S, Dh]
+    values: &Tensor<F>,    // [B, H, S, Dh]
+    bias: &Tensor<F>,      // [B|1, H|1, T|1, S|1]
+    keep: &Tensor<F>,      // [B, H, T, S], read with dropout
+    out: &mut Tensor<F>,   // [B, H, T, Dh]
+    probs: &mut Tensor<F>, // [B, H, T, S], the softmax before dropout
+    scale: f32,
+    keep_scale: f32,
+    #[comptime] dropout: bool,
+    #[comptime] threads: u32,
+    #[comptime] max_keys: u32,
+    #[define(F)] _dtype: ElemType,
+) {
+    let row = cube_row(); // (b, h, t)
+    let (heads, t_len, s_len, dh) = (queries.shape(1), queries.shape(2), keys.shape(2), queries.shape(3));
+    if row * dh >= queries.len() {
+        terminate!();
+    }
+    let t = row % t_len;
+    let bh = row / t_len;
+    let (q_start, kv_start, p_start) = (row * dh, bh * s_len * dh, row * s_len);
+    let mut weights = Shared::<[F]>::new_slice(max_keys as usize);
+    let mut local_max = F::min_value();
+    let mut s = UNIT_POS_X as usize;
+    while s < s_len {
+        let mut dot = F::new(0.0);
+        for d in 0..dh {
+            dot += queries[q_start + d] * keys[kv_start + s * dh + d];
+        }
+        let score = dot * F::cast_from(scale) + bias[bias_index::<F>(bias, bh / heads, bh % heads, t, s)];
+        weights[s] = score;
+        if score > local_max {
+            local_max = score;
+        }
+        s += CUBE_DIM_X as usize;
+    }
+    let max = cube_max::<F>(local_max, threads);
+    let mut local_sum = F::new(0.0);
+    let mut s = UNIT_POS_X as usize;
+    while s < s_len {
+        let e = (weights[s] - max).exp();
+        weights[s] = e;
+        local_sum += e;
+        s += CUBE_DIM_X as usize;
+    }
+    let sum = cube_sum::<F>(local_sum, threads);
+    let mut s = UNIT_POS_X as usize;
+    while s < s_len {
+        let p = weights[s] / sum;
+        probs[p_start + s] = p;
+        if comptime!(dropout) {
+            weights[s] = p * keep[p_start + s] * F::cast_from(keep_scale);
+        } else {
+            weights[s] = p;
+        }
+        s += CUBE_DIM_X as usize;
+    }
+    sync_cube();
+    let mut d = UNIT_POS_X as usize;
+    while d < dh {
+        let mut acc = F::new(0.0);
+        for s in 0..s_len {
+            acc += weights[s] * values[kv_start + s * dh + d];
+        }
+        out[q_start + d] = acc;
+        d += CUBE_DIM_X as usize;
+    }
+}
+
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn backward_rows_kernel<F: Float>(
+    keys: &Tensor<F>,              // [B, H, S, Dh]
+    values: &Tensor<F>,            // [B, H, S, Dh]
+    probs: &Tensor<F>,             // [B, H, T, S]
+    keep: &Tensor<F>,              // [B, H, T, S], read with dropout
+    grad_out: &Tensor<F>,          // [B, H, T, Dh]
+    grad_queries: &mut Tensor<F>,  // [B, H, T, Dh]
+    grad_scores: &mut Tensor<F>,   // [B, H, T, S], dS · scale
+    scale: f32,
+    keep_scale: f32,
+    #[comptime] dropout: bool,
+    #[comptime] threads: u32,
+    #[comptime] max_keys: u32,
+    #[define(F)] _dtype: ElemType,
+) {
+    let row = cube_row(); // (b, h, t)
+    let (t_len, s_len, dh) = (probs.shape(2), probs.shape(3), keys.shape(3));
+    if row * s_len >= probs.len() {
+        terminate!();
+    }
+    let bh = row / t_len;
+    let (q_start, kv_start, p_start) = (row * dh, bh * s_len * dh, row * s_len);
+    let mut row_grad = Shared::<[F]>::new_slice(max_keys as usize);
+    let mut local = F::new(0.0);
+    let mut s = UNIT_POS_X as usize;
+    while s < s_len {
+        let mut dot = F::new(0.0);
+        for d in 0..dh {
+            dot += grad_out[q_start + d] * values[kv_start + s * dh + d];
+        }
+        if comptime!(dropout) {
+            dot = dot * keep[p_start + s] * F::cast_from(keep_scale);
+        }
+        row_grad[s] = dot;
+        local += probs[p_start + s] * dot;
+        s += CUBE_DIM_X as usize;
+    }
+    let row_dot = cube_sum::<F>(local, threads);
+    let mut s = UNIT_POS_X as usize;
+    while s < s_len {
+        let ds = probs[p_start + s] * (row_grad[s] - row_dot) * F::cast_from(scale);
+        grad_scores[p_start + s] = ds;
+        row_grad[s] = ds;
+        s += CUBE_DIM_X as usize;
+    }
+    sync_cube();
+    let mut d = UNIT_POS_X as usize;
+    while d < dh {
+        let mut acc = F::new(0.0);
+        for s in 0..s_len {
+            acc += row_grad[s] * keys[kv_start + s * dh + d];
+        }
+        grad_queries[q_start + d] = acc;
+        d += CUBE_DIM_X as usize;
+    }
+}
+
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn backward_keys_kernel<F: Float>(
+    queries: &Tensor<F>,         // [B, H, T, Dh]
+    probs: &Tensor<F>,           // [B, H, T, S]
+    keep: &Tensor<F>,            // [B, H, T, S], read with dropout
+    grad_out: &Tensor<F>,        // [B, H, T, Dh]
+    grad_scores: &Tensor<F>,     // [B, H, T, S]
+    grad_keys: &mut Tensor<F>,   // [B, H, S, Dh]
+    grad_values: &mut Tensor<F>, // [B, H, S, Dh]
+    keep_scale: f32,
+    #[comptime] dropout: bool,
+    #[define(F)] _dtype: ElemType,
+) {
+    let row = cube_row(); // (b, h, s)
+    let (t_len, s_len, dh) = (probs.shape(2), probs.shape(3), queries.shape(3));
+    if row * dh >= grad_keys.len() {
+        terminate!();
+    }
+    let s = row % s_len;
+    let bh = row / s_len;
+    let mut d = UNIT_POS_X as usize;
+    while d < dh {
+        let mut dk = F::new(0.0);
+        let mut dv = F::new(0.0);
+        for t in 0..t_len {
+            let qt = bh * t_len + t;
+            let mut weight = probs[qt * s_len + s];
+            if comptime!(dropout) {
+                weight = weight * keep[qt * s_len + s] * F::cast_from(keep_scale);
+            }
+            dk += grad_scores[qt * s_len + s] * queries[qt * dh + d];
+            dv += weight * grad_out[qt * dh + d];
+        }
+        grad_keys[row * dh + d] = dk;
+        grad_values[row * dh + d] = dv;
+        d += CUBE_DIM_X as usize;
+    }
+}
+
+/// Shared memory for a row of `keys` scores: a power of two, so few variants compile.
+fn row_capacity(keys: usize) -> u32 {
+    assert!(keys <= MAX_KEYS, "attention kernel: {keys} keys exceed {MAX_KEYS}");
+    keys.next_power_of_two().max(ROW_THREADS as usize) as u32
+}
+
+/// `(softmax(Q·Kᵀ·scale + bias) ∘ keep · 1/(1 − p)) · V`, and the softmax before dropout.
+/// `keep` is read only when `dropout > 0`.
+#[allow(clippy::too_many_arguments)]
+pub fn forward(queries: CubeTensor, keys: CubeTensor, values: CubeTensor, bias: CubeTensor, keep: CubeTensor, scale: f32, dropout: f64) -> (CubeTensor, CubeTensor) {
+    let [queries, keys, values, keep] = [queries, keys, values, keep].map(into_contiguous);
+    let [batch, heads, t_len, _] = queries.shape().dims::<4>();
+    let s_len = keys.shape()[2];
+    let client = queries.client.clone();
+    let out = empty_device_dtype(client.clone(), queries.device.clone(), queries.shape(), queries.dtype);
+    let probs = empty_device_dtype(client.clone(), queries.device.clone(), Shape::new([batch, heads, t_len, s_len]), queries.dtype);
+    let dtype = dtype_to_storage_type(queries.dtype);
+    forward_kernel::launch(
+        &client,
+        row_cubes(batch * heads * t_len),
+        CubeDim::new_1d(ROW_THREADS),
+        queries.into_tensor_arg(),
+        keys.into_tensor_arg(),
+        values.into_tensor_arg(),
+        bias.into_tensor_arg(),
+        keep.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        probs.clone().into_tensor_arg(),
+        scale,
+        (1.0 / (1.0 - dropout)) as f32,
+        dropout > 0.0,
+        ROW_THREADS,
+        row_capacity(s_len),
+        dtype,
+    );
+    (out, probs)
+}
+
+/// The gradients of [`forward`]'s output in the queries, keys and values, from the upstream
+/// gradient `grad_out` and what the forward pass kept (`probs`, and `keep` with dropout).
+#[allow(clippy::too_many_arguments)]
+pub fn backward(queries: CubeTensor, keys: CubeTensor, values: CubeTensor, probs: CubeTensor, keep: CubeTensor, grad_out: CubeTensor, scale: f32, dropout: f64) -> (CubeTensor, CubeTensor, CubeTensor) {
+    let [queries, keys, values, probs, keep, grad_out] = [queries, keys, values, probs, keep, grad_out].map(into_contiguous);
+    let [batch, heads, t_len, s_len] = probs.shape().dims::<4>();
+    let client = queries.client.clone();
+    let empty = |shape: Shape| empty_device_dtype(client.clone(), queries.device.clone(), shape, queries.dtype);
+    let (grad_queries, grad_scores) = (empty(queries.shape()), empty(probs.shape()));
+    let (grad_keys, grad_values) = (empty(keys.shape()), empty(values.shape()));
+    let dtype = dtype_to_storage_type(queries.dtype);
+    let keep_scale = (1.0 / (1.0 - dropout)) as f32;
+    backward_rows_kernel::launch(
+        &client,
+        row_cubes(batch * heads * t_len),
+        CubeDim::new_1d(ROW_THREADS),
+        keys.into_tensor_arg(),
+        values.into_tensor_arg(),
+        probs.clone().into_tensor_arg(),
+        keep.clone().into_tensor_arg(),
+        grad_out.clone().into_tensor_arg(),
+        grad_queries.clone().into_tensor_arg(),
+        grad_scores.clone().into_tensor_arg(),
+        scale,
+        keep_scale,
+        dropout > 0.0,
+        ROW_THREADS,
+        row_capacity(s_len),
+        dtype,
+    );
+    backward_keys_kernel::launch(
+        &client,
+        row_cubes(batch * heads * s_len),
+        CubeDim::new_1d(ROW_THREADS.min(64)),
+        queries.into_tensor_arg(),
+        probs.into_tensor_arg(),
+        keep.into_tensor_arg(),
+        grad_out.into_tensor_arg(),
+        grad_scores.into_tensor_arg(),
+        grad_keys.clone().into_tensor_arg(),
+        grad_values.clone().into_tensor_arg(),
+        keep_scale,
+        dropout > 0.0,
+        dtype,
+    );
+    (grad_queries, grad_keys, grad_values)
+}
