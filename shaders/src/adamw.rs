@@ -12,7 +12,7 @@ use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use crate::{row_cubes, ROW_THREADS};
+use crate::rows::{row_cubes, ROW_THREADS};
 
 /// The step's scalars, each already rounded to f32 as a tensor operation rounds its scalar.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -20,32 +20,10 @@ use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use crate::cross_entropy::cube_row;
-use crate::layer_norm::cube_sum;
-use crate::{row_cubes, ROW_THREADS};
+use crate::rows::{cube_max, cube_row, cube_sum, row_cubes, ROW_THREADS};
 
 /// The most keys a row may have: the scores of one row live in shared memory (32 KB of f32).
 pub const MAX_KEYS: usize = 8192;
-
-/// The maximum of every thread's `value` in the cube, returned to every thread.
-#[cube]
-fn cube_max<F: Float>(value: F, #[comptime] threads: u32) -> F {
-    let mut partial = Shared::<[F]>::new_slice(threads as usize);
-    let unit = UNIT_POS_X as usize;
-    partial[unit] = value;
-    sync_cube();
-    let mut half = CUBE_DIM_X as usize / 2;
-    while half > 0 {
-        if unit < half && partial[unit + half] > partial[unit] {
-            partial[unit] = partial[unit + half];
-        }
-        sync_cube();
-        half /= 2;
-    }
-    let total = partial[0];
-    sync_cube();
-    total
-}
 
 /// Where the bias of (b, h, t, s) is: a dimension of size 1 is broadcast.
 #[cube]

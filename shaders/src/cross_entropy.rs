@@ -13,13 +13,7 @@ use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use crate::{row_cubes, ROW_THREADS};
-
-/// The row this cube works on (see [`row_cubes`]).
-#[cube]
-pub(crate) fn cube_row() -> usize {
-    (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize
-}
+use crate::rows::{cube_row, row_cubes, ROW_THREADS};
 
 /// `logsumexp` of `row` of a contiguous `[N, V]` tensor, the same value in every thread.
 /// Each thread keeps a running maximum and the sum of `exp(x − max)` over its strided share

@@ -14,30 +14,7 @@ use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use crate::cross_entropy::cube_row;
-use crate::{row_cubes, ROW_THREADS};
-
-/// The sum of every thread's `value` in the cube, returned to every thread.
-#[cube]
-pub(crate) fn cube_sum<F: Float>(value: F, #[comptime] threads: u32) -> F {
-    let mut partial = Shared::<[F]>::new_slice(threads as usize);
-    let unit = UNIT_POS_X as usize;
-    partial[unit] = value;
-    sync_cube();
-    // CUBE_DIM_X (= threads) read at run time: a mutable variable set from a comptime value stays comptime.
-    let mut half = CUBE_DIM_X as usize / 2;
-    while half > 0 {
-        if unit < half {
-            partial[unit] = partial[unit] + partial[unit + half];
-        }
-        sync_cube();
-        half /= 2;
-    }
-    let total = partial[0];
-    // Every thread has read the total before a later call reuses shared memory.
-    sync_cube();
-    total
-}
+use crate::rows::{cube_row, cube_sum, row_cubes, ROW_THREADS};
 
 /// Each row's `(mean, 1/σ)`, two passes as PyTorch takes them (biased variance, eps inside
 /// the root).

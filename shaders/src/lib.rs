@@ -11,6 +11,7 @@ pub mod adamw;
 pub mod attention;
 pub mod cross_entropy;
 pub mod layer_norm;
+mod rows;
 
 /// The most elements a tensor given to these kernels may have: CubeCL addresses a kernel's
 /// tensors with 32-bit indices. Larger tensors take the tensor form (whose allocation is then
@@ -20,19 +21,6 @@ pub const MAX_ELEMENTS: usize = u32::MAX as usize;
 /// Whether tensors of these element counts can all be given to a kernel.
 pub fn fits(counts: &[usize]) -> bool {
     counts.iter().all(|&count| count <= MAX_ELEMENTS)
-}
-
-/// Threads of one cube (workgroup) in the row kernels: one cube per row, each thread striding
-/// over the row. 256 is within every runtime's limit (WebGPU guarantees 256) and wide enough to
-/// keep a row's reads coalesced.
-const ROW_THREADS: u32 = 256;
-
-/// Cubes for `rows` one-row cubes, as a grid whose x extent stays within every runtime's
-/// 65,535 limit; kernels number a row `CUBE_POS_Y · CUBE_COUNT_X + CUBE_POS_X`.
-fn row_cubes(rows: usize) -> cubecl::prelude::CubeCount {
-    const MAX_X: usize = 65_535;
-    let x = rows.clamp(1, MAX_X);
-    cubecl::prelude::CubeCount::Static(x as u32, rows.div_ceil(x).max(1) as u32, 1)
 }
 
 pub use burn_cubecl::{tensor::CubeTensor, CubeBackend};

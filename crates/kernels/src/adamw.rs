@@ -23,6 +23,24 @@ pub struct Coefficients {
     pub step_size: f32,
 }
 
+impl Coefficients {
+    /// The scalars of step `t` (from 1) at learning rate `lr`, each computed in f64 and
+    /// rounded to f32 once, as a tensor operation rounds its scalar.
+    pub fn at_step(beta1: f64, beta2: f64, eps: f64, weight_decay: f64, lr: f64, t: usize) -> Self {
+        let t = t as i32;
+        Coefficients {
+            beta1: beta1 as f32,
+            one_minus_beta1: (1.0 - beta1) as f32,
+            beta2: beta2 as f32,
+            one_minus_beta2: (1.0 - beta2) as f32,
+            decay: (weight_decay != 0.0).then(|| (1.0 - lr * weight_decay) as f32),
+            bias_correction2_sqrt: (1.0 - beta2.powi(t)).sqrt() as f32,
+            eps: eps as f32,
+            step_size: (lr / (1.0 - beta1.powi(t))) as f32,
+        }
+    }
+}
+
 /// Elements per task.
 const CHUNK: usize = 1 << 16;
 

@@ -205,17 +205,7 @@ impl Accumulated {
 /// tensor operation rounds its scalar; `None` for SGD.
 fn coefficients(config: OptimizerConfig, lr: f64, t: usize) -> Option<Coefficients> {
     let OptimizerConfig::AdamW { beta1, beta2, eps, weight_decay } = config else { return None };
-    let t = t as i32;
-    Some(Coefficients {
-        beta1: beta1 as f32,
-        one_minus_beta1: (1.0 - beta1) as f32,
-        beta2: beta2 as f32,
-        one_minus_beta2: (1.0 - beta2) as f32,
-        decay: (weight_decay != 0.0).then(|| (1.0 - lr * weight_decay) as f32),
-        bias_correction2_sqrt: (1.0 - beta2.powi(t)).sqrt() as f32,
-        eps: eps as f32,
-        step_size: (lr / (1.0 - beta1.powi(t))) as f32,
-    })
+    Some(Coefficients::at_step(beta1, beta2, eps, weight_decay, lr, t))
 }
 
 /// AdamW in one pass on the CPU ([`prefix_tune_kernels::adamw`]), bit for bit the tensor form:

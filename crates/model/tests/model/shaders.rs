@@ -116,18 +116,8 @@ fn adamw_kernel(device: &Device) {
         let start = floats(wave(0, 2.0));
         let (mut kernel, mut tensors) = ((start.clone(), None, None), (start, None, None));
         for t in 1..=3 {
-            let (beta1, beta2, lr) = (0.9f64, 0.999f64, 5e-3);
-            let c = Coefficients {
-                beta1: beta1 as f32,
-                one_minus_beta1: (1.0 - beta1) as f32,
-                beta2: beta2 as f32,
-                one_minus_beta2: (1.0 - beta2) as f32,
-                decay: (weight_decay != 0.0).then(|| (1.0 - lr * weight_decay) as f32),
-                bias_correction2_sqrt: (1.0 - beta2.powi(t)).sqrt() as f32,
-                eps: 1e-8,
-                step_size: (lr / (1.0 - beta1.powi(t))) as f32,
-            };
-            let grad = floats(wave(t as usize, 1.0).into_iter().enumerate().map(|(i, g)| g * 10f32.powi((i % 13) as i32 - 9)).collect());
+            let c = Coefficients::at_step(0.9, 0.999, 1e-8, weight_decay, 5e-3, t);
+            let grad = floats(wave(t, 1.0).into_iter().enumerate().map(|(i, g)| g * 10f32.powi((i % 13) as i32 - 9)).collect());
             let (value, m, v) = adamw::step(&c, kernel.0, grad.clone(), (kernel.1, kernel.2));
             kernel = (value, Some(m), Some(v));
             let (value, m, v) = adamw::tensors(&c, tensors.0, grad, (tensors.1, tensors.2));
