@@ -753,6 +753,31 @@ def bf16_references(out, base_dir, name, cfg_kwargs):
     print(f"[peft/{name}] bf16 losses: {losses}")
 
 
+def f16_references(out, base_dir, name, cfg_kwargs):
+    """Loss and prefix gradients of the PEFT fixture's batch under PyTorch's f16 autocast (the
+    frozen products' inputs and outputs in f16, their sums f32; the prefix MLP in f16 too): the
+    reference for `--dtype f16` on a GPU."""
+    d = out / "peft" / name
+    params = load_file(d / "params.safetensors")
+    ids, mask, labels = params["batch.input_ids"], params["batch.attention_mask"], params["batch.labels"]
+    model = get_peft_model(load_model(base_dir), PrefixTuningConfig(task_type="CAUSAL_LM", **cfg_kwargs))
+    model.eval()
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    with torch.no_grad():
+        for n, p in trainable:
+            p.copy_(params[n])
+    with torch.autocast("cpu", dtype=torch.float16):
+        logits = model(input_ids=ids, attention_mask=mask).logits
+    lg, tg = logits[:, :-1].float(), labels[:, 1:]
+    nll = torch.nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]), tg.reshape(-1), ignore_index=-100, reduction="none")
+    loss = nll.view(tg.shape).sum(1).mean()  # the paper's objective
+    loss.backward()
+    save_file({f"autocast.grad.{n}": p.grad.detach().clone() for n, p in trainable}, d / "f16.safetensors")
+    dump_json(d / "f16.json", {"loss_paper": {"autocast": loss.item()}, "versions": VERSIONS,
+                               "note": "see f16_references in scripts/make_fixtures.py"})
+    print(f"[peft/{name}] f16 autocast loss: {loss.item()}")
+
+
 PEFT_CONFIGS = {
     "flat": dict(num_virtual_tokens=5, prefix_projection=False),
     "mlp": dict(num_virtual_tokens=7, prefix_projection=True, encoder_hidden_size=20),
@@ -762,10 +787,11 @@ PEFT_CONFIGS = {
 def bf16_fixtures(out, a_dir):
     for name, cfg in PEFT_CONFIGS.items():
         bf16_references(out, a_dir, name, cfg)
+        f16_references(out, a_dir, name, cfg)
 
 
 def main():
-    args = [a for a in sys.argv[1:] if a != "--bf16-only"]
+    args = [a for a in sys.argv[1:] if a != "--bf16-only"]  # bf16 and f16 references only
     out = Path(args[0] if args else "tests/fixtures")
     out.mkdir(parents=True, exist_ok=True)
     if "--bf16-only" in sys.argv:  # from the committed gpt2-a and PEFT fixtures

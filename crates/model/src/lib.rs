@@ -18,7 +18,6 @@ pub mod testing;
 // Their historical paths (`prefix_tune_model::bf16`, `::hub`, …), which every caller uses.
 #[cfg(feature = "flex")]
 use cpu::flex;
-#[cfg(feature = "flex")]
 pub use ops::layer_norm;
 pub use cpu::{bf16, few_rows};
 use load::hf_config;

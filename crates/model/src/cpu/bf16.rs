@@ -12,6 +12,7 @@
 //! On a Xeon with AMX a packed product runs at 0.8–1.0 TFLOP/s against ~0.1 in f32; on AVX2
 //! the products run at f32's rate, and decoding reads half the bytes.
 
+#[cfg(feature = "flex")]
 use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor};
