@@ -19,6 +19,12 @@ pub fn to_i64s<const D: usize>(tensor: Tensor<D, Int>) -> Vec<i64> {
     tensor.into_data().convert::<i64>().try_to_vec::<i64>().expect("i64 conversion of int data")
 }
 
+/// Each row of a `[rows, V]` tensor, on the host.
+pub fn host_rows(logits: Tensor<2>) -> Vec<Vec<f32>> {
+    let vocab = logits.dims()[1];
+    to_f32s(logits).chunks(vocab).map(<[f32]>::to_vec).collect()
+}
+
 /// Each row's logits of a `[rows, 1, V]` tensor, on the host: what the search loop ranks.
 pub fn last_logits(logits: Tensor<3>) -> Vec<Vec<f32>> {
     let vocab = logits.dims()[2];

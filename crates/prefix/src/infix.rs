@@ -97,7 +97,7 @@ impl<'a> InfixDecoder<'a> {
 }
 
 impl Decoder for InfixDecoder<'_> {
-    fn step(&mut self, ids: &[Vec<u32>], mask: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, ModelError> {
+    fn step(&mut self, ids: &[Vec<u32>], mask: &[Vec<f32>]) -> Result<Tensor<2>, ModelError> {
         if let Some(inner) = &mut self.inner {
             return inner.step(ids, mask);
         }

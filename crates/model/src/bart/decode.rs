@@ -4,8 +4,8 @@
 use super::{Bart, BartPrefix, DecoderState};
 use crate::generate::{generate, Decoder, GenerateConfig, Generated};
 use crate::nn::Dropout;
-use crate::tensors::last_logits;
 use crate::ModelError;
+use burn::tensor::Tensor;
 
 pub struct BartSearch<'a> {
     model: &'a Bart,
@@ -20,7 +20,7 @@ impl<'a> BartSearch<'a> {
 }
 
 impl Decoder for BartSearch<'_> {
-    fn step(&mut self, ids: &[Vec<u32>], mask: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, ModelError> {
+    fn step(&mut self, ids: &[Vec<u32>], mask: &[Vec<f32>]) -> Result<Tensor<2>, ModelError> {
         if mask.iter().flatten().any(|&m| m < 0.5) {
             return Err(ModelError::Input("BART's decoder prompts must not be padded".into()));
         }
@@ -29,7 +29,7 @@ impl Decoder for BartSearch<'_> {
         self.state = Some(state);
         // Only the last position feeds the next token: the LM head runs there alone.
         let seq = hidden.dims()[1];
-        Ok(last_logits(self.model.logits(hidden.narrow(1, seq - 1, 1))))
+        Ok(self.model.logits(hidden.narrow(1, seq - 1, 1)).squeeze_dim::<2>(1))
     }
 
     fn reorder(&mut self, rows: &[usize]) -> Result<(), ModelError> {

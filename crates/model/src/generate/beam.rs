@@ -20,7 +20,7 @@ pub(super) fn beam_search(decoder: &mut dyn Decoder, prompts: &[Vec<u32>], confi
     let mut search = Beams::new(prompt_rows, config);
     let mut logits = decoder.step(&search.running, &mask)?;
     loop {
-        let (source_rows, all_hit) = search.advance(&mut logits);
+        let (source_rows, all_hit) = search.advance(&mut host_rows(logits));
         if all_hit || !keep_searching(&search.heuristic_unsatisfied, &search.finished, config) {
             break;
         }

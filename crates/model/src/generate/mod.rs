@@ -8,7 +8,9 @@ mod beam;
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
+use crate::tensors::{host_rows, to_i64s};
 use crate::ModelError;
+use burn::tensor::Tensor;
 use beam::beam_search;
 
 /// When beam search may stop, as HF's `early_stopping`.
@@ -197,8 +199,9 @@ pub struct Generated {
 /// The model side of decoding: feed tokens, get the last position's logits.
 pub trait Decoder {
     /// Runs `ids` (`[rows][T]`, left-padded, `mask` 1 for real tokens) after whatever the
-    /// decoder has seen so far; returns each row's logits at the last position, `[rows][V]`.
-    fn step(&mut self, ids: &[Vec<u32>], mask: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, ModelError>;
+    /// decoder has seen so far; returns each row's logits at the last position, `[rows, V]`,
+    /// on the model's device.
+    fn step(&mut self, ids: &[Vec<u32>], mask: &[Vec<f32>]) -> Result<Tensor<2>, ModelError>;
 
     /// Keeps rows `rows` of the state in that order (beam reordering; rows may repeat).
     fn reorder(&mut self, rows: &[usize]) -> Result<(), ModelError>;
@@ -246,21 +249,28 @@ fn greedy_or_sample(decoder: &mut dyn Decoder, prompts: &[Vec<u32>], config: &Ge
     let mut rng = config.sampling.map(|s| StdRng::seed_from_u64(s.seed));
     let mut finished = vec![false; prompts.len()];
     let processors = config.processors();
+    // Without logit processors or sampling each row's next token is its argmax, taken on the
+    // device: only the token ids come back to the host, not `[rows, V]` logits.
+    let argmax_on_device = processors.is_empty() && rng.is_none();
     let mut logits = decoder.step(&sequences, &mask)?;
     for step in 0..config.max_new_tokens {
-        let mut next = Vec::with_capacity(sequences.len());
-        for (row, scores) in logits.iter_mut().enumerate() {
-            if finished[row] {
-                next.push(config.pad_token_id);
-                continue;
-            }
-            process(scores, &sequences[row], prompt_len, &processors);
-            let token = match (&mut rng, config.sampling) {
-                (Some(rng), Some(sampling)) => sample(scores, sampling, rng),
-                _ => argmax(scores),
-            };
-            next.push(token as u32);
-        }
+        let rows = sequences.len();
+        let chosen: Vec<u32> = if argmax_on_device {
+            to_i64s(logits.argmax(1).reshape([rows])).into_iter().map(|token| token as u32).collect()
+        } else {
+            let mut scores = host_rows(logits);
+            (0..rows)
+                .map(|row| {
+                    process(&mut scores[row], &sequences[row], prompt_len, &processors);
+                    match (&mut rng, config.sampling) {
+                        (Some(rng), Some(sampling)) => sample(&mut scores[row], sampling, rng),
+                        _ => argmax(&scores[row]),
+                    }
+                })
+                .map(|token| token as u32)
+                .collect()
+        };
+        let next: Vec<u32> = chosen.into_iter().enumerate().map(|(row, token)| if finished[row] { config.pad_token_id } else { token }).collect();
         for (row, &token) in next.iter().enumerate() {
             sequences[row].push(token);
             if config.eos_token_ids.contains(&token) {

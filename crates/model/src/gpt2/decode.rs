@@ -5,8 +5,8 @@
 use super::{Dropout, Gpt2, Past};
 use crate::generate::{generate, Decoder, GenerateConfig, Generated};
 use crate::past::select_rows;
-use crate::tensors::last_logits;
 use crate::ModelError;
+use burn::tensor::Tensor;
 
 pub struct Gpt2Decoder<'a> {
     model: &'a Gpt2,
@@ -21,12 +21,12 @@ impl<'a> Gpt2Decoder<'a> {
 }
 
 impl Decoder for Gpt2Decoder<'_> {
-    fn step(&mut self, ids: &[Vec<u32>], mask: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, ModelError> {
+    fn step(&mut self, ids: &[Vec<u32>], mask: &[Vec<f32>]) -> Result<Tensor<2>, ModelError> {
         let (hidden, cache) = self.model.forward_tokens(ids, mask, self.cache.take(), Dropout::default())?;
         self.cache = Some(cache);
         // Only the last position feeds the next token: the LM head runs there alone.
         let seq = hidden.dims()[1];
-        Ok(last_logits(self.model.logits(hidden.narrow(1, seq - 1, 1))))
+        Ok(self.model.logits(hidden.narrow(1, seq - 1, 1)).squeeze_dim::<2>(1))
     }
 
     fn reorder(&mut self, rows: &[usize]) -> Result<(), ModelError> {
