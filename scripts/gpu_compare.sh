@@ -6,6 +6,8 @@
 #   PROFILE=1 scripts/gpu_compare.sh BINARY   # also each kernel's GPU time: $OUT/profile_*.log
 #   DTYPE=f16 scripts/gpu_compare.sh BINARY   # also --dtype f16 against PyTorch f32 and f16 autocast
 #
+# Build BINARY with `cargo build --release -p prefix-tune --features autotune,vulkan` (SPIR-V:
+# on the H200 its greedy decoding was 1.27x faster than the WGSL build's, training the same).
 # BINARY (and BEFORE_BINARY, an older build run in the same rounds) may be `.xz`-compressed:
 # a stripped release build is ~66 MB, over what travels to a lent machine, and ~12 MB
 # compressed. A folder `.gl/` of Debian packages with the Vulkan loader (libvulkan1 and the
