@@ -268,22 +268,9 @@ fn assert_half_precision_matches(model: &Gpt2, device: &Device, stem: &str, case
 /// as the wgpu training test is.
 #[test]
 fn wgpu_f16_loss_and_gradients_match_pytorch_f16_autocast() {
-    if prefix_tune_model::backend::device(Some("wgpu")).is_err() {
-        println!("skipped: built without the wgpu feature");
-        return;
+    if let Some(printed) = prefix_tune_model::testing::run_on_vulkan("wgpu_f16_child") {
+        print!("{printed}");
     }
-    let Some(vulkan) = prefix_tune_model::testing::vulkan_env() else {
-        println!("skipped: no Vulkan driver (install mesa-vulkan-drivers for lavapipe)");
-        return;
-    };
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "wgpu_f16_child", "--nocapture", "--test-threads", "1"])
-        .envs(vulkan)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success() && stdout.contains("1 passed"), "wgpu f16: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    print!("{stdout}");
 }
 
 #[test]
@@ -329,22 +316,9 @@ fn bf16_fixtures_hold_on_every_path_this_cpu_runs() {
 /// binary, filtered to the ignored test below) so that a driver crash fails this test only.
 #[test]
 fn wgpu_training_loss_and_gradients_match_pytorch() {
-    if prefix_tune_model::backend::device(Some("wgpu")).is_err() {
-        println!("skipped: built without the wgpu feature");
-        return;
+    if prefix_tune_model::testing::run_on_vulkan("wgpu_training_child").is_some() {
+        println!("wgpu: prefix loss and gradients match PyTorch");
     }
-    let Some(vulkan) = prefix_tune_model::testing::vulkan_env() else {
-        println!("skipped: no Vulkan driver (install mesa-vulkan-drivers for lavapipe)");
-        return;
-    };
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "wgpu_training_child", "--nocapture", "--test-threads", "1"])
-        .envs(vulkan.clone())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success() && stdout.contains("1 passed"), "wgpu training: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    println!("wgpu ({}): prefix loss and gradients match PyTorch", vulkan[0].1);
 }
 
 #[test]

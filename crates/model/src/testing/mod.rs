@@ -38,6 +38,29 @@ pub fn vulkan_env() -> Option<Vec<(&'static str, String)>> {
     Some(vec![("VK_ICD_FILENAMES", icd), ("XDG_RUNTIME_DIR", runtime.display().to_string())])
 }
 
+/// Runs the ignored test `child` of the current test binary on the wgpu backend, in a child
+/// process with [`vulkan_env`] (so that a driver crash fails the calling test only), asserts it
+/// passed and returns what it printed; `None` (after saying why) where this build has no wgpu
+/// backend or the machine no Vulkan driver.
+pub fn run_on_vulkan(child: &str) -> Option<String> {
+    if crate::backend::device(Some("wgpu")).is_err() {
+        println!("skipped: built without the wgpu feature");
+        return None;
+    }
+    let Some(vulkan) = vulkan_env() else {
+        println!("skipped: no Vulkan driver (install mesa-vulkan-drivers for lavapipe)");
+        return None;
+    };
+    let output = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+        .args(["--ignored", "--exact", child, "--nocapture", "--test-threads", "1"])
+        .envs(vulkan.iter().cloned())
+        .output()
+        .expect("the test binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success() && stdout.contains("1 passed"), "{child} on {}: {stdout}\n{}", vulkan[0].1, String::from_utf8_lossy(&output.stderr));
+    Some(stdout)
+}
+
 /// A fresh, empty directory under the system's temp dir for one test.
 pub fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("prefix-tune-{}-{name}", std::process::id()));

@@ -11,26 +11,13 @@ use prefix_tune_model::adamw::{self, Coefficients};
 use prefix_tune_model::attention;
 use prefix_tune_model::cross_entropy;
 use prefix_tune_model::tensors::to_f32s;
-use prefix_tune_model::testing::{max_abs_diff, random_draws, vulkan_env};
+use prefix_tune_model::testing::{max_abs_diff, random_draws, run_on_vulkan};
 
 #[test]
 fn shader_kernels_match_tensor_operations_on_wgpu() {
-    if prefix_tune_model::backend::device(Some("wgpu")).is_err() {
-        println!("skipped: built without the wgpu feature");
-        return;
+    if let Some(printed) = run_on_vulkan("shaders::wgpu_shaders_child") {
+        print!("{printed}");
     }
-    let Some(vulkan) = vulkan_env() else {
-        println!("skipped: no Vulkan driver (install mesa-vulkan-drivers for lavapipe)");
-        return;
-    };
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "shaders::wgpu_shaders_child", "--nocapture", "--test-threads", "1"])
-        .envs(vulkan)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success() && stdout.contains("1 passed"), "wgpu kernels: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    print!("{stdout}");
 }
 
 #[test]
