@@ -89,7 +89,7 @@ fn shape(name: &str) -> Result<Gpt2Config> {
 fn random_model(config: &Gpt2Config, dtype: Dtype, device: &prefix_tune_model::burn::tensor::Device) -> Result<Gpt2> {
     let mut model = random_gpt2(config, 0, device);
     if dtype != Dtype::F32 {
-        model.to_half(dtype)?;
+        model.use_half(dtype)?;
     }
     Ok(model)
 }

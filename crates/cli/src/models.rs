@@ -30,7 +30,7 @@ pub fn with_model<J: ModelJob>(name: &str, device: &Device, dtype: Dtype, job: J
 
 fn in_dtype<M: Architecture>(mut model: M, dtype: Dtype) -> Result<M> {
     if dtype != Dtype::F32 {
-        model.to_half(dtype)?;
+        model.use_half(dtype)?;
     }
     Ok(model)
 }

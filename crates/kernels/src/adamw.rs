@@ -33,7 +33,7 @@ impl Coefficients {
             one_minus_beta1: (1.0 - beta1) as f32,
             beta2: beta2 as f32,
             one_minus_beta2: (1.0 - beta2) as f32,
-            decay: (weight_decay != 0.0).then(|| (1.0 - lr * weight_decay) as f32),
+            decay: (weight_decay != 0.0).then_some((1.0 - lr * weight_decay) as f32),
             bias_correction2_sqrt: (1.0 - beta2.powi(t)).sqrt() as f32,
             eps: eps as f32,
             step_size: (lr / (1.0 - beta1.powi(t))) as f32,

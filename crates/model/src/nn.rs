@@ -67,7 +67,7 @@ impl Linear {
 
     /// From now on products take the weight in `dtype` (`--dtype bf16` or `f16`); the weight
     /// must stay frozen, since the half-precision copy never sees an update.
-    pub fn to_half(&mut self, dtype: crate::bf16::Dtype) {
+    pub fn use_half(&mut self, dtype: crate::bf16::Dtype) {
         self.half = Some(crate::bf16::HalfWeight::pack(self.weight.val(), dtype));
     }
 

@@ -58,7 +58,7 @@ pub trait PrefixedModel: Module + Sized {
     fn max_positions(&self) -> usize;
 
     /// `--dtype bf16` or `f16`: the frozen products in half precision with f32 sums from now on.
-    fn to_half(&mut self, dtype: Dtype) -> Result<(), ModelError>;
+    fn use_half(&mut self, dtype: Dtype) -> Result<(), ModelError>;
 
     /// Reads a prefix for this model from any file layout we read (export, training state,
     /// PEFT adapter, run directory), checked against the model's shapes.
@@ -97,8 +97,8 @@ impl PrefixedModel for Gpt2 {
         self.config.n_positions
     }
 
-    fn to_half(&mut self, dtype: Dtype) -> Result<(), ModelError> {
-        Gpt2::to_half(self, dtype)
+    fn use_half(&mut self, dtype: Dtype) -> Result<(), ModelError> {
+        Gpt2::use_half(self, dtype)
     }
 
     fn load_prefix(&self, path: &Path) -> Result<Loaded<Prefix>, PrefixError> {
@@ -144,8 +144,8 @@ impl PrefixedModel for Bart {
         self.config.max_position_embeddings
     }
 
-    fn to_half(&mut self, dtype: Dtype) -> Result<(), ModelError> {
-        Bart::to_half(self, dtype)
+    fn use_half(&mut self, dtype: Dtype) -> Result<(), ModelError> {
+        Bart::use_half(self, dtype)
     }
 
     fn load_prefix(&self, path: &Path) -> Result<Loaded<BartPrefixSets>, PrefixError> {

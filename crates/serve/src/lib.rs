@@ -139,7 +139,7 @@ fn load_model(dir: &Path, device: &Device, dtype: Dtype) -> Result<(ServedModel,
     if model_kind(dir)? == ModelKind::Bart {
         let mut model = load_bart(dir, &device)?;
         if dtype != Dtype::F32 {
-            Bart::to_half(&mut model, dtype)?;
+            Bart::use_half(&mut model, dtype)?;
         }
         let layout = BartLayout::of(&model.config);
         let loader: Loader = Box::new(move |path| {
@@ -150,7 +150,7 @@ fn load_model(dir: &Path, device: &Device, dtype: Dtype) -> Result<(ServedModel,
     }
     let mut model = load_gpt2(dir, &device)?;
     if dtype != Dtype::F32 {
-        Gpt2::to_half(&mut model, dtype)?;
+        Gpt2::use_half(&mut model, dtype)?;
     }
     let layout = Layout::gpt2(&model.config);
     let loader: Loader = Box::new(move |path| Ok(Served::Decoder(load_prefix(path, Some(layout), &device)?.prefix.materialize().past(1, false))));

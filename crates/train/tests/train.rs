@@ -227,7 +227,7 @@ fn bf16_loss_and_gradients_match_pytorch_bf16() {
         return;
     }
     let mut model = model(&device);
-    model.to_half(prefix_tune_model::bf16::Dtype::Bf16).unwrap();
+    model.use_half(prefix_tune_model::bf16::Dtype::Bf16).unwrap();
     // (variant, mode, loss tolerance, gradient tolerance), relative
     let cases = [
         ("flat", "emulated", 5e-6, 1e-3),
@@ -282,7 +282,7 @@ fn wgpu_f16_child() {
         return;
     }
     let mut model = model(&device);
-    model.to_half(prefix_tune_model::bf16::Dtype::F16).unwrap();
+    model.use_half(prefix_tune_model::bf16::Dtype::F16).unwrap();
     // Autocast also takes the attention products and the prefix MLP to f16, and we keep them in
     // f32: the losses differ by 3e-5 relative (flat) and 6e-5 (MLP). Ours moves off the f32 loss
     // by 5e-5 (flat) and 3e-6 (MLP, whose prefix is f32 end to end here).

@@ -22,9 +22,9 @@ pub struct Attention {
 }
 
 impl Attention {
-    fn to_half(&mut self, dtype: crate::bf16::Dtype) {
+    fn use_half(&mut self, dtype: crate::bf16::Dtype) {
         for linear in [&mut self.q_proj, &mut self.k_proj, &mut self.v_proj, &mut self.out_proj] {
-            linear.to_half(dtype);
+            linear.use_half(dtype);
         }
     }
 
@@ -213,20 +213,20 @@ impl Bart {
 
     /// `--dtype bf16`: every frozen matrix product from now on in bf16 with f32 sums (the
     /// weights packed once). Errors where the device cannot run it.
-    pub fn to_half(&mut self, dtype: crate::bf16::Dtype) -> Result<(), crate::ModelError> {
+    pub fn use_half(&mut self, dtype: crate::bf16::Dtype) -> Result<(), crate::ModelError> {
         if let Some(why) = crate::bf16::unavailable(&self.shared.device(), dtype) {
             return Err(crate::ModelError::Backend(why));
         }
         for attention in self.encoder_layers.iter_mut().map(|layer| &mut layer.self_attn) {
-            attention.to_half(dtype);
+            attention.use_half(dtype);
         }
         for layer in &mut self.decoder_layers {
-            layer.self_attn.to_half(dtype);
-            layer.encoder_attn.to_half(dtype);
+            layer.self_attn.use_half(dtype);
+            layer.encoder_attn.use_half(dtype);
         }
         for ffn in self.encoder_layers.iter_mut().map(|l| &mut l.ffn).chain(self.decoder_layers.iter_mut().map(|l| &mut l.ffn)) {
-            ffn.fc1.to_half(dtype);
-            ffn.fc2.to_half(dtype);
+            ffn.fc1.use_half(dtype);
+            ffn.fc2.use_half(dtype);
         }
         self.head_half = Some(crate::bf16::HalfWeight::pack(self.shared.val().transpose(), dtype));
         Ok(())

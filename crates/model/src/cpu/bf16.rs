@@ -51,6 +51,7 @@ pub fn path_name() -> Option<&'static str> {
 /// `W` for `x · W`, and on the first backward pass as `Wᵀ` for the input gradient. On a GPU,
 /// a copy of `W` in f16 or bf16. Cheap to clone (shared).
 #[derive(Clone)]
+#[allow(clippy::large_enum_variant)] // one per frozen matrix: no arrays of them to shrink
 pub enum HalfWeight {
     #[cfg(feature = "flex")]
     Cpu(Arc<Packs>),

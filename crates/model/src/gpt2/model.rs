@@ -174,13 +174,13 @@ impl Gpt2 {
     /// `--dtype bf16` or `f16`: every frozen matrix product from now on in half precision with
     /// f32 sums (the weights converted once; the f32 weights stay for everything else). Errors
     /// where the device cannot run it.
-    pub fn to_half(&mut self, dtype: crate::bf16::Dtype) -> Result<(), crate::ModelError> {
+    pub fn use_half(&mut self, dtype: crate::bf16::Dtype) -> Result<(), crate::ModelError> {
         if let Some(why) = crate::bf16::unavailable(&self.wte.device(), dtype) {
             return Err(crate::ModelError::Backend(why));
         }
         for block in &mut self.h {
             for linear in [&mut block.attn.c_attn, &mut block.attn.c_proj, &mut block.mlp.c_fc, &mut block.mlp.c_proj] {
-                linear.to_half(dtype);
+                linear.use_half(dtype);
             }
         }
         self.head_half = Some(crate::bf16::HalfWeight::pack(self.wte.val().transpose(), dtype));

@@ -36,7 +36,7 @@ fn bart_in_bf16_stays_within_bf16_error_of_hf() {
         return;
     }
     let (mut model, reference, _) = bart_a();
-    model.to_half(prefix_tune_model::bf16::Dtype::Bf16).unwrap();
+    model.use_half(prefix_tune_model::bf16::Dtype::Bf16).unwrap();
     let batch = batch(&reference);
     let ours = bart_logits(&model, &batch, &BartPrefix::default(), 0);
     let (_, theirs) = read_f32(&reference, "logits");

@@ -30,7 +30,7 @@ fn a_packed_linear_multiplies_bf16_values_and_returns_the_input_gradient() {
     let upstream: Tensor<3> = Tensor::random([2, 21, 56], normal, &device);
     let mut linear = Linear { weight: Param::from_tensor(weight.clone()), bias: Param::from_tensor(bias.clone()), half: None };
     let in_f32 = to_f32s(linear.forward(x.clone()));
-    linear.to_half(prefix_tune_model::bf16::Dtype::Bf16);
+    linear.use_half(prefix_tune_model::bf16::Dtype::Bf16);
     let y = linear.forward(x.clone());
     let grad = to_f32s(x.grad(&(y.clone() * upstream.clone()).sum().backward()).expect("tracked"));
     let y = to_f32s(y);

@@ -142,7 +142,7 @@ fn half_precision_linear(device: &Device) {
     let upstream: Tensor<3> = Tensor::random([2, 21, 56], normal, device);
     let mut linear = Linear { weight: Param::from_tensor(weight.clone()), bias: Param::from_tensor(bias.clone()), half: None }.no_grad();
     let in_f32 = to_f32s(linear.forward(x.clone()));
-    linear.to_half(Dtype::F16);
+    linear.use_half(Dtype::F16);
     let y = linear.forward(x.clone());
     let grad = to_f32s(x.grad(&(y.clone() * upstream.clone()).sum().backward()).expect("tracked"));
     let y = to_f32s(y);
