@@ -96,6 +96,7 @@ fn kind_of(device_type: wgpu::DeviceType) -> AdapterKind {
 }
 
 /// Numbers each adapter within its kind, in listing order, as Burn counts them.
+#[cfg_attr(not(any(feature = "wgpu", feature = "vulkan", feature = "metal")), allow(dead_code))] // only the unit tests list adapters then
 pub(crate) fn with_indices(listed: impl Iterator<Item = (String, AdapterKind, String, String)>) -> Vec<Adapter> {
     let mut seen: Vec<AdapterKind> = Vec::new();
     listed
