@@ -255,22 +255,27 @@ fn greedy_or_sample(decoder: &mut dyn Decoder, prompts: &[Vec<u32>], config: &Ge
     let mut logits = decoder.step(&sequences, &mask)?;
     for step in 0..config.max_new_tokens {
         let rows = sequences.len();
-        let chosen: Vec<u32> = if argmax_on_device {
-            to_i64s(logits.argmax(1).reshape([rows])).into_iter().map(|token| token as u32).collect()
+        let next: Vec<u32> = if argmax_on_device {
+            let tokens = to_i64s(logits.argmax(1).reshape([rows]));
+            tokens.into_iter().zip(&finished).map(|(token, &done)| if done { config.pad_token_id } else { token as u32 }).collect()
         } else {
             let mut scores = host_rows(logits);
+            // A finished row is neither processed nor sampled: it draws nothing from the
+            // generator, so the other rows' draws do not depend on when it finished.
             (0..rows)
                 .map(|row| {
+                    if finished[row] {
+                        return config.pad_token_id;
+                    }
                     process(&mut scores[row], &sequences[row], prompt_len, &processors);
-                    match (&mut rng, config.sampling) {
+                    let token = match (&mut rng, config.sampling) {
                         (Some(rng), Some(sampling)) => sample(&mut scores[row], sampling, rng),
                         _ => argmax(&scores[row]),
-                    }
+                    };
+                    token as u32
                 })
-                .map(|token| token as u32)
                 .collect()
         };
-        let next: Vec<u32> = chosen.into_iter().enumerate().map(|(row, token)| if finished[row] { config.pad_token_id } else { token }).collect();
         for (row, &token) in next.iter().enumerate() {
             sequences[row].push(token);
             if config.eos_token_ids.contains(&token) {
@@ -441,4 +446,47 @@ fn sample(scores: &mut [f32], sampling: Sampling, rng: &mut StdRng) -> usize {
         draw -= w;
     }
     order[0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same logits every step: row 0 can only say EOS (7), row 1 any of 0..7 alike.
+    struct Fixed;
+
+    fn row_logits(row: usize) -> Vec<f32> {
+        (0..8).map(|token| match (row, token) {
+            (0, 7) => 50.0,
+            (0, _) | (_, 7) => -50.0,
+            _ => 0.0,
+        }).collect()
+    }
+
+    impl Decoder for Fixed {
+        fn step(&mut self, ids: &[Vec<u32>], _mask: &[Vec<f32>]) -> Result<Tensor<2>, ModelError> {
+            let values: Vec<f32> = (0..ids.len()).flat_map(row_logits).collect();
+            Ok(crate::tensors::floats(values, [ids.len(), 8], &crate::testing::device()))
+        }
+
+        fn reorder(&mut self, _rows: &[usize]) -> Result<(), ModelError> {
+            Ok(())
+        }
+    }
+
+    /// A row that has finished draws nothing from the seeded generator: after row 0 stops at
+    /// its first token, row 1 takes every later draw, as sampling it by hand gives.
+    #[test]
+    fn a_finished_row_draws_nothing_from_the_sampler() {
+        let sampling = Sampling { temperature: 1.0, top_k: None, top_p: None, seed: 11 };
+        let mut config = GenerateConfig::new(7);
+        config.max_new_tokens = 6;
+        config.sampling = Some(sampling);
+        let out = generate(&mut Fixed, &[vec![1], vec![2]], &config).unwrap();
+        assert_eq!(out[0].ids, vec![7]);
+        let mut rng = StdRng::seed_from_u64(11);
+        sample(&mut row_logits(0), sampling, &mut rng);
+        let by_hand: Vec<u32> = (0..6).map(|_| sample(&mut row_logits(1), sampling, &mut rng) as u32).collect();
+        assert_eq!(out[1].ids, by_hand);
+    }
 }
