@@ -5,14 +5,12 @@
 //! Each element goes through the f32 operations of the tensor form in `prefix_tune_train::optim`
 //! in the same order.
 
-use burn_backend::cubecl::dtype_to_storage_type;
 use burn_backend::TensorMetadata;
 use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use crate::rows::{row_cubes, ROW_THREADS};
+use crate::rows::{elements, empty_like, row_cubes, ROW_THREADS};
 
 /// The step's scalars, each already rounded to f32 as a tensor operation rounds its scalar.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -70,9 +68,9 @@ pub fn step(value: CubeTensor, grad: CubeTensor, m: CubeTensor, v: CubeTensor, s
     let shape = value.shape();
     let count = shape.num_elements();
     let client = value.client.clone();
-    let empty = || empty_device_dtype(client.clone(), value.device.clone(), shape.clone(), value.dtype);
+    let empty = || empty_like(&value, shape.clone());
     let (new_value, new_m, new_v) = (empty(), empty(), empty());
-    let dtype = dtype_to_storage_type(value.dtype);
+    let dtype = elements(&value);
     adamw_kernel::launch(
         &client,
         row_cubes(count.div_ceil(ROW_THREADS as usize)),

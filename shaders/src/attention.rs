@@ -13,14 +13,16 @@
 //!   `dQ = dS · K`;
 //! - per key row: `dK = dSᵀ · Q` and `dV = (P ∘ K · k)ᵀ · dO`.
 
-use burn_backend::cubecl::dtype_to_storage_type;
 use burn_backend::{Shape, TensorMetadata};
 use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use crate::rows::{cube_max, cube_row, cube_sum, row_cubes, ROW_THREADS};
+use crate::rows::{cube_max, cube_row, cube_sum, elements, empty_like, row_cubes, ROW_THREADS};
+
+/// Threads of a cube in the per-key backward kernel: they stride over the head dimension
+/// (64 in GPT-2 and BART), not over a long row.
+const KEY_ROW_THREADS: u32 = 64;
 
 /// The most keys a row may have: the scores of one row live in shared memory (32 KB of f32).
 pub const MAX_KEYS: usize = 8192;
@@ -230,9 +232,9 @@ pub fn forward(queries: CubeTensor, keys: CubeTensor, values: CubeTensor, bias: 
     let [batch, heads, t_len, _] = queries.shape().dims::<4>();
     let s_len = keys.shape()[2];
     let client = queries.client.clone();
-    let out = empty_device_dtype(client.clone(), queries.device.clone(), queries.shape(), queries.dtype);
-    let probs = empty_device_dtype(client.clone(), queries.device.clone(), Shape::new([batch, heads, t_len, s_len]), queries.dtype);
-    let dtype = dtype_to_storage_type(queries.dtype);
+    let out = empty_like(&queries, queries.shape());
+    let probs = empty_like(&queries, Shape::new([batch, heads, t_len, s_len]));
+    let dtype = elements(&queries);
     forward_kernel::launch(
         &client,
         row_cubes(batch * heads * t_len),
@@ -261,10 +263,10 @@ pub fn backward(queries: CubeTensor, keys: CubeTensor, values: CubeTensor, probs
     let [queries, keys, values, probs, keep, grad_out] = [queries, keys, values, probs, keep, grad_out].map(into_contiguous);
     let [batch, heads, t_len, s_len] = probs.shape().dims::<4>();
     let client = queries.client.clone();
-    let empty = |shape: Shape| empty_device_dtype(client.clone(), queries.device.clone(), shape, queries.dtype);
+    let empty = |shape: Shape| empty_like(&queries, shape);
     let (grad_queries, grad_scores) = (empty(queries.shape()), empty(probs.shape()));
     let (grad_keys, grad_values) = (empty(keys.shape()), empty(values.shape()));
-    let dtype = dtype_to_storage_type(queries.dtype);
+    let dtype = elements(&queries);
     let keep_scale = (1.0 / (1.0 - dropout)) as f32;
     backward_rows_kernel::launch(
         &client,
@@ -287,7 +289,7 @@ pub fn backward(queries: CubeTensor, keys: CubeTensor, values: CubeTensor, probs
     backward_keys_kernel::launch(
         &client,
         row_cubes(batch * heads * s_len),
-        CubeDim::new_1d(ROW_THREADS.min(64)),
+        CubeDim::new_1d(KEY_ROW_THREADS),
         queries.into_tensor_arg(),
         probs.into_tensor_arg(),
         keep.into_tensor_arg(),

@@ -6,14 +6,12 @@
 //! the `[N, V]` log-probabilities kept for the backward pass. Here the forward keeps nothing:
 //! the backward pass recomputes each row's logsumexp, one extra read of a row it reads anyway.
 
-use burn_backend::cubecl::dtype_to_storage_type;
 use burn_backend::{Shape, TensorMetadata};
 use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use crate::rows::{cube_row, row_cubes, ROW_THREADS};
+use crate::rows::{cube_row, elements, empty_like, row_cubes, ROW_THREADS};
 
 /// `logsumexp` of `row` of a contiguous `[N, V]` tensor, the same value in every thread.
 /// Each thread keeps a running maximum and the sum of `exp(x − max)` over its strided share
@@ -113,8 +111,8 @@ pub fn nll(logits: CubeTensor, targets: CubeTensor) -> CubeTensor {
     let (logits, targets) = (into_contiguous(logits), into_contiguous(targets));
     let [rows, _vocab] = logits.shape().dims::<2>();
     let client = logits.client.clone();
-    let out = empty_device_dtype(client.clone(), logits.device.clone(), Shape::new([rows]), logits.dtype);
-    let dtypes = [dtype_to_storage_type(logits.dtype), dtype_to_storage_type(targets.dtype)];
+    let out = empty_like(&logits, Shape::new([rows]));
+    let dtypes = [elements(&logits), elements(&targets)];
     nll_kernel::launch(
         &client,
         row_cubes(rows),
@@ -134,8 +132,8 @@ pub fn nll_backward(logits: CubeTensor, targets: CubeTensor, grad: CubeTensor) -
     let shape = logits.shape();
     let rows = shape[0];
     let client = logits.client.clone();
-    let out = empty_device_dtype(client.clone(), logits.device.clone(), shape, logits.dtype);
-    let dtypes = [dtype_to_storage_type(logits.dtype), dtype_to_storage_type(targets.dtype)];
+    let out = empty_like(&logits, shape);
+    let dtypes = [elements(&logits), elements(&targets)];
     nll_backward_kernel::launch(
         &client,
         row_cubes(rows),

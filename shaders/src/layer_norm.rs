@@ -7,14 +7,12 @@
 //! two sums of each pass reduced in shared memory. The backward pass recomputes the row's mean
 //! and 1/σ from the input rather than keeping them.
 
-use burn_backend::cubecl::dtype_to_storage_type;
 use burn_backend::TensorMetadata;
 use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use crate::rows::{cube_row, cube_sum, row_cubes, ROW_THREADS};
+use crate::rows::{cube_row, cube_sum, elements, empty_like, row_cubes, ROW_THREADS};
 
 /// Each row's `(mean, 1/σ)`, two passes as PyTorch takes them (biased variance, eps inside
 /// the root).
@@ -113,8 +111,8 @@ pub fn forward(x: CubeTensor, weight: CubeTensor, bias: CubeTensor, eps: f64) ->
     let shape = x.shape();
     let rows = shape.num_elements() / shape[shape.num_dims() - 1];
     let client = x.client.clone();
-    let y = empty_device_dtype(client.clone(), x.device.clone(), shape, x.dtype);
-    let dtype = dtype_to_storage_type(x.dtype);
+    let y = empty_like(&x, shape);
+    let dtype = elements(&x);
     forward_kernel::launch(
         &client,
         row_cubes(rows),
@@ -136,8 +134,8 @@ pub fn backward(x: CubeTensor, weight: CubeTensor, grad: CubeTensor, eps: f64) -
     let shape = x.shape();
     let rows = shape.num_elements() / shape[shape.num_dims() - 1];
     let client = x.client.clone();
-    let grad_x = empty_device_dtype(client.clone(), x.device.clone(), shape, x.dtype);
-    let dtype = dtype_to_storage_type(x.dtype);
+    let grad_x = empty_like(&x, shape);
+    let dtype = elements(&x);
     backward_kernel::launch(
         &client,
         row_cubes(rows),

@@ -1,6 +1,10 @@
 //! What the row kernels share: one cube (workgroup) per row, its threads striding over the
 //! row, and sums and maxima across a cube in shared memory.
 
+use burn_backend::cubecl::dtype_to_storage_type;
+use burn_backend::Shape;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
 /// Threads of one cube (workgroup) in the row kernels: one cube per row, each thread striding
@@ -16,6 +20,16 @@ pub fn row_cubes(rows: usize) -> CubeCount {
     CubeCount::Static(x as u32, rows.div_ceil(x).max(1) as u32, 1)
 }
 
+/// An uninitialised tensor of `shape` on `like`'s device, in its element type.
+pub fn empty_like(like: &CubeTensor, shape: Shape) -> CubeTensor {
+    empty_device_dtype(like.client.clone(), like.device.clone(), shape, like.dtype)
+}
+
+/// The storage type a kernel's `#[define(F)]` takes for `tensor`'s elements.
+pub fn elements(tensor: &CubeTensor) -> ElemType {
+    dtype_to_storage_type(tensor.dtype)
+}
+
 /// The row this cube works on (see [`row_cubes`]).
 #[cube]
 pub fn cube_row() -> usize {
@@ -25,6 +39,19 @@ pub fn cube_row() -> usize {
 /// The sum of every thread's `value` in the cube, returned to every thread.
 #[cube]
 pub fn cube_sum<F: Float>(value: F, #[comptime] threads: u32) -> F {
+    cube_combine::<F>(value, false, threads)
+}
+
+/// The maximum of every thread's `value` in the cube, returned to every thread.
+#[cube]
+pub fn cube_max<F: Float>(value: F, #[comptime] threads: u32) -> F {
+    cube_combine::<F>(value, true, threads)
+}
+
+/// Every thread's `value` combined across the cube (the maximum, or the sum) by halving in
+/// shared memory, returned to every thread.
+#[cube]
+fn cube_combine<F: Float>(value: F, #[comptime] maximum: bool, #[comptime] threads: u32) -> F {
     let mut partial = Shared::<[F]>::new_slice(threads as usize);
     let unit = UNIT_POS_X as usize;
     partial[unit] = value;
@@ -33,33 +60,20 @@ pub fn cube_sum<F: Float>(value: F, #[comptime] threads: u32) -> F {
     let mut half = CUBE_DIM_X as usize / 2;
     while half > 0 {
         if unit < half {
-            partial[unit] = partial[unit] + partial[unit + half];
+            let other = partial[unit + half];
+            if comptime!(maximum) {
+                if other > partial[unit] {
+                    partial[unit] = other;
+                }
+            } else {
+                partial[unit] = partial[unit] + other;
+            }
         }
         sync_cube();
         half /= 2;
     }
     let total = partial[0];
     // Every thread has read the total before a later call reuses shared memory.
-    sync_cube();
-    total
-}
-
-/// The maximum of every thread's `value` in the cube, returned to every thread.
-#[cube]
-pub fn cube_max<F: Float>(value: F, #[comptime] threads: u32) -> F {
-    let mut partial = Shared::<[F]>::new_slice(threads as usize);
-    let unit = UNIT_POS_X as usize;
-    partial[unit] = value;
-    sync_cube();
-    let mut half = CUBE_DIM_X as usize / 2;
-    while half > 0 {
-        if unit < half && partial[unit + half] > partial[unit] {
-            partial[unit] = partial[unit + half];
-        }
-        sync_cube();
-        half /= 2;
-    }
-    let total = partial[0];
     sync_cube();
     total
 }

@@ -9,15 +9,10 @@ use burn::backend::Flex;
 use burn::tensor::{Shape, TensorData};
 use burn_flex::FlexTensor;
 
-/// The backward step of an op with one differentiable input: the upstream gradient is
-/// consumed (contiguous), and `input_grad(state, upstream)` registered for the input when
-/// autodiff tracks it.
+/// [`crate::ops::backward_one`] on the CPU backend, the upstream gradient made contiguous for
+/// the kernels' slices.
 pub fn backward_one<S>(ops: Ops<S, 1>, grads: &mut Gradients, input_grad: impl FnOnce(S, FlexTensor) -> FlexTensor) {
-    let [parent] = ops.parents;
-    let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
-    if let Some(parent) = parent {
-        grads.register::<Flex>(parent.id, input_grad(ops.state, grad));
-    }
+    crate::ops::backward_one::<Flex, S>(ops, grads, |state, grad| input_grad(state, grad.to_contiguous()));
 }
 
 /// A contiguous f32 tensor's values (from its start offset).

@@ -149,12 +149,7 @@ mod gpu {
         type State = (FloatTensor<Cube>, IntTensor<Cube>); // logits, targets
 
         fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-            let [parent] = ops.parents;
-            let grad = grads.consume::<Cube>(&ops.node);
-            if let Some(parent) = parent {
-                let (logits, targets) = ops.state;
-                grads.register::<Cube>(parent.id, Cube::cube_nll_backward(logits, targets, grad));
-            }
+            crate::ops::backward_one::<Cube, _>(ops, grads, |(logits, targets), grad| Cube::cube_nll_backward(logits, targets, grad));
         }
     }
 

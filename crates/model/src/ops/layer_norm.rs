@@ -139,12 +139,8 @@ mod gpu {
         type State = (FloatTensor<Cube>, FloatTensor<Cube>); // x, weight
 
         fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-            let [parent] = ops.parents;
-            let grad = grads.consume::<Cube>(&ops.node);
-            if let Some(parent) = parent {
-                let (x, weight) = ops.state;
-                grads.register::<Cube>(parent.id, Cube::cube_layer_norm_backward(x, weight, grad, self.eps));
-            }
+            let eps = self.eps;
+            crate::ops::backward_one::<Cube, _>(ops, grads, |(x, weight), grad| Cube::cube_layer_norm_backward(x, weight, grad, eps));
         }
     }
 

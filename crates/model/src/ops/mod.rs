@@ -4,6 +4,23 @@
 //! cross-entropy, and AdamW's step.
 
 pub mod adamw;
+
+/// The backward step of an op with one differentiable input, on backend `B`: the upstream
+/// gradient is consumed, and `input_grad(state, upstream)` registered for the input when
+/// autodiff tracks it.
+#[cfg(any(feature = "flex", feature = "gpu"))]
+pub(crate) fn backward_one<B: burn::backend::Backend, S>(
+    ops: burn::backend::autodiff::ops::Ops<S, 1>,
+    grads: &mut burn::backend::autodiff::grads::Gradients,
+    input_grad: impl FnOnce(S, burn::backend::tensor::FloatTensor<B>) -> burn::backend::tensor::FloatTensor<B>,
+) {
+    let [parent] = ops.parents;
+    let grad = grads.consume::<B>(&ops.node);
+    if let Some(parent) = parent {
+        grads.register::<B>(parent.id, input_grad(ops.state, grad));
+    }
+}
+
 pub mod cross_entropy;
 pub mod gelu;
 pub mod layer_norm;
