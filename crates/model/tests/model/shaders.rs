@@ -6,7 +6,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Distribution, Tensor};
 use prefix_tune_model::bf16::Dtype;
-use prefix_tune_model::nn::{LayerNorm, Linear};
+use prefix_tune_model::nn::Linear;
 use prefix_tune_model::adamw::{self, Coefficients};
 use prefix_tune_model::attention;
 use prefix_tune_model::cross_entropy;
@@ -37,29 +37,11 @@ fn wgpu_shaders_child() {
     attention_kernels(&device, 300, 10, 0.1);
 }
 
-/// The LM-head cross-entropy kernel against log-softmax + gather, forward and backward.
+/// The LM-head cross-entropy kernel against log-softmax + gather, forward and backward, as the
+/// CPU's fused op is held; and more rows than one grid row of cubes holds (65,535).
 fn cross_entropy_kernel(device: &Device) {
-    device.seed(17);
-    // Logits of a trained model reach tens; a vocabulary that is no multiple of the 256 threads
-    // a row gets, and a strided (transposed) input.
-    let logits: Tensor<2> = Tensor::random([1003, 9], Distribution::Normal(0.0, 8.0), device).require_grad();
-    let targets: Vec<usize> = (0..9).map(|r| (r * 389 + 5) % 1003).collect();
-    let weights: Tensor<1> = Tensor::random([9], Distribution::Uniform(0.5, 2.0), device);
-    let run = |f: fn(Tensor<2>, &[usize]) -> Tensor<1>| {
-        let nll = f(logits.clone().transpose(), &targets); // [9, 1003]
-        let grad = logits.grad(&(nll.clone() * weights.clone()).sum().backward()).expect("tracked");
-        (to_f32s(nll), to_f32s(grad))
-    };
-    let (kernel, kernel_grad) = run(cross_entropy::nll);
-    let (composed, composed_grad) = run(cross_entropy::composed);
     // NLLs up to ~40, f32 each way: a few ulp of 40 is ~1e-5.
-    assert!(max_abs_diff(&kernel, &composed) < 2e-5, "values differ by {}", max_abs_diff(&kernel, &composed));
-    // e^(x − lse) rounds by a few ulp of 1 either way, times weights up to 2.
-    assert!(max_abs_diff(&kernel_grad, &composed_grad) < 4e-6, "gradients differ by {}", max_abs_diff(&kernel_grad, &composed_grad));
-    assert!(kernel.iter().all(|&v| v > 0.0) && kernel.iter().cloned().fold(0.0, f32::max) > 5.0);
-    // Without autodiff; and more rows than one grid row of cubes holds (65,535).
-    let plain = to_f32s(cross_entropy::nll(logits.clone().inner().transpose(), &targets));
-    assert!(max_abs_diff(&plain, &composed) < 2e-5);
+    super::cross_entropy::matches_log_softmax_and_gather(device, 2e-5);
     let many: Tensor<2> = Tensor::random([66_000, 3], Distribution::Normal(0.0, 4.0), &device.clone().without_autodiff());
     let many_targets: Vec<usize> = (0..66_000).map(|r| r % 3).collect();
     let (kernel, composed) = (cross_entropy::nll(many.clone(), &many_targets), cross_entropy::composed(many, &many_targets));
@@ -67,29 +49,11 @@ fn cross_entropy_kernel(device: &Device) {
     println!("cross-entropy kernel = log-softmax + gather on wgpu (values, gradients, 66,000 rows)");
 }
 
-/// LayerNorm with a frozen scale and shift against Burn's `layer_norm`: values and the input
-/// gradient, on a strided input, with rows shorter and longer than a cube's 256 threads.
+/// LayerNorm with a frozen scale and shift against Burn's `layer_norm`, as the CPU's fused op
+/// is held, with rows shorter and longer than a cube's 256 threads.
 fn layer_norm_kernels(device: &Device, dim: usize) {
-    device.seed(23);
-    let x: Tensor<3> = Tensor::random([3, dim, 17], Distribution::Normal(0.5, 3.0), device).require_grad();
-    let upstream: Tensor<3> = Tensor::random([3, 17, dim], Distribution::Uniform(-1.0, 1.0), device);
-    let weight: Tensor<1> = Tensor::random([dim], Distribution::Uniform(0.5, 1.5), device);
-    let bias: Tensor<1> = Tensor::random([dim], Distribution::Uniform(-0.5, 0.5), device);
-    // Frozen, as the model's are (a parameter is trainable unless told otherwise).
-    let norm = LayerNorm { weight: Param::from_tensor(weight.clone()), bias: Param::from_tensor(bias.clone()), eps: 1e-5 }.no_grad();
-    let run = |f: &dyn Fn(Tensor<3>) -> Tensor<3>| {
-        let y = f(x.clone().swap_dims(1, 2)); // [3, 17, dim], strided
-        let grad = x.grad(&(y.clone() * upstream.clone()).sum().backward()).expect("tracked");
-        (to_f32s(y), to_f32s(grad))
-    };
-    let (kernel, kernel_grad) = run(&|x| norm.forward(x));
-    let (burn, burn_grad) = run(&|x| burn::tensor::module::layer_norm(x, weight.clone(), Some(bias.clone()), 1e-5));
     // Outputs of magnitude ~4, sums over up to 777 terms in another order: a few ulp.
-    assert!(max_abs_diff(&kernel, &burn) < 4e-6, "values differ by {}", max_abs_diff(&kernel, &burn));
-    assert!(max_abs_diff(&kernel_grad, &burn_grad) < 4e-6, "gradients differ by {}", max_abs_diff(&kernel_grad, &burn_grad));
-    // Without autodiff (decoding, serving) the kernel runs too.
-    let plain = to_f32s(norm.valid().forward(x.inner().swap_dims(1, 2)));
-    assert!(max_abs_diff(&plain, &burn) < 4e-6);
+    super::layer_norm::matches_burns_layer_norm(device, dim, 4e-6);
     println!("LayerNorm kernels = Burn's layer_norm on wgpu (values, input gradient, D = {dim})");
 }
 
