@@ -103,11 +103,14 @@ pub fn apply_dropout<const D: usize>(x: Tensor<D>, p: f64) -> Tensor<D> {
     x * keep / (1.0 - p)
 }
 
-/// The additive attention bias for T new tokens that follow `past_len` earlier keys.
+/// The additive attention bias for T new tokens that follow each row's earlier keys.
 ///
 /// `key_mask[b][s]` is 1 for a key row `b` may attend to (prefix, real tokens) and 0 for
-/// padding. A query at step t sees key s when s ≤ past_len + t (causal) and the key is real.
-/// `causal = false` gives an encoder's or cross-attention's bias (padding only).
+/// padding; its last `new_len` entries are the new tokens. A query at step t of a row with
+/// `past_len` earlier keys sees key s when s ≤ past_len + t (causal) and the key is real.
+/// Rows may have different lengths (a batch of KV-cache rows): each is padded at its end to
+/// the longest with keys nobody sees. `causal = false` gives an encoder's or cross-attention's
+/// bias (padding only).
 pub fn attention_bias(
     key_mask: &[Vec<f32>],
     new_len: usize,
@@ -115,13 +118,14 @@ pub fn attention_bias(
     device: &burn::tensor::Device,
 ) -> Tensor<4> {
     let batch = key_mask.len();
-    let total = key_mask.first().map_or(0, |row| row.len());
-    let past_len = total.saturating_sub(new_len);
+    let total = key_mask.iter().map(Vec::len).max().unwrap_or(0);
     let mut bias = Vec::with_capacity(batch * new_len * total);
     for row in key_mask {
+        let past_len = row.len().saturating_sub(new_len);
         for t in 0..new_len {
-            for (s, &visible) in row.iter().enumerate() {
-                let allowed = visible > 0.5 && (!causal || s <= past_len + t);
+            for s in 0..total {
+                let visible = row.get(s).is_some_and(|&m| m > 0.5);
+                let allowed = visible && (!causal || s <= past_len + t);
                 bias.push(if allowed { 0.0 } else { MASKED });
             }
         }

@@ -8,6 +8,7 @@ mod cpu;
 mod error;
 pub mod generate;
 pub mod gpt2;
+pub mod kv;
 mod load;
 pub mod nn;
 mod ops;
@@ -25,6 +26,7 @@ pub use load::{hub, model_kind, weights, ModelKind};
 pub use ops::{adamw, cross_entropy, gelu};
 
 pub use attention::KeyValue;
+pub use kv::KvCache;
 pub use backend::Backend;
 pub use error::{FieldError, ModelError};
 pub use bart::{load_bart, Bart, BartConfig, BartPrefix};

@@ -112,6 +112,58 @@ fn kv_cache_decoding_equals_full_forward() {
     assert_eq!(cache.len(), 8);
 }
 
+/// The logits of one row's last token, fed alone behind its whole history (full forward).
+fn alone(model: &Gpt2, history: &[u32]) -> Vec<f32> {
+    let all = logits(model, &[history.to_vec()], &[vec![1.0; history.len()]], None);
+    let vocab = model.config.vocab_size;
+    all[all.len() - vocab..].to_vec()
+}
+
+#[test]
+fn an_in_place_kv_cache_serves_rows_that_join_leave_and_share() {
+    let device = device();
+    let model = load_gpt2(&fixtures().join("gpt2-a"), &device).unwrap();
+    let vocab = model.config.vocab_size;
+    // Room for 2 tokens, at most 40: it grows (twice) before it is full.
+    let mut cache = model.kv_cache(2, 40);
+    let mut histories: Vec<Vec<u32>> = vec![vec![5, 17, 3], vec![900, 1]];
+    // Each row joins alone, prefilled with its prompt, at its own length.
+    for history in &histories {
+        let (_, past) = model.forward_tokens(&[history.clone()], &[vec![1.0; history.len()]], None, Dropout::default()).unwrap();
+        cache.push(past).unwrap();
+    }
+    assert_eq!(cache.used(), 5);
+    let step = |cache: &mut prefix_tune_model::KvCache, histories: &mut Vec<Vec<u32>>, next: &[u32]| {
+        let ids: Vec<Vec<u32>> = next.iter().map(|&id| vec![id]).collect();
+        let hidden = model.forward_cached(&ids, &vec![vec![1.0]; ids.len()], cache, Dropout::default()).unwrap();
+        let got = to_f32s(model.logits(hidden));
+        for (row, (history, &id)) in histories.iter_mut().zip(next).enumerate() {
+            history.push(id);
+            let diff = max_abs_diff(&got[row * vocab..(row + 1) * vocab], &alone(&model, history));
+            assert!(diff < 1e-4, "row {row} after {history:?}: cached logits differ from a full pass by {diff}");
+        }
+    };
+    step(&mut cache, &mut histories, &[42, 7]);
+    // A third row joins mid-way; nobody else's slots change.
+    let (_, past) = model.forward_tokens(&[vec![250, 11, 12, 13]], &[vec![1.0; 4]], None, Dropout::default()).unwrap();
+    cache.push(past).unwrap();
+    histories.push(vec![250, 11, 12, 13]);
+    step(&mut cache, &mut histories, &[8, 9, 10]);
+    assert_eq!(cache.used(), 5 + 4 + 5);
+    // Row 0 leaves; row 2 forks into two beams that share its history's slots.
+    cache.keep(&[1, 2, 2]);
+    histories = vec![histories[1].clone(), histories[2].clone(), histories[2].clone()];
+    assert_eq!(cache.used(), 4 + 5, "a forked row shares its slots and a row that left frees its own");
+    step(&mut cache, &mut histories, &[30, 31, 32]);
+    assert_eq!(cache.used(), 4 + 5 + 3);
+    // Room for 40 tokens: 28 are left, 30 do not fit, and a refused step changes nothing.
+    assert_eq!(cache.available(), 28);
+    let err = model.forward_cached(&vec![vec![1; 10]; 3], &vec![vec![1.0; 10]; 3], &mut cache, Dropout::default()).err().unwrap();
+    assert!(err.to_string().contains("KV cache is full"), "{err}");
+    assert_eq!(cache.available(), 28);
+    step(&mut cache, &mut histories, &[33, 34, 35]);
+}
+
 #[test]
 fn past_keys_shift_positions_like_a_prefix() {
     // A past of P keys: tokens after it sit at positions P.. — the same logits as feeding the

@@ -1,37 +1,66 @@
 //! GPT-2 as a [`Decoder`] for the shared search code: the KV cache lives here, outside the
 //! model, so one frozen model serves many caches (beams, rows, prefixes).
 
-
 use super::{Dropout, Gpt2, Past};
 use crate::generate::{generate, Decoder, GenerateConfig, Generated};
+use crate::kv::KvCache;
 use crate::past::select_rows;
 use crate::ModelError;
 use burn::tensor::Tensor;
 
 pub struct Gpt2Decoder<'a> {
     model: &'a Gpt2,
-    /// Prefix and every token fed so far, per row.
-    cache: Option<Past>,
+    /// The prefix, one row per prompt, until the first step writes it into the cache.
+    prefix: Option<Past>,
+    /// The prefix and every token fed so far, per row, written in place.
+    cache: Option<KvCache>,
+    /// Tokens a row may come to hold: the cache's room at the start, so it never grows.
+    row_tokens: usize,
 }
 
 impl<'a> Gpt2Decoder<'a> {
     pub fn new(model: &'a Gpt2, prefix: Option<Past>) -> Self {
-        Self { model, cache: prefix }
+        Self { model, prefix, cache: None, row_tokens: 0 }
+    }
+
+    /// Room for `tokens` per row (prefix, prompt and continuation) from the start.
+    pub fn with_room(mut self, tokens: usize) -> Self {
+        self.row_tokens = tokens;
+        self
+    }
+
+    /// The cache, made at the first step: the prefix written into its slots.
+    fn cache(&mut self, rows: usize, width: usize) -> Result<&mut KvCache, ModelError> {
+        if self.cache.is_none() {
+            let prefix_len = self.prefix.as_ref().map_or(0, Past::len);
+            let room = self.row_tokens.max(prefix_len + width);
+            let mut cache = self.model.kv_cache(rows * room, u32::MAX as usize);
+            match self.prefix.take() {
+                Some(prefix) => cache.push(prefix)?,
+                None => cache.push_empty(rows),
+            }
+            self.cache = Some(cache);
+        }
+        Ok(self.cache.as_mut().expect("made above"))
     }
 }
 
 impl Decoder for Gpt2Decoder<'_> {
     fn step(&mut self, ids: &[Vec<u32>], mask: &[Vec<f32>]) -> Result<Tensor<2>, ModelError> {
-        let (hidden, cache) = self.model.forward_tokens(ids, mask, self.cache.take(), Dropout::default())?;
-        self.cache = Some(cache);
+        let model = self.model;
+        let cache = self.cache(ids.len(), ids.first().map_or(0, Vec::len))?;
+        let hidden = model.forward_cached(ids, mask, cache, Dropout::default())?;
         // Only the last position feeds the next token: the LM head runs there alone.
         let seq = hidden.dims()[1];
-        Ok(self.model.logits(hidden.narrow(1, seq - 1, 1)).squeeze_dim::<2>(1))
+        Ok(model.logits(hidden.narrow(1, seq - 1, 1)).squeeze_dim::<2>(1))
     }
 
     fn reorder(&mut self, rows: &[usize]) -> Result<(), ModelError> {
-        if let Some(cache) = self.cache.take() {
-            self.cache = Some(select_rows(cache, rows, &self.model.wte.val().device()));
+        match (&mut self.cache, self.prefix.take()) {
+            (Some(cache), _) => cache.keep(rows),
+            // Before the first step (prompts expanded to their beams): the prefix's rows.
+            (None, Some(prefix)) => self.prefix = Some(select_rows(prefix, rows, &self.model.wte.val().device())),
+            (None, None) => {}
         }
         Ok(())
     }
@@ -57,6 +86,6 @@ pub fn generate_gpt2(
     if let Some(rows) = prefix.as_ref().map(Past::rows).filter(|&rows| rows != prompts.len()) {
         return Err(ModelError::Input(format!("{rows} prefix rows for {} prompts: give one prefix per prompt", prompts.len())));
     }
-    let mut decoder = Gpt2Decoder::new(model, prefix);
+    let mut decoder = Gpt2Decoder::new(model, prefix).with_room(prefix_len + longest_prompt + config.max_new_tokens);
     generate(&mut decoder, prompts, config)
 }

@@ -16,6 +16,7 @@ pub use model::{Block, Conv1D, Dropout, Gpt2, Gpt2Input, LayerNorm, Mlp, SelfAtt
 use burn::tensor::Tensor;
 
 use crate::attention::attention_bias;
+use crate::kv::KvCache;
 use crate::tensors::ints;
 use crate::ModelError;
 
@@ -55,7 +56,38 @@ impl Gpt2 {
         past: Option<Past>,
         dropout: Dropout,
     ) -> Result<(Tensor<3>, Past), ModelError> {
-        let device = self.wte.val().device();
+        let batch = self.check_batch(ids, mask)?;
+        let (past_layers, mut full_mask) = match past {
+            Some(Past { layers, mask: past_mask }) => (Some(layers), past_mask),
+            None => (None, vec![Vec::new(); batch]),
+        };
+        if full_mask.len() != batch {
+            return Err(ModelError::Input(format!("past has {} rows but the batch has {batch}", full_mask.len())));
+        }
+        for (row, new) in full_mask.iter_mut().zip(mask) {
+            row.extend_from_slice(new);
+        }
+        let input = self.input(ids, &full_mask)?;
+        let (hidden, layers) = self.forward(input, past_layers, dropout);
+        Ok((hidden, Past { layers, mask: full_mask }))
+    }
+
+    /// [`Gpt2::forward_tokens`] after the rows of `cache` (one per batch row), whose new keys
+    /// and values are written into it in place. Returns hidden states `[B, T, D]`.
+    pub fn forward_cached(&self, ids: &[Vec<u32>], mask: &[Vec<f32>], cache: &mut KvCache, dropout: Dropout) -> Result<Tensor<3>, ModelError> {
+        self.check_batch(ids, mask)?;
+        if mask.len() != cache.rows() {
+            return Err(ModelError::Input(format!("the KV cache has {} rows but the batch has {}", cache.rows(), mask.len())));
+        }
+        let full_mask: Vec<Vec<f32>> = mask.iter().enumerate().map(|(row, new)| [cache.mask(row), new].concat()).collect();
+        let input = self.input(ids, &full_mask)?;
+        let mut store = cache.step(mask)?;
+        Ok(self.forward_stored(input, &mut store, dropout))
+    }
+
+    /// Checks a batch of ids and its mask: non-empty, rectangular, in the vocabulary. Returns
+    /// its row count.
+    fn check_batch(&self, ids: &[Vec<u32>], mask: &[Vec<f32>]) -> Result<usize, ModelError> {
         let batch = ids.len();
         let seq = ids.first().map_or(0, Vec::len);
         if batch == 0 || seq == 0 {
@@ -67,17 +99,16 @@ impl Gpt2 {
         if let Some(&bad) = ids.iter().flatten().find(|&&id| id as usize >= self.config.vocab_size) {
             return Err(ModelError::Input(format!("token id {bad} is out of the vocabulary (vocab_size = {})", self.config.vocab_size)));
         }
-        let (past_layers, mut full_mask) = match past {
-            Some(Past { layers, mask: past_mask }) => (Some(layers), past_mask),
-            None => (None, vec![Vec::new(); batch]),
-        };
-        if full_mask.len() != batch {
-            return Err(ModelError::Input(format!("past has {} rows but the batch has {batch}", full_mask.len())));
-        }
-        for (row, new) in full_mask.iter_mut().zip(mask) {
-            row.extend_from_slice(new);
-        }
-        let positions = positions_from_mask(&full_mask, seq);
+        Ok(batch)
+    }
+
+    /// The pass's tensors for `ids` `[B, T]` after which `full_mask` (each row's earlier keys,
+    /// then its T new ones) is what every row sees: positions count the real keys before each
+    /// token, the bias hides padding and the future.
+    fn input(&self, ids: &[Vec<u32>], full_mask: &[Vec<f32>]) -> Result<Gpt2Input, ModelError> {
+        let device = self.wte.val().device();
+        let (batch, seq) = (ids.len(), ids[0].len());
+        let positions = positions_from_mask(full_mask, seq);
         let longest = positions.iter().flatten().copied().max().unwrap_or(0) as usize;
         if longest >= self.config.n_positions {
             return Err(ModelError::Input(format!(
@@ -86,13 +117,18 @@ impl Gpt2 {
                 self.config.n_positions
             )));
         }
+        Ok(Gpt2Input {
+            input_ids: ints(ids.iter().flatten().map(|&id| id as i64).collect(), [batch, seq], &device),
+            position_ids: ints(positions.into_iter().flatten().collect(), [batch, seq], &device),
+            bias: Some(attention_bias(full_mask, seq, true, &device)),
+        })
+    }
 
-        let input_ids = ints(ids.iter().flatten().map(|&id| id as i64).collect(), [batch, seq], &device);
-        let position_ids = ints(positions.into_iter().flatten().collect(), [batch, seq], &device);
-        let bias = attention_bias(&full_mask, seq, true, &device);
-        let input = Gpt2Input { input_ids, position_ids, bias: Some(bias) };
-        let (hidden, layers) = self.forward(input, past_layers, dropout);
-        Ok((hidden, Past { layers, mask: full_mask }))
+    /// A KV cache for this model, with room for `capacity` tokens before it grows and never
+    /// more than `limit`.
+    pub fn kv_cache(&self, capacity: usize, limit: usize) -> KvCache {
+        let heads = self.config.n_head;
+        KvCache::new(self.h.len(), heads, self.config.n_embd / heads, capacity, limit, &self.wte.val().device())
     }
 
     /// The past (keys/values in every layer) of virtual input embeddings `[B, P, D]` at
@@ -103,7 +139,8 @@ impl Gpt2 {
         let mask = vec![vec![1.0; length]; batch];
         let positions = ints((0..batch).flat_map(|_| 0..length as i64).collect(), [batch, length], &device);
         let bias = attention_bias(&mask, length, true, &device);
-        let (_, layers) = self.forward_embedded(embeddings, positions, Some(bias), None, dropout);
-        Past { layers, mask }
+        let mut store = crate::kv::Appended::new(None, self.h.len());
+        self.forward_embedded(embeddings, positions, Some(bias), &mut store, dropout);
+        Past { layers: store.presents, mask }
     }
 }

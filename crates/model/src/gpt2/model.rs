@@ -6,6 +6,7 @@ use burn::tensor::{module::embedding, Int, Tensor};
 
 use super::config::{Activation, Gpt2Config};
 use crate::attention::{apply_dropout, attend, KeyValue};
+use crate::kv::{Appended, KvStore};
 pub use crate::nn::{Dropout, LayerNorm, Linear as Conv1D};
 
 #[derive(Module, Debug)]
@@ -20,16 +21,13 @@ pub struct SelfAttention {
 }
 
 impl SelfAttention {
+    /// The queries of `x` attend over `store`'s earlier keys of layer `layer` and the current
+    /// ones.
+    ///
     /// # Shapes
-    /// - x: `[B, T, D]`, past: `[B, H, S-T, Dh]`, bias: `[B, 1, T, S]`
-    /// - returns the output `[B, T, D]` and the keys/values of past + current `[B, H, S, Dh]`
-    pub fn forward(
-        &self,
-        x: Tensor<3>,
-        past: Option<KeyValue>,
-        bias: Option<Tensor<4>>,
-        dropout: Dropout,
-    ) -> (Tensor<3>, KeyValue) {
+    /// - x: `[B, T, D]`, bias: `[B, 1, T, S]` (S: earlier keys + T)
+    /// - returns `[B, T, D]`
+    pub fn forward(&self, x: Tensor<3>, store: &mut dyn KvStore, layer: usize, bias: Option<Tensor<4>>, dropout: Dropout) -> Tensor<3> {
         let [batch, seq, d_model] = x.dims();
         let head_dim = d_model / self.n_head;
         let to_heads = |t: Tensor<3>| t.reshape([batch, seq, self.n_head, head_dim]).swap_dims(1, 2); // [B, H, T, Dh]
@@ -40,14 +38,11 @@ impl SelfAttention {
             keys: to_heads(qkv.clone().narrow(2, d_model, d_model)),
             values: to_heads(qkv.narrow(2, 2 * d_model, d_model)),
         };
-        let present = match past {
-            Some(past) => past.append(current),
-            None => current,
-        };
+        let present = store.extend(layer, current); // [B, H, S, Dh]
 
-        let out = attend(queries, present.keys.clone(), present.values.clone(), bias, self.scale, dropout.attn);
+        let out = attend(queries, present.keys, present.values, bias, self.scale, dropout.attn);
         let out = out.swap_dims(1, 2).reshape([batch, seq, d_model]); // [B, T, D]
-        (apply_dropout(self.c_proj.forward(out), dropout.resid), present)
+        apply_dropout(self.c_proj.forward(out), dropout.resid)
     }
 }
 
@@ -76,17 +71,9 @@ pub struct Block {
 }
 
 impl Block {
-    pub fn forward(
-        &self,
-        x: Tensor<3>,
-        past: Option<KeyValue>,
-        bias: Option<Tensor<4>>,
-        dropout: Dropout,
-    ) -> (Tensor<3>, KeyValue) {
-        let (attended, present) = self.attn.forward(self.ln_1.forward(x.clone()), past, bias, dropout);
-        let x = x + attended;
-        let x = x.clone() + self.mlp.forward(self.ln_2.forward(x), dropout);
-        (x, present)
+    pub fn forward(&self, x: Tensor<3>, store: &mut dyn KvStore, layer: usize, bias: Option<Tensor<4>>, dropout: Dropout) -> Tensor<3> {
+        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), store, layer, bias, dropout);
+        x.clone() + self.mlp.forward(self.ln_2.forward(x), dropout)
     }
 }
 
@@ -129,8 +116,16 @@ impl Gpt2 {
     /// values. Returns the final hidden states `[B, T, D]` and every layer's past + current
     /// keys/values, the next step's cache.
     pub fn forward(&self, input: Gpt2Input, past: Option<Vec<KeyValue>>, dropout: Dropout) -> (Tensor<3>, Vec<KeyValue>) {
+        let mut store = Appended::new(past, self.h.len());
+        let hidden = self.forward_stored(input, &mut store, dropout);
+        (hidden, store.presents)
+    }
+
+    /// [`Gpt2::forward`] with the earlier keys/values in `store` (a [`crate::kv::KvCache`]
+    /// written in place, or [`Appended`]); returns the final hidden states `[B, T, D]`.
+    pub fn forward_stored(&self, input: Gpt2Input, store: &mut dyn KvStore, dropout: Dropout) -> Tensor<3> {
         let tokens = embedding(self.wte.val(), input.input_ids); // [B, T, D]
-        self.forward_embedded(tokens, input.position_ids, input.bias, past, dropout)
+        self.forward_embedded(tokens, input.position_ids, input.bias, store, dropout)
     }
 
     /// [`Gpt2::forward`] from input embeddings `[B, T, D]` instead of token ids (virtual
@@ -140,23 +135,15 @@ impl Gpt2 {
         tokens: Tensor<3>,
         position_ids: Tensor<2, Int>,
         bias: Option<Tensor<4>>,
-        past: Option<Vec<KeyValue>>,
+        store: &mut dyn KvStore,
         dropout: Dropout,
-    ) -> (Tensor<3>, Vec<KeyValue>) {
+    ) -> Tensor<3> {
         let positions = embedding(self.wpe.val(), position_ids); // [B, T, D]
         let mut x = apply_dropout(tokens + positions, dropout.embd);
-
-        let mut past_per_layer: Vec<Option<KeyValue>> = match past {
-            Some(past) => past.into_iter().map(Some).collect(),
-            None => (0..self.h.len()).map(|_| None).collect(),
-        };
-        let mut presents = Vec::with_capacity(self.h.len());
-        for (block, past) in self.h.iter().zip(past_per_layer.iter_mut()) {
-            let (next, present) = block.forward(x, past.take(), bias.clone(), dropout);
-            x = next;
-            presents.push(present);
+        for (layer, block) in self.h.iter().enumerate() {
+            x = block.forward(x, store, layer, bias.clone(), dropout);
         }
-        (self.ln_f.forward(x), presents)
+        self.ln_f.forward(x)
     }
 
     /// Logits over the vocabulary through the head tied to `wte`: `[B, T, D] → [B, T, V]`.

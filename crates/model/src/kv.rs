@@ -1,0 +1,311 @@
+//! Where a layer's earlier keys and values come from, and where its new ones go.
+//!
+//! Two stores serve the one forward pass of each model ([`KvStore`]):
+//! - [`Appended`]: the earlier keys (a prefix, a cache) concatenated in front of the new ones,
+//!   returning past + current: what training and one-off passes use;
+//! - [`KvCache`]: a cache written in place. Every layer's keys and values live in one
+//!   preallocated pool of token slots and each row owns a list of slots (its prefix, its
+//!   prompt, every token fed since). A row joining writes its own slots only; a row leaving, or
+//!   beams reordering, moves slot numbers, never keys; beams that share a history share its
+//!   slots (counted, freed when the last row holding one lets go). This is what decoding and
+//!   the server's continuous batch use.
+
+use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor};
+
+use crate::attention::KeyValue;
+use crate::past::Past;
+use crate::tensors::ints;
+use crate::ModelError;
+
+/// Layer by layer, the keys/values each layer's queries attend over.
+pub trait KvStore {
+    /// Layer `layer`'s keys and values to attend over, `[B, H, S, Dh]`: the earlier ones, then
+    /// `current` `[B, H, T, Dh]` (the tokens of this pass).
+    fn extend(&mut self, layer: usize, current: KeyValue) -> KeyValue;
+}
+
+/// Earlier keys/values per layer (or none) concatenated in front of the current ones; keeps
+/// each layer's past + current (`presents`), the next pass's past.
+pub struct Appended {
+    past: Vec<Option<KeyValue>>,
+    pub presents: Vec<KeyValue>,
+}
+
+impl Appended {
+    pub fn new(past: Option<Vec<KeyValue>>, n_layer: usize) -> Self {
+        let past = match past {
+            Some(layers) => layers.into_iter().map(Some).collect(),
+            None => (0..n_layer).map(|_| None).collect(),
+        };
+        Self { past, presents: Vec::with_capacity(n_layer) }
+    }
+}
+
+impl KvStore for Appended {
+    fn extend(&mut self, layer: usize, current: KeyValue) -> KeyValue {
+        let present = match self.past.get_mut(layer).and_then(Option::take) {
+            Some(past) => past.append(current),
+            None => current,
+        };
+        self.presents.push(present.clone());
+        present
+    }
+}
+
+/// The slots one row sees, in order, and whether each is a real key (1) or padding (0).
+#[derive(Debug, Clone, Default)]
+struct RowSlots {
+    slots: Vec<u32>,
+    mask: Vec<f32>,
+}
+
+/// One layer's pool: keys and values `[H · capacity, Dh]`, head-major, so that a row's keys
+/// gathered in (row, head, slot) order are `[B, H, S, Dh]` as they come.
+#[derive(Debug, Clone)]
+struct Pool {
+    keys: Tensor<2>,
+    values: Tensor<2>,
+}
+
+/// A KV cache written in place (see the module's text).
+#[derive(Debug)]
+pub struct KvCache {
+    /// One per layer; `None` only while a layer is being written.
+    layers: Vec<Option<Pool>>,
+    heads: usize,
+    head_dim: usize,
+    /// Slots per head in every pool.
+    capacity: usize,
+    /// The most slots the pool may grow to.
+    limit: usize,
+    /// Per slot: how many rows hold it.
+    holders: Vec<u32>,
+    free: Vec<u32>,
+    rows: Vec<RowSlots>,
+    device: Device,
+}
+
+/// One pass's slots: where each row's new keys go and what each row reads.
+struct StepSlots {
+    /// `[B · H · T]`: the pool rows the current keys `[B, H, T, Dh]` go to.
+    writes: Tensor<1, Int>,
+    /// `[B · H · S]`: the pool rows gathered as `[B, H, S, Dh]`, each row padded at its end.
+    reads: Tensor<1, Int>,
+    rows: usize,
+    longest: usize,
+}
+
+/// A [`KvCache`] during one forward pass.
+pub struct CacheStep<'a> {
+    cache: &'a mut KvCache,
+    slots: StepSlots,
+}
+
+impl KvStore for CacheStep<'_> {
+    fn extend(&mut self, layer: usize, current: KeyValue) -> KeyValue {
+        self.cache.write(layer, &self.slots.writes, current);
+        self.cache.gather(layer, &self.slots)
+    }
+}
+
+impl KvCache {
+    /// An empty cache for `n_layer` layers of `heads` × `head_dim`, room for `capacity` tokens
+    /// before it grows, never more than `limit`.
+    pub fn new(n_layer: usize, heads: usize, head_dim: usize, capacity: usize, limit: usize, device: &Device) -> Self {
+        let capacity = capacity.clamp(1, limit.max(1));
+        let pool = || Tensor::<2>::zeros([heads * capacity, head_dim], device);
+        Self {
+            layers: (0..n_layer).map(|_| Some(Pool { keys: pool(), values: pool() })).collect(),
+            heads,
+            head_dim,
+            capacity,
+            limit: limit.max(capacity),
+            holders: vec![0; capacity],
+            free: (0..capacity as u32).rev().collect(),
+            rows: Vec::new(),
+            device: device.clone(),
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Slots held by at least one row.
+    pub fn used(&self) -> usize {
+        self.holders.iter().filter(|&&n| n > 0).count()
+    }
+
+    /// Slots that can still be taken, growth included.
+    pub fn available(&self) -> usize {
+        self.free.len() + (self.limit - self.capacity)
+    }
+
+    /// Row `row`'s key mask: 1 for each real key it sees, in order.
+    pub fn mask(&self, row: usize) -> &[f32] {
+        &self.rows[row].mask
+    }
+
+    /// Appends `count` rows that see nothing yet.
+    pub fn push_empty(&mut self, count: usize) {
+        self.rows.extend((0..count).map(|_| RowSlots::default()));
+    }
+
+    /// Appends `past`'s rows (a prefix, or a prompt prefilled with one), each written into its
+    /// own new slots; nobody else's keys move.
+    pub fn push(&mut self, past: Past) -> Result<(), ModelError> {
+        let (rows, length) = (past.rows(), past.len());
+        let first = self.rows.len();
+        self.ensure(rows * length)?;
+        for row in past.mask {
+            let slots = self.take(length)?;
+            self.rows.push(RowSlots { slots, mask: row });
+        }
+        if length == 0 {
+            return Ok(());
+        }
+        let writes = self.write_index(first..first + rows, length);
+        for (layer, kv) in past.layers.into_iter().enumerate() {
+            self.write(layer, &writes, kv);
+        }
+        Ok(())
+    }
+
+    /// Keeps rows `rows`, in that order (beams reordered, rows finished): a row kept twice
+    /// shares its slots; slots no row keeps are free again. No key moves.
+    pub fn keep(&mut self, rows: &[usize]) {
+        let kept: Vec<RowSlots> = rows.iter().map(|&r| self.rows[r].clone()).collect();
+        for slot in kept.iter().flat_map(|row| &row.slots) {
+            self.holders[*slot as usize] += 1;
+        }
+        for row in std::mem::replace(&mut self.rows, kept) {
+            self.release(&row.slots);
+        }
+    }
+
+    /// Makes room for `new_mask[b].len()` new tokens per row (the same count for every row):
+    /// their slots are taken and their mask entries appended. Returns the pass's store; on an
+    /// error nothing changed.
+    pub fn step(&mut self, new_mask: &[Vec<f32>]) -> Result<CacheStep<'_>, ModelError> {
+        if new_mask.len() != self.rows.len() {
+            return Err(ModelError::Input(format!("the KV cache has {} rows but the batch has {}", self.rows.len(), new_mask.len())));
+        }
+        let new_len = new_mask.first().map_or(0, Vec::len);
+        self.ensure(new_mask.len() * new_len)?;
+        for (row, mask) in new_mask.iter().enumerate() {
+            let slots = self.take(new_len)?;
+            self.rows[row].slots.extend(slots);
+            self.rows[row].mask.extend_from_slice(mask);
+        }
+        let writes = self.write_index(0..self.rows.len(), new_len);
+        let longest = self.rows.iter().map(|row| row.slots.len()).max().unwrap_or(0);
+        let reads = self.read_index(longest);
+        let slots = StepSlots { writes, reads, rows: self.rows.len(), longest };
+        Ok(CacheStep { cache: self, slots })
+    }
+
+    /// Room for `count` more slots, the pool grown (doubled, within its limit) when too few are
+    /// free; an error, with nothing taken, when they cannot fit.
+    fn ensure(&mut self, count: usize) -> Result<(), ModelError> {
+        if self.free.len() >= count {
+            return Ok(());
+        }
+        let needed = self.capacity - self.free.len() + count;
+        if needed > self.limit {
+            return Err(ModelError::Input(format!("the KV cache is full: {count} more tokens do not fit in its {} slots", self.limit)));
+        }
+        self.grow(needed.max(2 * self.capacity).min(self.limit));
+        Ok(())
+    }
+
+    /// `count` free slots (room made by [`KvCache::ensure`]).
+    fn take(&mut self, count: usize) -> Result<Vec<u32>, ModelError> {
+        self.ensure(count)?;
+        let slots = self.free.split_off(self.free.len() - count);
+        for &slot in &slots {
+            self.holders[slot as usize] = 1;
+        }
+        Ok(slots)
+    }
+
+    fn release(&mut self, slots: &[u32]) {
+        for &slot in slots {
+            let holders = &mut self.holders[slot as usize];
+            *holders -= 1;
+            if *holders == 0 {
+                self.free.push(slot);
+            }
+        }
+    }
+
+    /// Every pool to `capacity` slots per head (the one time keys are copied: amortised, as a
+    /// growing vector's are).
+    fn grow(&mut self, capacity: usize) {
+        let (heads, head_dim, old) = (self.heads, self.head_dim, self.capacity);
+        let grow = |pool: Tensor<2>| {
+            let extra = Tensor::<3>::zeros([heads, capacity - old, head_dim], &pool.device());
+            Tensor::cat(vec![pool.reshape([heads, old, head_dim]), extra], 1).reshape([heads * capacity, head_dim])
+        };
+        for layer in self.layers.iter_mut() {
+            let pool = layer.take().expect("every layer's pool between passes");
+            *layer = Some(Pool { keys: grow(pool.keys), values: grow(pool.values) });
+        }
+        self.holders.resize(capacity, 0);
+        self.free.extend((old as u32..capacity as u32).rev());
+        self.capacity = capacity;
+    }
+
+    /// The pool row of `slot` in head `head`.
+    fn pool_row(&self, head: usize, slot: u32) -> i64 {
+        (head * self.capacity + slot as usize) as i64
+    }
+
+    /// `[B · H · T]`: where the last `new_len` slots of rows `rows` take their keys, in the
+    /// order of a `[B, H, T, Dh]` tensor.
+    fn write_index(&self, rows: std::ops::Range<usize>, new_len: usize) -> Tensor<1, Int> {
+        let mut index = Vec::with_capacity(rows.len() * self.heads * new_len);
+        for row in &self.rows[rows] {
+            let new = &row.slots[row.slots.len() - new_len..];
+            for head in 0..self.heads {
+                index.extend(new.iter().map(|&slot| self.pool_row(head, slot)));
+            }
+        }
+        let len = index.len();
+        ints(index, [len], &self.device)
+    }
+
+    /// `[B · H · S]`: every row's slots, head by head, padded at the end to `longest` with the
+    /// row's first slot (masked: its keys are never seen there).
+    fn read_index(&self, longest: usize) -> Tensor<1, Int> {
+        let mut index = Vec::with_capacity(self.rows.len() * self.heads * longest);
+        for row in &self.rows {
+            let pad = row.slots.first().copied().unwrap_or(0);
+            for head in 0..self.heads {
+                index.extend(row.slots.iter().map(|&slot| self.pool_row(head, slot)));
+                index.extend(std::iter::repeat_n(self.pool_row(head, pad), longest - row.slots.len()));
+            }
+        }
+        let len = index.len();
+        ints(index, [len], &self.device)
+    }
+
+    /// Writes `kv` `[B, H, T, Dh]` into layer `layer`'s pool rows `writes`, in place.
+    fn write(&mut self, layer: usize, writes: &Tensor<1, Int>, kv: KeyValue) {
+        let head_dim = self.head_dim;
+        let rows = |t: Tensor<4>| t.reshape([-1, head_dim as i32]);
+        let pool = self.layers[layer].take().expect("every layer's pool between passes");
+        let keys = pool.keys.select_assign(0, writes.clone(), rows(kv.keys), IndexingUpdateOp::Assign);
+        let values = pool.values.select_assign(0, writes.clone(), rows(kv.values), IndexingUpdateOp::Assign);
+        self.layers[layer] = Some(Pool { keys, values });
+    }
+
+    /// Layer `layer`'s keys and values of every row, `[B, H, S, Dh]`.
+    fn gather(&self, layer: usize, slots: &StepSlots) -> KeyValue {
+        let pool = self.layers[layer].as_ref().expect("every layer's pool between passes");
+        let shape = [slots.rows, self.heads, slots.longest, self.head_dim];
+        KeyValue {
+            keys: pool.keys.clone().select(0, slots.reads.clone()).reshape(shape),
+            values: pool.values.clone().select(0, slots.reads.clone()).reshape(shape),
+        }
+    }
+}
