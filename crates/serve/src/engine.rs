@@ -1,8 +1,14 @@
 //! The continuous batch: one thread owns the frozen model and decodes every running request one
 //! token per step, whatever its prefix. (An encoder-decoder's requests, and beam searches, are
-//! decoded one at a time by the same thread, as `generate` decodes them.) A request joins at the next step (its prompt prefilled
-//! alone, behind its own prefix), leaves when it is done or its client is gone, and its rows of
-//! the KV cache go with it. No autodiff graph: the model lives on a plain device.
+//! decoded one at a time by the same thread, as `generate` decodes them.)
+//!
+//! The KV cache is written in place ([`KvCache`]): a request joins at the next step with its
+//! prompt prefilled alone behind its own prefix and written into its own slots, so nobody
+//! else's keys are copied; it leaves when it is done or its client is gone, and its slots are
+//! free again. A request is admitted only when every token it may come to hold (prefix,
+//! prompt, completion) fits beside what the running ones may still take: `--kv-cache-tokens`
+//! bounds the cache, and a request that does not fit waits. No autodiff graph: the model lives
+//! on a plain device.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
@@ -12,10 +18,9 @@ use prefix_tune_data::Tokenizer;
 use prefix_tune_model::generate::{next_token, EarlyStopping, GenerateConfig, Sampling};
 use prefix_tune_model::gpt2::generate_gpt2;
 use prefix_tune_model::nn::Dropout;
-use prefix_tune_model::past::concat_rows;
 use prefix_tune_model::tensors::last_logits;
 use prefix_tune_model::bart::{generate_bart, BartPrefix};
-use prefix_tune_model::{Bart, Gpt2, Past};
+use prefix_tune_model::{Bart, Gpt2, KvCache, Past};
 use rand::{rngs::StdRng, SeedableRng};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -96,6 +101,8 @@ struct Row {
     rng: Option<StdRng>,
     /// The token to feed at the next step.
     next: u32,
+    /// Tokens it may come to hold in the KV cache: prefix, prompt and completion.
+    budget: usize,
 }
 
 pub struct Engine {
@@ -106,6 +113,8 @@ pub struct Engine {
     /// Text without the model's special tokens (BART's `<s>`): as `generate` prints it.
     pub skip_special_tokens: bool,
     pub max_batch: usize,
+    /// Tokens the KV cache holds at most (GPT-2's batch).
+    pub kv_cache_tokens: usize,
     pub metrics: Arc<Metrics>,
     /// A pause after each step (tests only; zero otherwise).
     pub throttle: Duration,
@@ -115,24 +124,24 @@ impl Engine {
     /// Runs until every sender of `jobs` is gone.
     pub fn run(self, jobs: Receiver<Job>) {
         let mut rows: Vec<Row> = Vec::new();
-        let mut cache: Option<Past> = None;
+        let mut cache = match &self.model {
+            ServedModel::Gpt2(model) => Some(model.kv_cache(self.max_batch * 128, self.kv_cache_tokens)),
+            ServedModel::Bart(..) => None,
+        };
+        // A request whose tokens do not fit in the cache yet: it joins first once they do.
+        let mut waiting: Option<Job> = None;
         loop {
             // Admit: wait for work only when there is none running.
             while rows.len() < self.max_batch {
-                let job = if rows.is_empty() {
-                    match jobs.recv_timeout(Duration::from_millis(200)) {
-                        Ok(job) => job,
-                        Err(RecvTimeoutError::Timeout) => continue,
-                        Err(RecvTimeoutError::Disconnected) => return,
-                    }
-                } else {
-                    match jobs.try_recv() {
-                        Ok(job) => job,
-                        Err(_) => break,
-                    }
+                let job = match waiting.take() {
+                    Some(job) => job,
+                    None => match self.receive(&jobs, rows.is_empty()) {
+                        Some(Ok(job)) => job,
+                        Some(Err(())) => return,
+                        None => break,
+                    },
                 };
-                self.metrics.queued(-1);
-                let ServedModel::Gpt2(model) = &self.model else {
+                let (ServedModel::Gpt2(model), Some(cache)) = (&self.model, cache.as_mut()) else {
                     self.alone(job);
                     continue;
                 };
@@ -140,33 +149,64 @@ impl Engine {
                     self.alone(job);
                     continue;
                 }
-                if let Some((row, past)) = self.prefill(model, job) {
+                let budget = job.prefix.as_deref().map_or(0, Served::len) + job.prompt.len() + job.max_tokens;
+                if budget > self.kv_cache_tokens {
+                    let why = format!("this request may hold {budget} tokens (prefix, prompt and max_tokens) but the KV cache holds {} (--kv-cache-tokens)", self.kv_cache_tokens);
+                    let _ = job.events.send(Event::Error(why));
+                    continue;
+                }
+                if budget > cache.available() - still_to_take(&rows, cache) {
+                    waiting = Some(job);
+                    break;
+                }
+                if let Some(row) = self.prefill(model, job, budget, cache) {
                     rows.push(row);
-                    cache = Some(match cache.take() {
-                        Some(batch) => concat_rows(vec![batch, past]),
-                        None => past,
-                    });
                 }
             }
             self.metrics.batch_size(rows.len());
+            if let Some(cache) = &cache {
+                self.metrics.kv_cache(cache.used(), self.kv_cache_tokens);
+            }
             if rows.is_empty() {
-                cache = None;
                 continue;
             }
-            let ServedModel::Gpt2(model) = &self.model else { unreachable!("only GPT-2 rows join the batch") };
-            cache = self.step(model, &mut rows, cache.take().expect("a cache for running rows"));
+            let (ServedModel::Gpt2(model), Some(cache)) = (&self.model, cache.as_mut()) else { unreachable!("only GPT-2 rows join the batch") };
+            self.step(model, &mut rows, cache);
             if !self.throttle.is_zero() {
                 std::thread::sleep(self.throttle);
             }
         }
     }
 
-    /// The prompt behind its prefix, alone: its cache, and its first token sent.
-    fn prefill(&self, model: &Gpt2, job: Job) -> Option<(Row, Past)> {
+    /// The next job: waited for when nothing runs (`idle`), else only one already queued.
+    /// `None`: none yet; `Some(Err)`: every sender is gone.
+    fn receive(&self, jobs: &Receiver<Job>, idle: bool) -> Option<Result<Job, ()>> {
+        let received = if idle {
+            match jobs.recv_timeout(Duration::from_millis(200)) {
+                Ok(job) => Ok(job),
+                Err(RecvTimeoutError::Timeout) => return None,
+                Err(RecvTimeoutError::Disconnected) => Err(()),
+            }
+        } else {
+            jobs.try_recv().map_err(|_| ()).ok().map(Ok)?
+        };
+        if received.is_ok() {
+            self.metrics.queued(-1);
+        }
+        Some(received)
+    }
+
+    /// The prompt behind its prefix, alone, written into its own slots of `cache`; its first
+    /// token sent.
+    fn prefill(&self, model: &Gpt2, job: Job, budget: usize, cache: &mut KvCache) -> Option<Row> {
         let prefix = decoder_past(job.prefix.as_deref());
         let mask = vec![vec![1.0; job.prompt.len()]];
-        let (hidden, past) = match model.forward_tokens(&[job.prompt.clone()], &mask, prefix, Dropout::default()) {
-            Ok(out) => out,
+        let prefilled = model.forward_tokens(&[job.prompt.clone()], &mask, prefix, Dropout::default()).and_then(|(hidden, past)| {
+            cache.push(past)?;
+            Ok(hidden)
+        });
+        let hidden = match prefilled {
+            Ok(hidden) => hidden,
             Err(e) => {
                 let _ = job.events.send(Event::Error(e.to_string()));
                 return None;
@@ -175,39 +215,40 @@ impl Engine {
         let seq = hidden.dims()[1];
         let mut logits = last_logits(model.logits(hidden.narrow(1, seq - 1, 1)));
         let rng = job.sampling.map(|s| StdRng::seed_from_u64(s.seed));
-        let mut row = Row { job, generated: Vec::new(), sent: 0, rng, next: 0 };
-        let alive = self.emit(&mut row, &mut logits[0]);
-        alive.then_some((row, past))
+        let mut row = Row { job, generated: Vec::new(), sent: 0, rng, next: 0, budget };
+        if self.emit(&mut row, &mut logits[0]) {
+            return Some(row);
+        }
+        // Done at its first token: its slots go back.
+        cache.keep(&(0..cache.rows() - 1).collect::<Vec<_>>());
+        None
     }
 
-    /// One decoding step of every row; finished rows leave the batch (and the cache).
-    fn step(&self, model: &Gpt2, rows: &mut Vec<Row>, cache: Past) -> Option<Past> {
+    /// One decoding step of every row; finished rows leave the batch and free their slots.
+    fn step(&self, model: &Gpt2, rows: &mut Vec<Row>, cache: &mut KvCache) {
         let ids: Vec<Vec<u32>> = rows.iter().map(|r| vec![r.next]).collect();
         let ones = vec![vec![1.0]; rows.len()];
-        let (hidden, cache) = match model.forward_tokens(&ids, &ones, Some(cache), Dropout::default()) {
-            Ok(out) => out,
+        let hidden = match model.forward_cached(&ids, &ones, cache, Dropout::default()) {
+            Ok(hidden) => hidden,
             Err(e) => {
                 for row in rows.drain(..) {
                     let _ = row.job.events.send(Event::Error(e.to_string()));
                 }
-                return None;
+                cache.keep(&[]);
+                return;
             }
         };
         let mut logits = last_logits(model.logits(hidden));
         let keep: Vec<usize> = (0..rows.len()).filter(|&i| self.emit(&mut rows[i], &mut logits[i])).collect();
         if keep.len() == rows.len() {
-            return Some(cache);
+            return;
         }
-        let device = model.wte.val().device();
-        let cache = (!keep.is_empty()).then(|| cache.select_rows(&keep, &device));
-        let mut kept = Vec::with_capacity(keep.len());
-        for (i, row) in rows.drain(..).enumerate() {
-            if keep.contains(&i) {
-                kept.push(row);
-            }
-        }
-        *rows = kept;
-        cache
+        cache.keep(&keep);
+        let mut index = 0;
+        rows.retain(|_| {
+            index += 1;
+            keep.contains(&(index - 1))
+        });
     }
 
     /// A request decoded alone, as `generate` decodes it (a beam search, or any request to an
@@ -235,7 +276,7 @@ impl Engine {
                 return;
             }
         };
-        let mut row = Row { job, generated: Vec::new(), sent: 0, rng: None, next: 0 };
+        let mut row = Row { job, generated: Vec::new(), sent: 0, rng: None, next: 0, budget: 0 };
         for id in ids {
             if !self.send(&mut row, id, None) {
                 return;
@@ -302,6 +343,11 @@ impl Engine {
         let _ = row.job.events.send(done);
         self.metrics.finished(&row.job.prefix_name, row.job.arrived.elapsed());
     }
+}
+
+/// Slots the running rows may still take: each row's budget less what it holds.
+fn still_to_take(rows: &[Row], cache: &KvCache) -> usize {
+    rows.iter().enumerate().map(|(i, row)| row.budget.saturating_sub(cache.mask(i).len())).sum()
 }
 
 /// GPT-2's keys and values of `prefix` (an encoder-decoder's never reach a GPT-2).

@@ -75,6 +75,11 @@ pub struct ServeArgs {
     /// Rows decoded together at most.
     #[arg(long, default_value_t = 32)]
     max_batch: usize,
+    /// Tokens whose keys and values the running batch may hold (each request's prefix, prompt
+    /// and max_tokens count from the start; a request that does not fit waits for room).
+    /// Default: --max-batch × the model's positions.
+    #[arg(long)]
+    kv_cache_tokens: Option<usize>,
     /// Requests waiting to join the batch at most; more get 503.
     #[arg(long, default_value_t = 256)]
     max_queue: usize,
@@ -189,7 +194,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if let Some(dir) = &args.prefixes {
         load_directory(&server, dir)?;
     }
-    let engine = Engine { model, tokenizer, eos, skip_special_tokens: encoder_decoder, max_batch: args.max_batch.max(1), metrics, throttle: std::time::Duration::from_millis(args.throttle_ms) };
+    let kv_cache_tokens = args.kv_cache_tokens.unwrap_or(args.max_batch.max(1) * n_positions).max(1);
+    let engine = Engine { model, tokenizer, eos, skip_special_tokens: encoder_decoder, max_batch: args.max_batch.max(1), kv_cache_tokens, metrics, throttle: std::time::Duration::from_millis(args.throttle_ms) };
     std::thread::Builder::new().name("decode".into()).spawn(move || engine.run(queue)).map_err(|e| ServeError::Start { what: "the decoding thread", source: e })?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| ServeError::Start { what: "the server runtime", source: e })?;

@@ -19,6 +19,8 @@ pub struct Metrics {
     queue: AtomicI64,
     batch: AtomicU64,
     batch_max: AtomicU64,
+    kv_used: AtomicU64,
+    kv_limit: AtomicU64,
     /// Per prefix: finished requests.
     per_prefix: Mutex<BTreeMap<String, u64>>,
     /// Counts per bucket (cumulative at render), then the sum of seconds and the count.
@@ -52,6 +54,12 @@ impl Metrics {
         self.batch_max.fetch_max(rows as u64, Ordering::Relaxed);
     }
 
+    /// Tokens held in the KV cache, and the most it may hold.
+    pub fn kv_cache(&self, used: usize, limit: usize) {
+        self.kv_used.store(used as u64, Ordering::Relaxed);
+        self.kv_limit.store(limit as u64, Ordering::Relaxed);
+    }
+
     pub fn disconnected(&self) {
         self.disconnects.fetch_add(1, Ordering::Relaxed);
     }
@@ -80,6 +88,8 @@ impl Metrics {
         let _ = writeln!(out, "# HELP prefix_tune_queue_depth Requests waiting to join the batch.\n# TYPE prefix_tune_queue_depth gauge\nprefix_tune_queue_depth {}", self.queue_depth().max(0));
         let _ = writeln!(out, "# HELP prefix_tune_batch_size Rows in the running batch.\n# TYPE prefix_tune_batch_size gauge\nprefix_tune_batch_size {}", self.batch.load(Ordering::Relaxed));
         let _ = writeln!(out, "# HELP prefix_tune_batch_size_max The most rows decoded together since start.\n# TYPE prefix_tune_batch_size_max gauge\nprefix_tune_batch_size_max {}", self.batch_max.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP prefix_tune_kv_cache_tokens Tokens whose keys and values the running batch holds.\n# TYPE prefix_tune_kv_cache_tokens gauge\nprefix_tune_kv_cache_tokens {}", self.kv_used.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP prefix_tune_kv_cache_tokens_max Tokens the KV cache may hold (--kv-cache-tokens).\n# TYPE prefix_tune_kv_cache_tokens_max gauge\nprefix_tune_kv_cache_tokens_max {}", self.kv_limit.load(Ordering::Relaxed));
         let _ = writeln!(out, "# HELP prefix_tune_prefix_requests_total Finished requests per prefix.\n# TYPE prefix_tune_prefix_requests_total counter");
         for (prefix, count) in self.per_prefix.lock().expect("metrics lock").iter() {
             let _ = writeln!(out, "prefix_tune_prefix_requests_total{{prefix=\"{}\"}} {count}", prefix.replace('"', "'"));

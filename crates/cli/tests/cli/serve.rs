@@ -470,6 +470,44 @@ fn sixty_four_requests_on_sixty_four_prefixes_answer_as_generate_alone() {
     assert!(most > 32, "the batch never grew past the 32-row switch: {most} rows at most");
 }
 
+/// `--kv-cache-tokens` bounds the keys and values the batch holds: a request joins only when
+/// its prefix, prompt and max_tokens fit beside what the running ones may still take, waits
+/// until then, and answers as `generate` alone; one that can never fit is a 400 naming the flag.
+#[test]
+fn a_request_waits_until_its_tokens_fit_in_the_kv_cache() {
+    // 4 + 12 = 16 tokens each (no prefix): one fits in 30, two do not.
+    let server = start(&["--kv-cache-tokens", "30", "--throttle-ms", "5"]);
+    let prompts: Vec<Vec<u64>> = (0..4).map(|i| (0..4).map(|k| (i * 53 + k * 7 + 3) as u64).collect()).collect();
+    std::thread::scope(|scope| {
+        for prompt in &prompts {
+            let server = &server;
+            scope.spawn(move || {
+                let body = serde_json::json!({ "model": "base", "prompt": prompt, "max_tokens": 12, "temperature": 0, "return_token_ids": true });
+                let (status, text) = post(server, "/v1/completions", &body.to_string());
+                assert_eq!(status, 200, "{text}");
+                let ids: Vec<u64> = serde_json::from_value(json(&text)["choices"][0]["token_ids"].clone()).unwrap();
+                assert_eq!(ids, alone(prompt, None, 12), "{prompt:?}: not what generate gives alone");
+            });
+        }
+    });
+    let metric = |name: &str| -> usize {
+        let text = answer(ureq::get(&format!("{}/metrics", server.url)).set("Authorization", &format!("Bearer {KEY}")).call()).1;
+        text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).unwrap_or_else(|| panic!("no {name} in {text}")).parse().unwrap()
+    };
+    assert_eq!(metric("prefix_tune_batch_size_max"), 1, "two requests of 16 tokens ran together in a cache of 30");
+    assert_eq!(metric("prefix_tune_kv_cache_tokens_max"), 30);
+    // Every slot is free again once the batch is empty.
+    let start = std::time::Instant::now();
+    while metric("prefix_tune_kv_cache_tokens") != 0 {
+        assert!(start.elapsed() < std::time::Duration::from_secs(5), "KV slots still held after every request ended");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let body = serde_json::json!({ "model": "base", "prompt": prompts[0], "max_tokens": 27, "temperature": 0 });
+    let (status, text) = post(&server, "/v1/completions", &body.to_string());
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("31 tokens") && text.contains("--kv-cache-tokens"), "{text}");
+}
+
 /// `n` choices, each sampled with its own seed (the request's plus its index), so each equals the
 /// one-choice request with that seed; `echo` puts the prompt's text in front, streamed first.
 #[test]
