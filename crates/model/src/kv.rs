@@ -24,6 +24,19 @@ pub trait KvStore {
     fn extend(&mut self, layer: usize, current: KeyValue) -> KeyValue;
 }
 
+/// Keys and values a layer reads without adding to them: cross-attention's memory (a cross
+/// prefix, then the encoder's keys).
+pub trait KvMemory {
+    /// Layer `layer`'s keys and values, `[B, H, S, Dh]`.
+    fn layer(&self, layer: usize) -> KeyValue;
+}
+
+impl KvMemory for Vec<KeyValue> {
+    fn layer(&self, layer: usize) -> KeyValue {
+        self[layer].clone()
+    }
+}
+
 /// Earlier keys/values per layer (or none) concatenated in front of the current ones; keeps
 /// each layer's past + current (`presents`), the next pass's past.
 pub struct Appended {
@@ -85,26 +98,38 @@ pub struct KvCache {
     device: Device,
 }
 
-/// One pass's slots: where each row's new keys go and what each row reads.
-struct StepSlots {
-    /// `[B · H · T]`: the pool rows the current keys `[B, H, T, Dh]` go to.
-    writes: Tensor<1, Int>,
+/// What one pass reads of every row.
+struct Reads {
     /// `[B · H · S]`: the pool rows gathered as `[B, H, S, Dh]`, each row padded at its end.
-    reads: Tensor<1, Int>,
+    index: Tensor<1, Int>,
     rows: usize,
     longest: usize,
 }
 
-/// A [`KvCache`] during one forward pass.
+/// A [`KvCache`] during one forward pass that adds keys.
 pub struct CacheStep<'a> {
     cache: &'a mut KvCache,
-    slots: StepSlots,
+    /// `[B · H · T]`: the pool rows the current keys `[B, H, T, Dh]` go to.
+    writes: Tensor<1, Int>,
+    reads: Reads,
 }
 
 impl KvStore for CacheStep<'_> {
     fn extend(&mut self, layer: usize, current: KeyValue) -> KeyValue {
-        self.cache.write(layer, &self.slots.writes, current);
-        self.cache.gather(layer, &self.slots)
+        self.cache.write(layer, &self.writes, current);
+        self.cache.gather(layer, &self.reads)
+    }
+}
+
+/// A [`KvCache`] read as it is (cross-attention's memory).
+pub struct CacheRead<'a> {
+    cache: &'a KvCache,
+    reads: Reads,
+}
+
+impl KvMemory for CacheRead<'_> {
+    fn layer(&self, layer: usize) -> KeyValue {
+        self.cache.gather(layer, &self.reads)
     }
 }
 
@@ -198,10 +223,23 @@ impl KvCache {
             self.rows[row].mask.extend_from_slice(mask);
         }
         let writes = self.write_index(0..self.rows.len(), new_len);
+        let reads = self.reads();
+        Ok(CacheStep { cache: self, writes, reads })
+    }
+
+    /// Every row's keys as they are, for a pass that reads them only.
+    pub fn read(&self) -> CacheRead<'_> {
+        CacheRead { cache: self, reads: self.reads() }
+    }
+
+    /// Every row's key mask (rows of different lengths).
+    pub fn masks(&self) -> Vec<Vec<f32>> {
+        self.rows.iter().map(|row| row.mask.clone()).collect()
+    }
+
+    fn reads(&self) -> Reads {
         let longest = self.rows.iter().map(|row| row.slots.len()).max().unwrap_or(0);
-        let reads = self.read_index(longest);
-        let slots = StepSlots { writes, reads, rows: self.rows.len(), longest };
-        Ok(CacheStep { cache: self, slots })
+        Reads { index: self.read_index(longest), rows: self.rows.len(), longest }
     }
 
     /// Room for `count` more slots, the pool grown (doubled, within its limit) when too few are
@@ -300,12 +338,12 @@ impl KvCache {
     }
 
     /// Layer `layer`'s keys and values of every row, `[B, H, S, Dh]`.
-    fn gather(&self, layer: usize, slots: &StepSlots) -> KeyValue {
+    fn gather(&self, layer: usize, reads: &Reads) -> KeyValue {
         let pool = self.layers[layer].as_ref().expect("every layer's pool between passes");
-        let shape = [slots.rows, self.heads, slots.longest, self.head_dim];
+        let shape = [reads.rows, self.heads, reads.longest, self.head_dim];
         KeyValue {
-            keys: pool.keys.clone().select(0, slots.reads.clone()).reshape(shape),
-            values: pool.values.clone().select(0, slots.reads.clone()).reshape(shape),
+            keys: pool.keys.clone().select(0, reads.index.clone()).reshape(shape),
+            values: pool.values.clone().select(0, reads.index.clone()).reshape(shape),
         }
     }
 }

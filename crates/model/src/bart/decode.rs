@@ -1,7 +1,10 @@
 //! BART as a [`Decoder`] for the shared search loop: the encoder runs once per input, its
-//! cross-attention keys/values are computed once and reused, and the decoder's cache lives here.
+//! cross-attention keys/values are computed once and reused, and the decoder's cache lives here
+//! (both in [`KvCache`]s, so beams reorder without copying keys).
 
 use super::{Bart, BartPrefix, DecoderState};
+use crate::kv::KvCache;
+use crate::past::Past;
 use crate::generate::{generate, Decoder, GenerateConfig, Generated};
 use crate::nn::Dropout;
 use crate::ModelError;
@@ -9,13 +12,27 @@ use burn::tensor::Tensor;
 
 pub struct BartSearch<'a> {
     model: &'a Bart,
-    state: Option<DecoderState>,
+    /// The decoder prefix and every token fed so far, per row, written in place.
+    cache: KvCache,
+    /// The cross-attention memory (cross prefix, encoder keys) per row.
+    cross: KvCache,
+    /// The next token's position (the same for every row of a search).
+    position: usize,
 }
 
 impl<'a> BartSearch<'a> {
-    /// A search over `state`'s rows (one per input × beam).
-    pub fn new(model: &'a Bart, state: DecoderState) -> Self {
-        Self { model, state: Some(state) }
+    /// A search over `state`'s rows (one per input; the search expands them to its beams).
+    pub fn new(model: &'a Bart, state: DecoderState) -> Result<Self, ModelError> {
+        let rows = state.rows();
+        let mut cross = model.kv_cache(rows * state.cross.len(), u32::MAX as usize);
+        cross.push(state.cross)?;
+        let prefix_len = state.self_attn.as_ref().map_or(0, Past::len);
+        let mut cache = model.kv_cache(rows * (prefix_len + 64), u32::MAX as usize);
+        match state.self_attn {
+            Some(prefix) => cache.push(prefix)?,
+            None => cache.push_empty(rows),
+        }
+        Ok(Self { model, cache, cross, position: state.tokens })
     }
 }
 
@@ -24,18 +41,17 @@ impl Decoder for BartSearch<'_> {
         if mask.iter().flatten().any(|&m| m < 0.5) {
             return Err(ModelError::Input("BART's decoder prompts must not be padded".into()));
         }
-        let state = self.state.take().ok_or_else(|| ModelError::Input("decoder state lost after an error".into()))?;
-        let (hidden, state) = self.model.decode_tokens(ids, state, Dropout::default())?;
-        self.state = Some(state);
+        let positions = vec![self.position; ids.len()];
+        let hidden = self.model.decode_cached(ids, &positions, &mut self.cache, &self.cross, Dropout::default())?;
+        self.position += ids.first().map_or(0, Vec::len);
         // Only the last position feeds the next token: the LM head runs there alone.
         let seq = hidden.dims()[1];
         Ok(self.model.logits(hidden.narrow(1, seq - 1, 1)).squeeze_dim::<2>(1))
     }
 
     fn reorder(&mut self, rows: &[usize]) -> Result<(), ModelError> {
-        if let Some(state) = self.state.take() {
-            self.state = Some(state.select_rows(rows, &self.model.device()));
-        }
+        self.cache.keep(rows);
+        self.cross.keep(rows);
         Ok(())
     }
 }
@@ -68,7 +84,7 @@ pub fn generate_bart(model: &Bart, inputs: &[Vec<u32>], prefix: &BartPrefix, dec
     state.tokens = decoder_offset;
     // The encoder ran once per input; the search expands the decoder's state to the beams.
     let prompts = vec![vec![start]; inputs.len()];
-    generate(&mut BartSearch::new(model, state), &prompts, config)
+    generate(&mut BartSearch::new(model, state)?, &prompts, config)
 }
 
 /// Right-pads rows to one length (BART's encoder inputs are right-padded) and their masks.

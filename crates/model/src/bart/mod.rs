@@ -19,6 +19,7 @@ pub use model::{Attention, Bart, DecoderLayer, Embeddings, EncoderLayer, FeedFor
 use burn::tensor::{Device, Tensor};
 
 use crate::attention::attention_bias;
+use crate::kv::{Appended, KvCache};
 use crate::nn::Dropout;
 use crate::past::Past;
 use crate::tensors::ints;
@@ -173,9 +174,49 @@ impl Bart {
         let cross_bias = attention_bias(&state.cross.mask, len, false, &device); // [B, 1, T, S_cross]
         let input = ints(ids.iter().flatten().map(|&id| id as i64).collect(), [rows, len], &device);
         let positions = position_ids(rows, state.tokens, len, &device);
-        let (hidden, layers) = self.decode(input, positions, past_layers, &state.cross.layers, self_bias, cross_bias, dropout);
-        let state = DecoderState { self_attn: Some(Past { layers, mask: key_mask }), cross: state.cross, tokens: state.tokens + len };
+        let mut store = Appended::new(past_layers, self.decoder_layers.len());
+        let hidden = self.decode(input, positions, &mut store, &state.cross.layers, self_bias, cross_bias, dropout);
+        let state = DecoderState { self_attn: Some(Past { layers: store.presents, mask: key_mask }), cross: state.cross, tokens: state.tokens + len };
         Ok((hidden, state))
+    }
+
+    /// [`Bart::decode_tokens`] for rows whose decoder keys (prefix, tokens so far) are in
+    /// `cache`, written in place, and whose cross-attention memory is `cross`'s rows; row b's
+    /// tokens start at position `positions[b]`. Returns hidden states `[B, T, D]`.
+    pub fn decode_cached(&self, ids: &[Vec<u32>], positions: &[usize], cache: &mut KvCache, cross: &KvCache, dropout: Dropout) -> Result<Tensor<3>, ModelError> {
+        let (rows, len) = self.check_ids("decoder input", ids)?;
+        if cache.rows() != rows || cross.rows() != rows || positions.len() != rows {
+            return Err(ModelError::Input(format!(
+                "decoder input has {rows} rows but the decoder cache has {}, the cross memory {} and the positions {}",
+                cache.rows(),
+                cross.rows(),
+                positions.len()
+            )));
+        }
+        if let Some(&last) = positions.iter().max().filter(|&&p| p + len > self.config.max_position_embeddings) {
+            return Err(ModelError::Input(format!(
+                "decoder sequence too long: {} positions but the model's max_position_embeddings is {}",
+                last + len,
+                self.config.max_position_embeddings
+            )));
+        }
+        let device = self.device();
+        let new = vec![vec![1.0; len]; rows];
+        let key_mask: Vec<Vec<f32>> = (0..rows).map(|row| [cache.mask(row), &new[row]].concat()).collect();
+        let self_bias = attention_bias(&key_mask, len, true, &device); // [B, 1, T, S]
+        let cross_bias = attention_bias(&cross.masks(), len, false, &device); // [B, 1, T, S_cross]
+        let input = ints(ids.iter().flatten().map(|&id| id as i64).collect(), [rows, len], &device);
+        let positions = ints(positions.iter().flat_map(|&from| (from..from + len).map(|p| p as i64)).collect(), [rows, len], &device);
+        let mut store = cache.step(&new)?;
+        Ok(self.decode(input, positions, &mut store, &cross.read(), self_bias, cross_bias, dropout))
+    }
+
+    /// A KV cache shaped for the decoder's layers (its self-attention keys, or its
+    /// cross-attention memory), room for `capacity` tokens before it grows, never more than
+    /// `limit`.
+    pub fn kv_cache(&self, capacity: usize, limit: usize) -> KvCache {
+        let attention = &self.decoder_layers[0].self_attn;
+        KvCache::new(self.decoder_layers.len(), attention.n_head, attention.head_dim, capacity, limit, &self.device())
     }
 
     /// Teacher forcing: the decoder's hidden states `[B, T, D]` for `decoder_ids` given the

@@ -6,6 +6,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{module::embedding, Int, Tensor};
 
 use crate::attention::{apply_dropout, attend, KeyValue};
+use crate::kv::{KvMemory, KvStore};
 use crate::nn::{Activation, Dropout, LayerNorm, Linear};
 
 /// Multi-head attention with separate projections (PyTorch `nn.Linear`s, stored `[in, out]`).
@@ -100,25 +101,23 @@ pub struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    /// `past`: this layer's decoder prefix and cached keys/values; `cross`: its cross-attention
-    /// prefix and the encoder's keys/values. Returns the output and past + current keys/values.
+    /// Self-attention over `store`'s keys of layer `layer` (decoder prefix, cache) and the
+    /// current ones; cross-attention over `cross`'s (cross prefix, encoder keys).
+    #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
         x: Tensor<3>,
-        past: Option<KeyValue>,
-        cross: &KeyValue,
+        store: &mut dyn KvStore,
+        cross: &dyn KvMemory,
+        layer: usize,
         self_bias: Tensor<4>,
         cross_bias: Tensor<4>,
         dropout: Dropout,
-    ) -> (Tensor<3>, KeyValue) {
-        let current = self.self_attn.keys_values(x.clone());
-        let present = match past {
-            Some(past) => past.append(current),
-            None => current,
-        };
+    ) -> Tensor<3> {
+        let present = store.extend(layer, self.self_attn.keys_values(x.clone()));
         let x = self.self_attn_layer_norm.forward(x.clone() + self.self_attn.forward(x, &present, self_bias, dropout));
-        let x = self.encoder_attn_layer_norm.forward(x.clone() + self.encoder_attn.forward(x, cross, cross_bias, dropout));
-        (self.final_layer_norm.forward(x.clone() + self.ffn.forward(x, dropout)), present)
+        let x = self.encoder_attn_layer_norm.forward(x.clone() + self.encoder_attn.forward(x, &cross.layer(layer), cross_bias, dropout));
+        self.final_layer_norm.forward(x.clone() + self.ffn.forward(x, dropout))
     }
 }
 
@@ -173,29 +172,25 @@ impl Bart {
         self.decoder_layers.iter().map(|layer| layer.encoder_attn.keys_values(encoded.clone())).collect()
     }
 
-    /// The decoder over `ids` `[B, T]`; `past[l]` (prefix and cache) precedes layer l's keys,
-    /// `cross[l]` is what its cross-attention reads. Biases: self `[B, 1, T, S]`, cross
-    /// `[B, 1, T, S_cross]`. Returns hidden states `[B, T, D]` and each layer's past + current.
+    /// The decoder over `ids` `[B, T]`: layer l's self-attention reads `store`'s earlier keys
+    /// (prefix and cache) and adds the current ones, its cross-attention reads `cross`.
+    /// Biases: self `[B, 1, T, S]`, cross `[B, 1, T, S_cross]`. Returns `[B, T, D]`.
+    #[allow(clippy::too_many_arguments)]
     pub fn decode(
         &self,
         ids: Tensor<2, Int>,
         positions: Tensor<2, Int>,
-        past: Option<Vec<KeyValue>>,
-        cross: &[KeyValue],
+        store: &mut dyn KvStore,
+        cross: &dyn KvMemory,
         self_bias: Tensor<4>,
         cross_bias: Tensor<4>,
         dropout: Dropout,
-    ) -> (Tensor<3>, Vec<KeyValue>) {
+    ) -> Tensor<3> {
         let mut x = self.embed(&self.decoder_embeddings, ids, positions, dropout);
-        let mut past = past.map(Vec::into_iter);
-        let mut presents = Vec::with_capacity(self.decoder_layers.len());
-        for (layer, cross) in self.decoder_layers.iter().zip(cross) {
-            let layer_past = past.as_mut().and_then(Iterator::next);
-            let (next, present) = layer.forward(x, layer_past, cross, self_bias.clone(), cross_bias.clone(), dropout);
-            x = next;
-            presents.push(present);
+        for (index, layer) in self.decoder_layers.iter().enumerate() {
+            x = layer.forward(x, store, cross, index, self_bias.clone(), cross_bias.clone(), dropout);
         }
-        (x, presents)
+        x
     }
 
     /// Logits through the head tied to the shared embeddings, plus `final_logits_bias`:
