@@ -1,10 +1,11 @@
 //! The continuous batch: one thread owns the frozen model and decodes every running request one
-//! token per step, whatever its prefix. (An encoder-decoder's requests, and beam searches, are
-//! decoded one at a time by the same thread, as `generate` decodes them.)
+//! token per step, whatever its prefix — GPT-2's, or BART's with each row's own encoder,
+//! decoder and cross-attention prefix. (Beam searches are decoded one at a time by the same
+//! thread, as `generate` decodes them.)
 //!
 //! The KV cache is written in place ([`KvCache`]): a request joins at the next step with its
-//! prompt prefilled alone behind its own prefix and written into its own slots, so nobody
-//! else's keys are copied; it leaves when it is done or its client is gone, and its slots are
+//! prompt prefilled alone behind its own prefix (BART: encoded alone, its cross-attention
+//! memory and decoder prefix written into their own slots), so nobody else's keys are copied; it leaves when it is done or its client is gone, and its slots are
 //! free again. A request is admitted only when every token it may come to hold (prefix,
 //! prompt, completion) fits beside what the running ones may still take: `--kv-cache-tokens`
 //! bounds the cache, and a request that does not fit waits. No autodiff graph: the model lives
@@ -15,12 +16,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prefix_tune_data::Tokenizer;
-use prefix_tune_model::generate::{next_token, EarlyStopping, GenerateConfig, Sampling};
+use prefix_tune_model::generate::{next_token, EarlyStopping, GenerateConfig, LogitsProcessor, Sampling};
 use prefix_tune_model::gpt2::generate_gpt2;
 use prefix_tune_model::nn::Dropout;
 use prefix_tune_model::tensors::last_logits;
 use prefix_tune_model::bart::{generate_bart, BartPrefix};
-use prefix_tune_model::{Bart, Gpt2, KvCache, Past};
+use prefix_tune_model::{Bart, Gpt2, KvCache, ModelError, Past};
 use rand::{rngs::StdRng, SeedableRng};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -101,8 +102,59 @@ struct Row {
     rng: Option<StdRng>,
     /// The token to feed at the next step.
     next: u32,
-    /// Tokens it may come to hold in the KV cache: prefix, prompt and completion.
+    /// Its next token's position (BART's decoder; GPT-2's come from its cache).
+    position: usize,
+    /// Tokens it may come to hold in the (decoder's) KV cache: prefix, prompt and completion.
     budget: usize,
+    /// The checkpoint's logits processors (BART's `generate` defaults), and the decoder
+    /// prompt they count from (BART: the start token).
+    processors: Vec<LogitsProcessor>,
+    start: Vec<u32>,
+}
+
+impl Row {
+    fn new(job: Job, budget: usize) -> Self {
+        let rng = job.sampling.map(|s| StdRng::seed_from_u64(s.seed));
+        Row { job, generated: Vec::new(), sent: 0, rng, next: 0, position: 0, budget, processors: Vec::new(), start: Vec::new() }
+    }
+}
+
+/// The running batch's keys and values.
+enum Caches {
+    Gpt2(KvCache),
+    /// BART's decoder keys (prefix, tokens fed) and cross-attention memory (cross prefix,
+    /// encoder keys), row for row.
+    Bart { decoder: KvCache, cross: KvCache },
+}
+
+impl Caches {
+    /// The cache that grows as rows decode.
+    fn growing(&self) -> &KvCache {
+        match self {
+            Caches::Gpt2(cache) | Caches::Bart { decoder: cache, .. } => cache,
+        }
+    }
+
+    fn keep(&mut self, rows: &[usize]) {
+        match self {
+            Caches::Gpt2(cache) => cache.keep(rows),
+            Caches::Bart { decoder, cross } => {
+                decoder.keep(rows);
+                cross.keep(rows);
+            }
+        }
+    }
+
+    /// Room for a row that may hold `budget` growing tokens and `fixed` in cross memory,
+    /// beside what the running `rows` may still take.
+    fn fits(&self, budget: usize, fixed: usize, rows: &[Row]) -> bool {
+        let cross_fits = match self {
+            Caches::Gpt2(_) => true,
+            Caches::Bart { cross, .. } => fixed <= cross.available(),
+        };
+        let growing = self.growing();
+        cross_fits && budget + still_to_take(rows, growing) <= growing.available()
+    }
 }
 
 pub struct Engine {
@@ -124,9 +176,10 @@ impl Engine {
     /// Runs until every sender of `jobs` is gone.
     pub fn run(self, jobs: Receiver<Job>) {
         let mut rows: Vec<Row> = Vec::new();
-        let mut cache = match &self.model {
-            ServedModel::Gpt2(model) => Some(model.kv_cache(self.max_batch * 128, self.kv_cache_tokens)),
-            ServedModel::Bart(..) => None,
+        let (capacity, limit) = (self.max_batch * 128, self.kv_cache_tokens);
+        let mut caches = match &self.model {
+            ServedModel::Gpt2(model) => Caches::Gpt2(model.kv_cache(capacity, limit)),
+            ServedModel::Bart(model, _) => Caches::Bart { decoder: model.kv_cache(capacity, limit), cross: model.kv_cache(capacity, limit) },
         };
         // A request whose tokens do not fit in the cache yet: it joins first once they do.
         let mut waiting: Option<Job> = None;
@@ -141,37 +194,30 @@ impl Engine {
                         None => break,
                     },
                 };
-                let (ServedModel::Gpt2(model), Some(cache)) = (&self.model, cache.as_mut()) else {
-                    self.alone(job);
-                    continue;
-                };
                 if job.beam.is_some() {
                     self.alone(job);
                     continue;
                 }
-                let budget = job.prefix.as_deref().map_or(0, Served::len) + job.prompt.len() + job.max_tokens;
-                if budget > self.kv_cache_tokens {
-                    let why = format!("this request may hold {budget} tokens (prefix, prompt and max_tokens) but the KV cache holds {} (--kv-cache-tokens)", self.kv_cache_tokens);
+                let (budget, fixed) = self.tokens_held(&job);
+                if budget.max(fixed) > self.kv_cache_tokens {
+                    let why = format!("this request may hold {} tokens (prefix, prompt and max_tokens) but the KV cache holds {} (--kv-cache-tokens)", budget.max(fixed), self.kv_cache_tokens);
                     let _ = job.events.send(Event::Error(why));
                     continue;
                 }
-                if budget > cache.available() - still_to_take(&rows, cache) {
+                if !caches.fits(budget, fixed, &rows) {
                     waiting = Some(job);
                     break;
                 }
-                if let Some(row) = self.prefill(model, job, budget, cache) {
+                if let Some(row) = self.join(job, budget, &mut caches) {
                     rows.push(row);
                 }
             }
             self.metrics.batch_size(rows.len());
-            if let Some(cache) = &cache {
-                self.metrics.kv_cache(cache.used(), self.kv_cache_tokens);
-            }
+            self.metrics.kv_cache(caches.growing().used(), self.kv_cache_tokens);
             if rows.is_empty() {
                 continue;
             }
-            let (ServedModel::Gpt2(model), Some(cache)) = (&self.model, cache.as_mut()) else { unreachable!("only GPT-2 rows join the batch") };
-            self.step(model, &mut rows, cache);
+            self.step(&mut rows, &mut caches);
             if !self.throttle.is_zero() {
                 std::thread::sleep(self.throttle);
             }
@@ -196,54 +242,88 @@ impl Engine {
         Some(received)
     }
 
-    /// The prompt behind its prefix, alone, written into its own slots of `cache`; its first
-    /// token sent.
-    fn prefill(&self, model: &Gpt2, job: Job, budget: usize, cache: &mut KvCache) -> Option<Row> {
-        let prefix = decoder_past(job.prefix.as_deref());
-        let mask = vec![vec![1.0; job.prompt.len()]];
-        let prefilled = model.forward_tokens(&[job.prompt.clone()], &mask, prefix, Dropout::default()).and_then(|(hidden, past)| {
-            cache.push(past)?;
-            Ok(hidden)
-        });
-        let hidden = match prefilled {
-            Ok(hidden) => hidden,
-            Err(e) => {
-                let _ = job.events.send(Event::Error(e.to_string()));
-                return None;
+    /// The tokens `job` may come to hold in the growing cache (GPT-2: prefix, prompt and
+    /// completion; BART's decoder: its prefix, the start token and completion), and in BART's
+    /// cross memory (cross prefix and prompt).
+    fn tokens_held(&self, job: &Job) -> (usize, usize) {
+        match job.prefix.as_deref() {
+            Some(Served::Seq2Seq(sets, _)) => {
+                let len = |set: &Option<Past>| set.as_ref().map_or(0, Past::len);
+                (len(&sets.decoder) + 1 + job.max_tokens, len(&sets.cross) + job.prompt.len())
             }
+            prefix if matches!(self.model, ServedModel::Bart(..)) => (1 + job.max_tokens, job.prompt.len() + prefix.map_or(0, Served::len)),
+            prefix => (prefix.map_or(0, Served::len) + job.prompt.len() + job.max_tokens, 0),
+        }
+    }
+
+    /// Prefills `job` alone behind its own prefix into its own slots of `caches`; GPT-2's
+    /// first token is sent here, BART's comes with the next step (its start token fed).
+    fn join(&self, job: Job, budget: usize, caches: &mut Caches) -> Option<Row> {
+        let mut row = Row::new(job, budget);
+        let joined = match (&self.model, caches) {
+            (ServedModel::Gpt2(model), Caches::Gpt2(cache)) => self.prefill_gpt2(model, &mut row, cache),
+            (ServedModel::Bart(model, defaults), Caches::Bart { decoder, cross }) => prefill_bart(model, defaults, &mut row, decoder, cross),
+            _ => unreachable!("the caches are made for the served model"),
         };
+        match joined {
+            Ok(alive) => alive.then_some(row),
+            Err(e) => {
+                let _ = row.job.events.send(Event::Error(e.to_string()));
+                None
+            }
+        }
+    }
+
+    /// GPT-2: the prompt behind its prefix, alone, written into its own slots; its first token
+    /// sent. False when that token ended it.
+    fn prefill_gpt2(&self, model: &Gpt2, row: &mut Row, cache: &mut KvCache) -> Result<bool, ModelError> {
+        let prefix = decoder_past(row.job.prefix.as_deref());
+        let mask = vec![vec![1.0; row.job.prompt.len()]];
+        let (hidden, past) = model.forward_tokens(&[row.job.prompt.clone()], &mask, prefix, Dropout::default())?;
+        cache.push(past)?;
         let seq = hidden.dims()[1];
         let mut logits = last_logits(model.logits(hidden.narrow(1, seq - 1, 1)));
-        let rng = job.sampling.map(|s| StdRng::seed_from_u64(s.seed));
-        let mut row = Row { job, generated: Vec::new(), sent: 0, rng, next: 0, budget };
-        if self.emit(&mut row, &mut logits[0]) {
-            return Some(row);
+        if self.emit(row, &mut logits[0]) {
+            return Ok(true);
         }
         // Done at its first token: its slots go back.
         cache.keep(&(0..cache.rows() - 1).collect::<Vec<_>>());
-        None
+        Ok(false)
     }
 
     /// One decoding step of every row; finished rows leave the batch and free their slots.
-    fn step(&self, model: &Gpt2, rows: &mut Vec<Row>, cache: &mut KvCache) {
+    fn step(&self, rows: &mut Vec<Row>, caches: &mut Caches) {
         let ids: Vec<Vec<u32>> = rows.iter().map(|r| vec![r.next]).collect();
-        let ones = vec![vec![1.0]; rows.len()];
-        let hidden = match model.forward_cached(&ids, &ones, cache, Dropout::default()) {
-            Ok(hidden) => hidden,
+        let logits = match (&self.model, &mut *caches) {
+            (ServedModel::Gpt2(model), Caches::Gpt2(cache)) => {
+                model.forward_cached(&ids, &vec![vec![1.0]; rows.len()], cache, Dropout::default()).map(|hidden| model.logits(hidden))
+            }
+            (ServedModel::Bart(model, _), Caches::Bart { decoder, cross }) => {
+                let positions: Vec<usize> = rows.iter().map(|r| r.position).collect();
+                model.decode_cached(&ids, &positions, decoder, cross, Dropout::default()).map(|hidden| model.logits(hidden))
+            }
+            _ => unreachable!("the caches are made for the served model"),
+        };
+        let mut logits = match logits {
+            Ok(logits) => last_logits(logits),
             Err(e) => {
                 for row in rows.drain(..) {
                     let _ = row.job.events.send(Event::Error(e.to_string()));
                 }
-                cache.keep(&[]);
+                caches.keep(&[]);
                 return;
             }
         };
-        let mut logits = last_logits(model.logits(hidden));
-        let keep: Vec<usize> = (0..rows.len()).filter(|&i| self.emit(&mut rows[i], &mut logits[i])).collect();
+        let keep: Vec<usize> = (0..rows.len())
+            .filter(|&i| {
+                rows[i].position += 1;
+                self.emit(&mut rows[i], &mut logits[i])
+            })
+            .collect();
         if keep.len() == rows.len() {
             return;
         }
-        cache.keep(&keep);
+        caches.keep(&keep);
         let mut index = 0;
         rows.retain(|_| {
             index += 1;
@@ -251,8 +331,8 @@ impl Engine {
         });
     }
 
-    /// A request decoded alone, as `generate` decodes it (a beam search, or any request to an
-    /// encoder-decoder), then its tokens sent as a stream would send them.
+    /// A beam search, decoded alone as `generate --num-beams` decodes it, then its tokens sent
+    /// as a stream would send them.
     fn alone(&self, job: Job) {
         let mut config = match &self.model {
             ServedModel::Gpt2(model) => GenerateConfig { pad_token_id: model.config.pad(), ..GenerateConfig::new(self.eos) },
@@ -276,7 +356,8 @@ impl Engine {
                 return;
             }
         };
-        let mut row = Row { job, generated: Vec::new(), sent: 0, rng: None, next: 0, budget: 0 };
+        let mut row = Row::new(job, 0);
+        row.rng = None;
         for id in ids {
             if !self.send(&mut row, id, None) {
                 return;
@@ -297,6 +378,12 @@ impl Engine {
     /// Picks the row's next token from `logits` and sends it; false when the row is done (or
     /// its client left).
     fn emit(&self, row: &mut Row, logits: &mut [f32]) -> bool {
+        if !row.processors.is_empty() {
+            let sequence = [row.start.as_slice(), &row.generated].concat();
+            for processor in &row.processors {
+                processor.apply(logits, &sequence, row.generated.len());
+            }
+        }
         row.job.penalties.apply(logits, &row.generated);
         // The distribution the token is chosen from, before sampling reshapes it in place.
         let before = row.job.logprobs.map(|_| logits.to_vec());
@@ -343,6 +430,31 @@ impl Engine {
         let _ = row.job.events.send(done);
         self.metrics.finished(&row.job.prefix_name, row.job.arrived.elapsed());
     }
+}
+
+/// BART: the document encoded alone behind the row's encoder prefix, its cross-attention
+/// memory (cross prefix, encoder keys) and its decoder prefix written into their own slots;
+/// the start token is fed at the next step, at the decoder's first position (P for a PEFT
+/// adapter), with the checkpoint's logits processors as `generate` applies them.
+fn prefill_bart(model: &Bart, defaults: &GenerateConfig, row: &mut Row, decoder: &mut KvCache, cross: &mut KvCache) -> Result<bool, ModelError> {
+    let (sets, offset) = match row.job.prefix.as_deref() {
+        Some(Served::Seq2Seq(sets, offset)) => (sets.clone(), *offset),
+        _ => (BartPrefix::default(), 0),
+    };
+    let start = defaults.decoder_start_token_id.ok_or_else(|| ModelError::Input("an encoder-decoder model needs decoder_start_token_id".into()))?;
+    let memory = model.encode_tokens(&[row.job.prompt.clone()], &[vec![1.0; row.job.prompt.len()]], &sets, Dropout::default())?;
+    cross.push(memory)?;
+    let pushed = match sets.decoder {
+        Some(prefix) => decoder.push(prefix),
+        None => Ok(decoder.push_empty(1)),
+    };
+    if let Err(e) = pushed {
+        cross.keep(&(0..cross.rows() - 1).collect::<Vec<_>>());
+        return Err(e);
+    }
+    let config = GenerateConfig { max_new_tokens: row.job.max_tokens, ..defaults.clone() };
+    (row.next, row.position, row.processors, row.start) = (start, offset, config.processors(), vec![start]);
+    Ok(true)
 }
 
 /// Slots the running rows may still take: each row's budget less what it holds.

@@ -44,7 +44,6 @@ use access::{Keys, BASE};
 use api::{ApiError, CompletionRequest, Prompt, DEFAULT_MAX_TOKENS};
 use engine::{Engine, Event, Job, Served, ServedModel};
 use metrics::Metrics;
-use penalties::Penalties;
 use registry::{Lookup, Registry};
 
 #[derive(Args, Debug)]
@@ -330,9 +329,6 @@ impl Server {
         self.check_positions(prefix.as_deref(), prompt.len(), max_tokens)?;
         let penalties = request.penalties(self.vocab_size)?;
         let logprobs = request.logprobs.map(|n| n as usize);
-        if self.encoder_decoder && (logprobs.is_some() || penalties != Penalties::default()) {
-            return Err(ApiError::bad_request("logprobs, presence_penalty, frequency_penalty and logit_bias are not implemented for encoder-decoder (BART) models"));
-        }
         let sampling = request.sampling()?;
         let beam = request.beam()?;
         Ok(Job { prompt, prefix, prefix_name: request.model.clone(), max_tokens, sampling, penalties, logprobs, beam, stop: request.stops(), events, arrived: Instant::now() })

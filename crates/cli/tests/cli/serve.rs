@@ -606,7 +606,8 @@ fn bart_serves_its_three_prefix_sets_and_peft_adapters_as_generate() {
     for file in ["adapter_config.json", "adapter_model.safetensors"] {
         std::fs::copy(fixtures().join("bart-a/peft/adapter").join(file), peft.join(file)).unwrap();
     }
-    let server = spawn("bart-a", &root, &["--api-key", KEY], &[], &[]);
+    // A slow step lets requests queue up and join the batch together.
+    let server = spawn("bart-a", &root, &["--api-key", KEY], &["--throttle-ms", "20"], &[]);
     let model = fixtures().join("bart-a");
 
     let prompts = super::bart::prompt_ids();
@@ -645,6 +646,21 @@ fn bart_serves_its_three_prefix_sets_and_peft_adapters_as_generate() {
             .collect();
         handles.into_iter().for_each(|h| h.join().unwrap());
     });
-    let (status, text) = post(&server, "/v1/completions", r#"{"model": "three", "prompt": [5, 6], "logprobs": 1}"#);
-    assert!(status == 400 && text.contains("encoder-decoder"), "{text}");
+    let metrics = answer(ureq::get(&format!("{}/metrics", server.url)).set("Authorization", &format!("Bearer {KEY}")).call()).1;
+    let most: usize = metrics.lines().find_map(|l| l.strip_prefix("prefix_tune_batch_size_max ")).unwrap().parse().unwrap();
+    assert!(most >= 3, "BART requests on different prefixes never decoded together: {most} rows at most");
+
+    // Logprobs and penalties, in the batch: the checkpoint forces `<s>` (0) first, so its
+    // log-probability is 0; logit_bias then forces token 7 until the forced `</s>` at the last.
+    let body = serde_json::json!({ "model": "three", "prompt": [5, 6, 9], "max_tokens": 4, "temperature": 0, "logprobs": 2, "logit_bias": { "7": 100 }, "return_token_ids": true });
+    let (status, text) = post(&server, "/v1/completions", &body.to_string());
+    assert_eq!(status, 200, "{text}");
+    let choice = &json(&text)["choices"][0];
+    let ids: Vec<u64> = serde_json::from_value(choice["token_ids"].clone()).unwrap();
+    assert_eq!(ids, [0, 7, 7], "{text}");
+    let logprobs: Vec<f64> = serde_json::from_value(choice["logprobs"]["token_logprobs"].clone()).unwrap();
+    assert_eq!(logprobs.len(), 3);
+    assert_eq!(logprobs[0], 0.0, "a forced token is certain");
+    assert!(logprobs[1..].iter().all(|&l| l > -1e-3 && l <= 0.0), "a +100 bias makes the token all but certain: {logprobs:?}");
+    assert_eq!(choice["finish_reason"], "stop", "the checkpoint's forced </s> ends it at max_tokens");
 }
