@@ -1,6 +1,8 @@
 //! `prefix-tune bench serve`: a `serve` process on loopback, clients over HTTP. Throughput,
 //! latency and time to first token for: one request at a time, N clients on one prefix, and N
-//! clients each on a random one of many prefixes (the mixed-prefix batch).
+//! clients each on a random one of many prefixes (the mixed-prefix batch); then every prefix
+//! used once, and the server's resident memory beside the model's and the prefixes' own bytes.
+//! GPT-2 or BART (BART's prefixes: three sets of P each).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -12,13 +14,13 @@ use clap::Args;
 use clap::ValueEnum;
 use prefix_tune_model::bf16::Dtype;
 use prefix_tune_model::backend::{self, Backend};
-use prefix_tune_model::load_gpt2;
-use prefix_tune_prefix::{save_export, Init, Layout, PrefixConfig, Reparam};
+use prefix_tune_model::{load_bart, load_gpt2, model_kind, ModelKind};
+use prefix_tune_prefix::{save_bart_export, BartLayout, BartPrefixSets, save_export, Init, Layout, PrefixConfig, Reparam};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct ServeBenchArgs {
-    /// A GPT-2 model directory or hub name.
+    /// A GPT-2 or BART model directory or hub name.
     #[arg(long)]
     model: String,
     /// Concurrent clients.
@@ -46,18 +48,52 @@ impl Drop for Server {
     }
 }
 
-/// Writes `count` random flat prefixes (P = 5..15) for `model` under `dir`.
-fn random_prefixes(model: &str, dir: &Path, count: usize, backend: Option<Backend>) -> Result<()> {
+/// What the benchmark's model holds: its parameters' bytes, and its prefixes' (all of them).
+struct Footprint {
+    model_bytes: u64,
+    prefix_bytes: u64,
+}
+
+/// Writes `count` random flat prefixes (P = 5..15; BART: three sets of that P) for `model`
+/// under `dir`.
+fn random_prefixes(model: &str, dir: &Path, count: usize, backend: Option<Backend>) -> Result<Footprint> {
     let device = backend::device_for(backend)?;
     let model_dir = prefix_tune_model::hub::resolve_model(model)?;
-    let gpt2 = load_gpt2(&model_dir, &device)?;
-    let layout = Layout::gpt2(&gpt2.config);
-    for i in 0..count {
-        let config = PrefixConfig { length: 5 + i % 11, reparam: Reparam::Flat, dropout: 0.0, init: Init::Random, placement: Default::default() };
-        let prefix = config.init(layout, &device)?;
-        save_export(&prefix, Some(model), "gpt2", &dir.join(format!("p{i:03}")))?;
-    }
-    Ok(())
+    let config = |length| PrefixConfig { length, reparam: Reparam::Flat, dropout: 0.0, init: Init::Random, placement: Default::default() };
+    let size = |weights: &[prefix_tune_model::burn::tensor::Tensor<2>]| weights.iter().map(|w| w.shape().num_elements() as u64 * 4).sum::<u64>();
+    let mut prefix_bytes = 0;
+    let model_bytes = match model_kind(&model_dir)? {
+        ModelKind::Gpt2 => {
+            let gpt2 = load_gpt2(&model_dir, &device)?;
+            let layout = Layout::gpt2(&gpt2.config);
+            for i in 0..count {
+                let prefix = config(5 + i % 11).init(layout, &device)?;
+                prefix_bytes += size(&[prefix.activations()]);
+                save_export(&prefix, Some(model), "gpt2", &dir.join(format!("p{i:03}")))?;
+            }
+            prefix_tune_model::burn::module::Module::num_params(&gpt2) as u64 * 4
+        }
+        ModelKind::Bart => {
+            let bart = load_bart(&model_dir, &device)?;
+            let layout = BartLayout::of(&bart.config);
+            for i in 0..count {
+                let set = config(5 + i % 11);
+                let sets = BartPrefixSets::init([Some(&set), Some(&set), Some(&set)], layout, &device)?;
+                let activations: Vec<_> = [&sets.encoder, &sets.decoder, &sets.cross].iter().filter_map(|p| p.as_ref().map(|p| p.activations())).collect();
+                prefix_bytes += size(&activations);
+                save_bart_export(&sets, Some(model), &dir.join(format!("p{i:03}")))?;
+            }
+            prefix_tune_model::burn::module::Module::num_params(&bart) as u64 * 4
+        }
+    };
+    Ok(Footprint { model_bytes, prefix_bytes })
+}
+
+/// The server's resident and peak resident memory, MiB (Linux; `None` elsewhere).
+fn resident_mib(pid: u32) -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok()).map(|kb| kb / 1024.0);
+    Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 fn start(model: &str, prefixes: &Path, backend: Option<Backend>, dtype: Dtype, max_batch: usize) -> Result<Server> {
@@ -141,20 +177,31 @@ fn scenario(url: &str, clients: usize, requests: usize, args: &ServeBenchArgs, m
 pub fn run(args: ServeBenchArgs, backend: Option<Backend>, dtype: Dtype) -> Result<()> {
     let dir: PathBuf = std::env::temp_dir().join(format!("prefix-tune-bench-serve-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| CliError::io(&dir, e))?;
-    random_prefixes(&args.model, &dir, args.prefixes.max(1), backend)?;
     let count = args.prefixes.max(1);
+    let footprint = random_prefixes(&args.model, &dir, count, backend)?;
     let server = start(&args.model, &dir, backend, dtype, args.clients.max(1))?;
+    let started = resident_mib(server.0.id());
     let one = |_: usize| "p000".to_string();
     let mixed = |i: usize| format!("p{:03}", (i * 7919 + 13) % count);
     let serial = scenario(&server.1, 1, (args.requests / 4).max(4), &args, &one)?;
     let single = scenario(&server.1, args.clients, args.requests, &args, &one)?;
     let mixed = scenario(&server.1, args.clients, args.requests, &args, &mixed)?;
+    // Every prefix used once (one token each): all of them resident.
+    let every = |i: usize| format!("p{i:03}");
+    let short = ServeBenchArgs { max_tokens: 1, ..args.clone() };
+    scenario(&server.1, args.clients, count, &short, &every)?;
+    let resident = resident_mib(server.0.id());
     let tps = |v: &serde_json::Value| v["tokens_per_second"].as_f64().unwrap_or(0.0);
+    let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
     let report = serde_json::json!({
         "bench": "serve", "model": args.model, "backend": backend.map(Backend::name), "dtype": dtype, "prefixes": count, "max_tokens": args.max_tokens,
         "one_at_a_time": serial, "one_prefix": single, "mixed_prefixes": mixed,
         "mixed_over_single_throughput": tps(&mixed) / tps(&single).max(1e-9),
         "batching_gain_over_one_at_a_time": tps(&single) / tps(&serial).max(1e-9),
+        "memory_mib": {
+            "model_parameters": mib(footprint.model_bytes), "all_prefixes": mib(footprint.prefix_bytes),
+            "server_rss_at_start": started.map(|m| m.0), "server_rss_every_prefix_resident": resident.map(|m| m.0), "server_peak_rss": resident.map(|m| m.1),
+        },
     });
     println!("{report}");
     drop(server);
