@@ -664,3 +664,37 @@ fn bart_serves_its_three_prefix_sets_and_peft_adapters_as_generate() {
     assert!(logprobs[1..].iter().all(|&l| l > -1e-3 && l <= 0.0), "a +100 bias makes the token all but certain: {logprobs:?}");
     assert_eq!(choice["finish_reason"], "stop", "the checkpoint's forced </s> ends it at max_tokens");
 }
+/// The Python that drives headless Chromium (Playwright; Debian's chromium is the browser):
+/// `$PREFIX_TUNE_PLAYGROUND_PYTHON` (CI sets it after installing both), else `python3` where it
+/// has Playwright and `/usr/bin/chromium` exists; `None` where neither.
+fn playground_python() -> Option<String> {
+    if let Ok(python) = std::env::var("PREFIX_TUNE_PLAYGROUND_PYTHON") {
+        return Some(python);
+    }
+    let has_playwright = Command::new("python3").args(["-c", "import playwright"]).status().is_ok_and(|s| s.success());
+    (has_playwright && std::path::Path::new("/usr/bin/chromium").exists()).then(|| "python3".to_string())
+}
+
+/// The playground in headless Chromium: a model whose answer is markup
+/// (tests/fixtures/gpt2-script answers "Q" with an `<img onerror>` and a `<b>`) shows it as text —
+/// nothing parsed out of it, no script run — and the prefix list shows names as text.
+#[test]
+fn the_playground_shows_model_text_as_text() {
+    let Some(python) = playground_python() else {
+        eprintln!("skipped: no Chromium with Playwright here (CI installs both; see .ci/run)");
+        return;
+    };
+    let expected = reference("gpt2-script")["text"].as_str().unwrap().to_string();
+    assert!(expected.contains("<img") && expected.contains("onerror"));
+    let server = spawn("gpt2-script", &scratch("serve-playground"), &[], &[], &[]);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/playground_check.py");
+    let run = Command::new(&python)
+        .arg(&script)
+        .arg(format!("{}/", server.url))
+        .args(["--prompt", "Q", "--max", "30", "--expect-text", &expected])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    let printed = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    assert!(run.status.success(), "the playground check failed:\n{printed}");
+    assert!(printed.contains("finish: stop"), "{printed}");
+}
