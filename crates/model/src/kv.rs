@@ -17,6 +17,9 @@ use crate::past::Past;
 use crate::tensors::ints;
 use crate::ModelError;
 
+/// A cache's limit when nothing bounds it but slot numbers (`u32`): `generate`'s.
+pub const NO_LIMIT: usize = u32::MAX as usize;
+
 /// Layer by layer, the keys/values each layer's queries attend over.
 pub trait KvStore {
     /// Layer `layer`'s keys and values to attend over, `[B, H, S, Dh]`: the earlier ones, then
@@ -204,6 +207,13 @@ impl KvCache {
             self.holders[*slot as usize] += 1;
         }
         for row in std::mem::replace(&mut self.rows, kept) {
+            self.release(&row.slots);
+        }
+    }
+
+    /// Drops the last row (one that joined and is already done); its slots are free again.
+    pub fn pop(&mut self) {
+        if let Some(row) = self.rows.pop() {
             self.release(&row.slots);
         }
     }

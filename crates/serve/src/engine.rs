@@ -165,7 +165,7 @@ pub struct Engine {
     /// Text without the model's special tokens (BART's `<s>`): as `generate` prints it.
     pub skip_special_tokens: bool,
     pub max_batch: usize,
-    /// Tokens the KV cache holds at most (GPT-2's batch).
+    /// Tokens each KV cache holds at most (GPT-2's, BART's decoder keys and its cross memory).
     pub kv_cache_tokens: usize,
     pub metrics: Arc<Metrics>,
     /// A pause after each step (tests only; zero otherwise).
@@ -287,7 +287,7 @@ impl Engine {
             return Ok(true);
         }
         // Done at its first token: its slots go back.
-        cache.keep(&(0..cache.rows() - 1).collect::<Vec<_>>());
+        cache.pop();
         Ok(false)
     }
 
@@ -314,21 +314,20 @@ impl Engine {
                 return;
             }
         };
-        let keep: Vec<usize> = (0..rows.len())
-            .filter(|&i| {
-                rows[i].position += 1;
-                self.emit(&mut rows[i], &mut logits[i])
+        let alive: Vec<bool> = rows
+            .iter_mut()
+            .zip(&mut logits)
+            .map(|(row, logits)| {
+                row.position += 1;
+                self.emit(row, logits)
             })
             .collect();
-        if keep.len() == rows.len() {
+        if alive.iter().all(|&a| a) {
             return;
         }
-        caches.keep(&keep);
-        let mut index = 0;
-        rows.retain(|_| {
-            index += 1;
-            keep.contains(&(index - 1))
-        });
+        caches.keep(&(0..rows.len()).filter(|&i| alive[i]).collect::<Vec<_>>());
+        let mut alive = alive.into_iter();
+        rows.retain(|_| alive.next().unwrap_or(false));
     }
 
     /// A beam search, decoded alone as `generate --num-beams` decodes it, then its tokens sent
@@ -357,7 +356,6 @@ impl Engine {
             }
         };
         let mut row = Row::new(job, 0);
-        row.rng = None;
         for id in ids {
             if !self.send(&mut row, id, None) {
                 return;
@@ -449,7 +447,7 @@ fn prefill_bart(model: &Bart, defaults: &GenerateConfig, row: &mut Row, decoder:
         None => Ok(decoder.push_empty(1)),
     };
     if let Err(e) = pushed {
-        cross.keep(&(0..cross.rows() - 1).collect::<Vec<_>>());
+        cross.pop();
         return Err(e);
     }
     let config = GenerateConfig { max_new_tokens: row.job.max_tokens, ..defaults.clone() };

@@ -21,13 +21,14 @@ pub struct BartSearch<'a> {
 }
 
 impl<'a> BartSearch<'a> {
-    /// A search over `state`'s rows (one per input; the search expands them to its beams).
-    pub fn new(model: &'a Bart, state: DecoderState) -> Result<Self, ModelError> {
+    /// A search over `state`'s rows (one per input; the search expands them to its beams), with
+    /// room for `tokens` decoder tokens per row from the start.
+    pub fn new(model: &'a Bart, state: DecoderState, tokens: usize) -> Result<Self, ModelError> {
         let rows = state.rows();
-        let mut cross = model.kv_cache(rows * state.cross.len(), u32::MAX as usize);
+        let mut cross = model.kv_cache(rows * state.cross.len(), crate::kv::NO_LIMIT);
         cross.push(state.cross)?;
         let prefix_len = state.self_attn.as_ref().map_or(0, Past::len);
-        let mut cache = model.kv_cache(rows * (prefix_len + 64), u32::MAX as usize);
+        let mut cache = model.kv_cache(rows * (prefix_len + tokens), crate::kv::NO_LIMIT);
         match state.self_attn {
             Some(prefix) => cache.push(prefix)?,
             None => cache.push_empty(rows),
@@ -84,7 +85,7 @@ pub fn generate_bart(model: &Bart, inputs: &[Vec<u32>], prefix: &BartPrefix, dec
     state.tokens = decoder_offset;
     // The encoder ran once per input; the search expands the decoder's state to the beams.
     let prompts = vec![vec![start]; inputs.len()];
-    generate(&mut BartSearch::new(model, state)?, &prompts, config)
+    generate(&mut BartSearch::new(model, state, 1 + config.max_new_tokens)?, &prompts, config)
 }
 
 /// Right-pads rows to one length (BART's encoder inputs are right-padded) and their masks.

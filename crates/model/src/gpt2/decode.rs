@@ -34,7 +34,7 @@ impl<'a> Gpt2Decoder<'a> {
         if self.cache.is_none() {
             let prefix_len = self.prefix.as_ref().map_or(0, Past::len);
             let room = self.row_tokens.max(prefix_len + width);
-            let mut cache = self.model.kv_cache(rows * room, u32::MAX as usize);
+            let mut cache = self.model.kv_cache(rows * room, crate::kv::NO_LIMIT);
             match self.prefix.take() {
                 Some(prefix) => cache.push(prefix)?,
                 None => cache.push_empty(rows),
