@@ -4,8 +4,12 @@
 //! - [`Path::Amx`]: Intel AMX tiles ([`crate::amx`]), Sapphire Rapids and later;
 //! - [`Path::Avx2`]: bf16 storage widened to f32 in registers, f32 FMA (any x86-64 with AVX2 and
 //!   FMA: AMD Zen, Intel Haswell and later, and the VMs that hide AMX);
-//! - [`Path::Portable`]: the same layout through plain loops the compiler vectorises (NEON on
-//!   aarch64, where it is the default; on x86-64 only when forced).
+//! - [`Path::Bfdot`]: aarch64's `BFDOT` (FEAT_BF16: Apple M2 and later, Graviton 3, Neoverse
+//!   V1/N2): two bf16 products per f32 lane and instruction, on panels that pair rows of `k`;
+//! - [`Path::Neon`]: aarch64 without FEAT_BF16 (Apple M1, Graviton 2): the x86 panels widened
+//!   by a shift, f32 FMA in NEON registers;
+//! - [`Path::Portable`]: the same layout through plain loops (only when forced: the tests' check
+//!   on every machine).
 //!
 //! Every path has the same numeric contract: the weight and the activations are rounded to bf16
 //! (ties to even, as PyTorch's `to(torch.bfloat16)`), every product of two bf16 values is exact
@@ -21,7 +25,7 @@ use crate::amx::{self, from_bf16, to_bf16};
 use rayon::prelude::*;
 use std::sync::OnceLock;
 
-/// The environment variable that forces a path (`amx`, `avx2`, `portable`).
+/// The environment variable that forces a path (`amx`, `avx2`, `bfdot`, `neon`, `portable`).
 pub const FORCE_VAR: &str = "PREFIX_TUNE_BF16_PATH";
 
 /// A way of running the bf16 products.
@@ -29,18 +33,22 @@ pub const FORCE_VAR: &str = "PREFIX_TUNE_BF16_PATH";
 pub enum Path {
     Amx,
     Avx2,
+    Bfdot,
+    Neon,
     Portable,
 }
 
 impl Path {
     /// Every path, fastest first.
-    pub const ALL: [Path; 3] = [Path::Amx, Path::Avx2, Path::Portable];
+    pub const ALL: [Path; 5] = [Path::Amx, Path::Avx2, Path::Bfdot, Path::Neon, Path::Portable];
 
     /// The name `PREFIX_TUNE_BF16_PATH` takes.
     pub fn name(self) -> &'static str {
         match self {
             Path::Amx => "amx",
             Path::Avx2 => "avx2",
+            Path::Bfdot => "bfdot",
+            Path::Neon => "neon",
             Path::Portable => "portable",
         }
     }
@@ -50,6 +58,8 @@ impl Path {
         match self {
             Path::Amx => "AMX-BF16 on Linux",
             Path::Avx2 => "AVX2 and FMA",
+            Path::Bfdot => "aarch64 with BF16 (FEAT_BF16, BFDOT)",
+            Path::Neon => "aarch64 (NEON)",
             Path::Portable => "nothing",
         }
     }
@@ -60,9 +70,13 @@ impl Path {
             Path::Amx => amx::available(),
             #[cfg(target_arch = "x86_64")]
             Path::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
-            #[cfg(not(target_arch = "x86_64"))]
-            Path::Avx2 => false,
+            #[cfg(target_arch = "aarch64")]
+            Path::Bfdot => std::arch::is_aarch64_feature_detected!("bf16"),
+            #[cfg(target_arch = "aarch64")]
+            Path::Neon => std::arch::is_aarch64_feature_detected!("neon"),
             Path::Portable => true,
+            #[allow(unreachable_patterns)]
+            _ => false,
         }
     }
 
@@ -71,10 +85,10 @@ impl Path {
         Path::ALL.into_iter().filter(|p| p.runs_here()).collect()
     }
 
-    /// Whether the path is picked without being forced: the portable loops are a fallback on
-    /// x86-64 (slower than f32 there) but the native vectors of aarch64.
+    /// Whether the path is picked without being forced: the portable loops are a check, not a
+    /// path (slower than f32 on x86-64; aarch64 always has NEON).
     fn is_default_candidate(self) -> bool {
-        self != Path::Portable || cfg!(target_arch = "aarch64")
+        self != Path::Portable
     }
 }
 
@@ -100,13 +114,13 @@ pub enum PathError {
 impl std::fmt::Display for PathError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PathError::Unknown(name) => write!(f, "{FORCE_VAR}={name:?} is not a bf16 path (amx, avx2 or portable)"),
+            PathError::Unknown(name) => write!(f, "{FORCE_VAR}={name:?} is not a bf16 path (amx, avx2, bfdot, neon or portable)"),
             PathError::Unsupported(path) => {
                 write!(f, "{FORCE_VAR}={} needs {}, which this CPU lacks (it runs: {})", path.name(), path.needs(), names(&Path::runnable()))
             }
             PathError::NoneHere => write!(
                 f,
-                "--dtype bf16 needs a CPU with AVX2 and FMA or with AMX-BF16 (this one has neither; {FORCE_VAR}=portable forces plain loops)"
+                "--dtype bf16 needs an x86-64 CPU with AVX2 and FMA or with AMX-BF16, or an aarch64 one (this one is neither; {FORCE_VAR}=portable forces plain loops)"
             ),
         }
     }
@@ -163,12 +177,23 @@ pub struct PackedBf16 {
 enum Layout {
     Tiles(amx::PackedBf16),
     Panels(Panels),
+    Pairs(Pairs),
 }
 
 /// `[k, n]` in panels of 16 columns: panel `p` is `k` rows of 16 bf16 at `data[p·16k..]`, in
 /// [`COLUMN_OF_SLOT`] order, zero past `n`.
 #[derive(Clone)]
 struct Panels {
+    k: usize,
+    n: usize,
+    data: Vec<u16>,
+}
+
+/// `[k, n]` in panels of 16 columns whose rows of `k` go in pairs, for `BFDOT`: panel `p` is
+/// `⌈k/2⌉` blocks of 32 bf16 at `data[p·32⌈k/2⌉..]`, column by column (columns 0–15 in order),
+/// each column's two values rows `2i` and `2i + 1`; zero past `k` and `n`.
+#[derive(Clone)]
+struct Pairs {
     k: usize,
     n: usize,
     data: Vec<u16>,
@@ -193,9 +218,14 @@ impl PackedBf16 {
     /// As [`pack`](Self::pack), for a given path (tests run each one).
     pub fn pack_for(path: Path, w: &[f32], k: usize, n: usize, row_stride: usize, col_stride: usize) -> Self {
         assert!(path.runs_here(), "PackedBf16::pack_for: this CPU cannot run the {} path", path.name());
+        if k > 0 && n > 0 {
+            let last = (k - 1) * row_stride + (n - 1) * col_stride;
+            assert!(w.len() > last, "PackedBf16::pack: {} values, [{k}, {n}] with these strides reads index {last}", w.len());
+        }
         let layout = match path {
             Path::Amx => Layout::Tiles(amx::PackedBf16::pack(w, k, n, row_stride, col_stride)),
-            Path::Avx2 | Path::Portable => Layout::Panels(Panels::pack(w, k, n, row_stride, col_stride)),
+            Path::Avx2 | Path::Neon | Path::Portable => Layout::Panels(Panels::pack(w, k, n, row_stride, col_stride)),
+            Path::Bfdot => Layout::Pairs(Pairs::pack(w, k, n, row_stride, col_stride)),
         };
         Self { path, layout }
     }
@@ -205,6 +235,7 @@ impl PackedBf16 {
         match &self.layout {
             Layout::Tiles(tiles) => tiles.dims(),
             Layout::Panels(panels) => [panels.k, panels.n],
+            Layout::Pairs(pairs) => [pairs.k, pairs.n],
         }
     }
 
@@ -221,16 +252,13 @@ impl PackedBf16 {
                 let slot = COLUMN_OF_SLOT.iter().position(|&c| c == j % PANEL).unwrap();
                 from_bf16(panels.data[(j / PANEL) * PANEL * panels.k + i * PANEL + slot])
             }
+            Layout::Pairs(pairs) => from_bf16(pairs.data[pairs.index(i, j)]),
         }
     }
 }
 
 impl Panels {
     fn pack(w: &[f32], k: usize, n: usize, row_stride: usize, col_stride: usize) -> Self {
-        if k > 0 && n > 0 {
-            let last = (k - 1) * row_stride + (n - 1) * col_stride;
-            assert!(w.len() > last, "PackedBf16::pack: {} values, [{k}, {n}] with these strides reads index {last}", w.len());
-        }
         let mut data = vec![0u16; n.div_ceil(PANEL) * PANEL * k];
         if k > 0 {
             data.par_chunks_mut(PANEL * k).enumerate().for_each(|(p, panel)| {
@@ -252,24 +280,60 @@ impl Panels {
     }
 }
 
+impl Pairs {
+    fn pack(w: &[f32], k: usize, n: usize, row_stride: usize, col_stride: usize) -> Self {
+        let pairs = k.div_ceil(2);
+        let mut data = vec![0u16; n.div_ceil(PANEL) * PANEL * 2 * pairs];
+        let mut packed = Self { k, n, data: Vec::new() };
+        for j in 0..n {
+            for i in 0..k {
+                data[packed.index(i, j)] = to_bf16(w[i * row_stride + j * col_stride]);
+            }
+        }
+        packed.data = data;
+        packed
+    }
+
+    /// Where `(i, j)` is in `data`.
+    fn index(&self, i: usize, j: usize) -> usize {
+        let pairs = self.k.div_ceil(2);
+        (j / PANEL) * PANEL * 2 * pairs + (i / 2) * PANEL * 2 + (j % PANEL) * 2 + i % 2
+    }
+
+    fn panel(&self, p: usize) -> &[u16] {
+        let size = PANEL * 2 * self.k.div_ceil(2);
+        &self.data[p * size..(p + 1) * size]
+    }
+}
+
 /// `x · w` for `x` row-major `[m, k]` (rounded to bf16 here) and a packed `w` `[k, n]`: returns
 /// `[m, n]` row-major f32. Panics unless the shapes agree.
 pub fn matmul(x: &[f32], m: usize, k: usize, w: &PackedBf16) -> Vec<f32> {
     assert_eq!(k, w.dims()[0], "bf16::matmul: x has {k} columns, the weight {} rows", w.dims()[0]);
     assert!(x.len() >= m * k, "bf16::matmul: x holds {} values, [{m}, {k}] needs {}", x.len(), m * k);
+    let n = w.dims()[1];
+    if m == 0 || n == 0 || k == 0 {
+        return vec![0.0; m * n];
+    }
     match &w.layout {
         Layout::Tiles(tiles) => amx::matmul(x, m, k, tiles),
-        Layout::Panels(panels) => panels_matmul(x, m, panels, w.path),
+        Layout::Panels(panels) => {
+            let lhs = round_rows(&x[..m * k]);
+            tiled(m, n, &|first, count, p| register_tile(w.path, &lhs[first * k..(first + count) * k], count, k, panels.panel(p)))
+        }
+        Layout::Pairs(pairs) => {
+            let lhs = paired_rows(&x[..m * k], m, k);
+            let width = 2 * k.div_ceil(2);
+            tiled(m, n, &|first, count, p| pair_tile(&lhs[first * width..(first + count) * width], count, width / 2, pairs.panel(p)))
+        }
     }
 }
 
-fn panels_matmul(x: &[f32], m: usize, w: &Panels, path: Path) -> Vec<f32> {
-    let (k, n) = (w.k, w.n);
+/// `[m, n]` from register tiles: `tile(first_row, rows, panel)` is rows `first_row..+rows` (≤ 6)
+/// times panel `panel`, in slot order. Tasks take strips of panels; a decoding step's few rows
+/// go to the spinning team, longer products to rayon.
+fn tiled(m: usize, n: usize, tile: &(dyn Fn(usize, usize, usize) -> [f32; ROWS * PANEL] + Sync)) -> Vec<f32> {
     let mut out = vec![0.0f32; m * n];
-    if m == 0 || n == 0 || k == 0 {
-        return out;
-    }
-    let lhs = round_rows(&x[..m * k]);
     let panels = n.div_ceil(PANEL);
     let tasks = (rayon::current_num_threads() * 4).clamp(1, panels);
     let per_task = panels.div_ceil(tasks);
@@ -283,8 +347,7 @@ fn panels_matmul(x: &[f32], m: usize, w: &Panels, path: Path) -> Vec<f32> {
             for p in strip.clone() {
                 for first in (rows..(rows + ROW_CHUNK).min(m)).step_by(ROWS) {
                     let count = ROWS.min(m - first);
-                    let tile = register_tile(path, &lhs[first * k..(first + count) * k], count, k, w.panel(p));
-                    store(&tile, count, out, first, p * PANEL, n);
+                    store(&tile(first, count, p), count, out, first, p * PANEL, n);
                 }
             }
         }
@@ -296,6 +359,19 @@ fn panels_matmul(x: &[f32], m: usize, w: &Panels, path: Path) -> Vec<f32> {
         (0..strips).into_par_iter().for_each(task);
     }
     out
+}
+
+/// The activations `[m, k]` rounded to bf16, each row padded with a zero to an even length:
+/// `BFDOT` takes them two by two.
+fn paired_rows(x: &[f32], m: usize, k: usize) -> Vec<u16> {
+    let width = 2 * k.div_ceil(2);
+    let mut rows = vec![0u16; m * width];
+    rows.par_chunks_mut(width).zip(x.par_chunks(k)).for_each(|(out, row)| {
+        for (o, v) in out.iter_mut().zip(row) {
+            *o = to_bf16(*v);
+        }
+    });
+    rows
 }
 
 /// The activations rounded to bf16 (kept as the f32 they stand for).
@@ -326,7 +402,33 @@ fn register_tile(path: Path, x: &[f32], count: usize, k: usize, panel: &[u16]) -
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a packed weight's path runs here (checked at packing).
         Path::Avx2 => unsafe { by_rows!(tile_avx2) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: as above.
+        Path::Neon => unsafe { by_rows!(tile_neon) },
         _ => by_rows!(tile_portable),
+    }
+}
+
+/// `count` ≤ 6 rows of paired bf16 activations (`[count, 2·pairs]`) times one pair panel, in
+/// slot order ([`Path::Bfdot`]).
+fn pair_tile(x: &[u16], count: usize, pairs: usize, panel: &[u16]) -> [f32; ROWS * PANEL] {
+    #[cfg(target_arch = "aarch64")]
+    {
+        macro_rules! by_rows {
+            ($($r:literal)*) => {
+                match count {
+                    $($r => unsafe { tile_bfdot::<$r>(x, pairs, panel) },)*
+                    _ => unsafe { tile_bfdot::<6>(x, pairs, panel) },
+                }
+            };
+        }
+        // SAFETY: only a weight packed for `Bfdot`, which runs here, has pair panels.
+        by_rows!(1 2 3 4 5)
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        let _ = (x, count, pairs, panel);
+        unreachable!("pair panels are packed only where BFDOT runs")
     }
 }
 
@@ -414,6 +516,102 @@ unsafe fn tile_avx2<const R: usize>(x: &[f32], k: usize, panel: &[u16]) -> [f32;
     tile
 }
 
+/// The NEON register tile: 4·R accumulators of 4 f32 in slot order, a panel row's 16 bf16
+/// widened by `SHLL #16` (a bf16 is the top half of its f32).
+///
+/// # Safety
+/// The CPU runs NEON (every aarch64 does).
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+unsafe fn tile_neon<const R: usize>(x: &[f32], k: usize, panel: &[u16]) -> [f32; ROWS * PANEL] {
+    use std::arch::aarch64::*;
+    assert!(x.len() >= R * k && panel.len() >= k * PANEL);
+    let mut acc = [[vdupq_n_f32(0.0); 4]; R];
+    for i in 0..k {
+        // SAFETY: row i of the panel is in bounds (asserted above).
+        let (low, high) = unsafe { (vld1q_u16(panel.as_ptr().add(i * PANEL)), vld1q_u16(panel.as_ptr().add(i * PANEL + 8))) };
+        let w = [
+            vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_low_u16(low))),
+            vreinterpretq_f32_u32(vshll_high_n_u16::<16>(low)),
+            vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_low_u16(high))),
+            vreinterpretq_f32_u32(vshll_high_n_u16::<16>(high)),
+        ];
+        for (r, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: r < R and i < k, inside x (asserted above).
+            let xv = vdupq_n_f32(unsafe { *x.get_unchecked(r * k + i) });
+            for (a, w) in acc.iter_mut().zip(w) {
+                *a = vfmaq_f32(*a, xv, w);
+            }
+        }
+    }
+    let mut tile = [0.0f32; ROWS * PANEL];
+    for (r, acc) in acc.iter().enumerate() {
+        for (v, a) in acc.iter().enumerate() {
+            // SAFETY: 4 floats at slots 4v.. of row r of a [6, 16] array.
+            unsafe { vst1q_f32(tile.as_mut_ptr().add(r * PANEL + 4 * v), *a) };
+        }
+    }
+    tile
+}
+
+/// `acc + a·b` pair by pair: lane i adds `a[2i]·b[2i] + a[2i+1]·b[2i+1]` (bf16 products, f32
+/// sums). Stable Rust has no intrinsic for it, so it is one instruction of inline assembly.
+///
+/// # Safety
+/// The CPU runs FEAT_BF16.
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+unsafe fn bfdot(acc: std::arch::aarch64::float32x4_t, a: std::arch::aarch64::uint16x8_t, b: std::arch::aarch64::uint16x8_t) -> std::arch::aarch64::float32x4_t {
+    let mut acc = acc;
+    // SAFETY: a register-only instruction; the caller checked the feature.
+    unsafe {
+        std::arch::asm!(".arch_extension bf16", "bfdot {acc:v}.4s, {a:v}.8h, {b:v}.8h", acc = inout(vreg) acc, a = in(vreg) a, b = in(vreg) b, options(pure, nomem, nostack));
+    }
+    acc
+}
+
+/// The BFDOT register tile: 4·R accumulators of 4 f32 (columns in order), each pair of rows of
+/// `k` taken by one `BFDOT` per 4 columns against the activation pair broadcast.
+///
+/// # Safety
+/// The CPU runs FEAT_BF16.
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+unsafe fn tile_bfdot<const R: usize>(x: &[u16], pairs: usize, panel: &[u16]) -> [f32; ROWS * PANEL] {
+    use std::arch::aarch64::*;
+    let width = 2 * pairs;
+    assert!(x.len() >= R * width && panel.len() >= pairs * 2 * PANEL);
+    let mut acc = [[vdupq_n_f32(0.0); 4]; R];
+    for i in 0..pairs {
+        // SAFETY: block i of the panel is in bounds (asserted above).
+        let w: [uint16x8_t; 4] = std::array::from_fn(|v| unsafe { vld1q_u16(panel.as_ptr().add(i * 2 * PANEL + 8 * v)) });
+        for (r, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: the pair at 2i of row r is inside x (asserted above); it may be unaligned.
+            let pair = unsafe { (x.as_ptr().add(r * width + 2 * i) as *const u32).read_unaligned() };
+            let xv = vreinterpretq_u16_u32(vdupq_n_u32(pair));
+            for (a, w) in acc.iter_mut().zip(w) {
+                // SAFETY: FEAT_BF16 runs here (the caller's contract).
+                *a = unsafe { bfdot(*a, w, xv) };
+            }
+        }
+    }
+    // Columns in order; store() expects slot order.
+    let mut columns = [0.0f32; ROWS * PANEL];
+    for (r, acc) in acc.iter().enumerate() {
+        for (v, a) in acc.iter().enumerate() {
+            // SAFETY: 4 floats at columns 4v.. of row r of a [6, 16] array.
+            unsafe { vst1q_f32(columns.as_mut_ptr().add(r * PANEL + 4 * v), *a) };
+        }
+    }
+    let mut tile = [0.0f32; ROWS * PANEL];
+    for r in 0..R {
+        for (slot, &c) in COLUMN_OF_SLOT.iter().enumerate() {
+            tile[r * PANEL + slot] = columns[r * PANEL + c];
+        }
+    }
+    tile
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,6 +637,9 @@ mod tests {
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
             assert!(paths.contains(&Path::Avx2));
         }
+        #[cfg(target_arch = "aarch64")]
+        assert!(paths.contains(&Path::Neon), "every aarch64 has NEON");
+        println!("paths run here: {}", names(&paths));
         // Partial panels and register tiles in every dimension, one row, 6k±1 rows past the
         // row chunk, the team/rayon switch at 32 rows, and an LM-head-like width.
         let shapes = [(1, 1, 1), (37, 70, 53), (33, 64, 32), (64, 96, 1000), (5, 3072, 17), (16, 33, 48), (8, 70, 53), (3, 96, 1000), (49, 20, 15), (32, 7, 16)];
@@ -489,9 +690,9 @@ mod tests {
                 }
             }
         }
-        // Unforced: the fastest path this CPU runs, never the x86 fallback loops.
+        // Unforced: the fastest path this CPU runs, never the check loops.
         let default = choose(None);
-        let fastest = Path::ALL.into_iter().find(|p| p.runs_here() && (*p != Path::Portable || cfg!(target_arch = "aarch64")));
+        let fastest = Path::ALL.into_iter().find(|p| p.runs_here() && *p != Path::Portable);
         assert_eq!(default.ok(), fastest);
         assert_eq!(choose(Some("")).ok(), fastest, "an empty variable forces nothing");
     }
