@@ -12,7 +12,7 @@ use prefix_tune_prefix::{
     infix_forward, load_state_dir, PrefixedModel, save_bart_export, save_bart_peft, save_export, save_state, BartLayout, BartPrefixSets, Layout, Placement, Prefix, Stack,
 };
 
-use crate::examples::{Batch, Example};
+use crate::examples::{length_bucket, Batch, Example};
 use crate::loss::{head_loss, seq2seq_head_loss};
 use crate::{TrainConfig, TrainError};
 
@@ -75,7 +75,9 @@ impl PrefixModel for Gpt2 {
     }
 
     fn batch(&self, examples: &[&Example], config: &TrainConfig) -> Batch {
-        Batch::new(examples, config.pad_token_id)
+        // A prefix (or infix) takes positions too.
+        let most = self.config.n_positions.saturating_sub(config.prefix.length);
+        Batch::new(examples, config.pad_token_id).bucketed(length_bucket(), config.pad_token_id, most, most)
     }
 
     fn loss(&self, prefix: Option<&Prefix>, config: &TrainConfig, batch: &Batch, train: bool, dropout: Dropout) -> Result<(Tensor<1>, usize), TrainError> {
@@ -151,7 +153,9 @@ impl PrefixModel for Bart {
 
     fn batch(&self, examples: &[&Example], config: &TrainConfig) -> Batch {
         let start = self.config.decoder_start();
-        Batch::seq2seq(examples, config.pad_token_id, start)
+        // BART's prefixes take no positions, but a PEFT adapter's shifts the decoder's by P.
+        let most = self.config.max_position_embeddings;
+        Batch::seq2seq(examples, config.pad_token_id, start).bucketed(length_bucket(), config.pad_token_id, most, most.saturating_sub(config.prefix.length))
     }
 
     fn loss(&self, prefix: Option<&BartPrefixSets>, config: &TrainConfig, batch: &Batch, train: bool, dropout: Dropout) -> Result<(Tensor<1>, usize), TrainError> {
