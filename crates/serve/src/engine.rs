@@ -198,9 +198,9 @@ impl Engine {
                     self.alone(job);
                     continue;
                 }
-                let (budget, fixed) = self.tokens_held(&job);
-                if budget.max(fixed) > self.kv_cache_tokens {
-                    let why = format!("this request may hold {} tokens (prefix, prompt and max_tokens) but the KV cache holds {} (--kv-cache-tokens)", budget.max(fixed), self.kv_cache_tokens);
+                let encoder_decoder = matches!(self.model, ServedModel::Bart(..));
+                let (budget, fixed) = tokens_held(job.prefix.as_deref(), job.prompt.len(), job.max_tokens, encoder_decoder);
+                if let Err(why) = fits_at_all(budget, fixed, self.kv_cache_tokens) {
                     let _ = job.events.send(Event::Error(why));
                     continue;
                 }
@@ -240,20 +240,6 @@ impl Engine {
             self.metrics.queued(-1);
         }
         Some(received)
-    }
-
-    /// The tokens `job` may come to hold in the growing cache (GPT-2: prefix, prompt and
-    /// completion; BART's decoder: its prefix, the start token and completion), and in BART's
-    /// cross memory (cross prefix and prompt).
-    fn tokens_held(&self, job: &Job) -> (usize, usize) {
-        match job.prefix.as_deref() {
-            Some(Served::Seq2Seq(sets, _)) => {
-                let len = |set: &Option<Past>| set.as_ref().map_or(0, Past::len);
-                (len(&sets.decoder) + 1 + job.max_tokens, len(&sets.cross) + job.prompt.len())
-            }
-            prefix if matches!(self.model, ServedModel::Bart(..)) => (1 + job.max_tokens, job.prompt.len() + prefix.map_or(0, Served::len)),
-            prefix => (prefix.map_or(0, Served::len) + job.prompt.len() + job.max_tokens, 0),
-        }
     }
 
     /// Prefills `job` alone behind its own prefix into its own slots of `caches`; GPT-2's
@@ -453,6 +439,30 @@ fn prefill_bart(model: &Bart, defaults: &GenerateConfig, row: &mut Row, decoder:
     let config = GenerateConfig { max_new_tokens: row.job.max_tokens, ..defaults.clone() };
     (row.next, row.position, row.processors, row.start) = (start, offset, config.processors(), vec![start]);
     Ok(true)
+}
+
+/// The tokens a request may come to hold in the growing KV cache (GPT-2: prefix, prompt and
+/// completion; BART's decoder: its prefix, the start token and completion), and in BART's cross
+/// memory (cross prefix and prompt).
+pub fn tokens_held(prefix: Option<&Served>, prompt: usize, max_tokens: usize, encoder_decoder: bool) -> (usize, usize) {
+    match prefix {
+        Some(Served::Seq2Seq(sets, _)) => {
+            let len = |set: &Option<Past>| set.as_ref().map_or(0, Past::len);
+            (len(&sets.decoder) + 1 + max_tokens, len(&sets.cross) + prompt)
+        }
+        _ if encoder_decoder => (1 + max_tokens, prompt),
+        prefix => (prefix.map_or(0, Served::len) + prompt + max_tokens, 0),
+    }
+}
+
+/// Whether a request holding `growing` and `fixed` tokens ([`tokens_held`]) can ever fit in
+/// caches of `limit` tokens; if not, why, naming the flag.
+pub fn fits_at_all(growing: usize, fixed: usize, limit: usize) -> Result<(), String> {
+    let most = growing.max(fixed);
+    if most > limit {
+        return Err(format!("this request may hold {most} tokens (prefix, prompt and max_tokens) but the KV cache holds {limit} (--kv-cache-tokens)"));
+    }
+    Ok(())
 }
 
 /// Slots the running rows may still take: each row's budget less what it holds.

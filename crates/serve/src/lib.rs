@@ -111,6 +111,8 @@ struct Server {
     n_positions: usize,
     max_prompt_tokens: usize,
     max_new_tokens: usize,
+    /// Tokens each KV cache holds at most: a request that could never fit is refused up front.
+    kv_cache_tokens: usize,
     keys: Keys,
     /// `--prefixes`, resolved: the one directory prefixes load from.
     prefix_root: Option<PathBuf>,
@@ -172,6 +174,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let tokenizer = Tokenizer::from_dir(&dir)?.map(Arc::new);
     let metrics = Arc::new(Metrics::default());
     let (jobs, queue) = sync_channel(args.max_queue.max(1));
+    let kv_cache_tokens = args.kv_cache_tokens.unwrap_or(args.max_batch.max(1) * n_positions).max(1);
     let server = Arc::new(Server {
         prefixes: Registry::new(args.max_resident_prefixes),
         jobs,
@@ -182,6 +185,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         n_positions,
         max_prompt_tokens: args.max_prompt_tokens,
         max_new_tokens: args.max_new_tokens,
+        kv_cache_tokens,
         keys: Keys {
             client: access::read_key(args.api_key.clone(), args.api_key_file.as_deref(), "--api-key-file")?,
             admin: access::read_key(args.admin_key.clone(), args.admin_key_file.as_deref(), "--admin-key-file")?,
@@ -193,7 +197,6 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if let Some(dir) = &args.prefixes {
         load_directory(&server, dir)?;
     }
-    let kv_cache_tokens = args.kv_cache_tokens.unwrap_or(args.max_batch.max(1) * n_positions).max(1);
     let engine = Engine { model, tokenizer, eos, skip_special_tokens: encoder_decoder, max_batch: args.max_batch.max(1), kv_cache_tokens, metrics, throttle: std::time::Duration::from_millis(args.throttle_ms) };
     std::thread::Builder::new().name("decode".into()).spawn(move || engine.run(queue)).map_err(|e| ServeError::Start { what: "the decoding thread", source: e })?;
 
@@ -327,6 +330,8 @@ impl Server {
             return Err(ApiError::bad_request(format!("max_tokens must be between 1 and {} (--max-new-tokens), got {max_tokens}", self.max_new_tokens)));
         }
         self.check_positions(prefix.as_deref(), prompt.len(), max_tokens)?;
+        let (growing, fixed) = engine::tokens_held(prefix.as_deref(), prompt.len(), max_tokens, self.encoder_decoder);
+        engine::fits_at_all(growing, fixed, self.kv_cache_tokens).map_err(ApiError::bad_request)?;
         let penalties = request.penalties(self.vocab_size)?;
         let logprobs = request.logprobs.map(|n| n as usize);
         let sampling = request.sampling()?;

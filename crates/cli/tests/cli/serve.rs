@@ -502,10 +502,13 @@ fn a_request_waits_until_its_tokens_fit_in_the_kv_cache() {
         assert!(start.elapsed() < std::time::Duration::from_secs(5), "KV slots still held after every request ended");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let body = serde_json::json!({ "model": "base", "prompt": prompts[0], "max_tokens": 27, "temperature": 0 });
-    let (status, text) = post(&server, "/v1/completions", &body.to_string());
-    assert_eq!(status, 400, "{text}");
-    assert!(text.contains("31 tokens") && text.contains("--kv-cache-tokens"), "{text}");
+    // Refused before anything streams.
+    for stream in [false, true] {
+        let body = serde_json::json!({ "model": "base", "prompt": prompts[0], "max_tokens": 27, "temperature": 0, "stream": stream });
+        let (status, text) = post(&server, "/v1/completions", &body.to_string());
+        assert_eq!(status, 400, "stream {stream}: {text}");
+        assert!(text.contains("31 tokens") && text.contains("--kv-cache-tokens"), "{text}");
+    }
 }
 
 /// `n` choices, each sampled with its own seed (the request's plus its index), so each equals the
