@@ -20,7 +20,8 @@ pub(super) fn beam_search(decoder: &mut dyn Decoder, prompts: &[Vec<u32>], confi
     let mut search = Beams::new(prompt_rows, config);
     let mut logits = decoder.step(&search.running, &mask)?;
     loop {
-        let (source_rows, all_hit) = search.advance(&mut host_rows(logits));
+        let tops = search.candidates(logits);
+        let (source_rows, all_hit) = search.advance(tops);
         if all_hit || !keep_searching(&search.heuristic_unsatisfied, &search.finished, config) {
             break;
         }
@@ -73,18 +74,35 @@ impl<'a> Beams<'a> {
         }
     }
 
-    /// One step over `logits` (a row per running beam): the next running beams, the
-    /// hypotheses that finished. Returns the row each new beam extends, and whether every
-    /// continuation stopped.
-    fn advance(&mut self, logits: &mut [Vec<f32>]) -> (Vec<usize>, bool) {
+    /// Each prompt's `keep` best continuations (best first) from `logits` `[rows, V]`, a row per
+    /// running beam. On a GPU, without logits processors, they are ranked on the device (log-
+    /// softmax, the beams' scores added, top-k over beams × vocabulary), so only `keep` scores
+    /// and ids per prompt come back instead of every row's logits.
+    fn candidates(&self, logits: Tensor<2>) -> Vec<Vec<Candidate>> {
+        if self.processors.is_empty() && crate::backend::is_gpu(&logits.device()) {
+            return device_candidates(logits, &self.running_scores, self.batch, self.keep);
+        }
+        let mut logits = host_rows(logits);
+        let beams = self.config.num_beams;
+        (0..self.batch)
+            .map(|item| {
+                let rows = item * beams..(item + 1) * beams;
+                top_continuations(&mut logits[rows.clone()], &self.running[rows.clone()], &self.running_scores[rows], self.prompt_len, self.keep, &self.processors)
+            })
+            .collect()
+    }
+
+    /// One step over each prompt's top continuations ([`Beams::candidates`]): the next running
+    /// beams, the hypotheses that finished. Returns the row each new beam extends, and whether
+    /// every continuation stopped.
+    fn advance(&mut self, tops: Vec<Vec<Candidate>>) -> (Vec<usize>, bool) {
         let (config, beams) = (self.config, self.config.num_beams);
         let mut next_running = Vec::with_capacity(self.batch * beams);
         let mut next_scores = Vec::with_capacity(self.batch * beams);
         let mut source_rows = Vec::with_capacity(self.batch * beams);
         let mut all_hit = true;
-        for item in 0..self.batch {
+        for (item, top) in tops.into_iter().enumerate() {
             let rows = item * beams..(item + 1) * beams;
-            let top = top_continuations(&mut logits[rows.clone()], &self.running[rows.clone()], &self.running_scores[rows.clone()], self.prompt_len, self.keep, &self.processors);
             // Which continuations stop here: EOS, or the length limit for all.
             let hits: Vec<bool> = top.iter().map(|c| self.cur_len + 1 >= self.max_length || config.eos_token_ids.contains(&c.token)).collect();
             all_hit &= hits.iter().all(|&h| h);
@@ -171,6 +189,22 @@ fn top_continuations(logits: &mut [Vec<f32>], running: &[Vec<u32>], running_scor
     top
 }
 
+/// [`top_continuations`] on the device, for every prompt at once and without logits processors:
+/// `logits` `[batch · beams, V]`, each beam's cumulative score in `running_scores`.
+fn device_candidates(logits: Tensor<2>, running_scores: &[f32], batch: usize, keep: usize) -> Vec<Vec<Candidate>> {
+    let [rows, vocab] = logits.dims();
+    let device = logits.device();
+    let beam_scores = crate::tensors::floats(running_scores.to_vec(), [rows, 1], &device);
+    let scores = burn::tensor::activation::log_softmax(logits, 1) + beam_scores; // [B·beams, V]
+    let (values, indices) = scores.reshape([batch, rows / batch * vocab]).topk_with_indices(keep, 1); // [B, keep]
+    let (values, indices) = (crate::tensors::to_f32s(values), to_i64s(indices));
+    values
+        .chunks(keep)
+        .zip(indices.chunks(keep))
+        .map(|(values, indices)| values.iter().zip(indices).map(|(&score, &at)| Candidate { score, beam: at as usize / vocab, token: (at as usize % vocab) as u32 }).collect())
+        .collect()
+}
+
 /// Adds to one prompt's finished hypotheses (best first, at most `num_beams`) those among the
 /// top `num_beams` candidates that stopped, `generated` tokens long.
 fn keep_finished(finished: &mut Vec<(f32, Vec<u32>)>, top: &[Candidate], hits: &[bool], running: &[Vec<u32>], generated: usize, config: &GenerateConfig) {
@@ -190,4 +224,40 @@ fn can_improve(best_running: f32, finished: &[(f32, Vec<u32>)], generated: usize
     let length = if config.early_stopping == EarlyStopping::Never && config.length_penalty > 0.0 { most_generated } else { generated };
     let worst_finished = if finished.len() == config.num_beams { finished.last().map_or(NEG, |(s, _)| *s) } else { NEG };
     normalised(best_running, length, config) > worst_finished
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The device's ranking (what a GPU runs without logits processors) picks what the host's
+    /// does, scores included, over two prompts of three beams whose running scores differ.
+    #[test]
+    fn beams_ranked_on_the_device_equal_the_hosts() {
+        let device = crate::testing::device();
+        let (batch, beams, vocab, keep) = (2, 3, 50, 6);
+        let mut state = 0x9e37_79b9_u32;
+        let logits: Vec<f32> = (0..batch * beams * vocab)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                (state % 10_000) as f32 / 1000.0 - 5.0
+            })
+            .collect();
+        let running_scores = [0.0, -1.5, -2.25, -0.5, NEG, -3.0];
+        let running = vec![vec![1u32]; batch * beams];
+        let tensor = crate::tensors::floats(logits.clone(), [batch * beams, vocab], &device);
+        let on_device = device_candidates(tensor, &running_scores, batch, keep);
+        let mut rows: Vec<Vec<f32>> = logits.chunks(vocab).map(<[f32]>::to_vec).collect();
+        for (item, device_top) in on_device.iter().enumerate() {
+            let range = item * beams..(item + 1) * beams;
+            let host_top = top_continuations(&mut rows[range.clone()], &running[range.clone()], &running_scores[range], 1, keep, &[]);
+            assert_eq!(host_top.len(), device_top.len());
+            for (h, d) in host_top.iter().zip(device_top) {
+                assert_eq!((h.beam, h.token), (d.beam, d.token), "prompt {item}");
+                assert!((h.score - d.score).abs() < 1e-4, "prompt {item}: {} vs {}", h.score, d.score);
+            }
+        }
+    }
 }
