@@ -52,14 +52,6 @@ impl DecoderState {
         self.cross.rows()
     }
 
-    /// Keeps rows `rows` in that order (beam reordering; expanding each input to its beams).
-    pub fn select_rows(self, rows: &[usize], device: &Device) -> DecoderState {
-        DecoderState {
-            self_attn: self.self_attn.map(|past| past.select_rows(rows, device)),
-            cross: self.cross.select_rows(rows, device),
-            tokens: self.tokens,
-        }
-    }
 }
 
 /// `[batch][len]` position ids `from..from + len`.
