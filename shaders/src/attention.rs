@@ -75,11 +75,7 @@ fn forward_kernel<F: Float>(
     let mut local_max = F::min_value();
     let mut s = UNIT_POS_X as usize;
     while s < s_len {
-        let mut dot = F::new(0.0);
-        for d in 0..dh {
-            dot += queries[q_start + d] * keys[kv_start + s * dh + d];
-        }
-        let score = dot * F::cast_from(scale) + bias[bias_index::<F>(bias, bh / heads, bh % heads, t, s)];
+        let score = dot::<F>(queries, q_start, keys, kv_start + s * dh, dh) * F::cast_from(scale) + bias[bias_index::<F>(bias, bh / heads, bh % heads, t, s)];
         weights[s] = score;
         if score > local_max {
             local_max = score;
@@ -108,15 +104,7 @@ fn forward_kernel<F: Float>(
         s += CUBE_DIM_X as usize;
     }
     sync_cube();
-    let mut d = UNIT_POS_X as usize;
-    while d < dh {
-        let mut acc = F::new(0.0);
-        for s in 0..s_len {
-            acc += weights[s] * values[kv_start + s * dh + d];
-        }
-        out[q_start + d] = acc;
-        d += CUBE_DIM_X as usize;
-    }
+    weighted_rows::<F>(&weights, values, kv_start, s_len, dh, out, q_start);
 }
 
 #[cube(launch)]
@@ -147,15 +135,12 @@ fn backward_rows_kernel<F: Float>(
     let mut local = F::new(0.0);
     let mut s = UNIT_POS_X as usize;
     while s < s_len {
-        let mut dot = F::new(0.0);
-        for d in 0..dh {
-            dot += grad_out[q_start + d] * values[kv_start + s * dh + d];
-        }
+        let mut grad_p = dot::<F>(grad_out, q_start, values, kv_start + s * dh, dh);
         if comptime!(dropout) {
-            dot = dot * keep[p_start + s] * F::cast_from(keep_scale);
+            grad_p = grad_p * keep[p_start + s] * F::cast_from(keep_scale);
         }
-        row_grad[s] = dot;
-        local += probs[p_start + s] * dot;
+        row_grad[s] = grad_p;
+        local += probs[p_start + s] * grad_p;
         s += CUBE_DIM_X as usize;
     }
     let row_dot = cube_sum::<F>(local, threads);
@@ -167,13 +152,32 @@ fn backward_rows_kernel<F: Float>(
         s += CUBE_DIM_X as usize;
     }
     sync_cube();
+    weighted_rows::<F>(&row_grad, keys, kv_start, s_len, dh, grad_queries, q_start);
+}
+
+/// `Σ_d a[a_start + d] · b[b_start + d]` over `dh` values: a query (or output gradient) row
+/// against one key (or value) row.
+#[cube]
+fn dot<F: Float>(a: &Tensor<F>, a_start: usize, b: &Tensor<F>, b_start: usize, dh: usize) -> F {
+    let mut sum = F::new(0.0);
+    for d in 0..dh {
+        sum += a[a_start + d] * b[b_start + d];
+    }
+    sum
+}
+
+/// `out[out_start..+dh] = weights[..s_len] · rows`, for the `[s_len, Dh]` rows of `rows` from
+/// `start`, each thread taking every `CUBE_DIM_X`-th column: probabilities times values forward,
+/// score gradients times keys back.
+#[cube]
+fn weighted_rows<F: Float>(weights: &Shared<[F]>, rows: &Tensor<F>, start: usize, s_len: usize, dh: usize, out: &mut Tensor<F>, out_start: usize) {
     let mut d = UNIT_POS_X as usize;
     while d < dh {
         let mut acc = F::new(0.0);
         for s in 0..s_len {
-            acc += row_grad[s] * keys[kv_start + s * dh + d];
+            acc += weights[s] * rows[start + s * dh + d];
         }
-        grad_queries[q_start + d] = acc;
+        out[out_start + d] = acc;
         d += CUBE_DIM_X as usize;
     }
 }
