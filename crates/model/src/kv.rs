@@ -179,6 +179,18 @@ impl KvCache {
         self.rows.extend((0..count).map(|_| RowSlots::default()));
     }
 
+    /// Appends `prefix`'s rows, or `rows` that see nothing yet where there is no prefix: how a
+    /// decoder's cache starts.
+    pub fn push_prefix(&mut self, prefix: Option<Past>, rows: usize) -> Result<(), ModelError> {
+        match prefix {
+            Some(prefix) => self.push(prefix),
+            None => {
+                self.push_empty(rows);
+                Ok(())
+            }
+        }
+    }
+
     /// Appends `past`'s rows (a prefix, or a prompt prefilled with one), each written into its
     /// own new slots; nobody else's keys move.
     pub fn push(&mut self, past: Past) -> Result<(), ModelError> {
@@ -218,13 +230,25 @@ impl KvCache {
         }
     }
 
+    /// Every row's key mask once `new_mask`'s tokens follow it: what a pass's positions and
+    /// attention bias are built from. An error when the batch's rows are not the cache's.
+    pub fn masks_with(&self, new_mask: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        self.check_rows(new_mask.len())?;
+        Ok(self.rows.iter().zip(new_mask).map(|(row, new)| [row.mask.as_slice(), new].concat()).collect())
+    }
+
+    fn check_rows(&self, batch: usize) -> Result<(), ModelError> {
+        if batch != self.rows.len() {
+            return Err(ModelError::Input(format!("the KV cache has {} rows but the batch has {batch}", self.rows.len())));
+        }
+        Ok(())
+    }
+
     /// Makes room for `new_mask[b].len()` new tokens per row (the same count for every row):
     /// their slots are taken and their mask entries appended. Returns the pass's store; on an
     /// error nothing changed.
     pub fn step(&mut self, new_mask: &[Vec<f32>]) -> Result<CacheStep<'_>, ModelError> {
-        if new_mask.len() != self.rows.len() {
-            return Err(ModelError::Input(format!("the KV cache has {} rows but the batch has {}", self.rows.len(), new_mask.len())));
-        }
+        self.check_rows(new_mask.len())?;
         let new_len = new_mask.first().map_or(0, Vec::len);
         self.ensure(new_mask.len() * new_len)?;
         for (row, mask) in new_mask.iter().enumerate() {

@@ -428,11 +428,7 @@ fn prefill_bart(model: &Bart, defaults: &GenerateConfig, row: &mut Row, decoder:
     let start = defaults.decoder_start_token_id.ok_or_else(|| ModelError::Input("an encoder-decoder model needs decoder_start_token_id".into()))?;
     let memory = model.encode_tokens(&[row.job.prompt.clone()], &[vec![1.0; row.job.prompt.len()]], &sets, Dropout::default())?;
     cross.push(memory)?;
-    let pushed = match sets.decoder {
-        Some(prefix) => decoder.push(prefix),
-        None => Ok(decoder.push_empty(1)),
-    };
-    if let Err(e) = pushed {
+    if let Err(e) = decoder.push_prefix(sets.decoder, 1) {
         cross.pop();
         return Err(e);
     }

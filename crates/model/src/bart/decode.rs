@@ -29,10 +29,7 @@ impl<'a> BartSearch<'a> {
         cross.push(state.cross)?;
         let prefix_len = state.self_attn.as_ref().map_or(0, Past::len);
         let mut cache = model.kv_cache(rows * (prefix_len + tokens), crate::kv::NO_LIMIT);
-        match state.self_attn {
-            Some(prefix) => cache.push(prefix)?,
-            None => cache.push_empty(rows),
-        }
+        cache.push_prefix(state.self_attn, rows)?;
         Ok(Self { model, cache, cross, position: state.tokens })
     }
 }

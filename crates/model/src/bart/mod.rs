@@ -194,8 +194,7 @@ impl Bart {
         }
         let device = self.device();
         let new = vec![vec![1.0; len]; rows];
-        let key_mask: Vec<Vec<f32>> = (0..rows).map(|row| [cache.mask(row), &new[row]].concat()).collect();
-        let self_bias = attention_bias(&key_mask, len, true, &device); // [B, 1, T, S]
+        let self_bias = attention_bias(&cache.masks_with(&new)?, len, true, &device); // [B, 1, T, S]
         let cross_bias = attention_bias(&cross.masks(), len, false, &device); // [B, 1, T, S_cross]
         let input = ints(ids.iter().flatten().map(|&id| id as i64).collect(), [rows, len], &device);
         let positions = ints(positions.iter().flat_map(|&from| (from..from + len).map(|p| p as i64)).collect(), [rows, len], &device);

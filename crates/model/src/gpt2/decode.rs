@@ -35,10 +35,7 @@ impl<'a> Gpt2Decoder<'a> {
             let prefix_len = self.prefix.as_ref().map_or(0, Past::len);
             let room = self.row_tokens.max(prefix_len + width);
             let mut cache = self.model.kv_cache(rows * room, crate::kv::NO_LIMIT);
-            match self.prefix.take() {
-                Some(prefix) => cache.push(prefix)?,
-                None => cache.push_empty(rows),
-            }
+            cache.push_prefix(self.prefix.take(), rows)?;
             self.cache = Some(cache);
         }
         Ok(self.cache.as_mut().expect("made above"))

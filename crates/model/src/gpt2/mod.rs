@@ -76,11 +76,7 @@ impl Gpt2 {
     /// and values are written into it in place. Returns hidden states `[B, T, D]`.
     pub fn forward_cached(&self, ids: &[Vec<u32>], mask: &[Vec<f32>], cache: &mut KvCache, dropout: Dropout) -> Result<Tensor<3>, ModelError> {
         self.check_batch(ids, mask)?;
-        if mask.len() != cache.rows() {
-            return Err(ModelError::Input(format!("the KV cache has {} rows but the batch has {}", cache.rows(), mask.len())));
-        }
-        let full_mask: Vec<Vec<f32>> = mask.iter().enumerate().map(|(row, new)| [cache.mask(row), new].concat()).collect();
-        let input = self.input(ids, &full_mask)?;
+        let input = self.input(ids, &cache.masks_with(mask)?)?;
         let mut store = cache.step(mask)?;
         Ok(self.forward_stored(input, &mut store, dropout))
     }
