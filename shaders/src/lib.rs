@@ -11,6 +11,7 @@ pub mod adamw;
 pub mod attention;
 pub mod cross_entropy;
 pub mod layer_norm;
+pub mod pick;
 mod rows;
 
 /// The most elements a tensor given to these kernels may have: CubeCL addresses a kernel's

@@ -120,7 +120,10 @@ fn a_backend_not_compiled_in_names_its_feature() {
 }
 
 /// The wgpu backend (WGSL) on whatever Vulkan driver the machine has — in CI, Mesa's
-/// lavapipe. Runs in a child process so a driver crash fails this test only.
+/// lavapipe — where each step's tokens are chosen on the device: beam search with and without
+/// HF's logits processors (n-gram and bad-word bans, a minimum length, BART's forced BOS and
+/// EOS) equals HF, and a seeded draw (temperature, top-k, top-p) equals the CPU's. Runs in
+/// child processes so a driver crash fails this test only.
 #[test]
 fn wgpu_backend_generates_what_hf_generates() {
     if !cfg!(feature = "wgpu") {
@@ -131,27 +134,38 @@ fn wgpu_backend_generates_what_hf_generates() {
         println!("skipped: no Vulkan driver (install mesa-vulkan-drivers for lavapipe)");
         return;
     };
-    let model = fixtures().join("gpt2-a");
-    let reference = reference("gpt2-a");
-    let mut args = vec!["generate".to_string(), "--model".into(), model.display().to_string(), "--json".into(), "--backend".into(), "wgpu".into()];
-    args.extend(["--max-new-tokens".into(), "12".into(), "--num-beams".into(), "4".into(), "--early-stopping".into(), "true".into()]);
-    for prompt in reference["prompts"].as_array().unwrap() {
-        let ids: Vec<String> = prompt.as_array().unwrap().iter().map(|id| id.to_string()).collect();
-        args.extend(["--prompt-ids".into(), ids.join(",")]);
+    let generate = |model: &str, options: &[&str], prompts: &[String], backend: &str| -> Vec<serde_json::Value> {
+        let model = fixtures().join(model);
+        let mut args = vec!["generate".to_string(), "--model".into(), model.display().to_string(), "--json".into(), "--backend".into(), backend.into()];
+        args.extend(options.iter().map(|o| o.to_string()));
+        for prompt in prompts {
+            args.extend(["--prompt-ids".into(), prompt.clone()]);
+        }
+        stdout_lines(&Command::new(env!("CARGO_BIN_EXE_prefix-tune")).args(&args).envs(vulkan.clone()).output().unwrap())
+    };
+    let gpt2 = reference("gpt2-a");
+    let gpt2_prompts: Vec<String> = gpt2["prompts"].as_array().unwrap().iter().map(|p| p.as_array().unwrap().iter().map(|id| id.to_string()).collect::<Vec<_>>().join(",")).collect();
+    let beam4 = ["--max-new-tokens", "12", "--num-beams", "4", "--early-stopping", "true"];
+    let beam4_lp = ["--max-new-tokens", "10", "--num-beams", "4", "--length-penalty", "0.8", "--early-stopping", "false", "--no-repeat-ngram-size", "2", "--min-new-tokens", "3"];
+    let bad_words = ["--max-new-tokens", "12", "--bad-words-ids", "30", "--bad-words-ids", "302,490"];
+    let bart_prompts = bart::prompt_ids();
+    let bart_beam4 = ["--max-new-tokens", "11", "--min-new-tokens", "3", "--num-beams", "4", "--length-penalty", "0.8", "--no-repeat-ngram-size", "3", "--early-stopping", "true"];
+    for (model, prompts, name, options) in [("gpt2-a", &gpt2_prompts, "beam4", &beam4[..]), ("gpt2-a", &gpt2_prompts, "beam4_lp", &beam4_lp[..]), ("gpt2-a", &gpt2_prompts, "greedy_bad_words", &bad_words[..]), ("bart-a", &bart_prompts, "beam4", &bart_beam4[..])] {
+        let expected = &reference(model)["generate"][name];
+        let lines = generate(model, options, prompts, "wgpu");
+        assert_eq!(lines.len(), prompts.len(), "{model} {name}");
+        for (i, line) in lines.iter().enumerate() {
+            assert_eq!(line["ids"], expected["new_tokens"][i], "wgpu {model} {name} prompt {i}");
+            if let Some(score) = expected["sequences_scores"].get(i) {
+                assert!((line["score"].as_f64().unwrap() - score.as_f64().unwrap()).abs() < 1e-4, "wgpu {model} {name} score {i}");
+            }
+        }
     }
-    let output = Command::new(env!("CARGO_BIN_EXE_prefix-tune"))
-        .args(&args)
-        .envs(vulkan.clone())
-        .output()
-        .unwrap();
-    let lines = stdout_lines(&output);
-    let beam = &reference["generate"]["beam4"];
-    for (i, line) in lines.iter().enumerate() {
-        assert_eq!(line["ids"], beam["new_tokens"][i], "wgpu prompt {i}");
-        let score = line["score"].as_f64().unwrap();
-        assert!((score - beam["sequences_scores"][i].as_f64().unwrap()).abs() < 1e-4, "wgpu score {i}");
-    }
-    println!("wgpu ({}): beam-4 tokens identical to HF", vulkan[0].1);
+    let sampled = ["--max-new-tokens", "12", "--do-sample", "--temperature", "1.3", "--top-k", "200", "--top-p", "0.95", "--seed", "5", "--no-repeat-ngram-size", "3"];
+    let (on_gpu, on_cpu) = (generate("gpt2-a", &sampled, &gpt2_prompts, "wgpu"), generate("gpt2-a", &sampled, &gpt2_prompts, "flex"));
+    assert_eq!(on_gpu, on_cpu, "a seeded draw on the GPU equals the CPU's");
+    assert_ne!(on_cpu, generate("gpt2-a", &bad_words, &gpt2_prompts, "flex"), "the draw is not the greedy answer");
+    println!("wgpu ({}): beam-4 (with and without processors) and greedy with bad words identical to HF, GPT-2 and BART; seeded sampling identical to the CPU's", vulkan[0].1);
 }
 
 

@@ -16,16 +16,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prefix_tune_data::Tokenizer;
-use prefix_tune_model::generate::{next_token, EarlyStopping, GenerateConfig, LogitsProcessor, Sampling};
+use prefix_tune_model::generate::pick::{self, Choice, Edits, Picked, RowStep};
+use prefix_tune_model::generate::{EarlyStopping, GenerateConfig, LogitsProcessor, Sampling};
 use prefix_tune_model::gpt2::generate_gpt2;
 use prefix_tune_model::nn::Dropout;
-use prefix_tune_model::tensors::last_logits;
 use prefix_tune_model::bart::{generate_bart, BartPrefix};
 use prefix_tune_model::{Bart, Gpt2, KvCache, ModelError, Past};
-use rand::{rngs::StdRng, SeedableRng};
+use rand::{rngs::StdRng, Rng, SeedableRng};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::logprobs::{step_logprobs, StepLogprobs};
+use crate::logprobs::StepLogprobs;
 use crate::metrics::Metrics;
 use crate::penalties::Penalties;
 
@@ -268,8 +268,10 @@ impl Engine {
         let (hidden, past) = model.forward_tokens(&[row.job.prompt.clone()], &mask, prefix, Dropout::default())?;
         cache.push(past)?;
         let seq = hidden.dims()[1];
-        let mut logits = last_logits(model.logits(hidden.narrow(1, seq - 1, 1)));
-        if self.emit(row, &mut logits[0]) {
+        let logits = model.logits(hidden.narrow(1, seq - 1, 1)); // [1, 1, V]
+        let vocab = logits.dims()[2];
+        let picked = pick::pick(logits.reshape([1, vocab]), &[self.row_step(row)]).remove(0);
+        if self.emit(row, picked) {
             return Ok(true);
         }
         // Done at its first token: its slots go back.
@@ -290,8 +292,8 @@ impl Engine {
             }
             _ => unreachable!("the caches are made for the served model"),
         };
-        let mut logits = match logits {
-            Ok(logits) => last_logits(logits),
+        let logits = match logits {
+            Ok(logits) => logits, // [rows, 1, V]
             Err(e) => {
                 for row in rows.drain(..) {
                     let _ = row.job.events.send(Event::Error(e.to_string()));
@@ -300,12 +302,15 @@ impl Engine {
                 return;
             }
         };
+        let [count, _, vocab] = logits.dims();
+        let steps: Vec<RowStep> = rows.iter_mut().map(|row| self.row_step(row)).collect();
+        let picks = pick::pick(logits.reshape([count, vocab]), &steps);
         let alive: Vec<bool> = rows
             .iter_mut()
-            .zip(&mut logits)
-            .map(|(row, logits)| {
+            .zip(picks)
+            .map(|(row, picked)| {
                 row.position += 1;
-                self.emit(row, logits)
+                self.emit(row, picked)
             })
             .collect();
         if alive.iter().all(|&a| a) {
@@ -352,28 +357,30 @@ impl Engine {
         self.finish(&row, "stop");
     }
 
-    /// `chosen`'s log-probability in `logits` and the `n` most likely tokens, as text.
-    fn step_logprobs(&self, logits: &[f32], chosen: u32, n: usize) -> StepLogprobs {
-        let text = |id: u32| self.tokenizer.as_ref().and_then(|t| t.decode(&[id], false).ok()).unwrap_or_else(|| id.to_string());
-        let (logprob, top) = step_logprobs(logits, chosen, n);
-        StepLogprobs { token: text(chosen), logprob, top: top.into_iter().map(|(id, l)| (text(id), l)).collect() }
-    }
-
-    /// Picks the row's next token from `logits` and sends it; false when the row is done (or
-    /// its client left).
-    fn emit(&self, row: &mut Row, logits: &mut [f32]) -> bool {
+    /// How the row's next token is chosen: the checkpoint's logits processors and the request's
+    /// penalties and `logit_bias` as edits, then the argmax or a draw from the row's generator.
+    fn row_step(&self, row: &mut Row) -> RowStep {
+        let mut edits = Edits::default();
         if !row.processors.is_empty() {
             let sequence = [row.start.as_slice(), &row.generated].concat();
             for processor in &row.processors {
-                processor.apply(logits, &sequence, row.generated.len());
+                processor.edit(&mut edits, &sequence, row.generated.len());
             }
         }
-        row.job.penalties.apply(logits, &row.generated);
-        // The distribution the token is chosen from, before sampling reshapes it in place.
-        let before = row.job.logprobs.map(|_| logits.to_vec());
-        let token = next_token(logits, row.job.sampling.zip(row.rng.as_mut()));
-        let logprobs = before.zip(row.job.logprobs).map(|(logits, n)| self.step_logprobs(&logits, token, n));
-        self.send(row, token, logprobs)
+        row.job.penalties.edit(&mut edits, &row.generated);
+        let choice = match (row.job.sampling, row.rng.as_mut()) {
+            (Some(sampling), Some(rng)) => Choice::Draw { sampling, uniform: rng.random::<f32>() },
+            _ => Choice::Argmax,
+        };
+        RowStep { edits, choice, logprobs: row.job.logprobs }
+    }
+
+    /// Sends the row's chosen token (and its log-probabilities, as text); false when the row is
+    /// done (or its client left).
+    fn emit(&self, row: &mut Row, picked: Picked) -> bool {
+        let text = |id: u32| self.tokenizer.as_ref().and_then(|t| t.decode(&[id], false).ok()).unwrap_or_else(|| id.to_string());
+        let logprobs = picked.logprobs.map(|(logprob, top)| StepLogprobs { token: text(picked.token), logprob, top: top.into_iter().map(|(id, l)| (text(id), l)).collect() });
+        self.send(row, picked.token, logprobs)
     }
 
     /// Sends `token` (and its `logprobs`) to the row's client; false when the row is done (EOS,

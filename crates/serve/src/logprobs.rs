@@ -12,22 +12,6 @@ pub struct StepLogprobs {
     pub top: Vec<(String, f32)>,
 }
 
-/// The log-softmax of `logits` at `chosen`, and its `n` best ids, best first.
-pub fn step_logprobs(logits: &[f32], chosen: u32, n: usize) -> (f32, Vec<(u32, f32)>) {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let log_total = max + logits.iter().map(|&l| (l - max).exp()).sum::<f32>().ln();
-    let mut best: Vec<(u32, f32)> = Vec::with_capacity(n + 1);
-    for (id, &logit) in logits.iter().enumerate() {
-        if best.len() < n || best.last().is_some_and(|&(_, worst)| logit > worst) {
-            let at = best.partition_point(|&(_, l)| l >= logit);
-            best.insert(at, (id as u32, logit));
-            best.truncate(n);
-        }
-    }
-    let top = best.into_iter().map(|(id, logit)| (id, logit - log_total)).collect();
-    (logits[chosen as usize] - log_total, top)
-}
-
 /// The `logprobs` object of OpenAI's completions for `steps`, whose text starts `offset`
 /// characters into the completion.
 pub fn logprobs_object(steps: &[StepLogprobs], mut offset: usize) -> Value {
@@ -53,7 +37,7 @@ mod tests {
     fn log_softmax_at_the_chosen_token_and_the_best_first() {
         let logits = [1.0f32, 3.0, 2.0, 3.0];
         let total = logits.iter().map(|l| l.exp()).sum::<f32>().ln();
-        let (chosen, top) = step_logprobs(&logits, 2, 3);
+        let (chosen, top) = prefix_tune_model::generate::pick::log_probs(&logits, 2, 3);
         assert!((chosen - (2.0 - total)).abs() < 1e-6);
         assert_eq!(top.iter().map(|t| t.0).collect::<Vec<_>>(), [1, 3, 2], "best first, ties in id order");
         assert!((top[0].1 - (3.0 - total)).abs() < 1e-6);

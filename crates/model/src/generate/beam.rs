@@ -2,6 +2,7 @@
 //! candidates, stopping rules and length normalisation, so that beams equal HF's.
 
 use super::*;
+use crate::tensors::{host_rows, to_i64s};
 
 /// A candidate continuation: (score, beam it extends, token).
 #[derive(Clone, Copy)]
@@ -75,12 +76,13 @@ impl<'a> Beams<'a> {
     }
 
     /// Each prompt's `keep` best continuations (best first) from `logits` `[rows, V]`, a row per
-    /// running beam. On a GPU, without logits processors, they are ranked on the device (log-
-    /// softmax, the beams' scores added, top-k over beams × vocabulary), so only `keep` scores
-    /// and ids per prompt come back instead of every row's logits.
+    /// running beam. On a GPU they are ranked on the device (log-softmax, the logits processors'
+    /// edits, the beams' scores added, top-k over beams × vocabulary), so only `keep` scores and
+    /// ids per prompt come back instead of every row's logits.
     fn candidates(&self, logits: Tensor<2>) -> Vec<Vec<Candidate>> {
-        if self.processors.is_empty() && crate::backend::is_gpu(&logits.device()) {
-            return device_candidates(logits, &self.running_scores, self.batch, self.keep);
+        if crate::backend::is_gpu(&logits.device()) {
+            let edits: Vec<Edits> = self.running.iter().map(|row| edits_for(row, self.prompt_len, &self.processors)).collect();
+            return device_candidates(logits, &edits, &self.running_scores, self.batch, self.keep);
         }
         let mut logits = host_rows(logits);
         let beams = self.config.num_beams;
@@ -189,13 +191,18 @@ fn top_continuations(logits: &mut [Vec<f32>], running: &[Vec<u32>], running_scor
     top
 }
 
-/// [`top_continuations`] on the device, for every prompt at once and without logits processors:
-/// `logits` `[batch · beams, V]`, each beam's cumulative score in `running_scores`.
-fn device_candidates(logits: Tensor<2>, running_scores: &[f32], batch: usize, keep: usize) -> Vec<Vec<Candidate>> {
+/// [`top_continuations`] on the device, for every prompt at once: `logits` `[batch · beams, V]`,
+/// each beam's processor edits in `edits` and cumulative score in `running_scores`.
+fn device_candidates(logits: Tensor<2>, edits: &[Edits], running_scores: &[f32], batch: usize, keep: usize) -> Vec<Vec<Candidate>> {
     let [rows, vocab] = logits.dims();
     let device = logits.device();
     let beam_scores = crate::tensors::floats(running_scores.to_vec(), [rows, 1], &device);
-    let scores = burn::tensor::activation::log_softmax(logits, 1) + beam_scores; // [B·beams, V]
+    let mut log_probs = burn::tensor::activation::log_softmax(logits, 1);
+    if edits.iter().any(|e| !e.is_empty()) {
+        // As HF, the processors act on log-probabilities: a ban does not renormalise the rest.
+        log_probs = pick::edit(log_probs, edits);
+    }
+    let scores = log_probs + beam_scores; // [B·beams, V]
     let (values, indices) = scores.reshape([batch, rows / batch * vocab]).topk_with_indices(keep, 1); // [B, keep]
     let (values, indices) = (crate::tensors::to_f32s(values), to_i64s(indices));
     values
@@ -230,8 +237,9 @@ fn can_improve(best_running: f32, finished: &[(f32, Vec<u32>)], generated: usize
 mod tests {
     use super::*;
 
-    /// The device's ranking (what a GPU runs without logits processors) picks what the host's
-    /// does, scores included, over two prompts of three beams whose running scores differ.
+    /// The device's ranking (what a GPU runs) picks what the host's does, scores included, over
+    /// two prompts of three beams whose running scores differ, with HF's processors (n-gram and
+    /// bad-word bans, a minimum length) and without.
     #[test]
     fn beams_ranked_on_the_device_equal_the_hosts() {
         let device = crate::testing::device();
@@ -246,13 +254,23 @@ mod tests {
             })
             .collect();
         let running_scores = [0.0, -1.5, -2.25, -0.5, NEG, -3.0];
-        let running = vec![vec![1u32]; batch * beams];
-        let tensor = crate::tensors::floats(logits.clone(), [batch * beams, vocab], &device);
-        let on_device = device_candidates(tensor, &running_scores, batch, keep);
-        let mut rows: Vec<Vec<f32>> = logits.chunks(vocab).map(<[f32]>::to_vec).collect();
+        // Each row ends in 1 after `1, t`: the 2-gram ban forbids t; 6 is a bad word after 1;
+        // with 2 of at least 4 new tokens, EOS (3) is forbidden.
+        let running: Vec<Vec<u32>> = (0..batch * beams).map(|r| vec![1, 4 + r as u32 % 2, 1]).collect();
+        let processors = [LogitsProcessor::NoRepeatNgram(2), LogitsProcessor::MinNewTokens { min: 4, eos: vec![3] }, LogitsProcessor::BadWords(vec![vec![1, 6]])];
+        for processors in [&[][..], &processors[..1], &processors[..]] {
+            let edits: Vec<Edits> = running.iter().map(|row| edits_for(row, 1, processors)).collect();
+            let tensor = crate::tensors::floats(logits.clone(), [batch * beams, vocab], &device);
+            let on_device = device_candidates(tensor, &edits, &running_scores, batch, keep);
+            let mut rows: Vec<Vec<f32>> = logits.chunks(vocab).map(<[f32]>::to_vec).collect();
+            check_candidates(&on_device, &mut rows, &running, &running_scores, beams, keep, processors);
+        }
+    }
+
+    fn check_candidates(on_device: &[Vec<Candidate>], rows: &mut [Vec<f32>], running: &[Vec<u32>], running_scores: &[f32], beams: usize, keep: usize, processors: &[LogitsProcessor]) {
         for (item, device_top) in on_device.iter().enumerate() {
             let range = item * beams..(item + 1) * beams;
-            let host_top = top_continuations(&mut rows[range.clone()], &running[range.clone()], &running_scores[range], 1, keep, &[]);
+            let host_top = top_continuations(&mut rows[range.clone()], &running[range.clone()], &running_scores[range], 1, keep, processors);
             assert_eq!(host_top.len(), device_top.len());
             for (h, d) in host_top.iter().zip(device_top) {
                 assert_eq!((h.beam, h.token), (d.beam, d.token), "prompt {item}");

@@ -1,17 +1,19 @@
 //! Decoding with Hugging Face `generate` semantics: greedy, beam search and sampling, batched
 //! over prompts of different lengths (left-padded, as HF requires for decoder-only models).
 //!
-//! The search runs on the host over the last position's logits; the model side is the
-//! [`Decoder`] trait, so GPT-2 and an encoder-decoder share one implementation.
+//! The search's bookkeeping runs on the host; each step's choice of tokens ([`pick`]) runs on
+//! the device on a GPU, so only ids and a few scores come back, not the logits. The model side
+//! is the [`Decoder`] trait, so GPT-2 and an encoder-decoder share one implementation.
 
 mod beam;
+pub mod pick;
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-use crate::tensors::{host_rows, to_i64s};
 use crate::ModelError;
 use burn::tensor::Tensor;
 use beam::beam_search;
+use pick::{Choice, Edits, RowStep};
 
 /// When beam search may stop, as HF's `early_stopping`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -58,7 +60,7 @@ pub struct GenerateConfig {
 }
 
 /// Sampling instead of argmax (greedy only; HF order: temperature, top-k, top-p).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sampling {
     pub temperature: f32,
     /// Only the k most likely tokens (HF: 0 also turns it off).
@@ -249,33 +251,20 @@ fn greedy_or_sample(decoder: &mut dyn Decoder, prompts: &[Vec<u32>], config: &Ge
     let mut rng = config.sampling.map(|s| StdRng::seed_from_u64(s.seed));
     let mut finished = vec![false; prompts.len()];
     let processors = config.processors();
-    // Without logit processors or sampling each row's next token is its argmax, taken on the
-    // device: only the token ids come back to the host, not `[rows, V]` logits.
-    let argmax_on_device = processors.is_empty() && rng.is_none();
     let mut logits = decoder.step(&sequences, &mask)?;
     for step in 0..config.max_new_tokens {
-        let rows = sequences.len();
-        let next: Vec<u32> = if argmax_on_device {
-            let tokens = to_i64s(logits.argmax(1).reshape([rows]));
-            tokens.into_iter().zip(&finished).map(|(token, &done)| if done { config.pad_token_id } else { token as u32 }).collect()
-        } else {
-            let mut scores = host_rows(logits);
-            // A finished row is neither processed nor sampled: it draws nothing from the
-            // generator, so the other rows' draws do not depend on when it finished.
-            (0..rows)
-                .map(|row| {
-                    if finished[row] {
-                        return config.pad_token_id;
-                    }
-                    process(&mut scores[row], &sequences[row], prompt_len, &processors);
-                    let token = match (&mut rng, config.sampling) {
-                        (Some(rng), Some(sampling)) => sample(&mut scores[row], sampling, rng),
-                        _ => argmax(&scores[row]),
-                    };
-                    token as u32
-                })
-                .collect()
-        };
+        // A finished row is neither processed nor sampled: it draws nothing from the
+        // generator, so the other rows' draws do not depend on when it finished.
+        let rows: Vec<RowStep> = sequences
+            .iter()
+            .zip(&finished)
+            .map(|(row, &done)| match (&mut rng, config.sampling) {
+                _ if done => RowStep { edits: Edits::default(), choice: Choice::Argmax, logprobs: None },
+                (Some(rng), Some(sampling)) => RowStep { edits: edits_for(row, prompt_len, &processors), choice: Choice::Draw { sampling, uniform: rng.random::<f32>() }, logprobs: None },
+                _ => RowStep { edits: edits_for(row, prompt_len, &processors), choice: Choice::Argmax, logprobs: None },
+            })
+            .collect();
+        let next: Vec<u32> = pick::pick(logits, &rows).into_iter().zip(&finished).map(|(picked, &done)| if done { config.pad_token_id } else { picked.token }).collect();
         for (row, &token) in next.iter().enumerate() {
             sequences[row].push(token);
             if config.eos_token_ids.contains(&token) {
@@ -319,9 +308,9 @@ pub enum LogitsProcessor {
 }
 
 impl LogitsProcessor {
-    /// `sequence` is the whole row so far, left padding included, as in HF; `generated` how many
-    /// of its tokens are new.
-    pub fn apply(&self, scores: &mut [f32], sequence: &[u32], generated: usize) {
+    /// What this processor does to the scores of a row: `sequence` is the whole row so far, left
+    /// padding included, as in HF; `generated` how many of its tokens are new.
+    pub fn edit(&self, edits: &mut Edits, sequence: &[u32], generated: usize) {
         match self {
             LogitsProcessor::NoRepeatNgram(n) => {
                 let n = *n;
@@ -329,7 +318,7 @@ impl LogitsProcessor {
                     let suffix = &sequence[sequence.len() + 1 - n..];
                     for window in sequence.windows(n) {
                         if &window[..n - 1] == suffix {
-                            scores[window[n - 1] as usize] = f32::NEG_INFINITY;
+                            edits.ban(window[n - 1]);
                         }
                     }
                 }
@@ -338,7 +327,7 @@ impl LogitsProcessor {
                 for word in words {
                     if let Some((&last, head)) = word.split_last() {
                         if sequence.ends_with(head) {
-                            scores[last as usize] = f32::NEG_INFINITY;
+                            edits.ban(last);
                         }
                     }
                 }
@@ -346,55 +335,54 @@ impl LogitsProcessor {
             LogitsProcessor::MinNewTokens { min, eos } => {
                 if generated < *min {
                     for &token in eos {
-                        scores[token as usize] = f32::NEG_INFINITY;
+                        edits.ban(token);
                     }
                 }
             }
             LogitsProcessor::ForcedBos(bos) => {
                 if sequence.len() == 1 {
-                    force(scores, *bos);
+                    edits.force(*bos);
                 }
             }
             LogitsProcessor::ForcedEos { last, eos } => {
                 if generated + 1 == *last {
-                    force(scores, *eos);
+                    edits.force(*eos);
                 }
             }
         }
     }
+
+    /// [`LogitsProcessor::edit`] applied to one row's scores on the host.
+    pub fn apply(&self, scores: &mut [f32], sequence: &[u32], generated: usize) {
+        let mut edits = Edits::default();
+        self.edit(&mut edits, sequence, generated);
+        edits.apply(scores);
+    }
 }
 
-/// Every score −∞ but `token`'s, which becomes 0 (HF's forced-token processors).
-fn force(scores: &mut [f32], token: u32) {
-    scores.fill(f32::NEG_INFINITY);
-    scores[token as usize] = 0.0;
+/// What every processor does to one row (`sequence`, of which `prompt_len` tokens are prompt).
+fn edits_for(sequence: &[u32], prompt_len: usize, processors: &[LogitsProcessor]) -> Edits {
+    let mut edits = Edits::default();
+    for processor in processors {
+        processor.edit(&mut edits, sequence, sequence.len() - prompt_len);
+    }
+    edits
 }
 
 /// Applies every processor of `config` to one row's scores.
 fn process(scores: &mut [f32], sequence: &[u32], prompt_len: usize, processors: &[LogitsProcessor]) {
-    for processor in processors {
-        processor.apply(scores, sequence, sequence.len() - prompt_len);
-    }
+    edits_for(sequence, prompt_len, processors).apply(scores);
 }
 
 /// The next token from one row's raw logits: argmax, or a seeded draw (temperature, top-k,
 /// top-p) when `sampling` is given: what `generate` does per row, for callers that run their own
 /// loop (the server's continuous batch).
-pub fn next_token(scores: &mut [f32], sampling: Option<(Sampling, &mut StdRng)>) -> u32 {
-    match sampling {
-        Some((sampling, rng)) => sample(scores, sampling, rng) as u32,
-        None => argmax(scores) as u32,
-    }
-}
-
-fn argmax(scores: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &s) in scores.iter().enumerate() {
-        if s > scores[best] {
-            best = i;
-        }
-    }
-    best
+pub fn next_token(scores: &[f32], sampling: Option<(Sampling, &mut StdRng)>) -> u32 {
+    let choice = match sampling {
+        Some((sampling, rng)) => Choice::Draw { sampling, uniform: rng.random::<f32>() },
+        None => Choice::Argmax,
+    };
+    pick::choose_row(scores, choice)
 }
 
 fn log_softmax(scores: &mut [f32]) {
@@ -404,48 +392,6 @@ fn log_softmax(scores: &mut [f32]) {
     for s in scores.iter_mut() {
         *s -= log_sum;
     }
-}
-
-/// Temperature, then top-k, then top-p (nucleus), then a draw: HF's warper order.
-fn sample(scores: &mut [f32], sampling: Sampling, rng: &mut StdRng) -> usize {
-    for s in scores.iter_mut() {
-        *s /= sampling.temperature;
-    }
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    if let Some(top_k) = sampling.top_k.filter(|&k| k > 0 && k < scores.len()) {
-        for &i in &order[top_k..] {
-            scores[i] = f32::NEG_INFINITY;
-        }
-    }
-    if let Some(top_p) = sampling.top_p.filter(|&p| p < 1.0) {
-        let max = scores[order[0]];
-        let total: f32 = order.iter().map(|&i| (scores[i] - max).exp()).sum();
-        // Keep the smallest set of most likely tokens whose mass reaches top_p (at least one).
-        let mut mass = 0.0;
-        let mut keep = 0;
-        for &i in &order {
-            keep += 1;
-            mass += (scores[i] - max).exp() / total;
-            if mass >= top_p {
-                break;
-            }
-        }
-        for &i in &order[keep..] {
-            scores[i] = f32::NEG_INFINITY;
-        }
-    }
-    let max = scores[order[0]];
-    let weights: Vec<f32> = scores.iter().map(|&s| (s - max).exp()).collect();
-    let total: f32 = weights.iter().sum();
-    let mut draw = rng.random::<f32>() * total;
-    for (i, &w) in weights.iter().enumerate() {
-        if draw < w {
-            return i;
-        }
-        draw -= w;
-    }
-    order[0]
 }
 
 #[cfg(test)]
@@ -485,8 +431,8 @@ mod tests {
         let out = generate(&mut Fixed, &[vec![1], vec![2]], &config).unwrap();
         assert_eq!(out[0].ids, vec![7]);
         let mut rng = StdRng::seed_from_u64(11);
-        sample(&mut row_logits(0), sampling, &mut rng);
-        let by_hand: Vec<u32> = (0..6).map(|_| sample(&mut row_logits(1), sampling, &mut rng) as u32).collect();
+        next_token(&row_logits(0), Some((sampling, &mut rng)));
+        let by_hand: Vec<u32> = (0..6).map(|_| next_token(&row_logits(1), Some((sampling, &mut rng)))).collect();
         assert_eq!(out[1].ids, by_hand);
     }
 }

@@ -35,6 +35,94 @@ fn wgpu_shaders_child() {
     attention_kernels(&device, 5, 4, 0.0);
     attention_kernels(&device, 5, 4, 0.3);
     attention_kernels(&device, 300, 10, 0.1);
+    pick_kernel(&device.clone().without_autodiff(), 1000, 40);
+    pick_kernel(&device.clone().without_autodiff(), 50_257, 12);
+}
+
+/// Each row's next token chosen on the device (`generate::pick`: processor edits, then the
+/// argmax or a draw after temperature, top-k and top-p) against the same rules on the host,
+/// with the same uniform numbers, over rows of `vocab` scores with ties (scores rounded to
+/// 1/8) and banned and forced rows. The host sums in the kernel's order, so only `exp` and
+/// division may round differently (on lavapipe every pick agrees). The argmax must agree; a draw
+/// may differ only where that rounding puts the target on the other side of a token boundary:
+/// the two picks must then be neighbours among the kept tokens, with the target within 1e-5 of
+/// the total weight from the boundary between them (summed in f64), and at most 1% of draws.
+fn pick_kernel(device: &Device, vocab: usize, rounds: usize) {
+    use prefix_tune_model::generate::pick::{self, Choice, Edits};
+    use prefix_tune_model::generate::Sampling;
+    let draw = |temperature, top_k, top_p| Sampling { temperature, top_k, top_p, seed: 0 };
+    let kinds = [
+        None,
+        Some(draw(1.0, None, None)),
+        Some(draw(0.7, Some(40), None)),
+        Some(draw(1.3, None, Some(0.9))),
+        Some(draw(0.8, Some(50), Some(0.8))),
+        Some(draw(1.0, Some(1), None)),
+        Some(draw(2.0, None, Some(0.3))),
+        Some(draw(0.5, Some(vocab), Some(1.0))),
+    ];
+    let rows = kinds.len();
+    let mut state = 0x2545_f491_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 // in [0, 1)
+    };
+    let (mut agree, mut boundary) = (0, 0);
+    for round in 0..rounds {
+        let scores: Vec<f32> = (0..rows * vocab).map(|_| ((next() * 2.0 - 1.0) * 6.0 * 8.0).round() / 8.0).collect();
+        let mut edits = vec![Edits::default(); rows];
+        edits[round % rows].ban((round * 7 % vocab) as u32);
+        if round % 3 == 0 {
+            edits[(round + 1) % rows].force((round * 11 % vocab) as u32);
+        }
+        let choices: Vec<Choice> = kinds.iter().map(|kind| kind.map_or(Choice::Argmax, |sampling| Choice::Draw { sampling, uniform: next() })).collect();
+        let logits = pick::edit(prefix_tune_model::tensors::floats(scores.clone(), [rows, vocab], device), &edits);
+        let on_device = pick::choose(logits, &choices);
+        for (row, ((row_scores, row_edits), &choice)) in scores.chunks(vocab).zip(&edits).zip(&choices).enumerate() {
+            let mut host = row_scores.to_vec();
+            row_edits.apply(&mut host);
+            let token = pick::choose_row(&host, choice);
+            let (device_token, context) = (on_device[row], format!("round {round}, row {row} ({choice:?}), vocabulary {vocab}"));
+            if device_token == token {
+                agree += 1;
+                continue;
+            }
+            let Choice::Draw { sampling, uniform } = choice else { panic!("argmax differs: {device_token} vs {token}, {context}") };
+            let weights = pick::kept_weights(&host, sampling);
+            let (low, high) = (device_token.min(token) as usize, device_token.max(token) as usize);
+            assert!(weights[low] > 0.0 && weights[high] > 0.0 && weights[low + 1..high].iter().all(|&w| w == 0.0), "not neighbours: {device_token} vs {token}, {context}");
+            let total: f64 = weights.iter().map(|&w| w as f64).sum();
+            let up_to_low: f64 = weights[..=low].iter().map(|&w| w as f64).sum();
+            assert!((up_to_low - uniform as f64 * total).abs() <= 1e-5 * total, "target not at the boundary: {device_token} vs {token}, {context}");
+            boundary += 1;
+        }
+    }
+    assert!(boundary * 100 <= agree + boundary, "{boundary} boundary draws of {}", agree + boundary);
+    // A whole step as the server runs it: edits, choices and OpenAI's logprobs (the chosen
+    // token's and the best n), on scores without ties so the best come in one order.
+    let scores: Vec<f32> = (0..4 * vocab).map(|i| ((i * 7919) % 100_003) as f32 / 100_003.0 * 12.0 - 6.0).collect();
+    let mut steps: Vec<pick::RowStep> = [(None, Some(5)), (Some(draw(0.9, Some(30), Some(0.9))), Some(0)), (None, None), (Some(draw(1.1, None, None)), Some(3))]
+        .into_iter()
+        .map(|(kind, logprobs)| pick::RowStep { edits: Edits::default(), choice: kind.map_or(Choice::Argmax, |sampling| Choice::Draw { sampling, uniform: next() }), logprobs })
+        .collect();
+    steps[0].edits.add(3, 2.5);
+    steps[3].edits.ban(1);
+    let on_device = pick::pick(prefix_tune_model::tensors::floats(scores.clone(), [4, vocab], device), &steps);
+    for (row, (step, picked)) in steps.iter().zip(&on_device).enumerate() {
+        let host = pick::pick_row(&mut scores[row * vocab..(row + 1) * vocab].to_vec(), step);
+        assert_eq!(picked.token, host.token, "row {row}");
+        let (Some((logprob, top)), Some((host_logprob, host_top))) = (&picked.logprobs, &host.logprobs) else {
+            assert!(picked.logprobs.is_none() && host.logprobs.is_none(), "row {row}");
+            continue;
+        };
+        // log-softmax over the vocabulary in another order of summation: a few ulp of ~10.
+        assert!((logprob - host_logprob).abs() < 1e-4, "row {row}: {logprob} vs {host_logprob}");
+        assert_eq!(top.iter().map(|t| t.0).collect::<Vec<_>>(), host_top.iter().map(|t| t.0).collect::<Vec<_>>(), "row {row}");
+        assert!(top.iter().zip(host_top).all(|(a, b)| (a.1 - b.1).abs() < 1e-4), "row {row}");
+    }
+    println!("next-token kernel = the host's choice on wgpu: {agree} picks equal, {boundary} at a token boundary, over {vocab} tokens (argmax, temperature, top-k, top-p, edits)");
 }
 
 /// The LM-head cross-entropy kernel against log-softmax + gather, forward and backward, as the
