@@ -6,7 +6,7 @@
 //! encoder, the computation is the same: concatenate them in front of the current keys and
 //! values, mask what a query must not see, softmax.
 
-use burn::tensor::{activation::softmax, Distribution, Tensor};
+use burn::tensor::{activation::softmax, Distribution, Int, Tensor};
 
 /// Large negative added to the scores of keys a query must not see. Finite (unlike -inf) so a
 /// row that sees nothing, such as a left-padding query, softmaxes to a uniform row instead of
@@ -111,6 +111,9 @@ pub fn apply_dropout<const D: usize>(x: Tensor<D>, p: f64) -> Tensor<D> {
 /// Rows may have different lengths (a batch of KV-cache rows): each is padded at its end to
 /// the longest with keys nobody sees. `causal = false` gives an encoder's or cross-attention's
 /// bias (padding only).
+///
+/// Only each key's visibility `[B, S]` and each row's past length go to the device; the
+/// `[B, 1, T, S]` bias is built there (on a GPU, a few fused element-wise kernels).
 pub fn attention_bias(
     key_mask: &[Vec<f32>],
     new_len: usize,
@@ -119,18 +122,18 @@ pub fn attention_bias(
 ) -> Tensor<4> {
     let batch = key_mask.len();
     let total = key_mask.iter().map(Vec::len).max().unwrap_or(0);
-    let mut bias = Vec::with_capacity(batch * new_len * total);
-    for row in key_mask {
-        let past_len = row.len().saturating_sub(new_len);
-        for t in 0..new_len {
-            for s in 0..total {
-                let visible = row.get(s).is_some_and(|&m| m > 0.5);
-                let allowed = visible && (!causal || s <= past_len + t);
-                bias.push(if allowed { 0.0 } else { MASKED });
-            }
-        }
+    let shape = [batch, 1, new_len, total];
+    let visible: Vec<f32> = key_mask.iter().flat_map(|row| (0..total).map(move |s| if row.get(s).is_some_and(|&m| m > 0.5) { 1.0 } else { 0.0 })).collect();
+    let mut allowed = crate::tensors::floats(visible, [batch, 1, 1, total], device).greater_elem(0.5).expand(shape);
+    if causal {
+        let past: Vec<i64> = key_mask.iter().map(|row| row.len().saturating_sub(new_len) as i64).collect();
+        let past = crate::tensors::ints(past, [batch, 1, 1, 1], device);
+        let step = Tensor::<1, Int>::arange(0..new_len as i64, device).reshape([1, 1, new_len, 1]);
+        let last_seen = (past.expand([batch, 1, new_len, 1]) + step.expand([batch, 1, new_len, 1])).expand(shape); // past_len + t
+        let key = Tensor::<1, Int>::arange(0..total as i64, device).reshape([1, 1, 1, total]).expand(shape);
+        allowed = allowed.bool_and(key.lower_equal(last_seen));
     }
-    Tensor::<1>::from_floats(bias.as_slice(), device).reshape([batch, 1, new_len, total])
+    Tensor::<4>::zeros(shape, device).mask_fill(allowed.bool_not(), MASKED)
 }
 
 /// Attention as one CPU op under autodiff, forward and backward

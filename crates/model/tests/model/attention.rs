@@ -66,3 +66,26 @@ fn dropout_keeps_one_minus_p_scaled_and_follows_the_seed() {
     assert_eq!(run(11).0, y, "the same seed draws the same mask");
     assert_ne!(run(12).0, y, "another seed draws another mask");
 }
+
+/// The bias built on the device equals the rule it states, entry by entry: ragged rows (a
+/// batch of KV-cache rows, end-padded), a padded key, several new tokens, causal and not.
+#[test]
+fn the_attention_bias_built_on_the_device_follows_its_rule() {
+    let device = device();
+    let masked = prefix_tune_model::attention::MASKED;
+    let key_mask = vec![vec![1.0, 1.0, 0.0, 1.0, 1.0, 1.0], vec![1.0, 1.0, 1.0], vec![0.0, 1.0, 1.0, 1.0, 1.0]];
+    let (new_len, total) = (3, 6);
+    for causal in [true, false] {
+        let bias = to_f32s(attention_bias(&key_mask, new_len, causal, &device));
+        assert_eq!(bias.len(), key_mask.len() * new_len * total);
+        for (b, row) in key_mask.iter().enumerate() {
+            let past = row.len() - new_len;
+            for t in 0..new_len {
+                for s in 0..total {
+                    let seen = row.get(s).is_some_and(|&m| m > 0.5) && (!causal || s <= past + t);
+                    assert_eq!(bias[(b * new_len + t) * total + s], if seen { 0.0 } else { masked }, "causal {causal}, row {b}, t {t}, key {s}");
+                }
+            }
+        }
+    }
+}
