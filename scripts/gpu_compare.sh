@@ -48,6 +48,13 @@ python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 
 timeout 90 "$binary" bench --backend wgpu train --steps 10 --target-fraction 0.5 --breakdown
 dispatches=$(timeout 60 "$binary" bench --backend wgpu train --steps 5 --target-fraction 0.5 --dispatches | tee /dev/stderr \
   | python3 -c "import json,sys; print(int(json.loads(sys.stdin.read().strip().splitlines()[-1])['dispatches_per_step']))" 2>/dev/null)
+# Each matrix product of a step, on wgpu (folded rows and per sequence) and in cuBLAS.
+timeout 90 "$binary" bench --backend wgpu matmul
+timeout 60 python3 scripts/matmul_torch.py --device cuda
+if [ -n "${DTYPE:-}" ]; then
+  timeout 90 "$binary" bench --backend wgpu --dtype "$DTYPE" matmul
+  timeout 60 python3 scripts/matmul_torch.py --device cuda --dtype "$DTYPE"
+fi
 if [ "${PROFILE:-0}" = 1 ]; then
   # CubeCL times every kernel on the GPU (one line each: duration, name; its settings come from
   # a cubecl.toml in the working directory); their sum against the step's wall time says how

@@ -1,4 +1,4 @@
-//! `prefix-tune bench generate|train`: speed on a GPT-2-small-shaped random model, as JSON.
+//! `prefix-tune bench generate|train|matmul|serve`: speed on a GPT-2-small-shaped random model, as JSON.
 //! Benchmarks, not tests: numbers depend on the machine.
 
 use std::time::Instant;
@@ -47,6 +47,8 @@ enum BenchWhat {
     },
     /// Prefix training steps: batch 5 × 64 tokens, P = 10, MLP 512.
     Train(TrainBench),
+    /// The matrix products of a training step, one by one, in each form a step could run them.
+    Matmul(crate::bench_matmul::MatmulBench),
 }
 
 #[derive(clap::Args, Debug)]
@@ -116,6 +118,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     match args.what {
         BenchWhat::Serve(serve) => crate::bench_serve::run(serve, bench.backend, bench.dtype),
         BenchWhat::Generate { prompt_len, new_tokens } => generate(&bench, prompt_len, new_tokens),
+        BenchWhat::Matmul(matmul) => crate::bench_matmul::run(&bench.device.device, bench.device.to_string(), &bench.config, bench.dtype, &matmul),
         BenchWhat::Train(train_args) => crate::out_of_memory::guard(train_args.batch_size, "lower --batch-size", || train(&bench, &train_args, dispatch_log.as_deref())),
     }
 }

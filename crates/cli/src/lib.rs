@@ -5,6 +5,7 @@
 
 mod arch;
 mod bench;
+mod bench_matmul;
 mod bench_serve;
 mod devices;
 pub mod error;

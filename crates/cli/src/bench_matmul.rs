@@ -1,0 +1,107 @@
+//! `prefix-tune bench matmul`: the matrix products of one training step of the model shape,
+//! timed one by one, as JSON. On a GPU the matmuls are most of a training step (38.8 of 44.2 ms
+//! on an H200 in f32); this says which products are slow, in which form, and in which dtype.
+//!
+//! Each product is timed in the forms a step could run it: the rows of the whole batch folded
+//! into one `[B·T, K] · [K, N]` ("folded") and one matmul per sequence against the shared
+//! weight, `[B, T, K] · [1, K, N]` ("per_sequence", what `nn::Linear` runs on a GPU). Backward
+//! products multiply by the transposed weight, as autodiff does for a frozen weight.
+
+use std::time::Instant;
+
+use prefix_tune_model::bf16::Dtype;
+use prefix_tune_model::burn::tensor::{DType, Device, Distribution, Tensor};
+use prefix_tune_model::tensors::to_f32s;
+use prefix_tune_model::Gpt2Config;
+
+use crate::error::Result;
+
+#[derive(clap::Args, Debug)]
+pub struct MatmulBench {
+    #[arg(long, default_value_t = 5)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 64)]
+    seq_len: usize,
+    /// Timed repetitions of each product (after three untimed ones).
+    #[arg(long, default_value_t = 20)]
+    repeats: usize,
+}
+
+/// One product of a step: `[rows, k] · [k, n]`, or `· [n, k]ᵀ` when `transposed`.
+struct Product {
+    name: &'static str,
+    k: usize,
+    n: usize,
+    transposed: bool,
+    /// How many times a training step runs it (every layer, or once).
+    per_step: usize,
+}
+
+/// GPT-2's products of a training step whose weights are frozen: every layer's four linear
+/// layers forward and, backward, their input gradients (the transposed weight); the tied LM head
+/// both ways.
+fn products(config: &Gpt2Config) -> Vec<Product> {
+    let (d, layers, vocab) = (config.n_embd, config.n_layer, config.vocab_size);
+    let layer = |name, k, n, transposed| Product { name, k, n, transposed, per_step: layers };
+    vec![
+        layer("attention qkv", d, 3 * d, false),
+        layer("attention out", d, d, false),
+        layer("mlp up", d, 4 * d, false),
+        layer("mlp down", 4 * d, d, false),
+        layer("attention qkv, input gradient", 3 * d, d, true),
+        layer("attention out, input gradient", d, d, true),
+        layer("mlp up, input gradient", 4 * d, d, true),
+        layer("mlp down, input gradient", d, 4 * d, true),
+        Product { name: "lm head", k: d, n: vocab, transposed: true, per_step: 1 },
+        Product { name: "lm head, input gradient", k: vocab, n: d, transposed: false, per_step: 1 },
+    ]
+}
+
+/// Milliseconds per call of `product`, after three untimed calls; each call's result is read
+/// back at the end, so on a GPU the time runs to the last kernel's end.
+fn time(product: impl Fn() -> Tensor<2>, repeats: usize) -> f64 {
+    for _ in 0..3 {
+        to_f32s(product().narrow(0, 0, 1).narrow(1, 0, 1));
+    }
+    let start = Instant::now();
+    let mut last = None;
+    for _ in 0..repeats {
+        last = Some(product());
+    }
+    if let Some(out) = last {
+        to_f32s(out.narrow(0, 0, 1).narrow(1, 0, 1));
+    }
+    start.elapsed().as_secs_f64() * 1e3 / repeats as f64
+}
+
+pub fn run(device: &Device, backend: String, config: &Gpt2Config, dtype: Dtype, args: &MatmulBench) -> Result<()> {
+    let MatmulBench { batch_size, seq_len, repeats } = *args;
+    let rows = batch_size * seq_len;
+    let float = match dtype {
+        Dtype::F32 => DType::F32,
+        Dtype::F16 => DType::F16,
+        Dtype::Bf16 => DType::BF16,
+    };
+    let random = |shape: [usize; 2]| Tensor::<2>::random(shape, Distribution::Normal(0.0, 0.02), device).cast(float);
+    let (mut results, mut step_ms) = (Vec::new(), [0.0f64; 2]);
+    for p in products(config) {
+        let input = random([rows, p.k]);
+        let weight = if p.transposed { random([p.n, p.k]) } else { random([p.k, p.n]) };
+        let weight = || if p.transposed { weight.clone().transpose() } else { weight.clone() };
+        let folded = time(|| input.clone().matmul(weight()), repeats);
+        let per_sequence = time(|| input.clone().reshape([batch_size, seq_len, p.k]).matmul(weight().unsqueeze::<3>()).reshape([rows, p.n]), repeats);
+        let tflops = |ms: f64| 2.0 * (rows * p.k * p.n) as f64 / (ms * 1e-3) / 1e12;
+        step_ms[0] += folded * p.per_step as f64;
+        step_ms[1] += per_sequence * p.per_step as f64;
+        results.push(serde_json::json!({
+            "product": p.name, "m": rows, "k": p.k, "n": p.n, "transposed_weight": p.transposed, "per_step": p.per_step,
+            "folded_ms": folded, "folded_tflops": tflops(folded), "per_sequence_ms": per_sequence, "per_sequence_tflops": tflops(per_sequence),
+        }));
+    }
+    let report = serde_json::json!({
+        "bench": "matmul", "backend": backend, "dtype": dtype, "rows": rows, "batch": batch_size, "seq_len": seq_len, "repeats": repeats,
+        "results": results, "step_folded_ms": step_ms[0], "step_per_sequence_ms": step_ms[1],
+    });
+    println!("{report}");
+    Ok(())
+}
