@@ -11,6 +11,7 @@ pub mod adamw;
 pub mod attention;
 pub mod cross_entropy;
 pub mod layer_norm;
+pub mod matmul;
 pub mod pick;
 mod rows;
 

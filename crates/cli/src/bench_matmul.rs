@@ -3,9 +3,11 @@
 //! on an H200 in f32); this says which products are slow, in which form, and in which dtype.
 //!
 //! Each product is timed in the forms a step could run it: the rows of the whole batch folded
-//! into one `[B·T, K] · [K, N]` ("folded") and one matmul per sequence against the shared
-//! weight, `[B, T, K] · [1, K, N]` ("per_sequence", what `nn::Linear` runs on a GPU). Backward
-//! products multiply by the transposed weight, as autodiff does for a frozen weight.
+//! into one `[B·T, K] · [K, N]` ("folded"), one matmul per sequence against the shared weight,
+//! `[B, T, K] · [1, K, N]` ("per_sequence", what `nn::Linear` runs on a GPU by default), and,
+//! on a GPU in f32, the tiled kernel of `shaders/` ("shaders", what `PREFIX_TUNE_MATMUL=shaders`
+//! runs). Backward products multiply by the transposed weight, as autodiff does for a frozen
+//! weight.
 
 use std::time::Instant;
 
@@ -83,24 +85,29 @@ pub fn run(device: &Device, backend: String, config: &Gpt2Config, dtype: Dtype, 
         Dtype::Bf16 => DType::BF16,
     };
     let random = |shape: [usize; 2]| Tensor::<2>::random(shape, Distribution::Normal(0.0, 0.02), device).cast(float);
-    let (mut results, mut step_ms) = (Vec::new(), [0.0f64; 2]);
+    let (mut results, mut step_ms) = (Vec::new(), [0.0f64; 3]);
     for p in products(config) {
         let input = random([rows, p.k]);
-        let weight = if p.transposed { random([p.n, p.k]) } else { random([p.k, p.n]) };
-        let weight = || if p.transposed { weight.clone().transpose() } else { weight.clone() };
+        let stored = if p.transposed { random([p.n, p.k]) } else { random([p.k, p.n]) };
+        let weight = || if p.transposed { stored.clone().transpose() } else { stored.clone() };
         let folded = time(|| input.clone().matmul(weight()), repeats);
         let per_sequence = time(|| input.clone().reshape([batch_size, seq_len, p.k]).matmul(weight().unsqueeze::<3>()).reshape([rows, p.n]), repeats);
+        let shaders = prefix_tune_model::matmul::kernel(input.clone(), stored.clone(), p.transposed)
+            .is_some()
+            .then(|| time(|| prefix_tune_model::matmul::kernel(input.clone(), stored.clone(), p.transposed).expect("available"), repeats));
         let tflops = |ms: f64| 2.0 * (rows * p.k * p.n) as f64 / (ms * 1e-3) / 1e12;
-        step_ms[0] += folded * p.per_step as f64;
-        step_ms[1] += per_sequence * p.per_step as f64;
+        for (total, ms) in step_ms.iter_mut().zip([Some(folded), Some(per_sequence), shaders]) {
+            *total += ms.unwrap_or(f64::NAN) * p.per_step as f64;
+        }
         results.push(serde_json::json!({
             "product": p.name, "m": rows, "k": p.k, "n": p.n, "transposed_weight": p.transposed, "per_step": p.per_step,
             "folded_ms": folded, "folded_tflops": tflops(folded), "per_sequence_ms": per_sequence, "per_sequence_tflops": tflops(per_sequence),
+            "shaders_ms": shaders, "shaders_tflops": shaders.map(tflops),
         }));
     }
     let report = serde_json::json!({
         "bench": "matmul", "backend": backend, "dtype": dtype, "rows": rows, "batch": batch_size, "seq_len": seq_len, "repeats": repeats,
-        "results": results, "step_folded_ms": step_ms[0], "step_per_sequence_ms": step_ms[1],
+        "results": results, "step_folded_ms": step_ms[0], "step_per_sequence_ms": step_ms[1], "step_shaders_ms": step_ms[2].is_finite().then_some(step_ms[2]),
     });
     println!("{report}");
     Ok(())

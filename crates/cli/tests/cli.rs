@@ -134,15 +134,16 @@ fn wgpu_backend_generates_what_hf_generates() {
         println!("skipped: no Vulkan driver (install mesa-vulkan-drivers for lavapipe)");
         return;
     };
-    let generate = |model: &str, options: &[&str], prompts: &[String], backend: &str| -> Vec<serde_json::Value> {
+    let generate_with = |model: &str, options: &[&str], prompts: &[String], backend: &str, env: &[(&str, &str)]| -> Vec<serde_json::Value> {
         let model = fixtures().join(model);
         let mut args = vec!["generate".to_string(), "--model".into(), model.display().to_string(), "--json".into(), "--backend".into(), backend.into()];
         args.extend(options.iter().map(|o| o.to_string()));
         for prompt in prompts {
             args.extend(["--prompt-ids".into(), prompt.clone()]);
         }
-        stdout_lines(&Command::new(env!("CARGO_BIN_EXE_prefix-tune")).args(&args).envs(vulkan.clone()).output().unwrap())
+        stdout_lines(&Command::new(env!("CARGO_BIN_EXE_prefix-tune")).args(&args).envs(vulkan.clone()).envs(env.iter().copied()).output().unwrap())
     };
+    let generate = |model: &str, options: &[&str], prompts: &[String], backend: &str| generate_with(model, options, prompts, backend, &[]);
     let gpt2 = reference("gpt2-a");
     let gpt2_prompts: Vec<String> = gpt2["prompts"].as_array().unwrap().iter().map(|p| p.as_array().unwrap().iter().map(|id| id.to_string()).collect::<Vec<_>>().join(",")).collect();
     let beam4 = ["--max-new-tokens", "12", "--num-beams", "4", "--early-stopping", "true"];
@@ -150,12 +151,22 @@ fn wgpu_backend_generates_what_hf_generates() {
     let bad_words = ["--max-new-tokens", "12", "--bad-words-ids", "30", "--bad-words-ids", "302,490"];
     let bart_prompts = bart::prompt_ids();
     let bart_beam4 = ["--max-new-tokens", "11", "--min-new-tokens", "3", "--num-beams", "4", "--length-penalty", "0.8", "--no-repeat-ngram-size", "3", "--early-stopping", "true"];
-    for (model, prompts, name, options) in [("gpt2-a", &gpt2_prompts, "beam4", &beam4[..]), ("gpt2-a", &gpt2_prompts, "beam4_lp", &beam4_lp[..]), ("gpt2-a", &gpt2_prompts, "greedy_bad_words", &bad_words[..]), ("bart-a", &bart_prompts, "beam4", &bart_beam4[..])] {
+    // The last two again with the opt-in matmul kernel of shaders/ in every linear layer of the
+    // prompt's pass and in the LM head.
+    let kernel = [("PREFIX_TUNE_MATMUL", "shaders")];
+    for (model, prompts, name, options, env) in [
+        ("gpt2-a", &gpt2_prompts, "beam4", &beam4[..], &[][..]),
+        ("gpt2-a", &gpt2_prompts, "beam4_lp", &beam4_lp[..], &[]),
+        ("gpt2-a", &gpt2_prompts, "greedy_bad_words", &bad_words[..], &[]),
+        ("bart-a", &bart_prompts, "beam4", &bart_beam4[..], &[]),
+        ("gpt2-a", &gpt2_prompts, "beam4", &beam4[..], &kernel[..]),
+        ("bart-a", &bart_prompts, "beam4", &bart_beam4[..], &kernel[..]),
+    ] {
         let expected = &reference(model)["generate"][name];
-        let lines = generate(model, options, prompts, "wgpu");
+        let lines = generate_with(model, options, prompts, "wgpu", env);
         assert_eq!(lines.len(), prompts.len(), "{model} {name}");
         for (i, line) in lines.iter().enumerate() {
-            assert_eq!(line["ids"], expected["new_tokens"][i], "wgpu {model} {name} prompt {i}");
+            assert_eq!(line["ids"], expected["new_tokens"][i], "wgpu {model} {name} {env:?} prompt {i}");
             if let Some(score) = expected["sequences_scores"].get(i) {
                 assert!((line["score"].as_f64().unwrap() - score.as_f64().unwrap()).abs() < 1e-4, "wgpu {model} {name} score {i}");
             }
@@ -165,7 +176,7 @@ fn wgpu_backend_generates_what_hf_generates() {
     let (on_gpu, on_cpu) = (generate("gpt2-a", &sampled, &gpt2_prompts, "wgpu"), generate("gpt2-a", &sampled, &gpt2_prompts, "flex"));
     assert_eq!(on_gpu, on_cpu, "a seeded draw on the GPU equals the CPU's");
     assert_ne!(on_cpu, generate("gpt2-a", &bad_words, &gpt2_prompts, "flex"), "the draw is not the greedy answer");
-    println!("wgpu ({}): beam-4 (with and without processors) and greedy with bad words identical to HF, GPT-2 and BART; seeded sampling identical to the CPU's", vulkan[0].1);
+    println!("wgpu ({}): beam-4 (with and without processors, with and without the matmul kernel) and greedy with bad words identical to HF, GPT-2 and BART; seeded sampling identical to the CPU's", vulkan[0].1);
 }
 
 

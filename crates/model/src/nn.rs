@@ -46,7 +46,8 @@ impl Linear {
     /// once for all of them, at memory bandwidth on the CPU ([`few_rows`](crate::few_rows)), as
     /// are short prompts there (a serving prefill: up to 16 rows in all, no autodiff).
     /// Sequences go through one batched matmul, per sequence on a GPU and in equal row blocks on
-    /// the CPU ([`Self::forward_in_blocks`]).
+    /// the CPU ([`Self::forward_in_blocks`]); on a GPU with `PREFIX_TUNE_MATMUL=shaders`, all
+    /// rows through the tiled kernel of `shaders/` ([`crate::matmul`]).
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [batch, seq, d_in] = x.dims();
         let [_, d_out] = self.weight.dims();
@@ -61,6 +62,9 @@ impl Linear {
         // Below a few million multiply-adds the regrouping's extra copies cost more than it saves.
         if crate::backend::is_cpu(&rows.device()) && batch * seq * d_in * d_out >= 1 << 22 {
             return self.forward_in_blocks(rows).reshape([batch, seq, d_out]) + self.bias.val().unsqueeze::<3>();
+        }
+        if crate::matmul::takes(&rows, &self.weight.val()) {
+            return (crate::matmul::frozen(rows, self.weight.val(), false) + self.bias.val().unsqueeze::<2>()).reshape([batch, seq, d_out]);
         }
         rows.reshape([batch, seq, d_in]).matmul(self.weight.val().unsqueeze::<3>()) + self.bias.val().unsqueeze::<3>()
     }

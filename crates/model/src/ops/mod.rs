@@ -24,3 +24,4 @@ pub(crate) fn backward_one<B: burn::backend::Backend, S>(
 pub mod cross_entropy;
 pub mod gelu;
 pub mod layer_norm;
+pub mod matmul;
