@@ -48,8 +48,10 @@ python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 
 timeout 90 "$binary" bench --backend wgpu train --steps 10 --target-fraction 0.5 --breakdown
 dispatches=$(timeout 60 "$binary" bench --backend wgpu train --steps 5 --target-fraction 0.5 --dispatches | tee /dev/stderr \
   | python3 -c "import json,sys; print(int(json.loads(sys.stdin.read().strip().splitlines()[-1])['dispatches_per_step']))" 2>/dev/null)
-# Each matrix product of a step, on wgpu (folded rows and per sequence) and in cuBLAS.
+# Each matrix product of a step, on wgpu (folded rows, per sequence, and our tiled kernel) and
+# in cuBLAS; then a training run through our kernel (PREFIX_TUNE_MATMUL=shaders).
 timeout 90 "$binary" bench --backend wgpu matmul
+PREFIX_TUNE_MATMUL=shaders timeout 90 "$binary" bench --backend wgpu train --steps 10 --target-fraction 0.5 --breakdown
 timeout 60 python3 scripts/matmul_torch.py --device cuda
 if [ -n "${DTYPE:-}" ]; then
   timeout 90 "$binary" bench --backend wgpu --dtype "$DTYPE" matmul
