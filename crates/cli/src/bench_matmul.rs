@@ -5,14 +5,15 @@
 //! Each product is timed in the forms a step could run it: the rows of the whole batch folded
 //! into one `[B·T, K] · [K, N]` ("folded"), one matmul per sequence against the shared weight,
 //! `[B, T, K] · [1, K, N]` ("per_sequence", what `nn::Linear` runs on a GPU by default), and,
-//! on a GPU in f32, the tiled kernel of `shaders/` ("shaders", what `PREFIX_TUNE_MATMUL=shaders`
-//! runs). Backward products multiply by the transposed weight, as autodiff does for a frozen
+//! on a GPU in f32, the tiled kernel of `shaders/` in each of its block shapes ("shaders_64x64",
+//! …, what `PREFIX_TUNE_MATMUL=shaders[:BLOCK]` runs). Backward products multiply by the transposed weight, as autodiff does for a frozen
 //! weight.
 
 use std::time::Instant;
 
 use prefix_tune_model::bf16::Dtype;
 use prefix_tune_model::burn::tensor::{DType, Device, Distribution, Tensor};
+use prefix_tune_model::matmul::{self, Tile};
 use prefix_tune_model::tensors::to_f32s;
 use prefix_tune_model::Gpt2Config;
 
@@ -85,29 +86,35 @@ pub fn run(device: &Device, backend: String, config: &Gpt2Config, dtype: Dtype, 
         Dtype::Bf16 => DType::BF16,
     };
     let random = |shape: [usize; 2]| Tensor::<2>::random(shape, Distribution::Normal(0.0, 0.02), device).cast(float);
-    let (mut results, mut step_ms) = (Vec::new(), [0.0f64; 3]);
+    let (mut results, mut step_ms) = (Vec::new(), std::collections::BTreeMap::<String, f64>::new());
     for p in products(config) {
         let input = random([rows, p.k]);
         let stored = if p.transposed { random([p.n, p.k]) } else { random([p.k, p.n]) };
         let weight = || if p.transposed { stored.clone().transpose() } else { stored.clone() };
         let folded = time(|| input.clone().matmul(weight()), repeats);
         let per_sequence = time(|| input.clone().reshape([batch_size, seq_len, p.k]).matmul(weight().unsqueeze::<3>()).reshape([rows, p.n]), repeats);
-        let shaders = prefix_tune_model::matmul::kernel(input.clone(), stored.clone(), p.transposed)
-            .is_some()
-            .then(|| time(|| prefix_tune_model::matmul::kernel(input.clone(), stored.clone(), p.transposed).expect("available"), repeats));
         let tflops = |ms: f64| 2.0 * (rows * p.k * p.n) as f64 / (ms * 1e-3) / 1e12;
-        for (total, ms) in step_ms.iter_mut().zip([Some(folded), Some(per_sequence), shaders]) {
-            *total += ms.unwrap_or(f64::NAN) * p.per_step as f64;
-        }
-        results.push(serde_json::json!({
+        let mut result = serde_json::json!({
             "product": p.name, "m": rows, "k": p.k, "n": p.n, "transposed_weight": p.transposed, "per_step": p.per_step,
             "folded_ms": folded, "folded_tflops": tflops(folded), "per_sequence_ms": per_sequence, "per_sequence_tflops": tflops(per_sequence),
-            "shaders_ms": shaders, "shaders_tflops": shaders.map(tflops),
-        }));
+        });
+        *step_ms.entry("folded".into()).or_default() += folded * p.per_step as f64;
+        *step_ms.entry("per_sequence".into()).or_default() += per_sequence * p.per_step as f64;
+        // Our kernel in each block shape, where it runs (a GPU, f32).
+        for tile in Tile::ALL {
+            let run = || matmul::kernel(input.clone(), stored.clone(), p.transposed, tile);
+            if run().is_some() {
+                let ms = time(|| run().expect("available"), repeats);
+                result[format!("shaders_{}_ms", tile.name())] = ms.into();
+                result[format!("shaders_{}_tflops", tile.name())] = tflops(ms).into();
+                *step_ms.entry(format!("shaders_{}", tile.name())).or_default() += ms * p.per_step as f64;
+            }
+        }
+        results.push(result);
     }
     let report = serde_json::json!({
         "bench": "matmul", "backend": backend, "dtype": dtype, "rows": rows, "batch": batch_size, "seq_len": seq_len, "repeats": repeats,
-        "results": results, "step_folded_ms": step_ms[0], "step_per_sequence_ms": step_ms[1], "step_shaders_ms": step_ms[2].is_finite().then_some(step_ms[2]),
+        "results": results, "step_ms": step_ms,
     });
     println!("{report}");
     Ok(())

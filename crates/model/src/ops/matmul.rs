@@ -1,6 +1,7 @@
 //! Products with a frozen weight, `x · W` or `x · Wᵀ`: the linear layers and the tied LM head.
 //!
-//! On a GPU with `PREFIX_TUNE_MATMUL=shaders` they run the tiled kernel of `shaders/`
+//! On a GPU with `PREFIX_TUNE_MATMUL=shaders` (or `shaders:128x128`, another block; see
+//! [`Tile`]) they run the tiled kernel of `shaders/`
 //! ([`prefix_tune_shaders::matmul`]) forward and, for the input's gradient, backward (the same
 //! kernel with the weight the other way round). It is opt-in: `bench matmul` times it against
 //! Burn's matmul, and only a GPU can say which is faster. Elsewhere, and by default, Burn's
@@ -8,16 +9,50 @@
 
 use burn::tensor::Tensor;
 
-/// Whether `PREFIX_TUNE_MATMUL=shaders` asks for the kernel of `shaders/`.
-pub fn asked() -> bool {
-    static ASKED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ASKED.get_or_init(|| std::env::var("PREFIX_TUNE_MATMUL").is_ok_and(|v| v == "shaders"))
+/// The outputs each thread of the kernel computes, `rows × cols`; a cube's block is
+/// `16·rows × 16·cols`. Small blocks make more cubes for a few hundred rows; large ones read
+/// each staged value into more products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Tile {
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl Tile {
+    /// 64 × 64 blocks, 4 × 4 outputs per thread.
+    pub const DEFAULT: Tile = Tile { rows: 4, cols: 4 };
+    /// The blocks `bench matmul` compares: 32 × 64, 64 × 64, 64 × 128 and 128 × 128.
+    pub const ALL: [Tile; 4] = [Tile { rows: 2, cols: 4 }, Tile::DEFAULT, Tile { rows: 4, cols: 8 }, Tile { rows: 8, cols: 8 }];
+
+    /// The block as `ROWSxCOLS`, e.g. `64x64`.
+    pub fn name(self) -> String {
+        format!("{}x{}", 16 * self.rows, 16 * self.cols)
+    }
+}
+
+/// The block `PREFIX_TUNE_MATMUL` asks for: `shaders` (64 × 64) or `shaders:ROWSxCOLS` (one of
+/// [`Tile::ALL`]); `None` (Burn's matmul) when unset or anything else.
+pub fn asked() -> Option<Tile> {
+    static ASKED: std::sync::OnceLock<Option<Tile>> = std::sync::OnceLock::new();
+    *ASKED.get_or_init(|| {
+        let value = std::env::var("PREFIX_TUNE_MATMUL").ok()?;
+        let tile = match value.strip_prefix("shaders") {
+            Some("") => Some(Tile::DEFAULT),
+            Some(block) => Tile::ALL.into_iter().find(|t| Some(t.name().as_str()) == block.strip_prefix(':')),
+            None => None,
+        };
+        if tile.is_none() {
+            let blocks: Vec<String> = Tile::ALL.iter().map(|t| format!("shaders:{}", t.name())).collect();
+            eprintln!("warning: PREFIX_TUNE_MATMUL=`{value}` is not `shaders` or one of {}; using Burn's matmul", blocks.join(", "));
+        }
+        tile
+    })
 }
 
 /// Whether [`frozen`] takes the kernel for these operands: asked for, on a GPU, f32, and a
 /// weight that takes no gradient (the kernel differentiates the input only).
 pub fn takes(x: &Tensor<2>, weight: &Tensor<2>) -> bool {
-    asked() && available(x, weight) && !weight.is_require_grad()
+    asked().is_some() && available(x, weight) && !weight.is_require_grad()
 }
 
 /// Whether the kernel can run on these operands at all (a GPU, f32, 32-bit indexable).
@@ -36,8 +71,8 @@ pub fn available(x: &Tensor<2>, weight: &Tensor<2>) -> bool {
 
 /// `x [M, K] · weight`, `weight` stored `[K, N]`, or `[N, K]` and used transposed.
 pub fn frozen(x: Tensor<2>, weight: Tensor<2>, transposed: bool) -> Tensor<2> {
-    if takes(&x, &weight) {
-        if let Some(product) = kernel(x.clone(), weight.clone(), transposed) {
+    if let (Some(tile), true) = (asked(), takes(&x, &weight)) {
+        if let Some(product) = kernel(x.clone(), weight.clone(), transposed, tile) {
             return product;
         }
     }
@@ -46,15 +81,15 @@ pub fn frozen(x: Tensor<2>, weight: Tensor<2>, transposed: bool) -> Tensor<2> {
 
 /// The kernel of `shaders/`, differentiable in `x`, for [`available`] operands (else `None`):
 /// `bench matmul` and the tests call it directly.
-pub fn kernel(x: Tensor<2>, weight: Tensor<2>, transposed: bool) -> Option<Tensor<2>> {
+pub fn kernel(x: Tensor<2>, weight: Tensor<2>, transposed: bool, tile: Tile) -> Option<Tensor<2>> {
     if !available(&x, &weight) {
         return None;
     }
     #[cfg(feature = "gpu")]
-    return Some(Tensor::from_dispatch(<burn::backend::Dispatch as gpu::CubeFrozenMatmul>::cube_frozen_matmul(x.into_dispatch(), weight.into_dispatch(), transposed)));
+    return Some(Tensor::from_dispatch(<burn::backend::Dispatch as gpu::CubeFrozenMatmul>::cube_frozen_matmul(x.into_dispatch(), weight.into_dispatch(), transposed, tile)));
     #[cfg(not(feature = "gpu"))]
     {
-        let _ = transposed;
+        let _ = (transposed, tile);
         None
     }
 }
@@ -71,6 +106,8 @@ mod gpu {
     use burn::tensor::Shape;
     use prefix_tune_shaders::{matmul, CubeBackend, CubeTensor};
 
+    use super::Tile;
+
     /// `[M, N]` from `[M, K]` and a weight `[K, N]` (or `[N, K]` transposed).
     fn product_spec(x: &TensorSpec, weight: &TensorSpec, transposed: bool) -> TensorSpec {
         let n = if transposed { weight.shape[0] } else { weight.shape[1] };
@@ -80,13 +117,13 @@ mod gpu {
     #[backend_extension(Autodiff, Cube, Fusion)]
     pub trait CubeFrozenMatmul: burn::backend::Backend {
         /// `x · W` (or `x · Wᵀ`); differentiable in `x` only.
-        #[fusion(meta = |x, weight, transposed| product_spec(x, weight, *transposed))]
-        fn cube_frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, transposed: bool) -> FloatTensor<Self>;
+        #[fusion(meta = |x, weight, transposed, _tile| product_spec(x, weight, *transposed))]
+        fn cube_frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, transposed: bool, tile: Tile) -> FloatTensor<Self>;
     }
 
     impl CubeFrozenMatmul for CubeBackend {
-        fn cube_frozen_matmul(x: CubeTensor, weight: CubeTensor, transposed: bool) -> CubeTensor {
-            matmul::matmul(x, weight, transposed)
+        fn cube_frozen_matmul(x: CubeTensor, weight: CubeTensor, transposed: bool, tile: Tile) -> CubeTensor {
+            matmul::matmul(x, weight, transposed, (tile.rows, tile.cols))
         }
     }
 
@@ -94,23 +131,24 @@ mod gpu {
     #[derive(Debug)]
     struct FrozenMatmulBackward {
         transposed: bool,
+        tile: Tile,
     }
 
     impl Backward<Cube, 1> for FrozenMatmulBackward {
         type State = FloatTensor<Cube>; // the weight
 
         fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-            let transposed = self.transposed;
-            crate::ops::backward_one::<Cube, _>(ops, grads, |weight, grad| Cube::cube_frozen_matmul(grad, weight, !transposed));
+            let (transposed, tile) = (self.transposed, self.tile);
+            crate::ops::backward_one::<Cube, _>(ops, grads, |weight, grad| Cube::cube_frozen_matmul(grad, weight, !transposed, tile));
         }
     }
 
     impl<C: CheckpointStrategy> CubeFrozenMatmul for Autodiff<Cube, C> {
-        fn cube_frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, transposed: bool) -> FloatTensor<Self> {
+        fn cube_frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, transposed: bool, tile: Tile) -> FloatTensor<Self> {
             let weight = weight.primitive().clone();
-            match (FrozenMatmulBackward { transposed }).prepare::<C>([x.node()]).compute_bound().stateful() {
-                OpsKind::Tracked(prep) => prep.finish(weight.clone(), Cube::cube_frozen_matmul(x.primitive().clone(), weight, transposed)),
-                OpsKind::UnTracked(prep) => prep.finish(Cube::cube_frozen_matmul(x.into_primitive(), weight, transposed)),
+            match (FrozenMatmulBackward { transposed, tile }).prepare::<C>([x.node()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish(weight.clone(), Cube::cube_frozen_matmul(x.primitive().clone(), weight, transposed, tile)),
+                OpsKind::UnTracked(prep) => prep.finish(Cube::cube_frozen_matmul(x.into_primitive(), weight, transposed, tile)),
             }
         }
     }

@@ -41,11 +41,12 @@ fn wgpu_shaders_child() {
 }
 
 /// The tiled matmul kernel (`x · W` and `x · Wᵀ` with a frozen weight) against Burn's matmul,
-/// values and the input's gradient, on sizes that fill no tile evenly, one over many tiles of
-/// K, and an LM-head-like width.
+/// values and the input's gradient, in every block shape, on sizes that fill no block evenly,
+/// one over many slices of K, and an LM-head-like width.
 fn matmul_kernel(device: &Device) {
     use prefix_tune_model::matmul;
-    for (m, k, n) in [(37, 45, 70), (70, 300, 90), (5, 17, 1000), (64, 16, 64)] {
+    for ((m, k, n), tile) in [(37, 45, 70), (70, 300, 90), (5, 17, 1000), (64, 16, 64), (140, 33, 150), (130, 40, 260)].into_iter().zip([0, 1, 2, 3, 0, 3]) {
+        let tile = matmul::Tile::ALL[tile];
         for transposed in [false, true] {
             let x: Tensor<2> = Tensor::random([m, k], Distribution::Normal(0.0, 1.0), device).require_grad();
             let weight: Tensor<2> = Tensor::random(if transposed { [n, k] } else { [k, n] }, Distribution::Normal(0.0, 1.0), device);
@@ -55,16 +56,16 @@ fn matmul_kernel(device: &Device) {
                 let grads = (product.clone() * upstream.clone()).sum().backward();
                 (to_f32s(product), to_f32s(x.grad(&grads).expect("tracked")))
             };
-            let (kernel, kernel_grad) = run(matmul::kernel(x.clone(), weight.clone(), transposed).expect("a GPU"));
+            let (kernel, kernel_grad) = run(matmul::kernel(x.clone(), weight.clone(), transposed, tile).expect("a GPU"));
             let (burn, burn_grad) = run(if transposed { x.clone().matmul(weight.clone().transpose()) } else { x.clone().matmul(weight.clone()) });
             // Sums of K (or N) products of unit normals in another order: relative to the
             // largest value, a few ulp of f32.
             let largest = |v: &[f32]| v.iter().fold(0.0f32, |a, b| a.max(b.abs()));
-            assert!(max_abs_diff(&kernel, &burn) <= 2e-6 * largest(&burn), "{m}×{k}×{n} transposed {transposed}: values differ by {}", max_abs_diff(&kernel, &burn));
-            assert!(max_abs_diff(&kernel_grad, &burn_grad) <= 2e-6 * largest(&burn_grad), "{m}×{k}×{n} transposed {transposed}: gradients differ by {}", max_abs_diff(&kernel_grad, &burn_grad));
+            assert!(max_abs_diff(&kernel, &burn) <= 2e-6 * largest(&burn), "{m}×{k}×{n} ({}) transposed {transposed}: values differ by {}", tile.name(), max_abs_diff(&kernel, &burn));
+            assert!(max_abs_diff(&kernel_grad, &burn_grad) <= 2e-6 * largest(&burn_grad), "{m}×{k}×{n} ({}) transposed {transposed}: gradients differ by {}", tile.name(), max_abs_diff(&kernel_grad, &burn_grad));
         }
     }
-    println!("matmul kernel = Burn's matmul on wgpu (x·W and x·Wᵀ, values and input gradient, 4 sizes)");
+    println!("matmul kernel = Burn's matmul on wgpu (x·W and x·Wᵀ, values and input gradient, 6 sizes over 4 block shapes)");
 }
 
 /// Each row's next token chosen on the device (`generate::pick`: processor edits, then the
