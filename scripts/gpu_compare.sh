@@ -48,10 +48,18 @@ python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 
 timeout 90 "$binary" bench --backend wgpu train --steps 10 --target-fraction 0.5 --breakdown
 dispatches=$(timeout 60 "$binary" bench --backend wgpu train --steps 5 --target-fraction 0.5 --dispatches | tee /dev/stderr \
   | python3 -c "import json,sys; print(int(json.loads(sys.stdin.read().strip().splitlines()[-1])['dispatches_per_step']))" 2>/dev/null)
-# Each matrix product of a step, on wgpu (folded rows, per sequence, and our tiled kernel) and
-# in cuBLAS; then a training run through our kernel (PREFIX_TUNE_MATMUL=shaders).
-timeout 90 "$binary" bench --backend wgpu matmul
-PREFIX_TUNE_MATMUL=shaders timeout 90 "$binary" bench --backend wgpu train --steps 10 --target-fraction 0.5 --breakdown
+# Each matrix product of a step, on wgpu (folded rows, per sequence, and our tiled kernel in
+# each block shape) and in cuBLAS; then a training run through our kernel in the block shape
+# whose step total was lowest (PREFIX_TUNE_MATMUL=shaders:BLOCK).
+best_block=$(timeout 120 "$binary" bench --backend wgpu matmul | tee /dev/stderr | python3 -c "
+import json, sys
+steps = json.loads(sys.stdin.read().strip().splitlines()[-1])['step_ms']
+ours = {k: v for k, v in steps.items() if k.startswith('shaders_')}
+print(min(ours, key=ours.get).removeprefix('shaders_') if ours else '')" 2>/dev/null)
+echo "best block of our matmul: ${best_block:-none}"
+if [ -n "$best_block" ]; then
+  PREFIX_TUNE_MATMUL="shaders:$best_block" timeout 90 "$binary" bench --backend wgpu train --steps 10 --target-fraction 0.5 --breakdown
+fi
 timeout 60 python3 scripts/matmul_torch.py --device cuda
 if [ -n "${DTYPE:-}" ]; then
   timeout 90 "$binary" bench --backend wgpu --dtype "$DTYPE" matmul
