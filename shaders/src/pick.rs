@@ -19,7 +19,7 @@ use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use crate::rows::{cube_max, cube_row, cube_sum, row_cubes, ROW_THREADS};
+use crate::rows::{cube_combine, cube_max, cube_row, cube_sum, row_cubes, Combine, ROW_THREADS};
 
 /// The columns of a row's settings, `[rows, SETTINGS]`.
 pub const SETTINGS: usize = 4;
@@ -51,29 +51,6 @@ fn from_ordered(key: u32) -> f32 {
         bits = key & 0x7fff_ffffu32;
     }
     f32::reinterpret(bits)
-}
-
-/// The smallest index among every thread's `index`, returned to every thread.
-#[cube]
-fn cube_min_index(index: u32, #[comptime] threads: u32) -> u32 {
-    let mut partial = Shared::<[u32]>::new_slice(threads as usize);
-    let unit = UNIT_POS_X as usize;
-    partial[unit] = index;
-    sync_cube();
-    let mut half = CUBE_DIM_X as usize / 2;
-    while half > 0 {
-        if unit < half {
-            let other = partial[unit + half];
-            if other < partial[unit] {
-                partial[unit] = other;
-            }
-        }
-        sync_cube();
-        half /= 2;
-    }
-    let smallest = partial[0];
-    sync_cube();
-    smallest
 }
 
 /// The weight a draw gives score `x` (a raw logit): `exp(x / temperature − max)` when top-k's
@@ -164,7 +141,7 @@ fn pick_kernel(
             }
             j += CUBE_DIM_X as usize;
         }
-        let first = cube_min_index(first, threads);
+        let first = cube_combine::<u32>(first, Combine::Min, threads);
         if unit == 0 {
             tokens[row] = f32::cast_from(first);
         }

@@ -36,23 +36,31 @@ pub fn cube_row() -> usize {
     (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize
 }
 
+/// How [`cube_combine`] merges two threads' values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Combine {
+    Sum,
+    Max,
+    Min,
+}
+
 /// The sum of every thread's `value` in the cube, returned to every thread.
 #[cube]
 pub fn cube_sum<F: Float>(value: F, #[comptime] threads: u32) -> F {
-    cube_combine::<F>(value, false, threads)
+    cube_combine::<F>(value, Combine::Sum, threads)
 }
 
 /// The maximum of every thread's `value` in the cube, returned to every thread.
 #[cube]
 pub fn cube_max<F: Float>(value: F, #[comptime] threads: u32) -> F {
-    cube_combine::<F>(value, true, threads)
+    cube_combine::<F>(value, Combine::Max, threads)
 }
 
-/// Every thread's `value` combined across the cube (the maximum, or the sum) by halving in
-/// shared memory, returned to every thread.
+/// Every thread's `value` combined across the cube (`op`: the sum, the maximum or the minimum)
+/// by halving in shared memory, returned to every thread.
 #[cube]
-fn cube_combine<F: Float>(value: F, #[comptime] maximum: bool, #[comptime] threads: u32) -> F {
-    let mut partial = Shared::<[F]>::new_slice(threads as usize);
+pub fn cube_combine<N: Numeric>(value: N, #[comptime] op: Combine, #[comptime] threads: u32) -> N {
+    let mut partial = Shared::<[N]>::new_slice(threads as usize);
     let unit = UNIT_POS_X as usize;
     partial[unit] = value;
     sync_cube();
@@ -61,12 +69,18 @@ fn cube_combine<F: Float>(value: F, #[comptime] maximum: bool, #[comptime] threa
     while half > 0 {
         if unit < half {
             let other = partial[unit + half];
-            if comptime!(maximum) {
-                if other > partial[unit] {
-                    partial[unit] = other;
+            match comptime!(op) {
+                Combine::Sum => partial[unit] = partial[unit] + other,
+                Combine::Max => {
+                    if other > partial[unit] {
+                        partial[unit] = other;
+                    }
                 }
-            } else {
-                partial[unit] = partial[unit] + other;
+                Combine::Min => {
+                    if other < partial[unit] {
+                        partial[unit] = other;
+                    }
+                }
             }
         }
         sync_cube();

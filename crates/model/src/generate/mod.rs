@@ -6,6 +6,7 @@
 //! is the [`Decoder`] trait, so GPT-2 and an encoder-decoder share one implementation.
 
 mod beam;
+mod draw;
 pub mod pick;
 
 use rand::{rngs::StdRng, Rng, SeedableRng};

@@ -14,8 +14,10 @@
 
 use std::collections::BTreeMap;
 
-use burn::tensor::{IndexingUpdateOp, Tensor};
+use burn::tensor::{IndexingUpdateOp, Int, Tensor};
 
+use super::draw::draw;
+pub use super::draw::kept_weights;
 use super::Sampling;
 use crate::tensors::{floats, ints, to_i64s};
 
@@ -88,7 +90,7 @@ pub fn edit(logits: Tensor<2>, edits: &[Edits]) -> Tensor<2> {
         // Per row the forced column, or −1 (no column) for a row that is not forced.
         let forced: Vec<i64> = edits.iter().map(|e| forced_column(e).map_or(-1, i64::from)).collect();
         let forced = ints(forced, [rows, 1], &device);
-        let columns = burn::tensor::Tensor::<1, burn::tensor::Int>::arange(0..vocab as i64, &device).reshape([1, vocab]).expand([rows, vocab]);
+        let columns = Tensor::<1, Int>::arange(0..vocab as i64, &device).reshape([1, vocab]).expand([rows, vocab]);
         let is_forced = forced.clone().greater_equal_elem(0).expand([rows, vocab]);
         let hit = columns.equal(forced.expand([rows, vocab]));
         let replaced = logits.full_like(f32::NEG_INFINITY).mask_fill(hit, 0.0);
@@ -215,7 +217,7 @@ pub fn choose_row(scores: &[f32], choice: Choice) -> u32 {
     }
 }
 
-pub(super) fn argmax(scores: &[f32]) -> usize {
+fn argmax(scores: &[f32]) -> usize {
     let mut best = 0;
     for (i, &s) in scores.iter().enumerate() {
         if s > scores[best] {
@@ -223,130 +225,6 @@ pub(super) fn argmax(scores: &[f32]) -> usize {
         }
     }
     best
-}
-
-/// The lowest raw score top-k keeps: the k-th largest (−∞ when top-k is off or keeps all).
-fn top_k_floor(scores: &[f32], top_k: Option<usize>) -> f32 {
-    match top_k.filter(|&k| k > 0 && k < scores.len()) {
-        Some(k) => {
-            let mut sorted = scores.to_vec();
-            sorted.sort_by(|a, b| b.total_cmp(a));
-            sorted[k - 1]
-        }
-        None => f32::NEG_INFINITY,
-    }
-}
-
-/// The threads of the device kernel's cube, whose order of summation the host follows.
-const THREADS: usize = 256;
-
-/// The sum of `value(i)` for `i` in `0..n` in the device's order: thread `u` sums `u, u + 256,
-/// …`, then the 256 partial sums are halved pairwise.
-fn strided_sum(n: usize, value: impl Fn(usize) -> f32) -> f32 {
-    let mut partial = [0.0f32; THREADS];
-    for (unit, sum) in partial.iter_mut().enumerate() {
-        *sum = (unit..n).step_by(THREADS).fold(0.0, |sum, i| sum + value(i));
-    }
-    let mut half = THREADS / 2;
-    while half > 0 {
-        for unit in 0..half {
-            partial[unit] = partial[unit] + partial[unit + half];
-        }
-        half /= 2;
-    }
-    partial[0]
-}
-
-/// A float's bits as an unsigned integer that orders as the floats do.
-fn ordered(x: f32) -> u32 {
-    let bits = x.to_bits();
-    if bits >= 0x8000_0000 { !bits } else { bits | 0x8000_0000 }
-}
-
-fn from_ordered(key: u32) -> f32 {
-    f32::from_bits(if key >= 0x8000_0000 { key & 0x7fff_ffff } else { !key })
-}
-
-/// One row as the draw sees it: raw scores, the temperature and top-k's floor.
-struct Row<'a> {
-    raw: &'a [f32],
-    temperature: f32,
-    floor: f32,
-    max: f32,
-}
-
-impl Row<'_> {
-    /// The weight of token `i` when its scaled score is above `above` (and top-k keeps it).
-    fn weight_above(&self, i: usize, above: f32) -> f32 {
-        let (x, s) = (self.raw[i], self.raw[i] / self.temperature);
-        if x >= self.floor && s > above { (s - self.max).exp() } else { 0.0 }
-    }
-
-    /// The weight of token `i` when its scaled score is at least `threshold`.
-    fn weight(&self, i: usize, threshold: f32) -> f32 {
-        let (x, s) = (self.raw[i], self.raw[i] / self.temperature);
-        if x >= self.floor && s >= threshold { (s - self.max).exp() } else { 0.0 }
-    }
-
-    fn mass_above(&self, above: f32) -> f32 {
-        strided_sum(self.raw.len(), |i| self.weight_above(i, above))
-    }
-
-    /// Top-p's threshold: the smallest scaled score `t` whose mass strictly above is below
-    /// `top_p` of the total, by bisection over ordered keys (at least the top token stays).
-    fn top_p_threshold(&self, top_p: f32) -> f32 {
-        let total = self.mass_above(f32::MIN);
-        let (mut low, mut high) = (ordered(f32::MIN), ordered(self.max));
-        while low < high {
-            let middle = low + (high - low) / 2;
-            if self.mass_above(from_ordered(middle)) < top_p * total {
-                high = middle;
-            } else {
-                low = middle + 1;
-            }
-        }
-        from_ordered(high)
-    }
-}
-
-/// The weight a draw gives each token of a row of raw scores, as the device computes them:
-/// `exp(s/T − max)` for the tokens top-k and top-p keep, 0 for the others.
-pub fn kept_weights(scores: &[f32], sampling: Sampling) -> Vec<f32> {
-    let floor = top_k_floor(scores, sampling.top_k);
-    let max = scores.iter().filter(|&&x| x >= floor).map(|&x| x / sampling.temperature).fold(f32::MIN, f32::max);
-    let row = Row { raw: scores, temperature: sampling.temperature, floor, max };
-    let threshold = match sampling.top_p.filter(|&p| p < 1.0) {
-        Some(top_p) => row.top_p_threshold(top_p),
-        None => f32::MIN,
-    };
-    (0..scores.len()).map(|i| row.weight(i, threshold)).collect()
-}
-
-/// A seeded draw from one row's scores (see the module's rules), summed in the device's order:
-/// chunks of `⌈V/256⌉` tokens, the running sum over the chunks' sums to the chunk where it
-/// passes `uniform · total`, then token by token. Should rounding leave the target unreached,
-/// the last token with weight is taken.
-fn draw(scores: &[f32], sampling: Sampling, uniform: f32) -> usize {
-    let weights = kept_weights(scores, sampling);
-    let chunk = weights.len().div_ceil(THREADS).max(1);
-    let sums: Vec<f32> = weights.chunks(chunk).map(|c| c.iter().fold(0.0, |sum, &w| sum + w)).collect();
-    let target = uniform * sums.iter().fold(0.0f32, |total, &sum| total + sum);
-    let (mut running, mut last_chunk) = (0.0f32, 0);
-    for (c, &sum) in sums.iter().enumerate().filter(|(_, &sum)| sum > 0.0) {
-        last_chunk = c;
-        if running + sum <= target {
-            running += sum;
-            continue;
-        }
-        for (i, &w) in weights.iter().enumerate().skip(c * chunk).take(chunk) {
-            running += w;
-            if w > 0.0 && running > target {
-                return i;
-            }
-        }
-    }
-    let last = weights.iter().enumerate().skip(last_chunk * chunk).take(chunk).filter(|(_, &w)| w > 0.0).last();
-    last.map_or(0, |(i, _)| i)
 }
 
 #[cfg(feature = "gpu")]
@@ -413,36 +291,6 @@ mod gpu {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sampling(temperature: f32, top_k: Option<usize>, top_p: Option<f32>) -> Sampling {
-        Sampling { temperature, top_k, top_p, seed: 0 }
-    }
-
-    /// Top-k keeps the k-th largest score's ties (HF removes `scores < kth`); top-p keeps a
-    /// token when the mass strictly above it is below p, ties together.
-    #[test]
-    fn top_k_and_top_p_keep_what_hfs_rules_keep() {
-        let scores = [2.0f32, 1.0, 1.0, 0.0, 3.0];
-        assert_eq!(top_k_floor(&scores, Some(2)), 2.0);
-        assert_eq!(top_k_floor(&scores, Some(3)), 1.0, "the tie at the 3rd place keeps both 1.0s");
-        assert_eq!(top_k_floor(&scores, Some(5)), f32::NEG_INFINITY);
-        // Probabilities 0.5, 0.25, 0.125, 0.125 in vocabulary order (scores are log weights).
-        let s = [-(2f32.ln()), -(4f32.ln()), -(8f32.ln()), -(8f32.ln())];
-        let kept = |top_p: f32| -> Vec<bool> { kept_weights(&s, sampling(1.0, None, Some(top_p))).iter().map(|&w| w > 0.0).collect() };
-        assert_eq!(kept(0.45), [true, false, false, false], "0.5 alone reaches p = 0.45");
-        assert_eq!(kept(0.6), [true, true, false, false], "above 0.25 is 0.5 < 0.6: kept");
-        assert_eq!(kept(0.8), [true, true, true, true], "above each 0.125 is 0.75 < 0.8: both kept");
-        assert_eq!(kept(0.7), [true, true, false, false]);
-        // With top-p 0.6 only tokens 0 and 1 remain, weights 2:1: uniforms below 2/3 give 0.
-        let draw_with = |u: f32| draw(&s, sampling(1.0, None, Some(0.6)), u);
-        assert_eq!((draw_with(0.0), draw_with(0.66), draw_with(0.67), draw_with(0.999)), (0, 0, 1, 1));
-        // Temperature 0.5 squares the weights: 4:1 between tokens 0 and 1 after top-k 2.
-        let draw_hot = |u: f32| draw(&s, sampling(0.5, Some(2), None), u);
-        assert_eq!((draw_hot(0.79), draw_hot(0.81)), (0, 1));
-        // Over 1,000 tokens (four chunks' worth) the draw is still the inverse of the cumulative sum.
-        let flat = vec![0.0f32; 1000];
-        assert_eq!((draw(&flat, sampling(1.0, None, None), 0.0), draw(&flat, sampling(1.0, None, None), 0.5004), draw(&flat, sampling(1.0, None, None), 0.9999)), (0, 500, 999));
-    }
 
     /// The device's edits (on the test backend) equal the host's: additions, bans, a forced
     /// row, and rows without edits.
