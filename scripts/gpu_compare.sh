@@ -43,9 +43,11 @@ nvidia-smi -L
 python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
 "$binary" devices 2>&1 || true
 
-# One training run with the forward / backward breakdown and one counting its kernel launches,
-# then the interleaved comparison.
+# One training run with the forward / backward breakdown, the same with each step read back
+# before the next is queued (PREFIX_TUNE_OVERLAP=0: the run no longer goes ahead of its checks),
+# one counting its kernel launches, then the interleaved comparison.
 timeout 90 "$binary" bench --backend wgpu train --steps 10 --target-fraction 0.5 --breakdown
+PREFIX_TUNE_OVERLAP=0 timeout 90 "$binary" bench --backend wgpu train --steps 10 --target-fraction 0.5
 dispatches=$(timeout 60 "$binary" bench --backend wgpu train --steps 5 --target-fraction 0.5 --dispatches | tee /dev/stderr \
   | python3 -c "import json,sys; print(int(json.loads(sys.stdin.read().strip().splitlines()[-1])['dispatches_per_step']))" 2>/dev/null)
 # Each matrix product of a step, on wgpu (folded rows, per sequence, and our tiled kernel in

@@ -6,7 +6,7 @@
 //! next to the prefix, so a resumed run continues bit-exactly.
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::tensor::{Gradients, Tensor};
+use burn::tensor::{Bool, Gradients, Tensor};
 use prefix_tune_model::adamw::{self, Coefficients};
 use prefix_tune_model::tensors::{floats, to_f32s};
 use serde::{Deserialize, Serialize};
@@ -189,6 +189,36 @@ impl Accumulated {
         }
     }
 
+    /// Whether any gradient holds a NaN or an infinity (an overflowing sum of magnitudes counts
+    /// too), as a `[1]` flag on the device, nothing read back: what a step that runs ahead of
+    /// its checks ([`step_unless`]) guards its update with. `None` without gradients.
+    pub fn non_finite_on_device(&self) -> Option<Tensor<1, Bool>> {
+        let sums: Vec<Tensor<1>> = self.grads.iter().flatten().map(|g| total(g.clone().abs())).collect();
+        if sums.is_empty() {
+            return None;
+        }
+        let sum = Tensor::cat(sums, 0).sum(); // [1]: finite only if every gradient is
+        // Burn's own NaN and infinity tests: `x − x ≠ 0` is folded to false on a GPU.
+        Some(sum.clone().is_nan().bool_or(sum.is_inf()))
+    }
+
+    /// [`Accumulated::clip`] without reading the norm back: the coefficient
+    /// `min(1, max_norm / (norm + 1e-6))` is applied on the device, as PyTorch applies it
+    /// (multiplying by 1 changes nothing). Returns the norm before clipping, `[1]`.
+    pub fn clip_on_device(&mut self, max_norm: f64) -> Option<Tensor<1>> {
+        let squares: Vec<Tensor<1>> = self.grads.iter().flatten().map(|g| total(g.clone().powf_scalar(2.0))).collect();
+        if squares.is_empty() {
+            return None;
+        }
+        let norm = Tensor::cat(squares, 0).sum().sqrt(); // [1]
+        let coefficient = ((norm.clone() + 1e-6).recip() * max_norm).clamp_max(1.0);
+        for grad in self.grads.iter_mut().flatten() {
+            let count = grad.dims()[0];
+            *grad = grad.clone() * coefficient.clone().expand([count]);
+        }
+        Some(norm)
+    }
+
     /// `torch.nn.utils.clip_grad_norm_`: scales by max_norm / (norm + 1e-6) when that is < 1.
     /// Returns the norm before clipping.
     pub fn clip(&mut self, max_norm: f64) -> f64 {
@@ -232,6 +262,21 @@ struct Update<'a> {
     grads: &'a mut Accumulated,
     state: &'a mut OptimizerState,
     index: usize,
+    /// `[1]`, true when the step must leave everything as it was ([`step_unless`]).
+    unless: Option<Tensor<1, Bool>>,
+}
+
+impl Update<'_> {
+    /// `new`, or `old` where the step is called off (`old` `None`: zeros, an unset moment).
+    fn guarded(&self, new: Tensor<1>, old: Option<Tensor<1>>) -> Tensor<1> {
+        match &self.unless {
+            None => new,
+            Some(unless) => {
+                let old = old.unwrap_or_else(|| new.zeros_like());
+                new.mask_where(unless.clone().expand([old.dims()[0]]), old)
+            }
+        }
+    }
 }
 
 impl ModuleMapper for Update<'_> {
@@ -249,7 +294,7 @@ impl ModuleMapper for Update<'_> {
         let updated = match self.config {
             OptimizerConfig::Sgd { weight_decay } => {
                 let grad = if weight_decay != 0.0 { grad + value.clone() * weight_decay } else { grad };
-                value - grad * self.lr
+                self.guarded(value.clone() - grad * self.lr, Some(value))
             }
             OptimizerConfig::AdamW { .. } => {
                 for list in [&mut self.state.first_moments, &mut self.state.second_moments] {
@@ -259,10 +304,20 @@ impl ModuleMapper for Update<'_> {
                 }
                 let c = coefficients(self.config, self.lr, self.state.step).expect("AdamW");
                 let moments = (self.state.first_moments[index].take(), self.state.second_moments[index].take());
+                let old = self.unless.as_ref().map(|_| (value.clone(), moments.clone()));
                 let (updated, m, v) = if self.fused { adamw_fused(&c, value, grad, moments) } else { adamw::step(&c, value, grad, moments) };
-                self.state.first_moments[index] = Some(m);
-                self.state.second_moments[index] = Some(v);
-                updated
+                match old {
+                    None => {
+                        self.state.first_moments[index] = Some(m);
+                        self.state.second_moments[index] = Some(v);
+                        updated
+                    }
+                    Some((value, (old_m, old_v))) => {
+                        self.state.first_moments[index] = Some(self.guarded(m, old_m));
+                        self.state.second_moments[index] = Some(self.guarded(v, old_v));
+                        self.guarded(updated, Some(value))
+                    }
+                }
             }
         };
         let mut lifted = Tensor::from_inner(updated.reshape(shape));
@@ -275,9 +330,20 @@ impl ModuleMapper for Update<'_> {
 
 /// One optimizer step of `module` with the accumulated gradients; consumes them.
 pub fn step<M: Module>(module: M, config: OptimizerConfig, lr: f64, grads: &mut Accumulated, state: &mut OptimizerState) -> M {
+    run_step(module, config, lr, grads, state, None)
+}
+
+/// [`step`], called off on the device where `unless` (`[1]`) is true: every parameter and
+/// moment keeps its value, without the host reading the flag first. (The step count still
+/// moves; a run stops on such a step.)
+pub fn step_unless<M: Module>(module: M, config: OptimizerConfig, lr: f64, grads: &mut Accumulated, state: &mut OptimizerState, unless: Tensor<1, Bool>) -> M {
+    run_step(module, config, lr, grads, state, Some(unless))
+}
+
+fn run_step<M: Module>(module: M, config: OptimizerConfig, lr: f64, grads: &mut Accumulated, state: &mut OptimizerState, unless: Option<Tensor<1, Bool>>) -> M {
     state.step += 1;
     let fused = grads.grads.iter().flatten().next().is_some_and(|g| prefix_tune_model::backend::is_cpu(&g.device()) && g.dtype() == burn::tensor::DType::F32);
-    let mut update = Update { fused, config, lr, grads, state, index: 0 };
+    let mut update = Update { fused, config, lr, grads, state, index: 0, unless };
     module.map(&mut update)
 }
 

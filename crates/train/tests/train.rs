@@ -333,6 +333,73 @@ fn wgpu_training_child() {
     assert_loss_and_gradients_match_pytorch(&device);
 }
 
+/// On a GPU a run goes ahead of its checks (each step's loss and gradient test read once the
+/// next step is queued, its update called off on the device should the test fail): it must end
+/// bit-identical to a run that reads each step before its update, write the same losses, clip
+/// to the same norm, and stop on a NaN with its last checkpoint intact. On wgpu (lavapipe in
+/// CI), in a child process.
+#[test]
+fn a_gpu_run_ahead_of_its_checks_equals_one_that_waits() {
+    if prefix_tune_model::testing::run_on_vulkan("wgpu_overlap_child").is_some() {
+        println!("wgpu: a run ahead of its checks equals one that waits, and stops on a NaN");
+    }
+}
+
+#[test]
+#[ignore = "run by a_gpu_run_ahead_of_its_checks_equals_one_that_waits in a child process"]
+fn wgpu_overlap_child() {
+    let device = prefix_tune_model::backend::device(Some("wgpu")).unwrap().autodiff();
+    let start = resume_config().prefix.init(Layout::new(3, 4, 6), &device).unwrap();
+    let run = |overlap: bool, clip: Option<f64>, name: &str| {
+        let mut config = resume_config();
+        (config.checkpoint_every, config.max_grad_norm, config.epochs) = (None, clip, 2);
+        let out = scratch(name);
+        let prefix = start.clone().set_require_grad(true);
+        let mut trainer = Trainer::new(model(&device), prefix, config, &out).unwrap();
+        (trainer.quiet, trainer.overlap) = (true, overlap);
+        let summary = trainer.train(&synthetic_task(8), &[], None).unwrap();
+        let records: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        (prefix_bits(&trainer.prefix), records, summary.steps)
+    };
+    let field = |records: &[serde_json::Value], name: &str| -> Vec<f64> { records.iter().map(|r| r[name].as_f64().unwrap_or(f64::NAN)).collect() };
+    let (ahead, waits) = (run(true, None, "overlap-ahead"), run(false, None, "overlap-waits"));
+    assert_eq!(ahead.2, waits.2);
+    assert_eq!(field(&ahead.1, "loss"), field(&waits.1, "loss"), "the same losses, step for step");
+    assert_eq!(field(&ahead.1, "step"), field(&waits.1, "step"));
+    assert!(ahead.0 == waits.0, "the prefixes differ");
+    // Clipping on the device takes the coefficient in f32, the host in f64: the norms agree to
+    // f32 rounding and the prefixes to a few ulp of the step.
+    let (ahead, waits) = (run(true, Some(0.05), "overlap-clip-ahead"), run(false, Some(0.05), "overlap-clip-waits"));
+    for (a, b) in field(&ahead.1, "grad_norm").iter().zip(field(&waits.1, "grad_norm")) {
+        assert!((a - b).abs() <= 1e-5 * b, "grad norm {a} against {b}");
+    }
+    assert!(field(&waits.1, "grad_norm").iter().all(|&n| n > 0.05), "every step clipped");
+    let bits_to_f32 = |bits: &[Vec<u32>]| -> Vec<f32> { bits.iter().flatten().map(|&b| f32::from_bits(b)).collect() };
+    let (a, b) = (bits_to_f32(&ahead.0), bits_to_f32(&waits.0));
+    assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= 1e-5 * y.abs().max(1e-3)), "clipped prefixes differ beyond rounding");
+
+    // A NaN gradient (one infinite prefix entry: the loss stays finite) stops the run with the
+    // checkpoint as it was and the prefix untouched, though the run was a step ahead: the
+    // failing update was called off on the device.
+    let out = scratch("overlap-nan");
+    let mut config = resume_config();
+    (config.prefix.dropout, config.lm_dropout, config.grad_accum) = (0.0, Some(0.0), 1);
+    let mut trainer = Trainer::new(model(&device), start.clone().set_require_grad(true), config, &out).unwrap();
+    trainer.quiet = true;
+    assert!(trainer.overlap, "a GPU run goes ahead of its checks");
+    trainer.train(&synthetic_task(6), &[], Some(1)).unwrap();
+    let good = std::fs::read(out.join("checkpoint/prefix.safetensors")).unwrap();
+    let mut values = to_f32s(trainer.prefix.embedding.val().detach());
+    values[0] = f32::INFINITY;
+    let [rows, cols] = trainer.prefix.embedding.val().dims();
+    trainer.prefix.embedding = Param::from_tensor(floats(values, [rows, cols], &device).require_grad());
+    let before = prefix_bits(&trainer.prefix);
+    let error = trainer.train(&synthetic_task(6), &[], None).err().unwrap().to_string();
+    assert!(error.contains("gradient") && error.contains("not finite") && error.contains("checkpoint") && error.lines().count() == 1, "{error}");
+    assert_eq!(std::fs::read(out.join("checkpoint/prefix.safetensors")).unwrap(), good);
+    assert!(prefix_bits(&trainer.prefix) == before, "the failing step changed the prefix");
+}
+
 /// Where optimizer state lives: the device without autodiff.
 fn inner_device(device: &Device) -> Device {
     Tensor::<1>::zeros([1], device).inner().device()

@@ -4,6 +4,7 @@
 mod checkpoints;
 mod evaluation;
 mod logging;
+mod pending;
 mod run;
 
 use std::io::{IsTerminal, Write};
@@ -13,7 +14,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Bool, Device, Tensor};
 use prefix_tune_model::gpt2::{Gpt2, END_OF_TEXT};
 use prefix_tune_model::nn::Dropout;
 use prefix_tune_model::tensors::to_f32s;
@@ -26,6 +27,7 @@ use crate::examples::{epoch_order, Batch, Example};
 use crate::loss::Objective;
 use crate::model::PrefixModel;
 use crate::optim::{self, Accumulated, OptimizerConfig, OptimizerState};
+use pending::{Pending, StepAt};
 use crate::schedule::Schedule;
 use crate::TrainError;
 
@@ -179,6 +181,11 @@ pub struct Trainer<M: PrefixModel = Gpt2> {
     pub dev_metric: Option<(String, DevMetric<M>)>,
     /// The progress bar, on a terminal only.
     bar: Option<ProgressBar>,
+    /// Whether the run goes ahead of its checks (a GPU; see `pending.rs`): a step's loss and
+    /// gradient test are read once the next step is queued.
+    pub overlap: bool,
+    /// The last optimizer step, while its numbers are still on the device.
+    pending: Option<pending::Pending>,
 }
 
 /// Counters of one call to [`Trainer::train`].
@@ -239,6 +246,7 @@ impl<M: PrefixModel> Trainer<M> {
                 model
             }
         };
+        let overlap = pending::overlaps(&device);
         let trainer = Trainer {
             model,
             prefix,
@@ -251,6 +259,8 @@ impl<M: PrefixModel> Trainer<M> {
             log_every: 10,
             dev_metric: None,
             bar: None,
+            overlap,
+            pending: None,
         };
         std::fs::create_dir_all(out).map_err(|e| TrainError::Checkpoint { path: out.into(), reason: e.to_string() })?;
         let config_text = serde_json::to_string_pretty(&trainer.config).expect("config serialises");
