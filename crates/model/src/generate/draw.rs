@@ -8,9 +8,9 @@ use super::Sampling;
 fn top_k_floor(scores: &[f32], top_k: Option<usize>) -> f32 {
     match top_k.filter(|&k| k > 0 && k < scores.len()) {
         Some(k) => {
-            let mut sorted = scores.to_vec();
-            sorted.sort_by(|a, b| b.total_cmp(a));
-            sorted[k - 1]
+            let mut values = scores.to_vec();
+            let (_, kth, _) = values.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+            *kth
         }
         None => f32::NEG_INFINITY,
     }
@@ -19,12 +19,13 @@ fn top_k_floor(scores: &[f32], top_k: Option<usize>) -> f32 {
 /// The threads of the device kernel's cube, whose order of summation the host follows.
 const THREADS: usize = 256;
 
-/// The sum of `value(i)` for `i` in `0..n` in the device's order: thread `u` sums `u, u + 256,
-/// …`, then the 256 partial sums are halved pairwise.
-fn strided_sum(n: usize, value: impl Fn(usize) -> f32) -> f32 {
+/// The sum of `value` over `(index, value)` pairs in increasing index order, in the device's
+/// order: thread `u` sums the indices `u, u + 256, …`, then the 256 partial sums are halved
+/// pairwise. Indices left out are zeros, which change no sum.
+fn strided_sum(values: impl Iterator<Item = (usize, f32)>) -> f32 {
     let mut partial = [0.0f32; THREADS];
-    for (unit, sum) in partial.iter_mut().enumerate() {
-        *sum = (unit..n).step_by(THREADS).fold(0.0, |sum, i| sum + value(i));
+    for (i, value) in values {
+        partial[i % THREADS] += value;
     }
     let mut half = THREADS / 2;
     while half > 0 {
@@ -46,29 +47,29 @@ fn from_ordered(key: u32) -> f32 {
     f32::from_bits(if key >= 0x8000_0000 { key & 0x7fff_ffff } else { !key })
 }
 
-/// One row as the draw sees it: raw scores, the temperature and top-k's floor.
-struct Row<'a> {
-    raw: &'a [f32],
-    temperature: f32,
-    floor: f32,
+/// One row as the draw sees it: each token's scaled score `s = x / T` (−∞ where top-k removes
+/// it) and weight `exp(s − max)` (0 there), each computed once with the device's expressions;
+/// the device recomputes them in every pass, to the same bits.
+struct Row {
+    scaled: Vec<f32>,
+    weights: Vec<f32>,
     max: f32,
+    /// The tokens with weight, in increasing order: the only ones a sum needs.
+    weighted: Vec<usize>,
 }
 
-impl Row<'_> {
-    /// The weight of token `i` when its scaled score is above `above` (and top-k keeps it).
-    fn weight_above(&self, i: usize, above: f32) -> f32 {
-        let (x, s) = (self.raw[i], self.raw[i] / self.temperature);
-        if x >= self.floor && s > above { (s - self.max).exp() } else { 0.0 }
+impl Row {
+    fn new(raw: &[f32], temperature: f32, floor: f32) -> Self {
+        let scaled: Vec<f32> = raw.iter().map(|&x| if x >= floor { x / temperature } else { f32::NEG_INFINITY }).collect();
+        let max = scaled.iter().copied().fold(f32::MIN, f32::max);
+        let weights: Vec<f32> = scaled.iter().map(|&s| if s == f32::NEG_INFINITY { 0.0 } else { (s - max).exp() }).collect();
+        let weighted = (0..weights.len()).filter(|&i| weights[i] > 0.0).collect();
+        Row { scaled, weights, max, weighted }
     }
 
-    /// The weight of token `i` when its scaled score is at least `threshold`.
-    fn weight(&self, i: usize, threshold: f32) -> f32 {
-        let (x, s) = (self.raw[i], self.raw[i] / self.temperature);
-        if x >= self.floor && s >= threshold { (s - self.max).exp() } else { 0.0 }
-    }
-
+    /// The weight of the tokens whose scaled score is strictly above `above`.
     fn mass_above(&self, above: f32) -> f32 {
-        strided_sum(self.raw.len(), |i| self.weight_above(i, above))
+        strided_sum(self.weighted.iter().filter(|&&i| self.scaled[i] > above).map(|&i| (i, self.weights[i])))
     }
 
     /// Top-p's threshold: the smallest scaled score `t` whose mass strictly above is below
@@ -92,13 +93,12 @@ impl Row<'_> {
 /// `exp(s/T − max)` for the tokens top-k and top-p keep, 0 for the others.
 pub fn kept_weights(scores: &[f32], sampling: Sampling) -> Vec<f32> {
     let floor = top_k_floor(scores, sampling.top_k);
-    let max = scores.iter().filter(|&&x| x >= floor).map(|&x| x / sampling.temperature).fold(f32::MIN, f32::max);
-    let row = Row { raw: scores, temperature: sampling.temperature, floor, max };
+    let row = Row::new(scores, sampling.temperature, floor);
     let threshold = match sampling.top_p.filter(|&p| p < 1.0) {
         Some(top_p) => row.top_p_threshold(top_p),
         None => f32::MIN,
     };
-    (0..scores.len()).map(|i| row.weight(i, threshold)).collect()
+    row.scaled.iter().zip(&row.weights).map(|(&s, &w)| if s >= threshold { w } else { 0.0 }).collect()
 }
 
 /// A seeded draw from one row's scores (see the module's rules), summed in the device's order:
