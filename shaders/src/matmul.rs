@@ -24,6 +24,16 @@ const DEPTH: usize = 16;
 const SIDE: usize = 16;
 const THREADS: usize = SIDE * SIDE;
 
+/// Where a cube's block starts and the problem's sizes.
+#[derive(CubeType, Clone, Copy)]
+struct Block {
+    row_base: usize,
+    col_base: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+}
+
 #[cube(launch)]
 fn matmul_kernel<F: Float>(
     lhs: &Tensor<F>,     // [M, K]
@@ -34,13 +44,13 @@ fn matmul_kernel<F: Float>(
     #[comptime] tile_cols: usize,
     #[define(F)] _dtype: ElemType,
 ) {
-    let block_rows = comptime!(SIDE * tile_rows);
-    let block_cols = comptime!(SIDE * tile_cols);
-    let (m, k) = (lhs.shape(0), lhs.shape(1));
-    let n = out.shape(1);
-    let thread = UNIT_POS_X as usize;
-    let (tx, ty) = (thread % SIDE, thread / SIDE);
-    let (row_base, col_base) = (CUBE_POS_Y as usize * block_rows, CUBE_POS_X as usize * block_cols);
+    let block = Block {
+        row_base: CUBE_POS_Y as usize * comptime!(SIDE * tile_rows),
+        col_base: CUBE_POS_X as usize * comptime!(SIDE * tile_cols),
+        m: lhs.shape(0),
+        k: lhs.shape(1),
+        n: out.shape(1),
+    };
     let mut lhs_tile = Shared::<[F]>::new_slice(comptime!(DEPTH * SIDE * tile_rows)); // [DEPTH][rows]
     let mut weight_tile = Shared::<[F]>::new_slice(comptime!(DEPTH * SIDE * tile_cols)); // [DEPTH][cols]
     let mut sums = Array::<F>::new(comptime!(tile_rows * tile_cols));
@@ -49,70 +59,93 @@ fn matmul_kernel<F: Float>(
         sums[i] = F::new(0.0);
     }
     let mut k0 = 0usize;
-    while k0 < k {
-        // Stage the slices, `tile_rows` and `tile_cols` values per thread, read along k (lhs,
-        // and a transposed weight) or along n (a weight stored [K, N]) so neighbours read
-        // neighbours.
-        #[unroll]
-        for r in 0..tile_rows {
-            let e = thread + r * THREADS;
-            let (row, depth) = (e / DEPTH, e % DEPTH);
-            let mut value = F::new(0.0);
-            if row_base + row < m && k0 + depth < k {
-                value = lhs[(row_base + row) * k + k0 + depth];
-            }
-            lhs_tile[depth * block_rows + row] = value;
-        }
-        #[unroll]
-        for r in 0..tile_cols {
-            let e = thread + r * THREADS;
-            let mut w = F::new(0.0);
-            if comptime!(transposed) {
-                let (col, depth) = (e / DEPTH, e % DEPTH);
-                if col_base + col < n && k0 + depth < k {
-                    w = weight[(col_base + col) * k + k0 + depth];
-                }
-                weight_tile[depth * block_cols + col] = w;
-            } else {
-                let (depth, col) = (e / block_cols, e % block_cols);
-                if col_base + col < n && k0 + depth < k {
-                    w = weight[(k0 + depth) * n + col_base + col];
-                }
-                weight_tile[depth * block_cols + col] = w;
-            }
-        }
+    while k0 < block.k {
+        stage_lhs(lhs, &mut lhs_tile, &block, k0, tile_rows);
+        stage_weight(weight, &mut weight_tile, &block, k0, transposed, tile_cols);
         sync_cube();
-        #[unroll]
-        for depth in 0..DEPTH {
-            let mut a = Array::<F>::new(tile_rows);
-            let mut b = Array::<F>::new(tile_cols);
-            #[unroll]
-            for i in 0..tile_rows {
-                a[i] = lhs_tile[depth * block_rows + ty + i * SIDE];
-            }
-            #[unroll]
-            for j in 0..tile_cols {
-                b[j] = weight_tile[depth * block_cols + tx + j * SIDE];
-            }
-            #[unroll]
-            for i in 0..tile_rows {
-                #[unroll]
-                for j in 0..tile_cols {
-                    sums[i * tile_cols + j] += a[i] * b[j];
-                }
-            }
-        }
+        multiply(&lhs_tile, &weight_tile, &mut sums, tile_rows, tile_cols);
         sync_cube();
         k0 += DEPTH;
     }
+    let (tx, ty) = (UNIT_POS_X as usize % SIDE, UNIT_POS_X as usize / SIDE);
     #[unroll]
     for i in 0..tile_rows {
-        let row = row_base + ty + i * SIDE;
+        let row = block.row_base + ty + i * SIDE;
         #[unroll]
         for j in 0..tile_cols {
-            let col = col_base + tx + j * SIDE;
-            if row < m && col < n {
-                out[row * n + col] = sums[i * tile_cols + j];
+            let col = block.col_base + tx + j * SIDE;
+            if row < block.m && col < block.n {
+                out[row * block.n + col] = sums[i * tile_cols + j];
+            }
+        }
+    }
+}
+
+/// Stages the slice `k0..k0 + DEPTH` of the block's rows of `lhs`, k-major, `tile_rows` values
+/// per thread read along k so that neighbours read neighbours (zeros past the edges).
+#[cube]
+fn stage_lhs<F: Float>(lhs: &Tensor<F>, tile: &mut Shared<[F]>, block: &Block, k0: usize, #[comptime] tile_rows: usize) {
+    let block_rows = comptime!(SIDE * tile_rows);
+    #[unroll]
+    for r in 0..tile_rows {
+        let e = UNIT_POS_X as usize + r * THREADS;
+        let (row, depth) = (e / DEPTH, e % DEPTH);
+        let mut value = F::new(0.0);
+        if block.row_base + row < block.m && k0 + depth < block.k {
+            value = lhs[(block.row_base + row) * block.k + k0 + depth];
+        }
+        tile[depth * block_rows + row] = value;
+    }
+}
+
+/// Stages the slice `k0..k0 + DEPTH` of the block's columns of the weight, k-major, read along
+/// k (a transposed weight) or along n (a weight stored [K, N]).
+#[cube]
+fn stage_weight<F: Float>(weight: &Tensor<F>, tile: &mut Shared<[F]>, block: &Block, k0: usize, #[comptime] transposed: bool, #[comptime] tile_cols: usize) {
+    let block_cols = comptime!(SIDE * tile_cols);
+    #[unroll]
+    for r in 0..tile_cols {
+        let e = UNIT_POS_X as usize + r * THREADS;
+        let mut w = F::new(0.0);
+        if comptime!(transposed) {
+            let (col, depth) = (e / DEPTH, e % DEPTH);
+            if block.col_base + col < block.n && k0 + depth < block.k {
+                w = weight[(block.col_base + col) * block.k + k0 + depth];
+            }
+            tile[depth * block_cols + col] = w;
+        } else {
+            let (depth, col) = (e / block_cols, e % block_cols);
+            if block.col_base + col < block.n && k0 + depth < block.k {
+                w = weight[(k0 + depth) * block.n + block.col_base + col];
+            }
+            tile[depth * block_cols + col] = w;
+        }
+    }
+}
+
+/// Adds the staged slices' products into this thread's outputs: rows `ty + 16i`, columns
+/// `tx + 16j`.
+#[cube]
+fn multiply<F: Float>(lhs_tile: &Shared<[F]>, weight_tile: &Shared<[F]>, sums: &mut Array<F>, #[comptime] tile_rows: usize, #[comptime] tile_cols: usize) {
+    let (block_rows, block_cols) = (comptime!(SIDE * tile_rows), comptime!(SIDE * tile_cols));
+    let (tx, ty) = (UNIT_POS_X as usize % SIDE, UNIT_POS_X as usize / SIDE);
+    #[unroll]
+    for depth in 0..DEPTH {
+        let mut a = Array::<F>::new(tile_rows);
+        let mut b = Array::<F>::new(tile_cols);
+        #[unroll]
+        for i in 0..tile_rows {
+            a[i] = lhs_tile[depth * block_rows + ty + i * SIDE];
+        }
+        #[unroll]
+        for j in 0..tile_cols {
+            b[j] = weight_tile[depth * block_cols + tx + j * SIDE];
+        }
+        #[unroll]
+        for i in 0..tile_rows {
+            #[unroll]
+            for j in 0..tile_cols {
+                sums[i * tile_cols + j] += a[i] * b[j];
             }
         }
     }
