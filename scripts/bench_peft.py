@@ -83,8 +83,11 @@ if args.what in ("train", "both"):
 if args.what in ("generate", "both"):
     prompt = torch.randint(0, config.vocab_size, (1, 16)).to(device)
     results = {}
-    for name, beams in [("greedy", 1), ("beam5", 5)]:
+    # "sample": temperature 0.8, top-k 50, top-p 0.9, as `prefix-tune bench generate` draws.
+    sampling = dict(do_sample=True, temperature=0.8, top_k=50, top_p=0.9)
+    for name, beams, draw in [("greedy", 1, {}), ("beam5", 5, {}), ("sample", 1, sampling)]:
         kwargs = dict(max_new_tokens=32, min_new_tokens=32, num_beams=beams, do_sample=False, pad_token_id=50256)
+        kwargs.update(draw)
         with torch.no_grad(), autocast():
             base.generate(prompt, **kwargs)
             sync()

@@ -91,14 +91,16 @@ def main():
             if before_cmd:
                 before.append(last_json(before_cmd + ["generate"], "generate"))
         report = {"bench": "generate", "backend": args.backend, "torch_device": args.device, "dtype": args.dtype, "threads": args.threads}
-        for name in ("greedy", "beam5"):
+        for name in ("greedy", "beam5", "sample"):
+            if not all(name in r["results"] for r in ours + theirs):
+                continue  # a build or script from before "sample" was timed
             mine = statistics.median(r["results"][name]["seconds"] for r in ours)
             hf = statistics.median(r["results"][name]["seconds"] for r in theirs)
             report[name] = {"prefix_tune_seconds": mine, "hf_generate_seconds": hf, "time_ratio": mine / hf}
             if autocast:
                 hf16 = statistics.median(r["results"][name]["seconds"] for r in autocast)
                 report[name].update({"hf_autocast_seconds": hf16, "time_ratio_to_autocast": mine / hf16})
-            if before:
+            if before and all(name in r["results"] for r in before):
                 old = statistics.median(r["results"][name]["seconds"] for r in before)
                 report[name].update({"before_seconds": old, "before_time_ratio": old / hf, "speedup": old / mine})
         report.update({"prefix_tune_runs": ours, "hf_runs": theirs, "hf_autocast_runs": autocast, "before_runs": before})

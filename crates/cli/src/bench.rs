@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use crate::error::{CliError, Result};
 use clap::{Args, Subcommand};
-use prefix_tune_model::generate::GenerateConfig;
+use prefix_tune_model::generate::{GenerateConfig, Sampling};
 use prefix_tune_model::gpt2::generate_gpt2;
 use prefix_tune_model::bf16::Dtype;
 use prefix_tune_model::backend::{self, Backend, Resolved};
@@ -38,7 +38,7 @@ pub struct BenchArgs {
 enum BenchWhat {
     /// `serve` under load: one at a time, N clients on one prefix, N clients on many prefixes.
     Serve(crate::bench_serve::ServeBenchArgs),
-    /// Greedy and beam-5 decoding: 16-token prompt, 32 new tokens.
+    /// Greedy, beam-5 and sampled decoding: 16-token prompt, 32 new tokens.
     Generate {
         #[arg(long, default_value_t = 16)]
         prompt_len: usize,
@@ -134,18 +134,22 @@ struct Bench<'a> {
     shape: &'a str,
 }
 
-/// Greedy and beam-5 decoding of one random prompt, each timed after an untimed run.
+/// Greedy, beam-5 and sampled (temperature 0.8, top-k 50, top-p 0.9) decoding of one random
+/// prompt, each timed after an untimed run.
 fn generate(bench: &Bench, prompt_len: usize, new_tokens: usize) -> Result<()> {
     let mut rng = StdRng::seed_from_u64(0);
     let device = bench.device.device.clone();
     let model = random_model(&bench.config, bench.dtype, &device)?;
     let prompt: Vec<u32> = (0..prompt_len).map(|_| rng.random_range(0..bench.config.vocab_size as u32)).collect();
     let mut results = serde_json::Map::new();
-    for (name, beams) in [("greedy", 1), ("beam5", 5)] {
+    // "sample": temperature 0.8, top-k 50, top-p 0.9 (`scripts/bench_peft.py` draws the same).
+    let sampling = Sampling { temperature: 0.8, top_k: Some(50), top_p: Some(0.9), seed: 0 };
+    for (name, beams, draw) in [("greedy", 1, None), ("beam5", 5, None), ("sample", 1, Some(sampling))] {
         let mut gen = GenerateConfig::new(model.config.eos());
         gen.max_new_tokens = new_tokens;
         gen.min_new_tokens = new_tokens;
         gen.num_beams = beams;
+        gen.sampling = draw;
         // One untimed run compiles kernels and fills caches.
         generate_gpt2(&model, std::slice::from_ref(&prompt), None, &gen)?;
         let start = Instant::now();
