@@ -171,12 +171,18 @@ impl Accumulated {
     /// The sum of `elementwise` of each gradient, with its parameter's index, in one read
     /// back: on a GPU each read waits for the device.
     fn per_parameter(&self, elementwise: impl Fn(Tensor<1>) -> Tensor<1>) -> Vec<(usize, f32)> {
+        match self.per_parameter_on_device(elementwise) {
+            Some((indices, sums)) => indices.into_iter().zip(to_f32s(sums)).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The sum of `elementwise` of each gradient, `[parameters]` on the device, with the
+    /// parameters' indices; `None` without gradients.
+    fn per_parameter_on_device(&self, elementwise: impl Fn(Tensor<1>) -> Tensor<1>) -> Option<(Vec<usize>, Tensor<1>)> {
         let (indices, values): (Vec<usize>, Vec<Tensor<1>>) =
             self.grads.iter().enumerate().filter_map(|(i, g)| Some((i, total(elementwise(g.as_ref()?.clone()))))).unzip();
-        if values.is_empty() {
-            return Vec::new();
-        }
-        indices.into_iter().zip(to_f32s(Tensor::cat(values, 0))).collect()
+        (!values.is_empty()).then(|| (indices, Tensor::cat(values, 0)))
     }
 
     /// Divides every gradient by `by` (averaging over accumulated micro-batches).
@@ -193,11 +199,8 @@ impl Accumulated {
     /// too), as a `[1]` flag on the device, nothing read back: what a step that runs ahead of
     /// its checks ([`step_unless`]) guards its update with. `None` without gradients.
     pub fn non_finite_on_device(&self) -> Option<Tensor<1, Bool>> {
-        let sums: Vec<Tensor<1>> = self.grads.iter().flatten().map(|g| total(g.clone().abs())).collect();
-        if sums.is_empty() {
-            return None;
-        }
-        let sum = Tensor::cat(sums, 0).sum(); // [1]: finite only if every gradient is
+        let (_, sums) = self.per_parameter_on_device(|g| g.abs())?;
+        let sum = sums.sum(); // [1]: finite only if every gradient is
         // Burn's own NaN and infinity tests: `x − x ≠ 0` is folded to false on a GPU.
         Some(sum.clone().is_nan().bool_or(sum.is_inf()))
     }
@@ -206,11 +209,8 @@ impl Accumulated {
     /// `min(1, max_norm / (norm + 1e-6))` is applied on the device, as PyTorch applies it
     /// (multiplying by 1 changes nothing). Returns the norm before clipping, `[1]`.
     pub fn clip_on_device(&mut self, max_norm: f64) -> Option<Tensor<1>> {
-        let squares: Vec<Tensor<1>> = self.grads.iter().flatten().map(|g| total(g.clone().powf_scalar(2.0))).collect();
-        if squares.is_empty() {
-            return None;
-        }
-        let norm = Tensor::cat(squares, 0).sum().sqrt(); // [1]
+        let (_, squares) = self.per_parameter_on_device(|g| g.powf_scalar(2.0))?;
+        let norm = squares.sum().sqrt(); // [1]
         let coefficient = ((norm.clone() + 1e-6).recip() * max_norm).clamp_max(1.0);
         for grad in self.grads.iter_mut().flatten() {
             let count = grad.dims()[0];
