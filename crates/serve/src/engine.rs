@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 
 use prefix_tune_data::Tokenizer;
 use prefix_tune_model::generate::pick::{self, Choice, Edits, Picked, RowStep};
-use prefix_tune_model::generate::{EarlyStopping, GenerateConfig, LogitsProcessor, Sampling};
+use prefix_tune_model::generate::{edits_for, EarlyStopping, GenerateConfig, LogitsProcessor, Sampling};
 use prefix_tune_model::gpt2::generate_gpt2;
 use prefix_tune_model::nn::Dropout;
 use prefix_tune_model::bart::{generate_bart, BartPrefix};
 use prefix_tune_model::{Bart, Gpt2, KvCache, ModelError, Past};
-use rand::{rngs::StdRng, Rng, SeedableRng};
+use rand::{rngs::StdRng, SeedableRng};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::logprobs::StepLogprobs;
@@ -360,18 +360,12 @@ impl Engine {
     /// How the row's next token is chosen: the checkpoint's logits processors and the request's
     /// penalties and `logit_bias` as edits, then the argmax or a draw from the row's generator.
     fn row_step(&self, row: &mut Row) -> RowStep {
-        let mut edits = Edits::default();
-        if !row.processors.is_empty() {
-            let sequence = [row.start.as_slice(), &row.generated].concat();
-            for processor in &row.processors {
-                processor.edit(&mut edits, &sequence, row.generated.len());
-            }
-        }
-        row.job.penalties.edit(&mut edits, &row.generated);
-        let choice = match (row.job.sampling, row.rng.as_mut()) {
-            (Some(sampling), Some(rng)) => Choice::Draw { sampling, uniform: rng.random::<f32>() },
-            _ => Choice::Argmax,
+        let mut edits = match row.processors.is_empty() {
+            true => Edits::default(),
+            false => edits_for(&[row.start.as_slice(), &row.generated].concat(), row.start.len(), &row.processors),
         };
+        row.job.penalties.edit(&mut edits, &row.generated);
+        let choice = Choice::next(row.job.sampling.zip(row.rng.as_mut()));
         RowStep { edits, choice, logprobs: row.job.logprobs }
     }
 

@@ -9,7 +9,7 @@ mod beam;
 mod draw;
 pub mod pick;
 
-use rand::{rngs::StdRng, Rng, SeedableRng};
+use rand::{rngs::StdRng, SeedableRng};
 
 use crate::ModelError;
 use burn::tensor::Tensor;
@@ -259,10 +259,9 @@ fn greedy_or_sample(decoder: &mut dyn Decoder, prompts: &[Vec<u32>], config: &Ge
         let rows: Vec<RowStep> = sequences
             .iter()
             .zip(&finished)
-            .map(|(row, &done)| match (&mut rng, config.sampling) {
-                _ if done => RowStep { edits: Edits::default(), choice: Choice::Argmax, logprobs: None },
-                (Some(rng), Some(sampling)) => RowStep { edits: edits_for(row, prompt_len, &processors), choice: Choice::Draw { sampling, uniform: rng.random::<f32>() }, logprobs: None },
-                _ => RowStep { edits: edits_for(row, prompt_len, &processors), choice: Choice::Argmax, logprobs: None },
+            .map(|(row, &done)| match done {
+                true => RowStep { edits: Edits::default(), choice: Choice::Argmax, logprobs: None },
+                false => RowStep { edits: edits_for(row, prompt_len, &processors), choice: Choice::next(config.sampling.zip(rng.as_mut())), logprobs: None },
             })
             .collect();
         let next: Vec<u32> = pick::pick(logits, &rows).into_iter().zip(&finished).map(|(picked, &done)| if done { config.pad_token_id } else { picked.token }).collect();
@@ -353,16 +352,11 @@ impl LogitsProcessor {
         }
     }
 
-    /// [`LogitsProcessor::edit`] applied to one row's scores on the host.
-    pub fn apply(&self, scores: &mut [f32], sequence: &[u32], generated: usize) {
-        let mut edits = Edits::default();
-        self.edit(&mut edits, sequence, generated);
-        edits.apply(scores);
-    }
 }
 
-/// What every processor does to one row (`sequence`, of which `prompt_len` tokens are prompt).
-fn edits_for(sequence: &[u32], prompt_len: usize, processors: &[LogitsProcessor]) -> Edits {
+/// What every processor does to one row (`sequence`, of which `prompt_len` tokens are prompt):
+/// `generate`'s loop and the server's continuous batch both ask it.
+pub fn edits_for(sequence: &[u32], prompt_len: usize, processors: &[LogitsProcessor]) -> Edits {
     let mut edits = Edits::default();
     for processor in processors {
         processor.edit(&mut edits, sequence, sequence.len() - prompt_len);
@@ -373,17 +367,6 @@ fn edits_for(sequence: &[u32], prompt_len: usize, processors: &[LogitsProcessor]
 /// Applies every processor of `config` to one row's scores.
 fn process(scores: &mut [f32], sequence: &[u32], prompt_len: usize, processors: &[LogitsProcessor]) {
     edits_for(sequence, prompt_len, processors).apply(scores);
-}
-
-/// The next token from one row's raw logits: argmax, or a seeded draw (temperature, top-k,
-/// top-p) when `sampling` is given: what `generate` does per row, for callers that run their own
-/// loop (the server's continuous batch).
-pub fn next_token(scores: &[f32], sampling: Option<(Sampling, &mut StdRng)>) -> u32 {
-    let choice = match sampling {
-        Some((sampling, rng)) => Choice::Draw { sampling, uniform: rng.random::<f32>() },
-        None => Choice::Argmax,
-    };
-    pick::choose_row(scores, choice)
 }
 
 fn log_softmax(scores: &mut [f32]) {
@@ -432,8 +415,9 @@ mod tests {
         let out = generate(&mut Fixed, &[vec![1], vec![2]], &config).unwrap();
         assert_eq!(out[0].ids, vec![7]);
         let mut rng = StdRng::seed_from_u64(11);
-        next_token(&row_logits(0), Some((sampling, &mut rng)));
-        let by_hand: Vec<u32> = (0..6).map(|_| next_token(&row_logits(1), Some((sampling, &mut rng)))).collect();
+        let mut by_hand = |row: usize| pick::choose_row(&row_logits(row), Choice::next(Some((sampling, &mut rng))));
+        by_hand(0);
+        let by_hand: Vec<u32> = (0..6).map(|_| by_hand(1)).collect();
         assert_eq!(out[1].ids, by_hand);
     }
 }

@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 
 use burn::tensor::{IndexingUpdateOp, Int, Tensor};
+use rand::{rngs::StdRng, Rng};
 
 use super::draw::draw;
 pub use super::draw::kept_weights;
@@ -107,6 +108,17 @@ pub enum Choice {
     /// A draw under `sampling`'s temperature, top-k and top-p, with `uniform` in [0, 1) from
     /// the row's seeded generator.
     Draw { sampling: Sampling, uniform: f32 },
+}
+
+impl Choice {
+    /// A draw under `sampling` with the next uniform number of the row's generator, or the
+    /// argmax without sampling.
+    pub fn next(sampling: Option<(Sampling, &mut StdRng)>) -> Choice {
+        match sampling {
+            Some((sampling, rng)) => Choice::Draw { sampling, uniform: rng.random::<f32>() },
+            None => Choice::Argmax,
+        }
+    }
 }
 
 /// How one row's next token is chosen, in one decoding step.
