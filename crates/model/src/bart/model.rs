@@ -201,8 +201,10 @@ impl Bart {
         let rows = hidden.reshape([batch * seq, d_model]); // [B·T, D]
         let logits = match &self.head_half {
             Some(head) => crate::bf16::matmul(rows, head),
-            None if crate::matmul::takes(&rows, &self.shared.val()) => crate::matmul::frozen(rows, self.shared.val(), true),
-            None => crate::few_rows::matmul(rows, self.shared.val().transpose()),
+            None => match crate::matmul::frozen(&rows, &self.shared.val(), true) {
+                Some(logits) => logits,
+                None => crate::few_rows::matmul(rows, self.shared.val().transpose()),
+            },
         };
         (logits + self.final_logits_bias.val().unsqueeze::<2>()).reshape([batch, seq, vocab])
     }

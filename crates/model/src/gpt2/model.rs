@@ -153,8 +153,10 @@ impl Gpt2 {
         let rows = hidden.reshape([batch * seq, d_model]); // [B·T, D]
         let logits = match &self.head_half {
             Some(head) => crate::bf16::matmul(rows, head),
-            None if crate::matmul::takes(&rows, &self.wte.val()) => crate::matmul::frozen(rows, self.wte.val(), true),
-            None => crate::few_rows::matmul(rows, self.wte.val().transpose()),
+            None => match crate::matmul::frozen(&rows, &self.wte.val(), true) {
+                Some(logits) => logits,
+                None => crate::few_rows::matmul(rows, self.wte.val().transpose()),
+            },
         };
         logits.reshape([batch, seq, vocab])
     }

@@ -49,12 +49,6 @@ pub fn asked() -> Option<Tile> {
     })
 }
 
-/// Whether [`frozen`] takes the kernel for these operands: asked for, on a GPU, f32, and a
-/// weight that takes no gradient (the kernel differentiates the input only).
-pub fn takes(x: &Tensor<2>, weight: &Tensor<2>) -> bool {
-    asked().is_some() && available(x, weight) && !weight.is_require_grad()
-}
-
 /// Whether the kernel can run on these operands at all (a GPU, f32, 32-bit indexable).
 pub fn available(x: &Tensor<2>, weight: &Tensor<2>) -> bool {
     #[cfg(feature = "gpu")]
@@ -69,14 +63,16 @@ pub fn available(x: &Tensor<2>, weight: &Tensor<2>) -> bool {
     }
 }
 
-/// `x [M, K] · weight`, `weight` stored `[K, N]`, or `[N, K]` and used transposed.
-pub fn frozen(x: Tensor<2>, weight: Tensor<2>, transposed: bool) -> Tensor<2> {
-    if let (Some(tile), true) = (asked(), takes(&x, &weight)) {
-        if let Some(product) = kernel(x.clone(), weight.clone(), transposed, tile) {
-            return product;
-        }
+/// `x [M, K] · weight` (`weight` stored `[K, N]`, or `[N, K]` and used transposed) through the
+/// kernel, when `PREFIX_TUNE_MATMUL` asks for it, the operands are [`available`] and the weight
+/// takes no gradient (the kernel differentiates the input only); else `None`, and the caller
+/// takes its own path.
+pub fn frozen(x: &Tensor<2>, weight: &Tensor<2>, transposed: bool) -> Option<Tensor<2>> {
+    let tile = asked()?;
+    if weight.is_require_grad() {
+        return None;
     }
-    if transposed { x.matmul(weight.transpose()) } else { x.matmul(weight) }
+    kernel(x.clone(), weight.clone(), transposed, tile)
 }
 
 /// The kernel of `shaders/`, differentiable in `x`, for [`available`] operands (else `None`):
