@@ -52,11 +52,12 @@ dispatches=$(timeout 60 "$binary" bench --backend wgpu train --steps 5 --target-
   | python3 -c "import json,sys; print(int(json.loads(sys.stdin.read().strip().splitlines()[-1])['dispatches_per_step']))" 2>/dev/null)
 # Each matrix product of a step, on wgpu (folded rows, per sequence, and our tiled kernel in
 # each block shape) and in cuBLAS; then a training run through our kernel in the block shape
-# whose step total was lowest (PREFIX_TUNE_MATMUL=shaders:BLOCK).
+# whose step total was lowest (PREFIX_TUNE_MATMUL=shaders:BLOCK; "…_whole_k" is the same
+# kernel without splitting K, for reading only).
 best_block=$(timeout 120 "$binary" bench --backend wgpu matmul | tee /dev/stderr | python3 -c "
 import json, sys
 steps = json.loads(sys.stdin.read().strip().splitlines()[-1])['step_ms']
-ours = {k: v for k, v in steps.items() if k.startswith('shaders_')}
+ours = {k: v for k, v in steps.items() if k.startswith('shaders_') and not k.endswith('_whole_k')}
 print(min(ours, key=ours.get).removeprefix('shaders_') if ours else '')" 2>/dev/null)
 echo "best block of our matmul: ${best_block:-none}"
 if [ -n "$best_block" ]; then

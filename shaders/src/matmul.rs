@@ -10,64 +10,105 @@
 //! The block's shape is chosen per launch (`bench matmul` times several). A thread's outputs are strided
 //! by 16 (rows `ty + 16i`, columns `tx + 16j`), so a warp's
 //! stores are contiguous and its shared-memory reads are broadcasts or consecutive.
+//!
+//! What a GPU needs beyond the textbook tiling, for a training step's shapes (a few hundred rows):
+//! - **K split across cubes.** A product with few output blocks and a long K (the LM head's input
+//!   gradient: 160 × 768 outputs, K = 50,257) would run on a few dozen cubes, each looping over
+//!   all of K, and leave most of a large GPU idle. Such a product splits K into parts summed by
+//!   separate cubes (see [`splits`]), then adds the parts in a fixed order, so the result does
+//!   not depend on timing.
+//! - **The next slice read while this one is multiplied.** Each thread loads its values of the
+//!   next slice into registers before the products of the current one, hiding the global read.
+//! - **No shared-memory bank conflicts when staging.** Values are read along K (coalesced) and
+//!   stored K-major, so the 16 threads of one row's slice write 16 different k-rows: rows padded
+//!   by two values put a warp's 32 writes in 32 different banks.
 
 use burn_backend::{Shape, TensorMetadata};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use crate::rows::{elements, empty_like};
+use crate::rows::{elements, empty_like, row_cubes, ROW_THREADS};
 
 /// Depth of one staged slice of K.
 const DEPTH: usize = 16;
 /// Threads per side of a cube: 16 × 16, each computing `rows × cols` outputs.
 const SIDE: usize = 16;
 const THREADS: usize = SIDE * SIDE;
+/// Extra values at the end of each k-row of a staged slice (see the module's notes).
+const PAD: usize = 2;
+/// The cubes a product should launch before it splits K: two per multiprocessor of the largest
+/// GPUs (132 on an H100 or H200). wgpu does not report the count.
+const TARGET_CUBES: usize = 256;
+/// The least depth of K one split works through: 16 slices, so that its partial sums' write
+/// and read back stay small beside its products.
+const MIN_SPLIT_DEPTH: usize = 16 * DEPTH;
 
-/// Where a cube's block starts and the problem's sizes.
+/// Where a cube's block starts, the problem's sizes and the cube's share of K.
 #[derive(CubeType, Clone, Copy)]
 struct Block {
     row_base: usize,
     col_base: usize,
     m: usize,
-    k: usize,
     n: usize,
+    /// The length of a row of `lhs` (and of a transposed weight).
+    k: usize,
+    /// Where this cube's share of K ends.
+    k_end: usize,
 }
 
-#[cube(launch)]
+#[cube(launch_unchecked)]
 fn matmul_kernel<F: Float>(
     lhs: &Tensor<F>,     // [M, K]
     weight: &Tensor<F>,  // [K, N], or [N, K] when `transposed`
-    out: &mut Tensor<F>, // [M, N]
+    out: &mut Tensor<F>, // [splits · M, N]: split z's partial sums in rows z·M..(z + 1)·M
+    span: u32,           // the depth of K each split sums, a multiple of DEPTH
     #[comptime] transposed: bool,
     #[comptime] tile_rows: usize,
     #[comptime] tile_cols: usize,
     #[define(F)] _dtype: ElemType,
 ) {
+    let k = lhs.shape(1);
+    let k_start = CUBE_POS_Z as usize * span as usize;
+    let mut k_end = k_start + span as usize;
+    if k_end > k {
+        k_end = k;
+    }
     let block = Block {
         row_base: CUBE_POS_Y as usize * comptime!(SIDE * tile_rows),
         col_base: CUBE_POS_X as usize * comptime!(SIDE * tile_cols),
         m: lhs.shape(0),
-        k: lhs.shape(1),
         n: out.shape(1),
+        k,
+        k_end,
     };
-    let mut lhs_tile = Shared::<[F]>::new_slice(comptime!(DEPTH * SIDE * tile_rows)); // [DEPTH][rows]
-    let mut weight_tile = Shared::<[F]>::new_slice(comptime!(DEPTH * SIDE * tile_cols)); // [DEPTH][cols]
+    let mut lhs_tile = Shared::<[F]>::new_slice(comptime!(DEPTH * (SIDE * tile_rows + PAD))); // [DEPTH][rows + PAD]
+    let mut weight_tile = Shared::<[F]>::new_slice(comptime!(DEPTH * (SIDE * tile_cols + PAD))); // [DEPTH][cols + PAD]
+    let mut lhs_next = Array::<F>::new(tile_rows);
+    let mut weight_next = Array::<F>::new(tile_cols);
     let mut sums = Array::<F>::new(comptime!(tile_rows * tile_cols));
     #[unroll]
     for i in 0..tile_rows * tile_cols {
         sums[i] = F::new(0.0);
     }
-    let mut k0 = 0usize;
-    while k0 < block.k {
-        stage_lhs(lhs, &mut lhs_tile, &block, k0, tile_rows);
-        stage_weight(weight, &mut weight_tile, &block, k0, transposed, tile_cols);
+    load_lhs(lhs, &mut lhs_next, &block, k_start, tile_rows);
+    load_weight(weight, &mut weight_next, &block, k_start, transposed, tile_cols);
+    let mut k0 = k_start;
+    while k0 < k_end {
+        store_lhs(&lhs_next, &mut lhs_tile, tile_rows);
+        store_weight(&weight_next, &mut weight_tile, transposed, tile_cols);
         sync_cube();
+        let k1 = k0 + DEPTH;
+        if k1 < k_end {
+            load_lhs(lhs, &mut lhs_next, &block, k1, tile_rows);
+            load_weight(weight, &mut weight_next, &block, k1, transposed, tile_cols);
+        }
         multiply(&lhs_tile, &weight_tile, &mut sums, tile_rows, tile_cols);
         sync_cube();
-        k0 += DEPTH;
+        k0 = k1;
     }
     let (tx, ty) = (UNIT_POS_X as usize % SIDE, UNIT_POS_X as usize / SIDE);
+    let split_base = CUBE_POS_Z as usize * block.m * block.n;
     #[unroll]
     for i in 0..tile_rows {
         let row = block.row_base + ty + i * SIDE;
@@ -75,51 +116,85 @@ fn matmul_kernel<F: Float>(
         for j in 0..tile_cols {
             let col = block.col_base + tx + j * SIDE;
             if row < block.m && col < block.n {
-                out[row * block.n + col] = sums[i * tile_cols + j];
+                out[split_base + row * block.n + col] = sums[i * tile_cols + j];
             }
         }
     }
 }
 
-/// Stages the slice `k0..k0 + DEPTH` of the block's rows of `lhs`, k-major, `tile_rows` values
-/// per thread read along k so that neighbours read neighbours (zeros past the edges).
+/// The position in the block's rows and in the slice of the `r`-th value of `lhs` this thread
+/// stages: 16 neighbouring threads read one row's 16 neighbouring values of K.
 #[cube]
-fn stage_lhs<F: Float>(lhs: &Tensor<F>, tile: &mut Shared<[F]>, block: &Block, k0: usize, #[comptime] tile_rows: usize) {
-    let block_rows = comptime!(SIDE * tile_rows);
+fn lhs_place(r: usize) -> (usize, usize) {
+    let e = UNIT_POS_X as usize + r * THREADS;
+    (e / DEPTH, e % DEPTH)
+}
+
+/// The position in the block's columns and in the slice of the `r`-th value of the weight this
+/// thread stages: read along k (a transposed weight) or along n (a weight stored [K, N]).
+#[cube]
+fn weight_place(r: usize, #[comptime] transposed: bool, #[comptime] tile_cols: usize) -> (usize, usize) {
+    let e = UNIT_POS_X as usize + r * THREADS;
+    if comptime!(transposed) {
+        (e / DEPTH, e % DEPTH)
+    } else {
+        (e % comptime!(SIDE * tile_cols), e / comptime!(SIDE * tile_cols))
+    }
+}
+
+/// Reads this thread's values of the slice `k0..k0 + DEPTH` of the block's rows of `lhs`
+/// (zeros past the edges and past the cube's share of K).
+#[cube]
+fn load_lhs<F: Float>(lhs: &Tensor<F>, next: &mut Array<F>, block: &Block, k0: usize, #[comptime] tile_rows: usize) {
     #[unroll]
     for r in 0..tile_rows {
-        let e = UNIT_POS_X as usize + r * THREADS;
-        let (row, depth) = (e / DEPTH, e % DEPTH);
+        let (row, depth) = lhs_place(r);
         let mut value = F::new(0.0);
-        if block.row_base + row < block.m && k0 + depth < block.k {
+        if block.row_base + row < block.m && k0 + depth < block.k_end {
             value = lhs[(block.row_base + row) * block.k + k0 + depth];
         }
-        tile[depth * block_rows + row] = value;
+        next[r] = value;
     }
 }
 
-/// Stages the slice `k0..k0 + DEPTH` of the block's columns of the weight, k-major, read along
-/// k (a transposed weight) or along n (a weight stored [K, N]).
+/// Stores the values [`load_lhs`] read into the staged slice, k-major.
 #[cube]
-fn stage_weight<F: Float>(weight: &Tensor<F>, tile: &mut Shared<[F]>, block: &Block, k0: usize, #[comptime] transposed: bool, #[comptime] tile_cols: usize) {
-    let block_cols = comptime!(SIDE * tile_cols);
+fn store_lhs<F: Float>(next: &Array<F>, tile: &mut Shared<[F]>, #[comptime] tile_rows: usize) {
+    let stride = comptime!(SIDE * tile_rows + PAD);
+    #[unroll]
+    for r in 0..tile_rows {
+        let (row, depth) = lhs_place(r);
+        tile[depth * stride + row] = next[r];
+    }
+}
+
+/// Reads this thread's values of the slice `k0..k0 + DEPTH` of the block's columns of the
+/// weight (zeros past the edges and past the cube's share of K).
+#[cube]
+fn load_weight<F: Float>(weight: &Tensor<F>, next: &mut Array<F>, block: &Block, k0: usize, #[comptime] transposed: bool, #[comptime] tile_cols: usize) {
     #[unroll]
     for r in 0..tile_cols {
-        let e = UNIT_POS_X as usize + r * THREADS;
+        let (col, depth) = weight_place(r, transposed, tile_cols);
         let mut w = F::new(0.0);
-        if comptime!(transposed) {
-            let (col, depth) = (e / DEPTH, e % DEPTH);
-            if block.col_base + col < block.n && k0 + depth < block.k {
+        if block.col_base + col < block.n && k0 + depth < block.k_end {
+            if comptime!(transposed) {
                 w = weight[(block.col_base + col) * block.k + k0 + depth];
-            }
-            tile[depth * block_cols + col] = w;
-        } else {
-            let (depth, col) = (e / block_cols, e % block_cols);
-            if block.col_base + col < block.n && k0 + depth < block.k {
+            } else {
                 w = weight[(k0 + depth) * block.n + block.col_base + col];
             }
-            tile[depth * block_cols + col] = w;
         }
+        next[r] = w;
+    }
+}
+
+/// Stores the values [`load_weight`] read into the staged slice, k-major.
+#[cube]
+fn store_weight<F: Float>(next: &Array<F>, tile: &mut Shared<[F]>, #[comptime] transposed: bool, #[comptime] tile_cols: usize) {
+    let stride = comptime!(SIDE * tile_cols + PAD);
+    #[unroll]
+    for r in 0..tile_cols {
+        let (col, depth) = weight_place(r, transposed, tile_cols);
+        tile[depth * stride + col] = next[r];
     }
 }
 
@@ -127,7 +202,7 @@ fn stage_weight<F: Float>(weight: &Tensor<F>, tile: &mut Shared<[F]>, block: &Bl
 /// `tx + 16j`.
 #[cube]
 fn multiply<F: Float>(lhs_tile: &Shared<[F]>, weight_tile: &Shared<[F]>, sums: &mut Array<F>, #[comptime] tile_rows: usize, #[comptime] tile_cols: usize) {
-    let (block_rows, block_cols) = (comptime!(SIDE * tile_rows), comptime!(SIDE * tile_cols));
+    let (lhs_stride, weight_stride) = (comptime!(SIDE * tile_rows + PAD), comptime!(SIDE * tile_cols + PAD));
     let (tx, ty) = (UNIT_POS_X as usize % SIDE, UNIT_POS_X as usize / SIDE);
     #[unroll]
     for depth in 0..DEPTH {
@@ -135,11 +210,11 @@ fn multiply<F: Float>(lhs_tile: &Shared<[F]>, weight_tile: &Shared<[F]>, sums: &
         let mut b = Array::<F>::new(tile_cols);
         #[unroll]
         for i in 0..tile_rows {
-            a[i] = lhs_tile[depth * block_rows + ty + i * SIDE];
+            a[i] = lhs_tile[depth * lhs_stride + ty + i * SIDE];
         }
         #[unroll]
         for j in 0..tile_cols {
-            b[j] = weight_tile[depth * block_cols + tx + j * SIDE];
+            b[j] = weight_tile[depth * weight_stride + tx + j * SIDE];
         }
         #[unroll]
         for i in 0..tile_rows {
@@ -151,32 +226,100 @@ fn multiply<F: Float>(lhs_tile: &Shared<[F]>, weight_tile: &Shared<[F]>, sums: &
     }
 }
 
+/// `out[i]` = the sum over splits of `partial[z · len(out) + i]`, in the order of z.
+#[cube(launch_unchecked)]
+fn sum_splits_kernel<F: Float>(partial: &Tensor<F>, out: &mut Tensor<F>, #[define(F)] _dtype: ElemType) {
+    let i = ((CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) * CUBE_DIM_X + UNIT_POS_X) as usize;
+    let len = out.len();
+    if i < len {
+        let splits = partial.len() / len;
+        let mut sum = F::new(0.0);
+        for z in 0..splits {
+            sum += partial[z * len + i];
+        }
+        out[i] = sum;
+    }
+}
+
 /// Threads per side of a cube: a thread computing `rows × cols` outputs makes a cube's block
 /// `16·rows × 16·cols`.
 pub const TILE_SIDE: usize = SIDE;
 
+/// How many parts a product of `blocks` output blocks splits its K into: one when the blocks
+/// alone fill a large GPU, else as many as bring the cubes to about 256, each at least 256 deep.
+pub fn splits(blocks: usize, k: usize) -> usize {
+    if blocks >= TARGET_CUBES {
+        return 1;
+    }
+    TARGET_CUBES.div_ceil(blocks.max(1)).min(k / MIN_SPLIT_DEPTH).max(1)
+}
+
 /// `lhs [M, K] · weight`: `weight` is `[K, N]`, or `[N, K]` and used transposed. `[M, N]`,
-/// each thread computing `tile.0 × tile.1` outputs.
-pub fn matmul(lhs: CubeTensor, weight: CubeTensor, transposed: bool, tile: (usize, usize)) -> CubeTensor {
+/// each thread computing `tile.0 × tile.1` outputs; K split across cubes as [`splits`] says
+/// when `split_k`.
+pub fn matmul(lhs: CubeTensor, weight: CubeTensor, transposed: bool, tile: (usize, usize), split_k: bool) -> CubeTensor {
     let (tile_rows, tile_cols) = tile;
     let (lhs, weight) = (into_contiguous(lhs), into_contiguous(weight));
-    let [m, _] = lhs.shape().dims::<2>();
+    let [m, k] = lhs.shape().dims::<2>();
     let [a, b] = weight.shape().dims::<2>();
     let n = if transposed { a } else { b };
+    let (cubes_x, cubes_y) = (n.div_ceil(SIDE * tile_cols), m.div_ceil(SIDE * tile_rows));
+    // Each split's depth a whole number of slices, and no split left empty.
+    let wanted = if split_k { splits(cubes_x * cubes_y, k) } else { 1 };
+    let span = k.div_ceil(wanted).next_multiple_of(DEPTH).max(DEPTH);
+    let parts = k.div_ceil(span).max(1);
     let client = lhs.client.clone();
-    let out = empty_like(&lhs, Shape::new([m, n]));
+    let out = empty_like(&lhs, Shape::new([parts * m, n]));
     let dtype = elements(&lhs);
-    matmul_kernel::launch(
-        &client,
-        CubeCount::Static(n.div_ceil(SIDE * tile_cols) as u32, m.div_ceil(SIDE * tile_rows) as u32, 1),
-        CubeDim::new_1d(THREADS as u32),
-        lhs.into_tensor_arg(),
-        weight.into_tensor_arg(),
-        out.clone().into_tensor_arg(),
-        transposed,
-        tile_rows,
-        tile_cols,
-        dtype,
-    );
-    out
+    // SAFETY: every global read and write is guarded by the bounds it indexes within (`m`, `n`,
+    // the split's end of K) and every loop ends at `k_end`.
+    unsafe {
+        matmul_kernel::launch_unchecked(
+            &client,
+            CubeCount::Static(cubes_x as u32, cubes_y as u32, parts as u32),
+            CubeDim::new_1d(THREADS as u32),
+            lhs.into_tensor_arg(),
+            weight.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            span as u32,
+            transposed,
+            tile_rows,
+            tile_cols,
+            dtype,
+        );
+    }
+    if parts == 1 {
+        return out;
+    }
+    let summed = empty_like(&out, Shape::new([m, n]));
+    // SAFETY: each thread reads `partial` at `z · m · n + i` for `i < m · n` and `z < parts`.
+    unsafe {
+        sum_splits_kernel::launch_unchecked(
+            &client,
+            row_cubes((m * n).div_ceil(ROW_THREADS as usize)),
+            CubeDim::new_1d(ROW_THREADS),
+            out.into_tensor_arg(),
+            summed.clone().into_tensor_arg(),
+            dtype,
+        );
+    }
+    summed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_products_too_small_for_a_large_gpu_split_k() {
+        // A training step's body products at batch 5 × 64 in 64 × 64 blocks.
+        assert_eq!(splits(5 * 48, 768), 2); // [320, 768] · [768, 3072]: 240 blocks
+        assert_eq!(splits(5 * 12, 3072), 5); // [320, 3072] · [3072, 768]: 60 blocks
+        // The LM head: forward (786 blocks wide) never splits; its input gradient does.
+        assert_eq!(splits(3 * 786, 768), 1);
+        assert_eq!(splits(3 * 12, 50_257), 8);
+        // Short K never splits below 256 deep.
+        assert_eq!(splits(1, 300), 1);
+        assert_eq!(splits(1, 600), 2);
+    }
 }

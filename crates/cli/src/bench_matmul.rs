@@ -6,7 +6,8 @@
 //! into one `[B·T, K] · [K, N]` ("folded"), one matmul per sequence against the shared weight,
 //! `[B, T, K] · [1, K, N]` ("per_sequence", what `nn::Linear` runs on a GPU by default), and,
 //! on a GPU in f32, the tiled kernel of `shaders/` in each of its block shapes ("shaders_64x64",
-//! …, what `PREFIX_TUNE_MATMUL=shaders[:BLOCK]` runs). Backward products multiply by the transposed weight, as autodiff does for a frozen
+//! …, what `PREFIX_TUNE_MATMUL=shaders[:BLOCK]` runs; with "…_whole_k" beside it where it splits
+//! K across cubes, the same without the split). Backward products multiply by the transposed weight, as autodiff does for a frozen
 //! weight.
 
 use std::time::Instant;
@@ -100,15 +101,24 @@ pub fn run(device: &Device, backend: String, config: &Gpt2Config, dtype: Dtype, 
         });
         *step_ms.entry("folded".into()).or_default() += folded * p.per_step as f64;
         *step_ms.entry("per_sequence".into()).or_default() += per_sequence * p.per_step as f64;
-        // Our kernel in each block shape, where it runs (a GPU, f32).
+        // Our kernel in each block shape, where it runs (a GPU, f32); also without splitting K
+        // ("…_whole_k", timed where the kernel splits, else the same as split), to show what
+        // the split gains.
         for tile in Tile::ALL {
-            let run = || matmul::kernel(input.clone(), stored.clone(), p.transposed, tile);
-            if run().is_some() {
-                let ms = time(|| run().expect("available"), repeats);
-                result[format!("shaders_{}_ms", tile.name())] = ms.into();
-                result[format!("shaders_{}_tflops", tile.name())] = tflops(ms).into();
-                *step_ms.entry(format!("shaders_{}", tile.name())).or_default() += ms * p.per_step as f64;
+            let splits = matmul::splits(rows, p.k, p.n, tile);
+            let whole_k = Tile { split_k: false, ..tile };
+            let run = |tile| matmul::kernel(input.clone(), stored.clone(), p.transposed, tile);
+            if run(tile).is_none() {
+                continue;
             }
+            let ms = time(|| run(tile).expect("available"), repeats);
+            let whole_k_ms = if splits > 1 { time(|| run(whole_k).expect("available"), repeats) } else { ms };
+            for (name, ms) in [(tile.name(), ms), (format!("{}_whole_k", tile.name()), whole_k_ms)] {
+                result[format!("shaders_{name}_ms")] = ms.into();
+                result[format!("shaders_{name}_tflops")] = tflops(ms).into();
+                *step_ms.entry(format!("shaders_{name}")).or_default() += ms * p.per_step as f64;
+            }
+            result[format!("shaders_{}_splits", tile.name())] = splits.into();
         }
         results.push(result);
     }

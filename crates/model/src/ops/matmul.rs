@@ -11,23 +11,42 @@ use burn::tensor::Tensor;
 
 /// The outputs each thread of the kernel computes, `rows × cols`; a cube's block is
 /// `16·rows × 16·cols`. Small blocks make more cubes for a few hundred rows; large ones read
-/// each staged value into more products.
+/// each staged value into more products. `split_k`: whether a product with too few blocks to
+/// fill a large GPU splits K across cubes ([`splits`]); off only for `bench matmul`'s
+/// comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Tile {
     pub rows: usize,
     pub cols: usize,
+    pub split_k: bool,
 }
 
 impl Tile {
     /// 64 × 64 blocks, 4 × 4 outputs per thread.
-    pub const DEFAULT: Tile = Tile { rows: 4, cols: 4 };
+    pub const DEFAULT: Tile = Tile::new(4, 4);
     /// The blocks `bench matmul` compares: 32 × 64, 64 × 64, 64 × 128 and 128 × 128.
-    pub const ALL: [Tile; 4] = [Tile { rows: 2, cols: 4 }, Tile::DEFAULT, Tile { rows: 4, cols: 8 }, Tile { rows: 8, cols: 8 }];
+    pub const ALL: [Tile; 4] = [Tile::new(2, 4), Tile::DEFAULT, Tile::new(4, 8), Tile::new(8, 8)];
+
+    const fn new(rows: usize, cols: usize) -> Tile {
+        Tile { rows, cols, split_k: true }
+    }
 
     /// The block as `ROWSxCOLS`, e.g. `64x64`.
     pub fn name(self) -> String {
         format!("{}x{}", 16 * self.rows, 16 * self.cols)
     }
+}
+
+/// Into how many parts the kernel splits the K of an `[m, k] · [k, n]` product in `tile`'s
+/// blocks (1: not split, and always 1 without a GPU backend).
+pub fn splits(m: usize, k: usize, n: usize, tile: Tile) -> usize {
+    #[cfg(feature = "gpu")]
+    if tile.split_k {
+        use prefix_tune_shaders::matmul::{splits, TILE_SIDE};
+        return splits(m.div_ceil(TILE_SIDE * tile.rows) * n.div_ceil(TILE_SIDE * tile.cols), k);
+    }
+    let _ = (m, k, n, tile);
+    1
 }
 
 /// The block `PREFIX_TUNE_MATMUL` asks for: `shaders` (64 × 64) or `shaders:ROWSxCOLS` (one of
@@ -119,7 +138,7 @@ mod gpu {
 
     impl CubeFrozenMatmul for CubeBackend {
         fn cube_frozen_matmul(x: CubeTensor, weight: CubeTensor, transposed: bool, tile: Tile) -> CubeTensor {
-            matmul::matmul(x, weight, transposed, (tile.rows, tile.cols))
+            matmul::matmul(x, weight, transposed, (tile.rows, tile.cols), tile.split_k)
         }
     }
 

@@ -40,32 +40,55 @@ fn wgpu_shaders_child() {
     pick_kernel(&device.clone().without_autodiff(), 50_257, 12);
 }
 
-/// The tiled matmul kernel (`x · W` and `x · Wᵀ` with a frozen weight) against Burn's matmul,
-/// values and the input's gradient, in every block shape, on sizes that fill no block evenly,
-/// one over many slices of K, and an LM-head-like width.
+/// The tiled matmul kernel (`x · W` and `x · Wᵀ` with a frozen weight), values and the input's
+/// gradient, against the exact products (in f64 on the host), in every block shape, on sizes
+/// that fill no block evenly, one over many slices of K, an LM-head-like width, and two whose
+/// K is split across cubes.
 fn matmul_kernel(device: &Device) {
     use prefix_tune_model::matmul;
-    for ((m, k, n), tile) in [(37, 45, 70), (70, 300, 90), (5, 17, 1000), (64, 16, 64), (140, 33, 150), (130, 40, 260)].into_iter().zip([0, 1, 2, 3, 0, 3]) {
+    // The last two split K across cubes (`matmul::splits`): forward, 3,000 in 11 parts; and the
+    // input gradient of 9 × 64 · 64 × 5,000, which sums over 5,000 as the LM head's does.
+    let sizes = [(37, 45, 70), (70, 300, 90), (5, 17, 1000), (64, 16, 64), (140, 33, 150), (130, 40, 260), (20, 3000, 40), (9, 64, 5000)];
+    for ((m, k, n), tile) in sizes.into_iter().zip([0, 1, 2, 3, 0, 3, 3, 1]) {
         let tile = matmul::Tile::ALL[tile];
         for transposed in [false, true] {
             let x: Tensor<2> = Tensor::random([m, k], Distribution::Normal(0.0, 1.0), device).require_grad();
             let weight: Tensor<2> = Tensor::random(if transposed { [n, k] } else { [k, n] }, Distribution::Normal(0.0, 1.0), device);
             let upstream: Tensor<2> = Tensor::random([m, n], Distribution::Normal(0.0, 1.0), device);
             assert!(matmul::available(&x, &weight));
-            let run = |product: Tensor<2>| {
-                let grads = (product.clone() * upstream.clone()).sum().backward();
-                (to_f32s(product), to_f32s(x.grad(&grads).expect("tracked")))
-            };
-            let (kernel, kernel_grad) = run(matmul::kernel(x.clone(), weight.clone(), transposed, tile).expect("a GPU"));
-            let (burn, burn_grad) = run(if transposed { x.clone().matmul(weight.clone().transpose()) } else { x.clone().matmul(weight.clone()) });
-            // Sums of K (or N) products of unit normals in another order: relative to the
-            // largest value, a few ulp of f32.
-            let largest = |v: &[f32]| v.iter().fold(0.0f32, |a, b| a.max(b.abs()));
-            assert!(max_abs_diff(&kernel, &burn) <= 2e-6 * largest(&burn), "{m}×{k}×{n} ({}) transposed {transposed}: values differ by {}", tile.name(), max_abs_diff(&kernel, &burn));
-            assert!(max_abs_diff(&kernel_grad, &burn_grad) <= 2e-6 * largest(&burn_grad), "{m}×{k}×{n} ({}) transposed {transposed}: gradients differ by {}", tile.name(), max_abs_diff(&kernel_grad, &burn_grad));
+            let product = matmul::kernel(x.clone(), weight.clone(), transposed, tile).expect("a GPU");
+            let grads = (product.clone() * upstream.clone()).sum().backward();
+            let (product, grad) = (to_f32s(product), to_f32s(x.grad(&grads).expect("tracked")));
+            let (x, w, up) = (to_f32s(x), to_f32s(weight), to_f32s(upstream));
+            // W[k][n] whichever way it is stored.
+            let w_at = |kk: usize, nn: usize| if transposed { w[nn * k + kk] } else { w[kk * n + nn] };
+            let what = format!("{m}×{k}×{n} ({}) transposed {transposed}", tile.name());
+            assert_near_exact(&product, m, n, k, |r, c, i| (x[r * k + i], w_at(i, c)), &format!("{what}: values"));
+            assert_near_exact(&grad, m, k, n, |r, c, i| (up[r * n + i], w_at(c, i)), &format!("{what}: input gradient"));
         }
     }
-    println!("matmul kernel = Burn's matmul on wgpu (x·W and x·Wᵀ, values and input gradient, 6 sizes over 4 block shapes)");
+    println!("matmul kernel = exact products on wgpu (x·W and x·Wᵀ, values and input gradient, 8 sizes over 4 block shapes, K split in two)");
+}
+
+/// Each `got[r][c]` of a `rows × cols` product within f32 rounding of the exact
+/// `Σᵢ a·b` over `inner` terms, `(a, b) = term(r, c, i)`: within √inner · u · Σᵢ |a·b| (u = 2⁻²⁴),
+/// the probabilistic bound on a sum's rounding error (Higham and Mary, 2019), which one wrong,
+/// doubled or missing term of these unit normals exceeds.
+fn assert_near_exact(got: &[f32], rows: usize, cols: usize, inner: usize, term: impl Fn(usize, usize, usize) -> (f32, f32), what: &str) {
+    let unit_roundoff = 2f64.powi(-24);
+    for r in 0..rows {
+        for c in 0..cols {
+            let (mut exact, mut magnitude) = (0.0f64, 0.0f64);
+            for i in 0..inner {
+                let (a, b) = term(r, c, i);
+                exact += a as f64 * b as f64;
+                magnitude += (a as f64 * b as f64).abs();
+            }
+            let error = (got[r * cols + c] as f64 - exact).abs();
+            let bound = (inner as f64).sqrt() * unit_roundoff * magnitude;
+            assert!(error <= bound, "{what}: [{r}][{c}] is {} where the exact product is {exact} (error {error:.3e}, bound {bound:.3e})", got[r * cols + c]);
+        }
+    }
 }
 
 /// Each row's next token chosen on the device (`generate::pick`: processor edits, then the
