@@ -107,6 +107,13 @@ fn matmul_kernel<F: Float>(
         sync_cube();
         k0 = k1;
     }
+    write_out(&sums, out, &block, tile_rows, tile_cols);
+}
+
+/// Writes this thread's outputs (rows `ty + 16i`, columns `tx + 16j` of the block) into its
+/// split's rows of `out`.
+#[cube]
+fn write_out<F: Float>(sums: &Array<F>, out: &mut Tensor<F>, block: &Block, #[comptime] tile_rows: usize, #[comptime] tile_cols: usize) {
     let (tx, ty) = (UNIT_POS_X as usize % SIDE, UNIT_POS_X as usize / SIDE);
     let split_base = CUBE_POS_Z as usize * block.m * block.n;
     #[unroll]
