@@ -48,8 +48,11 @@ python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 
 # one counting its kernel launches, then the interleaved comparison.
 timeout 90 "$binary" bench --backend wgpu train --steps 10 --target-fraction 0.5 --breakdown
 PREFIX_TUNE_OVERLAP=0 timeout 90 "$binary" bench --backend wgpu train --steps 10 --target-fraction 0.5
-dispatches=$(timeout 60 "$binary" bench --backend wgpu train --steps 5 --target-fraction 0.5 --dispatches | tee /dev/stderr \
-  | python3 -c "import json,sys; print(int(json.loads(sys.stdin.read().strip().splitlines()[-1])['dispatches_per_step']))" 2>/dev/null)
+dispatches_per_step() { # kernel launches per training step, under the environment given
+  env "$@" timeout 60 "$binary" bench --backend wgpu train --steps 5 --target-fraction 0.5 --dispatches | tee /dev/stderr \
+    | python3 -c "import json,sys; print(int(json.loads(sys.stdin.read().strip().splitlines()[-1])['dispatches_per_step']))" 2>/dev/null
+}
+dispatches=$(dispatches_per_step)
 # Each matrix product of a step, on wgpu (folded rows, per sequence, and our tiled kernel in
 # each block shape) and in cuBLAS; then a training run through our kernel in the block shape
 # whose step total was lowest (PREFIX_TUNE_MATMUL=shaders:BLOCK; "…_whole_k" is the same
@@ -80,6 +83,14 @@ if [ "${PROFILE:-0}" = 1 ]; then
   # The last three training steps' launches (steady state: no compilation or autotune).
   python3 scripts/profile_summary.py "${OUT:-/tmp}/profile_train.log" ${dispatches:+--last $((3 * dispatches)) --steps 3}
   python3 scripts/profile_summary.py "${OUT:-/tmp}/profile_generate.log"
+  if [ -n "$best_block" ]; then
+    # The same training steps through our matmul in its fastest block.
+    ours=$(dispatches_per_step PREFIX_TUNE_MATMUL="shaders:$best_block")
+    dir=$(mktemp -d)
+    printf '[profiling.logger]\nlevel = "basic"\nfile = "%s"\n' "${OUT:-/tmp}/profile_train_shaders.log" > "$dir/cubecl.toml"
+    (cd "$dir" && PREFIX_TUNE_MATMUL="shaders:$best_block" timeout 60 "$binary" bench --backend wgpu train --steps 3 --target-fraction 0.5)
+    python3 scripts/profile_summary.py "${OUT:-/tmp}/profile_train_shaders.log" ${ours:+--last $((3 * ours)) --steps 3}
+  fi
 fi
 before_args=${before:+--before $before}
 timeout 200 python3 scripts/compare_peft.py --binary "$binary" $before_args --backend wgpu --device cuda \
