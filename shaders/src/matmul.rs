@@ -61,9 +61,11 @@ struct Block {
 fn matmul_kernel<F: Float>(
     lhs: &Tensor<F>,     // [M, K]
     weight: &Tensor<F>,  // [K, N], or [N, K] when `transposed`
+    bias: &Tensor<F>,    // [N], read only when `biased`
     out: &mut Tensor<F>, // [splits · M, N]: split z's partial sums in rows z·M..(z + 1)·M
     span: u32,           // the depth of K each split sums, a multiple of DEPTH
     #[comptime] transposed: bool,
+    #[comptime] biased: bool,
     #[comptime] tile_rows: usize,
     #[comptime] tile_cols: usize,
     #[define(F)] _dtype: ElemType,
@@ -107,15 +109,16 @@ fn matmul_kernel<F: Float>(
         sync_cube();
         k0 = k1;
     }
-    write_out(&sums, out, &block, tile_rows, tile_cols);
+    write_out(&sums, bias, out, &block, biased, tile_rows, tile_cols);
 }
 
 /// Writes this thread's outputs (rows `ty + 16i`, columns `tx + 16j` of the block) into its
-/// split's rows of `out`.
+/// split's rows of `out`, the bias added by the first split only (the splits are summed).
 #[cube]
-fn write_out<F: Float>(sums: &Array<F>, out: &mut Tensor<F>, block: &Block, #[comptime] tile_rows: usize, #[comptime] tile_cols: usize) {
+fn write_out<F: Float>(sums: &Array<F>, bias: &Tensor<F>, out: &mut Tensor<F>, block: &Block, #[comptime] biased: bool, #[comptime] tile_rows: usize, #[comptime] tile_cols: usize) {
     let (tx, ty) = (UNIT_POS_X as usize % SIDE, UNIT_POS_X as usize / SIDE);
     let split_base = CUBE_POS_Z as usize * block.m * block.n;
+    let with_bias = comptime!(biased) && CUBE_POS_Z == 0;
     #[unroll]
     for i in 0..tile_rows {
         let row = block.row_base + ty + i * SIDE;
@@ -123,7 +126,11 @@ fn write_out<F: Float>(sums: &Array<F>, out: &mut Tensor<F>, block: &Block, #[co
         for j in 0..tile_cols {
             let col = block.col_base + tx + j * SIDE;
             if row < block.m && col < block.n {
-                out[split_base + row * block.n + col] = sums[i * tile_cols + j];
+                let mut value = sums[i * tile_cols + j];
+                if with_bias {
+                    value += bias[col];
+                }
+                out[split_base + row * block.n + col] = value;
             }
         }
     }
@@ -261,15 +268,19 @@ pub fn splits(blocks: usize, k: usize) -> usize {
     TARGET_CUBES.div_ceil(blocks.max(1)).min(k / MIN_SPLIT_DEPTH).max(1)
 }
 
-/// `lhs [M, K] · weight`: `weight` is `[K, N]`, or `[N, K]` and used transposed. `[M, N]`,
-/// each thread computing `tile.0 × tile.1` outputs; K split across cubes as [`splits`] says
-/// when `split_k`.
-pub fn matmul(lhs: CubeTensor, weight: CubeTensor, transposed: bool, tile: (usize, usize), split_k: bool) -> CubeTensor {
+/// `lhs [M, K] · weight + bias`: `weight` is `[K, N]`, or `[N, K]` and used transposed; the
+/// bias `[N]`, where there is one, is added as the outputs are written. `[M, N]`, each thread
+/// computing `tile.0 × tile.1` outputs; K split across cubes as [`splits`] says when `split_k`.
+pub fn matmul(lhs: CubeTensor, weight: CubeTensor, bias: Option<CubeTensor>, transposed: bool, tile: (usize, usize), split_k: bool) -> CubeTensor {
     let (tile_rows, tile_cols) = tile;
     let (lhs, weight) = (into_contiguous(lhs), into_contiguous(weight));
+    let biased = bias.is_some();
+    // Without a bias the kernel never reads its bias argument: one value stands in for it.
+    let bias = bias.map(into_contiguous).unwrap_or_else(|| empty_like(&lhs, Shape::new([1])));
     let [m, k] = lhs.shape().dims::<2>();
     let [a, b] = weight.shape().dims::<2>();
     let n = if transposed { a } else { b };
+    assert!(!biased || bias.shape().num_elements() == n, "a bias of {} values for {n} columns", bias.shape().num_elements());
     let (cubes_x, cubes_y) = (n.div_ceil(SIDE * tile_cols), m.div_ceil(SIDE * tile_rows));
     // Each split's depth a whole number of slices, and no split left empty.
     let wanted = if split_k { splits(cubes_x * cubes_y, k) } else { 1 };
@@ -279,7 +290,7 @@ pub fn matmul(lhs: CubeTensor, weight: CubeTensor, transposed: bool, tile: (usiz
     let out = empty_like(&lhs, Shape::new([parts * m, n]));
     let dtype = elements(&lhs);
     // SAFETY: every global read and write is guarded by the bounds it indexes within (`m`, `n`,
-    // the split's end of K) and every loop ends at `k_end`.
+    // the split's end of K; the bias only at columns below `n`) and every loop ends at `k_end`.
     unsafe {
         matmul_kernel::launch_unchecked(
             &client,
@@ -287,9 +298,11 @@ pub fn matmul(lhs: CubeTensor, weight: CubeTensor, transposed: bool, tile: (usiz
             CubeDim::new_1d(THREADS as u32),
             lhs.into_tensor_arg(),
             weight.into_tensor_arg(),
+            bias.into_tensor_arg(),
             out.clone().into_tensor_arg(),
             span as u32,
             transposed,
+            biased,
             tile_rows,
             tile_cols,
             dtype,

@@ -107,7 +107,7 @@ pub fn run(device: &Device, backend: String, config: &Gpt2Config, dtype: Dtype, 
         for tile in Tile::ALL {
             let splits = matmul::splits(rows, p.k, p.n, tile);
             let whole_k = Tile { split_k: false, ..tile };
-            let run = |tile| matmul::kernel(input.clone(), stored.clone(), p.transposed, tile);
+            let run = |tile| matmul::kernel(input.clone(), stored.clone(), None, p.transposed, tile);
             if run(tile).is_none() {
                 continue;
             }

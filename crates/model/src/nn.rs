@@ -63,8 +63,8 @@ impl Linear {
         if crate::backend::is_cpu(&rows.device()) && batch * seq * d_in * d_out >= 1 << 22 {
             return self.forward_in_blocks(rows).reshape([batch, seq, d_out]) + self.bias.val().unsqueeze::<3>();
         }
-        if let Some(out) = crate::matmul::frozen(&rows, &self.weight.val(), false) {
-            return (out + self.bias.val().unsqueeze::<2>()).reshape([batch, seq, d_out]);
+        if let Some(out) = crate::matmul::frozen(&rows, &self.weight.val(), Some(&self.bias.val()), false) {
+            return out.reshape([batch, seq, d_out]);
         }
         rows.reshape([batch, seq, d_in]).matmul(self.weight.val().unsqueeze::<3>()) + self.bias.val().unsqueeze::<3>()
     }

@@ -201,7 +201,7 @@ impl Bart {
         let rows = hidden.reshape([batch * seq, d_model]); // [B·T, D]
         let logits = match &self.head_half {
             Some(head) => crate::bf16::matmul(rows, head),
-            None => match crate::matmul::frozen(&rows, &self.shared.val(), true) {
+            None => match crate::matmul::frozen(&rows, &self.shared.val(), None, true) {
                 Some(logits) => logits,
                 None => crate::few_rows::matmul(rows, self.shared.val().transpose()),
             },

@@ -153,7 +153,7 @@ impl Gpt2 {
         let rows = hidden.reshape([batch * seq, d_model]); // [B·T, D]
         let logits = match &self.head_half {
             Some(head) => crate::bf16::matmul(rows, head),
-            None => match crate::matmul::frozen(&rows, &self.wte.val(), true) {
+            None => match crate::matmul::frozen(&rows, &self.wte.val(), None, true) {
                 Some(logits) => logits,
                 None => crate::few_rows::matmul(rows, self.wte.val().transpose()),
             },

@@ -82,29 +82,35 @@ pub fn available(x: &Tensor<2>, weight: &Tensor<2>) -> bool {
     }
 }
 
-/// `x [M, K] · weight` (`weight` stored `[K, N]`, or `[N, K]` and used transposed) through the
-/// kernel, when `PREFIX_TUNE_MATMUL` asks for it, the operands are [`available`] and the weight
-/// takes no gradient (the kernel differentiates the input only); else `None`, and the caller
-/// takes its own path.
-pub fn frozen(x: &Tensor<2>, weight: &Tensor<2>, transposed: bool) -> Option<Tensor<2>> {
+/// `x [M, K] · weight + bias` (`weight` stored `[K, N]`, or `[N, K]` and used transposed; the
+/// bias `[N]` added as each output is written, where there is one) through the kernel, when
+/// `PREFIX_TUNE_MATMUL` asks for it, the operands are [`available`] and neither weight nor
+/// bias takes a gradient (the kernel differentiates the input only); else `None`, and the
+/// caller takes its own path.
+pub fn frozen(x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>, transposed: bool) -> Option<Tensor<2>> {
     let tile = asked()?;
-    if weight.is_require_grad() {
+    if weight.is_require_grad() || bias.is_some_and(|b| b.is_require_grad()) {
         return None;
     }
-    kernel(x.clone(), weight.clone(), transposed, tile)
+    kernel(x.clone(), weight.clone(), bias.cloned(), transposed, tile)
 }
 
 /// The kernel of `shaders/`, differentiable in `x`, for [`available`] operands (else `None`):
 /// `bench matmul` and the tests call it directly.
-pub fn kernel(x: Tensor<2>, weight: Tensor<2>, transposed: bool, tile: Tile) -> Option<Tensor<2>> {
-    if !available(&x, &weight) {
+pub fn kernel(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>, transposed: bool, tile: Tile) -> Option<Tensor<2>> {
+    if !available(&x, &weight) || bias.as_ref().is_some_and(|b| b.dtype() != burn::tensor::DType::F32) {
         return None;
     }
     #[cfg(feature = "gpu")]
-    return Some(Tensor::from_dispatch(<burn::backend::Dispatch as gpu::CubeFrozenMatmul>::cube_frozen_matmul(x.into_dispatch(), weight.into_dispatch(), transposed, tile)));
+    {
+        // Without a bias the kernel is told so and never reads the one-value tensor in its place.
+        let biased = bias.is_some();
+        let bias = bias.unwrap_or_else(|| Tensor::empty([1], &x.device())).into_dispatch();
+        Some(Tensor::from_dispatch(<burn::backend::Dispatch as gpu::CubeFrozenMatmul>::cube_frozen_matmul(x.into_dispatch(), weight.into_dispatch(), bias, transposed, biased, tile)))
+    }
     #[cfg(not(feature = "gpu"))]
     {
-        let _ = (transposed, tile);
+        let _ = (bias, transposed, tile);
         None
     }
 }
@@ -131,18 +137,20 @@ mod gpu {
 
     #[backend_extension(Autodiff, Cube, Fusion)]
     pub trait CubeFrozenMatmul: burn::backend::Backend {
-        /// `x · W` (or `x · Wᵀ`); differentiable in `x` only.
-        #[fusion(meta = |x, weight, transposed, _tile| product_spec(x, weight, *transposed))]
-        fn cube_frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, transposed: bool, tile: Tile) -> FloatTensor<Self>;
+        /// `x · W + bias` (or `x · Wᵀ + bias`; no bias unless `biased`); differentiable in `x`
+        /// only.
+        #[fusion(meta = |x, weight, _bias, transposed, _biased, _tile| product_spec(x, weight, *transposed))]
+        fn cube_frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, transposed: bool, biased: bool, tile: Tile) -> FloatTensor<Self>;
     }
 
     impl CubeFrozenMatmul for CubeBackend {
-        fn cube_frozen_matmul(x: CubeTensor, weight: CubeTensor, transposed: bool, tile: Tile) -> CubeTensor {
-            matmul::matmul(x, weight, transposed, (tile.rows, tile.cols), tile.split_k)
+        fn cube_frozen_matmul(x: CubeTensor, weight: CubeTensor, bias: CubeTensor, transposed: bool, biased: bool, tile: Tile) -> CubeTensor {
+            matmul::matmul(x, weight, biased.then_some(bias), transposed, (tile.rows, tile.cols), tile.split_k)
         }
     }
 
-    /// The input's gradient: `grad · Wᵀ`, the same kernel with the weight the other way round.
+    /// The input's gradient: `grad · Wᵀ`, the same kernel with the weight the other way round
+    /// (and no bias: the forward's bias tensor only stands in the argument's place).
     #[derive(Debug)]
     struct FrozenMatmulBackward {
         transposed: bool,
@@ -150,20 +158,20 @@ mod gpu {
     }
 
     impl Backward<Cube, 1> for FrozenMatmulBackward {
-        type State = FloatTensor<Cube>; // the weight
+        type State = (FloatTensor<Cube>, FloatTensor<Cube>); // the weight and the bias
 
         fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
             let (transposed, tile) = (self.transposed, self.tile);
-            crate::ops::backward_one::<Cube, _>(ops, grads, |weight, grad| Cube::cube_frozen_matmul(grad, weight, !transposed, tile));
+            crate::ops::backward_one::<Cube, _>(ops, grads, |(weight, bias), grad| Cube::cube_frozen_matmul(grad, weight, bias, !transposed, false, tile));
         }
     }
 
     impl<C: CheckpointStrategy> CubeFrozenMatmul for Autodiff<Cube, C> {
-        fn cube_frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, transposed: bool, tile: Tile) -> FloatTensor<Self> {
-            let weight = weight.primitive().clone();
+        fn cube_frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, transposed: bool, biased: bool, tile: Tile) -> FloatTensor<Self> {
+            let (weight, bias) = (weight.primitive().clone(), bias.primitive().clone());
             match (FrozenMatmulBackward { transposed, tile }).prepare::<C>([x.node()]).compute_bound().stateful() {
-                OpsKind::Tracked(prep) => prep.finish(weight.clone(), Cube::cube_frozen_matmul(x.primitive().clone(), weight, transposed, tile)),
-                OpsKind::UnTracked(prep) => prep.finish(Cube::cube_frozen_matmul(x.into_primitive(), weight, transposed, tile)),
+                OpsKind::Tracked(prep) => prep.finish((weight.clone(), bias.clone()), Cube::cube_frozen_matmul(x.primitive().clone(), weight, bias, transposed, biased, tile)),
+                OpsKind::UnTracked(prep) => prep.finish(Cube::cube_frozen_matmul(x.into_primitive(), weight, bias, transposed, biased, tile)),
             }
         }
     }

@@ -40,34 +40,38 @@ fn wgpu_shaders_child() {
     pick_kernel(&device.clone().without_autodiff(), 50_257, 12);
 }
 
-/// The tiled matmul kernel (`x · W` and `x · Wᵀ` with a frozen weight), values and the input's
-/// gradient, against the exact products (in f64 on the host), in every block shape, on sizes
-/// that fill no block evenly, one over many slices of K, an LM-head-like width, and two whose
-/// K is split across cubes.
+/// The tiled matmul kernel (`x · W` and `x · Wᵀ` with a frozen weight, with and without a bias),
+/// values and the input's gradient, against the exact products (in f64 on the host), in every
+/// block shape, on sizes that fill no block evenly, one over many slices of K, an LM-head-like
+/// width, and two whose K is split across cubes (where only the first part may add the bias).
 fn matmul_kernel(device: &Device) {
     use prefix_tune_model::matmul;
     // The last two split K across cubes (`matmul::splits`): forward, 3,000 in 11 parts; and the
     // input gradient of 9 × 64 · 64 × 5,000, which sums over 5,000 as the LM head's does.
     let sizes = [(37, 45, 70), (70, 300, 90), (5, 17, 1000), (64, 16, 64), (140, 33, 150), (130, 40, 260), (20, 3000, 40), (9, 64, 5000)];
-    for ((m, k, n), tile) in sizes.into_iter().zip([0, 1, 2, 3, 0, 3, 3, 1]) {
+    for (index, ((m, k, n), tile)) in sizes.into_iter().zip([0, 1, 2, 3, 0, 3, 3, 1]).enumerate() {
         let tile = matmul::Tile::ALL[tile];
         for transposed in [false, true] {
+            let bias: Option<Tensor<1>> = (index % 2 == 0).then(|| Tensor::random([n], Distribution::Normal(0.0, 1.0), device));
             let x: Tensor<2> = Tensor::random([m, k], Distribution::Normal(0.0, 1.0), device).require_grad();
             let weight: Tensor<2> = Tensor::random(if transposed { [n, k] } else { [k, n] }, Distribution::Normal(0.0, 1.0), device);
             let upstream: Tensor<2> = Tensor::random([m, n], Distribution::Normal(0.0, 1.0), device);
             assert!(matmul::available(&x, &weight));
-            let product = matmul::kernel(x.clone(), weight.clone(), transposed, tile).expect("a GPU");
+            let product = matmul::kernel(x.clone(), weight.clone(), bias.clone(), transposed, tile).expect("a GPU");
             let grads = (product.clone() * upstream.clone()).sum().backward();
             let (product, grad) = (to_f32s(product), to_f32s(x.grad(&grads).expect("tracked")));
-            let (x, w, up) = (to_f32s(x), to_f32s(weight), to_f32s(upstream));
+            let (x, w, up, b) = (to_f32s(x), to_f32s(weight), to_f32s(upstream), bias.map(to_f32s));
             // W[k][n] whichever way it is stored.
             let w_at = |kk: usize, nn: usize| if transposed { w[nn * k + kk] } else { w[kk * n + nn] };
-            let what = format!("{m}×{k}×{n} ({}) transposed {transposed}", tile.name());
-            assert_near_exact(&product, m, n, k, |r, c, i| (x[r * k + i], w_at(i, c)), &format!("{what}: values"));
+            let what = format!("{m}×{k}×{n} ({}) transposed {transposed}, bias {}", tile.name(), b.is_some());
+            // The bias as one more term, b[c] · 1.
+            let inner = k + usize::from(b.is_some());
+            let term = |r: usize, c: usize, i: usize| if i < k { (x[r * k + i], w_at(i, c)) } else { (b.as_ref().expect("a bias")[c], 1.0) };
+            assert_near_exact(&product, m, n, inner, term, &format!("{what}: values"));
             assert_near_exact(&grad, m, k, n, |r, c, i| (up[r * n + i], w_at(c, i)), &format!("{what}: input gradient"));
         }
     }
-    println!("matmul kernel = exact products on wgpu (x·W and x·Wᵀ, values and input gradient, 8 sizes over 4 block shapes, K split in two)");
+    println!("matmul kernel = exact products on wgpu (x·W and x·Wᵀ, values and input gradient, with and without a bias, 8 sizes over 4 block shapes, K split in two)");
 }
 
 /// Each `got[r][c]` of a `rows × cols` product within f32 rounding of the exact
