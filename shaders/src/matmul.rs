@@ -19,6 +19,8 @@
 //!   not depend on timing.
 //! - **The next slice read while this one is multiplied.** Each thread loads its values of the
 //!   next slice into registers before the products of the current one, hiding the global read.
+//! - **The bias added as the outputs are written**, so a linear layer is one launch (Burn's
+//!   fusion folds the addition into its own matmul).
 //! - **No shared-memory bank conflicts when staging.** Values are read along K (coalesced) and
 //!   stored K-major, so the 16 threads of one row's slice write 16 different k-rows: rows padded
 //!   by two values put a warp's 32 writes in 32 different banks.
