@@ -257,17 +257,24 @@ fn sum_splits_kernel<F: Float>(partial: &Tensor<F>, out: &mut Tensor<F>, #[defin
     }
 }
 
-/// Threads per side of a cube: a thread computing `rows × cols` outputs makes a cube's block
-/// `16·rows × 16·cols`.
-pub const TILE_SIDE: usize = SIDE;
+/// How an `[m, k] · [k, n]` product in blocks of `tile` outputs per thread shares out K: the
+/// depth each part sums (a whole number of slices) and the number of parts. One part when the
+/// blocks alone fill a large GPU (or `split_k` is off), else as many as bring the cubes to
+/// about 256, each at least 256 deep, and none left empty.
+fn partition(m: usize, k: usize, n: usize, tile: (usize, usize), split_k: bool) -> (usize, usize) {
+    let blocks = m.div_ceil(SIDE * tile.0) * n.div_ceil(SIDE * tile.1);
+    let wanted = match split_k && blocks < TARGET_CUBES {
+        true => TARGET_CUBES.div_ceil(blocks.max(1)).min(k / MIN_SPLIT_DEPTH).max(1),
+        false => 1,
+    };
+    let span = k.div_ceil(wanted).next_multiple_of(DEPTH).max(DEPTH);
+    (span, k.div_ceil(span).max(1))
+}
 
-/// How many parts a product of `blocks` output blocks splits its K into: one when the blocks
-/// alone fill a large GPU, else as many as bring the cubes to about 256, each at least 256 deep.
-pub fn splits(blocks: usize, k: usize) -> usize {
-    if blocks >= TARGET_CUBES {
-        return 1;
-    }
-    TARGET_CUBES.div_ceil(blocks.max(1)).min(k / MIN_SPLIT_DEPTH).max(1)
+/// Into how many parts [`matmul`] splits the K of an `[m, k] · [k, n]` product in blocks of
+/// `tile` outputs per thread (1: not split).
+pub fn splits(m: usize, k: usize, n: usize, tile: (usize, usize)) -> usize {
+    partition(m, k, n, tile, true).1
 }
 
 /// `lhs [M, K] · weight + bias`: `weight` is `[K, N]`, or `[N, K]` and used transposed; the
@@ -284,10 +291,7 @@ pub fn matmul(lhs: CubeTensor, weight: CubeTensor, bias: Option<CubeTensor>, tra
     let n = if transposed { a } else { b };
     assert!(!biased || bias.shape().num_elements() == n, "a bias of {} values for {n} columns", bias.shape().num_elements());
     let (cubes_x, cubes_y) = (n.div_ceil(SIDE * tile_cols), m.div_ceil(SIDE * tile_rows));
-    // Each split's depth a whole number of slices, and no split left empty.
-    let wanted = if split_k { splits(cubes_x * cubes_y, k) } else { 1 };
-    let span = k.div_ceil(wanted).next_multiple_of(DEPTH).max(DEPTH);
-    let parts = k.div_ceil(span).max(1);
+    let (span, parts) = partition(m, k, n, tile, split_k);
     let client = lhs.client.clone();
     let out = empty_like(&lhs, Shape::new([parts * m, n]));
     let dtype = elements(&lhs);
@@ -334,14 +338,20 @@ mod tests {
 
     #[test]
     fn only_products_too_small_for_a_large_gpu_split_k() {
+        let block_64 = (4, 4);
         // A training step's body products at batch 5 × 64 in 64 × 64 blocks.
-        assert_eq!(splits(5 * 48, 768), 2); // [320, 768] · [768, 3072]: 240 blocks
-        assert_eq!(splits(5 * 12, 3072), 5); // [320, 3072] · [3072, 768]: 60 blocks
-        // The LM head: forward (786 blocks wide) never splits; its input gradient does.
-        assert_eq!(splits(3 * 786, 768), 1);
-        assert_eq!(splits(3 * 12, 50_257), 8);
+        assert_eq!(splits(320, 768, 3072, block_64), 2); // 240 blocks
+        assert_eq!(splits(320, 3072, 768, block_64), 5); // 60 blocks
+        // The LM head over 160 labelled rows: forward (3 × 786 blocks) never splits; its input
+        // gradient (3 × 12 blocks) does.
+        assert_eq!(splits(160, 768, 50_257, block_64), 1);
+        assert_eq!(splits(160, 50_257, 768, block_64), 8);
         // Short K never splits below 256 deep.
-        assert_eq!(splits(1, 300), 1);
-        assert_eq!(splits(1, 600), 2);
+        assert_eq!(splits(16, 300, 16, block_64), 1);
+        assert_eq!(splits(16, 600, 16, block_64), 2);
+        // The count is of parts that exist: the LM head's gradient at 320 rows in 128 × 128
+        // blocks (3 of them) wants 86 parts, and 592-deep parts make 85.
+        assert_eq!(splits(320, 50_257, 64, (8, 8)), 85);
+        assert_eq!(partition(320, 50_257, 64, (8, 8), false), (50_272, 1));
     }
 }

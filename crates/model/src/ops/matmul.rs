@@ -42,8 +42,7 @@ impl Tile {
 pub fn splits(m: usize, k: usize, n: usize, tile: Tile) -> usize {
     #[cfg(feature = "gpu")]
     if tile.split_k {
-        use prefix_tune_shaders::matmul::{splits, TILE_SIDE};
-        return splits(m.div_ceil(TILE_SIDE * tile.rows) * n.div_ceil(TILE_SIDE * tile.cols), k);
+        return prefix_tune_shaders::matmul::splits(m, k, n, (tile.rows, tile.cols));
     }
     let _ = (m, k, n, tile);
     1
