@@ -7,9 +7,12 @@
 //! This kernel is the candidate `bench matmul` times against them; it is opt-in
 //! (`PREFIX_TUNE_MATMUL=shaders`) until a GPU says it is faster.
 //!
-//! The block's shape is chosen per launch (`bench matmul` times several). A thread's outputs are strided
-//! by 16 (rows `ty + 16i`, columns `tx + 16j`), so a warp's
-//! stores are contiguous and its shared-memory reads are broadcasts or consecutive.
+//! The block's shape is chosen per launch (`bench matmul` times several), and so is how a
+//! thread reads the staged slices ([`Tiling`]): one value at a time, its outputs strided by 16
+//! (rows `ty + 16i`, columns `tx + 16j`), or in vectors of four, its outputs in runs of four
+//! strided by 64 (rows `4(ty + 16i) + r`, columns `4(tx + 16j) + c`), so a depth of an 8 × 8
+//! grid is four 16-byte reads. Either way a warp's shared-memory reads are broadcasts or
+//! consecutive.
 //!
 //! What a GPU needs beyond the textbook tiling, for a training step's shapes (a few hundred rows):
 //! - **K split across cubes.** A product with few output blocks and a long K (the LM head's input
@@ -23,7 +26,9 @@
 //!   fusion folds the addition into its own matmul).
 //! - **No shared-memory bank conflicts when staging.** Values are read along K (coalesced) and
 //!   stored K-major, so the 16 threads of one row's slice write 16 different k-rows: rows padded
-//!   by two values put a warp's 32 writes in 32 different banks.
+//!   by two values put a warp's 32 writes in 32 different banks. Vectors of four are stored by
+//!   eight threads at a time, 16 bytes each: k-rows padded by one vector put those eight in
+//!   eight different groups of four banks.
 
 use burn_backend::{Shape, TensorMetadata};
 use burn_cubecl::kernel::into_contiguous;
@@ -37,14 +42,35 @@ const DEPTH: usize = 16;
 /// Threads per side of a cube: 16 × 16, each computing `rows × cols` outputs.
 const SIDE: usize = 16;
 const THREADS: usize = SIDE * SIDE;
-/// Extra values at the end of each k-row of a staged slice (see the module's notes).
-const PAD: usize = 2;
 /// The cubes a product should launch before it splits K: two per multiprocessor of the largest
 /// GPUs (132 on an H100 or H200). wgpu does not report the count.
 const TARGET_CUBES: usize = 256;
 /// The least depth of K one split works through: 16 slices, so that its partial sums' write
 /// and read back stay small beside its products.
 const MIN_SPLIT_DEPTH: usize = 16 * DEPTH;
+
+/// How a cube shares out its block: each thread computes `rows × cols` outputs, in runs of
+/// `run` neighbouring rows and columns (1 or 4). A cube's block is `16·rows × 16·cols`.
+///
+/// With runs of 4 a thread reads each depth of the staged slices as vectors of four values, so
+/// an 8 × 8 grid of outputs costs 4 shared-memory reads per 64 multiply-adds instead of 16: a
+/// GPU issues one shared-memory read per four arithmetic instructions, so scalar reads of a
+/// 4 × 4 grid (8 per 16) hold the arithmetic to half its rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Tiling {
+    pub rows: usize,
+    pub cols: usize,
+    pub run: usize,
+}
+
+impl Tiling {
+    /// Vectors of `run` values along one k-row of a staged slice of `width` values, plus the
+    /// padding that keeps its stores free of bank conflicts (see the module's notes): two
+    /// values for scalar runs, one vector of four otherwise.
+    fn stride(self, width: usize) -> usize {
+        width / self.run + if self.run == 1 { 2 } else { 1 }
+    }
+}
 
 /// Where a cube's block starts, the problem's sizes and the cube's share of K.
 #[derive(CubeType, Clone, Copy)]
@@ -60,7 +86,7 @@ struct Block {
 }
 
 #[cube(launch_unchecked)]
-fn matmul_kernel<F: Float>(
+fn matmul_kernel<F: Float, N: Size>(
     lhs: &Tensor<F>,     // [M, K]
     weight: &Tensor<F>,  // [K, N], or [N, K] when `transposed`
     bias: &Tensor<F>,    // [N], read only when `biased`
@@ -68,8 +94,7 @@ fn matmul_kernel<F: Float>(
     span: u32,           // the depth of K each split sums, a multiple of DEPTH
     #[comptime] transposed: bool,
     #[comptime] biased: bool,
-    #[comptime] tile_rows: usize,
-    #[comptime] tile_cols: usize,
+    #[comptime] tiling: Tiling, // `run` is N's size
     #[define(F)] _dtype: ElemType,
 ) {
     let k = lhs.shape(1);
@@ -79,164 +104,197 @@ fn matmul_kernel<F: Float>(
         k_end = k;
     }
     let block = Block {
-        row_base: CUBE_POS_Y as usize * comptime!(SIDE * tile_rows),
-        col_base: CUBE_POS_X as usize * comptime!(SIDE * tile_cols),
+        row_base: CUBE_POS_Y as usize * comptime!(SIDE * tiling.rows),
+        col_base: CUBE_POS_X as usize * comptime!(SIDE * tiling.cols),
         m: lhs.shape(0),
         n: out.shape(1),
         k,
         k_end,
     };
-    let mut lhs_tile = Shared::<[F]>::new_slice(comptime!(DEPTH * (SIDE * tile_rows + PAD))); // [DEPTH][rows + PAD]
-    let mut weight_tile = Shared::<[F]>::new_slice(comptime!(DEPTH * (SIDE * tile_cols + PAD))); // [DEPTH][cols + PAD]
-    let mut lhs_next = Array::<F>::new(tile_rows);
-    let mut weight_next = Array::<F>::new(tile_cols);
-    let mut sums = Array::<F>::new(comptime!(tile_rows * tile_cols));
+    // Staged slices, k-major: [DEPTH][block rows (or columns) / run + padding] vectors.
+    let mut lhs_tile = Shared::<[Vector<F, N>]>::new_slice(comptime!(DEPTH * tiling.stride(SIDE * tiling.rows)));
+    let mut weight_tile = Shared::<[Vector<F, N>]>::new_slice(comptime!(DEPTH * tiling.stride(SIDE * tiling.cols)));
+    let mut lhs_next = Array::<Vector<F, N>>::new(comptime!(tiling.rows / tiling.run));
+    let mut weight_next = Array::<Vector<F, N>>::new(comptime!(tiling.cols / tiling.run));
+    // Row i, vector j of this thread's outputs at i · (cols / run) + j.
+    let mut sums = Array::<Vector<F, N>>::new(comptime!(tiling.rows * tiling.cols / tiling.run));
     #[unroll]
-    for i in 0..tile_rows * tile_cols {
-        sums[i] = F::new(0.0);
+    for i in 0..comptime!(tiling.rows * tiling.cols / tiling.run) {
+        sums[i] = Vector::new(F::new(0.0));
     }
-    load_lhs(lhs, &mut lhs_next, &block, k_start, tile_rows);
-    load_weight(weight, &mut weight_next, &block, k_start, transposed, tile_cols);
+    load_lhs(lhs, &mut lhs_next, &block, k_start, tiling);
+    load_weight(weight, &mut weight_next, &block, k_start, transposed, tiling);
     let mut k0 = k_start;
     while k0 < k_end {
-        store_lhs(&lhs_next, &mut lhs_tile, tile_rows);
-        store_weight(&weight_next, &mut weight_tile, transposed, tile_cols);
+        store_lhs(&lhs_next, &mut lhs_tile, tiling);
+        store_weight(&weight_next, &mut weight_tile, transposed, tiling);
         sync_cube();
         let k1 = k0 + DEPTH;
         if k1 < k_end {
-            load_lhs(lhs, &mut lhs_next, &block, k1, tile_rows);
-            load_weight(weight, &mut weight_next, &block, k1, transposed, tile_cols);
+            load_lhs(lhs, &mut lhs_next, &block, k1, tiling);
+            load_weight(weight, &mut weight_next, &block, k1, transposed, tiling);
         }
-        multiply(&lhs_tile, &weight_tile, &mut sums, tile_rows, tile_cols);
+        multiply(&lhs_tile, &weight_tile, &mut sums, tiling);
         sync_cube();
         k0 = k1;
     }
-    write_out(&sums, bias, out, &block, biased, tile_rows, tile_cols);
+    write_out(&sums, bias, out, &block, biased, tiling);
 }
 
-/// Writes this thread's outputs (rows `ty + 16i`, columns `tx + 16j` of the block) into its
-/// split's rows of `out`, the bias added by the first split only (the splits are summed).
+/// Writes this thread's outputs (rows `(ty + 16i)·run + r`, columns `(tx + 16j)·run + c` of the
+/// block) into its split's rows of `out`, the bias added by the first split only (the splits
+/// are summed).
 #[cube]
-fn write_out<F: Float>(sums: &Array<F>, bias: &Tensor<F>, out: &mut Tensor<F>, block: &Block, #[comptime] biased: bool, #[comptime] tile_rows: usize, #[comptime] tile_cols: usize) {
+fn write_out<F: Float, N: Size>(sums: &Array<Vector<F, N>>, bias: &Tensor<F>, out: &mut Tensor<F>, block: &Block, #[comptime] biased: bool, #[comptime] tiling: Tiling) {
     let (tx, ty) = (UNIT_POS_X as usize % SIDE, UNIT_POS_X as usize / SIDE);
     let split_base = CUBE_POS_Z as usize * block.m * block.n;
     let with_bias = comptime!(biased) && CUBE_POS_Z == 0;
+    let vectors = comptime!(tiling.cols / tiling.run);
     #[unroll]
-    for i in 0..tile_rows {
-        let row = block.row_base + ty + i * SIDE;
+    for i in 0..comptime!(tiling.rows / tiling.run) {
         #[unroll]
-        for j in 0..tile_cols {
-            let col = block.col_base + tx + j * SIDE;
-            if row < block.m && col < block.n {
-                let mut value = sums[i * tile_cols + j];
-                if with_bias {
-                    value += bias[col];
+        for r in 0..tiling.run {
+            let row = block.row_base + (ty + i * SIDE) * tiling.run + r;
+            #[unroll]
+            for j in 0..vectors {
+                let values = sums[(i * tiling.run + r) * vectors + j];
+                #[unroll]
+                for c in 0..tiling.run {
+                    let col = block.col_base + (tx + j * SIDE) * tiling.run + c;
+                    if row < block.m && col < block.n {
+                        let mut value = values.extract(c);
+                        if with_bias {
+                            value += bias[col];
+                        }
+                        out[split_base + row * block.n + col] = value;
+                    }
                 }
-                out[split_base + row * block.n + col] = value;
             }
         }
     }
 }
 
-/// The position in the block's rows and in the slice of the `r`-th value of `lhs` this thread
-/// stages: 16 neighbouring threads read one row's 16 neighbouring values of K.
+/// The vector of the block's rows and the depth in the slice of the `v`-th vector of `lhs`
+/// this thread stages: 16 neighbouring threads read one vector's rows at 16 neighbouring
+/// values of K.
 #[cube]
-fn lhs_place(r: usize) -> (usize, usize) {
-    let e = UNIT_POS_X as usize + r * THREADS;
+fn lhs_place(v: usize) -> (usize, usize) {
+    let e = UNIT_POS_X as usize + v * THREADS;
     (e / DEPTH, e % DEPTH)
 }
 
-/// The position in the block's columns and in the slice of the `r`-th value of the weight this
-/// thread stages: read along k (a transposed weight) or along n (a weight stored [K, N]).
+/// The vector of the block's columns and the depth in the slice of the `v`-th vector of the
+/// weight this thread stages: read along k (a transposed weight) or along n (a weight stored
+/// [K, N]).
 #[cube]
-fn weight_place(r: usize, #[comptime] transposed: bool, #[comptime] tile_cols: usize) -> (usize, usize) {
-    let e = UNIT_POS_X as usize + r * THREADS;
+fn weight_place(v: usize, #[comptime] transposed: bool, #[comptime] tiling: Tiling) -> (usize, usize) {
+    let e = UNIT_POS_X as usize + v * THREADS;
+    let vectors = comptime!(SIDE * tiling.cols / tiling.run);
     if comptime!(transposed) {
         (e / DEPTH, e % DEPTH)
     } else {
-        (e % comptime!(SIDE * tile_cols), e / comptime!(SIDE * tile_cols))
+        (e % vectors, e / vectors)
     }
 }
 
-/// Reads this thread's values of the slice `k0..k0 + DEPTH` of the block's rows of `lhs`
+/// Reads this thread's vectors of the slice `k0..k0 + DEPTH` of the block's rows of `lhs`
 /// (zeros past the edges and past the cube's share of K).
 #[cube]
-fn load_lhs<F: Float>(lhs: &Tensor<F>, next: &mut Array<F>, block: &Block, k0: usize, #[comptime] tile_rows: usize) {
+fn load_lhs<F: Float, N: Size>(lhs: &Tensor<F>, next: &mut Array<Vector<F, N>>, block: &Block, k0: usize, #[comptime] tiling: Tiling) {
     #[unroll]
-    for r in 0..tile_rows {
-        let (row, depth) = lhs_place(r);
-        let mut value = F::new(0.0);
-        if block.row_base + row < block.m && k0 + depth < block.k_end {
-            value = lhs[(block.row_base + row) * block.k + k0 + depth];
+    for v in 0..comptime!(tiling.rows / tiling.run) {
+        let (rows, depth) = lhs_place(v);
+        let mut values = Vector::<F, N>::empty();
+        #[unroll]
+        for r in 0..tiling.run {
+            let row = block.row_base + rows * tiling.run + r;
+            let mut value = F::new(0.0);
+            if row < block.m && k0 + depth < block.k_end {
+                value = lhs[row * block.k + k0 + depth];
+            }
+            values.insert(r, value);
         }
-        next[r] = value;
+        next[v] = values;
     }
 }
 
-/// Stores the values [`load_lhs`] read into the staged slice, k-major.
+/// Stores the vectors [`load_lhs`] read into the staged slice, k-major.
 #[cube]
-fn store_lhs<F: Float>(next: &Array<F>, tile: &mut Shared<[F]>, #[comptime] tile_rows: usize) {
-    let stride = comptime!(SIDE * tile_rows + PAD);
+fn store_lhs<F: Float, N: Size>(next: &Array<Vector<F, N>>, tile: &mut Shared<[Vector<F, N>]>, #[comptime] tiling: Tiling) {
+    let stride = comptime!(tiling.stride(SIDE * tiling.rows));
     #[unroll]
-    for r in 0..tile_rows {
-        let (row, depth) = lhs_place(r);
-        tile[depth * stride + row] = next[r];
+    for v in 0..comptime!(tiling.rows / tiling.run) {
+        let (rows, depth) = lhs_place(v);
+        tile[depth * stride + rows] = next[v];
     }
 }
 
-/// Reads this thread's values of the slice `k0..k0 + DEPTH` of the block's columns of the
+/// Reads this thread's vectors of the slice `k0..k0 + DEPTH` of the block's columns of the
 /// weight (zeros past the edges and past the cube's share of K).
 #[cube]
-fn load_weight<F: Float>(weight: &Tensor<F>, next: &mut Array<F>, block: &Block, k0: usize, #[comptime] transposed: bool, #[comptime] tile_cols: usize) {
+fn load_weight<F: Float, N: Size>(weight: &Tensor<F>, next: &mut Array<Vector<F, N>>, block: &Block, k0: usize, #[comptime] transposed: bool, #[comptime] tiling: Tiling) {
     #[unroll]
-    for r in 0..tile_cols {
-        let (col, depth) = weight_place(r, transposed, tile_cols);
-        let mut w = F::new(0.0);
-        if block.col_base + col < block.n && k0 + depth < block.k_end {
-            if comptime!(transposed) {
-                w = weight[(block.col_base + col) * block.k + k0 + depth];
-            } else {
-                w = weight[(k0 + depth) * block.n + block.col_base + col];
+    for v in 0..comptime!(tiling.cols / tiling.run) {
+        let (cols, depth) = weight_place(v, transposed, tiling);
+        let mut values = Vector::<F, N>::empty();
+        #[unroll]
+        for c in 0..tiling.run {
+            let col = block.col_base + cols * tiling.run + c;
+            let mut w = F::new(0.0);
+            if col < block.n && k0 + depth < block.k_end {
+                if comptime!(transposed) {
+                    w = weight[col * block.k + k0 + depth];
+                } else {
+                    w = weight[(k0 + depth) * block.n + col];
+                }
             }
+            values.insert(c, w);
         }
-        next[r] = w;
+        next[v] = values;
     }
 }
 
-/// Stores the values [`load_weight`] read into the staged slice, k-major.
+/// Stores the vectors [`load_weight`] read into the staged slice, k-major.
 #[cube]
-fn store_weight<F: Float>(next: &Array<F>, tile: &mut Shared<[F]>, #[comptime] transposed: bool, #[comptime] tile_cols: usize) {
-    let stride = comptime!(SIDE * tile_cols + PAD);
+fn store_weight<F: Float, N: Size>(next: &Array<Vector<F, N>>, tile: &mut Shared<[Vector<F, N>]>, #[comptime] transposed: bool, #[comptime] tiling: Tiling) {
+    let stride = comptime!(tiling.stride(SIDE * tiling.cols));
     #[unroll]
-    for r in 0..tile_cols {
-        let (col, depth) = weight_place(r, transposed, tile_cols);
-        tile[depth * stride + col] = next[r];
+    for v in 0..comptime!(tiling.cols / tiling.run) {
+        let (cols, depth) = weight_place(v, transposed, tiling);
+        tile[depth * stride + cols] = next[v];
     }
 }
 
-/// Adds the staged slices' products into this thread's outputs: rows `ty + 16i`, columns
-/// `tx + 16j`.
+/// Adds the staged slices' products into this thread's outputs: each depth's vectors of rows
+/// `(ty + 16i)·run ..` and of columns `(tx + 16j)·run ..`, each row's value times a vector of
+/// columns.
 #[cube]
-fn multiply<F: Float>(lhs_tile: &Shared<[F]>, weight_tile: &Shared<[F]>, sums: &mut Array<F>, #[comptime] tile_rows: usize, #[comptime] tile_cols: usize) {
-    let (lhs_stride, weight_stride) = (comptime!(SIDE * tile_rows + PAD), comptime!(SIDE * tile_cols + PAD));
+fn multiply<F: Float, N: Size>(lhs_tile: &Shared<[Vector<F, N>]>, weight_tile: &Shared<[Vector<F, N>]>, sums: &mut Array<Vector<F, N>>, #[comptime] tiling: Tiling) {
+    let (lhs_stride, weight_stride) = (comptime!(tiling.stride(SIDE * tiling.rows)), comptime!(tiling.stride(SIDE * tiling.cols)));
+    let (row_vectors, col_vectors) = (comptime!(tiling.rows / tiling.run), comptime!(tiling.cols / tiling.run));
     let (tx, ty) = (UNIT_POS_X as usize % SIDE, UNIT_POS_X as usize / SIDE);
     #[unroll]
     for depth in 0..DEPTH {
-        let mut a = Array::<F>::new(tile_rows);
-        let mut b = Array::<F>::new(tile_cols);
+        let mut a = Array::<Vector<F, N>>::new(row_vectors);
+        let mut b = Array::<Vector<F, N>>::new(col_vectors);
         #[unroll]
-        for i in 0..tile_rows {
+        for i in 0..row_vectors {
             a[i] = lhs_tile[depth * lhs_stride + ty + i * SIDE];
         }
         #[unroll]
-        for j in 0..tile_cols {
+        for j in 0..col_vectors {
             b[j] = weight_tile[depth * weight_stride + tx + j * SIDE];
         }
         #[unroll]
-        for i in 0..tile_rows {
+        for i in 0..row_vectors {
             #[unroll]
-            for j in 0..tile_cols {
-                sums[i * tile_cols + j] += a[i] * b[j];
+            for r in 0..tiling.run {
+                let row_value = Vector::<F, N>::new(a[i].extract(r));
+                #[unroll]
+                for j in 0..col_vectors {
+                    let at = (i * tiling.run + r) * col_vectors + j;
+                    sums[at] += row_value * b[j];
+                }
             }
         }
     }
@@ -257,12 +315,12 @@ fn sum_splits_kernel<F: Float>(partial: &Tensor<F>, out: &mut Tensor<F>, #[defin
     }
 }
 
-/// How an `[m, k] · [k, n]` product in blocks of `tile` outputs per thread shares out K: the
+/// How an `[m, k] · [k, n]` product in `tiling`'s blocks shares out K: the
 /// depth each part sums (a whole number of slices) and the number of parts. One part when the
 /// blocks alone fill a large GPU (or `split_k` is off), else as many as bring the cubes to
 /// about 256, each at least 256 deep, and none left empty.
-fn partition(m: usize, k: usize, n: usize, tile: (usize, usize), split_k: bool) -> (usize, usize) {
-    let blocks = m.div_ceil(SIDE * tile.0) * n.div_ceil(SIDE * tile.1);
+fn partition(m: usize, k: usize, n: usize, tiling: Tiling, split_k: bool) -> (usize, usize) {
+    let blocks = m.div_ceil(SIDE * tiling.rows) * n.div_ceil(SIDE * tiling.cols);
     let wanted = match split_k && blocks < TARGET_CUBES {
         true => TARGET_CUBES.div_ceil(blocks.max(1)).min(k / MIN_SPLIT_DEPTH).max(1),
         false => 1,
@@ -271,17 +329,17 @@ fn partition(m: usize, k: usize, n: usize, tile: (usize, usize), split_k: bool) 
     (span, k.div_ceil(span).max(1))
 }
 
-/// Into how many parts [`matmul`] splits the K of an `[m, k] · [k, n]` product in blocks of
-/// `tile` outputs per thread (1: not split).
-pub fn splits(m: usize, k: usize, n: usize, tile: (usize, usize)) -> usize {
-    partition(m, k, n, tile, true).1
+/// Into how many parts [`matmul`] splits the K of an `[m, k] · [k, n]` product in `tiling`'s
+/// blocks (1: not split).
+pub fn splits(m: usize, k: usize, n: usize, tiling: Tiling) -> usize {
+    partition(m, k, n, tiling, true).1
 }
 
 /// `lhs [M, K] · weight + bias`: `weight` is `[K, N]`, or `[N, K]` and used transposed; the
-/// bias `[N]`, where there is one, is added as the outputs are written. `[M, N]`, each thread
-/// computing `tile.0 × tile.1` outputs; K split across cubes as [`splits`] says when `split_k`.
-pub fn matmul(lhs: CubeTensor, weight: CubeTensor, bias: Option<CubeTensor>, transposed: bool, tile: (usize, usize), split_k: bool) -> CubeTensor {
-    let (tile_rows, tile_cols) = tile;
+/// bias `[N]`, where there is one, is added as the outputs are written. `[M, N]`, in
+/// `tiling`'s blocks (runs of 1 or 4); K split across cubes as [`splits`] says when `split_k`.
+pub fn matmul(lhs: CubeTensor, weight: CubeTensor, bias: Option<CubeTensor>, transposed: bool, tiling: Tiling, split_k: bool) -> CubeTensor {
+    assert!(matches!(tiling.run, 1 | 4) && tiling.rows % tiling.run == 0 && tiling.cols % tiling.run == 0, "{tiling:?}: runs of 1 or 4 that divide the thread's rows and columns");
     let (lhs, weight) = (into_contiguous(lhs), into_contiguous(weight));
     let biased = bias.is_some();
     // Without a bias the kernel never reads its bias argument: one value stands in for it.
@@ -290,8 +348,8 @@ pub fn matmul(lhs: CubeTensor, weight: CubeTensor, bias: Option<CubeTensor>, tra
     let [a, b] = weight.shape().dims::<2>();
     let n = if transposed { a } else { b };
     assert!(!biased || bias.shape().num_elements() == n, "a bias of {} values for {n} columns", bias.shape().num_elements());
-    let (cubes_x, cubes_y) = (n.div_ceil(SIDE * tile_cols), m.div_ceil(SIDE * tile_rows));
-    let (span, parts) = partition(m, k, n, tile, split_k);
+    let (cubes_x, cubes_y) = (n.div_ceil(SIDE * tiling.cols), m.div_ceil(SIDE * tiling.rows));
+    let (span, parts) = partition(m, k, n, tiling, split_k);
     let client = lhs.client.clone();
     let out = empty_like(&lhs, Shape::new([parts * m, n]));
     let dtype = elements(&lhs);
@@ -302,6 +360,7 @@ pub fn matmul(lhs: CubeTensor, weight: CubeTensor, bias: Option<CubeTensor>, tra
             &client,
             CubeCount::Static(cubes_x as u32, cubes_y as u32, parts as u32),
             CubeDim::new_1d(THREADS as u32),
+            tiling.run,
             lhs.into_tensor_arg(),
             weight.into_tensor_arg(),
             bias.into_tensor_arg(),
@@ -309,8 +368,7 @@ pub fn matmul(lhs: CubeTensor, weight: CubeTensor, bias: Option<CubeTensor>, tra
             span as u32,
             transposed,
             biased,
-            tile_rows,
-            tile_cols,
+            tiling,
             dtype,
         );
     }
@@ -338,7 +396,7 @@ mod tests {
 
     #[test]
     fn only_products_too_small_for_a_large_gpu_split_k() {
-        let block_64 = (4, 4);
+        let block_64 = Tiling { rows: 4, cols: 4, run: 1 };
         // A training step's body products at batch 5 × 64 in 64 × 64 blocks.
         assert_eq!(splits(320, 768, 3072, block_64), 2); // 240 blocks
         assert_eq!(splits(320, 3072, 768, block_64), 5); // 60 blocks
@@ -351,7 +409,8 @@ mod tests {
         assert_eq!(splits(16, 600, 16, block_64), 2);
         // The count is of parts that exist: the LM head's gradient at 320 rows in 128 × 128
         // blocks (3 of them) wants 86 parts, and 592-deep parts make 85.
-        assert_eq!(splits(320, 50_257, 64, (8, 8)), 85);
-        assert_eq!(partition(320, 50_257, 64, (8, 8), false), (50_272, 1));
+        let block_128 = Tiling { rows: 8, cols: 8, run: 4 };
+        assert_eq!(splits(320, 50_257, 64, block_128), 85);
+        assert_eq!(partition(320, 50_257, 64, block_128, false), (50_272, 1));
     }
 }

@@ -151,9 +151,10 @@ fn wgpu_backend_generates_what_hf_generates() {
     let bad_words = ["--max-new-tokens", "12", "--bad-words-ids", "30", "--bad-words-ids", "302,490"];
     let bart_prompts = bart::prompt_ids();
     let bart_beam4 = ["--max-new-tokens", "11", "--min-new-tokens", "3", "--num-beams", "4", "--length-penalty", "0.8", "--no-repeat-ngram-size", "3", "--early-stopping", "true"];
-    // The last two again with the opt-in matmul kernel of shaders/ (64 × 64 and 128 × 128
-    // blocks) in every linear layer of the prompt's pass and in the LM head.
-    let (kernel, kernel_128) = ([("PREFIX_TUNE_MATMUL", "shaders")], [("PREFIX_TUNE_MATMUL", "shaders:128x128")]);
+    // The last two again with the opt-in matmul kernel of shaders/ (64 × 64 blocks with scalar
+    // reads, 128 × 128 with vectors of four) in every linear layer of the prompt's pass and in
+    // the LM head.
+    let (kernel, kernel_128) = ([("PREFIX_TUNE_MATMUL", "shaders")], [("PREFIX_TUNE_MATMUL", "shaders:128x128_v4")]);
     for (model, prompts, name, options, env) in [
         ("gpt2-a", &gpt2_prompts, "beam4", &beam4[..], &[][..]),
         ("gpt2-a", &gpt2_prompts, "beam4_lp", &beam4_lp[..], &[]),

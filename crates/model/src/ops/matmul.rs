@@ -9,7 +9,8 @@
 
 use burn::tensor::Tensor;
 
-/// The outputs each thread of the kernel computes, `rows × cols`; a cube's block is
+/// The outputs each thread of the kernel computes, `rows × cols`, in runs of `run` neighbouring
+/// rows and columns read from shared memory as one vector (1 or 4); a cube's block is
 /// `16·rows × 16·cols`. Small blocks make more cubes for a few hundred rows; large ones read
 /// each staged value into more products. `split_k`: whether a product with too few blocks to
 /// fill a large GPU splits K across cubes ([`splits`]); off only for `bench matmul`'s
@@ -18,22 +19,33 @@ use burn::tensor::Tensor;
 pub struct Tile {
     pub rows: usize,
     pub cols: usize,
+    pub run: usize,
     pub split_k: bool,
 }
 
 impl Tile {
-    /// 64 × 64 blocks, 4 × 4 outputs per thread.
-    pub const DEFAULT: Tile = Tile::new(4, 4);
-    /// The blocks `bench matmul` compares: 32 × 64, 64 × 64, 64 × 128 and 128 × 128.
-    pub const ALL: [Tile; 4] = [Tile::new(2, 4), Tile::DEFAULT, Tile::new(4, 8), Tile::new(8, 8)];
+    /// 64 × 64 blocks, 4 × 4 outputs per thread, scalar reads.
+    pub const DEFAULT: Tile = Tile::new(4, 4, 1);
+    /// The blocks `bench matmul` compares: 32 × 64, 64 × 64, 64 × 128 and 128 × 128 with scalar
+    /// reads, and the last three with vectors of four.
+    pub const ALL: [Tile; 7] = [
+        Tile::new(2, 4, 1),
+        Tile::DEFAULT,
+        Tile::new(4, 8, 1),
+        Tile::new(8, 8, 1),
+        Tile::new(4, 4, 4),
+        Tile::new(4, 8, 4),
+        Tile::new(8, 8, 4),
+    ];
 
-    const fn new(rows: usize, cols: usize) -> Tile {
-        Tile { rows, cols, split_k: true }
+    const fn new(rows: usize, cols: usize, run: usize) -> Tile {
+        Tile { rows, cols, run, split_k: true }
     }
 
-    /// The block as `ROWSxCOLS`, e.g. `64x64`.
+    /// The block as `ROWSxCOLS`, with `_v4` for vector reads: `64x64`, `128x128_v4`.
     pub fn name(self) -> String {
-        format!("{}x{}", 16 * self.rows, 16 * self.cols)
+        let vectors = if self.run > 1 { format!("_v{}", self.run) } else { String::new() };
+        format!("{}x{}{vectors}", 16 * self.rows, 16 * self.cols)
     }
 }
 
@@ -42,7 +54,7 @@ impl Tile {
 pub fn splits(m: usize, k: usize, n: usize, tile: Tile) -> usize {
     #[cfg(feature = "gpu")]
     if tile.split_k {
-        return prefix_tune_shaders::matmul::splits(m, k, n, (tile.rows, tile.cols));
+        return prefix_tune_shaders::matmul::splits(m, k, n, gpu::tiling(tile));
     }
     let _ = (m, k, n, tile);
     1
@@ -144,8 +156,12 @@ mod gpu {
 
     impl CubeFrozenMatmul for CubeBackend {
         fn cube_frozen_matmul(x: CubeTensor, weight: CubeTensor, bias: CubeTensor, transposed: bool, biased: bool, tile: Tile) -> CubeTensor {
-            matmul::matmul(x, weight, biased.then_some(bias), transposed, (tile.rows, tile.cols), tile.split_k)
+            matmul::matmul(x, weight, biased.then_some(bias), transposed, tiling(tile), tile.split_k)
         }
+    }
+
+    pub fn tiling(tile: Tile) -> matmul::Tiling {
+        matmul::Tiling { rows: tile.rows, cols: tile.cols, run: tile.run }
     }
 
     /// The input's gradient: `grad · Wᵀ`, the same kernel with the weight the other way round

@@ -42,16 +42,17 @@ fn wgpu_shaders_child() {
 
 /// The tiled matmul kernel (`x · W` and `x · Wᵀ` with a frozen weight, with and without a bias),
 /// values and the input's gradient, against the exact products (in f64 on the host), in every
-/// block shape, on sizes that fill no block evenly, one over many slices of K, an LM-head-like
+/// block shape with scalar and vector reads, on sizes that fill no block evenly, one over many slices of K, an LM-head-like
 /// width, and two whose K is split across cubes (where only the first part may add the bias).
 fn matmul_kernel(device: &Device) {
     use prefix_tune_model::matmul;
     // The last two split K across cubes (`matmul::splits`): forward, 3,000 in 11 parts; and the
     // input gradient of 9 × 64 · 64 × 5,000, which sums over 5,000 as the LM head's does.
     let sizes = [(37, 45, 70), (70, 300, 90), (5, 17, 1000), (64, 16, 64), (140, 33, 150), (130, 40, 260), (20, 3000, 40), (9, 64, 5000)];
-    for (index, ((m, k, n), tile)) in sizes.into_iter().zip([0, 1, 2, 3, 0, 3, 3, 1]).enumerate() {
-        let tile = matmul::Tile::ALL[tile];
-        for transposed in [false, true] {
+    // Each size in a block with scalar reads and one with vectors of four (`Tile::ALL[4..]`).
+    let tiles = [(0, 4), (1, 5), (2, 6), (3, 4), (0, 6), (3, 5), (3, 6), (1, 4)];
+    for (index, ((m, k, n), (scalar, vector))) in sizes.into_iter().zip(tiles).enumerate() {
+        for (tile, transposed) in [scalar, vector].map(|t| matmul::Tile::ALL[t]).into_iter().flat_map(|tile| [(tile, false), (tile, true)]) {
             let bias: Option<Tensor<1>> = (index % 2 == 0).then(|| Tensor::random([n], Distribution::Normal(0.0, 1.0), device));
             let x: Tensor<2> = Tensor::random([m, k], Distribution::Normal(0.0, 1.0), device).require_grad();
             let weight: Tensor<2> = Tensor::random(if transposed { [n, k] } else { [k, n] }, Distribution::Normal(0.0, 1.0), device);
@@ -71,7 +72,7 @@ fn matmul_kernel(device: &Device) {
             assert_near_exact(&grad, m, k, n, |r, c, i| (up[r * n + i], w_at(c, i)), &format!("{what}: input gradient"));
         }
     }
-    println!("matmul kernel = exact products on wgpu (x·W and x·Wᵀ, values and input gradient, with and without a bias, 8 sizes over 4 block shapes, K split in two)");
+    println!("matmul kernel = exact products on wgpu (x·W and x·Wᵀ, values and input gradient, with and without a bias, 8 sizes over 7 block shapes, K split in two)");
 }
 
 /// Each `got[r][c]` of a `rows × cols` product within f32 rounding of the exact
