@@ -8,6 +8,8 @@ are faster) and decoding time (ours / theirs; < 1 means we are faster).
     python scripts/compare_peft.py --before old/prefix-tune    # also an older build, A B C A B C
     python scripts/compare_peft.py --dtype bf16    # ours in bf16; PEFT in f32 and under bf16 autocast
     python scripts/compare_peft.py --backend wgpu --device cuda --dtype f16   # ours f16; PyTorch f32 and f16 autocast
+    python scripts/compare_peft.py --backend wgpu --device cuda --env PREFIX_TUNE_MATMUL=shaders:128x128_v4 \
+        --before target/release/prefix-tune   # ours through our matmul, and without it, in the same rounds
 
 With --dtype bf16 our side runs `--dtype bf16`, and each round also runs PyTorch under bf16
 autocast (AMX through oneDNN on a CPU that has it), reported as `peft_autocast_*` beside the f32
@@ -15,12 +17,15 @@ baseline: the issue's target is against the f32 baseline, the autocast run says 
 against PyTorch at the same precision.
 
 With --before, each round also runs the older binary, and the report adds its medians and the
-speed-up of --binary over it, so a change is measured before and after in the same run.
+speed-up of --binary over it, so a change is measured before and after in the same run. --env
+KEY=VALUE (repeatable) sets a variable for --binary's runs only, so --before may be the same
+binary without it.
 
 Run it in the fixtures venv (torch, transformers, peft as pinned in make_fixtures.py).
 """
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -29,8 +34,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def last_json(command, bench):
-    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+def last_json(command, bench, env=None):
+    out = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
     lines = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
     return next(l for l in lines if l.get("bench") == bench)
 
@@ -48,7 +53,9 @@ def main():
     parser.add_argument("--before", help="an older prefix-tune binary to run in the same rounds")
     parser.add_argument("--dtype", choices=["f32", "bf16", "f16"], default="f32", help="our --dtype; bf16 or f16 also runs PyTorch under autocast in that dtype")
     parser.add_argument("--threads", type=int, help="CPU threads on both sides: our --threads, PyTorch's set_num_threads")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="set for --binary's runs only (not --before's)")
     args = parser.parse_args()
+    ours_env = dict(os.environ, **dict(pair.split("=", 1) for pair in args.env))
     threads = ["--threads", str(args.threads)] if args.threads else []
     theirs_cmd = [sys.executable, str(HERE / "bench_peft.py"), str(args.target_fraction),
                   "--device", args.device, "--steps", str(args.steps), "--seq-len", str(args.seq_len)] + threads
@@ -59,7 +66,7 @@ def main():
         train_args = ["train", "--steps", str(args.steps), "--seq-len", str(args.seq_len), "--target-fraction", str(args.target_fraction)]
         ours, theirs, before, autocast = [], [], [], []
         for _ in range(args.rounds):
-            ours.append(last_json(ours_cmd + train_args, "train"))
+            ours.append(last_json(ours_cmd + train_args, "train", ours_env))
             theirs.append(last_json(theirs_cmd + ["--what", "train"], "train"))
             if autocast_cmd:
                 autocast.append(last_json(autocast_cmd + ["--what", "train"], "train"))
@@ -67,7 +74,7 @@ def main():
                 before.append(last_json(before_cmd + train_args, "train"))
         ours_tps = statistics.median(r["tokens_per_second"] for r in ours)
         theirs_tps = statistics.median(r["tokens_per_second"] for r in theirs)
-        report = {"bench": "train", "backend": args.backend, "torch_device": args.device, "threads": args.threads,
+        report = {"bench": "train", "backend": args.backend, "torch_device": args.device, "threads": args.threads, "env": args.env,
                   "target_fraction": args.target_fraction, "seq_len": args.seq_len,
                   "prefix_tune_tokens_per_second": ours_tps, "peft_tokens_per_second": theirs_tps,
                   "ratio": ours_tps / theirs_tps, "dtype": args.dtype,
@@ -84,13 +91,13 @@ def main():
     if args.what in ("generate", "both"):
         ours, theirs, before, autocast = [], [], [], []
         for _ in range(args.rounds):
-            ours.append(last_json(ours_cmd + ["generate"], "generate"))
+            ours.append(last_json(ours_cmd + ["generate"], "generate", ours_env))
             theirs.append(last_json(theirs_cmd + ["--what", "generate"], "generate"))
             if autocast_cmd:
                 autocast.append(last_json(autocast_cmd + ["--what", "generate"], "generate"))
             if before_cmd:
                 before.append(last_json(before_cmd + ["generate"], "generate"))
-        report = {"bench": "generate", "backend": args.backend, "torch_device": args.device, "dtype": args.dtype, "threads": args.threads}
+        report = {"bench": "generate", "backend": args.backend, "torch_device": args.device, "dtype": args.dtype, "threads": args.threads, "env": args.env}
         for name in ("greedy", "beam5", "sample"):
             if not all(name in r["results"] for r in ours + theirs):
                 continue  # a build or script from before "sample" was timed

@@ -93,7 +93,13 @@ if [ "${PROFILE:-0}" = 1 ]; then
   fi
 fi
 before_args=${before:+--before $before}
-timeout 200 python3 scripts/compare_peft.py --binary "$binary" $before_args --backend wgpu --device cuda \
+# Training is compared through our matmul in its fastest block, with the same binary on Burn's
+# matmul as the "before" side of the same rounds (unless an older build was given).
+train_args=$before_args
+if [ -n "$best_block" ] && [ -z "$before" ]; then
+  train_args="--env PREFIX_TUNE_MATMUL=shaders:$best_block --before $binary"
+fi
+timeout 240 python3 scripts/compare_peft.py --binary "$binary" $train_args --backend wgpu --device cuda \
   --what train --steps 20 --rounds 2 --target-fraction 0.5
 timeout 120 python3 scripts/compare_peft.py --binary "$binary" $before_args --backend wgpu --device cuda \
   --what generate --rounds 1
