@@ -121,7 +121,7 @@ impl Activation {
     pub fn forward(self, x: Tensor<3>) -> Tensor<3> {
         match self {
             Activation::GeluTanh => crate::gelu::gelu_tanh(x),
-            Activation::Gelu => burn::tensor::activation::gelu(x),
+            Activation::Gelu => crate::gelu::gelu_erf(x),
             Activation::Relu => burn::tensor::activation::relu(x),
         }
     }

@@ -226,6 +226,28 @@ fn generation_matches_hf_gpt2_b() {
     check_generation("gpt2-b");
 }
 
+/// The parity tests against HF above (GPT-2's logits right- and left-padded, KV-cache decoding,
+/// generate with every recorded setting) and BART's (logits, encoder states and loss, cached
+/// decoding, greedy and beam search) pass as written on the wgpu backend too (lavapipe in CI),
+/// in a child process.
+#[test]
+fn parity_with_hf_holds_on_wgpu() {
+    let tests = [
+        "logits_match_hf_right_padded",
+        "logits_match_hf_left_padded",
+        "kv_cache_decoding_equals_full_forward",
+        "an_in_place_kv_cache_serves_rows_that_join_leave_and_share",
+        "generation_matches_hf_gpt2_a",
+        "generation_matches_hf_gpt2_b",
+        "bart::bart_logits_encoder_states_and_loss_match_hf",
+        "bart::bart_cached_decoding_equals_teacher_forcing",
+        "bart::bart_greedy_and_beam_search_match_hf_generate",
+    ];
+    if let Some(printed) = prefix_tune_model::testing::run_on_wgpu(&tests) {
+        println!("on wgpu, {} tests passed:\n{printed}", tests.len());
+    }
+}
+
 #[test]
 fn sampling_is_seeded_and_respects_top_k() {
     let device = device();

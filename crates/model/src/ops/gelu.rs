@@ -1,4 +1,5 @@
-//! `gelu_new`, GPT-2's activation: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+//! `gelu_new`, GPT-2's activation: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))); and exact
+//! GELU, BART's, differentiated exactly on every backend ([`gelu_erf`]).
 //!
 //! On the CPU backend it is one Burn backend-extension op with its own backward pass, both
 //! single vectorised passes over all cores ([`prefix_tune_kernels::gelu`]). As tensor
@@ -15,6 +16,21 @@ pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         return Tensor::from_dispatch(<burn::backend::Dispatch as flex::Gelu>::gelu_tanh(x.into_dispatch()));
     }
     composed(x)
+}
+
+/// Exact GELU, `0.5·x·(1 + erf(x/√2))` (`gelu`: BART's activation), element-wise.
+///
+/// Burn's `gelu` computes this on every backend, but differentiates it exactly only on the CPU
+/// backend (flex overrides `gelu_backward`): elsewhere its backward pass is burn-backend's
+/// default, the derivative of the tanh approximation, off by up to ~1e-3 of the gradient it
+/// passes on (5e-4 of the prefix gradients' scale on the BART fixture, where the CPU is within
+/// 1e-6). So under autodiff on other backends it is tensor operations, whose `erf` autodiff
+/// differentiates exactly (`2/√π · exp(−z²)`); a GPU fuses them into one pass.
+pub fn gelu_erf<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if !x.device().is_autodiff() || crate::backend::is_cpu(&x.device()) {
+        return burn::tensor::activation::gelu(x);
+    }
+    x.clone() * 0.5 * ((x * std::f64::consts::FRAC_1_SQRT_2).erf() + 1.0)
 }
 
 /// The same function as tensor operations (every backend; the reference for the fused op).

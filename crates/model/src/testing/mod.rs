@@ -22,8 +22,16 @@ pub fn fixtures() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures"))
 }
 
-/// The CPU backend when compiled in (as in CI), else the first compiled backend.
+/// Names the backend [`device`] gives instead of the CPU's: [`run_on_wgpu`] sets it to run a
+/// test binary's parity tests on wgpu.
+pub const TEST_BACKEND_VAR: &str = "PREFIX_TUNE_TEST_BACKEND";
+
+/// The CPU backend when compiled in (as in CI), else the first compiled backend; the backend
+/// [`TEST_BACKEND_VAR`] names where it is set.
 pub fn device() -> Device {
+    if let Ok(name) = std::env::var(TEST_BACKEND_VAR) {
+        return crate::backend::device(Some(&name)).unwrap_or_else(|e| panic!("{TEST_BACKEND_VAR}={name}: {e}"));
+    }
     let backend = if Backend::Flex.is_compiled() { Backend::Flex } else { Backend::compiled()[0] };
     backend.device().expect("a compiled-in backend")
 }
@@ -43,6 +51,22 @@ pub fn vulkan_env() -> Option<Vec<(&'static str, String)>> {
 /// passed and returns what it printed; `None` (after saying why) where this build has no wgpu
 /// backend or the machine no Vulkan driver.
 pub fn run_on_vulkan(child: &str) -> Option<String> {
+    run_tests_on_vulkan(&["--ignored", child], 1, &[])
+}
+
+/// Runs the tests `names` (exact names) of the current test binary again with [`device`] on
+/// the wgpu backend, in a child process with [`vulkan_env`], and asserts that each passed
+/// without skipping: how the parity tests against HF and PEFT hold on a GPU backend. `None`
+/// where [`run_on_vulkan`] says why not.
+pub fn run_on_wgpu(names: &[&str]) -> Option<String> {
+    let stdout = run_tests_on_vulkan(names, names.len(), &[(TEST_BACKEND_VAR, "wgpu")])?;
+    assert!(!stdout.contains("skipped"), "a test skipped on wgpu: {stdout}");
+    Some(stdout)
+}
+
+/// Runs this test binary on `filters` (`--ignored` and exact names) with [`vulkan_env`] and
+/// `env`, one test at a time, and asserts that `count` tests ran and passed.
+fn run_tests_on_vulkan(filters: &[&str], count: usize, env: &[(&str, &str)]) -> Option<String> {
     if crate::backend::device(Some("wgpu")).is_err() {
         println!("skipped: built without the wgpu feature");
         return None;
@@ -52,12 +76,15 @@ pub fn run_on_vulkan(child: &str) -> Option<String> {
         return None;
     };
     let output = std::process::Command::new(std::env::current_exe().expect("the test binary"))
-        .args(["--ignored", "--exact", child, "--nocapture", "--test-threads", "1"])
+        .args(filters)
+        .args(["--exact", "--nocapture", "--test-threads", "1"])
         .envs(vulkan.iter().cloned())
+        .envs(env.iter().copied())
         .output()
         .expect("the test binary runs");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(output.status.success() && stdout.contains("1 passed"), "{child} on {}: {stdout}\n{}", vulkan[0].1, String::from_utf8_lossy(&output.stderr));
+    let passed = format!("{count} passed; 0 failed");
+    assert!(output.status.success() && stdout.contains(&passed), "{filters:?} on {}: {stdout}\n{}", vulkan[0].1, String::from_utf8_lossy(&output.stderr));
     Some(stdout)
 }
 
