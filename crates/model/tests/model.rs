@@ -228,8 +228,8 @@ fn generation_matches_hf_gpt2_b() {
 
 /// The parity tests against HF above (GPT-2's logits right- and left-padded, KV-cache decoding,
 /// generate with every recorded setting) and BART's (logits, encoder states and loss, cached
-/// decoding, greedy and beam search) pass as written on the wgpu backend too (lavapipe in CI),
-/// in a child process.
+/// decoding, greedy and beam search), and exact GELU's gradient against its formula, pass as
+/// written on the wgpu backend too (lavapipe in CI), in a child process.
 #[test]
 fn parity_with_hf_holds_on_wgpu() {
     let tests = [
@@ -242,6 +242,7 @@ fn parity_with_hf_holds_on_wgpu() {
         "bart::bart_logits_encoder_states_and_loss_match_hf",
         "bart::bart_cached_decoding_equals_teacher_forcing",
         "bart::bart_greedy_and_beam_search_match_hf_generate",
+        "gelu::exact_gelu_and_its_gradient_equal_the_formula",
     ];
     if let Some(printed) = prefix_tune_model::testing::run_on_wgpu(&tests) {
         println!("on wgpu, {} tests passed:\n{printed}", tests.len());
