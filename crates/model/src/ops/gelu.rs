@@ -1,5 +1,6 @@
 //! `gelu_new`, GPT-2's activation: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))); and exact
-//! GELU, BART's, differentiated exactly on every backend ([`gelu_erf`]).
+//! GELU, BART's, differentiated exactly on every backend ([`gelu_erf`]: a kernel pair of
+//! `shaders/` on a GPU).
 //!
 //! On the CPU backend it is one Burn backend-extension op with its own backward pass, both
 //! single vectorised passes over all cores ([`prefix_tune_kernels::gelu`]). As tensor
@@ -22,14 +23,25 @@ pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 ///
 /// Burn's `gelu` computes this on every backend, but differentiates it exactly only on the CPU
 /// backend (flex overrides `gelu_backward`): elsewhere its backward pass is burn-backend's
-/// default, the derivative of the tanh approximation, off by up to ~1e-3 of the gradient it
-/// passes on (5e-4 of the prefix gradients' scale on the BART fixture, where the CPU is within
-/// 1e-6). So under autodiff on other backends it is tensor operations, whose `erf` autodiff
-/// differentiates exactly (`2/√π · exp(−z²)`); a GPU fuses them into one pass.
+/// default, the derivative of the tanh approximation, up to 8.7e-4 off the exact slope (5e-4 of
+/// the prefix gradients' scale on the BART fixture, where the CPU is within 1e-7). So under
+/// autodiff on a GPU it is the kernel pair of `shaders/` ([`prefix_tune_shaders::gelu`], the
+/// exact slope, keeping only the input); tensor operations on any other backend.
 pub fn gelu_erf<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     if !x.device().is_autodiff() || crate::backend::is_cpu(&x.device()) {
         return burn::tensor::activation::gelu(x);
     }
+    #[cfg(feature = "gpu")]
+    if crate::backend::is_gpu(&x.device()) && x.dtype() == burn::tensor::DType::F32 && prefix_tune_shaders::fits(&[x.shape().num_elements()]) {
+        use gpu::CubeGelu;
+        return Tensor::from_dispatch(<burn::backend::Dispatch as CubeGelu>::cube_gelu_erf(x.into_dispatch()));
+    }
+    erf_composed(x)
+}
+
+/// Exact GELU as tensor operations, which autodiff differentiates exactly (`erf`'s slope is
+/// `2/√π · exp(−z²)`).
+pub fn erf_composed<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     x.clone() * 0.5 * ((x * std::f64::consts::FRAC_1_SQRT_2).erf() + 1.0)
 }
 
@@ -90,6 +102,67 @@ mod flex {
                     prep.finish(input, output)
                 }
                 OpsKind::UnTracked(prep) => prep.finish(Flex::gelu_tanh(x.into_primitive())),
+            }
+        }
+    }
+}
+
+#[cfg(feature = "gpu")]
+mod gpu {
+    use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::autodiff::Autodiff;
+    use burn::backend::tensor::FloatTensor;
+    use burn::backend::{backend_extension, Cube};
+    use prefix_tune_shaders::{gelu, CubeBackend, CubeTensor};
+
+    #[backend_extension(Autodiff, Cube, Fusion)]
+    pub trait CubeGelu: burn::backend::Backend {
+        /// Exact GELU, element-wise; differentiable.
+        #[fusion(dtype = x, shape = x)]
+        fn cube_gelu_erf(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    }
+
+    /// The backward kernel, as its own extension so that fusion defers it like any other op.
+    #[backend_extension(Cube, Fusion)]
+    pub trait CubeGeluBackward: burn::backend::Backend {
+        /// The input's gradient, shaped as `x`.
+        #[fusion(dtype = x, shape = x)]
+        fn cube_gelu_erf_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
+    }
+
+    impl CubeGelu for CubeBackend {
+        fn cube_gelu_erf(x: CubeTensor) -> CubeTensor {
+            gelu::forward(x)
+        }
+    }
+
+    impl CubeGeluBackward for CubeBackend {
+        fn cube_gelu_erf_backward(x: CubeTensor, grad: CubeTensor) -> CubeTensor {
+            gelu::backward(x, grad)
+        }
+    }
+
+    #[derive(Debug)]
+    struct GeluBackward;
+
+    impl Backward<Cube, 1> for GeluBackward {
+        type State = FloatTensor<Cube>; // the input x
+
+        fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+            crate::ops::backward_one::<Cube, _>(ops, grads, |x, grad| Cube::cube_gelu_erf_backward(x, grad));
+        }
+    }
+
+    impl<C: CheckpointStrategy> CubeGelu for Autodiff<Cube, C> {
+        fn cube_gelu_erf(x: FloatTensor<Self>) -> FloatTensor<Self> {
+            match GeluBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => {
+                    let input = x.primitive().clone();
+                    prep.finish(input.clone(), Cube::cube_gelu_erf(input))
+                }
+                OpsKind::UnTracked(prep) => prep.finish(Cube::cube_gelu_erf(x.into_primitive())),
             }
         }
     }
