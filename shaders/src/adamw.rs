@@ -10,7 +10,7 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use crate::rows::{elements, empty_like, row_cubes, ROW_THREADS};
+use crate::rows::{cube_element, elements, empty_like, row_cubes, ROW_THREADS};
 
 /// The step's scalars, each already rounded to f32 as a tensor operation rounds its scalar.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,7 +48,7 @@ fn adamw_kernel<F: Float>(
     step_size: f32,
     #[define(F)] _dtype: ElemType,
 ) {
-    let i = ((CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) * CUBE_DIM_X + UNIT_POS_X) as usize;
+    let i = cube_element();
     if i >= value.len() {
         terminate!();
     }

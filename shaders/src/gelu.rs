@@ -11,13 +11,7 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use crate::rows::{elements, empty_like, row_cubes, ROW_THREADS};
-
-/// This thread's element: one per thread, over a grid of [`row_cubes`].
-#[cube]
-fn element() -> usize {
-    ((CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) * CUBE_DIM_X + UNIT_POS_X) as usize
-}
+use crate::rows::{cube_element, elements, empty_like, row_cubes, ROW_THREADS};
 
 /// `Φ(x)`, the standard normal's distribution function.
 #[cube]
@@ -27,7 +21,7 @@ fn normal_cdf<F: Float>(x: F) -> F {
 
 #[cube(launch)]
 fn forward_kernel<F: Float>(x: &Tensor<F>, y: &mut Tensor<F>, #[define(F)] _dtype: ElemType) {
-    let i = element();
+    let i = cube_element();
     if i < x.len() {
         y[i] = x[i] * normal_cdf::<F>(x[i]);
     }
@@ -36,7 +30,7 @@ fn forward_kernel<F: Float>(x: &Tensor<F>, y: &mut Tensor<F>, #[define(F)] _dtyp
 /// `grad · (Φ(x) + x · φ(x))`, `φ` the standard normal's density.
 #[cube(launch)]
 fn backward_kernel<F: Float>(x: &Tensor<F>, grad: &Tensor<F>, out: &mut Tensor<F>, #[define(F)] _dtype: ElemType) {
-    let i = element();
+    let i = cube_element();
     if i < x.len() {
         let v = x[i];
         let density = (F::new(-0.5) * v * v).exp() * F::new(0.398_942_3); // 1/√(2π)

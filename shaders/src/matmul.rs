@@ -35,7 +35,7 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use crate::rows::{elements, empty_like, row_cubes, ROW_THREADS};
+use crate::rows::{cube_element, elements, empty_like, row_cubes, ROW_THREADS};
 
 /// Depth of one staged slice of K.
 const DEPTH: usize = 16;
@@ -303,7 +303,7 @@ fn multiply<F: Float, N: Size>(lhs_tile: &Shared<[Vector<F, N>]>, weight_tile: &
 /// `out[i]` = the sum over splits of `partial[z · len(out) + i]`, in the order of z.
 #[cube(launch_unchecked)]
 fn sum_splits_kernel<F: Float>(partial: &Tensor<F>, out: &mut Tensor<F>, #[define(F)] _dtype: ElemType) {
-    let i = ((CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) * CUBE_DIM_X + UNIT_POS_X) as usize;
+    let i = cube_element();
     let len = out.len();
     if i < len {
         let splits = partial.len() / len;

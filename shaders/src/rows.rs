@@ -36,6 +36,13 @@ pub fn cube_row() -> usize {
     (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize
 }
 
+/// This thread's element in a grid of [`row_cubes`] of `CUBE_DIM_X` threads each: one element
+/// per thread, numbered across cubes.
+#[cube]
+pub fn cube_element() -> usize {
+    cube_row() * CUBE_DIM_X as usize + UNIT_POS_X as usize
+}
+
 /// How [`cube_combine`] merges two threads' values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Combine {
