@@ -43,6 +43,7 @@ nvidia-smi -L
 python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
 "$binary" devices 2>&1 || true
 
+# (A build with `autotune` tunes its f32 frozen products by default: PREFIX_TUNE_MATMUL=tune.)
 # One training run with the forward / backward breakdown, the same with each step read back
 # before the next is queued (PREFIX_TUNE_OVERLAP=0: the run no longer goes ahead of its checks),
 # one counting its kernel launches, then the interleaved comparison.
@@ -53,19 +54,12 @@ dispatches_per_step() { # kernel launches per training step, under the environme
     | python3 -c "import json,sys; print(int(json.loads(sys.stdin.read().strip().splitlines()[-1])['dispatches_per_step']))" 2>/dev/null
 }
 dispatches=$(dispatches_per_step)
-# Each matrix product of a step, on wgpu (folded rows, per sequence, and our tiled kernel in
-# each block shape) and in cuBLAS; then a training run through our kernel in the block shape
-# whose step total was lowest (PREFIX_TUNE_MATMUL=shaders:BLOCK; "…_whole_k" is the same
-# kernel without splitting K, for reading only).
-best_block=$(timeout 120 "$binary" bench --backend wgpu matmul | tee /dev/stderr | python3 -c "
-import json, sys
-steps = json.loads(sys.stdin.read().strip().splitlines()[-1])['step_ms']
-ours = {k: v for k, v in steps.items() if k.startswith('shaders_') and not k.endswith('_whole_k')}
-print(min(ours, key=ours.get).removeprefix('shaders_') if ours else '')" 2>/dev/null)
-echo "best block of our matmul: ${best_block:-none}"
-if [ -n "$best_block" ]; then
-  PREFIX_TUNE_MATMUL="shaders:$best_block" timeout 90 "$binary" bench --backend wgpu train --steps 10 --target-fraction 0.5 --breakdown
-fi
+# Each matrix product of a step, on wgpu (folded rows, per sequence, our tiled kernel in each
+# block shape, and the tuner's choice among Burn's matmul and those blocks) and in cuBLAS.
+timeout 120 "$binary" bench --backend wgpu matmul
+# A build with `autotune` tunes its frozen products by default (PREFIX_TUNE_MATMUL=tune); the
+# same training through Burn's matmul alone, for the difference.
+PREFIX_TUNE_MATMUL=burn timeout 90 "$binary" bench --backend wgpu train --steps 10 --target-fraction 0.5 --breakdown
 timeout 60 python3 scripts/matmul_torch.py --device cuda
 if [ -n "${DTYPE:-}" ]; then
   timeout 90 "$binary" bench --backend wgpu --dtype "$DTYPE" matmul
@@ -83,26 +77,25 @@ if [ "${PROFILE:-0}" = 1 ]; then
   # The last three training steps' launches (steady state: no compilation or autotune).
   python3 scripts/profile_summary.py "${OUT:-/tmp}/profile_train.log" ${dispatches:+--last $((3 * dispatches)) --steps 3}
   python3 scripts/profile_summary.py "${OUT:-/tmp}/profile_generate.log"
-  if [ -n "$best_block" ]; then
-    # The same training steps through our matmul in its fastest block.
-    ours=$(dispatches_per_step PREFIX_TUNE_MATMUL="shaders:$best_block")
-    dir=$(mktemp -d)
-    printf '[profiling.logger]\nlevel = "basic"\nfile = "%s"\n' "${OUT:-/tmp}/profile_train_shaders.log" > "$dir/cubecl.toml"
-    (cd "$dir" && PREFIX_TUNE_MATMUL="shaders:$best_block" timeout 60 "$binary" bench --backend wgpu train --steps 3 --target-fraction 0.5)
-    python3 scripts/profile_summary.py "${OUT:-/tmp}/profile_train_shaders.log" ${ours:+--last $((3 * ours)) --steps 3}
-  fi
+  # The same training steps through Burn's matmul alone.
+  burn=$(dispatches_per_step PREFIX_TUNE_MATMUL=burn)
+  dir=$(mktemp -d)
+  printf '[profiling.logger]\nlevel = "basic"\nfile = "%s"\n' "${OUT:-/tmp}/profile_train_burn.log" > "$dir/cubecl.toml"
+  (cd "$dir" && PREFIX_TUNE_MATMUL=burn timeout 60 "$binary" bench --backend wgpu train --steps 3 --target-fraction 0.5)
+  python3 scripts/profile_summary.py "${OUT:-/tmp}/profile_train_burn.log" ${burn:+--last $((3 * burn)) --steps 3}
 fi
 before_args=${before:+--before $before}
-# Training is compared through our matmul in its fastest block, with the same binary on Burn's
-# matmul as the "before" side of the same rounds (unless an older build was given).
-train_args=$before_args
-if [ -n "$best_block" ] && [ -z "$before" ]; then
-  train_args="--env PREFIX_TUNE_MATMUL=shaders:$best_block --before $binary"
+# Training and decoding run with the tuned products; the same binary on Burn's matmul alone is
+# the "before" side of the same rounds (unless an older build was given).
+if [ -z "$before" ]; then
+  before_args="--env PREFIX_TUNE_MATMUL=tune --before $binary"
+  export PREFIX_TUNE_MATMUL=burn  # what --before runs: --env sets --binary's runs only
 fi
-timeout 240 python3 scripts/compare_peft.py --binary "$binary" $train_args --backend wgpu --device cuda \
+timeout 240 python3 scripts/compare_peft.py --binary "$binary" $before_args --backend wgpu --device cuda \
   --what train --steps 20 --rounds 2 --target-fraction 0.5
 timeout 120 python3 scripts/compare_peft.py --binary "$binary" $before_args --backend wgpu --device cuda \
   --what generate --rounds 1
+unset PREFIX_TUNE_MATMUL
 if [ -n "${DTYPE:-}" ]; then
   timeout 150 python3 scripts/compare_peft.py --binary "$binary" --backend wgpu --device cuda --dtype "$DTYPE" \
     --what train --steps 20 --rounds 2 --target-fraction 0.5

@@ -15,6 +15,7 @@ pub mod layer_norm;
 pub mod matmul;
 pub mod pick;
 mod rows;
+pub mod tune;
 
 /// The most elements a tensor given to these kernels may have: CubeCL addresses a kernel's
 /// tensors with 32-bit indices. Larger tensors take the tensor form (whose allocation is then

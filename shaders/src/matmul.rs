@@ -56,7 +56,7 @@ const MIN_SPLIT_DEPTH: usize = 16 * DEPTH;
 /// an 8 × 8 grid of outputs costs 4 shared-memory reads per 64 multiply-adds instead of 16: a
 /// GPU issues one shared-memory read per four arithmetic instructions, so scalar reads of a
 /// 4 × 4 grid (8 per 16) hold the arithmetic to half its rate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Tiling {
     pub rows: usize,
     pub cols: usize,
@@ -69,6 +69,17 @@ impl Tiling {
     /// values for scalar runs, one vector of four otherwise.
     fn stride(self, width: usize) -> usize {
         width / self.run + if self.run == 1 { 2 } else { 1 }
+    }
+}
+
+impl std::fmt::Display for Tiling {
+    /// The block as `ROWSxCOLS`, with `_v4` for vector reads: `64x64`, `128x128_v4`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}", SIDE * self.rows, SIDE * self.cols)?;
+        if self.run > 1 {
+            write!(f, "_v{}", self.run)?;
+        }
+        Ok(())
     }
 }
 

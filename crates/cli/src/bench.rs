@@ -160,10 +160,18 @@ fn generate(bench: &Bench, prompt_len: usize, new_tokens: usize) -> Result<()> {
     }
     let report = serde_json::json!({
         "bench": "generate", "backend": bench.device.to_string(), "dtype": bench.dtype, "threads": prefix_tune_model::backend::cpu_threads(), "bf16_path": bf16_path(bench), "model": format!("{}-shaped random", bench.shape),
-        "prompt_tokens": prompt_len, "results": results, "peak_rss_mib": peak_rss_mib(),
+        "prompt_tokens": prompt_len, "results": results, "peak_rss_mib": peak_rss_mib(), "matmul": matmul_report(),
     });
     println!("{report}");
     Ok(())
+}
+
+/// The kernel a GPU's f32 frozen products took (`PREFIX_TUNE_MATMUL`; `burn` is Burn's matmul) and,
+/// where it was tuned, the kernel chosen for each shape.
+fn matmul_report() -> serde_json::Value {
+    let kernel = prefix_tune_model::matmul::asked().map_or("burn".to_string(), |kernel| kernel.name());
+    let tuned: serde_json::Map<String, serde_json::Value> = prefix_tune_model::matmul::tuned().into_iter().map(|(shape, chosen)| (shape, chosen.into())).collect();
+    serde_json::json!({ "kernel": kernel, "tuned": tuned })
 }
 
 /// Prefix training steps on random tokens, the first untimed; steady-state tokens/s.
@@ -204,7 +212,7 @@ fn train(bench: &Bench, args: &TrainBench, dispatch_log: Option<&std::path::Path
         "batch": batch_size, "seq_len": seq_len, "target_fraction": target_fraction, "prefix_length": 10, "mlp_hidden": 512, "steps": summary.steps,
         "seconds": seconds, "tokens_per_second": steps_tokens_per_second, "seconds_with_final_save": seconds_with_save,
         "seconds_per_step": seconds / summary.steps as f64,
-        "trainable_params": summary.trainable_params, "peak_rss_mib": peak_rss_mib(),
+        "trainable_params": summary.trainable_params, "peak_rss_mib": peak_rss_mib(), "matmul": matmul_report(),
     });
     if let (Some(per_step), Some(log)) = (dispatches, dispatch_log) {
         report["dispatches_per_step"] = per_step.into();

@@ -7,14 +7,15 @@
 //! `[B, T, K] · [1, K, N]` ("per_sequence", what `nn::Linear` runs on a GPU by default), and,
 //! on a GPU in f32, the tiled kernel of `shaders/` in each of its block shapes ("shaders_64x64",
 //! …, what `PREFIX_TUNE_MATMUL=shaders[:BLOCK]` runs; with "…_whole_k" beside it where it splits
-//! K across cubes, the same without the split). Backward products multiply by the transposed weight, as autodiff does for a frozen
+//! K across cubes, the same without the split), and the tuner's choice among Burn's matmul and
+//! those blocks ("tuned", what `PREFIX_TUNE_MATMUL=tune` and a build with `autotune` run). Backward products multiply by the transposed weight, as autodiff does for a frozen
 //! weight.
 
 use std::time::Instant;
 
 use prefix_tune_model::bf16::Dtype;
 use prefix_tune_model::burn::tensor::{DType, Device, Distribution, Tensor};
-use prefix_tune_model::matmul::{self, Tile};
+use prefix_tune_model::matmul::{self, Kernel, Tile};
 use prefix_tune_model::tensors::to_f32s;
 use prefix_tune_model::Gpt2Config;
 
@@ -78,6 +79,40 @@ fn time(product: impl Fn() -> Tensor<2>, repeats: usize) -> f64 {
     start.elapsed().as_secs_f64() * 1e3 / repeats as f64
 }
 
+/// Our kernel in each block shape, where it runs (a GPU, f32); also without splitting K
+/// ("…_whole_k", timed where the kernel splits, else the same as split), to show what the split
+/// gains; and the tuned choice among Burn's matmul and those blocks ("tuned", with the kernel it
+/// chose), what `PREFIX_TUNE_MATMUL=tune` runs.
+fn time_kernels(input: &Tensor<2>, stored: &Tensor<2>, p: &Product, rows: usize, repeats: usize, result: &mut serde_json::Value, step_ms: &mut StepMs) {
+    let tflops = |ms: f64| 2.0 * (rows * p.k * p.n) as f64 / (ms * 1e-3) / 1e12;
+    let run = |kernel| matmul::kernel(input.clone(), stored.clone(), None, p.transposed, kernel);
+    let mut record = |name: String, ms: f64, splits: Option<usize>| {
+        result[format!("{name}_ms")] = ms.into();
+        result[format!("{name}_tflops")] = tflops(ms).into();
+        if let Some(splits) = splits {
+            result[format!("{name}_splits")] = splits.into();
+        }
+        *step_ms.entry(name).or_default() += ms * p.per_step as f64;
+    };
+    for tile in Tile::ALL {
+        if run(Kernel::Block(tile)).is_none() {
+            return;
+        }
+        let splits = matmul::splits(rows, p.k, p.n, tile);
+        let whole_k = Tile { split_k: false, ..tile };
+        let ms = time(|| run(Kernel::Block(tile)).expect("available"), repeats);
+        let whole_k_ms = if splits > 1 { time(|| run(Kernel::Block(whole_k)).expect("available"), repeats) } else { ms };
+        record(format!("shaders_{}", tile.name()), ms, Some(splits));
+        record(format!("shaders_{}_whole_k", tile.name()), whole_k_ms, None);
+    }
+    record("tuned".into(), time(|| run(Kernel::Tuned).expect("available"), repeats), None);
+    if let Some(chosen) = matmul::tuned_for(rows, p.k, p.n, p.transposed, false) {
+        result["tuned_choice"] = chosen.into();
+    }
+}
+
+type StepMs = std::collections::BTreeMap<String, f64>;
+
 pub fn run(device: &Device, backend: String, config: &Gpt2Config, dtype: Dtype, args: &MatmulBench) -> Result<()> {
     let MatmulBench { batch_size, seq_len, repeats } = *args;
     let rows = batch_size * seq_len;
@@ -87,7 +122,7 @@ pub fn run(device: &Device, backend: String, config: &Gpt2Config, dtype: Dtype, 
         Dtype::Bf16 => DType::BF16,
     };
     let random = |shape: [usize; 2]| Tensor::<2>::random(shape, Distribution::Normal(0.0, 0.02), device).cast(float);
-    let (mut results, mut step_ms) = (Vec::new(), std::collections::BTreeMap::<String, f64>::new());
+    let (mut results, mut step_ms) = (Vec::new(), StepMs::new());
     for p in products(config) {
         let input = random([rows, p.k]);
         let stored = if p.transposed { random([p.n, p.k]) } else { random([p.k, p.n]) };
@@ -101,25 +136,7 @@ pub fn run(device: &Device, backend: String, config: &Gpt2Config, dtype: Dtype, 
         });
         *step_ms.entry("folded".into()).or_default() += folded * p.per_step as f64;
         *step_ms.entry("per_sequence".into()).or_default() += per_sequence * p.per_step as f64;
-        // Our kernel in each block shape, where it runs (a GPU, f32); also without splitting K
-        // ("…_whole_k", timed where the kernel splits, else the same as split), to show what
-        // the split gains.
-        for tile in Tile::ALL {
-            let splits = matmul::splits(rows, p.k, p.n, tile);
-            let whole_k = Tile { split_k: false, ..tile };
-            let run = |tile| matmul::kernel(input.clone(), stored.clone(), None, p.transposed, tile);
-            if run(tile).is_none() {
-                continue;
-            }
-            let ms = time(|| run(tile).expect("available"), repeats);
-            let whole_k_ms = if splits > 1 { time(|| run(whole_k).expect("available"), repeats) } else { ms };
-            for (name, ms) in [(tile.name(), ms), (format!("{}_whole_k", tile.name()), whole_k_ms)] {
-                result[format!("shaders_{name}_ms")] = ms.into();
-                result[format!("shaders_{name}_tflops")] = tflops(ms).into();
-                *step_ms.entry(format!("shaders_{name}")).or_default() += ms * p.per_step as f64;
-            }
-            result[format!("shaders_{}_splits", tile.name())] = splits.into();
-        }
+        time_kernels(&input, &stored, &p, rows, repeats, &mut result, &mut step_ms);
         results.push(result);
     }
     let report = serde_json::json!({

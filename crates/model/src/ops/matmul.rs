@@ -1,11 +1,14 @@
 //! Products with a frozen weight, `x · W` or `x · Wᵀ`: the linear layers and the tied LM head.
 //!
-//! On a GPU with `PREFIX_TUNE_MATMUL=shaders` (or `shaders:128x128`, another block; see
-//! [`Tile`]) they run the tiled kernel of `shaders/`
-//! ([`prefix_tune_shaders::matmul`]) forward and, for the input's gradient, backward (the same
-//! kernel with the weight the other way round). It is opt-in: `bench matmul` times it against
-//! Burn's matmul, and only a GPU can say which is faster. Elsewhere, and by default, Burn's
-//! matmul.
+//! On a GPU, f32, which kernel computes them is [`Kernel`]: `PREFIX_TUNE_MATMUL=tune` times
+//! Burn's matmul against the tiled kernel of `shaders/` ([`prefix_tune_shaders::matmul`]) in each
+//! block of [`Tile::ALL`] the first time a shape is seen, and keeps the fastest
+//! ([`prefix_tune_shaders::tune`]); `shaders` (or `shaders:128x128_v4`, another block) always
+//! takes ours; `burn` always Burn's. The default is `tune` in a build with the `autotune`
+//! feature (a GPU build: Burn tunes its own kernels there too), else Burn's matmul. Ours runs
+//! forward and, for the input's gradient, backward (the same kernel with the weight the other
+//! way round); the tuner picks for the backward product separately. On the CPU, and in half
+//! precision, Burn's matmul.
 
 use burn::tensor::Tensor;
 
@@ -60,23 +63,91 @@ pub fn splits(m: usize, k: usize, n: usize, tile: Tile) -> usize {
     1
 }
 
-/// The block `PREFIX_TUNE_MATMUL` asks for: `shaders` (64 × 64) or `shaders:ROWSxCOLS` (one of
-/// [`Tile::ALL`]); `None` (Burn's matmul) when unset or anything else.
-pub fn asked() -> Option<Tile> {
-    static ASKED: std::sync::OnceLock<Option<Tile>> = std::sync::OnceLock::new();
-    *ASKED.get_or_init(|| {
-        let value = std::env::var("PREFIX_TUNE_MATMUL").ok()?;
-        let tile = match value.strip_prefix("shaders") {
-            Some("") => Some(Tile::DEFAULT),
-            Some(block) => Tile::ALL.into_iter().find(|t| Some(t.name().as_str()) == block.strip_prefix(':')),
-            None => None,
-        };
-        if tile.is_none() {
-            let blocks: Vec<String> = Tile::ALL.iter().map(|t| format!("shaders:{}", t.name())).collect();
-            eprintln!("warning: PREFIX_TUNE_MATMUL=`{value}` is not `shaders` or one of {}; using Burn's matmul", blocks.join(", "));
+/// Which kernel a frozen product takes on a GPU, where [`available`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// Ours, in this block.
+    Block(Tile),
+    /// The fastest of Burn's matmul and ours in each of [`Tile::ALL`], for the product's shape,
+    /// timed on first use.
+    Tuned,
+    /// A block the tuner chose for this product's shape (see [`through`]); the input's gradient
+    /// is tuned on its own.
+    TunedBlock(Tile),
+    /// Burn's matmul, then the bias: the tuner's other candidate, alone (for the tests).
+    Burn,
+}
+
+impl Kernel {
+    /// As `PREFIX_TUNE_MATMUL` names it: `tune`, `shaders:64x64_v4`, `burn` (this last one inside
+    /// the kernel wrapper; the variable's `burn` is Burn's own path).
+    pub fn name(self) -> String {
+        match self {
+            Kernel::Block(tile) => format!("shaders:{}", tile.name()),
+            Kernel::Tuned => "tune".into(),
+            Kernel::TunedBlock(tile) => format!("tune:{}", tile.name()),
+            Kernel::Burn => "burn".into(),
         }
-        tile
+    }
+
+    /// The kernel for the input's gradient, `grad · Wᵀ`: a tuned product's is tuned on its own
+    /// shape; the others' is the same.
+    fn input_gradient(self) -> Kernel {
+        match self {
+            Kernel::TunedBlock(_) => Kernel::Tuned,
+            other => other,
+        }
+    }
+}
+
+/// The kernel `PREFIX_TUNE_MATMUL` asks for (`None`: Burn's matmul): `tune`, `shaders` (64 × 64),
+/// `shaders:BLOCK` (one of [`Tile::ALL`]) or `burn`; unset, `tune` where the `autotune` feature
+/// is built in, else Burn's. Anything else warns and takes Burn's.
+pub fn asked() -> Option<Kernel> {
+    static ASKED: std::sync::OnceLock<Option<Kernel>> = std::sync::OnceLock::new();
+    *ASKED.get_or_init(|| match std::env::var("PREFIX_TUNE_MATMUL") {
+        Ok(value) => parse(&value).unwrap_or_else(|| {
+            let blocks: Vec<String> = Tile::ALL.iter().map(|t| format!("shaders:{}", t.name())).collect();
+            eprintln!("warning: PREFIX_TUNE_MATMUL=`{value}` is not `tune`, `burn`, `shaders` or one of {}; using Burn's matmul", blocks.join(", "));
+            None
+        }),
+        Err(_) => cfg!(feature = "autotune").then_some(Kernel::Tuned),
     })
+}
+
+/// A value of `PREFIX_TUNE_MATMUL`: `Some(None)` for `burn`, `None` for none of the values.
+fn parse(value: &str) -> Option<Option<Kernel>> {
+    match value {
+        "burn" => Some(None),
+        "tune" => Some(Some(Kernel::Tuned)),
+        "shaders" => Some(Some(Kernel::Block(Tile::DEFAULT))),
+        _ => {
+            let block = value.strip_prefix("shaders:")?;
+            Tile::ALL.into_iter().find(|t| t.name() == block).map(|tile| Some(Kernel::Block(tile)))
+        }
+    }
+}
+
+/// Each shape the tuner has timed in this process (`[M, K]·[K, N]`, M rounded up to a power of
+/// two, `ᵀ` for a weight used transposed, `+ b` with a bias) and the kernel it chose (`burn` or
+/// `shaders_BLOCK`): what `bench` reports.
+pub fn tuned() -> Vec<(String, String)> {
+    #[cfg(feature = "gpu")]
+    return prefix_tune_shaders::tune::choices().into_iter().map(|(shape, kernel)| (shape, kernel.to_string())).collect();
+    #[cfg(not(feature = "gpu"))]
+    Vec::new()
+}
+
+/// The kernel the tuner chose in this process for `[m, k] · [k, n]` (`transposed`: the weight
+/// stored `[n, k]`), if it has timed that shape.
+pub fn tuned_for(m: usize, k: usize, n: usize, transposed: bool, biased: bool) -> Option<String> {
+    #[cfg(feature = "gpu")]
+    return prefix_tune_shaders::tune::choice(m, k, n, transposed, biased).map(|kernel| kernel.to_string());
+    #[cfg(not(feature = "gpu"))]
+    {
+        let _ = (m, k, n, transposed, biased);
+        None
+    }
 }
 
 /// Whether the kernel can run on these operands at all (a GPU, f32, 32-bit indexable).
@@ -94,21 +165,49 @@ pub fn available(x: &Tensor<2>, weight: &Tensor<2>) -> bool {
 }
 
 /// `x [M, K] · weight + bias` (`weight` stored `[K, N]`, or `[N, K]` and used transposed; the
-/// bias `[N]` added as each output is written, where there is one) through the kernel, when
-/// `PREFIX_TUNE_MATMUL` asks for it, the operands are [`available`] and neither weight nor
-/// bias takes a gradient (the kernel differentiates the input only); else `None`, and the
-/// caller takes its own path.
+/// bias `[N]` added as each output is written, where there is one) through the [`Kernel`]
+/// `PREFIX_TUNE_MATMUL` asks for (see [`through`]); `None` where the caller takes its own path
+/// (Burn's matmul).
 pub fn frozen(x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>, transposed: bool) -> Option<Tensor<2>> {
-    let tile = asked()?;
-    if weight.is_require_grad() || bias.is_some_and(|b| b.is_require_grad()) {
-        return None;
-    }
-    kernel(x.clone(), weight.clone(), bias.cloned(), transposed, tile)
+    through(asked()?, x, weight, bias, transposed)
 }
 
-/// The kernel of `shaders/`, differentiable in `x`, for [`available`] operands (else `None`):
-/// `bench matmul` and the tests call it directly.
-pub fn kernel(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>, transposed: bool, tile: Tile) -> Option<Tensor<2>> {
+/// The product through `asked`, when the operands are [`available`] and neither weight nor bias
+/// takes a gradient (the kernels differentiate the input only); else `None`. `Kernel::Tuned`
+/// resolves here, as the step is built: to the block the tuner chose for this shape, or to
+/// `None` where Burn's matmul won, so that product takes Burn's own path (fused with its
+/// neighbours, no separate bias). A shape this process has not seen is tuned first, on zeros of
+/// its shape, waiting for the result; which path a product takes never depends on when the
+/// lazy kernels happen to run.
+pub fn through(asked: Kernel, x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>, transposed: bool) -> Option<Tensor<2>> {
+    if weight.is_require_grad() || bias.is_some_and(|b| b.is_require_grad()) || !available(x, weight) {
+        return None;
+    }
+    let chosen = match asked {
+        Kernel::Tuned => Kernel::TunedBlock(tuned_block(x, weight, bias, transposed)?),
+        other => other,
+    };
+    kernel(x.clone(), weight.clone(), bias.cloned(), transposed, chosen)
+}
+
+/// The block the tuner chose for this product's shape, tuning it first if need be; `None`
+/// where Burn's matmul won.
+fn tuned_block(x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>, transposed: bool) -> Option<Tile> {
+    let [m, k] = x.dims();
+    let n = weight.dims()[if transposed { 0 } else { 1 }];
+    let chosen = || tuned_for(m, k, n, transposed, bias.is_some());
+    let chosen = chosen().or_else(|| {
+        let zeros = Tensor::zeros([m, k], &x.device());
+        let probe = kernel(zeros, weight.clone(), bias.cloned(), transposed, Kernel::Tuned)?;
+        crate::tensors::to_f32s(probe.narrow(0, 0, 1).narrow(1, 0, 1)); // waits for the tuner
+        chosen()
+    })?;
+    Tile::ALL.into_iter().find(|tile| chosen == format!("shaders_{}", tile.name()))
+}
+
+/// The product through `chosen`, differentiable in `x`, for [`available`] operands (else
+/// `None`): `bench matmul` and the tests call it directly.
+pub fn kernel(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>, transposed: bool, chosen: Kernel) -> Option<Tensor<2>> {
     if !available(&x, &weight) || bias.as_ref().is_some_and(|b| b.dtype() != burn::tensor::DType::F32) {
         return None;
     }
@@ -117,11 +216,11 @@ pub fn kernel(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>, transpos
         // Without a bias the kernel is told so and never reads the one-value tensor in its place.
         let biased = bias.is_some();
         let bias = bias.unwrap_or_else(|| Tensor::empty([1], &x.device())).into_dispatch();
-        Some(Tensor::from_dispatch(<burn::backend::Dispatch as gpu::CubeFrozenMatmul>::cube_frozen_matmul(x.into_dispatch(), weight.into_dispatch(), bias, transposed, biased, tile)))
+        Some(Tensor::from_dispatch(<burn::backend::Dispatch as gpu::CubeFrozenMatmul>::cube_frozen_matmul(x.into_dispatch(), weight.into_dispatch(), bias, transposed, biased, chosen)))
     }
     #[cfg(not(feature = "gpu"))]
     {
-        let _ = (bias, transposed, tile);
+        let _ = (bias, transposed, chosen);
         None
     }
 }
@@ -136,9 +235,9 @@ mod gpu {
     use burn::backend::tensor::FloatTensor;
     use burn::backend::{backend_extension, Cube};
     use burn::tensor::Shape;
-    use prefix_tune_shaders::{matmul, CubeBackend, CubeTensor};
+    use prefix_tune_shaders::{matmul, tune, CubeBackend, CubeTensor};
 
-    use super::Tile;
+    use super::{Kernel, Tile};
 
     /// `[M, N]` from `[M, K]` and a weight `[K, N]` (or `[N, K]` transposed).
     fn product_spec(x: &TensorSpec, weight: &TensorSpec, transposed: bool) -> TensorSpec {
@@ -150,13 +249,18 @@ mod gpu {
     pub trait CubeFrozenMatmul: burn::backend::Backend {
         /// `x · W + bias` (or `x · Wᵀ + bias`; no bias unless `biased`); differentiable in `x`
         /// only.
-        #[fusion(meta = |x, weight, _bias, transposed, _biased, _tile| product_spec(x, weight, *transposed))]
-        fn cube_frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, transposed: bool, biased: bool, tile: Tile) -> FloatTensor<Self>;
+        #[fusion(meta = |x, weight, _bias, transposed, _biased, _chosen| product_spec(x, weight, *transposed))]
+        fn cube_frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, transposed: bool, biased: bool, chosen: Kernel) -> FloatTensor<Self>;
     }
 
     impl CubeFrozenMatmul for CubeBackend {
-        fn cube_frozen_matmul(x: CubeTensor, weight: CubeTensor, bias: CubeTensor, transposed: bool, biased: bool, tile: Tile) -> CubeTensor {
-            matmul::matmul(x, weight, biased.then_some(bias), transposed, tiling(tile), tile.split_k)
+        fn cube_frozen_matmul(x: CubeTensor, weight: CubeTensor, bias: CubeTensor, transposed: bool, biased: bool, chosen: Kernel) -> CubeTensor {
+            let bias = biased.then_some(bias);
+            match chosen {
+                Kernel::Block(tile) | Kernel::TunedBlock(tile) => matmul::matmul(x, weight, bias, transposed, tiling(tile), tile.split_k),
+                Kernel::Tuned => tune::matmul(x, weight, bias, transposed, &Tile::ALL.map(tiling)),
+                Kernel::Burn => tune::Candidate::Burn.matmul(x, weight, bias, transposed).unwrap_or_else(|e| panic!("Burn's matmul: {e}")),
+            }
         }
     }
 
@@ -165,28 +269,30 @@ mod gpu {
     }
 
     /// The input's gradient: `grad · Wᵀ`, the same kernel with the weight the other way round
-    /// (and no bias: the forward's bias tensor only stands in the argument's place).
+    /// (or the tuner's choice for that shape, for a tuned product), and no bias: the forward's
+    /// bias tensor only stands in the argument's place.
     #[derive(Debug)]
     struct FrozenMatmulBackward {
         transposed: bool,
-        tile: Tile,
+        chosen: Kernel,
     }
 
     impl Backward<Cube, 1> for FrozenMatmulBackward {
         type State = (FloatTensor<Cube>, FloatTensor<Cube>); // the weight and the bias
 
         fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-            let (transposed, tile) = (self.transposed, self.tile);
-            crate::ops::backward_one::<Cube, _>(ops, grads, |(weight, bias), grad| Cube::cube_frozen_matmul(grad, weight, bias, !transposed, false, tile));
+            let (transposed, chosen) = (self.transposed, self.chosen);
+            crate::ops::backward_one::<Cube, _>(ops, grads, |(weight, bias), grad| Cube::cube_frozen_matmul(grad, weight, bias, !transposed, false, chosen));
         }
     }
 
     impl<C: CheckpointStrategy> CubeFrozenMatmul for Autodiff<Cube, C> {
-        fn cube_frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, transposed: bool, biased: bool, tile: Tile) -> FloatTensor<Self> {
+        fn cube_frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, transposed: bool, biased: bool, chosen: Kernel) -> FloatTensor<Self> {
             let (weight, bias) = (weight.primitive().clone(), bias.primitive().clone());
-            match (FrozenMatmulBackward { transposed, tile }).prepare::<C>([x.node()]).compute_bound().stateful() {
-                OpsKind::Tracked(prep) => prep.finish((weight.clone(), bias.clone()), Cube::cube_frozen_matmul(x.primitive().clone(), weight, bias, transposed, biased, tile)),
-                OpsKind::UnTracked(prep) => prep.finish(Cube::cube_frozen_matmul(x.into_primitive(), weight, bias, transposed, biased, tile)),
+            let input_gradient = chosen.input_gradient();
+            match (FrozenMatmulBackward { transposed, chosen: input_gradient }).prepare::<C>([x.node()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish((weight.clone(), bias.clone()), Cube::cube_frozen_matmul(x.primitive().clone(), weight, bias, transposed, biased, chosen)),
+                OpsKind::UnTracked(prep) => prep.finish(Cube::cube_frozen_matmul(x.into_primitive(), weight, bias, transposed, biased, chosen)),
             }
         }
     }

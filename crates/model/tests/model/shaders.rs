@@ -45,34 +45,77 @@ fn wgpu_shaders_child() {
 /// block shape with scalar and vector reads, on sizes that fill no block evenly, one over many slices of K, an LM-head-like
 /// width, and two whose K is split across cubes (where only the first part may add the bias).
 fn matmul_kernel(device: &Device) {
-    use prefix_tune_model::matmul;
+    use prefix_tune_model::matmul::{self, Kernel, Tile};
     // The last two split K across cubes (`matmul::splits`): forward, 3,000 in 11 parts; and the
     // input gradient of 9 × 64 · 64 × 5,000, which sums over 5,000 as the LM head's does.
     let sizes = [(37, 45, 70), (70, 300, 90), (5, 17, 1000), (64, 16, 64), (140, 33, 150), (130, 40, 260), (20, 3000, 40), (9, 64, 5000)];
-    // Each size in a block with scalar reads and one with vectors of four (`Tile::ALL[4..]`).
+    // Each size in a block with scalar reads and one with vectors of four (`Tile::ALL[4..]`) and
+    // through Burn's matmul as the tuner runs it; three (ragged, split, deep) through the tuner's
+    // choice, which times all eight kernels on each product and its input gradient first.
     let tiles = [(0, 4), (1, 5), (2, 6), (3, 4), (0, 6), (3, 5), (3, 6), (1, 4)];
     for (index, ((m, k, n), (scalar, vector))) in sizes.into_iter().zip(tiles).enumerate() {
-        for (tile, transposed) in [scalar, vector].map(|t| matmul::Tile::ALL[t]).into_iter().flat_map(|tile| [(tile, false), (tile, true)]) {
-            let bias: Option<Tensor<1>> = (index % 2 == 0).then(|| Tensor::random([n], Distribution::Normal(0.0, 1.0), device));
-            let x: Tensor<2> = Tensor::random([m, k], Distribution::Normal(0.0, 1.0), device).require_grad();
-            let weight: Tensor<2> = Tensor::random(if transposed { [n, k] } else { [k, n] }, Distribution::Normal(0.0, 1.0), device);
-            let upstream: Tensor<2> = Tensor::random([m, n], Distribution::Normal(0.0, 1.0), device);
-            assert!(matmul::available(&x, &weight));
-            let product = matmul::kernel(x.clone(), weight.clone(), bias.clone(), transposed, tile).expect("a GPU");
-            let grads = (product.clone() * upstream.clone()).sum().backward();
-            let (product, grad) = (to_f32s(product), to_f32s(x.grad(&grads).expect("tracked")));
-            let (x, w, up, b) = (to_f32s(x), to_f32s(weight), to_f32s(upstream), bias.map(to_f32s));
-            // W[k][n] whichever way it is stored.
-            let w_at = |kk: usize, nn: usize| if transposed { w[nn * k + kk] } else { w[kk * n + nn] };
-            let what = format!("{m}×{k}×{n} ({}) transposed {transposed}, bias {}", tile.name(), b.is_some());
-            // The bias as one more term, b[c] · 1.
-            let inner = k + usize::from(b.is_some());
-            let term = |r: usize, c: usize, i: usize| if i < k { (x[r * k + i], w_at(i, c)) } else { (b.as_ref().expect("a bias")[c], 1.0) };
-            assert_near_exact(&product, m, n, inner, term, &format!("{what}: values"));
-            assert_near_exact(&grad, m, k, n, |r, c, i| (up[r * n + i], w_at(c, i)), &format!("{what}: input gradient"));
+        let tuned = [0, 6, 7].contains(&index).then_some(Kernel::Tuned);
+        let kernels = [Kernel::Block(Tile::ALL[scalar]), Kernel::Block(Tile::ALL[vector]), Kernel::Burn].into_iter().chain(tuned);
+        for (kernel, transposed) in kernels.flat_map(|kernel| [(kernel, false), (kernel, true)]) {
+            let biased = index % 2 == 0;
+            let product = |x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>| matmul::kernel(x.clone(), weight.clone(), bias.cloned(), transposed, kernel);
+            assert!(check_product(device, (m, k, n), transposed, biased, &format!("{kernel:?}"), product), "{kernel:?} runs on wgpu");
+            if kernel == Kernel::Tuned {
+                // The tuner timed this product and its input gradient, and chose one of its kernels.
+                for (m, k, n, transposed, biased) in [(m, k, n, transposed, biased), (m, n, k, !transposed, false)] {
+                    let chosen = matmul::tuned_for(m, k, n, transposed, biased).unwrap_or_else(|| panic!("{m}×{k}×{n} transposed {transposed}: not tuned"));
+                    assert!(chosen == "burn" || Tile::ALL.iter().any(|t| chosen == format!("shaders_{}", t.name())), "the tuner chose {chosen}");
+                }
+            }
         }
     }
-    println!("matmul kernel = exact products on wgpu (x·W and x·Wᵀ, values and input gradient, with and without a bias, 8 sizes over 7 block shapes, K split in two)");
+    println!("matmul kernel = exact products on wgpu (x·W and x·Wᵀ, values and input gradient, with and without a bias, 8 sizes over 7 block shapes, K split in two, Burn's matmul and the tuner's choice)");
+    tuned_products(device);
+}
+
+/// A tuned product as a model layer takes it (`matmul::through`, as `PREFIX_TUNE_MATMUL=tune`
+/// and `autotune` builds do): a shape first seen is tuned on the spot; where Burn's matmul won,
+/// `None` (the layer takes Burn's own path); else the chosen block, exact, with its input gradient
+/// tuned on its own, and the same bits when the product is taken again.
+fn tuned_products(device: &Device) {
+    use prefix_tune_model::matmul::{self, Kernel};
+    let mut chose = Vec::new();
+    for (m, k, n, biased) in [(33, 45, 70, true), (70, 300, 90, false), (9, 64, 5000, false), (3, 5000, 64, true)] {
+        for transposed in [false, true] {
+            let product = |x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>| matmul::through(Kernel::Tuned, x, weight, bias, transposed);
+            let taken = check_product(device, (m, k, n), transposed, biased, "tuned, as a layer", product);
+            let chosen = matmul::tuned_for(m, k, n, transposed, biased).expect("tuned on first sight");
+            assert_eq!(taken, chosen != "burn", "{m}×{k}×{n}: the tuner chose {chosen}; the kernel path was taken: {taken}");
+            chose.push(format!("{m}×{k}×{n}{}: {chosen}", if transposed { "ᵀ" } else { "" }));
+        }
+    }
+    println!("tuned products = exact on wgpu, Burn's own path where it won ({})", chose.join(", "));
+}
+
+/// One product `[m, k] · W (+ bias)` through `product` (W stored `[n, k]` when `transposed`),
+/// where it returns one, held to the exact product, values and input gradient, and taken twice
+/// to the same bits. Whether `product` took it.
+fn check_product(device: &Device, (m, k, n): (usize, usize, usize), transposed: bool, biased: bool, what: &str, product: impl Fn(&Tensor<2>, &Tensor<2>, Option<&Tensor<1>>) -> Option<Tensor<2>>) -> bool {
+    let bias: Option<Tensor<1>> = biased.then(|| Tensor::random([n], Distribution::Normal(0.0, 1.0), device));
+    let x: Tensor<2> = Tensor::random([m, k], Distribution::Normal(0.0, 1.0), device).require_grad();
+    let weight: Tensor<2> = Tensor::random(if transposed { [n, k] } else { [k, n] }, Distribution::Normal(0.0, 1.0), device);
+    let upstream: Tensor<2> = Tensor::random([m, n], Distribution::Normal(0.0, 1.0), device);
+    assert!(prefix_tune_model::matmul::available(&x, &weight));
+    let Some(out) = product(&x, &weight, bias.as_ref()) else { return false };
+    let again = to_f32s(product(&x, &weight, bias.as_ref()).expect("taken again"));
+    let grads = (out.clone() * upstream.clone()).sum().backward();
+    let (out, grad) = (to_f32s(out), to_f32s(x.grad(&grads).expect("tracked")));
+    let what = format!("{m}×{k}×{n} ({what}) transposed {transposed}, bias {biased}");
+    assert!(out.iter().zip(&again).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}: a second run differs");
+    let (x, w, up, b) = (to_f32s(x), to_f32s(weight), to_f32s(upstream), bias.map(to_f32s));
+    // W[k][n] whichever way it is stored.
+    let w_at = |kk: usize, nn: usize| if transposed { w[nn * k + kk] } else { w[kk * n + nn] };
+    // The bias as one more term, b[c] · 1.
+    let inner = k + usize::from(b.is_some());
+    let term = |r: usize, c: usize, i: usize| if i < k { (x[r * k + i], w_at(i, c)) } else { (b.as_ref().expect("a bias")[c], 1.0) };
+    assert_near_exact(&out, m, n, inner, term, &format!("{what}: values"));
+    assert_near_exact(&grad, m, k, n, |r, c, i| (up[r * n + i], w_at(c, i)), &format!("{what}: input gradient"));
+    true
 }
 
 /// Each `got[r][c]` of a `rows × cols` product within f32 rounding of the exact
