@@ -151,10 +151,11 @@ fn wgpu_backend_generates_what_hf_generates() {
     let bad_words = ["--max-new-tokens", "12", "--bad-words-ids", "30", "--bad-words-ids", "302,490"];
     let bart_prompts = bart::prompt_ids();
     let bart_beam4 = ["--max-new-tokens", "11", "--min-new-tokens", "3", "--num-beams", "4", "--length-penalty", "0.8", "--no-repeat-ngram-size", "3", "--early-stopping", "true"];
-    // The last two again with the opt-in matmul kernel of shaders/ (64 × 64 blocks with scalar
-    // reads, 128 × 128 with vectors of four) in every linear layer of the prompt's pass and in
-    // the LM head.
+    // Again with the matmul kernel of shaders/ (64 × 64 blocks with scalar reads, 128 × 128 with
+    // vectors of four) in every linear layer of the prompt's pass and in the LM head, and with
+    // each product's kernel tuned (the default of a build with `autotune`).
     let (kernel, kernel_128) = ([("PREFIX_TUNE_MATMUL", "shaders")], [("PREFIX_TUNE_MATMUL", "shaders:128x128_v4")]);
+    let tuned = [("PREFIX_TUNE_MATMUL", "tune")];
     for (model, prompts, name, options, env) in [
         ("gpt2-a", &gpt2_prompts, "beam4", &beam4[..], &[][..]),
         ("gpt2-a", &gpt2_prompts, "beam4_lp", &beam4_lp[..], &[]),
@@ -162,6 +163,7 @@ fn wgpu_backend_generates_what_hf_generates() {
         ("bart-a", &bart_prompts, "beam4", &bart_beam4[..], &[]),
         ("gpt2-a", &gpt2_prompts, "beam4", &beam4[..], &kernel[..]),
         ("bart-a", &bart_prompts, "beam4", &bart_beam4[..], &kernel_128[..]),
+        ("gpt2-a", &gpt2_prompts, "beam4_lp", &beam4_lp[..], &tuned[..]),
     ] {
         let expected = &reference(model)["generate"][name];
         let lines = generate_with(model, options, prompts, "wgpu", env);
@@ -177,7 +179,7 @@ fn wgpu_backend_generates_what_hf_generates() {
     let (on_gpu, on_cpu) = (generate("gpt2-a", &sampled, &gpt2_prompts, "wgpu"), generate("gpt2-a", &sampled, &gpt2_prompts, "flex"));
     assert_eq!(on_gpu, on_cpu, "a seeded draw on the GPU equals the CPU's");
     assert_ne!(on_cpu, generate("gpt2-a", &bad_words, &gpt2_prompts, "flex"), "the draw is not the greedy answer");
-    println!("wgpu ({}): beam-4 (with and without processors, with and without the matmul kernel) and greedy with bad words identical to HF, GPT-2 and BART; seeded sampling identical to the CPU's", vulkan[0].1);
+    println!("wgpu ({}): beam-4 (with and without processors, with and without the matmul kernel) and greedy with bad words identical to HF, GPT-2 and BART, and tuned; seeded sampling identical to the CPU's", vulkan[0].1);
 }
 
 
