@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::matmul::{self, Tiling};
 
-/// A kernel the tuner times.
+/// A kernel the tuner times. Burn's pays for a bias with a separate addition, which its fused
+/// path in a model folds into the product; so for a biased product ours is taken where it beats
+/// Burn's product and that addition together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Candidate {
     /// Burn's matmul (itself autotuned among CubeCL's kernels when Burn's `autotune` is on),
