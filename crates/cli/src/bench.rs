@@ -44,6 +44,11 @@ enum BenchWhat {
         prompt_len: usize,
         #[arg(long, default_value_t = 32)]
         new_tokens: usize,
+        /// Also count the GPU kernels each decoding launches per new token
+        /// (`dispatches_per_token`; the prompt's pass included). Logging each launch slows it:
+        /// time without it.
+        #[arg(long)]
+        dispatches: bool,
     },
     /// Prefix training steps: batch 5 × 64 tokens, P = 10, MLP 512.
     Train(TrainBench),
@@ -101,7 +106,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         prefix_tune_model::backend::set_cpu_threads(threads.into())?;
     }
     let dispatch_log = match &args.what {
-        BenchWhat::Train(TrainBench { dispatches: true, .. }) => {
+        BenchWhat::Train(TrainBench { dispatches: true, .. }) | BenchWhat::Generate { dispatches: true, .. } => {
             let log = std::env::temp_dir().join(format!("prefix-tune-dispatches-{}.log", std::process::id()));
             backend::log_gpu_dispatches(&log)?;
             Some(log)
@@ -117,7 +122,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     match args.what {
         BenchWhat::Serve(serve) => crate::bench_serve::run(serve, bench.backend, bench.dtype),
-        BenchWhat::Generate { prompt_len, new_tokens } => generate(&bench, prompt_len, new_tokens),
+        BenchWhat::Generate { prompt_len, new_tokens, .. } => generate(&bench, prompt_len, new_tokens, dispatch_log.as_deref()),
         BenchWhat::Matmul(matmul) => crate::bench_matmul::run(&bench.device.device, bench.device.to_string(), &bench.config, bench.dtype, &matmul),
         BenchWhat::Train(train_args) => crate::out_of_memory::guard(train_args.batch_size, "lower --batch-size", || train(&bench, &train_args, dispatch_log.as_deref())),
     }
@@ -136,7 +141,7 @@ struct Bench<'a> {
 
 /// Greedy, beam-5 and sampled (temperature 0.8, top-k 50, top-p 0.9) decoding of one random
 /// prompt, each timed after an untimed run.
-fn generate(bench: &Bench, prompt_len: usize, new_tokens: usize) -> Result<()> {
+fn generate(bench: &Bench, prompt_len: usize, new_tokens: usize, dispatch_log: Option<&std::path::Path>) -> Result<()> {
     let mut rng = StdRng::seed_from_u64(0);
     let device = bench.device.device.clone();
     let model = random_model(&bench.config, bench.dtype, &device)?;
@@ -152,16 +157,24 @@ fn generate(bench: &Bench, prompt_len: usize, new_tokens: usize) -> Result<()> {
         gen.sampling = draw;
         // One untimed run compiles kernels and fills caches.
         generate_gpt2(&model, std::slice::from_ref(&prompt), None, &gen)?;
+        let dispatches_before = dispatch_log.map(logged_dispatches);
         let start = Instant::now();
         let out = generate_gpt2(&model, std::slice::from_ref(&prompt), None, &gen)?;
         let seconds = start.elapsed().as_secs_f64();
         let tokens = out[0].ids.len();
-        results.insert(name.into(), serde_json::json!({ "seconds": seconds, "new_tokens": tokens, "tokens_per_second": tokens as f64 / seconds }));
+        let mut result = serde_json::json!({ "seconds": seconds, "new_tokens": tokens, "tokens_per_second": tokens as f64 / seconds });
+        if let Some((after, before)) = dispatch_log.map(logged_dispatches).zip(dispatches_before) {
+            result["dispatches_per_token"] = ((after - before) as f64 / tokens as f64).into();
+        }
+        results.insert(name.into(), result);
     }
     let report = serde_json::json!({
         "bench": "generate", "backend": bench.device.to_string(), "dtype": bench.dtype, "threads": prefix_tune_model::backend::cpu_threads(), "bf16_path": bf16_path(bench), "model": format!("{}-shaped random", bench.shape),
         "prompt_tokens": prompt_len, "results": results, "peak_rss_mib": peak_rss_mib(), "matmul": matmul_report(),
     });
+    if let Some(log) = dispatch_log {
+        let _ = std::fs::remove_file(log);
+    }
     println!("{report}");
     Ok(())
 }
