@@ -1,5 +1,6 @@
 //! A frozen weight's product through whichever kernel is fastest for its shape on this device:
-//! Burn's matmul or one of our blocks ([`matmul`](crate::matmul)), timed by CubeCL's tuner the
+//! Burn's matmul, one of our blocks ([`matmul`](crate::matmul)) or, for a few rows, our
+//! few-row kernel ([`few_rows`](crate::few_rows)), timed by CubeCL's tuner the
 //! first time a shape is seen and remembered from then on (in the process, and on disk with
 //! CubeCL's other autotune results, so a second run uses the same kernels and rounds the same).
 //!
@@ -20,6 +21,7 @@ use cubecl::tune::{local_tuner, LocalTuner, Tunable, TunableSet, TuneGroup};
 use cubecl::{AutotuneKey, CubeTuneId};
 use serde::{Deserialize, Serialize};
 
+use crate::few_rows;
 use crate::matmul::{self, Tiling};
 
 /// A kernel the tuner times. Burn's pays for a bias with a separate addition, which its fused
@@ -32,14 +34,18 @@ pub enum Candidate {
     Burn,
     /// Ours, in one block shape, K split where the blocks are too few ([`matmul::splits`]).
     Block(Tiling),
+    /// Ours for a few rows and a weight stored `[K, N]` ([`few_rows`]): a decoding step's.
+    FewRows,
 }
 
 impl fmt::Display for Candidate {
-    /// The name a tuned result is stored under: `burn`, `shaders_64x64`, `shaders_128x128_v4`.
+    /// The name a tuned result is stored under: `burn`, `shaders_64x64`, `shaders_128x128_v4`,
+    /// `shaders_few_rows`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Candidate::Burn => write!(f, "burn"),
             Candidate::Block(tiling) => write!(f, "shaders_{tiling}"),
+            Candidate::FewRows => write!(f, "shaders_few_rows"),
         }
     }
 }
@@ -103,14 +109,15 @@ fn chosen() -> MutexGuard<'static, HashMap<ProductKey, Candidate>> {
     CHOSEN.get_or_init(Default::default).lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Burn's matmul and each of `blocks`, all in one round: every one is timed.
+/// Burn's matmul, the few-row kernel and each of `blocks`, all in one round: every one that
+/// applies to the shape is timed.
 fn candidates(blocks: &[Tiling]) -> TunableSet<ProductKey, Inputs, CubeTensor, Candidate> {
     let round = TuneGroup::<ProductKey>::new("frozen product", |_| 0);
     let key = |(lhs, weight, bias, transposed): &Inputs| {
         let ([m, k], [rows, cols]) = (lhs.shape().dims::<2>(), weight.shape().dims::<2>());
         ProductKey::new(m, k, if *transposed { rows } else { cols }, *transposed, bias.is_some())
     };
-    let all = std::iter::once(Candidate::Burn).chain(blocks.iter().map(|&tiling| Candidate::Block(tiling)));
+    let all = [Candidate::Burn, Candidate::FewRows].into_iter().chain(blocks.iter().map(|&tiling| Candidate::Block(tiling)));
     all.fold(TunableSet::new_cloning_inputs(key), |set, candidate| {
         set.with(Tunable::identified(candidate, move |(lhs, weight, bias, transposed): Inputs| candidate.matmul(lhs, weight, bias, transposed)).group(&round, |_| 0))
     })
@@ -121,6 +128,8 @@ impl Candidate {
     pub fn matmul(self, lhs: CubeTensor, weight: CubeTensor, bias: Option<CubeTensor>, transposed: bool) -> Result<CubeTensor, String> {
         match self {
             Candidate::Block(tiling) => Ok(matmul::matmul(lhs, weight, bias, transposed, tiling, true)),
+            Candidate::FewRows if !transposed => Ok(few_rows::matmul(lhs, weight, bias)),
+            Candidate::FewRows => Err("a transposed weight".to_string()),
             Candidate::Burn => {
                 let dtype = lhs.dtype;
                 // A transposed weight is a view of the stored one: Burn's matmul reads either layout.

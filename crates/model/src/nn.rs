@@ -46,14 +46,20 @@ impl Linear {
     /// once for all of them, at memory bandwidth on the CPU ([`few_rows`](crate::few_rows)), as
     /// are short prompts there (a serving prefill: up to 16 rows in all, no autodiff).
     /// Sequences go through one batched matmul, per sequence on a GPU and in equal row blocks on
-    /// the CPU ([`Self::forward_in_blocks`]); on a GPU with `PREFIX_TUNE_MATMUL=shaders`, all
-    /// rows through the tiled kernel of `shaders/` ([`crate::matmul`]).
+    /// the CPU ([`Self::forward_in_blocks`]); on a GPU with `PREFIX_TUNE_MATMUL` set (`tune` by
+    /// default in an `autotune` build), any rows, a decoding step's too, through the kernel it
+    /// names or the tuner's choice ([`crate::matmul`]).
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [batch, seq, d_in] = x.dims();
         let [_, d_out] = self.weight.dims();
         let rows = x.reshape([batch * seq, d_in]); // [B·T, in]
         if let Some(weight) = &self.half {
             return (crate::bf16::matmul(rows, weight) + self.bias.val().unsqueeze::<2>()).reshape([batch, seq, d_out]);
+        }
+        // A GPU's f32 products, decoding steps' included, where PREFIX_TUNE_MATMUL (or its default
+        // in an `autotune` build) takes them; never on the CPU.
+        if let Some(out) = crate::matmul::frozen(&rows, &self.weight.val(), Some(&self.bias.val()), false) {
+            return out.reshape([batch, seq, d_out]);
         }
         if seq == 1 || crate::few_rows::takes_the_kernel(&rows) {
             let out = crate::few_rows::matmul(rows, self.weight.val()) + self.bias.val().unsqueeze::<2>(); // [B·T, out]
@@ -62,9 +68,6 @@ impl Linear {
         // Below a few million multiply-adds the regrouping's extra copies cost more than it saves.
         if crate::backend::is_cpu(&rows.device()) && batch * seq * d_in * d_out >= 1 << 22 {
             return self.forward_in_blocks(rows).reshape([batch, seq, d_out]) + self.bias.val().unsqueeze::<3>();
-        }
-        if let Some(out) = crate::matmul::frozen(&rows, &self.weight.val(), Some(&self.bias.val()), false) {
-            return out.reshape([batch, seq, d_out]);
         }
         rows.reshape([batch, seq, d_in]).matmul(self.weight.val().unsqueeze::<3>()) + self.bias.val().unsqueeze::<3>()
     }

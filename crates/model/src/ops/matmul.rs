@@ -68,12 +68,16 @@ pub fn splits(m: usize, k: usize, n: usize, tile: Tile) -> usize {
 pub enum Kernel {
     /// Ours, in this block.
     Block(Tile),
+    /// Ours for a few rows (a decoding step's products), a weight stored `[K, N]` only.
+    FewRows,
     /// The fastest of Burn's matmul and ours in each of [`Tile::ALL`], for the product's shape,
     /// timed on first use.
     Tuned,
     /// A block the tuner chose for this product's shape (see [`through`]); the input's gradient
     /// is tuned on its own.
     TunedBlock(Tile),
+    /// The few-row kernel, as the tuner chose it for this product's shape.
+    TunedFewRows,
     /// Burn's matmul, then the bias: the tuner's other candidate, alone (for the tests).
     Burn,
 }
@@ -84,19 +88,28 @@ impl Kernel {
     pub fn name(self) -> String {
         match self {
             Kernel::Block(tile) => format!("shaders:{}", tile.name()),
+            Kernel::FewRows => "shaders:few_rows".into(),
             Kernel::Tuned => "tune".into(),
             Kernel::TunedBlock(tile) => format!("tune:{}", tile.name()),
+            Kernel::TunedFewRows => "tune:few_rows".into(),
             Kernel::Burn => "burn".into(),
         }
     }
 
     /// The kernel for the input's gradient, `grad · Wᵀ`: a tuned product's is tuned on its own
-    /// shape; the others' is the same.
+    /// shape; the few-row kernel's is Burn's (it takes no transposed weight); a block's is the
+    /// same block.
     fn input_gradient(self) -> Kernel {
         match self {
-            Kernel::TunedBlock(_) => Kernel::Tuned,
+            Kernel::TunedBlock(_) | Kernel::TunedFewRows => Kernel::Tuned,
+            Kernel::FewRows => Kernel::Burn,
             other => other,
         }
+    }
+
+    /// Whether it computes `x · Wᵀ` too (all but the few-row kernel).
+    fn takes_transposed(self) -> bool {
+        !matches!(self, Kernel::FewRows | Kernel::TunedFewRows)
     }
 }
 
@@ -108,7 +121,7 @@ pub fn asked() -> Option<Kernel> {
     *ASKED.get_or_init(|| match std::env::var("PREFIX_TUNE_MATMUL") {
         Ok(value) => parse(&value).unwrap_or_else(|| {
             let blocks: Vec<String> = Tile::ALL.iter().map(|t| format!("shaders:{}", t.name())).collect();
-            eprintln!("warning: PREFIX_TUNE_MATMUL=`{value}` is not `tune`, `burn`, `shaders` or one of {}; using Burn's matmul", blocks.join(", "));
+            eprintln!("warning: PREFIX_TUNE_MATMUL=`{value}` is not `tune`, `burn`, `shaders`, `shaders:few_rows` or one of {}; using Burn's matmul", blocks.join(", "));
             None
         }),
         Err(_) => cfg!(feature = "autotune").then_some(Kernel::Tuned),
@@ -121,6 +134,7 @@ fn parse(value: &str) -> Option<Option<Kernel>> {
         "burn" => Some(None),
         "tune" => Some(Some(Kernel::Tuned)),
         "shaders" => Some(Some(Kernel::Block(Tile::DEFAULT))),
+        "shaders:few_rows" => Some(Some(Kernel::FewRows)),
         _ => {
             let block = value.strip_prefix("shaders:")?;
             Tile::ALL.into_iter().find(|t| t.name() == block).map(|tile| Some(Kernel::Block(tile)))
@@ -184,15 +198,15 @@ pub fn through(asked: Kernel, x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&T
         return None;
     }
     let chosen = match asked {
-        Kernel::Tuned => Kernel::TunedBlock(tuned_block(x, weight, bias, transposed)?),
+        Kernel::Tuned => tuned_kernel(x, weight, bias, transposed)?,
         other => other,
     };
     kernel(x.clone(), weight.clone(), bias.cloned(), transposed, chosen)
 }
 
-/// The block the tuner chose for this product's shape, tuning it first if need be; `None`
+/// Which of ours the tuner chose for this product's shape, tuning it first if need be; `None`
 /// where Burn's matmul won.
-fn tuned_block(x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>, transposed: bool) -> Option<Tile> {
+fn tuned_kernel(x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>, transposed: bool) -> Option<Kernel> {
     let [m, k] = x.dims();
     let n = weight.dims()[if transposed { 0 } else { 1 }];
     let chosen = || tuned_for(m, k, n, transposed, bias.is_some());
@@ -202,13 +216,16 @@ fn tuned_block(x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>, tran
         crate::tensors::to_f32s(probe.narrow(0, 0, 1).narrow(1, 0, 1)); // waits for the tuner
         chosen()
     })?;
-    Tile::ALL.into_iter().find(|tile| chosen == format!("shaders_{}", tile.name()))
+    if chosen == "shaders_few_rows" {
+        return Some(Kernel::TunedFewRows);
+    }
+    Tile::ALL.into_iter().find(|tile| chosen == format!("shaders_{}", tile.name())).map(Kernel::TunedBlock)
 }
 
 /// The product through `chosen`, differentiable in `x`, for [`available`] operands (else
 /// `None`): `bench matmul` and the tests call it directly.
 pub fn kernel(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>, transposed: bool, chosen: Kernel) -> Option<Tensor<2>> {
-    if !available(&x, &weight) || bias.as_ref().is_some_and(|b| b.dtype() != burn::tensor::DType::F32) {
+    if !available(&x, &weight) || bias.as_ref().is_some_and(|b| b.dtype() != burn::tensor::DType::F32) || (transposed && !chosen.takes_transposed()) {
         return None;
     }
     #[cfg(feature = "gpu")]
@@ -235,7 +252,7 @@ mod gpu {
     use burn::backend::tensor::FloatTensor;
     use burn::backend::{backend_extension, Cube};
     use burn::tensor::Shape;
-    use prefix_tune_shaders::{matmul, tune, CubeBackend, CubeTensor};
+    use prefix_tune_shaders::{few_rows, matmul, tune, CubeBackend, CubeTensor};
 
     use super::{Kernel, Tile};
 
@@ -258,6 +275,7 @@ mod gpu {
             let bias = biased.then_some(bias);
             match chosen {
                 Kernel::Block(tile) | Kernel::TunedBlock(tile) => matmul::matmul(x, weight, bias, transposed, tiling(tile), tile.split_k),
+                Kernel::FewRows | Kernel::TunedFewRows => few_rows::matmul(x, weight, bias),
                 Kernel::Tuned => tune::matmul(x, weight, bias, transposed, &Tile::ALL.map(tiling)),
                 Kernel::Burn => tune::Candidate::Burn.matmul(x, weight, bias, transposed).unwrap_or_else(|e| panic!("Burn's matmul: {e}")),
             }

@@ -56,7 +56,9 @@ fn matmul_kernel(device: &Device) {
     for (index, ((m, k, n), (scalar, vector))) in sizes.into_iter().zip(tiles).enumerate() {
         let tuned = [0, 6, 7].contains(&index).then_some(Kernel::Tuned);
         let kernels = [Kernel::Block(Tile::ALL[scalar]), Kernel::Block(Tile::ALL[vector]), Kernel::Burn].into_iter().chain(tuned);
-        for (kernel, transposed) in kernels.flat_map(|kernel| [(kernel, false), (kernel, true)]) {
+        // The few-row kernel takes only a weight stored [K, N], any rows (8 to a cube).
+        let both_ways = kernels.flat_map(|kernel| [(kernel, false), (kernel, true)]);
+        for (kernel, transposed) in both_ways.chain([(Kernel::FewRows, false)]) {
             let biased = index % 2 == 0;
             let product = |x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>| matmul::kernel(x.clone(), weight.clone(), bias.cloned(), transposed, kernel);
             assert!(check_product(device, (m, k, n), transposed, biased, &format!("{kernel:?}"), product), "{kernel:?} runs on wgpu");
@@ -64,12 +66,15 @@ fn matmul_kernel(device: &Device) {
                 // The tuner timed this product and its input gradient, and chose one of its kernels.
                 for (m, k, n, transposed, biased) in [(m, k, n, transposed, biased), (m, n, k, !transposed, false)] {
                     let chosen = matmul::tuned_for(m, k, n, transposed, biased).unwrap_or_else(|| panic!("{m}×{k}×{n} transposed {transposed}: not tuned"));
-                    assert!(chosen == "burn" || Tile::ALL.iter().any(|t| chosen == format!("shaders_{}", t.name())), "the tuner chose {chosen}");
+                    let ours = chosen == "shaders_few_rows" || Tile::ALL.iter().any(|t| chosen == format!("shaders_{}", t.name()));
+                    assert!(chosen == "burn" || ours, "the tuner chose {chosen}");
                 }
             }
         }
     }
-    println!("matmul kernel = exact products on wgpu (x·W and x·Wᵀ, values and input gradient, with and without a bias, 8 sizes over 7 block shapes, K split in two, Burn's matmul and the tuner's choice)");
+    let x = Tensor::<2>::random([3, 8], Distribution::Normal(0.0, 1.0), device);
+    assert!(matmul::kernel(x, Tensor::random([5, 8], Distribution::Normal(0.0, 1.0), device), None, true, Kernel::FewRows).is_none(), "the few-row kernel takes no transposed weight");
+    println!("matmul kernel = exact products on wgpu (x·W and x·Wᵀ, values and input gradient, with and without a bias, 8 sizes over 7 block shapes, K split in two, the few-row kernel, Burn's matmul and the tuner's choice)");
     tuned_products(device);
 }
 
@@ -80,7 +85,8 @@ fn matmul_kernel(device: &Device) {
 fn tuned_products(device: &Device) {
     use prefix_tune_model::matmul::{self, Kernel};
     let mut chose = Vec::new();
-    for (m, k, n, biased) in [(33, 45, 70, true), (70, 300, 90, false), (9, 64, 5000, false), (3, 5000, 64, true)] {
+    // The last two are a decoding step's (beam-5 rows, a layer's qkv and the LM head).
+    for (m, k, n, biased) in [(33, 45, 70, true), (70, 300, 90, false), (9, 64, 5000, false), (3, 5000, 64, true), (5, 64, 192, true), (5, 64, 1000, false)] {
         for transposed in [false, true] {
             let product = |x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>| matmul::through(Kernel::Tuned, x, weight, bias, transposed);
             let taken = check_product(device, (m, k, n), transposed, biased, "tuned, as a layer", product);
