@@ -2,13 +2,14 @@
 //!
 //! On a GPU, f32, which kernel computes them is [`Kernel`]: `PREFIX_TUNE_MATMUL=tune` times
 //! Burn's matmul against the tiled kernel of `shaders/` ([`prefix_tune_shaders::matmul`]) in each
-//! block of [`Tile::ALL`] the first time a shape is seen, and keeps the fastest
-//! ([`prefix_tune_shaders::tune`]); `shaders` (or `shaders:128x128_v4`, another block) always
-//! takes ours; `burn` always Burn's. The default is `tune` in a build with the `autotune`
-//! feature (a GPU build: Burn tunes its own kernels there too), else Burn's matmul. Ours runs
-//! forward and, for the input's gradient, backward (the same kernel with the weight the other
-//! way round); the tuner picks for the backward product separately. On the CPU, and in half
-//! precision, Burn's matmul.
+//! block of [`Tile::ALL`] and the few-row kernel ([`prefix_tune_shaders::few_rows`], for a
+//! decoding step's rows) the first time a shape is seen, and keeps the fastest
+//! ([`prefix_tune_shaders::tune`]); `shaders` (or `shaders:128x128_v4`, another block, or
+//! `shaders:few_rows`) always takes ours; `burn` always Burn's. The default is `tune` in a build
+//! with the `autotune` feature (a GPU build: Burn tunes its own kernels there too), else Burn's
+//! matmul. A block runs forward and, for the input's gradient, backward (the same kernel with
+//! the weight the other way round); the tuner picks for the backward product separately, and
+//! the few-row kernel's backward is Burn's. On the CPU, and in half precision, Burn's matmul.
 
 use burn::tensor::Tensor;
 
