@@ -7,8 +7,9 @@
 //! `[B, T, K] · [1, K, N]` ("per_sequence", what `nn::Linear` runs on a GPU by default), and,
 //! on a GPU in f32, the tiled kernel of `shaders/` in each of its block shapes ("shaders_64x64",
 //! …, what `PREFIX_TUNE_MATMUL=shaders[:BLOCK]` runs; with "…_whole_k" beside it where it splits
-//! K across cubes, the same without the split), and the tuner's choice among Burn's matmul and
-//! those blocks ("tuned", what `PREFIX_TUNE_MATMUL=tune` and a build with `autotune` run). Backward products multiply by the transposed weight, as autodiff does for a frozen
+//! K across cubes, the same without the split), and the tuner's choice among Burn's matmul,
+//! those blocks and the few-row kernel ("tuned", what `PREFIX_TUNE_MATMUL=tune` and a build with
+//! `autotune` run). Backward products multiply by the transposed weight, as autodiff does for a frozen
 //! weight.
 
 use std::time::Instant;
@@ -81,10 +82,10 @@ fn time(product: impl Fn() -> Tensor<2>, repeats: usize) -> f64 {
 
 /// Our kernel in each block shape, where it runs (a GPU, f32); also without splitting K
 /// ("…_whole_k", timed where the kernel splits, else the same as split), to show what the split
-/// gains; and the tuned choice among Burn's matmul and those blocks ("tuned", with the kernel it
-/// chose), what `PREFIX_TUNE_MATMUL=tune` runs.
+/// gains; and the tuned choice among Burn's matmul, those blocks and the few-row kernel
+/// ("tuned", with the kernel it chose), what `PREFIX_TUNE_MATMUL=tune` runs.
 fn time_kernels(input: &Tensor<2>, stored: &Tensor<2>, p: &Product, rows: usize, repeats: usize, result: &mut serde_json::Value, step_ms: &mut StepMs) {
-    let tflops = |ms: f64| 2.0 * (rows * p.k * p.n) as f64 / (ms * 1e-3) / 1e12;
+    let tflops = |ms| tflops(rows, p, ms);
     let run = |kernel| matmul::kernel(input.clone(), stored.clone(), None, p.transposed, kernel);
     let mut record = |name: String, ms: f64, splits: Option<usize>| {
         result[format!("{name}_ms")] = ms.into();
@@ -113,6 +114,11 @@ fn time_kernels(input: &Tensor<2>, stored: &Tensor<2>, p: &Product, rows: usize,
 
 type StepMs = std::collections::BTreeMap<String, f64>;
 
+/// The arithmetic rate of `rows` rows of product `p` done in `ms` milliseconds.
+fn tflops(rows: usize, p: &Product, ms: f64) -> f64 {
+    2.0 * (rows * p.k * p.n) as f64 / (ms * 1e-3) / 1e12
+}
+
 pub fn run(device: &Device, backend: String, config: &Gpt2Config, dtype: Dtype, args: &MatmulBench) -> Result<()> {
     let MatmulBench { batch_size, seq_len, repeats } = *args;
     let rows = batch_size * seq_len;
@@ -129,7 +135,7 @@ pub fn run(device: &Device, backend: String, config: &Gpt2Config, dtype: Dtype, 
         let weight = || if p.transposed { stored.clone().transpose() } else { stored.clone() };
         let folded = time(|| input.clone().matmul(weight()), repeats);
         let per_sequence = time(|| input.clone().reshape([batch_size, seq_len, p.k]).matmul(weight().unsqueeze::<3>()).reshape([rows, p.n]), repeats);
-        let tflops = |ms: f64| 2.0 * (rows * p.k * p.n) as f64 / (ms * 1e-3) / 1e12;
+        let tflops = |ms| tflops(rows, &p, ms);
         let mut result = serde_json::json!({
             "product": p.name, "m": rows, "k": p.k, "n": p.n, "transposed_weight": p.transposed, "per_step": p.per_step,
             "folded_ms": folded, "folded_tflops": tflops(folded), "per_sequence_ms": per_sequence, "per_sequence_tflops": tflops(per_sequence),

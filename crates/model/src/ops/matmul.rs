@@ -144,8 +144,8 @@ fn parse(value: &str) -> Option<Option<Kernel>> {
 }
 
 /// Each shape the tuner has timed in this process (`[M, K]·[K, N]`, M rounded up to a power of
-/// two, `ᵀ` for a weight used transposed, `+ b` with a bias) and the kernel it chose (`burn` or
-/// `shaders_BLOCK`): what `bench` reports.
+/// two, `ᵀ` for a weight used transposed, `+ b` with a bias) and the kernel it chose (`burn`,
+/// `shaders_BLOCK` or `shaders_few_rows`): what `bench` reports.
 pub fn tuned() -> Vec<(String, String)> {
     #[cfg(feature = "gpu")]
     return prefix_tune_shaders::tune::choices().into_iter().map(|(shape, kernel)| (shape, kernel.to_string())).collect();
@@ -208,19 +208,23 @@ pub fn through(asked: Kernel, x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&T
 /// Which of ours the tuner chose for this product's shape, tuning it first if need be; `None`
 /// where Burn's matmul won.
 fn tuned_kernel(x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>, transposed: bool) -> Option<Kernel> {
-    let [m, k] = x.dims();
-    let n = weight.dims()[if transposed { 0 } else { 1 }];
-    let chosen = || tuned_for(m, k, n, transposed, bias.is_some());
-    let chosen = chosen().or_else(|| {
-        let zeros = Tensor::zeros([m, k], &x.device());
-        let probe = kernel(zeros, weight.clone(), bias.cloned(), transposed, Kernel::Tuned)?;
-        crate::tensors::to_f32s(probe.narrow(0, 0, 1).narrow(1, 0, 1)); // waits for the tuner
-        chosen()
-    })?;
-    if chosen == "shaders_few_rows" {
-        return Some(Kernel::TunedFewRows);
+    #[cfg(feature = "gpu")]
+    {
+        let [m, k] = x.dims();
+        let n = weight.dims()[if transposed { 0 } else { 1 }];
+        let chosen = || gpu::tuned_choice(m, k, n, transposed, bias.is_some());
+        chosen().or_else(|| {
+            let zeros = Tensor::zeros([m, k], &x.device());
+            let probe = kernel(zeros, weight.clone(), bias.cloned(), transposed, Kernel::Tuned)?;
+            crate::tensors::to_f32s(probe.narrow(0, 0, 1).narrow(1, 0, 1)); // waits for the tuner
+            chosen()
+        })?
     }
-    Tile::ALL.into_iter().find(|tile| chosen == format!("shaders_{}", tile.name())).map(Kernel::TunedBlock)
+    #[cfg(not(feature = "gpu"))]
+    {
+        let _ = (x, weight, bias, transposed);
+        None
+    }
 }
 
 /// The product through `chosen`, differentiable in `x`, for [`available`] operands (else
@@ -285,6 +289,16 @@ mod gpu {
 
     pub fn tiling(tile: Tile) -> matmul::Tiling {
         matmul::Tiling { rows: tile.rows, cols: tile.cols, run: tile.run }
+    }
+
+    /// What the tuner chose in this process for this shape, if it has timed it: `Some(None)`
+    /// where Burn's matmul won, else which of ours.
+    pub fn tuned_choice(m: usize, k: usize, n: usize, transposed: bool, biased: bool) -> Option<Option<Kernel>> {
+        Some(match tune::choice(m, k, n, transposed, biased)? {
+            tune::Candidate::Burn => None,
+            tune::Candidate::FewRows => Some(Kernel::TunedFewRows),
+            tune::Candidate::Block(chosen) => Tile::ALL.into_iter().find(|&tile| tiling(tile) == chosen).map(Kernel::TunedBlock),
+        })
     }
 
     /// The input's gradient: `grad · Wᵀ`, the same kernel with the weight the other way round
