@@ -1,7 +1,7 @@
 //! The aarch64 register tiles: [`super::Path::Neon`] (f32 FMA on widened bf16) and
 //! [`super::Path::Bfdot`] (FEAT_BF16's `BFDOT`).
 
-use super::{COLUMN_OF_SLOT, PANEL, ROWS};
+use super::{slot_order, PANEL, ROWS};
 
 /// The NEON register tile: 4·R accumulators of 4 f32 in slot order, a panel row's 16 bf16
 /// widened by `SHLL #16` (a bf16 is the top half of its f32).
@@ -82,7 +82,6 @@ pub(super) unsafe fn tile_bfdot<const R: usize>(x: &[u16], pairs: usize, panel: 
             }
         }
     }
-    // Columns in order; store() expects slot order.
     let mut columns = [0.0f32; ROWS * PANEL];
     for (r, acc) in acc.iter().enumerate() {
         for (v, a) in acc.iter().enumerate() {
@@ -90,11 +89,5 @@ pub(super) unsafe fn tile_bfdot<const R: usize>(x: &[u16], pairs: usize, panel: 
             unsafe { vst1q_f32(columns.as_mut_ptr().add(r * PANEL + 4 * v), *a) };
         }
     }
-    let mut tile = [0.0f32; ROWS * PANEL];
-    for r in 0..R {
-        for (slot, &c) in COLUMN_OF_SLOT.iter().enumerate() {
-            tile[r * PANEL + slot] = columns[r * PANEL + c];
-        }
-    }
-    tile
+    slot_order::<R>(&columns)
 }

@@ -2,6 +2,9 @@
 //! on whichever path this CPU runs:
 //!
 //! - [`Path::Amx`]: Intel AMX tiles ([`crate::amx`]), Sapphire Rapids and later;
+//! - [`Path::Avx512Bf16`]: AVX512-BF16's `vdpbf16ps` (AMD Zen 4 and 5, Intel Cooper Lake, and
+//!   the Xeons whose VMs hide AMX): two bf16 products per f32 lane and instruction, 16 lanes, on
+//!   the panels that pair rows of `k`, as `BFDOT` takes them;
 //! - [`Path::Avx2`]: bf16 storage widened to f32 in registers, f32 FMA (any x86-64 with AVX2 and
 //!   FMA: AMD Zen, Intel Haswell and later, and the VMs that hide AMX);
 //! - [`Path::Bfdot`]: aarch64's `BFDOT` (FEAT_BF16: Apple M2 and later, Graviton 3, Neoverse
@@ -31,19 +34,21 @@ mod x86;
 #[cfg(target_arch = "aarch64")]
 use aarch64::{tile_bfdot, tile_neon};
 #[cfg(target_arch = "x86_64")]
-use x86::tile_avx2;
+use x86::{tile_avx2, tile_avx512bf16};
 
 use crate::amx::{self, from_bf16, to_bf16};
 use rayon::prelude::*;
 use std::sync::OnceLock;
 
-/// The environment variable that forces a path (`amx`, `avx2`, `bfdot`, `neon`, `portable`).
+/// The environment variable that forces a path (`amx`, `avx512bf16`, `avx2`, `bfdot`, `neon`,
+/// `portable`).
 pub const FORCE_VAR: &str = "PREFIX_TUNE_BF16_PATH";
 
 /// A way of running the bf16 products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Path {
     Amx,
+    Avx512Bf16,
     Avx2,
     Bfdot,
     Neon,
@@ -52,12 +57,13 @@ pub enum Path {
 
 impl Path {
     /// Every path, fastest first.
-    pub const ALL: [Path; 5] = [Path::Amx, Path::Avx2, Path::Bfdot, Path::Neon, Path::Portable];
+    pub const ALL: [Path; 6] = [Path::Amx, Path::Avx512Bf16, Path::Avx2, Path::Bfdot, Path::Neon, Path::Portable];
 
     /// The name `PREFIX_TUNE_BF16_PATH` takes.
     pub fn name(self) -> &'static str {
         match self {
             Path::Amx => "amx",
+            Path::Avx512Bf16 => "avx512bf16",
             Path::Avx2 => "avx2",
             Path::Bfdot => "bfdot",
             Path::Neon => "neon",
@@ -69,6 +75,7 @@ impl Path {
     pub fn needs(self) -> &'static str {
         match self {
             Path::Amx => "AMX-BF16 on Linux",
+            Path::Avx512Bf16 => "AVX512-BF16",
             Path::Avx2 => "AVX2 and FMA",
             Path::Bfdot => "aarch64 with BF16 (FEAT_BF16, BFDOT)",
             Path::Neon => "aarch64 (NEON)",
@@ -80,6 +87,8 @@ impl Path {
     pub fn runs_here(self) -> bool {
         match self {
             Path::Amx => amx::available(),
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx512Bf16 => is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16"),
             #[cfg(target_arch = "x86_64")]
             Path::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
             #[cfg(target_arch = "aarch64")]
@@ -98,9 +107,17 @@ impl Path {
     }
 
     /// Whether the path is picked without being forced: the portable loops are a check, not a
-    /// path (slower than f32 on x86-64; aarch64 always has NEON).
+    /// path (slower than f32 on x86-64; aarch64 always has NEON); `vdpbf16ps` only on AMD. AMD's
+    /// Zen 4 and 5 run it as one instruction at the rate of an FMA, twice the multiply-adds of
+    /// the `avx2` path's f32 FMA; Intel's Xeons run it at half that rate, no more multiply-adds
+    /// than the f32 FMA (on a 4th-gen Xeon with AMX, forced: training 215–225 tok/s against
+    /// `avx2`'s 232–242, decoding level), so there `avx2` stays the default after AMX.
     fn is_default_candidate(self) -> bool {
-        self != Path::Portable
+        match self {
+            Path::Portable => false,
+            Path::Avx512Bf16 => cpu_is_amd(),
+            _ => true,
+        }
     }
 }
 
@@ -126,19 +143,31 @@ pub enum PathError {
 impl std::fmt::Display for PathError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PathError::Unknown(name) => write!(f, "{FORCE_VAR}={name:?} is not a bf16 path (amx, avx2, bfdot, neon or portable)"),
+            PathError::Unknown(name) => write!(f, "{FORCE_VAR}={name:?} is not a bf16 path ({})", names(&Path::ALL)),
             PathError::Unsupported(path) => {
                 write!(f, "{FORCE_VAR}={} needs {}, which this CPU lacks (it runs: {})", path.name(), path.needs(), names(&Path::runnable()))
             }
             PathError::NoneHere => write!(
                 f,
-                "--dtype bf16 needs an x86-64 CPU with AVX2 and FMA or with AMX-BF16, or an aarch64 one (this one is neither; {FORCE_VAR}=portable forces plain loops)"
+                "--dtype bf16 needs an x86-64 CPU with AMX-BF16, AVX512-BF16 or AVX2 and FMA, or an aarch64 one (this one is neither; {FORCE_VAR}=portable forces plain loops)"
             ),
         }
     }
 }
 
 impl std::error::Error for PathError {}
+
+/// Whether this is an AMD x86-64 CPU (CPUID's vendor string).
+fn cpu_is_amd() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let vendor = std::arch::x86_64::__cpuid(0); // leaf 0: the vendor string, on every x86-64
+        let bytes: Vec<u8> = [vendor.ebx, vendor.edx, vendor.ecx].iter().flat_map(|r| r.to_le_bytes()).collect();
+        bytes == b"AuthenticAMD"
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
 
 fn names(paths: &[Path]) -> String {
     paths.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
@@ -201,7 +230,8 @@ struct Panels {
     data: Vec<u16>,
 }
 
-/// `[k, n]` in panels of 16 columns whose rows of `k` go in pairs, for `BFDOT`: panel `p` is
+/// `[k, n]` in panels of 16 columns whose rows of `k` go in pairs, for `BFDOT` and `vdpbf16ps`
+/// (each f32 lane of theirs takes a pair of bf16 weights and a pair of activations): panel `p` is
 /// `⌈k/2⌉` blocks of 32 bf16 at `data[p·32⌈k/2⌉..]`, column by column (columns 0–15 in order),
 /// each column's two values rows `2i` and `2i + 1`; zero past `k` and `n`.
 #[derive(Clone)]
@@ -237,7 +267,7 @@ impl PackedBf16 {
         let layout = match path {
             Path::Amx => Layout::Tiles(amx::PackedBf16::pack(w, k, n, row_stride, col_stride)),
             Path::Avx2 | Path::Neon | Path::Portable => Layout::Panels(Panels::pack(w, k, n, row_stride, col_stride)),
-            Path::Bfdot => Layout::Pairs(Pairs::pack(w, k, n, row_stride, col_stride)),
+            Path::Avx512Bf16 | Path::Bfdot => Layout::Pairs(Pairs::pack(w, k, n, row_stride, col_stride)),
         };
         Self { path, layout }
     }
@@ -294,26 +324,31 @@ impl Panels {
 
 impl Pairs {
     fn pack(w: &[f32], k: usize, n: usize, row_stride: usize, col_stride: usize) -> Self {
-        let pairs = k.div_ceil(2);
-        let mut data = vec![0u16; n.div_ceil(PANEL) * PANEL * 2 * pairs];
-        let mut packed = Self { k, n, data: Vec::new() };
-        for j in 0..n {
-            for i in 0..k {
-                data[packed.index(i, j)] = to_bf16(w[i * row_stride + j * col_stride]);
-            }
+        let mut packed = Self { k, n, data: vec![0u16; n.div_ceil(PANEL) * Self::panel_size(k)] };
+        if k > 0 {
+            packed.data.par_chunks_mut(Self::panel_size(k)).enumerate().for_each(|(p, panel)| {
+                for j in p * PANEL..n.min((p + 1) * PANEL) {
+                    for i in 0..k {
+                        panel[(i / 2) * PANEL * 2 + (j % PANEL) * 2 + i % 2] = to_bf16(w[i * row_stride + j * col_stride]);
+                    }
+                }
+            });
         }
-        packed.data = data;
         packed
+    }
+
+    /// The values of one panel: `⌈k/2⌉` blocks of 16 columns × 2 rows.
+    fn panel_size(k: usize) -> usize {
+        PANEL * 2 * k.div_ceil(2)
     }
 
     /// Where `(i, j)` is in `data`.
     fn index(&self, i: usize, j: usize) -> usize {
-        let pairs = self.k.div_ceil(2);
-        (j / PANEL) * PANEL * 2 * pairs + (i / 2) * PANEL * 2 + (j % PANEL) * 2 + i % 2
+        (j / PANEL) * Self::panel_size(self.k) + (i / 2) * PANEL * 2 + (j % PANEL) * 2 + i % 2
     }
 
     fn panel(&self, p: usize) -> &[u16] {
-        let size = PANEL * 2 * self.k.div_ceil(2);
+        let size = Self::panel_size(self.k);
         &self.data[p * size..(p + 1) * size]
     }
 }
@@ -336,7 +371,7 @@ pub fn matmul(x: &[f32], m: usize, k: usize, w: &PackedBf16) -> Vec<f32> {
         Layout::Pairs(pairs) => {
             let lhs = paired_rows(&x[..m * k], m, k);
             let width = 2 * k.div_ceil(2);
-            tiled(m, n, &|first, count, p| pair_tile(&lhs[first * width..(first + count) * width], count, width / 2, pairs.panel(p)))
+            tiled(m, n, &|first, count, p| pair_tile(w.path, &lhs[first * width..(first + count) * width], count, width / 2, pairs.panel(p)))
         }
     }
 }
@@ -374,7 +409,7 @@ fn tiled(m: usize, n: usize, tile: &(dyn Fn(usize, usize, usize) -> [f32; ROWS *
 }
 
 /// The activations `[m, k]` rounded to bf16, each row padded with a zero to an even length:
-/// `BFDOT` takes them two by two.
+/// `BFDOT` and `vdpbf16ps` take them two by two.
 fn paired_rows(x: &[f32], m: usize, k: usize) -> Vec<u16> {
     let width = 2 * k.div_ceil(2);
     let mut rows = vec![0u16; m * width];
@@ -396,52 +431,56 @@ fn round_rows(x: &[f32]) -> Vec<f32> {
     }
 }
 
+/// `$kernel::<R>(args)` for `R` = `count` rows (1 to 6) of a register tile.
+macro_rules! by_rows {
+    ($kernel:ident, $count:expr, $($arg:expr),*) => {
+        match $count {
+            1 => $kernel::<1>($($arg),*),
+            2 => $kernel::<2>($($arg),*),
+            3 => $kernel::<3>($($arg),*),
+            4 => $kernel::<4>($($arg),*),
+            5 => $kernel::<5>($($arg),*),
+            _ => $kernel::<6>($($arg),*),
+        }
+    };
+}
+
 /// One register tile: `count` ≤ 6 rows of `x` (`[count, k]`) times one panel, in slot order.
 fn register_tile(path: Path, x: &[f32], count: usize, k: usize, panel: &[u16]) -> [f32; ROWS * PANEL] {
-    macro_rules! by_rows {
-        ($kernel:ident) => {
-            match count {
-                1 => $kernel::<1>(x, k, panel),
-                2 => $kernel::<2>(x, k, panel),
-                3 => $kernel::<3>(x, k, panel),
-                4 => $kernel::<4>(x, k, panel),
-                5 => $kernel::<5>(x, k, panel),
-                _ => $kernel::<6>(x, k, panel),
-            }
-        };
-    }
     match path {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a packed weight's path runs here (checked at packing).
-        Path::Avx2 => unsafe { by_rows!(tile_avx2) },
+        Path::Avx2 => unsafe { by_rows!(tile_avx2, count, x, k, panel) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: as above.
-        Path::Neon => unsafe { by_rows!(tile_neon) },
-        _ => by_rows!(tile_portable),
+        Path::Neon => unsafe { by_rows!(tile_neon, count, x, k, panel) },
+        _ => by_rows!(tile_portable, count, x, k, panel),
     }
 }
 
 /// `count` ≤ 6 rows of paired bf16 activations (`[count, 2·pairs]`) times one pair panel, in
-/// slot order ([`Path::Bfdot`]).
-fn pair_tile(x: &[u16], count: usize, pairs: usize, panel: &[u16]) -> [f32; ROWS * PANEL] {
-    #[cfg(target_arch = "aarch64")]
-    {
-        macro_rules! by_rows {
-            ($($r:literal)*) => {
-                match count {
-                    $($r => unsafe { tile_bfdot::<$r>(x, pairs, panel) },)*
-                    _ => unsafe { tile_bfdot::<6>(x, pairs, panel) },
-                }
-            };
+/// slot order ([`Path::Avx512Bf16`], [`Path::Bfdot`]).
+fn pair_tile(path: Path, x: &[u16], count: usize, pairs: usize, panel: &[u16]) -> [f32; ROWS * PANEL] {
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a packed weight's path runs here (checked at packing).
+        Path::Avx512Bf16 => unsafe { by_rows!(tile_avx512bf16, count, x, pairs, panel) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: as above.
+        Path::Bfdot => unsafe { by_rows!(tile_bfdot, count, x, pairs, panel) },
+        _ => unreachable!("pair panels are packed only for the paths that take them"),
+    }
+}
+
+/// A register tile's rows of 16 columns in order, as [`store`] takes them: in slot order.
+fn slot_order<const R: usize>(columns: &[f32; ROWS * PANEL]) -> [f32; ROWS * PANEL] {
+    let mut tile = [0.0f32; ROWS * PANEL];
+    for r in 0..R {
+        for (slot, &c) in COLUMN_OF_SLOT.iter().enumerate() {
+            tile[r * PANEL + slot] = columns[r * PANEL + c];
         }
-        // SAFETY: only a weight packed for `Bfdot`, which runs here, has pair panels.
-        by_rows!(1 2 3 4 5)
     }
-    #[cfg(not(target_arch = "aarch64"))]
-    {
-        let _ = (x, count, pairs, panel);
-        unreachable!("pair panels are packed only where BFDOT runs")
-    }
+    tile
 }
 
 /// Writes a register tile's `count` rows into columns `col..col + 16` of `out` `[.., n]`,

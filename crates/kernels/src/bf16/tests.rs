@@ -23,6 +23,10 @@ fn every_runnable_path_equals_an_f64_triple_loop_for_every_edge_and_both_packing
     if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
         assert!(paths.contains(&Path::Avx2));
     }
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16") {
+        assert!(paths.contains(&Path::Avx512Bf16));
+    }
     #[cfg(target_arch = "aarch64")]
     assert!(paths.contains(&Path::Neon), "every aarch64 has NEON");
     println!("paths run here: {}", names(&paths));
@@ -62,6 +66,19 @@ fn every_path_rounds_the_inputs_to_bf16_first() {
 }
 
 #[test]
+fn the_cpu_vendor_is_read_from_cpuid() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        if let Some(line) = cpuinfo.lines().find(|l| l.starts_with("vendor_id")) {
+            assert_eq!(cpu_is_amd(), line.ends_with("AuthenticAMD"), "{line}");
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    assert!(!cpu_is_amd());
+}
+
+#[test]
 fn a_forced_path_is_taken_or_refused_by_name() {
     assert_eq!(choose(Some("portable")), Ok(Path::Portable));
     assert_eq!(choose(Some(" Portable ")), Ok(Path::Portable));
@@ -76,9 +93,10 @@ fn a_forced_path_is_taken_or_refused_by_name() {
             }
         }
     }
-    // Unforced: the fastest path this CPU runs, never the check loops.
+    // Unforced: the fastest path this CPU runs, never the check loops, and `vdpbf16ps` only
+    // on AMD.
     let default = choose(None);
-    let fastest = Path::ALL.into_iter().find(|p| p.runs_here() && *p != Path::Portable);
+    let fastest = Path::ALL.into_iter().find(|p| p.runs_here() && *p != Path::Portable && (*p != Path::Avx512Bf16 || cpu_is_amd()));
     assert_eq!(default.ok(), fastest);
     assert_eq!(choose(Some("")).ok(), fastest, "an empty variable forces nothing");
 }
