@@ -26,7 +26,7 @@ pub struct BenchArgs {
     #[arg(long, global = true, default_value = "gpt2")]
     shape: String,
     /// bf16 or f16: the model's matrix products in half precision with f32 sums (CPU backend:
-    /// bf16 on AMX, AVX2 or portable loops; a GPU: f16, or bf16 where the adapter has it).
+    /// bf16 on AMX, AVX512-BF16, AVX2 or aarch64; a GPU: f16, or bf16 where the adapter has it).
     #[arg(long, global = true, value_enum, default_value_t = Dtype::F32)]
     dtype: Dtype,
     /// CPU threads (the CPU backend's pool and our kernels); default: one per core.
@@ -295,7 +295,7 @@ fn median(values: &mut [f64]) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// The bf16 path the products took (`amx`, `avx2`, `portable`), for bf16 runs.
+/// The bf16 path the products took (`amx`, `avx512bf16`, `avx2`, …), for bf16 runs.
 fn bf16_path(bench: &Bench<'_>) -> Option<&'static str> {
     let on_cpu = prefix_tune_model::backend::is_cpu(&bench.device.device);
     (bench.dtype == Dtype::Bf16 && on_cpu).then(prefix_tune_model::bf16::path_name).flatten()

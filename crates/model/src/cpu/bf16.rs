@@ -1,6 +1,6 @@
 //! `--dtype bf16` and `f16`: the frozen weights' matrix products in half precision with f32
 //! accumulation. On the CPU, bf16 on the fastest path it runs ([`prefix_tune_kernels::bf16`]:
-//! AMX tiles, AVX2, portable loops); on a GPU, f16 or bf16 (where the adapter has it) through
+//! AMX tiles, AVX512-BF16, AVX2, aarch64 BFDOT or NEON); on a GPU, f16 or bf16 (where the adapter has it) through
 //! the backend's own matmul, whose sums are f32 (PyTorch autocast's contract: the product is
 //! then rounded to half precision, and back to f32 for everything after it).
 //!
@@ -208,7 +208,7 @@ pub enum Dtype {
     #[default]
     F32,
     /// Frozen weights and the activations entering them rounded to bf16, products summed in
-    /// f32 (CPU backend: AMX, AVX2 or portable loops; a GPU whose adapter has bf16).
+    /// f32 (CPU backend: AMX, AVX512-BF16, AVX2, aarch64, or portable loops when forced; a GPU whose adapter has bf16).
     /// Everything else stays f32.
     Bf16,
     /// The same in f16 (GPU backends; wgpu needs the adapter's SHADER_F16).
