@@ -2,11 +2,11 @@
 //! on whichever path this CPU runs:
 //!
 //! - [`Path::Amx`]: Intel AMX tiles ([`crate::amx`]), Sapphire Rapids and later;
-//! - [`Path::Avx512Bf16`]: AVX512-BF16's `vdpbf16ps` (AMD Zen 4 and 5, Intel Cooper Lake, and
-//!   the Xeons whose VMs hide AMX): two bf16 products per f32 lane and instruction, 16 lanes, on
-//!   the panels that pair rows of `k`, as `BFDOT` takes them;
+//! - [`Path::Avx512Bf16`]: AVX512-BF16's `vdpbf16ps` (by default on AMD Zen 4 and 5; on Intel's
+//!   CPUs with it only when forced, see [`path`]'s notes): two bf16 products per f32 lane and
+//!   instruction, 16 lanes, on the panels that pair rows of `k`, as `BFDOT` takes them;
 //! - [`Path::Avx2`]: bf16 storage widened to f32 in registers, f32 FMA (any x86-64 with AVX2 and
-//!   FMA: AMD Zen, Intel Haswell and later, and the VMs that hide AMX);
+//!   FMA: AMD Zen 2 and 3, Intel Haswell and later without AMX, and the VMs that hide AMX);
 //! - [`Path::Bfdot`]: aarch64's `BFDOT` (FEAT_BF16: Apple M2 and later, Graviton 3, Neoverse
 //!   V1/N2): two bf16 products per f32 lane and instruction, on panels that pair rows of `k`;
 //! - [`Path::Neon`]: aarch64 without FEAT_BF16 (Apple M1, Graviton 2): the x86 panels widened
