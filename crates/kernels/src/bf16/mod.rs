@@ -3,7 +3,7 @@
 //!
 //! - [`Path::Amx`]: Intel AMX tiles ([`crate::amx`]), Sapphire Rapids and later;
 //! - [`Path::Avx512Bf16`]: AVX512-BF16's `vdpbf16ps` (by default on AMD Zen 4 and 5; on Intel's
-//!   CPUs with it only when forced, see [`path`]'s notes): two bf16 products per f32 lane and
+//!   CPUs with it only when forced: see the default's notes in `path.rs`): two bf16 products per lane and
 //!   instruction, 16 lanes, on the panels that pair rows of `k`, as `BFDOT` takes them;
 //! - [`Path::Avx2`]: bf16 storage widened to f32 in registers, f32 FMA (any x86-64 with AVX2 and
 //!   FMA: AMD Zen 2 and 3, Intel Haswell and later without AMX, and the VMs that hide AMX);
