@@ -11,6 +11,11 @@
 //! those blocks and the few-row kernel ("tuned", what `PREFIX_TUNE_MATMUL=tune` and a build with
 //! `autotune` run). Backward products multiply by the transposed weight, as autodiff does for a frozen
 //! weight.
+//!
+//! Each kernel's result is also held to Burn's folded product ("…_error": the largest difference
+//! over the largest value, ~1e-6 for f32 sums in another order), so a kernel that a GPU runs
+//! wrongly (a race lavapipe's CPU threads do not show) is seen before its time is read; past
+//! 1e-3 a line on stderr names it.
 
 use std::time::Instant;
 
@@ -87,7 +92,16 @@ fn time(product: impl Fn() -> Tensor<2>, repeats: usize) -> f64 {
 fn time_kernels(input: &Tensor<2>, stored: &Tensor<2>, p: &Product, rows: usize, repeats: usize, result: &mut serde_json::Value, step_ms: &mut StepMs) {
     let tflops = |ms| tflops(rows, p, ms);
     let run = |kernel| matmul::kernel(input.clone(), stored.clone(), None, p.transposed, kernel);
-    let mut record = |name: String, ms: f64, splits: Option<usize>| {
+    if run(Kernel::Block(Tile::ALL[0])).is_none() {
+        return; // not a GPU in f32: no kernel of ours runs
+    }
+    let reference = &input.clone().matmul(if p.transposed { stored.clone().transpose() } else { stored.clone() });
+    let mut record = |name: String, ms: f64, splits: Option<usize>, out: Tensor<2>| {
+        let error = relative_error(out, reference);
+        if error > 1e-3 {
+            eprintln!("bench matmul: {name} is off Burn's product by {error:.1e} (of its largest value) on {}", p.name);
+        }
+        result[format!("{name}_error")] = error.into();
         result[format!("{name}_ms")] = ms.into();
         result[format!("{name}_tflops")] = tflops(ms).into();
         if let Some(splits) = splits {
@@ -96,23 +110,29 @@ fn time_kernels(input: &Tensor<2>, stored: &Tensor<2>, p: &Product, rows: usize,
         *step_ms.entry(name).or_default() += ms * p.per_step as f64;
     };
     for tile in Tile::ALL {
-        if run(Kernel::Block(tile)).is_none() {
-            return;
-        }
         let splits = matmul::splits(rows, p.k, p.n, tile);
         let whole_k = Tile { split_k: false, ..tile };
-        let ms = time(|| run(Kernel::Block(tile)).expect("available"), repeats);
-        let whole_k_ms = if splits > 1 { time(|| run(Kernel::Block(whole_k)).expect("available"), repeats) } else { ms };
-        record(format!("shaders_{}", tile.name()), ms, Some(splits));
-        record(format!("shaders_{}_whole_k", tile.name()), whole_k_ms, None);
+        let product = |tile| run(Kernel::Block(tile)).expect("available");
+        let ms = time(|| product(tile), repeats);
+        let whole_k_ms = if splits > 1 { time(|| product(whole_k), repeats) } else { ms };
+        record(format!("shaders_{}", tile.name()), ms, Some(splits), product(tile));
+        record(format!("shaders_{}_whole_k", tile.name()), whole_k_ms, None, product(whole_k));
     }
-    record("tuned".into(), time(|| run(Kernel::Tuned).expect("available"), repeats), None);
+    let tuned = || run(Kernel::Tuned).expect("available");
+    record("tuned".into(), time(tuned, repeats), None, tuned());
     if let Some(chosen) = matmul::tuned_for(rows, p.k, p.n, p.transposed, false) {
         result["tuned_choice"] = chosen.into();
     }
 }
 
 type StepMs = std::collections::BTreeMap<String, f64>;
+
+/// `max |out − reference| / max |reference|`, reduced on the device.
+fn relative_error(out: Tensor<2>, reference: &Tensor<2>) -> f64 {
+    let largest = to_f32s(reference.clone().abs().max())[0] as f64;
+    let difference = to_f32s((out - reference.clone()).abs().max())[0] as f64;
+    difference / largest.max(f64::MIN_POSITIVE)
+}
 
 /// The arithmetic rate of `rows` rows of product `p` done in `ms` milliseconds.
 fn tflops(rows: usize, p: &Product, ms: f64) -> f64 {

@@ -8,6 +8,8 @@ use prefix_tune_model::testing::{fixtures, scratch, vulkan_env};
 
 #[path = "cli/bart.rs"]
 mod bart;
+#[path = "cli/bench.rs"]
+mod bench;
 
 #[path = "cli/serve.rs"]
 mod serve;
