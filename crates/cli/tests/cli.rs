@@ -18,6 +18,20 @@ mod serve;
 #[allow(dead_code)]
 mod recipe;
 
+/// The environment a wgpu child process needs (Vulkan's driver: lavapipe in CI), or `None`
+/// after saying why the calling test skips.
+fn wgpu_env() -> Option<Vec<(&'static str, String)>> {
+    if !cfg!(feature = "wgpu") {
+        println!("skipped: built without the wgpu feature");
+        return None;
+    }
+    let vulkan = vulkan_env();
+    if vulkan.is_none() {
+        println!("skipped: no Vulkan driver (install mesa-vulkan-drivers for lavapipe)");
+    }
+    vulkan
+}
+
 fn prefix_tune(args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_prefix-tune"));
     command.args(args);
@@ -128,14 +142,7 @@ fn a_backend_not_compiled_in_names_its_feature() {
 /// child processes so a driver crash fails this test only.
 #[test]
 fn wgpu_backend_generates_what_hf_generates() {
-    if !cfg!(feature = "wgpu") {
-        println!("skipped: built without the wgpu feature");
-        return;
-    }
-    let Some(vulkan) = vulkan_env() else {
-        println!("skipped: no Vulkan driver (install mesa-vulkan-drivers for lavapipe)");
-        return;
-    };
+    let Some(vulkan) = wgpu_env() else { return };
     let generate_with = |model: &str, options: &[&str], prompts: &[String], backend: &str, env: &[(&str, &str)]| -> Vec<serde_json::Value> {
         let model = fixtures().join(model);
         let mut args = vec!["generate".to_string(), "--model".into(), model.display().to_string(), "--json".into(), "--backend".into(), backend.into()];

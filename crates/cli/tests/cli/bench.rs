@@ -3,9 +3,7 @@
 
 use std::process::Command;
 
-use prefix_tune_model::testing::vulkan_env;
-
-use super::stdout_lines;
+use super::{stdout_lines, wgpu_env};
 
 /// A kernel that a GPU ran wrongly would still report a time; the report's `…_error` beside
 /// each time is what tells. On lavapipe each is within f32 rounding of Burn's product, and at
@@ -13,14 +11,7 @@ use super::stdout_lines;
 /// in another order), so the check measures something.
 #[test]
 fn bench_matmul_holds_each_kernel_to_burns_product_on_wgpu() {
-    if !cfg!(feature = "wgpu") {
-        println!("skipped: built without the wgpu feature");
-        return;
-    }
-    let Some(vulkan) = vulkan_env() else {
-        println!("skipped: no Vulkan driver (install mesa-vulkan-drivers for lavapipe)");
-        return;
-    };
+    let Some(vulkan) = wgpu_env() else { return };
     let args = ["bench", "--backend", "wgpu", "--shape", "tiny", "matmul", "--batch-size", "1", "--seq-len", "8", "--repeats", "1"];
     let output = Command::new(env!("CARGO_BIN_EXE_prefix-tune")).args(args).envs(vulkan).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
