@@ -100,6 +100,7 @@ impl Kernel {
     /// The kernel for the input's gradient, `grad · Wᵀ`: a tuned product's is tuned on its own
     /// shape; the few-row kernel's is Burn's (it takes no transposed weight); a block's is the
     /// same block.
+    #[cfg(feature = "gpu")]
     fn input_gradient(self) -> Kernel {
         match self {
             Kernel::TunedBlock(_) | Kernel::TunedFewRows => Kernel::Tuned,
