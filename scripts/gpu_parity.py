@@ -7,8 +7,9 @@ attention, cross-entropy, LayerNorm and AdamW kernels of shaders/.
     python3 scripts/gpu_parity.py BINARY        # one line per check, then "parity: N of M hold"
 
 Decoding must give the same tokens (beam scores within 1e-4); a 3-step training run the same
-losses within 1e-4 relative. Exits 1 if any check fails. Needs no Python package beyond the
-standard library. Runs from the repository root.
+losses within 1e-4 relative, and within 5e-4 with --dtype f16 (skipped where the adapter has
+no f16). Exits 1 if any check fails. Needs no Python package beyond the standard library. Runs
+from the repository root. On lavapipe it takes a `wgpu` (WGSL) or a `vulkan` (SPIR-V) build.
 """
 import json
 import os
@@ -39,11 +40,11 @@ def same_decoding(gpu, cpu):
         for g, c in zip(gpu, cpu))
 
 
-def losses(binary, data, backend, out):
+def losses(binary, data, backend, out, dtype="f32"):
     # A zero flat prefix, without dropout: the two backends' random streams differ.
     run(binary, ["train", "--model", f"{FIXTURES}/gpt2-b", "--data", data, "--prefix-length", "3", "--reparam", "flat",
                  "--init", "zero", "--lr", "0.01", "--batch-size", "2", "--max-steps", "3", "--seed", "1",
-                 "--prefix-dropout", "0", "--lm-dropout", "0", "--backend", backend, "--out", out])
+                 "--prefix-dropout", "0", "--lm-dropout", "0", "--backend", backend, "--dtype", dtype, "--out", out])
     records = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
     return [r["loss"] for r in records if "loss" in r and "step" in r]
 
@@ -80,6 +81,20 @@ def main():
             report(f"gpt2-b, 3 training steps (flex losses {[round(c, 4) for c in cpu]})", ok, f"wgpu losses {gpu} against flex {cpu}")
         except (RuntimeError, subprocess.TimeoutExpired) as e:
             report("gpt2-b, 3 training steps", False, str(e))
+        # --dtype f16: the frozen products in f16 (cooperative matrices where CubeCL's SPIR-V
+        # finds them), sums in f32. f16 rounding moves the losses off f32's; on lavapipe by
+        # 1.5e-5 relative at most, so 5e-4 (f16's own rounding) leaves room and still catches
+        # a wrong product.
+        try:
+            half = losses(binary, data, "wgpu", os.path.join(tmp, "gpu-f16"), "f16")
+            # ... and not f32's losses exactly: the products did run in f16.
+            ok = len(half) == len(cpu) == 3 and all(abs(h - c) <= 5e-4 * abs(c) for h, c in zip(half, cpu)) and half != cpu
+            report("gpt2-b, 3 training steps in f16 against flex in f32", ok, f"wgpu f16 losses {half} against flex {cpu}")
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            if "SHADER_F16" in str(e) or "shader-f16" in str(e).lower():
+                print(f"parity skipped: f16 training ({e})", flush=True)
+            else:
+                report("gpt2-b, 3 training steps in f16", False, str(e))
     print(f"parity: {held} of {checks} hold", flush=True)
     sys.exit(0 if held == checks else 1)
 
