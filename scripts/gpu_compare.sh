@@ -46,7 +46,7 @@ python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 
 # First whether this GPU computes what the CPU does: the fixtures' decoding (tuned products, the
 # few-row kernel, the device's search) and 3 training steps on wgpu against flex; a kernel the
 # GPU runs wrongly shows here, before any time is read.
-timeout 240 python3 scripts/gpu_parity.py "$binary"
+timeout 360 python3 scripts/gpu_parity.py "$binary"
 
 # (A build with `autotune` tunes its f32 frozen products by default: PREFIX_TUNE_MATMUL=tune.)
 # One training run with the forward / backward breakdown, the same with each step read back
