@@ -91,7 +91,7 @@ def main():
             ok = len(half) == len(cpu) == 3 and all(abs(h - c) <= 5e-4 * abs(c) for h, c in zip(half, cpu)) and half != cpu
             report("gpt2-b, 3 training steps in f16 against flex in f32", ok, f"wgpu f16 losses {half} against flex {cpu}")
         except (RuntimeError, subprocess.TimeoutExpired) as e:
-            if "SHADER_F16" in str(e) or "shader-f16" in str(e).lower():
+            if "SHADER_F16" in str(e):  # the one-line refusal of an adapter without f16
                 print(f"parity skipped: f16 training ({e})", flush=True)
             else:
                 report("gpt2-b, 3 training steps in f16", False, str(e))
