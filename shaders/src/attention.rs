@@ -18,7 +18,7 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use crate::rows::{cube_max, cube_row, cube_sum, elements, empty_like, row_cubes, ROW_THREADS};
+use crate::rows::{cube_max, cube_row, cube_sum, elements, empty_like, row_cubes, row_threads, ROW_THREADS};
 
 /// Threads of a cube in the per-key backward kernel: they stride over the head dimension
 /// (64 in GPT-2 and BART), not over a long row.
@@ -228,13 +228,19 @@ fn row_capacity(keys: usize) -> u32 {
     keys.next_power_of_two().max(ROW_THREADS as usize) as u32
 }
 
+/// Threads of a per-query cube: they stride over the row's keys, then over the head dimension.
+fn query_row_threads(keys: usize, head_dim: usize) -> u32 {
+    row_threads(keys.max(head_dim))
+}
+
 /// `(softmax(Q·Kᵀ·scale + bias) ∘ keep · 1/(1 − p)) · V`, and the softmax before dropout.
 /// `keep` is read only when `dropout > 0`.
 #[allow(clippy::too_many_arguments)]
 pub fn forward(queries: CubeTensor, keys: CubeTensor, values: CubeTensor, bias: CubeTensor, keep: CubeTensor, scale: f32, dropout: f64) -> (CubeTensor, CubeTensor) {
     let [queries, keys, values, keep] = [queries, keys, values, keep].map(into_contiguous);
-    let [batch, heads, t_len, _] = queries.shape().dims::<4>();
+    let [batch, heads, t_len, head_dim] = queries.shape().dims::<4>();
     let s_len = keys.shape()[2];
+    let threads = query_row_threads(s_len, head_dim);
     let client = queries.client.clone();
     let out = empty_like(&queries, queries.shape());
     let probs = empty_like(&queries, Shape::new([batch, heads, t_len, s_len]));
@@ -242,7 +248,7 @@ pub fn forward(queries: CubeTensor, keys: CubeTensor, values: CubeTensor, bias: 
     forward_kernel::launch(
         &client,
         row_cubes(batch * heads * t_len),
-        CubeDim::new_1d(ROW_THREADS),
+        CubeDim::new_1d(threads),
         queries.into_tensor_arg(),
         keys.into_tensor_arg(),
         values.into_tensor_arg(),
@@ -253,7 +259,7 @@ pub fn forward(queries: CubeTensor, keys: CubeTensor, values: CubeTensor, bias: 
         scale,
         (1.0 / (1.0 - dropout)) as f32,
         dropout > 0.0,
-        ROW_THREADS,
+        threads,
         row_capacity(s_len),
         dtype,
     );
@@ -266,6 +272,7 @@ pub fn forward(queries: CubeTensor, keys: CubeTensor, values: CubeTensor, bias: 
 pub fn backward(queries: CubeTensor, keys: CubeTensor, values: CubeTensor, probs: CubeTensor, keep: CubeTensor, grad_out: CubeTensor, scale: f32, dropout: f64) -> (CubeTensor, CubeTensor, CubeTensor) {
     let [queries, keys, values, probs, keep, grad_out] = [queries, keys, values, probs, keep, grad_out].map(into_contiguous);
     let [batch, heads, t_len, s_len] = probs.shape().dims::<4>();
+    let threads = query_row_threads(s_len, keys.shape()[3]);
     let client = queries.client.clone();
     let empty = |shape: Shape| empty_like(&queries, shape);
     let (grad_queries, grad_scores) = (empty(queries.shape()), empty(probs.shape()));
@@ -275,7 +282,7 @@ pub fn backward(queries: CubeTensor, keys: CubeTensor, values: CubeTensor, probs
     backward_rows_kernel::launch(
         &client,
         row_cubes(batch * heads * t_len),
-        CubeDim::new_1d(ROW_THREADS),
+        CubeDim::new_1d(threads),
         keys.into_tensor_arg(),
         values.into_tensor_arg(),
         probs.clone().into_tensor_arg(),
@@ -286,7 +293,7 @@ pub fn backward(queries: CubeTensor, keys: CubeTensor, values: CubeTensor, probs
         scale,
         keep_scale,
         dropout > 0.0,
-        ROW_THREADS,
+        threads,
         row_capacity(s_len),
         dtype,
     );

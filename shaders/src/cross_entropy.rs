@@ -11,7 +11,7 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use crate::rows::{cube_row, elements, empty_like, row_cubes, ROW_THREADS};
+use crate::rows::{cube_row, elements, empty_like, row_cubes, row_threads};
 
 /// `logsumexp` of `row` of a contiguous `[N, V]` tensor, the same value in every thread.
 /// Each thread keeps a running maximum and the sum of `exp(x − max)` over its strided share
@@ -109,18 +109,19 @@ fn nll_backward_kernel<F: Float, I: Numeric>(
 /// `[N, V]` logits and `[N]` integer targets in `0..V` → each row's NLL `[N]`.
 pub fn nll(logits: CubeTensor, targets: CubeTensor) -> CubeTensor {
     let (logits, targets) = (into_contiguous(logits), into_contiguous(targets));
-    let [rows, _vocab] = logits.shape().dims::<2>();
+    let [rows, vocab] = logits.shape().dims::<2>();
+    let threads = row_threads(vocab);
     let client = logits.client.clone();
     let out = empty_like(&logits, Shape::new([rows]));
     let dtypes = [elements(&logits), elements(&targets)];
     nll_kernel::launch(
         &client,
         row_cubes(rows),
-        CubeDim::new_1d(ROW_THREADS),
+        CubeDim::new_1d(threads),
         logits.into_tensor_arg(),
         targets.into_tensor_arg(),
         out.clone().into_tensor_arg(),
-        ROW_THREADS,
+        threads,
         dtypes,
     );
     out
@@ -130,19 +131,19 @@ pub fn nll(logits: CubeTensor, targets: CubeTensor) -> CubeTensor {
 pub fn nll_backward(logits: CubeTensor, targets: CubeTensor, grad: CubeTensor) -> CubeTensor {
     let (logits, targets, grad) = (into_contiguous(logits), into_contiguous(targets), into_contiguous(grad));
     let shape = logits.shape();
-    let rows = shape[0];
+    let (rows, threads) = (shape[0], row_threads(shape[1]));
     let client = logits.client.clone();
     let out = empty_like(&logits, shape);
     let dtypes = [elements(&logits), elements(&targets)];
     nll_backward_kernel::launch(
         &client,
         row_cubes(rows),
-        CubeDim::new_1d(ROW_THREADS),
+        CubeDim::new_1d(threads),
         logits.into_tensor_arg(),
         targets.into_tensor_arg(),
         grad.into_tensor_arg(),
         out.clone().into_tensor_arg(),
-        ROW_THREADS,
+        threads,
         dtypes,
     );
     out

@@ -12,7 +12,7 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use crate::rows::{cube_row, cube_sum, elements, empty_like, row_cubes, ROW_THREADS};
+use crate::rows::{cube_row, cube_sum, elements, empty_like, row_cubes, row_threads};
 
 /// Each row's `(mean, 1/σ)`, two passes as PyTorch takes them (biased variance, eps inside
 /// the root).
@@ -109,20 +109,21 @@ fn backward_kernel<F: Float>(
 pub fn forward(x: CubeTensor, weight: CubeTensor, bias: CubeTensor, eps: f64) -> CubeTensor {
     let (x, weight, bias) = (into_contiguous(x), into_contiguous(weight), into_contiguous(bias));
     let shape = x.shape();
-    let rows = shape.num_elements() / shape[shape.num_dims() - 1];
+    let dim = shape[shape.num_dims() - 1];
+    let (rows, threads) = (shape.num_elements() / dim, row_threads(dim));
     let client = x.client.clone();
     let y = empty_like(&x, shape);
     let dtype = elements(&x);
     forward_kernel::launch(
         &client,
         row_cubes(rows),
-        CubeDim::new_1d(ROW_THREADS),
+        CubeDim::new_1d(threads),
         x.into_tensor_arg(),
         weight.into_tensor_arg(),
         bias.into_tensor_arg(),
         y.clone().into_tensor_arg(),
         eps as f32,
-        ROW_THREADS,
+        threads,
         dtype,
     );
     y
@@ -132,20 +133,21 @@ pub fn forward(x: CubeTensor, weight: CubeTensor, bias: CubeTensor, eps: f64) ->
 pub fn backward(x: CubeTensor, weight: CubeTensor, grad: CubeTensor, eps: f64) -> CubeTensor {
     let (x, weight, grad) = (into_contiguous(x), into_contiguous(weight), into_contiguous(grad));
     let shape = x.shape();
-    let rows = shape.num_elements() / shape[shape.num_dims() - 1];
+    let dim = shape[shape.num_dims() - 1];
+    let (rows, threads) = (shape.num_elements() / dim, row_threads(dim));
     let client = x.client.clone();
     let grad_x = empty_like(&x, shape);
     let dtype = elements(&x);
     backward_kernel::launch(
         &client,
         row_cubes(rows),
-        CubeDim::new_1d(ROW_THREADS),
+        CubeDim::new_1d(threads),
         x.into_tensor_arg(),
         weight.into_tensor_arg(),
         grad.into_tensor_arg(),
         grad_x.clone().into_tensor_arg(),
         eps as f32,
-        ROW_THREADS,
+        threads,
         dtype,
     );
     grad_x

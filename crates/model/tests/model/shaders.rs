@@ -29,6 +29,7 @@ fn wgpu_shaders_child() {
     let device = device.autodiff();
     cross_entropy_kernel(&device);
     layer_norm_kernels(&device, 40);
+    layer_norm_kernels(&device, 100);
     layer_norm_kernels(&device, 777);
     adamw_kernel(&device.clone().without_autodiff());
     half_precision_linear(&device);
