@@ -124,7 +124,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         BenchWhat::Serve(serve) => crate::bench_serve::run(serve, bench.backend, bench.dtype),
         BenchWhat::Generate { prompt_len, new_tokens, .. } => generate(&bench, prompt_len, new_tokens, dispatch_log.as_deref()),
         BenchWhat::Matmul(matmul) => crate::bench_matmul::run(&bench.device.device, bench.device.to_string(), &bench.config, bench.dtype, &matmul),
-        BenchWhat::Train(train_args) => crate::out_of_memory::guard(train_args.batch_size, "lower --batch-size", || train(&bench, &train_args, dispatch_log.as_deref())),
+        BenchWhat::Train(train_args) => crate::out_of_memory::guard(Some(train_args.batch_size), "lower --batch-size", || train(&bench, &train_args, dispatch_log.as_deref())),
     }
 }
 

@@ -22,9 +22,10 @@ pub enum CliError {
     Serve(#[from] prefix_tune_serve::ServeError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    /// A GPU allocation failed (Burn panics; [`crate::out_of_memory::guard`] catches it).
-    #[error("out of GPU memory at batch size {batch_size} ({detail}): {advice}")]
-    OutOfMemory { batch_size: usize, detail: String, advice: String },
+    /// A GPU allocation failed (Burn panics; [`crate::out_of_memory::guard`] catches it), in
+    /// work of `batch_size` rows where it has one.
+    #[error("out of GPU memory{} ({detail}): {advice}", batch_size.map(|b| format!(" at batch size {b}")).unwrap_or_default())]
+    OutOfMemory { batch_size: Option<usize>, detail: String, advice: String },
 }
 
 pub type Result<T, E = CliError> = std::result::Result<T, E>;

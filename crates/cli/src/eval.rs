@@ -63,7 +63,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         groups.truncate(limit);
     }
     let sources: Vec<&str> = groups.iter().map(|g| g.source.as_str()).collect();
-    let predictions = crate::out_of_memory::guard(args.batch_size, "lower --batch-size", || {
+    let predictions = crate::out_of_memory::guard(Some(args.batch_size), "lower --batch-size", || {
         models::with_model(&args.model, &device, args.device.dtype, Decode { args: &args, sources: &sources })
     })?;
     std::fs::create_dir_all(&args.out).map_err(|e| CliError::io(&args.out, e))?;

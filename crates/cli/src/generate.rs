@@ -76,7 +76,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     // Every prompt (each expanded to its beams) runs as one batch.
     let batch = (args.prompts.len() + args.prompt_ids.len()) * args.num_beams.unwrap_or(1);
     let advice = "give fewer prompts (or beams) per call";
-    crate::out_of_memory::guard(batch, advice, || models::with_model(&args.model.clone(), &device, args.device.dtype, args))
+    crate::out_of_memory::guard(Some(batch), advice, || models::with_model(&args.model.clone(), &device, args.device.dtype, args))
 }
 
 impl ModelJob for GenerateArgs {

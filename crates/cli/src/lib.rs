@@ -79,7 +79,9 @@ fn given_options(matches: &ArgMatches, subcommand: &str) -> Vec<String> {
 pub fn run(args: Vec<String>) -> Result<()> {
     let matches = Cli::command().try_get_matches_from(args).map_err(one_line)?;
     let cli = Cli::from_arg_matches(&matches).map_err(one_line)?;
-    match cli.command {
+    // A command that sizes its work by a batch reports running out of GPU memory with it; any
+    // other place (loading a model too large for the adapter, a benchmark) reports it here.
+    out_of_memory::guard(None, "the model and its work do not fit this GPU: a larger one, or --backend flex", || match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Train(args) => train::run(args, &given_options(&matches, "train")),
         Command::Export(args) => export::run(args),
@@ -89,5 +91,5 @@ pub fn run(args: Vec<String>) -> Result<()> {
         Command::Score(args) => score::run(args),
         Command::Serve(args) => Ok(prefix_tune_serve::run(args)?),
         Command::Devices(args) => devices::run(args),
-    }
+    })
 }

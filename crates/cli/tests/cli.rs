@@ -670,6 +670,15 @@ fn gpu_out_of_memory_is_one_line_naming_the_batch_size() {
     let output = prefix_tune(&["bench", "--backend", "wgpu", "--shape", "tiny", "train", "--batch-size", "3000", "--seq-len", "256", "--steps", "1"]);
     assert_one_line_error(&output, &["out of GPU memory at batch size 3000", "can't allocate buffer", "lower --batch-size"]);
     assert_eq!(output.status.code(), Some(1));
+    // Work without a batch size: GPT-2-small's 154 MB embedding is over a software adapter's
+    // 128 MiB storage-buffer limit (lavapipe's), so its `bench generate` fails loading the model.
+    // It used to exit 101 printing nothing: the panic hook hid the panic and no guard reported it.
+    let report = &stdout_lines(&prefix_tune(&["devices", "--json"]))[0];
+    if report["adapters"][0]["kind"] == "software" {
+        let output = prefix_tune(&["bench", "--backend", "wgpu", "generate", "--new-tokens", "1"]);
+        assert_one_line_error(&output, &["out of GPU memory (", "can't allocate buffer", "--backend flex"]);
+        assert_eq!(output.status.code(), Some(1));
+    }
 }
 
 fn prefix_tune_model_has_no_wgpu_adapter() -> bool {

@@ -38,7 +38,7 @@ pub fn run(args: TrainArgs, given: &[String]) -> Result<()> {
         Some(out) => format!("lower --batch-size; a run that saved a checkpoint continues with --resume {}", out.display()),
         None => "lower --batch-size".to_string(),
     };
-    crate::out_of_memory::guard(args.batch_size, &advice, || {
+    crate::out_of_memory::guard(Some(args.batch_size), &advice, || {
         models::with_model(&model_name, &device, dtype, TrainJob { args: &args, model_name: &model_name, device: &device })
     })
 }
