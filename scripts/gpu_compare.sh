@@ -13,6 +13,11 @@
 # compressed. A folder `.gl/` of Debian packages with the Vulkan loader (libvulkan1 and the
 # GL vendor-neutral libraries) is unpacked first when the machine lacks the loader.
 # Writes everything it prints to $OUT/gpu_compare.log when OUT is set.
+#
+# A lent machine gives one command 600 s, so the script keeps to BUDGET_S seconds (default 560):
+# the headline comparison against PyTorch runs first, after the parity checks, and the
+# diagnostics after it (each step's timeout cut to what is left, a step skipped with a line
+# when under 20 s are left), so a run that is cut short still brings back the ratios.
 set -uo pipefail
 log=${OUT:-/tmp}/gpu_compare.log
 exec > >(tee "$log") 2>&1
@@ -43,68 +48,86 @@ nvidia-smi -L
 python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
 "$binary" devices 2>&1 || true
 
+budget=${BUDGET_S:-560}
+within() { # within SECONDS COMMAND...: COMMAND under a timeout of SECONDS, or of what is left of the budget
+  local left=$((budget - SECONDS))
+  if [ "$left" -lt 20 ]; then
+    echo "skipped, ${left} s of the ${budget} s budget left: $*"
+    return 124
+  fi
+  timeout $(($1 < left ? $1 : left)) "${@:2}"
+}
+
 # First whether this GPU computes what the CPU does: the fixtures' decoding (tuned products, the
 # few-row kernel, the device's search) and 3 training steps on wgpu against flex; a kernel the
 # GPU runs wrongly shows here, before any time is read.
-timeout 360 python3 scripts/gpu_parity.py "$binary"
+within 300 python3 scripts/gpu_parity.py "$binary"
 
-# (A build with `autotune` tunes its f32 frozen products by default: PREFIX_TUNE_MATMUL=tune.)
-# One training run with the forward / backward breakdown, the same with each step read back
-# before the next is queued (PREFIX_TUNE_OVERLAP=0: the run no longer goes ahead of its checks),
-# one counting its kernel launches, then the interleaved comparison.
-timeout 90 "$binary" bench --backend wgpu train --steps 10 --target-fraction 0.5 --breakdown
-PREFIX_TUNE_OVERLAP=0 timeout 90 "$binary" bench --backend wgpu train --steps 10 --target-fraction 0.5
-dispatches_per_step() { # kernel launches per training step, under the environment given
-  env "$@" timeout 60 "$binary" bench --backend wgpu train --steps 5 --target-fraction 0.5 --dispatches | tee /dev/stderr \
-    | python3 -c "import json,sys; print(int(json.loads(sys.stdin.read().strip().splitlines()[-1])['dispatches_per_step']))" 2>/dev/null
-}
-dispatches=$(dispatches_per_step)
-# Each matrix product of a step, on wgpu (folded rows, per sequence, our tiled kernel in each
-# block shape, and the tuner's choice among Burn's matmul and those blocks) and in cuBLAS.
-timeout 120 "$binary" bench --backend wgpu matmul
-# A build with `autotune` tunes its frozen products by default (PREFIX_TUNE_MATMUL=tune); the
-# same training through Burn's matmul alone, for the difference.
-PREFIX_TUNE_MATMUL=burn timeout 90 "$binary" bench --backend wgpu train --steps 10 --target-fraction 0.5 --breakdown
-timeout 60 python3 scripts/matmul_torch.py --device cuda
-if [ -n "${DTYPE:-}" ]; then
-  timeout 90 "$binary" bench --backend wgpu --dtype "$DTYPE" matmul
-  timeout 60 python3 scripts/matmul_torch.py --device cuda --dtype "$DTYPE"
-fi
-if [ "${PROFILE:-0}" = 1 ]; then
-  # CubeCL times every kernel on the GPU (one line each: duration, name; its settings come from
-  # a cubecl.toml in the working directory); their sum against the step's wall time says how
-  # much of a step is GPU work and how much host work.
-  for what in "train --steps 3 --target-fraction 0.5" generate; do
-    dir=$(mktemp -d)
-    printf '[profiling.logger]\nlevel = "basic"\nfile = "%s"\n' "${OUT:-/tmp}/profile_${what%% *}.log" > "$dir/cubecl.toml"
-    (cd "$dir" && timeout 60 "$binary" bench --backend wgpu $what)
-  done
-  # The last three training steps' launches (steady state: no compilation or autotune).
-  python3 scripts/profile_summary.py "${OUT:-/tmp}/profile_train.log" ${dispatches:+--last $((3 * dispatches)) --steps 3}
-  python3 scripts/profile_summary.py "${OUT:-/tmp}/profile_generate.log"
-  # The same training steps through Burn's matmul alone.
-  burn=$(dispatches_per_step PREFIX_TUNE_MATMUL=burn)
-  dir=$(mktemp -d)
-  printf '[profiling.logger]\nlevel = "basic"\nfile = "%s"\n' "${OUT:-/tmp}/profile_train_burn.log" > "$dir/cubecl.toml"
-  (cd "$dir" && PREFIX_TUNE_MATMUL=burn timeout 60 "$binary" bench --backend wgpu train --steps 3 --target-fraction 0.5)
-  python3 scripts/profile_summary.py "${OUT:-/tmp}/profile_train_burn.log" ${burn:+--last $((3 * burn)) --steps 3}
-fi
+# The headline: training and decoding against PyTorch + PEFT on CUDA, interleaved. (A build with
+# `autotune` tunes its f32 frozen products by default: PREFIX_TUNE_MATMUL=tune.) The same binary
+# on Burn's matmul alone is the "before" side of the same rounds, unless an older build was given.
 before_args=${before:+--before $before}
-# Training and decoding run with the tuned products; the same binary on Burn's matmul alone is
-# the "before" side of the same rounds (unless an older build was given).
 if [ -z "$before" ]; then
   before_args="--env PREFIX_TUNE_MATMUL=tune --before $binary"
   export PREFIX_TUNE_MATMUL=burn  # what --before runs: --env sets --binary's runs only
 fi
-timeout 240 python3 scripts/compare_peft.py --binary "$binary" $before_args --backend wgpu --device cuda \
+within 200 python3 scripts/compare_peft.py --binary "$binary" $before_args --backend wgpu --device cuda \
   --what train --steps 20 --rounds 2 --target-fraction 0.5
-timeout 120 python3 scripts/compare_peft.py --binary "$binary" $before_args --backend wgpu --device cuda \
+within 100 python3 scripts/compare_peft.py --binary "$binary" $before_args --backend wgpu --device cuda \
   --what generate --rounds 1
 unset PREFIX_TUNE_MATMUL
 if [ -n "${DTYPE:-}" ]; then
-  timeout 150 python3 scripts/compare_peft.py --binary "$binary" --backend wgpu --device cuda --dtype "$DTYPE" \
+  within 120 python3 scripts/compare_peft.py --binary "$binary" --backend wgpu --device cuda --dtype "$DTYPE" \
     --what train --steps 20 --rounds 2 --target-fraction 0.5
-  timeout 90 python3 scripts/compare_peft.py --binary "$binary" --backend wgpu --device cuda --dtype "$DTYPE" \
+  within 80 python3 scripts/compare_peft.py --binary "$binary" --backend wgpu --device cuda --dtype "$DTYPE" \
     --what generate --rounds 1
+fi
+
+# Then where the time goes.
+dispatches_per_step() { # dispatches_per_step DTYPE [VAR=VALUE...]: kernel launches per training step
+  local dtype=$1; shift
+  within 60 env "$@" "$binary" bench --backend wgpu --dtype "$dtype" train --steps 5 --target-fraction 0.5 --dispatches | tee /dev/stderr \
+    | python3 -c "import json,sys; print(int(json.loads(sys.stdin.read().strip().splitlines()[-1])['dispatches_per_step']))" 2>/dev/null
+}
+profile() { # profile NAME ENV... -- BENCH ARGS...: CubeCL's per-kernel GPU times into $OUT/profile_NAME.log
+  local name=$1 dir; shift
+  dir=$(mktemp -d)
+  # CubeCL times every kernel on the GPU (one line each: duration, name; its settings come from
+  # a cubecl.toml in the working directory); their sum against the step's wall time says how
+  # much of a step is GPU work and how much host work.
+  printf '[profiling.logger]\nlevel = "basic"\nfile = "%s"\n' "${OUT:-/tmp}/profile_$name.log" > "$dir/cubecl.toml"
+  (cd "$dir" && within 60 "$@")
+}
+dispatches=$(dispatches_per_step f32)
+if [ "${PROFILE:-0}" = 1 ]; then
+  # The last three training steps' launches (steady state: no compilation or autotune).
+  profile train env "$binary" bench --backend wgpu train --steps 3 --target-fraction 0.5
+  python3 scripts/profile_summary.py "${OUT:-/tmp}/profile_train.log" ${dispatches:+--last $((3 * dispatches)) --steps 3}
+  if [ -n "${DTYPE:-}" ]; then
+    half=$(dispatches_per_step "$DTYPE")
+    profile "train_$DTYPE" env "$binary" bench --backend wgpu --dtype "$DTYPE" train --steps 3 --target-fraction 0.5
+    python3 scripts/profile_summary.py "${OUT:-/tmp}/profile_train_$DTYPE.log" ${half:+--last $((3 * half)) --steps 3}
+  fi
+fi
+# Each matrix product of a step, on wgpu (folded rows, per sequence, our tiled kernel in each
+# block shape, and the tuner's choice among Burn's matmul and those blocks) and in cuBLAS.
+within 120 "$binary" bench --backend wgpu matmul
+within 60 python3 scripts/matmul_torch.py --device cuda
+if [ -n "${DTYPE:-}" ]; then
+  within 90 "$binary" bench --backend wgpu --dtype "$DTYPE" matmul
+  within 60 python3 scripts/matmul_torch.py --device cuda --dtype "$DTYPE"
+fi
+# A training run with the forward / backward breakdown, the same with each step read back before
+# the next is queued (PREFIX_TUNE_OVERLAP=0: the run no longer goes ahead of its checks), and the
+# same through Burn's matmul alone.
+within 90 "$binary" bench --backend wgpu train --steps 10 --target-fraction 0.5 --breakdown
+within 90 env PREFIX_TUNE_OVERLAP=0 "$binary" bench --backend wgpu train --steps 10 --target-fraction 0.5
+within 90 env PREFIX_TUNE_MATMUL=burn "$binary" bench --backend wgpu train --steps 10 --target-fraction 0.5 --breakdown
+if [ "${PROFILE:-0}" = 1 ]; then
+  profile generate env "$binary" bench --backend wgpu generate
+  python3 scripts/profile_summary.py "${OUT:-/tmp}/profile_generate.log"
+  burn=$(dispatches_per_step f32 PREFIX_TUNE_MATMUL=burn)
+  profile train_burn env PREFIX_TUNE_MATMUL=burn "$binary" bench --backend wgpu train --steps 3 --target-fraction 0.5
+  python3 scripts/profile_summary.py "${OUT:-/tmp}/profile_train_burn.log" ${burn:+--last $((3 * burn)) --steps 3}
 fi
 date -u
