@@ -98,15 +98,19 @@ profile() { # profile NAME ENV... -- BENCH ARGS...: CubeCL's per-kernel GPU time
   printf '[profiling.logger]\nlevel = "basic"\nfile = "%s"\n' "${OUT:-/tmp}/profile_$name.log" > "$dir/cubecl.toml"
   (cd "$dir" && within 60 "$@")
 }
+summary() { # summary NAME [ARGS]: the profile's kernels by time, where the profiled run wrote one
+  local log="${OUT:-/tmp}/profile_$1.log"
+  if [ -s "$log" ]; then python3 scripts/profile_summary.py "$log" "${@:2}"; else echo "no profile: $log"; fi
+}
 dispatches=$(dispatches_per_step f32)
 if [ "${PROFILE:-0}" = 1 ]; then
   # The last three training steps' launches (steady state: no compilation or autotune).
   profile train env "$binary" bench --backend wgpu train --steps 3 --target-fraction 0.5
-  python3 scripts/profile_summary.py "${OUT:-/tmp}/profile_train.log" ${dispatches:+--last $((3 * dispatches)) --steps 3}
+  summary train ${dispatches:+--last $((3 * dispatches)) --steps 3}
   if [ -n "${DTYPE:-}" ]; then
     half=$(dispatches_per_step "$DTYPE")
     profile "train_$DTYPE" env "$binary" bench --backend wgpu --dtype "$DTYPE" train --steps 3 --target-fraction 0.5
-    python3 scripts/profile_summary.py "${OUT:-/tmp}/profile_train_$DTYPE.log" ${half:+--last $((3 * half)) --steps 3}
+    summary "train_$DTYPE" ${half:+--last $((3 * half)) --steps 3}
   fi
 fi
 # Each matrix product of a step, on wgpu (folded rows, per sequence, our tiled kernel in each
@@ -125,9 +129,9 @@ within 90 env PREFIX_TUNE_OVERLAP=0 "$binary" bench --backend wgpu train --steps
 within 90 env PREFIX_TUNE_MATMUL=burn "$binary" bench --backend wgpu train --steps 10 --target-fraction 0.5 --breakdown
 if [ "${PROFILE:-0}" = 1 ]; then
   profile generate env "$binary" bench --backend wgpu generate
-  python3 scripts/profile_summary.py "${OUT:-/tmp}/profile_generate.log"
+  summary generate
   burn=$(dispatches_per_step f32 PREFIX_TUNE_MATMUL=burn)
   profile train_burn env PREFIX_TUNE_MATMUL=burn "$binary" bench --backend wgpu train --steps 3 --target-fraction 0.5
-  python3 scripts/profile_summary.py "${OUT:-/tmp}/profile_train_burn.log" ${burn:+--last $((3 * burn)) --steps 3}
+  summary train_burn ${burn:+--last $((3 * burn)) --steps 3}
 fi
 date -u
