@@ -89,7 +89,7 @@ dispatches_per_step() { # dispatches_per_step DTYPE [VAR=VALUE...]: kernel launc
   within 60 env "$@" "$binary" bench --backend wgpu --dtype "$dtype" train --steps 5 --target-fraction 0.5 --dispatches | tee /dev/stderr \
     | python3 -c "import json,sys; print(int(json.loads(sys.stdin.read().strip().splitlines()[-1])['dispatches_per_step']))" 2>/dev/null
 }
-profile() { # profile NAME ENV... -- BENCH ARGS...: CubeCL's per-kernel GPU times into $OUT/profile_NAME.log
+profile() { # profile NAME COMMAND...: COMMAND with CubeCL's per-kernel GPU times in $OUT/profile_NAME.log
   local name=$1 dir; shift
   dir=$(mktemp -d)
   # CubeCL times every kernel on the GPU (one line each: duration, name; its settings come from
@@ -102,16 +102,20 @@ summary() { # summary NAME [ARGS]: the profile's kernels by time, where the prof
   local log="${OUT:-/tmp}/profile_$1.log"
   if [ -s "$log" ]; then python3 scripts/profile_summary.py "$log" "${@:2}"; else echo "no profile: $log"; fi
 }
-dispatches=$(dispatches_per_step f32)
+profile_train() { # profile_train NAME DTYPE [VAR=VALUE...]: 3 training steps profiled, summed over
+  # their own launches alone (the last 3 × launches per step: no compilation or autotune)
+  local name=$1 dtype=$2 per_step; shift 2
+  per_step=$(dispatches_per_step "$dtype" "$@")
+  profile "$name" env "$@" "$binary" bench --backend wgpu --dtype "$dtype" train --steps 3 --target-fraction 0.5
+  summary "$name" ${per_step:+--last $((3 * per_step)) --steps 3}
+}
 if [ "${PROFILE:-0}" = 1 ]; then
-  # The last three training steps' launches (steady state: no compilation or autotune).
-  profile train env "$binary" bench --backend wgpu train --steps 3 --target-fraction 0.5
-  summary train ${dispatches:+--last $((3 * dispatches)) --steps 3}
+  profile_train train f32
   if [ -n "${DTYPE:-}" ]; then
-    half=$(dispatches_per_step "$DTYPE")
-    profile "train_$DTYPE" env "$binary" bench --backend wgpu --dtype "$DTYPE" train --steps 3 --target-fraction 0.5
-    summary "train_$DTYPE" ${half:+--last $((3 * half)) --steps 3}
+    profile_train "train_$DTYPE" "$DTYPE"
   fi
+else
+  dispatches_per_step f32 > /dev/null  # its report goes to stderr
 fi
 # Each matrix product of a step, on wgpu (folded rows, per sequence, our tiled kernel in each
 # block shape, and the tuner's choice among Burn's matmul and those blocks) and in cuBLAS.
@@ -130,8 +134,6 @@ within 90 env PREFIX_TUNE_MATMUL=burn "$binary" bench --backend wgpu train --ste
 if [ "${PROFILE:-0}" = 1 ]; then
   profile generate env "$binary" bench --backend wgpu generate
   summary generate
-  burn=$(dispatches_per_step f32 PREFIX_TUNE_MATMUL=burn)
-  profile train_burn env PREFIX_TUNE_MATMUL=burn "$binary" bench --backend wgpu train --steps 3 --target-fraction 0.5
-  summary train_burn ${burn:+--last $((3 * burn)) --steps 3}
+  profile_train train_burn f32 PREFIX_TUNE_MATMUL=burn
 fi
 date -u
