@@ -130,13 +130,22 @@ pub(crate) fn resolve_dir(path: &Path) -> Result<PathBuf, PrefixError> {
     Ok(if !is_prefix && dir.join("best").is_dir() { dir.join("best") } else { dir })
 }
 
-fn check_layout(path: &Path, found: Layout, expected: Option<Layout>) -> Result<(), PrefixError> {
+/// The names a config file gives a layout's three sizes, and their values: ours
+/// (`prefix_config.json`), or PEFT's, whose third is the model's width, not a head's.
+type LayoutFields = fn(Layout) -> [(&'static str, usize); 3];
+
+fn native_fields(l: Layout) -> [(&'static str, usize); 3] {
+    [("n_layer", l.n_layer), ("n_head", l.n_head), ("head_dim", l.head_dim)]
+}
+
+fn peft_fields(l: Layout) -> [(&'static str, usize); 3] {
+    [("num_layers", l.n_layer), ("num_attention_heads", l.n_head), ("token_dim", l.n_head * l.head_dim)]
+}
+
+/// A prefix for another model is refused naming the file's own field.
+fn check_layout(path: &Path, found: Layout, expected: Option<Layout>, fields: LayoutFields) -> Result<(), PrefixError> {
     let Some(expected) = expected else { return Ok(()) };
-    for (field, f, e) in [
-        ("n_layer", found.n_layer, expected.n_layer),
-        ("n_head", found.n_head, expected.n_head),
-        ("head_dim", found.head_dim, expected.head_dim),
-    ] {
+    for ((field, f), (_, e)) in fields(found).into_iter().zip(fields(expected)) {
         if f != e {
             return Err(file_error(path, field, format!("the prefix was made for {field} = {f} but the model has {e}: it belongs to another model")));
         }
@@ -184,7 +193,7 @@ fn read_native(dir: &Path, config: PrefixFileConfig, expected: Option<Layout>, d
             return Err(file_error(&config_path, field, "missing, or 0: must be at least 1"));
         }
     }
-    check_layout(&config_path, config.layout(), expected)?;
+    check_layout(&config_path, config.layout(), expected, native_fields)?;
     let layout = config.layout();
     let tensors_path = dir.join(TENSORS_FILE);
     let files = WeightFiles::open(vec![tensors_path.clone()])?;
@@ -250,7 +259,7 @@ fn load_peft(dir: &Path, expected: Option<Layout>, device: &Device) -> Result<Lo
         return Err(file_error(&config_path, "num_attention_heads", format!("token_dim = {token_dim} is not divisible by {n_head} heads")));
     }
     let layout = Layout::new(n_layer, n_head, token_dim / n_head);
-    check_layout(&config_path, layout, expected)?;
+    check_layout(&config_path, layout, expected, peft_fields)?;
     let tensors_path = dir.join(PEFT_TENSORS_FILE);
     let files = WeightFiles::open(vec![tensors_path.clone()])?;
     let why = format!("num_virtual_tokens = {p}, 2·num_layers·token_dim = {}", layout.width());

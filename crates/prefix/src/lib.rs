@@ -36,6 +36,8 @@ pub enum PrefixError {
     Input(String),
     #[error("prefix length P must be at least 1")]
     EmptyPrefix,
+    #[error("the prefix MLP's hidden width (mlp_hidden) must be at least 1")]
+    EmptyMlp,
     /// One of BART's three sets, named.
     #[error("{set} prefix: {source}")]
     Set { set: &'static str, source: Box<PrefixError> },

@@ -100,6 +100,9 @@ impl PrefixConfig {
         if self.length == 0 {
             return Err(PrefixError::EmptyPrefix);
         }
+        if self.reparam == (Reparam::Mlp { hidden: 0 }) {
+            return Err(PrefixError::EmptyMlp);
+        }
         let zero = matches!(self.init, Init::Zero);
         let width = self.placement.width(layout);
         let embedding_width = match self.reparam {

@@ -267,9 +267,9 @@ fn bad_prefixes_are_one_line_errors() {
     let adapter = fixtures().join("peft/flat/adapter");
     // An adapter for another model.
     for (other, field) in [
-        (Layout { n_layer: 4, ..layout }, "n_layer"),
-        (Layout { n_head: 2, head_dim: 12, ..layout }, "n_head"),
-        (Layout { head_dim: 8, ..layout }, "head_dim"),
+        (Layout { n_layer: 4, ..layout }, "`num_layers`"),
+        (Layout { n_head: 2, head_dim: 12, ..layout }, "`num_attention_heads`"),
+        (Layout { head_dim: 8, ..layout }, "`token_dim`"),
     ] {
         let message = load_prefix(&adapter, Some(other), &device).err().unwrap().to_string();
         assert!(message.contains(field) && message.contains("adapter_config.json"), "{message}");
@@ -290,6 +290,10 @@ fn bad_prefixes_are_one_line_errors() {
     let message = load_prefix(&dir, Some(layout), &device).err().unwrap().to_string();
     assert!(message.contains("num_virtual_tokens"), "{message}");
     assert!(PrefixConfig::new(0).init(layout, &device).is_err());
+    // An MLP without a hidden unit: an error naming the option, not a panic in the random init.
+    let no_hidden = PrefixConfig { reparam: Reparam::Mlp { hidden: 0 }, ..PrefixConfig::new(5) };
+    let message = no_hidden.init(layout, &device).err().unwrap().to_string();
+    assert!(message.contains("mlp_hidden"), "{message}");
     // A native file without a shape field: the field is named, whether or not a model checks it.
     let native = scratch("native-no-head");
     save_export(&peft_prefix("flat", &device), None, "gpt2", &native).unwrap();

@@ -552,6 +552,33 @@ fn a_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
     assert!(prefix_bits(&second.prefix) == uninterrupted, "not bit-identical after resume");
 }
 
+/// Options a run would fail on later, or train nonsense with, are refused when the trainer is
+/// made, naming the option, and nothing is written.
+#[test]
+fn bad_options_are_refused_before_a_run_starts() {
+    let device = device();
+    let cases: [(&str, fn(&mut TrainConfig)); 6] = [
+        ("batch_size", |c| c.batch_size = 0),
+        ("grad_accum", |c| c.grad_accum = 0),
+        ("lr", |c| c.lr = 0.0),
+        ("lr", |c| c.lr = f64::NAN),
+        ("weight_decay", |c| c.optimizer = OptimizerConfig::adamw(-0.01)),
+        ("epochs", |c| (c.epochs, c.max_steps) = (0, None)),
+    ];
+    for (field, spoil) in cases {
+        let mut config = resume_config();
+        spoil(&mut config);
+        let out = scratch(&format!("refused-{field}"));
+        let error = Trainer::new(model(&device), peft_prefix("flat", &device), config, &out).err().unwrap().to_string();
+        assert!(error.starts_with(&format!("{field}: ")) && error.lines().count() == 1, "{error}");
+        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "{field}: wrote into the run directory");
+    }
+    // A weight decay of 0 and SGD's are options like any other.
+    let mut config = resume_config();
+    config.optimizer = OptimizerConfig::Sgd { weight_decay: 0.0 };
+    assert!(Trainer::new(model(&device), peft_prefix("flat", &device), config, &scratch("sgd-no-decay")).is_ok());
+}
+
 #[test]
 fn a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let _serial = serial();

@@ -117,6 +117,10 @@ impl TrainConfig {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad("lr", "must be a positive number");
         }
+        let (OptimizerConfig::AdamW { weight_decay, .. } | OptimizerConfig::Sgd { weight_decay }) = self.optimizer;
+        if !(weight_decay.is_finite() && weight_decay >= 0.0) {
+            return bad("weight_decay", "must be 0 or more, as PyTorch's AdamW and SGD require");
+        }
         if self.epochs == 0 && self.max_steps.is_none() {
             return bad("epochs", "must be at least 1 (or give max_steps)");
         }
