@@ -120,6 +120,21 @@ fn bad_input_fails_with_one_line() {
 
     let out_of_vocab = prefix_tune(&["generate", "--model", model.to_str().unwrap(), "--prompt-ids", "5000"]);
     assert_one_line_error(&out_of_vocab, &["5000", "vocab"]);
+
+    // Search options no search can use (a NaN length penalty was a panic in beam search; a NaN
+    // temperature drew token 0 every time).
+    for (options, needle) in [
+        (&["--num-beams", "2", "--length-penalty", "NaN"][..], "length_penalty"),
+        (&["--num-beams", "2", "--length-penalty", "inf"][..], "length_penalty"),
+        (&["--do-sample", "--temperature", "NaN"][..], "temperature"),
+        (&["--do-sample", "--temperature", "0"][..], "temperature"),
+        (&["--do-sample", "--top-p", "1.5"][..], "top_p"),
+        (&["--num-beams", "0"][..], "num_beams"),
+    ] {
+        let mut args = vec!["generate", "--model", model.to_str().unwrap(), "--prompt-ids", "1,2"];
+        args.extend(options);
+        assert_one_line_error(&prefix_tune(&args), &[needle]);
+    }
 }
 
 #[test]

@@ -176,11 +176,14 @@ impl GenerateConfig {
         if self.max_new_tokens == 0 {
             return Err(ModelError::Input("max_new_tokens must be at least 1".into()));
         }
+        if !self.length_penalty.is_finite() {
+            return Err(ModelError::Input(format!("length_penalty must be a finite number, got {}", self.length_penalty)));
+        }
         if self.sampling.is_some() && self.num_beams > 1 {
             return Err(ModelError::Input("sampling with beam search is not supported: use --num-beams 1 with --do-sample".into()));
         }
         if let Some(sampling) = self.sampling {
-            if sampling.temperature <= 0.0 {
+            if sampling.temperature.is_nan() || sampling.temperature <= 0.0 {
                 return Err(ModelError::Input(format!("temperature must be positive, got {}", sampling.temperature)));
             }
             if let Some(top_p) = sampling.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
