@@ -39,10 +39,10 @@ pub struct EvalArgs {
     length_penalty: Option<f32>,
     #[arg(long)]
     max_new_tokens: Option<usize>,
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     batch_size: usize,
     /// Evaluate only the first N distinct inputs.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     limit: Option<usize>,
     #[arg(long)]
     meteor_jar: Option<PathBuf>,
@@ -84,7 +84,7 @@ fn in_batches(args: &EvalArgs, sources: &[&str], mut decode: impl FnMut(&[&str])
     let mut predictions = Vec::with_capacity(sources.len());
     // Drawn on a terminal only; a log file gets no carriage-return noise.
     let bar = indicatif::ProgressBar::new(sources.len() as u64);
-    for chunk in sources.chunks(args.batch_size.max(1)) {
+    for chunk in sources.chunks(args.batch_size) {
         predictions.extend(decode(chunk)?);
         bar.set_position(predictions.len() as u64);
     }

@@ -622,6 +622,10 @@ fn usage_errors_exit_2_and_runtime_errors_exit_1() {
         vec!["generate", "--model", model],
         // A sampling option without sampling would be ignored: refused instead.
         vec!["generate", "--model", model, "--prompt-ids", "1", "--top-k", "5"],
+        // Counts of nothing: an eval of no inputs, batches of none, a server batching nobody.
+        vec!["eval", "--model", model, "--task", "e2e", "--data", "d", "--limit", "0"],
+        vec!["eval", "--model", model, "--task", "e2e", "--data", "d", "--batch-size", "0"],
+        vec!["serve", "--model", model, "--max-batch", "0"],
     ];
     for args in usage {
         let output = prefix_tune(&args);

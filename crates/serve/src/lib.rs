@@ -69,7 +69,7 @@ pub struct ServeArgs {
     #[arg(long, conflicts_with = "admin_key")]
     admin_key_file: Option<PathBuf>,
     /// Rows decoded together at most.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     max_batch: usize,
     /// Tokens whose keys and values the running batch may hold (each request's prefix, prompt
     /// and max_tokens count from the start; a request that does not fit waits for room).
@@ -130,7 +130,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let tokenizer = Tokenizer::from_dir(&dir)?.map(Arc::new);
     let metrics = Arc::new(Metrics::default());
     let (jobs, queue) = sync_channel(args.max_queue.max(1));
-    let kv_cache_tokens = args.kv_cache_tokens.unwrap_or(args.max_batch.max(1) * n_positions).max(1);
+    let kv_cache_tokens = args.kv_cache_tokens.unwrap_or(args.max_batch * n_positions).max(1);
     let server = Arc::new(Server {
         prefixes: Registry::new(args.max_resident_prefixes),
         jobs,
@@ -153,7 +153,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if let Some(dir) = &args.prefixes {
         load_directory(&server, dir)?;
     }
-    let engine = Engine { model, tokenizer, eos, skip_special_tokens: encoder_decoder, max_batch: args.max_batch.max(1), kv_cache_tokens, metrics, throttle: std::time::Duration::from_millis(args.throttle_ms) };
+    let engine = Engine { model, tokenizer, eos, skip_special_tokens: encoder_decoder, max_batch: args.max_batch, kv_cache_tokens, metrics, throttle: std::time::Duration::from_millis(args.throttle_ms) };
     std::thread::Builder::new().name("decode".into()).spawn(move || engine.run(queue)).map_err(|e| ServeError::Start { what: "the decoding thread", source: e })?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| ServeError::Start { what: "the server runtime", source: e })?;
