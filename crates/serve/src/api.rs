@@ -114,6 +114,8 @@ impl IntoResponse for ApiError {
             StatusCode::NOT_FOUND => "not_found_error",
             StatusCode::SERVICE_UNAVAILABLE => "server_overloaded",
             StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
+            // The server's fault (a prefix file on its disk that does not load), not the request's.
+            status if status.is_server_error() => "server_error",
             _ => "invalid_request_error",
         };
         let body = Json(json!({ "error": { "message": self.message, "type": kind, "param": null, "code": null } }));

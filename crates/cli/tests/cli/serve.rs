@@ -157,7 +157,13 @@ fn concurrent_requests_on_mixed_prefixes_answer_as_generate_alone() {
 
 #[test]
 fn bad_requests_get_their_status_and_an_openai_error() {
-    let server = start(&[]);
+    // Beside the two fixture prefixes, one whose tensors file is cut short.
+    let prefixes = scratch("serve-prefixes-broken");
+    let broken = prefixes.join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::copy(fixtures().join("peft/flat/adapter/adapter_config.json"), broken.join("adapter_config.json")).unwrap();
+    std::fs::write(broken.join("adapter_model.safetensors"), b"\x10\0\0\0\0\0\0\0{").unwrap();
+    let server = start_in(&prefixes, "gpt2-a", &["--api-key", KEY], &[], &[]);
     let cases: Vec<(String, u16, &str)> = vec![
         ("{\"model\": \"base\", \"prompt\": [1, 2".into(), 400, "invalid request body"),
         (r#"{"model": "base", "prompt": [1, 2], "max_tokens": -3}"#.into(), 400, "max_tokens"),
@@ -172,6 +178,8 @@ fn bad_requests_get_their_status_and_an_openai_error() {
         (r#"{"model": "base", "prompt": [1, 2], "presence_penalty": 2.5}"#.into(), 400, "presence_penalty"),
         (r#"{"model": "base", "prompt": [1, 2], "logit_bias": {"99999": 1}}"#.into(), 400, "logit_bias"),
         (r#"{"model": "base", "prompt": [1, 2], "logit_bias": {"7": 101}}"#.into(), 400, "logit_bias"),
+        // The server's own file at fault: a server error naming the file.
+        (r#"{"model": "broken", "prompt": [1, 2]}"#.into(), 500, "broken/adapter_model.safetensors"),
     ];
     // logit_bias reaches the logits: +100 on one token makes every greedy token that one.
     let (status, text) = post(&server, "/v1/completions", r#"{"model": "flat", "prompt": [1, 2], "max_tokens": 4, "temperature": 0, "return_token_ids": true, "logit_bias": {"7": 100}, "frequency_penalty": 0.1}"#);
@@ -188,6 +196,12 @@ fn bad_requests_get_their_status_and_an_openai_error() {
         let error = json(&text);
         let message = error["error"]["message"].as_str().unwrap();
         assert!(message.contains(needle) && !message.contains('\n'), "{message}");
+        let kind = match status {
+            400 => "invalid_request_error",
+            404 => "not_found_error",
+            _ => "server_error",
+        };
+        assert_eq!(error["error"]["type"], kind, "{message}");
     }
     let (status, _) = answer(ureq::post(&format!("{}/v1/completions", server.url)).send_string(r#"{"model": "base", "prompt": [1]}"#));
     assert_eq!(status, 401, "no API key");
