@@ -132,11 +132,23 @@ fn resolve(task: Task, path: &Path, split: Split) -> Result<PathBuf, DataError> 
         return Err(DataError::io(task.name(), path, std::io::ErrorKind::NotFound.into()));
     }
     let names = accepted_names(task, split);
-    names.iter().map(|n| path.join(n)).find(|p| p.exists()).ok_or_else(|| DataError::NotFound {
-        task: task.name(),
-        file: path.to_path_buf(),
-        accepted: names.join(", "),
-    })
+    if let Some(found) = names.iter().map(|n| path.join(n)).find(|p| p.exists()) {
+        return Ok(found);
+    }
+    if task == Task::Webnlg && is_webnlg_split_folder(path) {
+        return Ok(path.to_path_buf());
+    }
+    Err(DataError::NotFound { task: task.name(), file: path.to_path_buf(), accepted: names.join(", ") })
+}
+
+/// A WebNLG split's own folder (`train/`, `dev/`: XML files under `1triples/` …) given as
+/// `--data`: it holds XML files and none of the release's names of any split, so it is not the
+/// release's root or its `test/`.
+fn is_webnlg_split_folder(path: &Path) -> bool {
+    let splits = [Split::Train, Split::Dev, Split::Test];
+    let names_a_split = splits.iter().flat_map(|&s| accepted_names(Task::Webnlg, s)).any(|n| path.join(n).exists());
+    let mut files = Vec::new();
+    !names_a_split && collect_xml(path, &mut files).is_ok() && !files.is_empty()
 }
 
 fn collect_xml(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {

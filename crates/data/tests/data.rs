@@ -113,6 +113,32 @@ fn webnlg_triples_good_lexicalizations_and_seen_flags() {
     assert_eq!(groups[2].source, " | (19255)_1994_VK8 : density : 2.0 (gramPerCubicCentimetres)");
 }
 
+/// A WebNLG split's own folder (`train/` of the release, XML files by triple count) reads as
+/// its files do, whatever split was asked for; the release's root still picks the split's
+/// folder, and a folder without XML files is refused naming the accepted names.
+#[test]
+fn a_webnlg_split_folder_reads_as_its_xml_files() {
+    let root = std::env::temp_dir().join(format!("prefix-tune-data-{}-webnlg", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    for (folder, file) in [("train/1triples", "webnlg_train_sample.xml"), ("train/2triples", "webnlg_test_sample.xml")] {
+        std::fs::create_dir_all(root.join(folder)).unwrap();
+        std::fs::copy(fixture(file), root.join(folder).join(file)).unwrap();
+    }
+    let mut expected = load_default(Task::Webnlg, "webnlg_train_sample.xml").pairs;
+    expected.extend(load_default(Task::Webnlg, "webnlg_test_sample.xml").pairs);
+    for split in [Split::Train, Split::Dev, Split::Test] {
+        let folder = load(Task::Webnlg, &root.join("train"), &LoadConfig { split, ..Default::default() }).unwrap();
+        assert_eq!(folder.pairs, expected, "{split:?}");
+    }
+    let from_root = load(Task::Webnlg, &root, &LoadConfig { split: Split::Train, ..Default::default() }).unwrap();
+    assert_eq!(from_root.pairs, expected);
+    let dev = load(Task::Webnlg, &root, &LoadConfig { split: Split::Dev, ..Default::default() }).err().unwrap().to_string();
+    assert!(dev.contains("accepted names: dev"), "{dev}");
+    std::fs::create_dir_all(root.join("empty")).unwrap();
+    let empty = load(Task::Webnlg, &root.join("empty"), &LoadConfig::default()).err().unwrap().to_string();
+    assert!(empty.contains("no data file found"), "{empty}");
+}
+
 #[test]
 fn dart_json_and_xml() {
     let dev = load_default(Task::Dart, "dart_dev_sample.json");
