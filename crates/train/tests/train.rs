@@ -552,6 +552,27 @@ fn a_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
     assert!(prefix_bits(&second.prefix) == uninterrupted, "not bit-identical after resume");
 }
 
+/// A run that --max-steps ends inside an epoch, or past its last --eval-every, still weighs the
+/// prefix it ends with on dev: its last step is evaluated, and best/ is chosen among them.
+#[test]
+fn the_last_step_is_evaluated_on_dev() {
+    let _serial = serial();
+    let device = device();
+    // 12 examples in micro-batches of 3, two to a step: an epoch is 2 steps; the run stops at 3.
+    for (eval_every, evaluated) in [(None, vec![2, 3]), (Some(2), vec![2, 3]), (Some(1), vec![1, 2, 3])] {
+        let mut config = resume_config();
+        (config.max_steps, config.eval_every, config.checkpoint_every) = (Some(3), eval_every, None);
+        let out = scratch("last-step-dev");
+        let mut trainer = Trainer::new(model(&device), peft_prefix("flat", &device), config, &out).unwrap();
+        trainer.quiet = true;
+        let summary = trainer.train(&synthetic_task(12), &synthetic_task(4), None).unwrap();
+        let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+        let steps: Vec<u64> = metrics.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).filter(|r| r.get("dev_loss").is_some()).map(|r| r["step"].as_u64().unwrap()).collect();
+        assert_eq!(steps, evaluated, "eval_every {eval_every:?}");
+        assert!(summary.best_dev_loss.is_some());
+    }
+}
+
 /// Options a run would fail on later, or train nonsense with, are refused when the trainer is
 /// made, naming the option, and nothing is written.
 #[test]

@@ -37,7 +37,9 @@ impl<M: PrefixModel> Trainer<M> {
                 }
                 self.optimizer_step(&mut accumulated, std::mem::take(&mut micro_losses), total_steps, &mut stats)?;
                 let step = self.progress.optimizer_step;
-                let eval_due = self.config.eval_every.is_some_and(|n| step % n == 0) || (self.config.eval_every.is_none() && end_of_epoch);
+                // The last step is evaluated too, so that best/ weighs the prefix the run ends
+                // with, wherever --max-steps or --eval-every leave it.
+                let eval_due = self.config.eval_every.is_some_and(|n| step % n == 0) || (self.config.eval_every.is_none() && end_of_epoch) || step >= total_steps;
                 let checkpoint_due = self.config.checkpoint_every.is_some_and(|n| step % n == 0);
                 if eval_due || checkpoint_due || halt_after == Some(step) || step >= total_steps {
                     // Whatever reads the prefix, or ends the run, waits for the step's checks.
