@@ -33,7 +33,8 @@ pub struct TrainArgs {
     /// ` {source} <|endoftext|> {target} <|endoftext|>` (jsonl: {"source", "target"} lines).
     #[arg(long, value_enum)]
     pub task: Option<Task>,
-    /// Dev data, same format (evaluated every epoch or --eval-every steps; best prefix kept).
+    /// Dev data, same format (evaluated every epoch or --eval-every steps, and at the last step;
+    /// best prefix kept).
     #[arg(long)]
     pub dev: Option<PathBuf>,
     /// E2E targets: punctuation-split like the paper's files (`paper`) or the CSV's own text
@@ -115,6 +116,7 @@ pub struct TrainArgs {
     /// Low-data mode: subsample N examples with the seed; 30% of them become the dev split.
     #[arg(long)]
     pub train_size: Option<usize>,
+    /// Evaluate on --dev every N optimizer steps instead of every epoch.
     #[arg(long)]
     pub eval_every: Option<usize>,
     /// Pick the best prefix (and stop early) by a generation metric on --dev instead of the
