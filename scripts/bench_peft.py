@@ -43,6 +43,15 @@ def sync():
         torch.cuda.synchronize()
 
 
+def gpu_memory():
+    """The most the process took from the GPU (reserved) and its tensors held (allocated), in
+    MiB, as `prefix-tune bench` reports its allocator's pools; None on the CPU."""
+    if device.type != "cuda":
+        return None
+    mib = 1 << 20
+    return {"reserved_mib": torch.cuda.max_memory_reserved() / mib, "allocated_mib": torch.cuda.max_memory_allocated() / mib}
+
+
 torch.manual_seed(0)
 config = GPT2Config(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
 base = GPT2LMHeadModel(config).eval().to(device)
@@ -78,7 +87,7 @@ if args.what in ("train", "both"):
     print(json.dumps({"bench": "train", "impl": "pytorch+peft", "device": args.device, "autocast": args.autocast,
                       "threads": torch.get_num_threads(), "steps": steps,
                       "tokens_per_second": batch * seq * steps / seconds, "seconds_per_step": seconds / steps,
-                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "gpu_memory": gpu_memory()}))
 
 if args.what in ("generate", "both"):
     prompt = torch.randint(0, config.vocab_size, (1, 16)).to(device)
@@ -97,4 +106,4 @@ if args.what in ("generate", "both"):
             seconds = time.perf_counter() - start
         new = out.shape[1] - prompt.shape[1]
         results[name] = {"seconds": seconds, "tokens_per_second": new / seconds}
-    print(json.dumps({"bench": "generate", "impl": "pytorch", "device": args.device, "autocast": args.autocast, "results": results}))
+    print(json.dumps({"bench": "generate", "impl": "pytorch", "device": args.device, "autocast": args.autocast, "results": results, "gpu_memory": gpu_memory()}))

@@ -1,7 +1,8 @@
 """Same-run comparison of `prefix-tune bench` with PyTorch + PEFT (scripts/bench_peft.py),
 interleaved A B A B so that both see the same machine state. Prints one JSON line per benchmark
 with each side's runs and the ratio of medians: training tokens/s (ours / theirs; > 1 means we
-are faster) and decoding time (ours / theirs; < 1 means we are faster).
+are faster) and decoding time (ours / theirs; < 1 means we are faster). On a GPU it also reports
+the GPU memory each side reserved (`gpu_reserved_ratio`: ours / theirs, < 1 means we take less).
 
     python scripts/compare_peft.py --binary target/release/prefix-tune --rounds 3 --target-fraction 0.5
     python scripts/compare_peft.py --backend wgpu --device cuda --steps 20   # on a GPU machine
@@ -38,6 +39,24 @@ def last_json(command, bench, env=None):
     out = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
     lines = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
     return next(l for l in lines if l.get("bench") == bench)
+
+
+def gpu_memory(runs):
+    """The largest GPU memory any run reserved, and the largest its tensors held at once (PyTorch)
+    or at the end (ours: `in_use` after the timed work), in MiB; None where a run has no GPU."""
+    reports = [r.get("gpu_memory") for r in runs]
+    if not reports or None in reports:
+        return None
+    held = [r.get("allocated_mib", r.get("in_use_mib")) for r in reports]
+    return {"reserved_mib": max(r["reserved_mib"] for r in reports), "held_mib": max(held)}
+
+
+def memory_report(ours, theirs):
+    """Both sides' GPU memory and ours over theirs (< 1: we take less), where both ran on a GPU."""
+    mine, hf = gpu_memory(ours), gpu_memory(theirs)
+    if not (mine and hf):
+        return {}
+    return {"prefix_tune_gpu_memory": mine, "peft_gpu_memory": hf, "gpu_reserved_ratio": mine["reserved_mib"] / hf["reserved_mib"]}
 
 
 def main():
@@ -80,6 +99,7 @@ def main():
                   "ratio": ours_tps / theirs_tps, "dtype": args.dtype,
                   "prefix_tune_peak_rss_mib": max(r.get("peak_rss_mib") or 0 for r in ours),
                   "peft_peak_rss_mib": max(r.get("peak_rss_mib") or 0 for r in theirs)}
+        report.update(memory_report(ours, theirs))
         if autocast:
             autocast_tps = statistics.median(r["tokens_per_second"] for r in autocast)
             report.update({"peft_autocast_tokens_per_second": autocast_tps, "ratio_to_autocast": ours_tps / autocast_tps})
@@ -98,6 +118,7 @@ def main():
             if before_cmd:
                 before.append(last_json(before_cmd + ["generate"], "generate"))
         report = {"bench": "generate", "backend": args.backend, "torch_device": args.device, "dtype": args.dtype, "threads": args.threads, "env": args.env}
+        report.update(memory_report(ours, theirs))
         for name in ("greedy", "beam5", "sample"):
             if not all(name in r["results"] for r in ours + theirs):
                 continue  # a build or script from before "sample" was timed

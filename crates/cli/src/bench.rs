@@ -170,13 +170,24 @@ fn generate(bench: &Bench, prompt_len: usize, new_tokens: usize, dispatch_log: O
     }
     let report = serde_json::json!({
         "bench": "generate", "backend": bench.device.to_string(), "dtype": bench.dtype, "threads": prefix_tune_model::backend::cpu_threads(), "bf16_path": bf16_path(bench), "model": format!("{}-shaped random", bench.shape),
-        "prompt_tokens": prompt_len, "results": results, "peak_rss_mib": peak_rss_mib(), "matmul": matmul_report(),
+        "prompt_tokens": prompt_len, "results": results, "peak_rss_mib": peak_rss_mib(), "gpu_memory": gpu_memory(&device), "matmul": matmul_report(),
     });
     if let Some(log) = dispatch_log {
         let _ = std::fs::remove_file(log);
     }
     println!("{report}");
     Ok(())
+}
+
+/// What the GPU's allocator holds once the timed work is done (`null` on the CPU backend), in
+/// MiB: `reserved`, what the process took from the device (comparable to PyTorch's
+/// `max_memory_reserved`, since the pools only grow while a benchmark runs); `in_use`, what live
+/// tensors occupy at the end (the weights, the prefix and its optimizer state).
+fn gpu_memory(device: &prefix_tune_model::burn::tensor::Device) -> serde_json::Value {
+    let _ = device.sync();
+    let Some(usage) = device.memory_pool_usage() else { return serde_json::Value::Null };
+    let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
+    serde_json::json!({ "reserved_mib": mib(usage.bytes_reserved), "in_use_mib": mib(usage.bytes_in_use) })
 }
 
 /// The kernel a GPU's f32 frozen products took (`PREFIX_TUNE_MATMUL`; `burn` is Burn's matmul) and,
@@ -225,7 +236,7 @@ fn train(bench: &Bench, args: &TrainBench, dispatch_log: Option<&std::path::Path
         "batch": batch_size, "seq_len": seq_len, "target_fraction": target_fraction, "prefix_length": 10, "mlp_hidden": 512, "steps": summary.steps,
         "seconds": seconds, "tokens_per_second": steps_tokens_per_second, "seconds_with_final_save": seconds_with_save,
         "seconds_per_step": seconds / summary.steps as f64,
-        "trainable_params": summary.trainable_params, "peak_rss_mib": peak_rss_mib(), "matmul": matmul_report(),
+        "trainable_params": summary.trainable_params, "peak_rss_mib": peak_rss_mib(), "gpu_memory": gpu_memory(&bench.device.device), "matmul": matmul_report(),
     });
     if let (Some(per_step), Some(log)) = (dispatches, dispatch_log) {
         report["dispatches_per_step"] = per_step.into();

@@ -34,3 +34,26 @@ fn bench_matmul_holds_each_kernel_to_burns_product_on_wgpu() {
     assert!(largest > 0.0, "every kernel gave Burn's bits exactly: the check would not see a wrong one either");
     println!("largest difference from Burn's product: {largest:.1e} of the largest value");
 }
+
+/// `bench train` reports what the GPU's allocator holds: at least the model's weights in use
+/// (the tiny shape's 50,257 × 64 token embedding alone is 12.3 MiB), more reserved, and more
+/// reserved for a larger batch; on the CPU backend, nothing (`null`).
+#[test]
+fn bench_train_reports_the_gpu_memory_it_holds() {
+    let Some(vulkan) = wgpu_env() else { return };
+    let memory = |backend: &str, batch: &str| {
+        let args = ["bench", "--backend", backend, "--shape", "tiny", "train", "--steps", "1", "--batch-size", batch, "--seq-len", "32"];
+        let output = Command::new(env!("CARGO_BIN_EXE_prefix-tune")).args(args).envs(vulkan.clone()).output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        stdout_lines(&output).pop().expect("a JSON report")["gpu_memory"].clone()
+    };
+    let weights_mib = ((50_257 + 1024) * 64 + 2 * (64 * 192 + 64 * 64 + 2 * 64 * 256)) as f64 * 4.0 / (1 << 20) as f64;
+    let (small, large) = (memory("wgpu", "1"), memory("wgpu", "8"));
+    for report in [&small, &large] {
+        let (in_use, reserved) = (report["in_use_mib"].as_f64().unwrap(), report["reserved_mib"].as_f64().unwrap());
+        assert!(in_use >= weights_mib && in_use < 2.0 * weights_mib, "{report}: the weights are {weights_mib:.1} MiB");
+        assert!(reserved >= in_use, "{report}");
+    }
+    assert!(large["reserved_mib"].as_f64() > small["reserved_mib"].as_f64(), "batch 8 {large} against batch 1 {small}");
+    assert_eq!(memory("flex", "1"), serde_json::Value::Null);
+}
