@@ -24,8 +24,16 @@ pub fn unavailable(device: &Device, dtype: Dtype) -> Option<String> {
         return None;
     }
     if crate::backend::is_gpu(device) {
-        let missing = !device.supports_dtype(dtype.burn());
-        return missing.then(|| format!("--dtype {name}: this GPU adapter has no {name} arithmetic in shaders (wgpu: the SHADER_F16 feature); use --dtype f32"));
+        if device.supports_dtype(dtype.burn()) {
+            return None;
+        }
+        // What the adapter lacks, and the best dtype it does run.
+        let lacks = match dtype {
+            Dtype::F16 => "wgpu: the SHADER_F16 feature",
+            _ => "WGSL has no bf16 type; CUDA and some SPIR-V drivers do",
+        };
+        let instead = if dtype == Dtype::Bf16 && device.supports_dtype(Dtype::F16.burn()) { "f16" } else { "f32" };
+        return Some(format!("--dtype {name}: this GPU adapter has no {name} arithmetic in shaders ({lacks}); use --dtype {instead}"));
     }
     if !crate::backend::is_cpu(device) {
         return Some(format!("--dtype {name} runs on a GPU backend or the CPU backend (flex), which this build does not include"));

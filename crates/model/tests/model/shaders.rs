@@ -293,6 +293,10 @@ fn half_precision_linear(device: &Device) {
         println!("--dtype f16 refused on this adapter: {why}");
         return;
     }
+    // An adapter with f16 but no bf16 (lavapipe) points to f16, without naming f16's feature.
+    if let Some(why) = prefix_tune_model::bf16::unavailable(device, Dtype::Bf16) {
+        assert!(why.contains("no bf16 arithmetic") && why.ends_with("use --dtype f16") && !why.contains("SHADER_F16"), "{why}");
+    }
     device.seed(29);
     let normal = Distribution::Normal(0.0, 1.0);
     let x: Tensor<3> = Tensor::random([2, 21, 40], normal, device).require_grad();
