@@ -37,18 +37,21 @@ impl<M: PrefixModel> Trainer<M> {
                 }
                 self.optimizer_step(&mut accumulated, std::mem::take(&mut micro_losses), total_steps, &mut stats)?;
                 let step = self.progress.optimizer_step;
+                let last = step >= total_steps;
                 // The last step is evaluated too, so that best/ weighs the prefix the run ends
                 // with, wherever --max-steps or --eval-every leave it.
-                let eval_due = self.config.eval_every.is_some_and(|n| step % n == 0) || (self.config.eval_every.is_none() && end_of_epoch) || step >= total_steps;
+                let eval_due = self.config.eval_every.is_some_and(|n| step % n == 0) || (self.config.eval_every.is_none() && end_of_epoch) || last;
                 let checkpoint_due = self.config.checkpoint_every.is_some_and(|n| step % n == 0);
-                if eval_due || checkpoint_due || halt_after == Some(step) || step >= total_steps {
+                if eval_due || checkpoint_due || halt_after == Some(step) {
                     // Whatever reads the prefix, or ends the run, waits for the step's checks.
                     self.settle(&mut stats)?;
                 }
                 if eval_due && !dev.is_empty() {
                     self.evaluate_and_keep_best(dev)?;
                 }
-                if checkpoint_due || eval_due || halt_after == Some(step) {
+                // A run that ends here is checkpointed once, by `finish`.
+                let ending = last || self.progress.stopped_early;
+                if ((checkpoint_due || eval_due) && !ending) || halt_after == Some(step) {
                     self.checkpoint()?;
                 }
                 if halt_after == Some(step) {
