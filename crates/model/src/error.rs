@@ -37,6 +37,9 @@ pub enum ModelError {
     #[error("{0}")]
     Hub(String),
 
+    #[error("beam search: prompt {prompt} ended with no hypothesis of finite score (the model's log-probabilities are NaN: NaN weights, or an overflow in half precision)")]
+    NonFiniteScores { prompt: usize },
+
 }
 
 /// A field of a config file (or of generation kwargs) with a value we cannot use; the caller

@@ -419,3 +419,19 @@ fn a_prompt_longer_than_the_positions_is_an_error() {
     let err = generate_gpt2(&model, &prompt, None, &config).err().unwrap();
     assert!(err.to_string().contains("n_positions"), "{err}");
 }
+
+/// A model whose log-probabilities are NaN (a NaN weight here; an overflow in half precision
+/// elsewhere) ends beam search with an error naming why, not a panic: no hypothesis with a NaN
+/// score is ever ranked finished.
+#[test]
+fn beam_search_over_nan_scores_is_an_error() {
+    let device = device();
+    let mut model = load_gpt2(&fixtures().join("gpt2-a"), &device).unwrap();
+    let [positions, width] = model.wpe.val().dims();
+    model.wpe = prefix_tune_model::burn::module::Param::from_tensor(prefix_tune_model::burn::tensor::Tensor::full([positions, width], f32::NAN, &device));
+    let mut config = GenerateConfig::new(514);
+    (config.max_new_tokens, config.num_beams) = (3, 2);
+    let err = generate_gpt2(&model, &[vec![7u32, 8, 9]], None, &config).err().unwrap();
+    assert!(matches!(err, ModelError::NonFiniteScores { prompt: 0 }), "{err}");
+    assert!(err.to_string().contains("NaN") && err.to_string().lines().count() == 1, "{err}");
+}

@@ -31,7 +31,7 @@ pub(super) fn beam_search(decoder: &mut dyn Decoder, prompts: &[Vec<u32>], confi
         let ones = vec![vec![1.0]; step_ids.len()];
         logits = decoder.step(&step_ids, &ones)?;
     }
-    Ok(search.best())
+    search.best()
 }
 
 /// Every prompt's beams between two decoding steps.
@@ -129,14 +129,16 @@ impl<'a> Beams<'a> {
         (source_rows, all_hit)
     }
 
-    /// Each prompt's best finished hypothesis, its new tokens only.
-    fn best(self) -> Vec<Generated> {
+    /// Each prompt's best finished hypothesis, its new tokens only. At max_length every top
+    /// beam finishes, unless its scores are NaN: no comparison admits it then.
+    fn best(self) -> Result<Vec<Generated>, ModelError> {
         let (prompt_len, eos) = (self.prompt_len, &self.config.eos_token_ids);
         self.finished
             .into_iter()
-            .map(|list| {
-                let (score, sequence) = list.into_iter().next().expect("at max_length every top beam finishes");
-                Generated { ids: trim_after_eos(&sequence[prompt_len..], eos), score: Some(score) }
+            .enumerate()
+            .map(|(prompt, list)| {
+                let (score, sequence) = list.into_iter().next().ok_or(ModelError::NonFiniteScores { prompt })?;
+                Ok(Generated { ids: trim_after_eos(&sequence[prompt_len..], eos), score: Some(score) })
             })
             .collect()
     }
