@@ -233,11 +233,18 @@ fn query_row_threads(keys: usize, head_dim: usize) -> u32 {
     row_threads(keys.max(head_dim))
 }
 
+/// The keep mask as the kernels read it: contiguous with dropout; without, it is never read and
+/// may be any stand-in (the caller passes the bias), left as it is.
+fn contiguous_with_dropout(keep: CubeTensor, dropout: f64) -> CubeTensor {
+    if dropout > 0.0 { into_contiguous(keep) } else { keep }
+}
+
 /// `(softmax(Q·Kᵀ·scale + bias) ∘ keep · 1/(1 − p)) · V`, and the softmax before dropout.
 /// `keep` is read only when `dropout > 0`.
 #[allow(clippy::too_many_arguments)]
 pub fn forward(queries: CubeTensor, keys: CubeTensor, values: CubeTensor, bias: CubeTensor, keep: CubeTensor, scale: f32, dropout: f64) -> (CubeTensor, CubeTensor) {
-    let [queries, keys, values, keep] = [queries, keys, values, keep].map(into_contiguous);
+    let [queries, keys, values] = [queries, keys, values].map(into_contiguous);
+    let keep = contiguous_with_dropout(keep, dropout);
     let [batch, heads, t_len, head_dim] = queries.shape().dims::<4>();
     let s_len = keys.shape()[2];
     let threads = query_row_threads(s_len, head_dim);
@@ -270,7 +277,8 @@ pub fn forward(queries: CubeTensor, keys: CubeTensor, values: CubeTensor, bias: 
 /// gradient `grad_out` and what the forward pass kept (`probs`, and `keep` with dropout).
 #[allow(clippy::too_many_arguments)]
 pub fn backward(queries: CubeTensor, keys: CubeTensor, values: CubeTensor, probs: CubeTensor, keep: CubeTensor, grad_out: CubeTensor, scale: f32, dropout: f64) -> (CubeTensor, CubeTensor, CubeTensor) {
-    let [queries, keys, values, probs, keep, grad_out] = [queries, keys, values, probs, keep, grad_out].map(into_contiguous);
+    let [queries, keys, values, probs, grad_out] = [queries, keys, values, probs, grad_out].map(into_contiguous);
+    let keep = contiguous_with_dropout(keep, dropout);
     let [batch, heads, t_len, s_len] = probs.shape().dims::<4>();
     let threads = query_row_threads(s_len, keys.shape()[3]);
     let client = queries.client.clone();

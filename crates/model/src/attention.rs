@@ -320,10 +320,11 @@ mod gpu {
         let [batch, heads, t, _] = queries.dims();
         let s = keys.dims()[2];
         let device = queries.device();
-        // Absent inputs travel as one-element stand-ins: a bias of size 1 broadcasts (0 adds
-        // nothing), the keep mask is not read without dropout.
+        // Absent inputs travel as stand-ins: a bias of size 1 broadcasts (0 adds nothing); the
+        // keep mask is not read without dropout, so the bias stands in for it (a tensor of its
+        // own would be one more kernel launch per layer and decoding step).
         let bias = bias.unwrap_or_else(|| Tensor::zeros([1, 1, 1, 1], &device));
-        let keep = if dropout > 0.0 { super::keep_mask::<4>(Shape::new([batch, heads, t, s]), dropout, &device) } else { Tensor::zeros([1, 1, 1, 1], &device) };
+        let keep = if dropout > 0.0 { super::keep_mask::<4>(Shape::new([batch, heads, t, s]), dropout, &device) } else { bias.clone() };
         let out = <burn::backend::Dispatch as CubeAttention>::cube_attention(queries.into_dispatch(), keys.into_dispatch(), values.into_dispatch(), bias.into_dispatch(), keep.into_dispatch(), scale, dropout);
         Tensor::from_dispatch(out)
     }

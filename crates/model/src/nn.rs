@@ -54,7 +54,7 @@ impl Linear {
         let [_, d_out] = self.weight.dims();
         let rows = x.reshape([batch * seq, d_in]); // [B·T, in]
         if let Some(weight) = &self.half {
-            return (crate::bf16::matmul(rows, weight) + self.bias.val().unsqueeze::<2>()).reshape([batch, seq, d_out]);
+            return crate::bf16::matmul(rows, weight).reshape([batch, seq, d_out]) + self.bias.val().unsqueeze::<3>();
         }
         // A GPU's f32 products, decoding steps' included, where PREFIX_TUNE_MATMUL (or its default
         // in an `autotune` build) takes them; never on the CPU.
@@ -62,8 +62,10 @@ impl Linear {
             return out.reshape([batch, seq, d_out]);
         }
         if seq == 1 || crate::few_rows::takes_the_kernel(&rows) {
-            let out = crate::few_rows::matmul(rows, self.weight.val()) + self.bias.val().unsqueeze::<2>(); // [B·T, out]
-            return out.reshape([batch, seq, d_out]);
+            // The bias is added after the reshape, so that on a GPU its addition fuses with the
+            // element-wise work after the layer (a residual, GELU): a reshape ends a fused block.
+            let out = crate::few_rows::matmul(rows, self.weight.val()).reshape([batch, seq, d_out]);
+            return out + self.bias.val().unsqueeze::<3>();
         }
         // Below a few million multiply-adds the regrouping's extra copies cost more than it saves.
         if crate::backend::is_cpu(&rows.device()) && batch * seq * d_in * d_out >= 1 << 22 {
