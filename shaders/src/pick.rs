@@ -141,7 +141,11 @@ fn pick_kernel(
             }
             j += CUBE_DIM_X as usize;
         }
-        let first = cube_combine::<u32>(first, Combine::Min, threads);
+        let mut first = cube_combine::<u32>(first, Combine::Min, threads);
+        if first >= vocab as u32 {
+            // No score compares (a row of NaN): token 0, as the host's argmax gives.
+            first = 0u32;
+        }
         if unit == 0 {
             tokens[row] = f32::cast_from(first);
         }
@@ -178,6 +182,11 @@ fn draw(logits: &Tensor<f32>, start: usize, vocab: usize, temperature: f32, floo
         let mut total = 0.0f32;
         for c in 0..cube {
             total += sums[c];
+        }
+        if !(total > 0.0f32) {
+            // Nothing to draw from (NaN scores, or every token banned): -1, an error on the host.
+            tokens[row] = f32::new(-1.0);
+            terminate!();
         }
         let target = uniform * total;
         let mut running = 0.0f32;
@@ -219,7 +228,7 @@ fn draw(logits: &Tensor<f32>, start: usize, vocab: usize, temperature: f32, floo
 }
 
 /// Each row's token from `[N, V]` f32 `logits` and `[N, SETTINGS]` f32 `settings`: `[N]` ids,
-/// as f32.
+/// as f32; -1 for a draw from a row where no token has weight.
 pub fn pick(logits: CubeTensor, knobs: CubeTensor) -> CubeTensor {
     let (logits, knobs) = (into_contiguous(logits), into_contiguous(knobs));
     let rows = logits.shape()[0];

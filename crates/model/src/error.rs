@@ -37,6 +37,9 @@ pub enum ModelError {
     #[error("{0}")]
     Hub(String),
 
+    #[error("sampling: no token has a finite, positive probability (the model's scores are NaN or infinite, or every token is banned)")]
+    NothingToDraw,
+
     #[error("beam search: prompt {prompt} ended with no hypothesis of finite score (the model's log-probabilities are NaN: NaN weights, or an overflow in half precision)")]
     NonFiniteScores { prompt: usize },
 

@@ -422,9 +422,9 @@ fn a_prompt_longer_than_the_positions_is_an_error() {
 
 /// A model whose log-probabilities are NaN (a NaN weight here; an overflow in half precision
 /// elsewhere) ends beam search with an error naming why, not a panic: no hypothesis with a NaN
-/// score is ever ranked finished.
+/// score is ever ranked finished. A draw refuses it too.
 #[test]
-fn beam_search_over_nan_scores_is_an_error() {
+fn beam_search_and_sampling_over_nan_scores_are_errors() {
     let device = device();
     let mut model = load_gpt2(&fixtures().join("gpt2-a"), &device).unwrap();
     let [positions, width] = model.wpe.val().dims();
@@ -434,4 +434,12 @@ fn beam_search_over_nan_scores_is_an_error() {
     let err = generate_gpt2(&model, &[vec![7u32, 8, 9]], None, &config).err().unwrap();
     assert!(matches!(err, ModelError::NonFiniteScores { prompt: 0 }), "{err}");
     assert!(err.to_string().contains("NaN") && err.to_string().lines().count() == 1, "{err}");
+    // A draw has nothing to draw from either (HF's torch.multinomial refuses such a row); the
+    // argmax takes token 0, as HF's does.
+    config.num_beams = 1;
+    config.sampling = Some(prefix_tune_model::generate::Sampling { temperature: 1.0, top_k: None, top_p: None, seed: 3 });
+    let err = generate_gpt2(&model, &[vec![7u32, 8, 9]], None, &config).err().unwrap();
+    assert!(matches!(err, ModelError::NothingToDraw), "{err}");
+    config.sampling = None;
+    assert_eq!(generate_gpt2(&model, &[vec![7u32, 8, 9]], None, &config).unwrap()[0].ids, vec![0, 0, 0]);
 }

@@ -270,7 +270,14 @@ impl Engine {
         let seq = hidden.dims()[1];
         let logits = model.logits(hidden.narrow(1, seq - 1, 1)); // [1, 1, V]
         let vocab = logits.dims()[2];
-        let picked = pick::pick(logits.reshape([1, vocab]), &[self.row_step(row)]).remove(0);
+        let picked = match pick::pick(logits.reshape([1, vocab]), &[self.row_step(row)]).remove(0) {
+            Ok(picked) => picked,
+            Err(e) => {
+                // Nothing to draw from: its slots go back with the error.
+                cache.pop();
+                return Err(e);
+            }
+        };
         if self.emit(row, picked) {
             return Ok(true);
         }
@@ -308,9 +315,16 @@ impl Engine {
         let alive: Vec<bool> = rows
             .iter_mut()
             .zip(picks)
-            .map(|(row, picked)| {
-                row.position += 1;
-                self.emit(row, picked)
+            .map(|(row, picked)| match picked {
+                Ok(picked) => {
+                    row.position += 1;
+                    self.emit(row, picked)
+                }
+                // This row's request ends with the error; the others go on.
+                Err(e) => {
+                    let _ = row.job.events.send(Event::Error(e.to_string()));
+                    false
+                }
             })
             .collect();
         if alive.iter().all(|&a| a) {

@@ -715,3 +715,29 @@ fn the_playground_shows_model_text_as_text() {
     assert!(run.status.success(), "the playground check failed:\n{printed}");
     assert!(printed.contains("finish: stop"), "{printed}");
 }
+
+/// A prefix whose keys and values are NaN makes every score NaN: a sampled request on it ends
+/// with an error naming why (HF's sampler refuses such a row too), a greedy one takes token 0
+/// (as HF's argmax does), and neither leaves its KV-cache rows behind: requests after them, on
+/// the base model, answer as `generate` alone.
+#[test]
+fn a_prefix_with_nan_scores_fails_only_its_own_sampled_requests() {
+    let prefixes = scratch("serve-prefixes-nan");
+    let nan = prefixes.join("nan");
+    std::fs::create_dir_all(&nan).unwrap();
+    std::fs::copy(fixtures().join("peft/flat/adapter/adapter_config.json"), nan.join("adapter_config.json")).unwrap();
+    prefix_tune_model::weights::save_f32(&nan.join("adapter_model.safetensors"), &[("prompt_embeddings".into(), vec![5, 144], vec![f32::NAN; 720])]).unwrap();
+    let server = start_in(&prefixes, "gpt2-a", &["--api-key", KEY], &[], &[]);
+    let prompt = [5u64, 6, 7];
+    let sampled = r#"{"model": "nan", "prompt": [5, 6, 7], "max_tokens": 3, "temperature": 1, "seed": 2}"#;
+    for body in [sampled.to_string(), sampled.replace('}', r#", "stream": true}"#)] {
+        let (status, text) = post(&server, "/v1/completions", &body);
+        assert!(text.contains("sampling: no token has a finite, positive probability"), "{status}: {text}");
+        let (status, text) = post(&server, "/v1/completions", r#"{"model": "base", "prompt": [5, 6, 7], "max_tokens": 4, "temperature": 0, "return_token_ids": true}"#);
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(json(&text)["choices"][0]["token_ids"], serde_json::json!(alone(&prompt, None, 4)), "{text}");
+    }
+    let (status, text) = post(&server, "/v1/completions", r#"{"model": "nan", "prompt": [5, 6, 7], "max_tokens": 3, "temperature": 0, "return_token_ids": true}"#);
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(json(&text)["choices"][0]["token_ids"], serde_json::json!([0, 0, 0]), "{text}");
+}

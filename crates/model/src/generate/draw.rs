@@ -104,12 +104,17 @@ pub fn kept_weights(scores: &[f32], sampling: Sampling) -> Vec<f32> {
 /// A seeded draw from one row's scores (see the module's rules), summed in the device's order:
 /// chunks of `⌈V/256⌉` tokens, the running sum over the chunks' sums to the chunk where it
 /// passes `uniform · total`, then token by token. Should rounding leave the target unreached,
-/// the last token with weight is taken.
-pub(super) fn draw(scores: &[f32], sampling: Sampling, uniform: f32) -> usize {
+/// the last token with weight is taken. `None` where no token has weight: the scores are NaN
+/// (or +∞), or every token is banned; HF's `torch.multinomial` refuses such a row too.
+pub(super) fn draw(scores: &[f32], sampling: Sampling, uniform: f32) -> Option<usize> {
     let weights = kept_weights(scores, sampling);
     let chunk = weights.len().div_ceil(THREADS).max(1);
     let sums: Vec<f32> = weights.chunks(chunk).map(|c| c.iter().fold(0.0, |sum, &w| sum + w)).collect();
-    let target = uniform * sums.iter().fold(0.0f32, |total, &sum| total + sum);
+    let total = sums.iter().fold(0.0f32, |total, &sum| total + sum);
+    if !(total > 0.0) {
+        return None;
+    }
+    let target = uniform * total;
     let (mut running, mut last_chunk) = (0.0f32, 0);
     for (c, &sum) in sums.iter().enumerate().filter(|(_, &sum)| sum > 0.0) {
         last_chunk = c;
@@ -120,12 +125,12 @@ pub(super) fn draw(scores: &[f32], sampling: Sampling, uniform: f32) -> usize {
         for (i, &w) in weights.iter().enumerate().skip(c * chunk).take(chunk) {
             running += w;
             if w > 0.0 && running > target {
-                return i;
+                return Some(i);
             }
         }
     }
     let last = weights.iter().enumerate().skip(last_chunk * chunk).take(chunk).filter(|(_, &w)| w > 0.0).last();
-    last.map_or(0, |(i, _)| i)
+    last.map(|(i, _)| i)
 }
 
 #[cfg(test)]
@@ -153,12 +158,16 @@ mod tests {
         assert_eq!(kept(0.7), [true, true, false, false]);
         // With top-p 0.6 only tokens 0 and 1 remain, weights 2:1: uniforms below 2/3 give 0.
         let draw_with = |u: f32| draw(&s, sampling(1.0, None, Some(0.6)), u);
-        assert_eq!((draw_with(0.0), draw_with(0.66), draw_with(0.67), draw_with(0.999)), (0, 0, 1, 1));
+        assert_eq!((draw_with(0.0), draw_with(0.66), draw_with(0.67), draw_with(0.999)), (Some(0), Some(0), Some(1), Some(1)));
         // Temperature 0.5 squares the weights: 4:1 between tokens 0 and 1 after top-k 2.
         let draw_hot = |u: f32| draw(&s, sampling(0.5, Some(2), None), u);
-        assert_eq!((draw_hot(0.79), draw_hot(0.81)), (0, 1));
+        assert_eq!((draw_hot(0.79), draw_hot(0.81)), (Some(0), Some(1)));
         // Over 1,000 tokens (four chunks' worth) the draw is still the inverse of the cumulative sum.
         let flat = vec![0.0f32; 1000];
-        assert_eq!((draw(&flat, sampling(1.0, None, None), 0.0), draw(&flat, sampling(1.0, None, None), 0.5004), draw(&flat, sampling(1.0, None, None), 0.9999)), (0, 500, 999));
+        assert_eq!((draw(&flat, sampling(1.0, None, None), 0.0), draw(&flat, sampling(1.0, None, None), 0.5004), draw(&flat, sampling(1.0, None, None), 0.9999)), (Some(0), Some(500), Some(999)));
+        // Nothing to draw from: a row of NaN, of +∞, or every token banned.
+        for row in [[f32::NAN; 4], [f32::INFINITY; 4], [f32::NEG_INFINITY; 4]] {
+            assert_eq!(draw(&row, sampling(1.0, None, None), 0.5), None, "{row:?}");
+        }
     }
 }

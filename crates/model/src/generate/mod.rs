@@ -267,7 +267,8 @@ fn greedy_or_sample(decoder: &mut dyn Decoder, prompts: &[Vec<u32>], config: &Ge
                 false => RowStep { edits: edits_for(row, prompt_len, &processors), choice: Choice::next(config.sampling.zip(rng.as_mut())), logprobs: None },
             })
             .collect();
-        let next: Vec<u32> = pick::pick(logits, &rows).into_iter().zip(&finished).map(|(picked, &done)| if done { config.pad_token_id } else { picked.token }).collect();
+        let next = pick::pick(logits, &rows).into_iter().zip(&finished).map(|(picked, &done)| if done { Ok(config.pad_token_id) } else { picked.map(|p| p.token) });
+        let next: Vec<u32> = next.collect::<Result<_, _>>()?;
         for (row, &token) in next.iter().enumerate() {
             sequences[row].push(token);
             if config.eos_token_ids.contains(&token) {
@@ -418,7 +419,7 @@ mod tests {
         let out = generate(&mut Fixed, &[vec![1], vec![2]], &config).unwrap();
         assert_eq!(out[0].ids, vec![7]);
         let mut rng = StdRng::seed_from_u64(11);
-        let mut by_hand = |row: usize| pick::choose_row(&row_logits(row), Choice::next(Some((sampling, &mut rng))));
+        let mut by_hand = |row: usize| pick::choose_row(&row_logits(row), Choice::next(Some((sampling, &mut rng)))).unwrap();
         by_hand(0);
         let by_hand: Vec<u32> = (0..6).map(|_| by_hand(1)).collect();
         assert_eq!(out[1].ids, by_hand);

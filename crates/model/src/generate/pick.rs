@@ -21,6 +21,7 @@ use super::draw::draw;
 pub use super::draw::kept_weights;
 use super::Sampling;
 use crate::tensors::{floats, ints, to_i64s};
+use crate::ModelError;
 
 /// What the logits processors do to one row's scores before its token is chosen: amounts added
 /// to some tokens' scores (−∞ forbids a token) and, last, a token forced (every other score
@@ -142,7 +143,7 @@ pub struct Picked {
 /// Every row's next token from `[rows, V]` logits. On a GPU the edits, the choice and the
 /// log-probabilities are computed on the device and only ids and the asked-for log-probabilities
 /// come back; elsewhere the logits are read once and each row is chosen on the host.
-pub fn pick(logits: Tensor<2>, rows: &[RowStep]) -> Vec<Picked> {
+pub fn pick(logits: Tensor<2>, rows: &[RowStep]) -> Vec<Result<Picked, ModelError>> {
     if !crate::backend::is_gpu(&logits.device()) {
         return crate::tensors::host_rows(logits).into_iter().zip(rows).map(|(mut scores, row)| pick_row(&mut scores, row)).collect();
     }
@@ -152,7 +153,7 @@ pub fn pick(logits: Tensor<2>, rows: &[RowStep]) -> Vec<Picked> {
     let tokens = choose(logits.clone(), &choices);
     let mut logprobs: Vec<Option<(f32, Vec<(u32, f32)>)>> = vec![None; rows.len()];
     if let Some(most) = rows.iter().filter_map(|r| r.logprobs).max() {
-        let found = device_log_probs(logits, &tokens, most);
+        let found = device_log_probs(logits, &tokens.iter().map(|t| t.unwrap_or(0)).collect::<Vec<_>>(), most);
         for ((slot, row), (chosen, mut top)) in logprobs.iter_mut().zip(rows).zip(found) {
             if let Some(n) = row.logprobs {
                 top.truncate(n);
@@ -160,14 +161,14 @@ pub fn pick(logits: Tensor<2>, rows: &[RowStep]) -> Vec<Picked> {
             }
         }
     }
-    tokens.into_iter().zip(logprobs).map(|(token, logprobs)| Picked { token, logprobs }).collect()
+    tokens.into_iter().zip(logprobs).map(|(token, logprobs)| Ok(Picked { token: token.ok_or(ModelError::NothingToDraw)?, logprobs })).collect()
 }
 
 /// One row on the host: its edits applied to `scores`, then its token and log-probabilities.
-pub fn pick_row(scores: &mut [f32], row: &RowStep) -> Picked {
+pub fn pick_row(scores: &mut [f32], row: &RowStep) -> Result<Picked, ModelError> {
     row.edits.apply(scores);
-    let token = choose_row(scores, row.choice);
-    Picked { token, logprobs: row.logprobs.map(|n| log_probs(scores, token, n)) }
+    let token = choose_row(scores, row.choice).ok_or(ModelError::NothingToDraw)?;
+    Ok(Picked { token, logprobs: row.logprobs.map(|n| log_probs(scores, token, n)) })
 }
 
 /// The log-softmax of `scores` at `chosen`, and its `n` best ids, best first (ties in id order).
@@ -209,10 +210,10 @@ fn device_log_probs(logits: Tensor<2>, tokens: &[u32], most: usize) -> Vec<(f32,
 
 /// Each row's token from `[rows, V]` logits (already edited). On a GPU it is chosen on the
 /// device and only the ids are read back; elsewhere on the host by [`choose_row`].
-pub fn choose(logits: Tensor<2>, choices: &[Choice]) -> Vec<u32> {
+pub fn choose(logits: Tensor<2>, choices: &[Choice]) -> Vec<Option<u32>> {
     let rows = logits.dims()[0];
     if choices.iter().all(|c| *c == Choice::Argmax) && crate::backend::is_gpu(&logits.device()) {
-        return to_i64s(logits.argmax(1).reshape([rows])).into_iter().map(|t| t as u32).collect();
+        return to_i64s(logits.argmax(1).reshape([rows])).into_iter().map(|t| Some(t as u32)).collect();
     }
     #[cfg(feature = "gpu")]
     if crate::backend::is_gpu(&logits.device()) && prefix_tune_shaders::fits(&[logits.shape().num_elements()]) {
@@ -221,11 +222,11 @@ pub fn choose(logits: Tensor<2>, choices: &[Choice]) -> Vec<u32> {
     crate::tensors::host_rows(logits).into_iter().zip(choices).map(|(scores, &choice)| choose_row(&scores, choice)).collect()
 }
 
-/// One row's token on the host.
-pub fn choose_row(scores: &[f32], choice: Choice) -> u32 {
+/// One row's token on the host; `None` for a draw from a row where no token has weight.
+pub fn choose_row(scores: &[f32], choice: Choice) -> Option<u32> {
     match choice {
-        Choice::Argmax => argmax(scores) as u32,
-        Choice::Draw { sampling, uniform } => draw(scores, sampling, uniform) as u32,
+        Choice::Argmax => Some(argmax(scores) as u32),
+        Choice::Draw { sampling, uniform } => draw(scores, sampling, uniform).map(|t| t as u32),
     }
 }
 
@@ -270,7 +271,7 @@ mod gpu {
     }
 
     /// [`super::choose`] on the device: top-k's floors from Burn's top-k, then one kernel.
-    pub fn choose(logits: Tensor<2>, choices: &[Choice]) -> Vec<u32> {
+    pub fn choose(logits: Tensor<2>, choices: &[Choice]) -> Vec<Option<u32>> {
         let [rows, vocab] = logits.dims();
         let device = logits.device();
         let logits = if logits.dtype() == DType::F32 { logits } else { logits.cast(DType::F32) };
@@ -296,7 +297,8 @@ mod gpu {
             knobs = knobs.slice_assign([0..rows, FLOOR..FLOOR + 1], kth.mask_fill(off, f32::NEG_INFINITY));
         }
         let tokens = <burn::backend::Dispatch as CubePick>::cube_pick(logits.into_dispatch(), knobs.into_dispatch());
-        to_f32s(Tensor::<1>::from_dispatch(tokens)).into_iter().map(|t| t as u32).collect()
+        // The kernel's -1: nothing to draw from.
+        to_f32s(Tensor::<1>::from_dispatch(tokens)).into_iter().map(|t| (t >= 0.0).then_some(t as u32)).collect()
     }
 }
 

@@ -190,8 +190,8 @@ fn pick_kernel(device: &Device, vocab: usize, rounds: usize) {
         for (row, ((row_scores, row_edits), &choice)) in scores.chunks(vocab).zip(&edits).zip(&choices).enumerate() {
             let mut host = row_scores.to_vec();
             row_edits.apply(&mut host);
-            let token = pick::choose_row(&host, choice);
-            let (device_token, context) = (on_device[row], format!("round {round}, row {row} ({choice:?}), vocabulary {vocab}"));
+            let token = pick::choose_row(&host, choice).expect("finite scores have a token");
+            let (device_token, context) = (on_device[row].expect("finite scores have a token"), format!("round {round}, row {row} ({choice:?}), vocabulary {vocab}"));
             if device_token == token {
                 agree += 1;
                 continue;
@@ -219,6 +219,7 @@ fn pick_kernel(device: &Device, vocab: usize, rounds: usize) {
     let on_device = pick::pick(prefix_tune_model::tensors::floats(scores.clone(), [4, vocab], device), &steps);
     for (row, (step, picked)) in steps.iter().zip(&on_device).enumerate() {
         let host = pick::pick_row(&mut scores[row * vocab..(row + 1) * vocab].to_vec(), step);
+        let (picked, host) = (picked.as_ref().unwrap(), host.unwrap());
         assert_eq!(picked.token, host.token, "row {row}");
         let (Some((logprob, top)), Some((host_logprob, host_top))) = (&picked.logprobs, &host.logprobs) else {
             assert!(picked.logprobs.is_none() && host.logprobs.is_none(), "row {row}");
@@ -229,6 +230,15 @@ fn pick_kernel(device: &Device, vocab: usize, rounds: usize) {
         assert_eq!(top.iter().map(|t| t.0).collect::<Vec<_>>(), host_top.iter().map(|t| t.0).collect::<Vec<_>>(), "row {row}");
         assert!(top.iter().zip(host_top).all(|(a, b)| (a.1 - b.1).abs() < 1e-4), "row {row}");
     }
+    // Rows where a draw has nothing to draw from (NaN scores, every token banned) give no token
+    // on the device as on the host, beside a row that does; an argmax over NaN gives token 0.
+    let plain = Choice::Draw { sampling: draw(1.0, None, None), uniform: 0.3 };
+    let edge: Vec<f32> = [f32::NAN, 0.5, f32::NEG_INFINITY, f32::NAN].iter().flat_map(|&x| vec![x; vocab]).collect();
+    let choices = [plain, plain, plain, Choice::Argmax];
+    let on_device = pick::choose(prefix_tune_model::tensors::floats(edge.clone(), [4, vocab], device), &choices);
+    let on_host: Vec<Option<u32>> = edge.chunks(vocab).zip(choices).map(|(row, choice)| pick::choose_row(row, choice)).collect();
+    assert_eq!(on_device, on_host);
+    assert!(matches!(on_host[..], [None, Some(_), None, Some(0)]), "{on_host:?}");
     println!("next-token kernel = the host's choice on wgpu: {agree} picks equal, {boundary} at a token boundary, over {vocab} tokens (argmax, temperature, top-k, top-p, edits)");
 }
 
