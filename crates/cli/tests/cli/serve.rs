@@ -65,6 +65,14 @@ fn spawn(model: &str, prefixes: &std::path::Path, keys: &[&str], extra: &[&str],
     Server { child, url }
 }
 
+/// A prefix directory `dir` with the flat fixture adapter's config; returns where its tensors
+/// go, for the caller to write.
+fn flat_adapter_config(dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy(fixtures().join("peft/flat/adapter/adapter_config.json"), dir.join("adapter_config.json")).unwrap();
+    dir.join("adapter_model.safetensors")
+}
+
 /// POSTs `body` (with the API key); the status and the JSON (or text) answer.
 fn post(server: &Server, path: &str, body: &str) -> (u16, String) {
     let request = ureq::post(&format!("{}{path}", server.url)).set("Authorization", &format!("Bearer {KEY}")).set("Content-Type", "application/json");
@@ -159,10 +167,8 @@ fn concurrent_requests_on_mixed_prefixes_answer_as_generate_alone() {
 fn bad_requests_get_their_status_and_an_openai_error() {
     // Beside the two fixture prefixes, one whose tensors file is cut short.
     let prefixes = scratch("serve-prefixes-broken");
-    let broken = prefixes.join("broken");
-    std::fs::create_dir_all(&broken).unwrap();
-    std::fs::copy(fixtures().join("peft/flat/adapter/adapter_config.json"), broken.join("adapter_config.json")).unwrap();
-    std::fs::write(broken.join("adapter_model.safetensors"), b"\x10\0\0\0\0\0\0\0{").unwrap();
+    let tensors = flat_adapter_config(&prefixes.join("broken"));
+    std::fs::write(tensors, b"\x10\0\0\0\0\0\0\0{").unwrap();
     let server = start_in(&prefixes, "gpt2-a", &["--api-key", KEY], &[], &[]);
     let cases: Vec<(String, u16, &str)> = vec![
         ("{\"model\": \"base\", \"prompt\": [1, 2".into(), 400, "invalid request body"),
@@ -723,10 +729,8 @@ fn the_playground_shows_model_text_as_text() {
 #[test]
 fn a_prefix_with_nan_scores_fails_only_its_own_sampled_requests() {
     let prefixes = scratch("serve-prefixes-nan");
-    let nan = prefixes.join("nan");
-    std::fs::create_dir_all(&nan).unwrap();
-    std::fs::copy(fixtures().join("peft/flat/adapter/adapter_config.json"), nan.join("adapter_config.json")).unwrap();
-    prefix_tune_model::weights::save_f32(&nan.join("adapter_model.safetensors"), &[("prompt_embeddings".into(), vec![5, 144], vec![f32::NAN; 720])]).unwrap();
+    let tensors = flat_adapter_config(&prefixes.join("nan"));
+    prefix_tune_model::weights::save_f32(&tensors, &[("prompt_embeddings".into(), vec![5, 144], vec![f32::NAN; 720])]).unwrap();
     let server = start_in(&prefixes, "gpt2-a", &["--api-key", KEY], &[], &[]);
     let prompt = [5u64, 6, 7];
     let sampled = r#"{"model": "nan", "prompt": [5, 6, 7], "max_tokens": 3, "temperature": 1, "seed": 2}"#;

@@ -36,25 +36,8 @@ impl<M: PrefixModel> Trainer<M> {
                     continue;
                 }
                 self.optimizer_step(&mut accumulated, std::mem::take(&mut micro_losses), total_steps, &mut stats)?;
-                let step = self.progress.optimizer_step;
-                let last = step >= total_steps;
-                // The last step is evaluated too, so that best/ weighs the prefix the run ends
-                // with, wherever --max-steps or --eval-every leave it.
-                let eval_due = self.config.eval_every.is_some_and(|n| step % n == 0) || (self.config.eval_every.is_none() && end_of_epoch) || last;
-                let checkpoint_due = self.config.checkpoint_every.is_some_and(|n| step % n == 0);
-                if eval_due || checkpoint_due || halt_after == Some(step) {
-                    // Whatever reads the prefix, or ends the run, waits for the step's checks.
-                    self.settle(&mut stats)?;
-                }
-                if eval_due && !dev.is_empty() {
-                    self.evaluate_and_keep_best(dev)?;
-                }
-                // A run that ends here is checkpointed once, by `finish`.
-                let ending = last || self.progress.stopped_early;
-                if ((checkpoint_due || eval_due) && !ending) || halt_after == Some(step) {
-                    self.checkpoint()?;
-                }
-                if halt_after == Some(step) {
+                self.after_step(end_of_epoch, total_steps, halt_after, dev, &mut stats)?;
+                if halt_after == Some(self.progress.optimizer_step) {
                     return Ok(self.summary(&stats));
                 }
                 if self.progress.stopped_early {
@@ -67,6 +50,29 @@ impl<M: PrefixModel> Trainer<M> {
         self.settle(&mut stats)?;
         self.finish(dev)?;
         Ok(self.summary(&stats))
+    }
+
+    /// After an optimizer step: the dev evaluation and the checkpoint, where due. The last step
+    /// is evaluated too, so that best/ weighs the prefix the run ends with, wherever
+    /// --max-steps or --eval-every leave it; a run that ends here is checkpointed once, by
+    /// `finish`, unless it halts (`halt_after`, as if killed) right after.
+    fn after_step(&mut self, end_of_epoch: bool, total_steps: usize, halt_after: Option<usize>, dev: &[Example], stats: &mut RunStats) -> Result<(), TrainError> {
+        let step = self.progress.optimizer_step;
+        let last = step >= total_steps;
+        let eval_due = self.config.eval_every.is_some_and(|n| step % n == 0) || (self.config.eval_every.is_none() && end_of_epoch) || last;
+        let checkpoint_due = self.config.checkpoint_every.is_some_and(|n| step % n == 0);
+        if eval_due || checkpoint_due || halt_after == Some(step) {
+            // Whatever reads the prefix, or ends the run, waits for the step's checks.
+            self.settle(stats)?;
+        }
+        if eval_due && !dev.is_empty() {
+            self.evaluate_and_keep_best(dev)?;
+        }
+        let ending = last || self.progress.stopped_early;
+        if ((checkpoint_due || eval_due) && !ending) || halt_after == Some(step) {
+            self.checkpoint()?;
+        }
+        Ok(())
     }
 
     /// Forward and backward of one micro-batch, its gradients added to `accumulated`. Returns
