@@ -15,6 +15,7 @@
 
 use burn_backend::{Shape, TensorMetadata};
 use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::permute;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
@@ -65,17 +66,20 @@ fn forward_kernel<F: Float>(
 ) {
     let row = cube_row(); // (b, h, t)
     let (heads, t_len, s_len, dh) = (queries.shape(1), queries.shape(2), keys.shape(2), queries.shape(3));
-    if row * dh >= queries.len() {
+    if row * s_len >= probs.len() {
         terminate!();
     }
     let t = row % t_len;
     let bh = row / t_len;
-    let (q_start, kv_start, p_start) = (row * dh, bh * s_len * dh, row * s_len);
+    let (b, h) = (bh / heads, bh % heads);
+    let q_start = row_start::<F>(queries, b, h, t);
+    let (k_start, k_stride) = (row_start::<F>(keys, b, h, 0), keys.stride(2));
+    let (out_start, p_start) = (out_row_start::<F>(out, b, h, t), row * s_len);
     let mut weights = Shared::<[F]>::new_slice(max_keys as usize);
     let mut local_max = F::min_value();
     let mut s = UNIT_POS_X as usize;
     while s < s_len {
-        let score = dot::<F>(queries, q_start, keys, kv_start + s * dh, dh) * F::cast_from(scale) + bias[bias_index::<F>(bias, bh / heads, bh % heads, t, s)];
+        let score = dot::<F>(queries, q_start, keys, k_start + s * k_stride, dh) * F::cast_from(scale) + bias[bias_index::<F>(bias, b, h, t, s)];
         weights[s] = score;
         if score > local_max {
             local_max = score;
@@ -104,7 +108,7 @@ fn forward_kernel<F: Float>(
         s += CUBE_DIM_X as usize;
     }
     sync_cube();
-    weighted_rows::<F>(&weights, values, kv_start, s_len, dh, out, q_start);
+    weighted_rows::<F>(&weights, values, row_start::<F>(values, b, h, 0), values.stride(2), s_len, dh, out, out_start);
 }
 
 #[cube(launch)]
@@ -125,17 +129,21 @@ fn backward_rows_kernel<F: Float>(
     #[define(F)] _dtype: ElemType,
 ) {
     let row = cube_row(); // (b, h, t)
-    let (t_len, s_len, dh) = (probs.shape(2), probs.shape(3), keys.shape(3));
+    let (heads, t_len, s_len, dh) = (probs.shape(1), probs.shape(2), probs.shape(3), keys.shape(3));
     if row * s_len >= probs.len() {
         terminate!();
     }
+    let t = row % t_len;
     let bh = row / t_len;
-    let (q_start, kv_start, p_start) = (row * dh, bh * s_len * dh, row * s_len);
+    let (b, h) = (bh / heads, bh % heads);
+    let out_grad_start = row_start::<F>(grad_out, b, h, t);
+    let (v_start, v_stride) = (row_start::<F>(values, b, h, 0), values.stride(2));
+    let p_start = row * s_len;
     let mut row_grad = Shared::<[F]>::new_slice(max_keys as usize);
     let mut local = F::new(0.0);
     let mut s = UNIT_POS_X as usize;
     while s < s_len {
-        let mut grad_p = dot::<F>(grad_out, q_start, values, kv_start + s * dh, dh);
+        let mut grad_p = dot::<F>(grad_out, out_grad_start, values, v_start + s * v_stride, dh);
         if comptime!(dropout) {
             grad_p = grad_p * keep[p_start + s] * F::cast_from(keep_scale);
         }
@@ -152,7 +160,22 @@ fn backward_rows_kernel<F: Float>(
         s += CUBE_DIM_X as usize;
     }
     sync_cube();
-    weighted_rows::<F>(&row_grad, keys, kv_start, s_len, dh, grad_queries, q_start);
+    let query_grad_start = out_row_start::<F>(grad_queries, b, h, t);
+    weighted_rows::<F>(&row_grad, keys, row_start::<F>(keys, b, h, 0), keys.stride(2), s_len, dh, grad_queries, query_grad_start);
+}
+
+/// Where row `x` of head `h` of batch row `b` of a `[B, H, X, Dh]` tensor starts, whatever its
+/// strides: queries, keys and values are views of the projections (`[B, X, H, Dh]` swapped),
+/// read in place. Its `Dh` values are neighbours (the host makes sure of it).
+#[cube]
+fn row_start<F: Float>(tensor: &Tensor<F>, b: usize, h: usize, x: usize) -> usize {
+    b * tensor.stride(0) + h * tensor.stride(1) + x * tensor.stride(2)
+}
+
+/// [`row_start`] in an output.
+#[cube]
+fn out_row_start<F: Float>(tensor: &mut Tensor<F>, b: usize, h: usize, x: usize) -> usize {
+    b * tensor.stride(0) + h * tensor.stride(1) + x * tensor.stride(2)
 }
 
 /// `Σ_d a[a_start + d] · b[b_start + d]` over `dh` values: a query (or output gradient) row
@@ -166,16 +189,17 @@ fn dot<F: Float>(a: &Tensor<F>, a_start: usize, b: &Tensor<F>, b_start: usize, d
     sum
 }
 
-/// `out[out_start..+dh] = weights[..s_len] · rows`, for the `[s_len, Dh]` rows of `rows` from
-/// `start`, each thread taking every `CUBE_DIM_X`-th column: probabilities times values forward,
-/// score gradients times keys back.
+/// `out[out_start..+dh] = weights[..s_len] · rows`, for the `s_len` rows of `rows` from
+/// `start`, `stride` apart, each thread taking every `CUBE_DIM_X`-th column: probabilities
+/// times values forward, score gradients times keys back.
 #[cube]
-fn weighted_rows<F: Float>(weights: &Shared<[F]>, rows: &Tensor<F>, start: usize, s_len: usize, dh: usize, out: &mut Tensor<F>, out_start: usize) {
+#[allow(clippy::too_many_arguments)]
+fn weighted_rows<F: Float>(weights: &Shared<[F]>, rows: &Tensor<F>, start: usize, stride: usize, s_len: usize, dh: usize, out: &mut Tensor<F>, out_start: usize) {
     let mut d = UNIT_POS_X as usize;
     while d < dh {
         let mut acc = F::new(0.0);
         for s in 0..s_len {
-            acc += weights[s] * rows[start + s * dh + d];
+            acc += weights[s] * rows[start + s * stride + d];
         }
         out[out_start + d] = acc;
         d += CUBE_DIM_X as usize;
@@ -197,27 +221,31 @@ fn backward_keys_kernel<F: Float>(
     #[define(F)] _dtype: ElemType,
 ) {
     let row = cube_row(); // (b, h, s)
-    let (t_len, s_len, dh) = (probs.shape(2), probs.shape(3), queries.shape(3));
+    let (heads, t_len, s_len, dh) = (probs.shape(1), probs.shape(2), probs.shape(3), queries.shape(3));
     if row * dh >= grad_keys.len() {
         terminate!();
     }
     let s = row % s_len;
     let bh = row / s_len;
+    let (b, h) = (bh / heads, bh % heads);
+    let (q_start, q_stride) = (row_start::<F>(queries, b, h, 0), queries.stride(2));
+    let (g_start, g_stride) = (row_start::<F>(grad_out, b, h, 0), grad_out.stride(2));
+    let (dk_start, dv_start) = (out_row_start::<F>(grad_keys, b, h, s), out_row_start::<F>(grad_values, b, h, s));
     let mut d = UNIT_POS_X as usize;
     while d < dh {
         let mut dk = F::new(0.0);
         let mut dv = F::new(0.0);
         for t in 0..t_len {
-            let qt = bh * t_len + t;
-            let mut weight = probs[qt * s_len + s];
+            let p = (bh * t_len + t) * s_len + s;
+            let mut weight = probs[p];
             if comptime!(dropout) {
-                weight = weight * keep[qt * s_len + s] * F::cast_from(keep_scale);
+                weight = weight * keep[p] * F::cast_from(keep_scale);
             }
-            dk += grad_scores[qt * s_len + s] * queries[qt * dh + d];
-            dv += weight * grad_out[qt * dh + d];
+            dk += grad_scores[p] * queries[q_start + t * q_stride + d];
+            dv += weight * grad_out[g_start + t * g_stride + d];
         }
-        grad_keys[row * dh + d] = dk;
-        grad_values[row * dh + d] = dv;
+        grad_keys[dk_start + d] = dk;
+        grad_values[dv_start + d] = dv;
         d += CUBE_DIM_X as usize;
     }
 }
@@ -233,6 +261,19 @@ fn query_row_threads(keys: usize, head_dim: usize) -> u32 {
     row_threads(keys.max(head_dim))
 }
 
+/// `[B, H, X, Dh]` as the kernels read it: any strides, with each row's `Dh` values neighbours
+/// (a view of a projection, split into heads and swapped, is read where it is).
+fn rows_in_place(tensor: CubeTensor) -> CubeTensor {
+    if tensor.meta.strides()[3] == 1 { tensor } else { into_contiguous(tensor) }
+}
+
+/// An uninitialised `[B, H, X, Dh]` output that lies in memory as `[B, X, H, Dh]`: the
+/// caller swaps it back to the projection's layout and merges the heads (`[B, X, D]`) for free,
+/// where a contiguous `[B, H, X, Dh]` would be copied.
+fn heads_interleaved(like: &CubeTensor, [batch, heads, rows, head_dim]: [usize; 4]) -> CubeTensor {
+    permute(empty_like(like, Shape::new([batch, rows, heads, head_dim])), &[0, 2, 1, 3])
+}
+
 /// The keep mask as the kernels read it: contiguous with dropout; without, it is never read and
 /// may be any stand-in (the caller passes the bias), left as it is.
 fn contiguous_with_dropout(keep: CubeTensor, dropout: f64) -> CubeTensor {
@@ -243,13 +284,13 @@ fn contiguous_with_dropout(keep: CubeTensor, dropout: f64) -> CubeTensor {
 /// `keep` is read only when `dropout > 0`.
 #[allow(clippy::too_many_arguments)]
 pub fn forward(queries: CubeTensor, keys: CubeTensor, values: CubeTensor, bias: CubeTensor, keep: CubeTensor, scale: f32, dropout: f64) -> (CubeTensor, CubeTensor) {
-    let [queries, keys, values] = [queries, keys, values].map(into_contiguous);
+    let [queries, keys, values] = [queries, keys, values].map(rows_in_place);
     let keep = contiguous_with_dropout(keep, dropout);
     let [batch, heads, t_len, head_dim] = queries.shape().dims::<4>();
     let s_len = keys.shape()[2];
     let threads = query_row_threads(s_len, head_dim);
     let client = queries.client.clone();
-    let out = empty_like(&queries, queries.shape());
+    let out = heads_interleaved(&queries, [batch, heads, t_len, head_dim]);
     let probs = empty_like(&queries, Shape::new([batch, heads, t_len, s_len]));
     let dtype = elements(&queries);
     forward_kernel::launch(
@@ -277,14 +318,16 @@ pub fn forward(queries: CubeTensor, keys: CubeTensor, values: CubeTensor, bias: 
 /// gradient `grad_out` and what the forward pass kept (`probs`, and `keep` with dropout).
 #[allow(clippy::too_many_arguments)]
 pub fn backward(queries: CubeTensor, keys: CubeTensor, values: CubeTensor, probs: CubeTensor, keep: CubeTensor, grad_out: CubeTensor, scale: f32, dropout: f64) -> (CubeTensor, CubeTensor, CubeTensor) {
-    let [queries, keys, values, probs, grad_out] = [queries, keys, values, probs, grad_out].map(into_contiguous);
+    let [queries, keys, values, grad_out] = [queries, keys, values, grad_out].map(rows_in_place);
+    let probs = into_contiguous(probs);
     let keep = contiguous_with_dropout(keep, dropout);
     let [batch, heads, t_len, s_len] = probs.shape().dims::<4>();
     let threads = query_row_threads(s_len, keys.shape()[3]);
     let client = queries.client.clone();
-    let empty = |shape: Shape| empty_like(&queries, shape);
-    let (grad_queries, grad_scores) = (empty(queries.shape()), empty(probs.shape()));
-    let (grad_keys, grad_values) = (empty(keys.shape()), empty(values.shape()));
+    let head_dim = keys.shape()[3];
+    let grad_queries = heads_interleaved(&queries, [batch, heads, t_len, head_dim]);
+    let grad_scores = empty_like(&queries, probs.shape());
+    let (grad_keys, grad_values) = (heads_interleaved(&queries, [batch, heads, s_len, head_dim]), heads_interleaved(&queries, [batch, heads, s_len, head_dim]));
     let dtype = elements(&queries);
     let keep_scale = (1.0 / (1.0 - dropout)) as f32;
     backward_rows_kernel::launch(

@@ -33,9 +33,11 @@ fn wgpu_shaders_child() {
     layer_norm_kernels(&device, 777);
     adamw_kernel(&device.clone().without_autodiff());
     half_precision_linear(&device);
-    attention_kernels(&device, 5, 4, 0.0);
-    attention_kernels(&device, 5, 4, 0.3);
-    attention_kernels(&device, 300, 10, 0.1);
+    attention_kernels(&device, 5, 4, 0.0, Layout::Contiguous);
+    attention_kernels(&device, 5, 4, 0.3, Layout::Contiguous);
+    attention_kernels(&device, 300, 10, 0.1, Layout::Contiguous);
+    attention_kernels(&device, 5, 4, 0.3, Layout::Swapped);
+    attention_kernels(&device, 33, 6, 0.0, Layout::Swapped);
     matmul_kernel(&device);
     pick_kernel(&device.clone().without_autodiff(), 1000, 40);
     pick_kernel(&device.clone().without_autodiff(), 50_257, 12);
@@ -348,16 +350,30 @@ fn half_precision_linear(device: &Device) {
     println!("--dtype f16 Linear = f16-rounded products with f32 sums on wgpu (values, input gradient)");
 }
 
+/// How the attention kernels' inputs lie in memory.
+#[derive(Debug, Clone, Copy)]
+enum Layout {
+    /// `[B, H, X, Dh]` in order.
+    Contiguous,
+    /// `[B, X, H, Dh]` seen as `[B, H, X, Dh]`, as a projection split into heads is: the kernels
+    /// read such a view in place.
+    Swapped,
+}
+
 /// Attention with a prefix against its tensor form: the prefix's keys first and always
 /// visible, a causal mask over the rest, one row with left padding; dropout drawn from the same
 /// seed on both sides; values and the gradients of queries, keys and values.
-fn attention_kernels(device: &Device, t: usize, prefix: usize, dropout: f64) {
+fn attention_kernels(device: &Device, t: usize, prefix: usize, dropout: f64, layout: Layout) {
     let (batch, heads, head_dim, s) = (2, 3, 7, prefix + t);
     let normal = Distribution::Normal(0.0, 1.0);
     device.seed(31);
-    let input = |len: usize| Tensor::<4>::random([batch, heads, len, head_dim], normal, device).require_grad();
+    let random = |len: usize| match layout {
+        Layout::Contiguous => Tensor::<4>::random([batch, heads, len, head_dim], normal, device),
+        Layout::Swapped => Tensor::<4>::random([batch, len, heads, head_dim], normal, device).swap_dims(1, 2),
+    };
+    let input = |len: usize| random(len).require_grad();
     let (queries, keys, values) = (input(t), input(s), input(s));
-    let upstream: Tensor<4> = Tensor::random([batch, heads, t, head_dim], normal, device);
+    let upstream: Tensor<4> = random(t); // the output's gradient, in the same layout
     // Row 1 has two padding keys right after its prefix.
     let key_mask: Vec<Vec<f32>> = (0..batch).map(|b| (0..s).map(|j| if b == 1 && (prefix..prefix + 2).contains(&j) { 0.0 } else { 1.0 }).collect()).collect();
     let bias = attention::attention_bias(&key_mask, t, true, device);
@@ -365,7 +381,12 @@ fn attention_kernels(device: &Device, t: usize, prefix: usize, dropout: f64) {
     let run = |f: fn(Tensor<4>, Tensor<4>, Tensor<4>, Option<Tensor<4>>, f32, f64) -> Tensor<4>| {
         device.seed(37); // the same dropout mask on both sides
         let out = f(queries.clone(), keys.clone(), values.clone(), Some(bias.clone()), scale, dropout);
-        let grads = (out.clone() * upstream.clone()).sum().backward();
+        // Swapped, the output's gradient reaches the kernels as a view too, as in a model.
+        let loss = match layout {
+            Layout::Contiguous => out.clone() * upstream.clone(),
+            Layout::Swapped => out.clone().swap_dims(1, 2) * upstream.clone().swap_dims(1, 2),
+        };
+        let grads = loss.sum().backward();
         let grad = |x: &Tensor<4>| to_f32s(x.grad(&grads).expect("tracked"));
         (to_f32s(out), grad(&queries), grad(&keys), grad(&values))
     };
@@ -374,11 +395,11 @@ fn attention_kernels(device: &Device, t: usize, prefix: usize, dropout: f64) {
     // Sums of up to 300 products in another order, values of order 1 (up to 1/(1 − p) more
     // with dropout): a few ulp.
     for (name, a, b) in [("values", &kernel.0, &composed.0), ("query grads", &kernel.1, &composed.1), ("key grads", &kernel.2, &composed.2), ("value grads", &kernel.3, &composed.3)] {
-        assert!(max_abs_diff(a, b) < 2e-5, "attention {name} differ by {} (T {t}, dropout {dropout})", max_abs_diff(a, b));
+        assert!(max_abs_diff(a, b) < 2e-5, "attention {name} differ by {} (T {t}, dropout {dropout}, {layout:?})", max_abs_diff(a, b));
     }
     assert!(kernel.2.iter().any(|&g| g.abs() > 1e-3), "keys got no gradient");
     // Without autodiff (decoding) and without a bias.
     let plain = |f: fn(Tensor<4>, Tensor<4>, Tensor<4>, Option<Tensor<4>>, f32, f64) -> Tensor<4>| to_f32s(f(queries.clone().inner(), keys.clone().inner(), values.clone().inner(), None, scale, 0.0));
     assert!(max_abs_diff(&plain(attention::attend), &plain(attention::composed)) < 2e-5);
-    println!("attention kernels = tensor form on wgpu (T {t}, prefix {prefix}, dropout {dropout}: values, query, key and value gradients)");
+    println!("attention kernels = tensor form on wgpu (T {t}, prefix {prefix}, dropout {dropout}, {layout:?}: values, query, key and value gradients)");
 }
