@@ -8,7 +8,7 @@ use prefix_tune_model::generate::{EarlyStopping, Sampling};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::engine::Beam;
+use crate::engine::{Beam, Failure};
 use crate::penalties::Penalties;
 
 /// `POST /v1/completions`. Unknown fields are refused (a typo is not silently ignored); the
@@ -106,18 +106,35 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let kind = match self.status {
+impl ApiError {
+    /// OpenAI's error `type` for the status.
+    pub fn kind(&self) -> &'static str {
+        match self.status {
             StatusCode::UNAUTHORIZED => "authentication_error",
             StatusCode::FORBIDDEN => "permission_error",
             StatusCode::NOT_FOUND => "not_found_error",
             StatusCode::SERVICE_UNAVAILABLE => "server_overloaded",
             StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
-            // The server's fault (a prefix file on its disk that does not load), not the request's.
+            // The server's fault (a prefix file on its disk that does not load, a model whose
+            // scores are NaN), not the request's.
             status if status.is_server_error() => "server_error",
             _ => "invalid_request_error",
-        };
+        }
+    }
+}
+
+impl From<Failure> for ApiError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Request(message) => ApiError::bad_request(message),
+            Failure::Server(message) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let kind = self.kind();
         let body = Json(json!({ "error": { "message": self.message, "type": kind, "param": null, "code": null } }));
         let mut response = (self.status, body).into_response();
         if let Some(seconds) = self.retry_after {

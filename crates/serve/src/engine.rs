@@ -90,7 +90,27 @@ pub struct Beam {
 pub enum Event {
     Token { id: u32, text: String, logprobs: Option<StepLogprobs> },
     Done { finish_reason: &'static str, prompt_tokens: usize, completion_tokens: usize },
-    Error(String),
+    Error(Failure),
+}
+
+/// Why a request ended without its completion, and whose fault that is: the client is answered
+/// 400 for its own request, 500 for the server's model or device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// What the request asks cannot be done (it does not fit the KV cache, its prompt is
+    /// longer than the model's positions).
+    Request(String),
+    /// The served model or its device failed it: NaN or infinite scores, a backend error.
+    Server(String),
+}
+
+impl From<ModelError> for Failure {
+    fn from(error: ModelError) -> Self {
+        match error {
+            ModelError::Input(_) => Failure::Request(error.to_string()),
+            _ => Failure::Server(error.to_string()),
+        }
+    }
 }
 
 /// A request in the batch.
@@ -201,7 +221,7 @@ impl Engine {
                 let encoder_decoder = matches!(self.model, ServedModel::Bart(..));
                 let (budget, fixed) = tokens_held(job.prefix.as_deref(), job.prompt.len(), job.max_tokens, encoder_decoder);
                 if let Err(why) = fits_at_all(budget, fixed, self.kv_cache_tokens) {
-                    let _ = job.events.send(Event::Error(why));
+                    let _ = job.events.send(Event::Error(Failure::Request(why)));
                     continue;
                 }
                 if !caches.fits(budget, fixed, &rows) {
@@ -254,7 +274,7 @@ impl Engine {
         match joined {
             Ok(alive) => alive.then_some(row),
             Err(e) => {
-                let _ = row.job.events.send(Event::Error(e.to_string()));
+                let _ = row.job.events.send(Event::Error(e.into()));
                 None
             }
         }
@@ -302,8 +322,9 @@ impl Engine {
         let logits = match logits {
             Ok(logits) => logits, // [rows, 1, V]
             Err(e) => {
+                let failure = Failure::from(e);
                 for row in rows.drain(..) {
-                    let _ = row.job.events.send(Event::Error(e.to_string()));
+                    let _ = row.job.events.send(Event::Error(failure.clone()));
                 }
                 caches.keep(&[]);
                 return;
@@ -322,7 +343,7 @@ impl Engine {
                 }
                 // This row's request ends with the error; the others go on.
                 Err(e) => {
-                    let _ = row.job.events.send(Event::Error(e.to_string()));
+                    let _ = row.job.events.send(Event::Error(e.into()));
                     false
                 }
             })
@@ -356,7 +377,7 @@ impl Engine {
         let ids = match found {
             Ok(mut outputs) => outputs.remove(0).ids,
             Err(e) => {
-                let _ = job.events.send(Event::Error(e.to_string()));
+                let _ = job.events.send(Event::Error(e.into()));
                 return;
             }
         };

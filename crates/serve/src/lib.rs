@@ -397,7 +397,7 @@ impl Completion {
                         choice.ids.push(id);
                         choice.steps.extend(logprobs);
                     }
-                    Some(Event::Error(message)) => return Err(ApiError::bad_request(message)),
+                    Some(Event::Error(failure)) => return Err(failure.into()),
                     Some(Event::Done { finish_reason, prompt_tokens: prompt, completion_tokens: completion }) => {
                         (prompt_tokens, completion_tokens) = (prompt, completion_tokens + completion);
                         break finish_reason;
@@ -448,9 +448,10 @@ impl Completion {
                     Some(self.chunk(index, &text, Some(id), None, object))
                 }
                 Event::Done { finish_reason, .. } => Some(self.chunk(index, "", None, Some(finish_reason), None)),
-                Event::Error(message) => {
+                Event::Error(failure) => {
                     failed = true;
-                    Some(SseEvent::default().data(json!({ "error": { "message": message } }).to_string()))
+                    let error = ApiError::from(failure);
+                    Some(SseEvent::default().data(json!({ "error": { "message": error.message, "type": error.kind() } }).to_string()))
                 }
             };
             futures_util::future::ready(sse)

@@ -723,9 +723,10 @@ fn the_playground_shows_model_text_as_text() {
 }
 
 /// A prefix whose keys and values are NaN makes every score NaN: a sampled request on it ends
-/// with an error naming why (HF's sampler refuses such a row too), a greedy one takes token 0
-/// (as HF's argmax does), and neither leaves its KV-cache rows behind: requests after them, on
-/// the base model, answer as `generate` alone.
+/// with an error naming why (HF's sampler refuses such a row too), as does a beam search, a
+/// greedy one takes token 0 (as HF's argmax does), and none leaves its KV-cache rows behind:
+/// requests after them, on the base model, answer as `generate` alone. The error is the
+/// server's (500, `server_error`), not the request's: the request asked nothing wrong.
 #[test]
 fn a_prefix_with_nan_scores_fails_only_its_own_sampled_requests() {
     let prefixes = scratch("serve-prefixes-nan");
@@ -734,9 +735,17 @@ fn a_prefix_with_nan_scores_fails_only_its_own_sampled_requests() {
     let server = start_in(&prefixes, "gpt2-a", &["--api-key", KEY], &[], &[]);
     let prompt = [5u64, 6, 7];
     let sampled = r#"{"model": "nan", "prompt": [5, 6, 7], "max_tokens": 3, "temperature": 1, "seed": 2}"#;
-    for body in [sampled.to_string(), sampled.replace('}', r#", "stream": true}"#)] {
+    let beam = r#"{"model": "nan", "prompt": [5, 6, 7], "max_tokens": 3, "use_beam_search": true, "best_of": 3, "temperature": 0}"#;
+    let why = [("sampling: no token has a finite, positive probability", sampled), ("beam search: prompt 0 ended with no hypothesis of finite score", beam)];
+    for (message, body) in why {
+        let (status, text) = post(&server, "/v1/completions", body);
+        assert_eq!((status, json(&text)["error"]["type"].as_str()), (500, Some("server_error")), "{text}");
+        assert!(json(&text)["error"]["message"].as_str().unwrap().starts_with(message), "{text}");
+    }
+    for body in [sampled.to_string(), sampled.replace('}', r#", "stream": true}"#), beam.to_string()] {
         let (status, text) = post(&server, "/v1/completions", &body);
-        assert!(text.contains("sampling: no token has a finite, positive probability"), "{status}: {text}");
+        assert!(text.contains("no token has a finite, positive probability") || text.contains("no hypothesis of finite score"), "{status}: {text}");
+        assert!(text.contains(r#""type":"server_error""#), "{status}: {text}");
         let (status, text) = post(&server, "/v1/completions", r#"{"model": "base", "prompt": [5, 6, 7], "max_tokens": 4, "temperature": 0, "return_token_ids": true}"#);
         assert_eq!(status, 200, "{text}");
         assert_eq!(json(&text)["choices"][0]["token_ids"], serde_json::json!(alone(&prompt, None, 4)), "{text}");
