@@ -15,7 +15,7 @@
 
 use burn_backend::{Shape, TensorMetadata};
 use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::permute;
+use burn_cubecl::ops::{permute, reshape};
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
@@ -271,7 +271,13 @@ fn rows_in_place(tensor: CubeTensor) -> CubeTensor {
 /// caller swaps it back to the projection's layout and merges the heads (`[B, X, D]`) for free,
 /// where a contiguous `[B, H, X, Dh]` would be copied.
 fn heads_interleaved(like: &CubeTensor, [batch, heads, rows, head_dim]: [usize; 4]) -> CubeTensor {
-    permute(empty_like(like, Shape::new([batch, rows, heads, head_dim])), &[0, 2, 1, 3])
+    split_heads(empty_like(like, Shape::new([batch, rows, heads * head_dim])), heads)
+}
+
+/// `[B, X, H·Dh]` seen as `[B, H, X, Dh]`, in place where its rows are contiguous.
+fn split_heads(merged: CubeTensor, heads: usize) -> CubeTensor {
+    let [batch, rows, width] = merged.shape().dims::<3>();
+    permute(reshape(merged, Shape::new([batch, rows, heads, width / heads])), &[0, 2, 1, 3])
 }
 
 /// The keep mask as the kernels read it: contiguous with dropout; without, it is never read and
@@ -280,8 +286,9 @@ fn contiguous_with_dropout(keep: CubeTensor, dropout: f64) -> CubeTensor {
     if dropout > 0.0 { into_contiguous(keep) } else { keep }
 }
 
-/// `(softmax(Q·Kᵀ·scale + bias) ∘ keep · 1/(1 − p)) · V`, and the softmax before dropout.
-/// `keep` is read only when `dropout > 0`.
+/// `(softmax(Q·Kᵀ·scale + bias) ∘ keep · 1/(1 − p)) · V`, its heads merged (`[B, T, H·Dh]`:
+/// the output projection reads it as it lies), and the softmax before dropout. `keep` is read
+/// only when `dropout > 0`.
 #[allow(clippy::too_many_arguments)]
 pub fn forward(queries: CubeTensor, keys: CubeTensor, values: CubeTensor, bias: CubeTensor, keep: CubeTensor, scale: f32, dropout: f64) -> (CubeTensor, CubeTensor) {
     let [queries, keys, values] = [queries, keys, values].map(rows_in_place);
@@ -290,7 +297,8 @@ pub fn forward(queries: CubeTensor, keys: CubeTensor, values: CubeTensor, bias: 
     let s_len = keys.shape()[2];
     let threads = query_row_threads(s_len, head_dim);
     let client = queries.client.clone();
-    let out = heads_interleaved(&queries, [batch, heads, t_len, head_dim]);
+    let merged = empty_like(&queries, Shape::new([batch, t_len, heads * head_dim]));
+    let out = split_heads(merged.clone(), heads);
     let probs = empty_like(&queries, Shape::new([batch, heads, t_len, s_len]));
     let dtype = elements(&queries);
     forward_kernel::launch(
@@ -302,7 +310,7 @@ pub fn forward(queries: CubeTensor, keys: CubeTensor, values: CubeTensor, bias: 
         values.into_tensor_arg(),
         bias.into_tensor_arg(),
         keep.into_tensor_arg(),
-        out.clone().into_tensor_arg(),
+        out.into_tensor_arg(),
         probs.clone().into_tensor_arg(),
         scale,
         (1.0 / (1.0 - dropout)) as f32,
@@ -311,13 +319,15 @@ pub fn forward(queries: CubeTensor, keys: CubeTensor, values: CubeTensor, bias: 
         row_capacity(s_len),
         dtype,
     );
-    (out, probs)
+    (merged, probs)
 }
 
 /// The gradients of [`forward`]'s output in the queries, keys and values, from the upstream
-/// gradient `grad_out` and what the forward pass kept (`probs`, and `keep` with dropout).
+/// gradient `grad_out` (`[B, T, H·Dh]`) and what the forward pass kept (`probs`, and `keep`
+/// with dropout).
 #[allow(clippy::too_many_arguments)]
 pub fn backward(queries: CubeTensor, keys: CubeTensor, values: CubeTensor, probs: CubeTensor, keep: CubeTensor, grad_out: CubeTensor, scale: f32, dropout: f64) -> (CubeTensor, CubeTensor, CubeTensor) {
+    let grad_out = split_heads(grad_out, queries.shape()[1]);
     let [queries, keys, values, grad_out] = [queries, keys, values, grad_out].map(rows_in_place);
     let probs = into_contiguous(probs);
     let keep = contiguous_with_dropout(keep, dropout);

@@ -45,7 +45,7 @@ impl KeyValue {
 /// - queries: `[B, H, T, Dh]`
 /// - keys, values: `[B, H, S, Dh]`, S ≥ T (prefix and cached keys come first)
 /// - bias: `[B, 1, T, S]`, 0 where a query may look, [`MASKED`] where it may not
-/// - returns `[B, H, T, Dh]`
+/// - returns `[B, T, H·Dh]`, the heads merged back (the GPU's kernel writes them so)
 pub fn attend(
     queries: Tensor<4>,
     keys: Tensor<4>,
@@ -53,10 +53,10 @@ pub fn attend(
     bias: Option<Tensor<4>>,
     scale: f32,
     dropout: f64,
-) -> Tensor<4> {
+) -> Tensor<3> {
     #[cfg(feature = "flex")]
     if queries.device().is_autodiff() && crate::backend::is_cpu(&queries.device()) && queries.dtype() == burn::tensor::DType::F32 {
-        return flex::attend(queries, keys, values, bias, scale, dropout);
+        return merge_heads(flex::attend(queries, keys, values, bias, scale, dropout));
     }
     #[cfg(feature = "gpu")]
     if crate::backend::is_gpu(&queries.device()) && queries.dtype() == burn::tensor::DType::F32 && gpu::takes(&queries, &keys) {
@@ -65,8 +65,19 @@ pub fn attend(
     composed(queries, keys, values, bias, scale, dropout)
 }
 
-/// [`attend`] as tensor operations (every backend; the reference for the CPU's fused op).
-pub fn composed(queries: Tensor<4>, keys: Tensor<4>, values: Tensor<4>, bias: Option<Tensor<4>>, scale: f32, dropout: f64) -> Tensor<4> {
+/// [`attend`] as tensor operations (every backend; the reference for the fused ops).
+pub fn composed(queries: Tensor<4>, keys: Tensor<4>, values: Tensor<4>, bias: Option<Tensor<4>>, scale: f32, dropout: f64) -> Tensor<3> {
+    merge_heads(per_head(queries, keys, values, bias, scale, dropout))
+}
+
+/// `[B, H, T, Dh]` → `[B, T, H·Dh]`.
+fn merge_heads(heads: Tensor<4>) -> Tensor<3> {
+    let [batch, n_heads, seq, head_dim] = heads.dims();
+    heads.swap_dims(1, 2).reshape([batch, seq, n_heads * head_dim])
+}
+
+/// [`composed`] before the heads are merged: `[B, H, T, Dh]`.
+fn per_head(queries: Tensor<4>, keys: Tensor<4>, values: Tensor<4>, bias: Option<Tensor<4>>, scale: f32, dropout: f64) -> Tensor<4> {
     let scores = queries.matmul(keys.swap_dims(2, 3)) * scale; // [B, H, T, S]
     let scores = match bias {
         Some(bias) => scores + bias,
@@ -316,7 +327,7 @@ mod gpu {
         s <= attention::MAX_KEYS && prefix_tune_shaders::fits(&[batch * heads * t * s, keys.shape().num_elements()])
     }
 
-    pub fn attend(queries: Tensor<4>, keys: Tensor<4>, values: Tensor<4>, bias: Option<Tensor<4>>, scale: f32, dropout: f64) -> Tensor<4> {
+    pub fn attend(queries: Tensor<4>, keys: Tensor<4>, values: Tensor<4>, bias: Option<Tensor<4>>, scale: f32, dropout: f64) -> Tensor<3> {
         let [batch, heads, t, _] = queries.dims();
         let s = keys.dims()[2];
         let device = queries.device();
@@ -331,9 +342,16 @@ mod gpu {
 
     #[backend_extension(Autodiff, Cube, Fusion)]
     pub trait CubeAttention: burn::backend::Backend {
-        /// Softmax attention; differentiable in queries, keys and values.
-        #[fusion(dtype = queries, shape = queries)]
+        /// Softmax attention, its heads merged (`[B, T, H·Dh]`); differentiable in queries, keys
+        /// and values.
+        #[fusion(meta = |queries, _keys, _values, _bias, _keep, _scale, _dropout| merged_spec(queries))]
         fn cube_attention(queries: FloatTensor<Self>, keys: FloatTensor<Self>, values: FloatTensor<Self>, bias: FloatTensor<Self>, keep: FloatTensor<Self>, scale: f32, dropout: f64) -> FloatTensor<Self>;
+    }
+
+    /// The output `[B, T, H·Dh]` of queries `[B, H, T, Dh]`.
+    fn merged_spec(queries: &TensorSpec) -> TensorSpec {
+        let q = &queries.shape;
+        TensorSpec::new(Shape::new([q[0], q[2], q[1] * q[3]]), queries.dtype)
     }
 
     /// `[B, H, T, S]` from queries `[B, H, T, Dh]` and keys `[B, H, S, Dh]`.
@@ -347,9 +365,9 @@ mod gpu {
     #[backend_extension(Cube, Fusion)]
     pub trait CubeAttentionPasses: burn::backend::Backend {
         /// `(output, softmax before dropout)`.
-        #[fusion(meta = |queries, keys, _values, _bias, _keep, _scale, _dropout| (queries.clone(), scores_spec(queries, keys)))]
+        #[fusion(meta = |queries, keys, _values, _bias, _keep, _scale, _dropout| (merged_spec(queries), scores_spec(queries, keys)))]
         fn cube_attention_forward(queries: FloatTensor<Self>, keys: FloatTensor<Self>, values: FloatTensor<Self>, bias: FloatTensor<Self>, keep: FloatTensor<Self>, scale: f32, dropout: f64) -> (FloatTensor<Self>, FloatTensor<Self>);
-        /// The gradients in queries, keys and values.
+        /// The gradients in queries, keys and values, from the output's `grad` `[B, T, H·Dh]`.
         #[allow(clippy::too_many_arguments)]
         #[fusion(meta = |queries, keys, values, _probs, _keep, _grad, _scale, _dropout| (queries.clone(), keys.clone(), values.clone()))]
         fn cube_attention_backward(queries: FloatTensor<Self>, keys: FloatTensor<Self>, values: FloatTensor<Self>, probs: FloatTensor<Self>, keep: FloatTensor<Self>, grad: FloatTensor<Self>, scale: f32, dropout: f64) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);

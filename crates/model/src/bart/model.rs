@@ -43,11 +43,9 @@ impl Attention {
     /// Queries from `x` `[B, T, D]` attend over `memory` (prefix, cache and current keys, or
     /// prefix and encoder keys) `[B, H, S, Dh]`; `bias` `[B, 1, T, S]`. Returns `[B, T, D]`.
     pub fn forward(&self, x: Tensor<3>, memory: &KeyValue, bias: Tensor<4>, dropout: Dropout) -> Tensor<3> {
-        let [batch, seq, d_model] = x.dims();
         let queries = self.to_heads(self.q_proj.forward(x));
         let scale = (self.head_dim as f32).powf(-0.5);
-        let out = attend(queries, memory.keys.clone(), memory.values.clone(), Some(bias), scale, dropout.attn);
-        let out = out.swap_dims(1, 2).reshape([batch, seq, d_model]); // [B, T, D]
+        let out = attend(queries, memory.keys.clone(), memory.values.clone(), Some(bias), scale, dropout.attn); // [B, T, D]
         apply_dropout(self.out_proj.forward(out), dropout.resid)
     }
 }

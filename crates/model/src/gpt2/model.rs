@@ -40,8 +40,7 @@ impl SelfAttention {
         };
         let present = store.extend(layer, current); // [B, H, S, Dh]
 
-        let out = attend(queries, present.keys, present.values, bias, self.scale, dropout.attn);
-        let out = out.swap_dims(1, 2).reshape([batch, seq, d_model]); // [B, T, D]
+        let out = attend(queries, present.keys, present.values, bias, self.scale, dropout.attn); // [B, T, D]
         apply_dropout(self.c_proj.forward(out), dropout.resid)
     }
 }

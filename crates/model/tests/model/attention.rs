@@ -17,12 +17,12 @@ fn fused_attention_equals_the_tensor_form_with_its_gradients() {
     let random = |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.5), &device).require_grad();
     // Made [B, H, ·, Dh] by a transpose, so the op sees strided inputs as attention does.
     let (q, k, v) = (random([batch, t, heads, dh]), random([batch, s, heads, dh]), random([batch, s, heads, dh]));
-    let upstream = Tensor::<4>::random([batch, heads, t, dh], Distribution::Uniform(-1.0, 1.0), &device);
+    let upstream = Tensor::<3>::random([batch, t, heads * dh], Distribution::Uniform(-1.0, 1.0), &device);
     let mut key_mask = vec![vec![1.0f32; s]; batch];
     key_mask[1][8] = 0.0; // a padded key in the second row
     let bias = attention_bias(&key_mask, t, true, &device);
     for dropout in [0.0, 0.3] {
-        let run = |f: &dyn Fn(Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4>| {
+        let run = |f: &dyn Fn(Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<3>| {
             device.seed(9);
             let out = f(q.clone().swap_dims(1, 2), k.clone().swap_dims(1, 2), v.clone().swap_dims(1, 2));
             let grads = (out.clone() * upstream.clone()).sum().backward();

@@ -373,15 +373,15 @@ fn attention_kernels(device: &Device, t: usize, prefix: usize, dropout: f64, lay
     };
     let input = |len: usize| random(len).require_grad();
     let (queries, keys, values) = (input(t), input(s), input(s));
-    let upstream: Tensor<4> = random(t); // the output's gradient, in the same layout
+    let upstream: Tensor<3> = Tensor::random([batch, t, heads * head_dim], normal, device); // the output's gradient
     // Row 1 has two padding keys right after its prefix.
     let key_mask: Vec<Vec<f32>> = (0..batch).map(|b| (0..s).map(|j| if b == 1 && (prefix..prefix + 2).contains(&j) { 0.0 } else { 1.0 }).collect()).collect();
     let bias = attention::attention_bias(&key_mask, t, true, device);
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let run = |f: fn(Tensor<4>, Tensor<4>, Tensor<4>, Option<Tensor<4>>, f32, f64) -> Tensor<4>| {
+    let run = |f: fn(Tensor<4>, Tensor<4>, Tensor<4>, Option<Tensor<4>>, f32, f64) -> Tensor<3>| {
         device.seed(37); // the same dropout mask on both sides
         let out = f(queries.clone(), keys.clone(), values.clone(), Some(bias.clone()), scale, dropout);
-        // Swapped, the output's gradient reaches the kernels as a view too, as in a model.
+        // Swapped, the output's gradient reaches the kernels as a strided view too.
         let loss = match layout {
             Layout::Contiguous => out.clone() * upstream.clone(),
             Layout::Swapped => out.clone().swap_dims(1, 2) * upstream.clone().swap_dims(1, 2),
@@ -399,7 +399,7 @@ fn attention_kernels(device: &Device, t: usize, prefix: usize, dropout: f64, lay
     }
     assert!(kernel.2.iter().any(|&g| g.abs() > 1e-3), "keys got no gradient");
     // Without autodiff (decoding) and without a bias.
-    let plain = |f: fn(Tensor<4>, Tensor<4>, Tensor<4>, Option<Tensor<4>>, f32, f64) -> Tensor<4>| to_f32s(f(queries.clone().inner(), keys.clone().inner(), values.clone().inner(), None, scale, 0.0));
+    let plain = |f: fn(Tensor<4>, Tensor<4>, Tensor<4>, Option<Tensor<4>>, f32, f64) -> Tensor<3>| to_f32s(f(queries.clone().inner(), keys.clone().inner(), values.clone().inner(), None, scale, 0.0));
     assert!(max_abs_diff(&plain(attention::attend), &plain(attention::composed)) < 2e-5);
     println!("attention kernels = tensor form on wgpu (T {t}, prefix {prefix}, dropout {dropout}, {layout:?}: values, query, key and value gradients)");
 }
