@@ -14,6 +14,7 @@ pub mod few_rows;
 pub mod gelu;
 pub mod layer_norm;
 pub mod matmul;
+pub mod pad;
 pub mod pick;
 mod rows;
 pub mod tune;

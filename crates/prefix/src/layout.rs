@@ -4,6 +4,7 @@
 //! `block·D + head·Dh + dh`, where block 2l is layer l's key and block 2l+1 its value.
 
 use burn::tensor::Tensor;
+use prefix_tune_model::narrow::narrow;
 use prefix_tune_model::{KeyValue, Past};
 use serde::{Deserialize, Serialize};
 
@@ -70,7 +71,7 @@ impl Layout {
         (0..self.n_layer)
             .map(|layer| {
                 let (key, value) = self.blocks.key_value(layer, self.n_layer);
-                KeyValue { keys: blocks.clone().narrow(0, key, 1).expand(shape), values: blocks.clone().narrow(0, value, 1).expand(shape) }
+                KeyValue { keys: narrow(blocks.clone(), 0, key, 1).expand(shape), values: narrow(blocks.clone(), 0, value, 1).expand(shape) }
             })
             .collect()
     }

@@ -6,6 +6,7 @@ use burn::tensor::{module::embedding, Int, Tensor};
 
 use super::config::{Activation, Gpt2Config};
 use crate::attention::{apply_dropout, attend, KeyValue};
+use crate::narrow::narrow;
 use crate::kv::{Appended, KvStore};
 pub use crate::nn::{Dropout, LayerNorm, Linear as Conv1D};
 
@@ -33,10 +34,10 @@ impl SelfAttention {
         let to_heads = |t: Tensor<3>| t.reshape([batch, seq, self.n_head, head_dim]).swap_dims(1, 2); // [B, H, T, Dh]
 
         let qkv = self.c_attn.forward(x); // [B, T, 3·D]
-        let queries = to_heads(qkv.clone().narrow(2, 0, d_model));
+        let queries = to_heads(narrow(qkv.clone(), 2, 0, d_model));
         let current = KeyValue {
-            keys: to_heads(qkv.clone().narrow(2, d_model, d_model)),
-            values: to_heads(qkv.narrow(2, 2 * d_model, d_model)),
+            keys: to_heads(narrow(qkv.clone(), 2, d_model, d_model)),
+            values: to_heads(narrow(qkv, 2, 2 * d_model, d_model)),
         };
         let present = store.extend(layer, current); // [B, H, S, Dh]
 

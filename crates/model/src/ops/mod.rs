@@ -25,3 +25,4 @@ pub mod cross_entropy;
 pub mod gelu;
 pub mod layer_norm;
 pub mod matmul;
+pub mod narrow;

@@ -38,6 +38,7 @@ fn wgpu_shaders_child() {
     attention_kernels(&device, 300, 10, 0.1, Layout::Contiguous);
     attention_kernels(&device, 5, 4, 0.3, Layout::Swapped);
     attention_kernels(&device, 33, 6, 0.0, Layout::Swapped);
+    narrow_kernel(&device);
     matmul_kernel(&device);
     pick_kernel(&device.clone().without_autodiff(), 1000, 40);
     pick_kernel(&device.clone().without_autodiff(), 50_257, 12);
@@ -402,4 +403,42 @@ fn attention_kernels(device: &Device, t: usize, prefix: usize, dropout: f64, lay
     let plain = |f: fn(Tensor<4>, Tensor<4>, Tensor<4>, Option<Tensor<4>>, f32, f64) -> Tensor<3>| to_f32s(f(queries.clone().inner(), keys.clone().inner(), values.clone().inner(), None, scale, 0.0));
     assert!(max_abs_diff(&plain(attention::attend), &plain(attention::composed)) < 2e-5);
     println!("attention kernels = tensor form on wgpu (T {t}, prefix {prefix}, dropout {dropout}, {layout:?}: values, query, key and value gradients)");
+}
+
+/// `narrow`'s backward kernel (the slice's gradient padded with zeros in one pass) against
+/// Burn's own slice backward: slices of every dimension of a contiguous and of a swapped input,
+/// and two slices of one tensor whose gradients add up (GPT-2's query/key/value split). Copies
+/// of the same values: equal exactly.
+fn narrow_kernel(device: &Device) {
+    use prefix_tune_model::narrow::narrow;
+    let normal = Distribution::Normal(0.0, 1.0);
+    device.seed(41);
+    let x = Tensor::<3>::random([4, 6, 10], normal, device).require_grad();
+    type Slicer = fn(Tensor<3>, usize, usize, usize) -> Tensor<3>;
+    let burns: Slicer = |x, dim, start, len| x.narrow(dim, start, len);
+    for swapped in [false, true] {
+        let input = || if swapped { x.clone().swap_dims(0, 2) } else { x.clone() }; // [10, 6, 4] or [4, 6, 10]
+        let dims = input().dims();
+        for (dim, start, len) in [(0, 1, 2), (1, 0, 6), (2, 3, 1), (1, 4, 2)] {
+            let mut shape = dims;
+            shape[dim] = len;
+            let weights = Tensor::<3>::random(shape, normal, device);
+            let run = |slice: Slicer| {
+                let y = slice(input(), dim, start, len);
+                let grads = (y.clone() * weights.clone()).sum().backward();
+                (to_f32s(y), to_f32s(x.grad(&grads).expect("tracked")))
+            };
+            let (ours, burn) = (run(narrow), run(burns));
+            assert!(ours == burn, "narrow({dim}, {start}, {len}) of a {} input: values or gradients differ", if swapped { "swapped" } else { "contiguous" });
+            let zeros = ours.1.iter().filter(|&&g| g == 0.0).count();
+            assert_eq!(zeros, x.shape().num_elements() / dims[dim] * (dims[dim] - len), "zero outside the slice only");
+        }
+    }
+    let split = |slice: Slicer| {
+        let (first, second) = (slice(x.clone(), 2, 0, 4), slice(x.clone(), 2, 4, 6));
+        let grads = ((first * 2.0).sum() + second.exp().sum()).backward();
+        to_f32s(x.grad(&grads).expect("tracked"))
+    };
+    assert!(split(narrow) == split(burns), "two slices' gradients add up as Burn's do");
+    println!("narrow = Burn's slice on wgpu (values and gradients, contiguous and swapped inputs, two slices of one tensor)");
 }
