@@ -31,14 +31,13 @@ impl SelfAttention {
     pub fn forward(&self, x: Tensor<3>, store: &mut dyn KvStore, layer: usize, bias: Option<Tensor<4>>, dropout: Dropout) -> Tensor<3> {
         let [batch, seq, d_model] = x.dims();
         let head_dim = d_model / self.n_head;
-        let to_heads = |t: Tensor<3>| t.reshape([batch, seq, self.n_head, head_dim]).swap_dims(1, 2); // [B, H, T, Dh]
-
-        let qkv = self.c_attn.forward(x); // [B, T, 3·D]
-        let queries = to_heads(narrow(qkv.clone(), 2, 0, d_model));
-        let current = KeyValue {
-            keys: to_heads(narrow(qkv.clone(), 2, d_model, d_model)),
-            values: to_heads(narrow(qkv, 2, 2 * d_model, d_model)),
-        };
+        // Split into heads before the three are taken apart: the gradients of the three slices
+        // then land in `[B, T, 3·H, Dh]` as they come (strided views of the attention's), with
+        // nothing to merge and copy first.
+        let qkv = self.c_attn.forward(x).reshape([batch, seq, 3 * self.n_head, head_dim]); // [B, T, 3·H, Dh]
+        let heads = |part: usize| narrow(qkv.clone(), 2, part * self.n_head, self.n_head).swap_dims(1, 2); // [B, H, T, Dh]
+        let queries = heads(0);
+        let current = KeyValue { keys: heads(1), values: heads(2) };
         let present = store.extend(layer, current); // [B, H, S, Dh]
 
         let out = attend(queries, present.keys, present.values, bias, self.scale, dropout.attn); // [B, T, D]
