@@ -8,6 +8,11 @@
 //! product with the values in one pass. The softmax (before dropout) is kept for the backward
 //! pass, `[B, H, T, S]`, as the tensor form keeps it too.
 //!
+//! Queries, keys, values and the output's gradient are read through their strides: they are
+//! views of the projections split into heads, and copying them into order cost a launch each,
+//! forward and back. The output is written with its heads merged (`[B, T, H·Dh]`, as the output
+//! projection reads it), the gradients of queries, keys and values as `[B, T, H, Dh]`.
+//!
 //! Backward, with `P` the softmax, `K` the dropout's keep mask and `k = 1/(1 − p)`:
 //! - per query row: `dP = (dO · Vᵀ) ∘ K · k`, `dS = P ∘ (dP − rowsum(P ∘ dP)) · scale`, and
 //!   `dQ = dS · K`;
