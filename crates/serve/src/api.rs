@@ -8,7 +8,8 @@ use prefix_tune_model::generate::{EarlyStopping, Sampling};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::engine::{Beam, Failure};
+use crate::engine::Beam;
+use crate::error::Failure;
 use crate::penalties::Penalties;
 
 /// `POST /v1/completions`. Unknown fields are refused (a typo is not silently ignored); the

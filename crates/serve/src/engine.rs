@@ -25,6 +25,7 @@ use prefix_tune_model::{Bart, Gpt2, KvCache, ModelError, Past};
 use rand::{rngs::StdRng, SeedableRng};
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::error::Failure;
 use crate::logprobs::StepLogprobs;
 use crate::metrics::Metrics;
 use crate::penalties::Penalties;
@@ -91,26 +92,6 @@ pub enum Event {
     Token { id: u32, text: String, logprobs: Option<StepLogprobs> },
     Done { finish_reason: &'static str, prompt_tokens: usize, completion_tokens: usize },
     Error(Failure),
-}
-
-/// Why a request ended without its completion, and whose fault that is: the client is answered
-/// 400 for its own request, 500 for the server's model or device.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
-    /// What the request asks cannot be done (it does not fit the KV cache, its prompt is
-    /// longer than the model's positions).
-    Request(String),
-    /// The served model or its device failed it: NaN or infinite scores, a backend error.
-    Server(String),
-}
-
-impl From<ModelError> for Failure {
-    fn from(error: ModelError) -> Self {
-        match error {
-            ModelError::Input(_) => Failure::Request(error.to_string()),
-            _ => Failure::Server(error.to_string()),
-        }
-    }
 }
 
 /// A request in the batch.
