@@ -4,6 +4,11 @@
 //!
 //! Each element goes through the f32 operations of the tensor form in `prefix_tune_train::optim`
 //! in the same order.
+//!
+//! A run that goes ahead of its checks calls a step off on the device when its gradient is not
+//! finite: the kernel then reads a `[1]` flag and, where it is set, writes the value and both
+//! moments back as they were. (As tensor operations that guard is a `mask_where` per value and
+//! moment, three more launches per parameter and step.)
 
 use burn_backend::TensorMetadata;
 use burn_cubecl::kernel::into_contiguous;
@@ -35,6 +40,7 @@ fn adamw_kernel<F: Float>(
     grad: &Tensor<F>,
     m: &Tensor<F>, // zeros before the first step: 0·β₁ + g·(1 − β₁) is g·(1 − β₁) exactly
     v: &Tensor<F>,
+    skip: &Tensor<F>, // [1], read when guarded: non-zero calls the step off
     new_value: &mut Tensor<F>,
     new_m: &mut Tensor<F>,
     new_v: &mut Tensor<F>,
@@ -46,11 +52,20 @@ fn adamw_kernel<F: Float>(
     bias_correction2_sqrt: f32,
     eps: f32,
     step_size: f32,
+    #[comptime] guarded: bool,
     #[define(F)] _dtype: ElemType,
 ) {
     let i = cube_element();
     if i >= value.len() {
         terminate!();
+    }
+    if comptime!(guarded) {
+        if skip[0] != F::new(0.0) {
+            new_value[i] = value[i];
+            new_m[i] = m[i];
+            new_v[i] = v[i];
+            terminate!();
+        }
     }
     let g = grad[i];
     let decayed = value[i] * F::cast_from(decay);
@@ -62,9 +77,13 @@ fn adamw_kernel<F: Float>(
     new_v[i] = second;
 }
 
-/// `(value, m, v)` after one step from `grad`; all four inputs of one shape.
-pub fn step(value: CubeTensor, grad: CubeTensor, m: CubeTensor, v: CubeTensor, s: AdamWScalars) -> (CubeTensor, CubeTensor, CubeTensor) {
+/// `(value, m, v)` after one step from `grad`; all four inputs of one shape. With `skip` (`[1]`)
+/// non-zero, the step is called off: `(value, m, v)` as they were.
+pub fn step(value: CubeTensor, grad: CubeTensor, m: CubeTensor, v: CubeTensor, skip: Option<CubeTensor>, s: AdamWScalars) -> (CubeTensor, CubeTensor, CubeTensor) {
     let [value, grad, m, v] = [value, grad, m, v].map(into_contiguous);
+    let guarded = skip.is_some();
+    // Unguarded, the flag is never read: the gradient stands in for it.
+    let skip = skip.map_or_else(|| grad.clone(), into_contiguous);
     let shape = value.shape();
     let count = shape.num_elements();
     let client = value.client.clone();
@@ -79,6 +98,7 @@ pub fn step(value: CubeTensor, grad: CubeTensor, m: CubeTensor, v: CubeTensor, s
         grad.into_tensor_arg(),
         m.into_tensor_arg(),
         v.into_tensor_arg(),
+        skip.into_tensor_arg(),
         new_value.clone().into_tensor_arg(),
         new_m.clone().into_tensor_arg(),
         new_v.clone().into_tensor_arg(),
@@ -90,6 +110,7 @@ pub fn step(value: CubeTensor, grad: CubeTensor, m: CubeTensor, v: CubeTensor, s
         s.bias_correction2_sqrt,
         s.eps,
         s.step_size,
+        guarded,
         dtype,
     );
     (new_value, new_m, new_v)

@@ -264,6 +264,8 @@ struct Update<'a> {
     index: usize,
     /// `[1]`, true when the step must leave everything as it was ([`step_unless`]).
     unless: Option<Tensor<1, Bool>>,
+    /// `unless` as 1 or 0, what AdamW's kernel reads (converted once for every parameter).
+    skip: Option<Tensor<1>>,
 }
 
 impl Update<'_> {
@@ -275,6 +277,16 @@ impl Update<'_> {
                 let old = old.unwrap_or_else(|| new.zeros_like());
                 new.mask_where(unless.clone().expand([old.dims()[0]]), old)
             }
+        }
+    }
+
+    /// [`adamw_fused`], its value and moments [`Update::guarded`].
+    fn adamw_fused_unless(&self, c: &Coefficients, value: Tensor<1>, grad: Tensor<1>, moments: (Option<Tensor<1>>, Option<Tensor<1>>)) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+        let old = self.unless.as_ref().map(|_| (value.clone(), moments.clone()));
+        let (updated, m, v) = adamw_fused(c, value, grad, moments);
+        match old {
+            None => (updated, m, v),
+            Some((value, (old_m, old_v))) => (self.guarded(updated, Some(value)), self.guarded(m, old_m), self.guarded(v, old_v)),
         }
     }
 }
@@ -304,20 +316,10 @@ impl ModuleMapper for Update<'_> {
                 }
                 let c = coefficients(self.config, self.lr, self.state.step).expect("AdamW");
                 let moments = (self.state.first_moments[index].take(), self.state.second_moments[index].take());
-                let old = self.unless.as_ref().map(|_| (value.clone(), moments.clone()));
-                let (updated, m, v) = if self.fused { adamw_fused(&c, value, grad, moments) } else { adamw::step(&c, value, grad, moments) };
-                match old {
-                    None => {
-                        self.state.first_moments[index] = Some(m);
-                        self.state.second_moments[index] = Some(v);
-                        updated
-                    }
-                    Some((value, (old_m, old_v))) => {
-                        self.state.first_moments[index] = Some(self.guarded(m, old_m));
-                        self.state.second_moments[index] = Some(self.guarded(v, old_v));
-                        self.guarded(updated, Some(value))
-                    }
-                }
+                let (updated, m, v) = if self.fused { self.adamw_fused_unless(&c, value, grad, moments) } else { adamw::step_unless(&c, value, grad, moments, self.skip.clone()) };
+                self.state.first_moments[index] = Some(m);
+                self.state.second_moments[index] = Some(v);
+                updated
             }
         };
         let mut lifted = Tensor::from_inner(updated.reshape(shape));
@@ -343,7 +345,8 @@ pub fn step_unless<M: Module>(module: M, config: OptimizerConfig, lr: f64, grads
 fn run_step<M: Module>(module: M, config: OptimizerConfig, lr: f64, grads: &mut Accumulated, state: &mut OptimizerState, unless: Option<Tensor<1, Bool>>) -> M {
     state.step += 1;
     let fused = grads.grads.iter().flatten().next().is_some_and(|g| prefix_tune_model::backend::is_cpu(&g.device()) && g.dtype() == burn::tensor::DType::F32);
-    let mut update = Update { fused, config, lr, grads, state, index: 0, unless };
+    let skip = unless.as_ref().map(|unless| unless.clone().float());
+    let mut update = Update { fused, config, lr, grads, state, index: 0, unless, skip };
     module.map(&mut update)
 }
 

@@ -7,12 +7,23 @@ use burn::tensor::Tensor;
 pub use prefix_tune_kernels::adamw::Coefficients;
 
 /// `(value, m, v)` after one step from `grad`; moments `None` before the first step.
-pub fn step(c: &Coefficients, value: Tensor<1>, grad: Tensor<1>, (m, v): (Option<Tensor<1>>, Option<Tensor<1>>)) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+pub fn step(c: &Coefficients, value: Tensor<1>, grad: Tensor<1>, moments: (Option<Tensor<1>>, Option<Tensor<1>>)) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+    step_unless(c, value, grad, moments, None)
+}
+
+/// [`step`], called off where `skip` (`[1]`) is non-zero: the value and moments come back as
+/// they were (an unset moment as zeros), decided on the device without reading the flag.
+pub fn step_unless(c: &Coefficients, value: Tensor<1>, grad: Tensor<1>, (m, v): (Option<Tensor<1>>, Option<Tensor<1>>), skip: Option<Tensor<1>>) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
     #[cfg(feature = "gpu")]
     if crate::backend::is_gpu(&value.device()) && prefix_tune_shaders::fits(&[value.shape().num_elements()]) {
-        return gpu::step(c, value, grad, (m, v));
+        return gpu::step(c, value, grad, (m, v), skip);
     }
-    tensors(c, value, grad, (m, v))
+    let Some(skip) = skip else { return tensors(c, value, grad, (m, v)) };
+    let zeros = || value.zeros_like();
+    let (old_m, old_v) = (m.clone().unwrap_or_else(zeros), v.clone().unwrap_or_else(zeros));
+    let (new_value, new_m, new_v) = tensors(c, value.clone(), grad, (m, v));
+    let called_off = skip.not_equal_elem(0.0).expand([value.dims()[0]]);
+    (new_value.mask_where(called_off.clone(), value), new_m.mask_where(called_off.clone(), old_m), new_v.mask_where(called_off, old_v))
 }
 
 /// AdamW as tensor operations (any backend): the reference for the fused forms.
@@ -52,18 +63,19 @@ mod gpu {
 
     #[backend_extension(Cube, Fusion)]
     pub trait CubeAdamW: burn::backend::Backend {
-        /// `(value, m, v)` after one step; the moments are zeros before the first.
-        #[fusion(meta = |value, _grad, _m, _v, _scalars| three(value))]
-        fn cube_adamw(value: FloatTensor<Self>, grad: FloatTensor<Self>, m: FloatTensor<Self>, v: FloatTensor<Self>, scalars: AdamWScalars) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+        /// `(value, m, v)` after one step; the moments are zeros before the first. Guarded, the
+        /// step is called off where `skip` (`[1]`) is non-zero; unguarded, `skip` is not read.
+        #[fusion(meta = |value, _grad, _m, _v, _skip, _scalars, _guarded| three(value))]
+        fn cube_adamw(value: FloatTensor<Self>, grad: FloatTensor<Self>, m: FloatTensor<Self>, v: FloatTensor<Self>, skip: FloatTensor<Self>, scalars: AdamWScalars, guarded: bool) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
     }
 
     impl CubeAdamW for CubeBackend {
-        fn cube_adamw(value: CubeTensor, grad: CubeTensor, m: CubeTensor, v: CubeTensor, scalars: AdamWScalars) -> (CubeTensor, CubeTensor, CubeTensor) {
-            adamw::step(value, grad, m, v, scalars)
+        fn cube_adamw(value: CubeTensor, grad: CubeTensor, m: CubeTensor, v: CubeTensor, skip: CubeTensor, scalars: AdamWScalars, guarded: bool) -> (CubeTensor, CubeTensor, CubeTensor) {
+            adamw::step(value, grad, m, v, guarded.then_some(skip), scalars)
         }
     }
 
-    pub fn step(c: &Coefficients, value: Tensor<1>, grad: Tensor<1>, (m, v): (Option<Tensor<1>>, Option<Tensor<1>>)) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+    pub fn step(c: &Coefficients, value: Tensor<1>, grad: Tensor<1>, (m, v): (Option<Tensor<1>>, Option<Tensor<1>>), skip: Option<Tensor<1>>) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
         let scalars = AdamWScalars {
             beta1: c.beta1,
             one_minus_beta1: c.one_minus_beta1,
@@ -76,7 +88,10 @@ mod gpu {
         };
         let zeros = || value.zeros_like();
         let (m, v) = (m.unwrap_or_else(zeros), v.unwrap_or_else(zeros));
-        let (value, m, v) = <burn::backend::Dispatch as CubeAdamW>::cube_adamw(value.into_dispatch(), grad.into_dispatch(), m.into_dispatch(), v.into_dispatch(), scalars);
+        let guarded = skip.is_some();
+        // Unguarded, the kernel never reads the flag: the gradient stands in for it.
+        let skip = skip.unwrap_or_else(|| grad.clone());
+        let (value, m, v) = <burn::backend::Dispatch as CubeAdamW>::cube_adamw(value.into_dispatch(), grad.into_dispatch(), m.into_dispatch(), v.into_dispatch(), skip.into_dispatch(), scalars, guarded);
         (Tensor::from_dispatch(value), Tensor::from_dispatch(m), Tensor::from_dispatch(v))
     }
 }

@@ -288,12 +288,30 @@ fn adamw_kernel(device: &Device) {
             to_f32s(a).iter().zip(to_f32s(b)).map(|(x, y)| (x - y).abs() / y.abs().max(1e-30)).fold(0.0, f32::max)
         };
         let values = relative(kernel.0.clone(), tensors.0.clone());
-        let (first, second) = (relative(kernel.1.unwrap(), tensors.1.unwrap()), relative(kernel.2.unwrap(), tensors.2.unwrap()));
+        let (first, second) = (relative(kernel.1.clone().unwrap(), tensors.1.unwrap()), relative(kernel.2.clone().unwrap(), tensors.2.unwrap()));
         assert!(values < 3e-7 && first < 3e-7 && second < 3e-7, "AdamW differs (weight decay {weight_decay}): values {values}, moments {first}, {second}");
         // The step moved the values (by up to 3·lr).
-        assert!(max_abs_diff(&to_f32s(kernel.0), &wave(0, 2.0)) > 1e-2);
+        assert!(max_abs_diff(&to_f32s(kernel.0.clone()), &wave(0, 2.0)) > 1e-2);
+        adamw_kernel_called_off(device, (kernel.0, kernel.1.unwrap(), kernel.2.unwrap()), floats(wave(4, 1.0)));
     }
-    println!("AdamW kernel = its tensor form on wgpu (3 steps, with and without weight decay, {count} values)");
+    println!("AdamW kernel = its tensor form on wgpu (3 steps, with and without weight decay, {count} values); a step called off by its flag leaves every bit");
+}
+
+/// The guarded step (a run ahead of its checks): a flag of 0 is the plain step bit for bit,
+/// a flag of 1 gives back the value and moments as they were, a first step's moments as zeros.
+fn adamw_kernel_called_off(device: &Device, (value, m, v): (Tensor<1>, Tensor<1>, Tensor<1>), grad: Tensor<1>) {
+    let c = Coefficients::at_step(0.9, 0.999, 1e-8, 0.01, 5e-3, 4);
+    let flag = |x: f32| prefix_tune_model::tensors::floats(vec![x], [1], device);
+    let bits = |t: &Tensor<1>| to_f32s(t.clone()).iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+    let plain = adamw::step(&c, value.clone(), grad.clone(), (Some(m.clone()), Some(v.clone())));
+    let kept = adamw::step_unless(&c, value.clone(), grad.clone(), (Some(m.clone()), Some(v.clone())), Some(flag(0.0)));
+    assert!(bits(&kept.0) == bits(&plain.0) && bits(&kept.1) == bits(&plain.1) && bits(&kept.2) == bits(&plain.2), "a flag of 0 changed the step");
+    assert!(bits(&kept.0) != bits(&value), "the step moved nothing");
+    let off = adamw::step_unless(&c, value.clone(), grad.clone(), (Some(m.clone()), Some(v.clone())), Some(flag(1.0)));
+    assert!(bits(&off.0) == bits(&value) && bits(&off.1) == bits(&m) && bits(&off.2) == bits(&v), "a step called off changed the value or its moments");
+    let first = adamw::step_unless(&c, value.clone(), grad, (None, None), Some(flag(1.0)));
+    assert!(bits(&first.0) == bits(&value), "a first step called off moved the value");
+    assert!(to_f32s(first.1).iter().chain(&to_f32s(first.2)).all(|&x| x.to_bits() == 0), "a first step called off left moments");
 }
 
 /// `--dtype f16` on a GPU: a `Linear` multiplies the f16-rounded input by the f16-rounded weight
