@@ -1,12 +1,17 @@
 //! Softmax attention with the prefix's keys in front: forward in one kernel, backward in two.
 //!
-//! The prefix, the KV cache and the causal and padding mask reach the kernel the way they reach
-//! the tensor form ([`prefix_tune_model::attention::composed`]): keys and values with the
-//! prefix's rows first, and an additive bias `[B|1, H|1, T|1, S|1]` that is 0 where a query may
-//! look and very negative where it may not (the prefix's columns always visible). One cube per
-//! query row holds that row's scores in shared memory: scores, bias, softmax, dropout and the
-//! product with the values in one pass. The softmax (before dropout) is kept for the backward
-//! pass, `[B, H, T, S]`, as the tensor form keeps it too.
+//! The causal and padding mask reaches the kernel the way it reaches the tensor form
+//! ([`prefix_tune_model::attention::composed`]): an additive bias `[B|1, H|1, T|1, S|1]` that
+//! is 0 where a query may look and very negative where it may not (the prefix's columns always
+//! visible). The keys and values come in two parts, read where each lies: the front (a prefix,
+//! `[B|1, H, P, Dh]`, or nothing) and the rest (`[B, H, S − P, Dh]`); key row s is the front's
+//! row s when s < P, else the rest's row s − P. The tensor form concatenates them, a copy of
+//! every key and value per layer, and a prefix shared by the batch's rows (`[1, H, P, Dh]`) is
+//! broadcast first, its gradient then summed over the batch by one more launch per key and
+//! value; here the key kernel sums it. One cube per query row holds that row's scores in shared
+//! memory: scores, bias, softmax, dropout and the product with the values in one pass. The
+//! softmax (before dropout) is kept for the backward pass, `[B, H, T, S]`, as the tensor form
+//! keeps it too.
 //!
 //! Queries, keys, values and the output's gradient are read through their strides: they are
 //! views of the projections split into heads, and copying them into order cost a launch each,
@@ -16,7 +21,8 @@
 //! Backward, with `P` the softmax, `K` the dropout's keep mask and `k = 1/(1 − p)`:
 //! - per query row: `dP = (dO · Vᵀ) ∘ K · k`, `dS = P ∘ (dP − rowsum(P ∘ dP)) · scale`, and
 //!   `dQ = dS · K`;
-//! - per key row: `dK = dSᵀ · Q` and `dV = (P ∘ K · k)ᵀ · dO`.
+//! - per key row: `dK = dSᵀ · Q` and `dV = (P ∘ K · k)ᵀ · dO`, over every batch row that reads
+//!   it (one for the rest, all for a shared front).
 
 use burn_backend::{Shape, TensorMetadata};
 use burn_cubecl::kernel::into_contiguous;
@@ -25,6 +31,9 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
 use crate::rows::{cube_max, cube_row, cube_sum, elements, empty_like, row_cubes, row_threads, ROW_THREADS};
+
+mod keys;
+use keys::backward_keys_kernel;
 
 /// Threads of a cube in the per-key backward kernel: they stride over the head dimension
 /// (64 in GPT-2 and BART), not over a long row.
@@ -55,13 +64,16 @@ fn bias_index<F: Float>(bias: &Tensor<F>, b: usize, h: usize, t: usize, s: usize
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn forward_kernel<F: Float>(
-    queries: &Tensor<F>,   // [B, H, T, Dh]
-    keys: &Tensor<F>,      // [B, H, S, Dh]
-    values: &Tensor<F>,    // [B, H, S, Dh]
-    bias: &Tensor<F>,      // [B|1, H|1, T|1, S|1]
-    keep: &Tensor<F>,      // [B, H, T, S], read with dropout
-    out: &mut Tensor<F>,   // [B, H, T, Dh]
-    probs: &mut Tensor<F>, // [B, H, T, S], the softmax before dropout
+    queries: &Tensor<F>,      // [B, H, T, Dh]
+    front_keys: &Tensor<F>,   // [B|1, H, P, Dh], read when P > 0
+    front_values: &Tensor<F>, // [B|1, H, P, Dh]
+    keys: &Tensor<F>,         // [B, H, S − P, Dh]
+    values: &Tensor<F>,       // [B, H, S − P, Dh]
+    bias: &Tensor<F>,         // [B|1, H|1, T|1, S|1]
+    keep: &Tensor<F>,         // [B, H, T, S], read with dropout
+    out: &mut Tensor<F>,      // [B, H, T, Dh]
+    probs: &mut Tensor<F>,    // [B, H, T, S], the softmax before dropout
+    front_len: usize,
     scale: f32,
     keep_scale: f32,
     #[comptime] dropout: bool,
@@ -70,7 +82,8 @@ fn forward_kernel<F: Float>(
     #[define(F)] _dtype: ElemType,
 ) {
     let row = cube_row(); // (b, h, t)
-    let (heads, t_len, s_len, dh) = (queries.shape(1), queries.shape(2), keys.shape(2), queries.shape(3));
+    let (heads, t_len, dh) = (queries.shape(1), queries.shape(2), queries.shape(3));
+    let s_len = front_len + keys.shape(2);
     if row * s_len >= probs.len() {
         terminate!();
     }
@@ -78,13 +91,12 @@ fn forward_kernel<F: Float>(
     let bh = row / t_len;
     let (b, h) = (bh / heads, bh % heads);
     let q_start = row_start::<F>(queries, b, h, t);
-    let (k_start, k_stride) = (row_start::<F>(keys, b, h, 0), keys.stride(2));
     let (out_start, p_start) = (out_row_start::<F>(out, b, h, t), row * s_len);
     let mut weights = Shared::<[F]>::new_slice(max_keys as usize);
     let mut local_max = F::min_value();
     let mut s = UNIT_POS_X as usize;
     while s < s_len {
-        let score = dot::<F>(queries, q_start, keys, k_start + s * k_stride, dh) * F::cast_from(scale) + bias[bias_index::<F>(bias, b, h, t, s)];
+        let score = key_dot::<F>(queries, q_start, front_keys, keys, b, h, s, front_len, dh) * F::cast_from(scale) + bias[bias_index::<F>(bias, b, h, t, s)];
         weights[s] = score;
         if score > local_max {
             local_max = score;
@@ -113,19 +125,22 @@ fn forward_kernel<F: Float>(
         s += CUBE_DIM_X as usize;
     }
     sync_cube();
-    weighted_rows::<F>(&weights, values, row_start::<F>(values, b, h, 0), values.stride(2), s_len, dh, out, out_start);
+    weighted_rows::<F>(&weights, front_values, values, b, h, front_len, s_len, dh, out, out_start);
 }
 
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn backward_rows_kernel<F: Float>(
-    keys: &Tensor<F>,              // [B, H, S, Dh]
-    values: &Tensor<F>,            // [B, H, S, Dh]
+    front_keys: &Tensor<F>,        // [B|1, H, P, Dh], read when P > 0
+    front_values: &Tensor<F>,      // [B|1, H, P, Dh]
+    keys: &Tensor<F>,              // [B, H, S − P, Dh]
+    values: &Tensor<F>,            // [B, H, S − P, Dh]
     probs: &Tensor<F>,             // [B, H, T, S]
     keep: &Tensor<F>,              // [B, H, T, S], read with dropout
     grad_out: &Tensor<F>,          // [B, H, T, Dh]
     grad_queries: &mut Tensor<F>,  // [B, H, T, Dh]
     grad_scores: &mut Tensor<F>,   // [B, H, T, S], dS · scale
+    front_len: usize,
     scale: f32,
     keep_scale: f32,
     #[comptime] dropout: bool,
@@ -142,13 +157,12 @@ fn backward_rows_kernel<F: Float>(
     let bh = row / t_len;
     let (b, h) = (bh / heads, bh % heads);
     let out_grad_start = row_start::<F>(grad_out, b, h, t);
-    let (v_start, v_stride) = (row_start::<F>(values, b, h, 0), values.stride(2));
     let p_start = row * s_len;
     let mut row_grad = Shared::<[F]>::new_slice(max_keys as usize);
     let mut local = F::new(0.0);
     let mut s = UNIT_POS_X as usize;
     while s < s_len {
-        let mut grad_p = dot::<F>(grad_out, out_grad_start, values, v_start + s * v_stride, dh);
+        let mut grad_p = key_dot::<F>(grad_out, out_grad_start, front_values, values, b, h, s, front_len, dh);
         if comptime!(dropout) {
             grad_p = grad_p * keep[p_start + s] * F::cast_from(keep_scale);
         }
@@ -166,7 +180,26 @@ fn backward_rows_kernel<F: Float>(
     }
     sync_cube();
     let query_grad_start = out_row_start::<F>(grad_queries, b, h, t);
-    weighted_rows::<F>(&row_grad, keys, row_start::<F>(keys, b, h, 0), keys.stride(2), s_len, dh, grad_queries, query_grad_start);
+    weighted_rows::<F>(&row_grad, front_keys, keys, b, h, front_len, s_len, dh, grad_queries, query_grad_start);
+}
+
+/// The batch row of a front `[B|1, H, P, Dh]` that batch row `b` reads: a front of one row is
+/// shared by every row.
+#[cube]
+fn front_row<F: Float>(front: &Tensor<F>, b: usize) -> usize {
+    if front.shape(0) == 1 { 0usize } else { b }
+}
+
+/// `a[a_start..+dh] · key row s` of (b, h): the front's row s when s < `front_len`, else the
+/// rest's row s − `front_len`. A query row against a key, or an output gradient against a value.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn key_dot<F: Float>(a: &Tensor<F>, a_start: usize, front: &Tensor<F>, rest: &Tensor<F>, b: usize, h: usize, s: usize, front_len: usize, dh: usize) -> F {
+    if s < front_len {
+        dot::<F>(a, a_start, front, row_start::<F>(front, front_row::<F>(front, b), h, s), dh)
+    } else {
+        dot::<F>(a, a_start, rest, row_start::<F>(rest, b, h, s - front_len), dh)
+    }
 }
 
 /// Where row `x` of head `h` of batch row `b` of a `[B, H, X, Dh]` tensor starts, whatever its
@@ -194,63 +227,25 @@ fn dot<F: Float>(a: &Tensor<F>, a_start: usize, b: &Tensor<F>, b_start: usize, d
     sum
 }
 
-/// `out[out_start..+dh] = weights[..s_len] · rows`, for the `s_len` rows of `rows` from
-/// `start`, `stride` apart, each thread taking every `CUBE_DIM_X`-th column: probabilities
-/// times values forward, score gradients times keys back.
+/// `out[out_start..+dh] = weights[..s_len] · rows`, the `s_len` key (or value) rows of (b, h)
+/// being the front's first `front_len` then the rest's, each thread taking every
+/// `CUBE_DIM_X`-th column: probabilities times values forward, score gradients times keys back.
+/// One sum in key order, as over the concatenated rows.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn weighted_rows<F: Float>(weights: &Shared<[F]>, rows: &Tensor<F>, start: usize, stride: usize, s_len: usize, dh: usize, out: &mut Tensor<F>, out_start: usize) {
+fn weighted_rows<F: Float>(weights: &Shared<[F]>, front: &Tensor<F>, rest: &Tensor<F>, b: usize, h: usize, front_len: usize, s_len: usize, dh: usize, out: &mut Tensor<F>, out_start: usize) {
+    let (front_start, front_stride) = (row_start::<F>(front, front_row::<F>(front, b), h, 0), front.stride(2));
+    let (rest_start, rest_stride) = (row_start::<F>(rest, b, h, 0), rest.stride(2));
     let mut d = UNIT_POS_X as usize;
     while d < dh {
         let mut acc = F::new(0.0);
-        for s in 0..s_len {
-            acc += weights[s] * rows[start + s * stride + d];
+        for s in 0..front_len {
+            acc += weights[s] * front[front_start + s * front_stride + d];
+        }
+        for s in front_len..s_len {
+            acc += weights[s] * rest[rest_start + (s - front_len) * rest_stride + d];
         }
         out[out_start + d] = acc;
-        d += CUBE_DIM_X as usize;
-    }
-}
-
-#[cube(launch)]
-#[allow(clippy::too_many_arguments)]
-fn backward_keys_kernel<F: Float>(
-    queries: &Tensor<F>,         // [B, H, T, Dh]
-    probs: &Tensor<F>,           // [B, H, T, S]
-    keep: &Tensor<F>,            // [B, H, T, S], read with dropout
-    grad_out: &Tensor<F>,        // [B, H, T, Dh]
-    grad_scores: &Tensor<F>,     // [B, H, T, S]
-    grad_keys: &mut Tensor<F>,   // [B, H, S, Dh]
-    grad_values: &mut Tensor<F>, // [B, H, S, Dh]
-    keep_scale: f32,
-    #[comptime] dropout: bool,
-    #[define(F)] _dtype: ElemType,
-) {
-    let row = cube_row(); // (b, h, s)
-    let (heads, t_len, s_len, dh) = (probs.shape(1), probs.shape(2), probs.shape(3), queries.shape(3));
-    if row * dh >= grad_keys.len() {
-        terminate!();
-    }
-    let s = row % s_len;
-    let bh = row / s_len;
-    let (b, h) = (bh / heads, bh % heads);
-    let (q_start, q_stride) = (row_start::<F>(queries, b, h, 0), queries.stride(2));
-    let (g_start, g_stride) = (row_start::<F>(grad_out, b, h, 0), grad_out.stride(2));
-    let (dk_start, dv_start) = (out_row_start::<F>(grad_keys, b, h, s), out_row_start::<F>(grad_values, b, h, s));
-    let mut d = UNIT_POS_X as usize;
-    while d < dh {
-        let mut dk = F::new(0.0);
-        let mut dv = F::new(0.0);
-        for t in 0..t_len {
-            let p = (bh * t_len + t) * s_len + s;
-            let mut weight = probs[p];
-            if comptime!(dropout) {
-                weight = weight * keep[p] * F::cast_from(keep_scale);
-            }
-            dk += grad_scores[p] * queries[q_start + t * q_stride + d];
-            dv += weight * grad_out[g_start + t * g_stride + d];
-        }
-        grad_keys[dk_start + d] = dk;
-        grad_values[dv_start + d] = dv;
         d += CUBE_DIM_X as usize;
     }
 }
@@ -291,15 +286,45 @@ fn contiguous_with_dropout(keep: CubeTensor, dropout: f64) -> CubeTensor {
     if dropout > 0.0 { into_contiguous(keep) } else { keep }
 }
 
-/// `(softmax(Q·Kᵀ·scale + bias) ∘ keep · 1/(1 − p)) · V`, its heads merged (`[B, T, H·Dh]`:
-/// the output projection reads it as it lies), and the softmax before dropout. `keep` is read
-/// only when `dropout > 0`.
+/// One part of the keys and values, `[B|1, H, X, Dh]` each.
+#[derive(Debug, Clone)]
+pub struct KeysValues {
+    pub keys: CubeTensor,
+    pub values: CubeTensor,
+}
+
+impl KeysValues {
+    fn in_place(self) -> Self {
+        Self { keys: rows_in_place(self.keys), values: rows_in_place(self.values) }
+    }
+
+    fn rows(&self) -> usize {
+        self.keys.shape()[2]
+    }
+}
+
+/// The kernels' front arguments: its keys, values and length; without a front, the rest's
+/// tensors stand in (never read: its length is 0).
+fn front_args(front: Option<KeysValues>, rest: &KeysValues) -> (KeysValues, usize) {
+    match front {
+        Some(front) => {
+            let len = front.rows();
+            (front.in_place(), len)
+        }
+        None => (rest.clone(), 0),
+    }
+}
+
+/// `(softmax(Q·Kᵀ·scale + bias) ∘ keep · 1/(1 − p)) · V` over the keys and values `front`
+/// then `rest`, its heads merged (`[B, T, H·Dh]`: the output projection reads it as it lies),
+/// and the softmax before dropout. `keep` is read only when `dropout > 0`.
 #[allow(clippy::too_many_arguments)]
-pub fn forward(queries: CubeTensor, keys: CubeTensor, values: CubeTensor, bias: CubeTensor, keep: CubeTensor, scale: f32, dropout: f64) -> (CubeTensor, CubeTensor) {
-    let [queries, keys, values] = [queries, keys, values].map(rows_in_place);
+pub fn forward(queries: CubeTensor, front: Option<KeysValues>, rest: KeysValues, bias: CubeTensor, keep: CubeTensor, scale: f32, dropout: f64) -> (CubeTensor, CubeTensor) {
+    let (queries, rest) = (rows_in_place(queries), rest.in_place());
+    let (front, front_len) = front_args(front, &rest);
     let keep = contiguous_with_dropout(keep, dropout);
     let [batch, heads, t_len, head_dim] = queries.shape().dims::<4>();
-    let s_len = keys.shape()[2];
+    let s_len = front_len + rest.rows();
     let threads = query_row_threads(s_len, head_dim);
     let client = queries.client.clone();
     let merged = empty_like(&queries, Shape::new([batch, t_len, heads * head_dim]));
@@ -311,12 +336,15 @@ pub fn forward(queries: CubeTensor, keys: CubeTensor, values: CubeTensor, bias: 
         row_cubes(batch * heads * t_len),
         CubeDim::new_1d(threads),
         queries.into_tensor_arg(),
-        keys.into_tensor_arg(),
-        values.into_tensor_arg(),
+        front.keys.into_tensor_arg(),
+        front.values.into_tensor_arg(),
+        rest.keys.into_tensor_arg(),
+        rest.values.into_tensor_arg(),
         bias.into_tensor_arg(),
         keep.into_tensor_arg(),
         out.into_tensor_arg(),
         probs.clone().into_tensor_arg(),
+        front_len,
         scale,
         (1.0 / (1.0 - dropout)) as f32,
         dropout > 0.0,
@@ -327,35 +355,49 @@ pub fn forward(queries: CubeTensor, keys: CubeTensor, values: CubeTensor, bias: 
     (merged, probs)
 }
 
-/// The gradients of [`forward`]'s output in the queries, keys and values, from the upstream
-/// gradient `grad_out` (`[B, T, H·Dh]`) and what the forward pass kept (`probs`, and `keep`
-/// with dropout).
+/// The gradients of [`forward`]'s output in the queries, the front's keys and values (summed
+/// over the batch where one front row serves them all; `None` without a front) and the rest's,
+/// from the upstream gradient `grad_out` (`[B, T, H·Dh]`) and what the forward pass kept
+/// (`probs`, and `keep` with dropout).
 #[allow(clippy::too_many_arguments)]
-pub fn backward(queries: CubeTensor, keys: CubeTensor, values: CubeTensor, probs: CubeTensor, keep: CubeTensor, grad_out: CubeTensor, scale: f32, dropout: f64) -> (CubeTensor, CubeTensor, CubeTensor) {
+pub fn backward(queries: CubeTensor, front: Option<KeysValues>, rest: KeysValues, probs: CubeTensor, keep: CubeTensor, grad_out: CubeTensor, scale: f32, dropout: f64) -> (CubeTensor, Option<KeysValues>, KeysValues) {
+    let has_front = front.is_some();
     let grad_out = split_heads(grad_out, queries.shape()[1]);
-    let [queries, keys, values, grad_out] = [queries, keys, values, grad_out].map(rows_in_place);
+    let [queries, grad_out] = [queries, grad_out].map(rows_in_place);
+    let rest = rest.in_place();
+    let (front, front_len) = front_args(front, &rest);
     let probs = into_contiguous(probs);
     let keep = contiguous_with_dropout(keep, dropout);
     let [batch, heads, t_len, s_len] = probs.shape().dims::<4>();
-    let threads = query_row_threads(s_len, keys.shape()[3]);
+    let head_dim = rest.keys.shape()[3];
+    let threads = query_row_threads(s_len, head_dim);
     let client = queries.client.clone();
-    let head_dim = keys.shape()[3];
     let grad_queries = heads_interleaved(&queries, [batch, heads, t_len, head_dim]);
     let grad_scores = empty_like(&queries, probs.shape());
-    let (grad_keys, grad_values) = (heads_interleaved(&queries, [batch, heads, s_len, head_dim]), heads_interleaved(&queries, [batch, heads, s_len, head_dim]));
+    let gradient_of = |part: &KeysValues| heads_interleaved(&queries, part.keys.shape().dims::<4>());
+    let grad_rest = KeysValues { keys: gradient_of(&rest), values: gradient_of(&rest) };
+    // Without a front its gradients are never written: one-element stand-ins.
+    let grad_front = match has_front {
+        true => KeysValues { keys: gradient_of(&front), values: gradient_of(&front) },
+        false => KeysValues { keys: empty_like(&queries, Shape::new([1, 1, 1, 1])), values: empty_like(&queries, Shape::new([1, 1, 1, 1])) },
+    };
+    let front_rows = if has_front { front.keys.shape()[0] * heads * front_len } else { 0 };
     let dtype = elements(&queries);
     let keep_scale = (1.0 / (1.0 - dropout)) as f32;
     backward_rows_kernel::launch(
         &client,
         row_cubes(batch * heads * t_len),
         CubeDim::new_1d(threads),
-        keys.into_tensor_arg(),
-        values.into_tensor_arg(),
+        front.keys.into_tensor_arg(),
+        front.values.into_tensor_arg(),
+        rest.keys.into_tensor_arg(),
+        rest.values.into_tensor_arg(),
         probs.clone().into_tensor_arg(),
         keep.clone().into_tensor_arg(),
         grad_out.clone().into_tensor_arg(),
         grad_queries.clone().into_tensor_arg(),
         grad_scores.clone().into_tensor_arg(),
+        front_len,
         scale,
         keep_scale,
         dropout > 0.0,
@@ -365,18 +407,21 @@ pub fn backward(queries: CubeTensor, keys: CubeTensor, values: CubeTensor, probs
     );
     backward_keys_kernel::launch(
         &client,
-        row_cubes(batch * heads * s_len),
+        row_cubes(batch * heads * (s_len - front_len) + front_rows),
         CubeDim::new_1d(KEY_ROW_THREADS),
         queries.into_tensor_arg(),
         probs.into_tensor_arg(),
         keep.into_tensor_arg(),
         grad_out.into_tensor_arg(),
         grad_scores.into_tensor_arg(),
-        grad_keys.clone().into_tensor_arg(),
-        grad_values.clone().into_tensor_arg(),
+        grad_rest.keys.clone().into_tensor_arg(),
+        grad_rest.values.clone().into_tensor_arg(),
+        grad_front.keys.clone().into_tensor_arg(),
+        grad_front.values.clone().into_tensor_arg(),
+        front_len,
         keep_scale,
         dropout > 0.0,
         dtype,
     );
-    (grad_queries, grad_keys, grad_values)
+    (grad_queries, has_front.then_some(grad_front), grad_rest)
 }

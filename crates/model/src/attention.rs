@@ -22,11 +22,29 @@ pub struct KeyValue {
 
 impl KeyValue {
     /// Appends `newer` after `self` along the sequence axis: prefix, then cache, then current.
+    /// A side of one row shared by the batch (a training prefix) is broadcast to the other's.
     pub fn append(self, newer: KeyValue) -> KeyValue {
+        let batch = self.rows().max(newer.rows());
+        let (front, back) = (self.broadcast(batch), newer.broadcast(batch));
         KeyValue {
-            keys: Tensor::cat(vec![self.keys, newer.keys], 2),
-            values: Tensor::cat(vec![self.values, newer.values], 2),
+            keys: Tensor::cat(vec![front.keys, back.keys], 2),
+            values: Tensor::cat(vec![front.values, back.values], 2),
         }
+    }
+
+    /// Batch rows: 1 for a prefix shared by a batch's rows.
+    pub fn rows(&self) -> usize {
+        self.keys.dims()[0]
+    }
+
+    /// `self` for `batch` rows: one row is repeated (a view; its gradient sums over them).
+    fn broadcast(self, batch: usize) -> KeyValue {
+        if self.rows() == batch {
+            return self;
+        }
+        let [_, heads, len, head_dim] = self.keys.dims();
+        let shape = [batch, heads, len, head_dim];
+        KeyValue { keys: self.keys.expand(shape), values: self.values.expand(shape) }
     }
 
     /// Keeps the rows `indices` of the batch, in that order (beam search reordering).
@@ -39,29 +57,59 @@ impl KeyValue {
     }
 }
 
-/// Softmax attention of `queries` over `keys`/`values`.
+/// What a layer's queries attend over: keys and values in two parts, the earlier ones (a prefix,
+/// a cache, `[B|1, H, P, Dh]`: one row when a training batch shares its prefix) in front of the
+/// current ones (`[B, H, T, Dh]`). A GPU's kernels read each part where it lies; elsewhere they
+/// are concatenated ([`Memory::joined`]).
+#[derive(Debug, Clone)]
+pub struct Memory {
+    pub earlier: Option<KeyValue>,
+    pub current: KeyValue,
+}
+
+impl Memory {
+    /// Keys in all, earlier and current.
+    pub fn len(&self) -> usize {
+        self.current.seq_len() + self.earlier.as_ref().map_or(0, KeyValue::seq_len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The earlier keys and values, then the current ones: `[B, H, S, Dh]`.
+    pub fn joined(self) -> KeyValue {
+        match self.earlier {
+            Some(earlier) => earlier.append(self.current),
+            None => self.current,
+        }
+    }
+}
+
+impl From<KeyValue> for Memory {
+    fn from(current: KeyValue) -> Self {
+        Memory { earlier: None, current }
+    }
+}
+
+/// Softmax attention of `queries` over `memory`'s keys and values.
 ///
 /// # Shapes
 /// - queries: `[B, H, T, Dh]`
-/// - keys, values: `[B, H, S, Dh]`, S ≥ T (prefix and cached keys come first)
+/// - memory: S keys and values in all, S ≥ T (prefix and cached keys come first)
 /// - bias: `[B, 1, T, S]`, 0 where a query may look, [`MASKED`] where it may not
 /// - returns `[B, T, H·Dh]`, the heads merged back (the GPU's kernel writes them so)
-pub fn attend(
-    queries: Tensor<4>,
-    keys: Tensor<4>,
-    values: Tensor<4>,
-    bias: Option<Tensor<4>>,
-    scale: f32,
-    dropout: f64,
-) -> Tensor<3> {
+pub fn attend(queries: Tensor<4>, memory: Memory, bias: Option<Tensor<4>>, scale: f32, dropout: f64) -> Tensor<3> {
     #[cfg(feature = "flex")]
     if queries.device().is_autodiff() && crate::backend::is_cpu(&queries.device()) && queries.dtype() == burn::tensor::DType::F32 {
+        let KeyValue { keys, values } = memory.joined();
         return merge_heads(flex::attend(queries, keys, values, bias, scale, dropout));
     }
     #[cfg(feature = "gpu")]
-    if crate::backend::is_gpu(&queries.device()) && queries.dtype() == burn::tensor::DType::F32 && gpu::takes(&queries, &keys) {
-        return gpu::attend(queries, keys, values, bias, scale, dropout);
+    if crate::backend::is_gpu(&queries.device()) && queries.dtype() == burn::tensor::DType::F32 && gpu::takes(&queries, &memory) {
+        return gpu::attend(queries, memory, bias, scale, dropout);
     }
+    let KeyValue { keys, values } = memory.joined();
     composed(queries, keys, values, bias, scale, dropout)
 }
 
@@ -303,128 +351,5 @@ mod flex {
     }
 }
 
-/// Attention as the kernels of `shaders/` on a GPU ([`prefix_tune_shaders::attention`]): one
-/// kernel forward, two backward, where the tensor form is two matmuls, the bias, a softmax and
-/// the dropout forward and twice as many steps back. The dropout mask is drawn as
-/// [`apply_dropout`] draws it, so a seeded run draws the same masks either way.
 #[cfg(feature = "gpu")]
-mod gpu {
-    use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
-    use burn::backend::autodiff::grads::Gradients;
-    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-    use burn::backend::autodiff::Autodiff;
-    use burn::backend::fusion::custom::TensorSpec;
-    use burn::backend::tensor::FloatTensor;
-    use burn::backend::{backend_extension, Cube};
-    use burn::tensor::{Shape, Tensor};
-    use prefix_tune_shaders::{attention, CubeBackend, CubeTensor};
-
-    /// Whether the kernels take these shapes: a row of scores fits in shared memory, every
-    /// tensor in 32-bit indices.
-    pub fn takes(queries: &Tensor<4>, keys: &Tensor<4>) -> bool {
-        let [batch, heads, t, _] = queries.dims();
-        let s = keys.dims()[2];
-        s <= attention::MAX_KEYS && prefix_tune_shaders::fits(&[batch * heads * t * s, keys.shape().num_elements()])
-    }
-
-    pub fn attend(queries: Tensor<4>, keys: Tensor<4>, values: Tensor<4>, bias: Option<Tensor<4>>, scale: f32, dropout: f64) -> Tensor<3> {
-        let [batch, heads, t, _] = queries.dims();
-        let s = keys.dims()[2];
-        let device = queries.device();
-        // Absent inputs travel as stand-ins: a bias of size 1 broadcasts (0 adds nothing); the
-        // keep mask is not read without dropout, so the bias stands in for it (a tensor of its
-        // own would be one more kernel launch per layer and decoding step).
-        let bias = bias.unwrap_or_else(|| Tensor::zeros([1, 1, 1, 1], &device));
-        let keep = if dropout > 0.0 { super::keep_mask::<4>(Shape::new([batch, heads, t, s]), dropout, &device) } else { bias.clone() };
-        let out = <burn::backend::Dispatch as CubeAttention>::cube_attention(queries.into_dispatch(), keys.into_dispatch(), values.into_dispatch(), bias.into_dispatch(), keep.into_dispatch(), scale, dropout);
-        Tensor::from_dispatch(out)
-    }
-
-    #[backend_extension(Autodiff, Cube, Fusion)]
-    pub trait CubeAttention: burn::backend::Backend {
-        /// Softmax attention, its heads merged (`[B, T, H·Dh]`); differentiable in queries, keys
-        /// and values.
-        #[fusion(meta = |queries, _keys, _values, _bias, _keep, _scale, _dropout| merged_spec(queries))]
-        fn cube_attention(queries: FloatTensor<Self>, keys: FloatTensor<Self>, values: FloatTensor<Self>, bias: FloatTensor<Self>, keep: FloatTensor<Self>, scale: f32, dropout: f64) -> FloatTensor<Self>;
-    }
-
-    /// The output `[B, T, H·Dh]` of queries `[B, H, T, Dh]`.
-    fn merged_spec(queries: &TensorSpec) -> TensorSpec {
-        let q = &queries.shape;
-        TensorSpec::new(Shape::new([q[0], q[2], q[1] * q[3]]), queries.dtype)
-    }
-
-    /// `[B, H, T, S]` from queries `[B, H, T, Dh]` and keys `[B, H, S, Dh]`.
-    fn scores_spec(queries: &TensorSpec, keys: &TensorSpec) -> TensorSpec {
-        let q = &queries.shape;
-        TensorSpec::new(Shape::new([q[0], q[1], q[2], keys.shape[2]]), queries.dtype)
-    }
-
-    /// The forward pass keeping the softmax, and the backward pass: their own extension so
-    /// that fusion defers them like any other op.
-    #[backend_extension(Cube, Fusion)]
-    pub trait CubeAttentionPasses: burn::backend::Backend {
-        /// `(output, softmax before dropout)`.
-        #[fusion(meta = |queries, keys, _values, _bias, _keep, _scale, _dropout| (merged_spec(queries), scores_spec(queries, keys)))]
-        fn cube_attention_forward(queries: FloatTensor<Self>, keys: FloatTensor<Self>, values: FloatTensor<Self>, bias: FloatTensor<Self>, keep: FloatTensor<Self>, scale: f32, dropout: f64) -> (FloatTensor<Self>, FloatTensor<Self>);
-        /// The gradients in queries, keys and values, from the output's `grad` `[B, T, H·Dh]`.
-        #[allow(clippy::too_many_arguments)]
-        #[fusion(meta = |queries, keys, values, _probs, _keep, _grad, _scale, _dropout| (queries.clone(), keys.clone(), values.clone()))]
-        fn cube_attention_backward(queries: FloatTensor<Self>, keys: FloatTensor<Self>, values: FloatTensor<Self>, probs: FloatTensor<Self>, keep: FloatTensor<Self>, grad: FloatTensor<Self>, scale: f32, dropout: f64) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
-    }
-
-    impl CubeAttention for CubeBackend {
-        fn cube_attention(queries: CubeTensor, keys: CubeTensor, values: CubeTensor, bias: CubeTensor, keep: CubeTensor, scale: f32, dropout: f64) -> CubeTensor {
-            attention::forward(queries, keys, values, bias, keep, scale, dropout).0
-        }
-    }
-
-    impl CubeAttentionPasses for CubeBackend {
-        fn cube_attention_forward(queries: CubeTensor, keys: CubeTensor, values: CubeTensor, bias: CubeTensor, keep: CubeTensor, scale: f32, dropout: f64) -> (CubeTensor, CubeTensor) {
-            attention::forward(queries, keys, values, bias, keep, scale, dropout)
-        }
-
-        fn cube_attention_backward(queries: CubeTensor, keys: CubeTensor, values: CubeTensor, probs: CubeTensor, keep: CubeTensor, grad: CubeTensor, scale: f32, dropout: f64) -> (CubeTensor, CubeTensor, CubeTensor) {
-            attention::backward(queries, keys, values, probs, keep, grad, scale, dropout)
-        }
-    }
-
-    #[derive(Debug)]
-    struct AttentionBackward {
-        scale: f32,
-        dropout: f64,
-    }
-
-    /// Queries, keys, values, the softmax, the keep mask.
-    type Saved = [FloatTensor<Cube>; 5];
-
-    impl Backward<Cube, 3> for AttentionBackward {
-        type State = Saved;
-
-        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-            let grad = grads.consume::<Cube>(&ops.node);
-            let [queries, keys, values, probs, keep] = ops.state;
-            let (grad_queries, grad_keys, grad_values) = Cube::cube_attention_backward(queries, keys, values, probs, keep, grad, self.scale, self.dropout);
-            for (parent, input_grad) in ops.parents.into_iter().zip([grad_queries, grad_keys, grad_values]) {
-                if let Some(parent) = parent {
-                    grads.register::<Cube>(parent.id, input_grad);
-                }
-            }
-        }
-    }
-
-    impl<C: CheckpointStrategy> CubeAttention for Autodiff<Cube, C> {
-        fn cube_attention(queries: FloatTensor<Self>, keys: FloatTensor<Self>, values: FloatTensor<Self>, bias: FloatTensor<Self>, keep: FloatTensor<Self>, scale: f32, dropout: f64) -> FloatTensor<Self> {
-            let (bias, keep) = (bias.primitive().clone(), keep.primitive().clone());
-            let backward = AttentionBackward { scale, dropout };
-            match backward.prepare::<C>([queries.node(), keys.node(), values.node()]).compute_bound().stateful() {
-                OpsKind::Tracked(prep) => {
-                    let [q, k, v] = [queries, keys, values].map(|t| t.primitive().clone());
-                    let (out, probs) = Cube::cube_attention_forward(q.clone(), k.clone(), v.clone(), bias, keep.clone(), scale, dropout);
-                    prep.finish([q, k, v, probs, keep], out)
-                }
-                OpsKind::UnTracked(prep) => prep.finish(Cube::cube_attention(queries.into_primitive(), keys.into_primitive(), values.into_primitive(), bias, keep, scale, dropout)),
-            }
-        }
-    }
-}
+mod gpu;

@@ -1,8 +1,8 @@
 //! Where a layer's earlier keys and values come from, and where its new ones go.
 //!
 //! Two stores serve the one forward pass of each model ([`KvStore`]):
-//! - [`Appended`]: the earlier keys (a prefix, a cache) concatenated in front of the new ones,
-//!   returning past + current: what training and one-off passes use;
+//! - [`Appended`]: the earlier keys (a prefix, a cache) in front of the new ones, returning
+//!   past + current: what training and one-off passes use;
 //! - [`KvCache`]: a cache written in place. Every layer's keys and values live in one
 //!   preallocated pool of token slots and each row owns a list of slots (its prefix, its
 //!   prompt, every token fed since). A row joining writes its own slots only; a row leaving, or
@@ -12,7 +12,7 @@
 
 use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor};
 
-use crate::attention::KeyValue;
+use crate::attention::{KeyValue, Memory};
 use crate::past::Past;
 use crate::tensors::ints;
 use crate::ModelError;
@@ -22,9 +22,9 @@ pub const NO_LIMIT: usize = u32::MAX as usize;
 
 /// Layer by layer, the keys/values each layer's queries attend over.
 pub trait KvStore {
-    /// Layer `layer`'s keys and values to attend over, `[B, H, S, Dh]`: the earlier ones, then
-    /// `current` `[B, H, T, Dh]` (the tokens of this pass).
-    fn extend(&mut self, layer: usize, current: KeyValue) -> KeyValue;
+    /// Layer `layer`'s keys and values to attend over, `[B, H, S, Dh]` in all: the earlier
+    /// ones, then `current` `[B, H, T, Dh]` (the tokens of this pass).
+    fn extend(&mut self, layer: usize, current: KeyValue) -> Memory;
 }
 
 /// Keys and values a layer reads without adding to them: cross-attention's memory (a cross
@@ -40,10 +40,12 @@ impl KvMemory for Vec<KeyValue> {
     }
 }
 
-/// Earlier keys/values per layer (or none) concatenated in front of the current ones; keeps
-/// each layer's past + current (`presents`), the next pass's past.
+/// Earlier keys/values per layer (or none) in front of the current ones; unless
+/// [`Appended::transient`], keeps each layer's past + current (`presents`, concatenated), the
+/// next pass's past.
 pub struct Appended {
     past: Vec<Option<KeyValue>>,
+    keep: bool,
     pub presents: Vec<KeyValue>,
 }
 
@@ -53,18 +55,23 @@ impl Appended {
             Some(layers) => layers.into_iter().map(Some).collect(),
             None => (0..n_layer).map(|_| None).collect(),
         };
-        Self { past, presents: Vec::with_capacity(n_layer) }
+        Self { past, keep: true, presents: Vec::with_capacity(n_layer) }
+    }
+
+    /// A pass whose keys no later pass reads (teacher forcing in training, a loss): no
+    /// presents, so the earlier keys are never concatenated with the current ones on a GPU.
+    pub fn transient(past: Option<Vec<KeyValue>>, n_layer: usize) -> Self {
+        Self { keep: false, ..Self::new(past, n_layer) }
     }
 }
 
 impl KvStore for Appended {
-    fn extend(&mut self, layer: usize, current: KeyValue) -> KeyValue {
-        let present = match self.past.get_mut(layer).and_then(Option::take) {
-            Some(past) => past.append(current),
-            None => current,
-        };
-        self.presents.push(present.clone());
-        present
+    fn extend(&mut self, layer: usize, current: KeyValue) -> Memory {
+        let memory = Memory { earlier: self.past.get_mut(layer).and_then(Option::take), current };
+        if self.keep {
+            self.presents.push(memory.clone().joined());
+        }
+        memory
     }
 }
 
@@ -118,9 +125,9 @@ pub struct CacheStep<'a> {
 }
 
 impl KvStore for CacheStep<'_> {
-    fn extend(&mut self, layer: usize, current: KeyValue) -> KeyValue {
+    fn extend(&mut self, layer: usize, current: KeyValue) -> Memory {
         self.cache.write(layer, &self.writes, current);
-        self.cache.gather(layer, &self.reads)
+        self.cache.gather(layer, &self.reads).into()
     }
 }
 

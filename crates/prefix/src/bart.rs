@@ -95,6 +95,16 @@ impl BartPrefixSets {
         }
     }
 
+    /// [`BartPrefixSets::past`] for a teacher-forced pass (a training step's loss): each set one
+    /// row the batch's rows share ([`Prefix::shared_past`]), not for a KV cache or beam search.
+    pub fn shared_past(&self, batch: usize, train: bool) -> BartPrefix {
+        BartPrefix {
+            encoder: self.encoder.as_ref().map(|p| p.shared_past(batch, train)),
+            decoder: self.decoder.as_ref().map(|p| p.shared_past(batch, train)),
+            cross: self.cross.as_ref().map(|p| p.shared_past(batch, train)),
+        }
+    }
+
     /// The decoder's first position: 0 in the paper's convention; P for a PEFT adapter, whose
     /// prefix sits in the decoder's cache and so shifts its positions.
     pub fn decoder_offset(&self) -> usize {

@@ -64,14 +64,23 @@ impl Layout {
     /// prefix for every one of `batch` rows.
     pub fn to_layers(&self, activations: Tensor<2>, batch: usize) -> Vec<KeyValue> {
         let [length, _] = activations.dims();
+        let shape = [batch, self.n_head, length, self.head_dim];
+        self.shared_layers(activations)
+            .into_iter()
+            .map(|kv| KeyValue { keys: kv.keys.expand(shape), values: kv.values.expand(shape) })
+            .collect()
+    }
+
+    /// [`Layout::to_layers`] held once for all rows: `[1, H, P, Dh]` per layer.
+    fn shared_layers(&self, activations: Tensor<2>) -> Vec<KeyValue> {
+        let [length, _] = activations.dims();
         let blocks = activations
             .reshape([length, 2 * self.n_layer, self.n_head, self.head_dim])
             .permute([1, 2, 0, 3]); // [2L, H, P, Dh]
-        let shape = [batch, self.n_head, length, self.head_dim];
         (0..self.n_layer)
             .map(|layer| {
                 let (key, value) = self.blocks.key_value(layer, self.n_layer);
-                KeyValue { keys: narrow(blocks.clone(), 0, key, 1).expand(shape), values: narrow(blocks.clone(), 0, value, 1).expand(shape) }
+                KeyValue { keys: narrow(blocks.clone(), 0, key, 1), values: narrow(blocks.clone(), 0, value, 1) }
             })
             .collect()
     }
@@ -97,6 +106,17 @@ impl Layout {
     pub fn past(&self, activations: Tensor<2>, batch: usize) -> Past {
         let length = activations.dims()[0];
         Past { layers: self.to_layers(activations, batch), mask: vec![vec![1.0; length]; batch] }
+    }
+
+    /// [`Layout::past`] for a teacher-forced pass (training, a loss), its layers one row
+    /// (`[1, H, P, Dh]`) that the batch's rows share. Attention then reads that row for each of
+    /// them, and its gradient is summed where it is read: on a GPU by the attention kernel,
+    /// where a prefix broadcast first takes one more reduction per key and value and layer. The
+    /// concatenations of [`prefix_tune_model::KeyValue::append`] broadcast it; a KV cache or beam
+    /// search takes [`Layout::past`].
+    pub fn shared_past(&self, activations: Tensor<2>, batch: usize) -> Past {
+        let length = activations.dims()[0];
+        Past { layers: self.shared_layers(activations), mask: vec![vec![1.0; length]; batch] }
     }
 }
 

@@ -172,11 +172,19 @@ impl Prefix {
     /// The prefix as past keys/values for `batch` rows; with `train`, prefix dropout applies.
     /// For the embedding-only ablation use [`Prefix::past_through`], which needs the model.
     pub fn past(&self, batch: usize, train: bool) -> Past {
-        let mut activations = self.activations();
-        if train {
-            activations = apply_dropout(activations, self.dropout);
-        }
-        self.layout.past(activations, batch)
+        self.layout.past(self.activations_with_dropout(train), batch)
+    }
+
+    /// [`Prefix::past`] for a teacher-forced pass (a training step's loss): its layers one row
+    /// the batch's rows share ([`Layout::shared_past`]), not for a KV cache or beam search.
+    pub fn shared_past(&self, batch: usize, train: bool) -> Past {
+        self.layout.shared_past(self.activations_with_dropout(train), batch)
+    }
+
+    /// [`Prefix::activations`], with prefix dropout when `train`.
+    fn activations_with_dropout(&self, train: bool) -> Tensor<2> {
+        let activations = self.activations();
+        if train { apply_dropout(activations, self.dropout) } else { activations }
     }
 
     /// The past every placement produces: for embedding-only, the frozen model's keys and

@@ -83,7 +83,7 @@ impl PrefixModel for Gpt2 {
     fn loss(&self, prefix: Option<&Prefix>, config: &TrainConfig, batch: &Batch, train: bool, dropout: Dropout) -> Result<(Tensor<1>, usize), TrainError> {
         let rows = batch.ids.len();
         let (hidden, labels) = match prefix {
-            None => (self.forward_tokens(&batch.ids, &batch.mask, None, dropout)?.0, batch.labels.clone()),
+            None => (self.hidden_states(&batch.ids, &batch.mask, None, dropout)?, batch.labels.clone()),
             Some(prefix) if prefix.placement == Placement::Infix => {
                 let (hidden, splits) = infix_forward(self, prefix, &batch.ids, &batch.mask, config.separator_token_id, train, dropout)?;
                 // The target side's labels, cut where its tokens were.
@@ -101,8 +101,11 @@ impl PrefixModel for Gpt2 {
                 (hidden, labels)
             }
             Some(prefix) => {
-                let past = prefix.past_through(self, rows, train, dropout);
-                (self.forward_tokens(&batch.ids, &batch.mask, Some(past), dropout)?.0, batch.labels.clone())
+                let past = match prefix.placement {
+                    Placement::Prefix => prefix.shared_past(rows, train),
+                    _ => prefix.past_through(self, rows, train, dropout),
+                };
+                (self.hidden_states(&batch.ids, &batch.mask, Some(past), dropout)?, batch.labels.clone())
             }
         };
         Ok(head_loss(self, hidden, &labels, config.objective))
@@ -161,7 +164,7 @@ impl PrefixModel for Bart {
     fn loss(&self, prefix: Option<&BartPrefixSets>, config: &TrainConfig, batch: &Batch, train: bool, dropout: Dropout) -> Result<(Tensor<1>, usize), TrainError> {
         let rows = batch.ids.len();
         let (past, offset) = match prefix {
-            Some(sets) => (sets.past(rows, train), sets.decoder_offset()),
+            Some(sets) => (sets.shared_past(rows, train), sets.decoder_offset()),
             None => (Default::default(), 0),
         };
         let hidden = self.forward_tokens(&batch.ids, &batch.mask, &batch.decoder_ids, &past, offset, dropout)?;

@@ -143,6 +143,13 @@ impl Bart {
     /// decoder rows are right-padded, and padding after the last label is never attended by a
     /// real query under the causal mask). Returns hidden states `[B, T, D]` and the next state.
     pub fn decode_tokens(&self, ids: &[Vec<u32>], state: DecoderState, dropout: Dropout) -> Result<(Tensor<3>, DecoderState), ModelError> {
+        self.decode_after(ids, state, dropout, true)
+    }
+
+    /// [`Bart::decode_tokens`]; without `keep`, the next state holds no self-attention keys
+    /// (teacher forcing, which no later pass continues: a GPU then never concatenates the
+    /// decoder prefix with the tokens' keys).
+    fn decode_after(&self, ids: &[Vec<u32>], state: DecoderState, dropout: Dropout, keep: bool) -> Result<(Tensor<3>, DecoderState), ModelError> {
         let (rows, len) = self.check_ids("decoder input", ids)?;
         if rows != state.rows() {
             return Err(ModelError::Input(format!("decoder input has {rows} rows but the encoder output has {}", state.rows())));
@@ -166,7 +173,7 @@ impl Bart {
         let cross_bias = attention_bias(&state.cross.mask, len, false, &device); // [B, 1, T, S_cross]
         let input = ints(ids.iter().flatten().map(|&id| id as i64).collect(), [rows, len], &device);
         let positions = position_ids(rows, state.tokens, len, &device);
-        let mut store = Appended::new(past_layers, self.decoder_layers.len());
+        let mut store = if keep { Appended::new(past_layers, self.decoder_layers.len()) } else { Appended::transient(past_layers, self.decoder_layers.len()) };
         let hidden = self.decode(input, positions, &mut store, &state.cross.layers, self_bias, cross_bias, dropout);
         let state = DecoderState { self_attn: Some(Past { layers: store.presents, mask: key_mask }), cross: state.cross, tokens: state.tokens + len };
         Ok((hidden, state))
@@ -225,6 +232,6 @@ impl Bart {
         let cross = self.encode_tokens(input_ids, attention_mask, prefix, dropout)?;
         let mut state = self.start_decoding(cross, prefix.decoder.clone())?;
         state.tokens = decoder_offset;
-        Ok(self.decode_tokens(decoder_ids, state, dropout)?.0)
+        Ok(self.decode_after(decoder_ids, state, dropout, false)?.0)
     }
 }

@@ -5,7 +5,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::{module::embedding, Int, Tensor};
 
-use crate::attention::{apply_dropout, attend, KeyValue};
+use crate::attention::{apply_dropout, attend, KeyValue, Memory};
 use crate::kv::{KvMemory, KvStore};
 use crate::nn::{Activation, Dropout, LayerNorm, Linear};
 
@@ -41,11 +41,11 @@ impl Attention {
     }
 
     /// Queries from `x` `[B, T, D]` attend over `memory` (prefix, cache and current keys, or
-    /// prefix and encoder keys) `[B, H, S, Dh]`; `bias` `[B, 1, T, S]`. Returns `[B, T, D]`.
-    pub fn forward(&self, x: Tensor<3>, memory: &KeyValue, bias: Tensor<4>, dropout: Dropout) -> Tensor<3> {
+    /// prefix and encoder keys), S keys in all; `bias` `[B, 1, T, S]`. Returns `[B, T, D]`.
+    pub fn forward(&self, x: Tensor<3>, memory: Memory, bias: Tensor<4>, dropout: Dropout) -> Tensor<3> {
         let queries = self.to_heads(self.q_proj.forward(x));
         let scale = (self.head_dim as f32).powf(-0.5);
-        let out = attend(queries, memory.keys.clone(), memory.values.clone(), Some(bias), scale, dropout.attn); // [B, T, D]
+        let out = attend(queries, memory, Some(bias), scale, dropout.attn); // [B, T, D]
         apply_dropout(self.out_proj.forward(out), dropout.resid)
     }
 }
@@ -78,12 +78,8 @@ pub struct EncoderLayer {
 impl EncoderLayer {
     /// `prefix`: this layer's prefix keys/values `[B, H, P, Dh]`, in front of the tokens'.
     pub fn forward(&self, x: Tensor<3>, prefix: Option<KeyValue>, bias: Tensor<4>, dropout: Dropout) -> Tensor<3> {
-        let current = self.self_attn.keys_values(x.clone());
-        let memory = match prefix {
-            Some(prefix) => prefix.append(current),
-            None => current,
-        };
-        let x = self.self_attn_layer_norm.forward(x.clone() + self.self_attn.forward(x, &memory, bias, dropout));
+        let memory = Memory { earlier: prefix, current: self.self_attn.keys_values(x.clone()) };
+        let x = self.self_attn_layer_norm.forward(x.clone() + self.self_attn.forward(x, memory, bias, dropout));
         self.final_layer_norm.forward(x.clone() + self.ffn.forward(x, dropout))
     }
 }
@@ -112,9 +108,9 @@ impl DecoderLayer {
         cross_bias: Tensor<4>,
         dropout: Dropout,
     ) -> Tensor<3> {
-        let present = store.extend(layer, self.self_attn.keys_values(x.clone()));
-        let x = self.self_attn_layer_norm.forward(x.clone() + self.self_attn.forward(x, &present, self_bias, dropout));
-        let x = self.encoder_attn_layer_norm.forward(x.clone() + self.encoder_attn.forward(x, &cross.layer(layer), cross_bias, dropout));
+        let memory = store.extend(layer, self.self_attn.keys_values(x.clone()));
+        let x = self.self_attn_layer_norm.forward(x.clone() + self.self_attn.forward(x, memory, self_bias, dropout));
+        let x = self.encoder_attn_layer_norm.forward(x.clone() + self.encoder_attn.forward(x, cross.layer(layer).into(), cross_bias, dropout));
         self.final_layer_norm.forward(x.clone() + self.ffn.forward(x, dropout))
     }
 }

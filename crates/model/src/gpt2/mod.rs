@@ -15,7 +15,7 @@ pub use model::{Block, Conv1D, Dropout, Gpt2, Gpt2Input, LayerNorm, Mlp, SelfAtt
 
 use burn::tensor::Tensor;
 
-use crate::attention::attention_bias;
+use crate::attention::{attention_bias, KeyValue};
 use crate::kv::KvCache;
 use crate::tensors::ints;
 use crate::ModelError;
@@ -56,6 +56,23 @@ impl Gpt2 {
         past: Option<Past>,
         dropout: Dropout,
     ) -> Result<(Tensor<3>, Past), ModelError> {
+        let (input, past_layers, full_mask) = self.after_past(ids, mask, past)?;
+        let (hidden, layers) = self.forward(input, past_layers, dropout);
+        Ok((hidden, Past { layers, mask: full_mask }))
+    }
+
+    /// [`Gpt2::forward_tokens`]'s hidden states `[B, T, D]` alone, for a pass no later one
+    /// continues (a loss): no next past is kept, so a GPU never concatenates the prefix with the
+    /// tokens' keys.
+    pub fn hidden_states(&self, ids: &[Vec<u32>], mask: &[Vec<f32>], past: Option<Past>, dropout: Dropout) -> Result<Tensor<3>, ModelError> {
+        let (input, past_layers, _) = self.after_past(ids, mask, past)?;
+        let mut store = crate::kv::Appended::transient(past_layers, self.h.len());
+        Ok(self.forward_stored(input, &mut store, dropout))
+    }
+
+    /// The pass's inputs for `ids` after `past`, `past`'s layers, and the mask of every key the
+    /// pass sees (each row's past, then its new tokens).
+    fn after_past(&self, ids: &[Vec<u32>], mask: &[Vec<f32>], past: Option<Past>) -> Result<(Gpt2Input, Option<Vec<KeyValue>>, Vec<Vec<f32>>), ModelError> {
         let batch = self.check_batch(ids, mask)?;
         let (past_layers, mut full_mask) = match past {
             Some(Past { layers, mask: past_mask }) => (Some(layers), past_mask),
@@ -67,9 +84,7 @@ impl Gpt2 {
         for (row, new) in full_mask.iter_mut().zip(mask) {
             row.extend_from_slice(new);
         }
-        let input = self.input(ids, &full_mask)?;
-        let (hidden, layers) = self.forward(input, past_layers, dropout);
-        Ok((hidden, Past { layers, mask: full_mask }))
+        Ok((self.input(ids, &full_mask)?, past_layers, full_mask))
     }
 
     /// [`Gpt2::forward_tokens`] after the rows of `cache` (one per batch row), whose new keys

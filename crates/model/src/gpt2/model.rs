@@ -38,9 +38,9 @@ impl SelfAttention {
         let heads = |part: usize| narrow(qkv.clone(), 2, part * self.n_head, self.n_head).swap_dims(1, 2); // [B, H, T, Dh]
         let queries = heads(0);
         let current = KeyValue { keys: heads(1), values: heads(2) };
-        let present = store.extend(layer, current); // [B, H, S, Dh]
+        let memory = store.extend(layer, current); // S keys: earlier, then current
 
-        let out = attend(queries, present.keys, present.values, bias, self.scale, dropout.attn); // [B, T, D]
+        let out = attend(queries, memory, bias, self.scale, dropout.attn); // [B, T, D]
         apply_dropout(self.c_proj.forward(out), dropout.resid)
     }
 }

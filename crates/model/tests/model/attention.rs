@@ -3,7 +3,7 @@
 //! without dropout (the same seed draws the same mask either way).
 
 use burn::tensor::{Distribution, Tensor};
-use prefix_tune_model::attention::{attend, attention_bias, composed};
+use prefix_tune_model::attention::{attend, attention_bias, composed, KeyValue};
 use prefix_tune_model::tensors::to_f32s;
 use prefix_tune_model::testing::{device, max_abs_diff};
 
@@ -30,7 +30,7 @@ fn fused_attention_equals_the_tensor_form_with_its_gradients() {
             (to_f32s(out), [grad(&q), grad(&k), grad(&v)])
         };
         let scale = 1.0 / (dh as f32).sqrt();
-        let (fused, fused_grads) = run(&|q, k, v| attend(q, k, v, Some(bias.clone()), scale, dropout));
+        let (fused, fused_grads) = run(&|q, k, v| attend(q, KeyValue { keys: k, values: v }.into(), Some(bias.clone()), scale, dropout));
         let (tensor_form, tensor_grads) = run(&|q, k, v| composed(q, k, v, Some(bias.clone()), scale, dropout));
         assert!(max_abs_diff(&fused, &tensor_form) < 2e-6, "dropout {dropout}: values differ by {}", max_abs_diff(&fused, &tensor_form));
         for (name, (a, b)) in ["queries", "keys", "values"].iter().zip(fused_grads.iter().zip(&tensor_grads)) {

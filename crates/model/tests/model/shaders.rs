@@ -33,11 +33,12 @@ fn wgpu_shaders_child() {
     layer_norm_kernels(&device, 777);
     adamw_kernel(&device.clone().without_autodiff());
     half_precision_linear(&device);
-    attention_kernels(&device, 5, 4, 0.0, Layout::Contiguous);
-    attention_kernels(&device, 5, 4, 0.3, Layout::Contiguous);
-    attention_kernels(&device, 300, 10, 0.1, Layout::Contiguous);
-    attention_kernels(&device, 5, 4, 0.3, Layout::Swapped);
-    attention_kernels(&device, 33, 6, 0.0, Layout::Swapped);
+    attention_kernels(&device, 5, 4, 0.0, Layout::Contiguous, Front::Joined);
+    attention_kernels(&device, 5, 4, 0.3, Layout::Contiguous, Front::Shared);
+    attention_kernels(&device, 300, 10, 0.1, Layout::Contiguous, Front::PerRow);
+    attention_kernels(&device, 5, 4, 0.3, Layout::Swapped, Front::PerRow);
+    attention_kernels(&device, 33, 6, 0.0, Layout::Swapped, Front::Shared);
+    attention_kernels(&device, 33, 6, 0.2, Layout::Swapped, Front::Joined);
     narrow_kernel(&device);
     matmul_kernel(&device);
     pick_kernel(&device.clone().without_autodiff(), 1000, 40);
@@ -379,27 +380,56 @@ enum Layout {
     Swapped,
 }
 
-/// Attention with a prefix against its tensor form: the prefix's keys first and always
-/// visible, a causal mask over the rest, one row with left padding; dropout drawn from the same
-/// seed on both sides; values and the gradients of queries, keys and values.
-fn attention_kernels(device: &Device, t: usize, prefix: usize, dropout: f64, layout: Layout) {
+/// How the prefix's keys reach the attention kernels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Front {
+    /// Concatenated with the current keys before the call (a KV cache's gathered keys).
+    Joined,
+    /// Apart, one prefix per batch row (`[B, H, P, Dh]`).
+    PerRow,
+    /// Apart, one prefix row the batch shares (`[1, H, P, Dh]`, a training step's): its
+    /// gradient is the sum over the rows that read it.
+    Shared,
+}
+
+/// The attention kernels against the tensor form, which concatenates the prefix's keys (a
+/// shared one broadcast first) in front of the current ones: output, and the gradients of the
+/// queries, of the prefix's keys and values and of the current ones.
+fn attention_kernels(device: &Device, t: usize, prefix: usize, dropout: f64, layout: Layout, front: Front) {
+    use prefix_tune_model::attention::{KeyValue, Memory};
     let (batch, heads, head_dim, s) = (2, 3, 7, prefix + t);
     let normal = Distribution::Normal(0.0, 1.0);
     device.seed(31);
-    let random = |len: usize| match layout {
-        Layout::Contiguous => Tensor::<4>::random([batch, heads, len, head_dim], normal, device),
-        Layout::Swapped => Tensor::<4>::random([batch, len, heads, head_dim], normal, device).swap_dims(1, 2),
+    let input = |rows: usize, len: usize| {
+        let tensor = match layout {
+            Layout::Contiguous => Tensor::<4>::random([rows, heads, len, head_dim], normal, device),
+            Layout::Swapped => Tensor::<4>::random([rows, len, heads, head_dim], normal, device).swap_dims(1, 2),
+        };
+        tensor.require_grad()
     };
-    let input = |len: usize| random(len).require_grad();
-    let (queries, keys, values) = (input(t), input(s), input(s));
+    let front_rows = if front == Front::Shared { 1 } else { batch };
+    let queries = input(batch, t);
+    let tensors = [input(front_rows, prefix), input(front_rows, prefix), input(batch, t), input(batch, t)]; // prefix K, V; current K, V
     let upstream: Tensor<3> = Tensor::random([batch, t, heads * head_dim], normal, device); // the output's gradient
     // Row 1 has two padding keys right after its prefix.
     let key_mask: Vec<Vec<f32>> = (0..batch).map(|b| (0..s).map(|j| if b == 1 && (prefix..prefix + 2).contains(&j) { 0.0 } else { 1.0 }).collect()).collect();
     let bias = attention::attention_bias(&key_mask, t, true, device);
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let run = |f: fn(Tensor<4>, Tensor<4>, Tensor<4>, Option<Tensor<4>>, f32, f64) -> Tensor<3>| {
+    let memory = |[front_keys, front_values, keys, values]: [Tensor<4>; 4]| {
+        let (earlier, current) = (KeyValue { keys: front_keys, values: front_values }, KeyValue { keys, values });
+        match front {
+            Front::Joined => Memory::from(earlier.append(current)),
+            Front::PerRow | Front::Shared => Memory { earlier: Some(earlier), current },
+        }
+    };
+    type Attention = fn(Tensor<4>, Memory, Option<Tensor<4>>, f32, f64) -> Tensor<3>;
+    let tensor_form: Attention = |queries, memory, bias, scale, dropout| {
+        let KeyValue { keys, values } = memory.joined();
+        attention::composed(queries, keys, values, bias, scale, dropout)
+    };
+    let run = |f: Attention| {
         device.seed(37); // the same dropout mask on both sides
-        let out = f(queries.clone(), keys.clone(), values.clone(), Some(bias.clone()), scale, dropout);
+        let out = f(queries.clone(), memory(tensors.clone()), Some(bias.clone()), scale, dropout);
         // Swapped, the output's gradient reaches the kernels as a strided view too.
         let loss = match layout {
             Layout::Contiguous => out.clone() * upstream.clone(),
@@ -407,20 +437,22 @@ fn attention_kernels(device: &Device, t: usize, prefix: usize, dropout: f64, lay
         };
         let grads = loss.sum().backward();
         let grad = |x: &Tensor<4>| to_f32s(x.grad(&grads).expect("tracked"));
-        (to_f32s(out), grad(&queries), grad(&keys), grad(&values))
+        let mut all = vec![to_f32s(out), grad(&queries)];
+        all.extend(tensors.iter().map(grad));
+        all
     };
-    let kernel = run(attention::attend);
-    let composed = run(attention::composed);
+    let (kernel, composed) = (run(attention::attend), run(tensor_form));
     // Sums of up to 300 products in another order, values of order 1 (up to 1/(1 − p) more
-    // with dropout): a few ulp.
-    for (name, a, b) in [("values", &kernel.0, &composed.0), ("query grads", &kernel.1, &composed.1), ("key grads", &kernel.2, &composed.2), ("value grads", &kernel.3, &composed.3)] {
-        assert!(max_abs_diff(a, b) < 2e-5, "attention {name} differ by {} (T {t}, dropout {dropout}, {layout:?})", max_abs_diff(a, b));
+    // with dropout; a shared prefix's gradients sum over both rows): a few ulp.
+    let names = ["values", "query grads", "prefix key grads", "prefix value grads", "key grads", "value grads"];
+    for (name, (a, b)) in names.iter().zip(kernel.iter().zip(&composed)) {
+        assert!(max_abs_diff(a, b) < 2e-5, "attention {name} differ by {} (T {t}, dropout {dropout}, {layout:?}, {front:?})", max_abs_diff(a, b));
     }
-    assert!(kernel.2.iter().any(|&g| g.abs() > 1e-3), "keys got no gradient");
+    assert!(kernel[2].iter().any(|&g| g.abs() > 1e-3) && kernel[4].iter().any(|&g| g.abs() > 1e-3), "keys got no gradient");
     // Without autodiff (decoding) and without a bias.
-    let plain = |f: fn(Tensor<4>, Tensor<4>, Tensor<4>, Option<Tensor<4>>, f32, f64) -> Tensor<3>| to_f32s(f(queries.clone().inner(), keys.clone().inner(), values.clone().inner(), None, scale, 0.0));
-    assert!(max_abs_diff(&plain(attention::attend), &plain(attention::composed)) < 2e-5);
-    println!("attention kernels = tensor form on wgpu (T {t}, prefix {prefix}, dropout {dropout}, {layout:?}: values, query, key and value gradients)");
+    let plain = |f: Attention| to_f32s(f(queries.clone().inner(), memory(tensors.clone().map(|x| x.inner())), None, scale, 0.0));
+    assert!(max_abs_diff(&plain(attention::attend), &plain(tensor_form)) < 2e-5);
+    println!("attention kernels = tensor form on wgpu (T {t}, prefix {prefix}, dropout {dropout}, {layout:?}, {front:?}: values, query, key and value gradients)");
 }
 
 /// `narrow`'s backward kernel (the slice's gradient padded with zeros in one pass) against
