@@ -16,7 +16,11 @@
 //! Queries, keys, values and the output's gradient are read through their strides: they are
 //! views of the projections split into heads, and copying them into order cost a launch each,
 //! forward and back. The output is written with its heads merged (`[B, T, H·Dh]`, as the output
-//! projection reads it), the gradients of queries, keys and values as `[B, T, H, Dh]`.
+//! projection reads it), the gradients of queries, keys and values as `[B, T, H, Dh]`. GPT-2's
+//! queries, keys and values may also come packed in its one projection (`[B, T, 3·H, Dh]`,
+//! [`Projections::Packed`]), read in place through head offsets ([`Heads`]), and their gradient
+//! is then written packed too: one tensor for the projection's backward, where three slices of
+//! it took a zero-padded copy each and two additions.
 //!
 //! Backward, with `P` the softmax, `K` the dropout's keep mask and `k = 1/(1 − p)`:
 //! - per query row: `dP = (dO · Vᵀ) ∘ K · k`, `dS = P ∘ (dP − rowsum(P ∘ dP)) · scale`, and
@@ -32,7 +36,10 @@ use cubecl::prelude::*;
 
 use crate::rows::{cube_max, cube_row, cube_sum, elements, empty_like, row_cubes, row_threads, ROW_THREADS};
 
+mod inputs;
 mod keys;
+pub use inputs::{KeysValues, ProjectionGrads, Projections};
+use inputs::{front_args, Inputs};
 use keys::backward_keys_kernel;
 
 /// Threads of a cube in the per-key backward kernel: they stride over the head dimension
@@ -61,6 +68,16 @@ fn bias_index<F: Float>(bias: &Tensor<F>, b: usize, h: usize, t: usize, s: usize
     index
 }
 
+/// Where each head's rows start in the queries, keys and values, counted in heads: 0 for tensors
+/// of their own; 0, H and 2H for one projection `[B, T, 3·H, Dh]` read as `[B, 3·H, T, Dh]`
+/// (GPT-2's), whose gradient the kernels then write packed the same way.
+#[derive(CubeType, CubeLaunch)]
+pub struct Heads {
+    queries: usize,
+    keys: usize,
+    values: usize,
+}
+
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn forward_kernel<F: Float>(
@@ -74,6 +91,7 @@ fn forward_kernel<F: Float>(
     out: &mut Tensor<F>,      // [B, H, T, Dh]
     probs: &mut Tensor<F>,    // [B, H, T, S], the softmax before dropout
     front_len: usize,
+    heads_at: Heads,
     scale: f32,
     keep_scale: f32,
     #[comptime] dropout: bool,
@@ -82,21 +100,21 @@ fn forward_kernel<F: Float>(
     #[define(F)] _dtype: ElemType,
 ) {
     let row = cube_row(); // (b, h, t)
-    let (heads, t_len, dh) = (queries.shape(1), queries.shape(2), queries.shape(3));
-    let s_len = front_len + keys.shape(2);
+    let (heads, t_len, dh) = (probs.shape(1), probs.shape(2), queries.shape(3));
+    let s_len = probs.shape(3);
     if row * s_len >= probs.len() {
         terminate!();
     }
     let t = row % t_len;
     let bh = row / t_len;
     let (b, h) = (bh / heads, bh % heads);
-    let q_start = row_start::<F>(queries, b, h, t);
+    let q_start = row_start::<F>(queries, b, heads_at.queries + h, t);
     let (out_start, p_start) = (out_row_start::<F>(out, b, h, t), row * s_len);
     let mut weights = Shared::<[F]>::new_slice(max_keys as usize);
     let mut local_max = F::min_value();
     let mut s = UNIT_POS_X as usize;
     while s < s_len {
-        let score = key_dot::<F>(queries, q_start, front_keys, keys, b, h, s, front_len, dh) * F::cast_from(scale) + bias[bias_index::<F>(bias, b, h, t, s)];
+        let score = key_dot::<F>(queries, q_start, front_keys, keys, b, h, heads_at.keys + h, s, front_len, dh) * F::cast_from(scale) + bias[bias_index::<F>(bias, b, h, t, s)];
         weights[s] = score;
         if score > local_max {
             local_max = score;
@@ -125,7 +143,7 @@ fn forward_kernel<F: Float>(
         s += CUBE_DIM_X as usize;
     }
     sync_cube();
-    weighted_rows::<F>(&weights, front_values, values, b, h, front_len, s_len, dh, out, out_start);
+    weighted_rows::<F>(&weights, front_values, values, b, h, heads_at.values + h, front_len, s_len, dh, out, out_start);
 }
 
 #[cube(launch)]
@@ -141,6 +159,7 @@ fn backward_rows_kernel<F: Float>(
     grad_queries: &mut Tensor<F>,  // [B, H, T, Dh]
     grad_scores: &mut Tensor<F>,   // [B, H, T, S], dS · scale
     front_len: usize,
+    heads_at: Heads,
     scale: f32,
     keep_scale: f32,
     #[comptime] dropout: bool,
@@ -162,7 +181,7 @@ fn backward_rows_kernel<F: Float>(
     let mut local = F::new(0.0);
     let mut s = UNIT_POS_X as usize;
     while s < s_len {
-        let mut grad_p = key_dot::<F>(grad_out, out_grad_start, front_values, values, b, h, s, front_len, dh);
+        let mut grad_p = key_dot::<F>(grad_out, out_grad_start, front_values, values, b, h, heads_at.values + h, s, front_len, dh);
         if comptime!(dropout) {
             grad_p = grad_p * keep[p_start + s] * F::cast_from(keep_scale);
         }
@@ -179,8 +198,8 @@ fn backward_rows_kernel<F: Float>(
         s += CUBE_DIM_X as usize;
     }
     sync_cube();
-    let query_grad_start = out_row_start::<F>(grad_queries, b, h, t);
-    weighted_rows::<F>(&row_grad, front_keys, keys, b, h, front_len, s_len, dh, grad_queries, query_grad_start);
+    let query_grad_start = out_row_start::<F>(grad_queries, b, heads_at.queries + h, t);
+    weighted_rows::<F>(&row_grad, front_keys, keys, b, h, heads_at.keys + h, front_len, s_len, dh, grad_queries, query_grad_start);
 }
 
 /// The batch row of a front `[B|1, H, P, Dh]` that batch row `b` reads: a front of one row is
@@ -190,15 +209,16 @@ fn front_row<F: Float>(front: &Tensor<F>, b: usize) -> usize {
     if front.shape(0) == 1 { 0usize } else { b }
 }
 
-/// `a[a_start..+dh] · key row s` of (b, h): the front's row s when s < `front_len`, else the
-/// rest's row s − `front_len`. A query row against a key, or an output gradient against a value.
+/// `a[a_start..+dh] · key row s` of (b, h): the front's row s when s < `front_len`, else row
+/// s − `front_len` of the rest's head `rest_h`. A query row against a key, or an output gradient
+/// against a value.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn key_dot<F: Float>(a: &Tensor<F>, a_start: usize, front: &Tensor<F>, rest: &Tensor<F>, b: usize, h: usize, s: usize, front_len: usize, dh: usize) -> F {
+fn key_dot<F: Float>(a: &Tensor<F>, a_start: usize, front: &Tensor<F>, rest: &Tensor<F>, b: usize, h: usize, rest_h: usize, s: usize, front_len: usize, dh: usize) -> F {
     if s < front_len {
         dot::<F>(a, a_start, front, row_start::<F>(front, front_row::<F>(front, b), h, s), dh)
     } else {
-        dot::<F>(a, a_start, rest, row_start::<F>(rest, b, h, s - front_len), dh)
+        dot::<F>(a, a_start, rest, row_start::<F>(rest, b, rest_h, s - front_len), dh)
     }
 }
 
@@ -228,14 +248,14 @@ fn dot<F: Float>(a: &Tensor<F>, a_start: usize, b: &Tensor<F>, b_start: usize, d
 }
 
 /// `out[out_start..+dh] = weights[..s_len] · rows`, the `s_len` key (or value) rows of (b, h)
-/// being the front's first `front_len` then the rest's, each thread taking every
+/// being the front's first `front_len` then the rest's (its head `rest_h`), each thread taking every
 /// `CUBE_DIM_X`-th column: probabilities times values forward, score gradients times keys back.
 /// One sum in key order, as over the concatenated rows.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn weighted_rows<F: Float>(weights: &Shared<[F]>, front: &Tensor<F>, rest: &Tensor<F>, b: usize, h: usize, front_len: usize, s_len: usize, dh: usize, out: &mut Tensor<F>, out_start: usize) {
+fn weighted_rows<F: Float>(weights: &Shared<[F]>, front: &Tensor<F>, rest: &Tensor<F>, b: usize, h: usize, rest_h: usize, front_len: usize, s_len: usize, dh: usize, out: &mut Tensor<F>, out_start: usize) {
     let (front_start, front_stride) = (row_start::<F>(front, front_row::<F>(front, b), h, 0), front.stride(2));
-    let (rest_start, rest_stride) = (row_start::<F>(rest, b, h, 0), rest.stride(2));
+    let (rest_start, rest_stride) = (row_start::<F>(rest, b, rest_h, 0), rest.stride(2));
     let mut d = UNIT_POS_X as usize;
     while d < dh {
         let mut acc = F::new(0.0);
@@ -286,65 +306,37 @@ fn contiguous_with_dropout(keep: CubeTensor, dropout: f64) -> CubeTensor {
     if dropout > 0.0 { into_contiguous(keep) } else { keep }
 }
 
-/// One part of the keys and values, `[B|1, H, X, Dh]` each.
-#[derive(Debug, Clone)]
-pub struct KeysValues {
-    pub keys: CubeTensor,
-    pub values: CubeTensor,
-}
-
-impl KeysValues {
-    fn in_place(self) -> Self {
-        Self { keys: rows_in_place(self.keys), values: rows_in_place(self.values) }
-    }
-
-    fn rows(&self) -> usize {
-        self.keys.shape()[2]
-    }
-}
-
-/// The kernels' front arguments: its keys, values and length; without a front, the rest's
-/// tensors stand in (never read: its length is 0).
-fn front_args(front: Option<KeysValues>, rest: &KeysValues) -> (KeysValues, usize) {
-    match front {
-        Some(front) => {
-            let len = front.rows();
-            (front.in_place(), len)
-        }
-        None => (rest.clone(), 0),
-    }
-}
-
 /// `(softmax(Q·Kᵀ·scale + bias) ∘ keep · 1/(1 − p)) · V` over the keys and values `front`
-/// then `rest`, its heads merged (`[B, T, H·Dh]`: the output projection reads it as it lies),
-/// and the softmax before dropout. `keep` is read only when `dropout > 0`.
-#[allow(clippy::too_many_arguments)]
-pub fn forward(queries: CubeTensor, front: Option<KeysValues>, rest: KeysValues, bias: CubeTensor, keep: CubeTensor, scale: f32, dropout: f64) -> (CubeTensor, CubeTensor) {
-    let (queries, rest) = (rows_in_place(queries), rest.in_place());
-    let (front, front_len) = front_args(front, &rest);
+/// then the current ones, its heads merged (`[B, T, H·Dh]`: the output projection reads it as
+/// it lies), and the softmax before dropout. `keep` is read only when `dropout > 0`.
+pub fn forward(projections: Projections, front: Option<KeysValues>, bias: CubeTensor, keep: CubeTensor, scale: f32, dropout: f64) -> (CubeTensor, CubeTensor) {
+    let inputs = Inputs::new(projections);
+    let (front, front_len) = front_args(front, &inputs.current);
     let keep = contiguous_with_dropout(keep, dropout);
-    let [batch, heads, t_len, head_dim] = queries.shape().dims::<4>();
-    let s_len = front_len + rest.rows();
+    let [batch, _, t_len, head_dim] = inputs.queries.shape().dims::<4>();
+    let (heads, s_len) = (inputs.heads, front_len + inputs.current.rows());
     let threads = query_row_threads(s_len, head_dim);
-    let client = queries.client.clone();
-    let merged = empty_like(&queries, Shape::new([batch, t_len, heads * head_dim]));
+    let client = inputs.queries.client.clone();
+    let merged = empty_like(&inputs.queries, Shape::new([batch, t_len, heads * head_dim]));
     let out = split_heads(merged.clone(), heads);
-    let probs = empty_like(&queries, Shape::new([batch, heads, t_len, s_len]));
-    let dtype = elements(&queries);
+    let probs = empty_like(&inputs.queries, Shape::new([batch, heads, t_len, s_len]));
+    let dtype = elements(&inputs.queries);
+    let heads_at = inputs.heads_arg();
     forward_kernel::launch(
         &client,
         row_cubes(batch * heads * t_len),
         CubeDim::new_1d(threads),
-        queries.into_tensor_arg(),
+        inputs.queries.into_tensor_arg(),
         front.keys.into_tensor_arg(),
         front.values.into_tensor_arg(),
-        rest.keys.into_tensor_arg(),
-        rest.values.into_tensor_arg(),
+        inputs.current.keys.into_tensor_arg(),
+        inputs.current.values.into_tensor_arg(),
         bias.into_tensor_arg(),
         keep.into_tensor_arg(),
         out.into_tensor_arg(),
         probs.clone().into_tensor_arg(),
         front_len,
+        heads_at,
         scale,
         (1.0 / (1.0 - dropout)) as f32,
         dropout > 0.0,
@@ -355,34 +347,31 @@ pub fn forward(queries: CubeTensor, front: Option<KeysValues>, rest: KeysValues,
     (merged, probs)
 }
 
-/// The gradients of [`forward`]'s output in the queries, the front's keys and values (summed
-/// over the batch where one front row serves them all; `None` without a front) and the rest's,
-/// from the upstream gradient `grad_out` (`[B, T, H·Dh]`) and what the forward pass kept
-/// (`probs`, and `keep` with dropout).
+/// The gradients of [`forward`]'s output in the queries and current keys and values, laid out
+/// as they came, and in the front's keys and values (summed over the batch where one front row
+/// serves them all; `None` without a front), from the upstream gradient `grad_out`
+/// (`[B, T, H·Dh]`) and what the forward pass kept (`probs`, and `keep` with dropout).
 #[allow(clippy::too_many_arguments)]
-pub fn backward(queries: CubeTensor, front: Option<KeysValues>, rest: KeysValues, probs: CubeTensor, keep: CubeTensor, grad_out: CubeTensor, scale: f32, dropout: f64) -> (CubeTensor, Option<KeysValues>, KeysValues) {
+pub fn backward(projections: Projections, front: Option<KeysValues>, probs: CubeTensor, keep: CubeTensor, grad_out: CubeTensor, scale: f32, dropout: f64) -> (ProjectionGrads, Option<KeysValues>) {
+    let inputs = Inputs::new(projections);
     let has_front = front.is_some();
-    let grad_out = split_heads(grad_out, queries.shape()[1]);
-    let [queries, grad_out] = [queries, grad_out].map(rows_in_place);
-    let rest = rest.in_place();
-    let (front, front_len) = front_args(front, &rest);
+    let grad_out = rows_in_place(split_heads(grad_out, inputs.heads));
+    let (front, front_len) = front_args(front, &inputs.current);
     let probs = into_contiguous(probs);
     let keep = contiguous_with_dropout(keep, dropout);
     let [batch, heads, t_len, s_len] = probs.shape().dims::<4>();
-    let head_dim = rest.keys.shape()[3];
+    let head_dim = inputs.queries.shape()[3];
     let threads = query_row_threads(s_len, head_dim);
-    let client = queries.client.clone();
-    let grad_queries = heads_interleaved(&queries, [batch, heads, t_len, head_dim]);
-    let grad_scores = empty_like(&queries, probs.shape());
-    let gradient_of = |part: &KeysValues| heads_interleaved(&queries, part.keys.shape().dims::<4>());
-    let grad_rest = KeysValues { keys: gradient_of(&rest), values: gradient_of(&rest) };
+    let client = inputs.queries.client.clone();
+    let grad_scores = empty_like(&inputs.queries, probs.shape());
+    let (grads, [grad_queries, grad_keys, grad_values]) = inputs.gradients();
     // Without a front its gradients are never written: one-element stand-ins.
     let grad_front = match has_front {
-        true => KeysValues { keys: gradient_of(&front), values: gradient_of(&front) },
-        false => KeysValues { keys: empty_like(&queries, Shape::new([1, 1, 1, 1])), values: empty_like(&queries, Shape::new([1, 1, 1, 1])) },
+        true => KeysValues { keys: heads_interleaved(&grad_out, front.keys.shape().dims::<4>()), values: heads_interleaved(&grad_out, front.keys.shape().dims::<4>()) },
+        false => KeysValues { keys: empty_like(&grad_out, Shape::new([1, 1, 1, 1])), values: empty_like(&grad_out, Shape::new([1, 1, 1, 1])) },
     };
     let front_rows = if has_front { front.keys.shape()[0] * heads * front_len } else { 0 };
-    let dtype = elements(&queries);
+    let (dtype, packed) = (elements(&inputs.queries), inputs.packed());
     let keep_scale = (1.0 / (1.0 - dropout)) as f32;
     backward_rows_kernel::launch(
         &client,
@@ -390,14 +379,15 @@ pub fn backward(queries: CubeTensor, front: Option<KeysValues>, rest: KeysValues
         CubeDim::new_1d(threads),
         front.keys.into_tensor_arg(),
         front.values.into_tensor_arg(),
-        rest.keys.into_tensor_arg(),
-        rest.values.into_tensor_arg(),
+        inputs.current.keys.clone().into_tensor_arg(),
+        inputs.current.values.clone().into_tensor_arg(),
         probs.clone().into_tensor_arg(),
         keep.clone().into_tensor_arg(),
         grad_out.clone().into_tensor_arg(),
-        grad_queries.clone().into_tensor_arg(),
+        grad_queries.into_tensor_arg(),
         grad_scores.clone().into_tensor_arg(),
         front_len,
+        inputs.heads_arg(),
         scale,
         keep_scale,
         dropout > 0.0,
@@ -409,19 +399,21 @@ pub fn backward(queries: CubeTensor, front: Option<KeysValues>, rest: KeysValues
         &client,
         row_cubes(batch * heads * (s_len - front_len) + front_rows),
         CubeDim::new_1d(KEY_ROW_THREADS),
-        queries.into_tensor_arg(),
+        inputs.queries.clone().into_tensor_arg(),
         probs.into_tensor_arg(),
         keep.into_tensor_arg(),
         grad_out.into_tensor_arg(),
         grad_scores.into_tensor_arg(),
-        grad_rest.keys.clone().into_tensor_arg(),
-        grad_rest.values.clone().into_tensor_arg(),
+        grad_keys.into_tensor_arg(),
+        grad_values.into_tensor_arg(),
         grad_front.keys.clone().into_tensor_arg(),
         grad_front.values.clone().into_tensor_arg(),
         front_len,
+        inputs.heads_arg(),
         keep_scale,
         dropout > 0.0,
+        packed,
         dtype,
     );
-    (grad_queries, has_front.then_some(grad_front), grad_rest)
+    (grads, has_front.then_some(grad_front))
 }

@@ -113,6 +113,27 @@ pub fn attend(queries: Tensor<4>, memory: Memory, bias: Option<Tensor<4>>, scale
     composed(queries, keys, values, bias, scale, dropout)
 }
 
+/// Queries, keys and values packed in one projection `[B, T, 3·H, Dh]` (GPT-2's `c_attn` split
+/// into heads) taken apart: `[B, H, T, Dh]` views of heads 0..H, H..2H and 2H..3H.
+pub fn unpack(qkv: Tensor<4>) -> (Tensor<4>, KeyValue) {
+    let heads = qkv.dims()[2] / 3;
+    let part = |index: usize| crate::narrow::narrow(qkv.clone(), 2, index * heads, heads).swap_dims(1, 2);
+    (part(0), KeyValue { keys: part(1), values: part(2) })
+}
+
+/// [`attend`] for queries, keys and values packed in one projection `[B, T, 3·H, Dh]`, after
+/// the `earlier` keys and values. On a GPU one op whose gradient in `qkv` comes back as one
+/// tensor, where the three slices of [`unpack`] each take a zero-padded copy of theirs and two
+/// additions to sum them; elsewhere [`unpack`], then [`attend`].
+pub fn attend_packed(qkv: Tensor<4>, earlier: Option<KeyValue>, bias: Option<Tensor<4>>, scale: f32, dropout: f64) -> Tensor<3> {
+    #[cfg(feature = "gpu")]
+    if crate::backend::is_gpu(&qkv.device()) && qkv.dtype() == burn::tensor::DType::F32 && gpu::takes_packed(&qkv, earlier.as_ref()) {
+        return gpu::attend_packed(qkv, earlier, bias, scale, dropout);
+    }
+    let (queries, current) = unpack(qkv);
+    attend(queries, Memory { earlier, current }, bias, scale, dropout)
+}
+
 /// [`attend`] as tensor operations (every backend; the reference for the fused ops).
 pub fn composed(queries: Tensor<4>, keys: Tensor<4>, values: Tensor<4>, bias: Option<Tensor<4>>, scale: f32, dropout: f64) -> Tensor<3> {
     merge_heads(per_head(queries, keys, values, bias, scale, dropout))

@@ -25,6 +25,13 @@ pub trait KvStore {
     /// Layer `layer`'s keys and values to attend over, `[B, H, S, Dh]` in all: the earlier
     /// ones, then `current` `[B, H, T, Dh]` (the tokens of this pass).
     fn extend(&mut self, layer: usize, current: KeyValue) -> Memory;
+
+    /// For a store that keeps nothing of this pass (a loss's): layer `layer`'s earlier keys and
+    /// values, taken, so that the caller attends over them and its current ones as it holds
+    /// them (GPT-2's packed projection). `None` where the store must see the current keys.
+    fn passing(&mut self, _layer: usize) -> Option<Option<KeyValue>> {
+        None
+    }
 }
 
 /// Keys and values a layer reads without adding to them: cross-attention's memory (a cross
@@ -66,6 +73,10 @@ impl Appended {
 }
 
 impl KvStore for Appended {
+    fn passing(&mut self, layer: usize) -> Option<Option<KeyValue>> {
+        (!self.keep).then(|| self.past.get_mut(layer).and_then(Option::take))
+    }
+
     fn extend(&mut self, layer: usize, current: KeyValue) -> Memory {
         let memory = Memory { earlier: self.past.get_mut(layer).and_then(Option::take), current };
         if self.keep {

@@ -5,8 +5,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{module::embedding, Int, Tensor};
 
 use super::config::{Activation, Gpt2Config};
-use crate::attention::{apply_dropout, attend, KeyValue};
-use crate::narrow::narrow;
+use crate::attention::{apply_dropout, attend, attend_packed, unpack, KeyValue};
 use crate::kv::{Appended, KvStore};
 pub use crate::nn::{Dropout, LayerNorm, Linear as Conv1D};
 
@@ -35,12 +34,15 @@ impl SelfAttention {
         // then land in `[B, T, 3·H, Dh]` as they come (strided views of the attention's), with
         // nothing to merge and copy first.
         let qkv = self.c_attn.forward(x).reshape([batch, seq, 3 * self.n_head, head_dim]); // [B, T, 3·H, Dh]
-        let heads = |part: usize| narrow(qkv.clone(), 2, part * self.n_head, self.n_head).swap_dims(1, 2); // [B, H, T, Dh]
-        let queries = heads(0);
-        let current = KeyValue { keys: heads(1), values: heads(2) };
-        let memory = store.extend(layer, current); // S keys: earlier, then current
-
-        let out = attend(queries, memory, bias, self.scale, dropout.attn); // [B, T, D]
+        let out = match store.passing(layer) {
+            // Nothing kept (a loss): on a GPU the three stay packed, and so does their gradient.
+            Some(earlier) => attend_packed(qkv, earlier, bias, self.scale, dropout.attn),
+            None => {
+                let (queries, current) = unpack(qkv); // [B, H, T, Dh] each
+                let memory = store.extend(layer, current); // S keys: earlier, then current
+                attend(queries, memory, bias, self.scale, dropout.attn)
+            }
+        }; // [B, T, D]
         apply_dropout(self.c_proj.forward(out), dropout.resid)
     }
 }

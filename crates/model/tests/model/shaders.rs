@@ -39,6 +39,9 @@ fn wgpu_shaders_child() {
     attention_kernels(&device, 5, 4, 0.3, Layout::Swapped, Front::PerRow);
     attention_kernels(&device, 33, 6, 0.0, Layout::Swapped, Front::Shared);
     attention_kernels(&device, 33, 6, 0.2, Layout::Swapped, Front::Joined);
+    attention_kernels_packed(&device, 5, 4, 0.3, Front::Shared);
+    attention_kernels_packed(&device, 40, 3, 0.0, Front::PerRow);
+    attention_kernels_packed(&device, 9, 0, 0.1, Front::Joined);
     narrow_kernel(&device);
     matmul_kernel(&device);
     pick_kernel(&device.clone().without_autodiff(), 1000, 40);
@@ -453,6 +456,55 @@ fn attention_kernels(device: &Device, t: usize, prefix: usize, dropout: f64, lay
     let plain = |f: Attention| to_f32s(f(queries.clone().inner(), memory(tensors.clone().map(|x| x.inner())), None, scale, 0.0));
     assert!(max_abs_diff(&plain(attention::attend), &plain(tensor_form)) < 2e-5);
     println!("attention kernels = tensor form on wgpu (T {t}, prefix {prefix}, dropout {dropout}, {layout:?}, {front:?}: values, query, key and value gradients)");
+}
+
+/// GPT-2's packed projection `[B, T, 3·H, Dh]` through the kernels (`attend_packed`), against
+/// [`attention::unpack`] and the tensor form: output, the projection's gradient (which the
+/// kernels write packed) and the prefix's (`Front::Joined` here: no prefix).
+fn attention_kernels_packed(device: &Device, t: usize, prefix: usize, dropout: f64, front: Front) {
+    use prefix_tune_model::attention::KeyValue;
+    let (batch, heads, head_dim) = (3, 2, 5);
+    let normal = Distribution::Normal(0.0, 1.0);
+    device.seed(43);
+    let qkv = Tensor::<4>::random([batch, t, 3 * heads, head_dim], normal, device).require_grad();
+    let front_rows = if front == Front::Shared { 1 } else { batch };
+    let earlier = (front != Front::Joined).then(|| {
+        let part = || Tensor::<4>::random([front_rows, prefix, heads, head_dim], normal, device).swap_dims(1, 2).require_grad();
+        KeyValue { keys: part(), values: part() }
+    });
+    let upstream: Tensor<3> = Tensor::random([batch, t, heads * head_dim], normal, device);
+    let s = t + earlier.as_ref().map_or(0, KeyValue::seq_len);
+    let key_mask: Vec<Vec<f32>> = (0..batch).map(|b| (0..s).map(|j| if b == 2 && j == s - t { 0.0 } else { 1.0 }).collect()).collect();
+    let bias = attention::attention_bias(&key_mask, t, true, device);
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    type Packed = fn(Tensor<4>, Option<KeyValue>, Option<Tensor<4>>, f32, f64) -> Tensor<3>;
+    let tensor_form: Packed = |qkv, earlier, bias, scale, dropout| {
+        let (queries, current) = attention::unpack(qkv);
+        let KeyValue { keys, values } = attention::Memory { earlier, current }.joined();
+        attention::composed(queries, keys, values, bias, scale, dropout)
+    };
+    let run = |f: Packed| {
+        device.seed(47);
+        let out = f(qkv.clone(), earlier.clone(), Some(bias.clone()), scale, dropout);
+        let grads = (out.clone() * upstream.clone()).sum().backward();
+        let grad = |x: &Tensor<4>| to_f32s(x.grad(&grads).expect("tracked"));
+        let mut all = vec![to_f32s(out), grad(&qkv)];
+        all.extend(earlier.iter().flat_map(|kv| [grad(&kv.keys), grad(&kv.values)]));
+        all
+    };
+    let (kernel, composed) = (run(attention::attend_packed), run(tensor_form));
+    for (name, (a, b)) in ["values", "projection grads", "prefix key grads", "prefix value grads"].iter().zip(kernel.iter().zip(&composed)) {
+        assert!(max_abs_diff(a, b) < 2e-5, "packed attention {name} differ by {} (T {t}, prefix {prefix}, dropout {dropout}, {front:?})", max_abs_diff(a, b));
+    }
+    // Every third of the projection (queries, keys, values) got its gradient.
+    let width = 3 * heads * head_dim;
+    for third in 0..3 {
+        let part = kernel[1].chunks(width).flat_map(|row| row[third * width / 3..(third + 1) * width / 3].to_vec());
+        assert!(part.into_iter().any(|g| g.abs() > 1e-3), "third {third} of the projection got no gradient");
+    }
+    let plain = |f: Packed| to_f32s(f(qkv.clone().inner(), earlier.clone().map(|kv| KeyValue { keys: kv.keys.inner(), values: kv.values.inner() }), Some(bias.clone().inner()), scale, 0.0));
+    assert!(max_abs_diff(&plain(attention::attend_packed), &plain(tensor_form)) < 2e-5);
+    println!("packed attention kernels = unpacked tensor form on wgpu (T {t}, prefix {prefix}, dropout {dropout}, {front:?}: values, the projection's and the prefix's gradients)");
 }
 
 /// `narrow`'s backward kernel (the slice's gradient padded with zeros in one pass) against
