@@ -37,13 +37,28 @@ pub trait KvStore {
 /// Keys and values a layer reads without adding to them: cross-attention's memory (a cross
 /// prefix, then the encoder's keys).
 pub trait KvMemory {
-    /// Layer `layer`'s keys and values, `[B, H, S, Dh]`.
-    fn layer(&self, layer: usize) -> KeyValue;
+    /// Layer `layer`'s keys and values, S in all.
+    fn layer(&self, layer: usize) -> Memory;
 }
 
 impl KvMemory for Vec<KeyValue> {
-    fn layer(&self, layer: usize) -> KeyValue {
-        self[layer].clone()
+    fn layer(&self, layer: usize) -> Memory {
+        self[layer].clone().into()
+    }
+}
+
+/// Cross-attention's memory in two parts per layer, for teacher forcing: the cross prefix
+/// (`[B|1, H, P, Dh]`, one row a training batch shares), then the encoder's keys and values. A
+/// GPU's attention reads them where they lie; decoding joins them once for its cache instead
+/// ([`Past::then`](crate::past::Past::then)).
+pub struct Fronted {
+    pub front: Option<Vec<KeyValue>>,
+    pub rest: Vec<KeyValue>,
+}
+
+impl KvMemory for Fronted {
+    fn layer(&self, layer: usize) -> Memory {
+        Memory { earlier: self.front.as_ref().map(|front| front[layer].clone()), current: self.rest[layer].clone() }
     }
 }
 
@@ -149,8 +164,8 @@ pub struct CacheRead<'a> {
 }
 
 impl KvMemory for CacheRead<'_> {
-    fn layer(&self, layer: usize) -> KeyValue {
-        self.cache.gather(layer, &self.reads)
+    fn layer(&self, layer: usize) -> Memory {
+        self.cache.gather(layer, &self.reads).into()
     }
 }
 

@@ -34,11 +34,7 @@ impl Past {
     /// encoder's keys).
     pub fn then(self, newer: Past) -> Past {
         let layers = self.layers.into_iter().zip(newer.layers).map(|(front, back)| front.append(back)).collect();
-        let mask = self.mask.into_iter().zip(newer.mask).map(|(mut front, back)| {
-            front.extend(back);
-            front
-        });
-        Past { layers, mask: mask.collect() }
+        Past { layers, mask: joined_masks(self.mask, &newer.mask) }
     }
 
     /// Keeps rows `rows`, in that order (beam reordering, or expanding a row per beam).
@@ -49,6 +45,18 @@ impl Past {
             mask: rows.iter().map(|&r| self.mask[r].clone()).collect(),
         }
     }
+}
+
+/// Each row's `front` mask, then its `back` one.
+pub fn joined_masks(front: Vec<Vec<f32>>, back: &[Vec<f32>]) -> Vec<Vec<f32>> {
+    front
+        .into_iter()
+        .zip(back)
+        .map(|(mut row, newer)| {
+            row.extend_from_slice(newer);
+            row
+        })
+        .collect()
 }
 
 /// Keeps rows `rows` of a past (cache or prefix), in that order.

@@ -46,11 +46,20 @@ impl Reader<'_> {
         })
     }
 
-    /// A PyTorch `nn.Linear` (`[out, in]`), transposed to `[in, out]`.
+    /// A PyTorch `nn.Linear` (`[out, in]`), transposed to `[in, out]`. On a GPU it is laid out
+    /// so once, here: the kernels read a weight as it lies, and a transposed view was copied by
+    /// every product, each layer's of each training and decoding step. On the CPU the view
+    /// stays, as every result there was measured with it.
     fn linear(&self, name: &str, d_in: usize, d_out: usize, why: &str) -> Result<Linear, ModelError> {
-        let weight: Tensor<2> = self.tensor(&format!("{name}.weight"), [d_out, d_in], why)?;
+        let weight = if crate::backend::is_gpu(self.device) {
+            let stored = self.weights.read(&format!("{}{name}.weight", self.scope), &[d_out, d_in], why)?;
+            let laid_out: Vec<f32> = (0..d_in).flat_map(|i| stored.iter().skip(i).step_by(d_in).copied().collect::<Vec<f32>>()).collect();
+            floats(laid_out, [d_in, d_out], self.device)
+        } else {
+            self.tensor::<2>(&format!("{name}.weight"), [d_out, d_in], why)?.transpose()
+        };
         Ok(Linear {
-            weight: Param::from_tensor(weight.transpose()),
+            weight: Param::from_tensor(weight),
             bias: Param::from_tensor(self.tensor(&format!("{name}.bias"), [d_out], why)?),
             half: None,
         })

@@ -19,7 +19,7 @@ pub use model::{Attention, Bart, DecoderLayer, Embeddings, EncoderLayer, FeedFor
 use burn::tensor::{Device, Tensor};
 
 use crate::attention::attention_bias;
-use crate::kv::{Appended, KvCache};
+use crate::kv::{Appended, Fronted, KvCache, KvMemory};
 use crate::nn::Dropout;
 use crate::past::Past;
 use crate::tensors::ints;
@@ -52,6 +52,15 @@ impl DecoderState {
         self.cross.rows()
     }
 
+}
+
+/// What a decoder pass continues: its self-attention past, how many real tokens precede the
+/// next one, and the cross-attention memory with its mask (`[B][S_cross]`).
+struct Decoder<'a> {
+    self_attn: Option<Past>,
+    tokens: usize,
+    cross: &'a dyn KvMemory,
+    cross_mask: &'a [Vec<f32>],
 }
 
 /// `[batch][len]` position ids `from..from + len`.
@@ -143,26 +152,28 @@ impl Bart {
     /// decoder rows are right-padded, and padding after the last label is never attended by a
     /// real query under the causal mask). Returns hidden states `[B, T, D]` and the next state.
     pub fn decode_tokens(&self, ids: &[Vec<u32>], state: DecoderState, dropout: Dropout) -> Result<(Tensor<3>, DecoderState), ModelError> {
-        self.decode_after(ids, state, dropout, true)
+        let decoder = Decoder { self_attn: state.self_attn, tokens: state.tokens, cross: &state.cross.layers, cross_mask: &state.cross.mask };
+        let (hidden, self_attn) = self.decode_after(ids, decoder, dropout, true)?;
+        Ok((hidden, DecoderState { self_attn: Some(self_attn), cross: state.cross, tokens: state.tokens + ids[0].len() }))
     }
 
-    /// [`Bart::decode_tokens`]; without `keep`, the next state holds no self-attention keys
-    /// (teacher forcing, which no later pass continues: a GPU then never concatenates the
-    /// decoder prefix with the tokens' keys).
-    fn decode_after(&self, ids: &[Vec<u32>], state: DecoderState, dropout: Dropout, keep: bool) -> Result<(Tensor<3>, DecoderState), ModelError> {
+    /// [`Bart::decode_tokens`] after `decoder`; returns the hidden states and the next
+    /// self-attention past, which without `keep` holds no keys (teacher forcing, which no later
+    /// pass continues: a GPU then never concatenates the decoder prefix with the tokens' keys).
+    fn decode_after(&self, ids: &[Vec<u32>], decoder: Decoder<'_>, dropout: Dropout, keep: bool) -> Result<(Tensor<3>, Past), ModelError> {
         let (rows, len) = self.check_ids("decoder input", ids)?;
-        if rows != state.rows() {
-            return Err(ModelError::Input(format!("decoder input has {rows} rows but the encoder output has {}", state.rows())));
+        if rows != decoder.cross_mask.len() {
+            return Err(ModelError::Input(format!("decoder input has {rows} rows but the encoder output has {}", decoder.cross_mask.len())));
         }
-        if state.tokens + len > self.config.max_position_embeddings {
+        if decoder.tokens + len > self.config.max_position_embeddings {
             return Err(ModelError::Input(format!(
                 "decoder sequence too long: {} positions but the model's max_position_embeddings is {}",
-                state.tokens + len,
+                decoder.tokens + len,
                 self.config.max_position_embeddings
             )));
         }
         let device = self.device();
-        let (past_layers, mut key_mask) = match state.self_attn {
+        let (past_layers, mut key_mask) = match decoder.self_attn {
             Some(Past { layers, mask }) => (Some(layers), mask),
             None => (None, vec![Vec::new(); rows]),
         };
@@ -170,13 +181,12 @@ impl Bart {
             row.extend(std::iter::repeat_n(1.0, len));
         }
         let self_bias = attention_bias(&key_mask, len, true, &device); // [B, 1, T, S]
-        let cross_bias = attention_bias(&state.cross.mask, len, false, &device); // [B, 1, T, S_cross]
+        let cross_bias = attention_bias(decoder.cross_mask, len, false, &device); // [B, 1, T, S_cross]
         let input = ints(ids.iter().flatten().map(|&id| id as i64).collect(), [rows, len], &device);
-        let positions = position_ids(rows, state.tokens, len, &device);
+        let positions = position_ids(rows, decoder.tokens, len, &device);
         let mut store = if keep { Appended::new(past_layers, self.decoder_layers.len()) } else { Appended::transient(past_layers, self.decoder_layers.len()) };
-        let hidden = self.decode(input, positions, &mut store, &state.cross.layers, self_bias, cross_bias, dropout);
-        let state = DecoderState { self_attn: Some(Past { layers: store.presents, mask: key_mask }), cross: state.cross, tokens: state.tokens + len };
-        Ok((hidden, state))
+        let hidden = self.decode(input, positions, &mut store, decoder.cross, self_bias, cross_bias, dropout);
+        Ok((hidden, Past { layers: store.presents, mask: key_mask }))
     }
 
     /// [`Bart::decode_tokens`] for rows whose decoder keys (prefix, tokens so far) are in
@@ -229,9 +239,17 @@ impl Bart {
         decoder_offset: usize,
         dropout: Dropout,
     ) -> Result<Tensor<3>, ModelError> {
-        let cross = self.encode_tokens(input_ids, attention_mask, prefix, dropout)?;
-        let mut state = self.start_decoding(cross, prefix.decoder.clone())?;
-        state.tokens = decoder_offset;
-        Ok(self.decode_after(decoder_ids, state, dropout, false)?.0)
+        let (hidden, mask) = self.encoder_hidden(input_ids, attention_mask, prefix.encoder.clone(), dropout)?;
+        for (what, set) in [("cross-attention", &prefix.cross), ("decoder", &prefix.decoder)] {
+            Self::check_prefix_rows(what, set, input_ids.len())?;
+        }
+        // The cross prefix stays apart from the encoder's keys (see `Fronted`).
+        let (front, cross_mask) = match prefix.cross.clone() {
+            Some(Past { layers, mask: front_mask }) => (Some(layers), crate::past::joined_masks(front_mask, &mask)),
+            None => (None, mask),
+        };
+        let cross = Fronted { front, rest: self.cross_keys_values(hidden) };
+        let decoder = Decoder { self_attn: prefix.decoder.clone(), tokens: decoder_offset, cross: &cross, cross_mask: &cross_mask };
+        Ok(self.decode_after(decoder_ids, decoder, dropout, false)?.0)
     }
 }

@@ -110,7 +110,7 @@ impl DecoderLayer {
     ) -> Tensor<3> {
         let memory = store.extend(layer, self.self_attn.keys_values(x.clone()));
         let x = self.self_attn_layer_norm.forward(x.clone() + self.self_attn.forward(x, memory, self_bias, dropout));
-        let x = self.encoder_attn_layer_norm.forward(x.clone() + self.encoder_attn.forward(x, cross.layer(layer).into(), cross_bias, dropout));
+        let x = self.encoder_attn_layer_norm.forward(x.clone() + self.encoder_attn.forward(x, cross.layer(layer), cross_bias, dropout));
         self.final_layer_norm.forward(x.clone() + self.ffn.forward(x, dropout))
     }
 }
