@@ -158,9 +158,11 @@ impl Accumulated {
     }
 
     /// The index (in visiting order) of the first parameter whose gradient holds a NaN or an
-    /// infinity, if any. An overflowing sum of magnitudes counts too: such a step is as bad.
+    /// infinity, if any: its sum is then NaN or infinite. An overflowing sum counts too: such a
+    /// step is as bad. (The plain sum, not of magnitudes: on a GPU a sum of magnitudes took a
+    /// launch more per parameter, Burn's fusion not folding `abs` into the reduction.)
     pub fn first_non_finite(&self) -> Option<usize> {
-        self.per_parameter(|g| g.abs()).into_iter().find(|(_, sum)| !sum.is_finite()).map(|(i, _)| i)
+        self.per_parameter(|g| g).into_iter().find(|(_, sum)| !sum.is_finite()).map(|(i, _)| i)
     }
 
     /// The global L2 norm of all gradients.
@@ -195,11 +197,12 @@ impl Accumulated {
         }
     }
 
-    /// Whether any gradient holds a NaN or an infinity (an overflowing sum of magnitudes counts
-    /// too), as a `[1]` flag on the device, nothing read back: what a step that runs ahead of
-    /// its checks ([`step_unless`]) guards its update with. `None` without gradients.
+    /// Whether any gradient holds a NaN or an infinity (an overflowing sum counts too, as in
+    /// [`Accumulated::first_non_finite`]), as a `[1]` flag on the device, nothing read back:
+    /// what a step that runs ahead of its checks ([`step_unless`]) guards its update with.
+    /// `None` without gradients.
     pub fn non_finite_on_device(&self) -> Option<Tensor<1, Bool>> {
-        let (_, sums) = self.per_parameter_on_device(|g| g.abs())?;
+        let (_, sums) = self.per_parameter_on_device(|g| g)?;
         let sum = sums.sum(); // [1]: finite only if every gradient is
         // Burn's own NaN and infinity tests: `x − x ≠ 0` is folded to false on a GPU.
         Some(sum.clone().is_nan().bool_or(sum.is_inf()))
