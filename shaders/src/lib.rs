@@ -12,6 +12,7 @@ pub mod attention;
 pub mod cross_entropy;
 pub mod few_rows;
 pub mod gelu;
+pub mod kv;
 pub mod layer_norm;
 pub mod matmul;
 pub mod pad;

@@ -10,7 +10,7 @@
 //!   slots (counted, freed when the last row holding one lets go). This is what decoding and
 //!   the server's continuous batch use.
 
-use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor};
+use burn::tensor::{Device, Int, Tensor};
 
 use crate::attention::{KeyValue, Memory};
 use crate::past::Past;
@@ -396,11 +396,8 @@ impl KvCache {
 
     /// Writes `kv` `[B, H, T, Dh]` into layer `layer`'s pool rows `writes`, in place.
     fn write(&mut self, layer: usize, writes: &Tensor<1, Int>, kv: KeyValue) {
-        let head_dim = self.head_dim;
-        let rows = |t: Tensor<4>| t.reshape([-1, head_dim as i32]);
         let pool = self.layers[layer].take().expect("every layer's pool between passes");
-        let keys = pool.keys.select_assign(0, writes.clone(), rows(kv.keys), IndexingUpdateOp::Assign);
-        let values = pool.values.select_assign(0, writes.clone(), rows(kv.values), IndexingUpdateOp::Assign);
+        let (keys, values) = crate::kv_write::write((pool.keys, pool.values), writes, kv);
         self.layers[layer] = Some(Pool { keys, values });
     }
 

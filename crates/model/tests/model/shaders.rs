@@ -43,6 +43,7 @@ fn wgpu_shaders_child() {
     attention_kernels_packed(&device, 40, 3, 0.0, Front::PerRow);
     attention_kernels_packed(&device, 9, 0, 0.1, Front::Joined);
     narrow_kernel(&device);
+    kv_write_kernel(&device.clone().without_autodiff());
     matmul_kernel(&device);
     pick_kernel(&device.clone().without_autodiff(), 1000, 40);
     pick_kernel(&device.clone().without_autodiff(), 50_257, 12);
@@ -505,6 +506,34 @@ fn attention_kernels_packed(device: &Device, t: usize, prefix: usize, dropout: f
     let plain = |f: Packed| to_f32s(f(qkv.clone().inner(), earlier.clone().map(|kv| KeyValue { keys: kv.keys.inner(), values: kv.values.inner() }), Some(bias.clone().inner()), scale, 0.0));
     assert!(max_abs_diff(&plain(attention::attend_packed), &plain(tensor_form)) < 2e-5);
     println!("packed attention kernels = unpacked tensor form on wgpu (T {t}, prefix {prefix}, dropout {dropout}, {front:?}: values, the projection's and the prefix's gradients)");
+}
+
+/// The KV cache's write kernel against `select_assign`: a step's keys and values, views of a
+/// packed projection, written into the pools at scattered rows; copies of the same values, so
+/// equal exactly. A pool another tensor still holds is left as it was.
+fn kv_write_kernel(device: &Device) {
+    use prefix_tune_model::attention::{unpack, KeyValue};
+    use prefix_tune_model::kv_write;
+    let (batch, heads, t, head_dim, capacity) = (3, 4, 2, 5, 7);
+    let normal = Distribution::Normal(0.0, 1.0);
+    device.seed(53);
+    let pool = || Tensor::<2>::random([heads * capacity, head_dim], normal, device);
+    let (keys, values) = (pool(), pool());
+    let (_, current) = unpack(Tensor::<4>::random([batch, t, 3 * heads, head_dim], normal, device)); // [B, H, T, Dh] views
+    // Row (b, h, t) goes to slot (b·T + t) of head h, slots in reverse.
+    let slots: Vec<i64> = (0..batch).flat_map(|b| (0..heads).flat_map(move |h| (0..t).map(move |s| (h * capacity + capacity - 1 - (b * t + s)) as i64))).collect();
+    let slots = prefix_tune_model::tensors::ints(slots, [batch * heads * t], device);
+    let tensor_form = |(k, v): (Tensor<2>, Tensor<2>), current: KeyValue| {
+        let rows = |x: Tensor<4>| x.reshape([-1, head_dim as i32]);
+        (k.select_assign(0, slots.clone(), rows(current.keys), burn::tensor::IndexingUpdateOp::Assign), v.select_assign(0, slots.clone(), rows(current.values), burn::tensor::IndexingUpdateOp::Assign))
+    };
+    let before = (to_f32s(keys.clone()), to_f32s(values.clone()));
+    let kernel = kv_write::write((keys.clone(), values.clone()), &slots, current.clone());
+    let reference = tensor_form((keys.clone(), values.clone()), current);
+    assert!(to_f32s(kernel.0.clone()) == to_f32s(reference.0) && to_f32s(kernel.1.clone()) == to_f32s(reference.1), "the written pools differ");
+    assert!(to_f32s(kernel.0) != before.0, "nothing was written");
+    assert!((to_f32s(keys), to_f32s(values)) == before, "a pool another tensor holds changed");
+    println!("KV cache write = select_assign on wgpu (strided keys and values, scattered slots, a shared pool left as it was)");
 }
 
 /// `narrow`'s backward kernel (the slice's gradient padded with zeros in one pass) against
