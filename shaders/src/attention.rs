@@ -22,6 +22,9 @@
 //! is then written packed too: one tensor for the projection's backward, where three slices of
 //! it took a zero-padded copy each and two additions.
 //!
+//! Dropout reads a uniform number in [0, 1) per weight (`[B, H, T, S]`, cut from the pass's one
+//! draw) and keeps the weight where it is below `1 − p` ([`Keep`]): the mask is never written.
+//!
 //! Backward, with `P` the softmax, `K` the dropout's keep mask and `k = 1/(1 − p)`:
 //! - per query row: `dP = (dO · Vᵀ) ∘ K · k`, `dS = P ∘ (dP − rowsum(P ∘ dP)) · scale`, and
 //!   `dQ = dS · K`;
@@ -48,6 +51,26 @@ const KEY_ROW_THREADS: u32 = 64;
 
 /// The most keys a row may have: the scores of one row live in shared memory (32 KB of f32).
 pub const MAX_KEYS: usize = 8192;
+
+/// Dropout on the attention weights: a weight is kept, scaled by `scale = 1/(1 − p)`, where its
+/// uniform number is below `below = 1 − p`, and zeroed elsewhere.
+#[derive(CubeType, CubeLaunch)]
+pub struct Keep {
+    below: f32,
+    scale: f32,
+}
+
+impl Keep {
+    fn arg(dropout: f64) -> KeepLaunch {
+        KeepLaunch::new((1.0 - dropout) as f32, (1.0 / (1.0 - dropout)) as f32)
+    }
+}
+
+/// The dropout factor of the weight whose number is `numbers[index]`: `scale` or 0.
+#[cube]
+fn keep_factor<F: Float>(keep: &Keep, numbers: &Tensor<F>, index: usize) -> F {
+    select(numbers[index] < F::cast_from(keep.below), F::cast_from(keep.scale), F::new(0.0))
+}
 
 /// Where the bias of (b, h, t, s) is: a dimension of size 1 is broadcast.
 #[cube]
@@ -87,13 +110,13 @@ fn forward_kernel<F: Float>(
     keys: &Tensor<F>,         // [B, H, S − P, Dh]
     values: &Tensor<F>,       // [B, H, S − P, Dh]
     bias: &Tensor<F>,         // [B|1, H|1, T|1, S|1]
-    keep: &Tensor<F>,         // [B, H, T, S], read with dropout
+    numbers: &Tensor<F>,      // [B, H, T, S], uniform in [0, 1), read with dropout
     out: &mut Tensor<F>,      // [B, H, T, Dh]
     probs: &mut Tensor<F>,    // [B, H, T, S], the softmax before dropout
     front_len: usize,
     heads_at: Heads,
     scale: f32,
-    keep_scale: f32,
+    keep: Keep,
     #[comptime] dropout: bool,
     #[comptime] threads: u32,
     #[comptime] max_keys: u32,
@@ -136,7 +159,7 @@ fn forward_kernel<F: Float>(
         let p = weights[s] / sum;
         probs[p_start + s] = p;
         if comptime!(dropout) {
-            weights[s] = p * keep[p_start + s] * F::cast_from(keep_scale);
+            weights[s] = p * keep_factor::<F>(&keep, numbers, p_start + s);
         } else {
             weights[s] = p;
         }
@@ -154,14 +177,14 @@ fn backward_rows_kernel<F: Float>(
     keys: &Tensor<F>,              // [B, H, S − P, Dh]
     values: &Tensor<F>,            // [B, H, S − P, Dh]
     probs: &Tensor<F>,             // [B, H, T, S]
-    keep: &Tensor<F>,              // [B, H, T, S], read with dropout
+    numbers: &Tensor<F>,           // [B, H, T, S], uniform in [0, 1), read with dropout
     grad_out: &Tensor<F>,          // [B, H, T, Dh]
     grad_queries: &mut Tensor<F>,  // [B, H, T, Dh]
     grad_scores: &mut Tensor<F>,   // [B, H, T, S], dS · scale
     front_len: usize,
     heads_at: Heads,
     scale: f32,
-    keep_scale: f32,
+    keep: Keep,
     #[comptime] dropout: bool,
     #[comptime] threads: u32,
     #[comptime] max_keys: u32,
@@ -183,7 +206,7 @@ fn backward_rows_kernel<F: Float>(
     while s < s_len {
         let mut grad_p = key_dot::<F>(grad_out, out_grad_start, front_values, values, b, h, heads_at.values + h, s, front_len, dh);
         if comptime!(dropout) {
-            grad_p = grad_p * keep[p_start + s] * F::cast_from(keep_scale);
+            grad_p = grad_p * keep_factor::<F>(&keep, numbers, p_start + s);
         }
         row_grad[s] = grad_p;
         local += probs[p_start + s] * grad_p;
@@ -300,19 +323,20 @@ fn split_heads(merged: CubeTensor, heads: usize) -> CubeTensor {
     permute(reshape(merged, Shape::new([batch, rows, heads, width / heads])), &[0, 2, 1, 3])
 }
 
-/// The keep mask as the kernels read it: contiguous with dropout; without, it is never read and
-/// may be any stand-in (the caller passes the bias), left as it is.
-fn contiguous_with_dropout(keep: CubeTensor, dropout: f64) -> CubeTensor {
-    if dropout > 0.0 { into_contiguous(keep) } else { keep }
+/// The dropout's numbers as the kernels read them: contiguous with dropout; without, they are
+/// never read and may be any stand-in (the caller passes the bias), left as it is.
+fn contiguous_with_dropout(numbers: CubeTensor, dropout: f64) -> CubeTensor {
+    if dropout > 0.0 { into_contiguous(numbers) } else { numbers }
 }
 
-/// `(softmax(Q·Kᵀ·scale + bias) ∘ keep · 1/(1 − p)) · V` over the keys and values `front`
-/// then the current ones, its heads merged (`[B, T, H·Dh]`: the output projection reads it as
-/// it lies), and the softmax before dropout. `keep` is read only when `dropout > 0`.
-pub fn forward(projections: Projections, front: Option<KeysValues>, bias: CubeTensor, keep: CubeTensor, scale: f32, dropout: f64) -> (CubeTensor, CubeTensor) {
+/// `(softmax(Q·Kᵀ·scale + bias) ∘ K · 1/(1 − p)) · V` over the keys and values `front` then
+/// the current ones, its heads merged (`[B, T, H·Dh]`: the output projection reads it as it
+/// lies), and the softmax before dropout; `K` is 1 where `numbers` (`[B, H, T, S]`, uniform in
+/// [0, 1)) are below `1 − p`, and they are read only when `dropout > 0`.
+pub fn forward(projections: Projections, front: Option<KeysValues>, bias: CubeTensor, numbers: CubeTensor, scale: f32, dropout: f64) -> (CubeTensor, CubeTensor) {
     let inputs = Inputs::new(projections);
     let (front, front_len) = front_args(front, &inputs.current);
-    let keep = contiguous_with_dropout(keep, dropout);
+    let numbers = contiguous_with_dropout(numbers, dropout);
     let [batch, _, t_len, head_dim] = inputs.queries.shape().dims::<4>();
     let (heads, s_len) = (inputs.heads, front_len + inputs.current.rows());
     let threads = query_row_threads(s_len, head_dim);
@@ -332,13 +356,13 @@ pub fn forward(projections: Projections, front: Option<KeysValues>, bias: CubeTe
         inputs.current.keys.into_tensor_arg(),
         inputs.current.values.into_tensor_arg(),
         bias.into_tensor_arg(),
-        keep.into_tensor_arg(),
+        numbers.into_tensor_arg(),
         out.into_tensor_arg(),
         probs.clone().into_tensor_arg(),
         front_len,
         heads_at,
         scale,
-        (1.0 / (1.0 - dropout)) as f32,
+        Keep::arg(dropout),
         dropout > 0.0,
         threads,
         row_capacity(s_len),
@@ -350,15 +374,16 @@ pub fn forward(projections: Projections, front: Option<KeysValues>, bias: CubeTe
 /// The gradients of [`forward`]'s output in the queries and current keys and values, laid out
 /// as they came, and in the front's keys and values (summed over the batch where one front row
 /// serves them all; `None` without a front), from the upstream gradient `grad_out`
-/// (`[B, T, H·Dh]`) and what the forward pass kept (`probs`, and `keep` with dropout).
+/// (`[B, T, H·Dh]`) and what the forward pass read and kept (`probs`, and with dropout its
+/// `numbers`).
 #[allow(clippy::too_many_arguments)]
-pub fn backward(projections: Projections, front: Option<KeysValues>, probs: CubeTensor, keep: CubeTensor, grad_out: CubeTensor, scale: f32, dropout: f64) -> (ProjectionGrads, Option<KeysValues>) {
+pub fn backward(projections: Projections, front: Option<KeysValues>, probs: CubeTensor, numbers: CubeTensor, grad_out: CubeTensor, scale: f32, dropout: f64) -> (ProjectionGrads, Option<KeysValues>) {
     let inputs = Inputs::new(projections);
     let has_front = front.is_some();
     let grad_out = rows_in_place(split_heads(grad_out, inputs.heads));
     let (front, front_len) = front_args(front, &inputs.current);
     let probs = into_contiguous(probs);
-    let keep = contiguous_with_dropout(keep, dropout);
+    let numbers = contiguous_with_dropout(numbers, dropout);
     let [batch, heads, t_len, s_len] = probs.shape().dims::<4>();
     let head_dim = inputs.queries.shape()[3];
     let threads = query_row_threads(s_len, head_dim);
@@ -372,7 +397,6 @@ pub fn backward(projections: Projections, front: Option<KeysValues>, probs: Cube
     };
     let front_rows = if has_front { front.keys.shape()[0] * heads * front_len } else { 0 };
     let (dtype, packed) = (elements(&inputs.queries), inputs.packed());
-    let keep_scale = (1.0 / (1.0 - dropout)) as f32;
     backward_rows_kernel::launch(
         &client,
         row_cubes(batch * heads * t_len),
@@ -382,14 +406,14 @@ pub fn backward(projections: Projections, front: Option<KeysValues>, probs: Cube
         inputs.current.keys.clone().into_tensor_arg(),
         inputs.current.values.clone().into_tensor_arg(),
         probs.clone().into_tensor_arg(),
-        keep.clone().into_tensor_arg(),
+        numbers.clone().into_tensor_arg(),
         grad_out.clone().into_tensor_arg(),
         grad_queries.into_tensor_arg(),
         grad_scores.clone().into_tensor_arg(),
         front_len,
         inputs.heads_arg(),
         scale,
-        keep_scale,
+        Keep::arg(dropout),
         dropout > 0.0,
         threads,
         row_capacity(s_len),
@@ -401,7 +425,7 @@ pub fn backward(projections: Projections, front: Option<KeysValues>, probs: Cube
         CubeDim::new_1d(KEY_ROW_THREADS),
         inputs.queries.clone().into_tensor_arg(),
         probs.into_tensor_arg(),
-        keep.into_tensor_arg(),
+        numbers.into_tensor_arg(),
         grad_out.into_tensor_arg(),
         grad_scores.into_tensor_arg(),
         grad_keys.into_tensor_arg(),
@@ -410,7 +434,7 @@ pub fn backward(projections: Projections, front: Option<KeysValues>, probs: Cube
         grad_front.values.clone().into_tensor_arg(),
         front_len,
         inputs.heads_arg(),
-        keep_scale,
+        Keep::arg(dropout),
         dropout > 0.0,
         packed,
         dtype,

@@ -10,6 +10,7 @@
 pub mod adamw;
 pub mod attention;
 pub mod cross_entropy;
+pub mod cut;
 pub mod few_rows;
 pub mod gelu;
 pub mod kv;

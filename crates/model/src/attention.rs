@@ -6,7 +6,9 @@
 //! encoder, the computation is the same: concatenate them in front of the current keys and
 //! values, mask what a query must not see, softmax.
 
-use burn::tensor::{activation::softmax, Distribution, Int, Tensor};
+use burn::tensor::{activation::softmax, Int, Tensor};
+
+use crate::dropout::Site;
 
 /// Large negative added to the scores of keys a query must not see. Finite (unlike -inf) so a
 /// row that sees nothing, such as a left-padding query, softmaxes to a uniform row instead of
@@ -99,7 +101,7 @@ impl From<KeyValue> for Memory {
 /// - memory: S keys and values in all, S ≥ T (prefix and cached keys come first)
 /// - bias: `[B, 1, T, S]`, 0 where a query may look, [`MASKED`] where it may not
 /// - returns `[B, T, H·Dh]`, the heads merged back (the GPU's kernel writes them so)
-pub fn attend(queries: Tensor<4>, memory: Memory, bias: Option<Tensor<4>>, scale: f32, dropout: f64) -> Tensor<3> {
+pub fn attend(queries: Tensor<4>, memory: Memory, bias: Option<Tensor<4>>, scale: f32, dropout: Site) -> Tensor<3> {
     #[cfg(feature = "flex")]
     if queries.device().is_autodiff() && crate::backend::is_cpu(&queries.device()) && queries.dtype() == burn::tensor::DType::F32 {
         let KeyValue { keys, values } = memory.joined();
@@ -125,7 +127,7 @@ pub fn unpack(qkv: Tensor<4>) -> (Tensor<4>, KeyValue) {
 /// the `earlier` keys and values. On a GPU one op whose gradient in `qkv` comes back as one
 /// tensor, where the three slices of [`unpack`] each take a zero-padded copy of theirs and two
 /// additions to sum them; elsewhere [`unpack`], then [`attend`].
-pub fn attend_packed(qkv: Tensor<4>, earlier: Option<KeyValue>, bias: Option<Tensor<4>>, scale: f32, dropout: f64) -> Tensor<3> {
+pub fn attend_packed(qkv: Tensor<4>, earlier: Option<KeyValue>, bias: Option<Tensor<4>>, scale: f32, dropout: Site) -> Tensor<3> {
     #[cfg(feature = "gpu")]
     if crate::backend::is_gpu(&qkv.device()) && qkv.dtype() == burn::tensor::DType::F32 && gpu::takes_packed(&qkv, earlier.as_ref()) {
         return gpu::attend_packed(qkv, earlier, bias, scale, dropout);
@@ -135,7 +137,7 @@ pub fn attend_packed(qkv: Tensor<4>, earlier: Option<KeyValue>, bias: Option<Ten
 }
 
 /// [`attend`] as tensor operations (every backend; the reference for the fused ops).
-pub fn composed(queries: Tensor<4>, keys: Tensor<4>, values: Tensor<4>, bias: Option<Tensor<4>>, scale: f32, dropout: f64) -> Tensor<3> {
+pub fn composed(queries: Tensor<4>, keys: Tensor<4>, values: Tensor<4>, bias: Option<Tensor<4>>, scale: f32, dropout: Site) -> Tensor<3> {
     merge_heads(per_head(queries, keys, values, bias, scale, dropout))
 }
 
@@ -146,41 +148,13 @@ fn merge_heads(heads: Tensor<4>) -> Tensor<3> {
 }
 
 /// [`composed`] before the heads are merged: `[B, H, T, Dh]`.
-fn per_head(queries: Tensor<4>, keys: Tensor<4>, values: Tensor<4>, bias: Option<Tensor<4>>, scale: f32, dropout: f64) -> Tensor<4> {
+fn per_head(queries: Tensor<4>, keys: Tensor<4>, values: Tensor<4>, bias: Option<Tensor<4>>, scale: f32, dropout: Site) -> Tensor<4> {
     let scores = queries.matmul(keys.swap_dims(2, 3)) * scale; // [B, H, T, S]
     let scores = match bias {
         Some(bias) => scores + bias,
         None => scores,
     };
-    let mut weights = softmax(scores, 3);
-    if dropout > 0.0 {
-        weights = apply_dropout(weights, dropout);
-    }
-    weights.matmul(values) // [B, H, T, Dh]
-}
-
-/// The keep mask of [`apply_dropout`]: 1 with probability `1 − p`, else 0. On the CPU backend
-/// three draws of Burn's generator seed a mask drawn on all cores
-/// ([`prefix_tune_kernels::dropout`]), so a seeded run stays reproducible; Burn's own
-/// Bernoulli draw there is one value at a time on one core.
-fn keep_mask<const D: usize>(shape: burn::tensor::Shape, p: f64, device: &burn::tensor::Device) -> Tensor<D> {
-    #[cfg(feature = "flex")]
-    if crate::backend::is_cpu(device) {
-        let draws = crate::tensors::to_f32s(Tensor::<1>::random([3], Distribution::Default, device));
-        let seed = draws.iter().fold(0u64, |seed, draw| seed.rotate_left(24) ^ draw.to_bits() as u64);
-        let mask = prefix_tune_kernels::dropout::keep_mask(seed, shape.num_elements(), p);
-        return Tensor::from_data(burn::tensor::TensorData::new(mask, shape), device);
-    }
-    Tensor::<D>::random(shape, Distribution::Bernoulli(1.0 - p), device)
-}
-
-/// Inverted dropout as PyTorch does it: zero with probability `p`, scale the rest by 1/(1-p).
-pub fn apply_dropout<const D: usize>(x: Tensor<D>, p: f64) -> Tensor<D> {
-    if p <= 0.0 {
-        return x;
-    }
-    let keep = keep_mask::<D>(x.shape(), p, &x.device());
-    x * keep / (1.0 - p)
+    dropout.apply(softmax(scores, 3)).matmul(values) // [B, H, T, Dh]
 }
 
 /// The additive attention bias for T new tokens that follow each row's earlier keys.
@@ -218,8 +192,8 @@ pub fn attention_bias(
 
 /// Attention as one CPU op under autodiff, forward and backward
 /// ([`prefix_tune_kernels::attention`]): as tensor operations it is a dozen single-threaded
-/// passes each way, each with a fresh allocation. The dropout mask is drawn as
-/// [`apply_dropout`] draws it, so a seeded run draws the same masks either way.
+/// passes each way, each with a fresh allocation. The dropout mask is drawn as the tensor
+/// form's ([`Site::keep_mask`]), so a seeded run draws the same masks either way.
 #[cfg(feature = "flex")]
 mod flex {
     use std::sync::Arc;
@@ -233,16 +207,18 @@ mod flex {
     use burn_flex::FlexTensor;
     use prefix_tune_kernels::attention::{self as kernel, Dims, Dropout};
 
+    use crate::dropout::Site;
     use crate::flex::{tensor, values};
 
-    pub fn attend(queries: Tensor<4>, keys: Tensor<4>, values: Tensor<4>, bias: Option<Tensor<4>>, scale: f32, dropout: f64) -> Tensor<4> {
+    pub fn attend(queries: Tensor<4>, keys: Tensor<4>, values: Tensor<4>, bias: Option<Tensor<4>>, scale: f32, site: Site) -> Tensor<4> {
         let [batch, heads, t, _] = queries.dims();
         let s = keys.dims()[2];
         let device = queries.device();
         let has_bias = bias.is_some();
         // Absent inputs travel as one-element stand-ins the op does not read.
         let bias = bias.unwrap_or_else(|| Tensor::zeros([1, 1, 1, 1], &device));
-        let keep = if dropout > 0.0 { super::keep_mask::<4>(Shape::new([batch, heads, t, s]), dropout, &device) } else { Tensor::zeros([1, 1, 1, 1], &device) };
+        let dropout = site.p;
+        let keep = if site.is_off() { Tensor::zeros([1, 1, 1, 1], &device) } else { site.keep_mask::<4>(Shape::new([batch, heads, t, s]), &device) };
         let out = <burn::backend::Dispatch as CpuAttention>::cpu_attention(
             queries.into_dispatch(),
             keys.into_dispatch(),

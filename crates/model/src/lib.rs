@@ -5,6 +5,7 @@ pub mod attention;
 pub mod backend;
 pub mod bart;
 mod cpu;
+pub mod dropout;
 mod error;
 pub mod generate;
 pub mod gpt2;
@@ -23,7 +24,7 @@ pub use ops::layer_norm;
 pub use cpu::{bf16, few_rows};
 use load::hf_config;
 pub use load::{hub, model_kind, weights, ModelKind};
-pub use ops::{adamw, cross_entropy, gelu, kv_write, matmul, narrow};
+pub use ops::{adamw, cross_entropy, cut, gelu, kv_write, matmul, narrow};
 
 pub use attention::KeyValue;
 pub use kv::KvCache;

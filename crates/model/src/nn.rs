@@ -3,6 +3,8 @@
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 
+pub use crate::dropout::Dropout;
+
 /// HF's `LayerNorm` (biased variance, eps inside the square root).
 #[derive(Module, Debug)]
 pub struct LayerNorm {
@@ -129,25 +131,5 @@ impl Activation {
             Activation::Gelu => crate::gelu::gelu_erf(x),
             Activation::Relu => burn::tensor::activation::relu(x),
         }
-    }
-}
-
-/// Dropout probabilities in effect for one forward pass (all zero at inference).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Dropout {
-    /// After the input embeddings (BART: after `layernorm_embedding`).
-    pub embd: f64,
-    /// On the attention weights.
-    pub attn: f64,
-    /// On each sub-layer's output before the residual sum.
-    pub resid: f64,
-    /// Inside the feed-forward, after the activation (BART's `activation_dropout`; GPT-2 has none).
-    pub activation: f64,
-}
-
-impl Dropout {
-    /// The same rate everywhere (`--lm-dropout X`).
-    pub fn uniform(p: f64) -> Self {
-        Self { embd: p, attn: p, resid: p, activation: p }
     }
 }

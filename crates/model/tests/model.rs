@@ -18,6 +18,8 @@ mod bart;
 mod bf16;
 #[path = "model/cross_entropy.rs"]
 mod cross_entropy;
+#[path = "model/dropout.rs"]
+mod dropout;
 #[path = "model/layer_norm.rs"]
 mod layer_norm;
 #[path = "model/few_rows.rs"]

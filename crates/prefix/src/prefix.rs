@@ -3,7 +3,7 @@
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Distribution, Tensor};
-use prefix_tune_model::attention::apply_dropout;
+use prefix_tune_model::dropout::Site;
 use prefix_tune_model::gpt2::{Dropout, Gpt2};
 use prefix_tune_model::Past;
 use serde::{Deserialize, Serialize};
@@ -184,7 +184,7 @@ impl Prefix {
     /// [`Prefix::activations`], with prefix dropout when `train`.
     fn activations_with_dropout(&self, train: bool) -> Tensor<2> {
         let activations = self.activations();
-        if train { apply_dropout(activations, self.dropout) } else { activations }
+        if train { Site::rate(self.dropout).apply(activations) } else { activations }
     }
 
     /// The past every placement produces: for embedding-only, the frozen model's keys and
@@ -195,7 +195,7 @@ impl Prefix {
             Placement::EmbeddingOnly => {
                 let mut embeddings = self.activations();
                 if train {
-                    embeddings = apply_dropout(embeddings, self.dropout);
+                    embeddings = Site::rate(self.dropout).apply(embeddings);
                 }
                 let [length, d_model] = embeddings.dims();
                 let embeddings = embeddings.unsqueeze::<3>().expand([batch, length, d_model]);

@@ -105,9 +105,7 @@ impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
-}
 
-impl ApiError {
     /// OpenAI's error `type` for the status.
     pub fn kind(&self) -> &'static str {
         match self.status {

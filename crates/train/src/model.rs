@@ -20,7 +20,7 @@ use crate::{TrainConfig, TrainError};
 /// training run needs.
 pub trait PrefixModel: PrefixedModel {
     /// The dropout rates the checkpoint was trained with (training mode without `--lm-dropout`).
-    fn configured_dropout(&self) -> Dropout;
+    fn configured_dropout(&self) -> Dropout<'static>;
 
     /// Pads `examples` into one batch.
     fn batch(&self, examples: &[&Example], config: &TrainConfig) -> Batch;
@@ -70,7 +70,7 @@ pub struct Finetune<M> {
 }
 
 impl PrefixModel for Gpt2 {
-    fn configured_dropout(&self) -> Dropout {
+    fn configured_dropout(&self) -> Dropout<'static> {
         Dropout::from_config(&self.config)
     }
 
@@ -149,9 +149,9 @@ fn gpt2_placeholder(model: &Gpt2) -> Gpt2 {
 }
 
 impl PrefixModel for Bart {
-    fn configured_dropout(&self) -> Dropout {
+    fn configured_dropout(&self) -> Dropout<'static> {
         let c = &self.config;
-        Dropout { embd: c.dropout, attn: c.attention_dropout, resid: c.dropout, activation: c.activation_dropout }
+        Dropout { embd: c.dropout, attn: c.attention_dropout, resid: c.dropout, activation: c.activation_dropout, draws: None }
     }
 
     fn batch(&self, examples: &[&Example], config: &TrainConfig) -> Batch {

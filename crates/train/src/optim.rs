@@ -276,10 +276,7 @@ impl Update<'_> {
     fn guarded(&self, new: Tensor<1>, old: Option<Tensor<1>>) -> Tensor<1> {
         match &self.unless {
             None => new,
-            Some(unless) => {
-                let old = old.unwrap_or_else(|| new.zeros_like());
-                new.mask_where(unless.clone().expand([old.dims()[0]]), old)
-            }
+            Some(unless) => adamw::guard(new, old, unless),
         }
     }
 

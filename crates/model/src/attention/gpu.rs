@@ -1,7 +1,8 @@
 //! Attention as the kernels of `shaders/` on a GPU ([`prefix_tune_shaders::attention`]): one
 //! kernel forward, two backward, where the tensor form is two matmuls, the bias, a softmax and
-//! the dropout forward and twice as many steps back. The dropout mask is drawn as
-//! [`super::apply_dropout`] draws it, so a seeded run draws the same masks either way.
+//! the dropout forward and twice as many steps back. The kernels read the dropout's uniform
+//! numbers ([`Site::numbers`]) and keep a weight where the tensor form does, so a seeded run
+//! draws the same masks either way.
 //!
 //! The earlier keys and values (a prefix) reach the kernels apart from the current ones, each
 //! read where it lies: no concatenation per layer, and a prefix shared by the batch's rows
@@ -22,6 +23,7 @@ use prefix_tune_shaders::attention::{self, KeysValues, ProjectionGrads, Projecti
 use prefix_tune_shaders::{CubeBackend, CubeTensor};
 
 use super::{KeyValue, Memory};
+use crate::dropout::Site;
 
 /// Whether the kernels take these shapes: a row of scores fits in shared memory, every tensor
 /// in 32-bit indices.
@@ -45,7 +47,7 @@ fn fits(rows: usize, keys: usize, tensors: &[&Tensor<4>], earlier: Option<&KeyVa
     keys <= attention::MAX_KEYS && prefix_tune_shaders::fits(&counts)
 }
 
-pub fn attend(queries: Tensor<4>, memory: Memory, bias: Option<Tensor<4>>, scale: f32, dropout: f64) -> Tensor<3> {
+pub fn attend(queries: Tensor<4>, memory: Memory, bias: Option<Tensor<4>>, scale: f32, dropout: Site) -> Tensor<3> {
     let [batch, heads, t, _] = queries.dims();
     let shape = Shape::new([batch, heads, t, memory.len()]);
     let current = memory.current;
@@ -53,7 +55,7 @@ pub fn attend(queries: Tensor<4>, memory: Memory, bias: Option<Tensor<4>>, scale
 }
 
 /// [`super::attend_packed`] through the kernels: the gradient of `qkv` comes back as one tensor.
-pub fn attend_packed(qkv: Tensor<4>, earlier: Option<KeyValue>, bias: Option<Tensor<4>>, scale: f32, dropout: f64) -> Tensor<3> {
+pub fn attend_packed(qkv: Tensor<4>, earlier: Option<KeyValue>, bias: Option<Tensor<4>>, scale: f32, dropout: Site) -> Tensor<3> {
     let [batch, t, heads, _] = qkv.dims();
     let shape = Shape::new([batch, heads / 3, t, t + earlier.as_ref().map_or(0, KeyValue::seq_len)]);
     let device = qkv.device();
@@ -65,14 +67,14 @@ pub fn attend_packed(qkv: Tensor<4>, earlier: Option<KeyValue>, bias: Option<Ten
 /// The op over queries, keys and values (packed: the projection and two stand-ins) after
 /// `earlier`, with scores of `shape` `[B, H, T, S]`.
 #[allow(clippy::too_many_arguments)]
-fn launch([queries, keys, values]: [Tensor<4>; 3], earlier: Option<KeyValue>, shape: Shape, packed: bool, bias: Option<Tensor<4>>, scale: f32, dropout: f64) -> Tensor<3> {
+fn launch([queries, keys, values]: [Tensor<4>; 3], earlier: Option<KeyValue>, shape: Shape, packed: bool, bias: Option<Tensor<4>>, scale: f32, dropout: Site) -> Tensor<3> {
     let device = queries.device();
     // Absent inputs travel as stand-ins: a bias of size 1 broadcasts (0 adds nothing); the
-    // keep mask is not read without dropout, so the bias stands in for it (a tensor of its own
-    // would be one more kernel launch per layer and decoding step); without earlier keys, an
-    // empty one-element tensor (no launch) stands in for them.
+    // dropout's numbers are not read without dropout, so the bias stands in for them (a tensor
+    // of its own would be one more kernel launch per layer and decoding step); without earlier
+    // keys, an empty one-element tensor (no launch) stands in for them.
     let bias = bias.unwrap_or_else(|| Tensor::zeros([1, 1, 1, 1], &device));
-    let keep = if dropout > 0.0 { super::keep_mask::<4>(shape, dropout, &device) } else { bias.clone() };
+    let numbers = if dropout.is_off() { bias.clone() } else { dropout.numbers::<4>(shape, &device) };
     let has_front = earlier.is_some();
     let front = earlier.unwrap_or_else(|| {
         let stand_in = || Tensor::<4>::empty([1, 1, 1, 1], &device);
@@ -85,10 +87,10 @@ fn launch([queries, keys, values]: [Tensor<4>; 3], earlier: Option<KeyValue>, sh
         keys.into_dispatch(),
         values.into_dispatch(),
         bias.into_dispatch(),
-        keep.into_dispatch(),
+        numbers.into_dispatch(),
         Layout { front: has_front, packed },
         scale,
-        dropout,
+        dropout.p,
     );
     Tensor::from_dispatch(out)
 }
@@ -106,8 +108,8 @@ pub trait CubeAttention: burn::backend::Backend {
     /// Softmax attention over the front's keys (read when `front`) then the current ones, its
     /// heads merged (`[B, T, H·Dh]`); differentiable in queries, keys and values.
     #[allow(clippy::too_many_arguments)]
-    #[fusion(meta = |queries, _front_keys, _front_values, _keys, _values, _bias, _keep, layout, _scale, _dropout| merged_spec(queries, *layout))]
-    fn cube_attention(queries: FloatTensor<Self>, front_keys: FloatTensor<Self>, front_values: FloatTensor<Self>, keys: FloatTensor<Self>, values: FloatTensor<Self>, bias: FloatTensor<Self>, keep: FloatTensor<Self>, layout: Layout, scale: f32, dropout: f64) -> FloatTensor<Self>;
+    #[fusion(meta = |queries, _front_keys, _front_values, _keys, _values, _bias, _numbers, layout, _scale, _dropout| merged_spec(queries, *layout))]
+    fn cube_attention(queries: FloatTensor<Self>, front_keys: FloatTensor<Self>, front_values: FloatTensor<Self>, keys: FloatTensor<Self>, values: FloatTensor<Self>, bias: FloatTensor<Self>, numbers: FloatTensor<Self>, layout: Layout, scale: f32, dropout: f64) -> FloatTensor<Self>;
 }
 
 /// `[B, H, T, Dh]` of queries `[B, H, T, Dh]`, or of a packed projection `[B, T, 3·H, Dh]`.
@@ -146,29 +148,29 @@ fn parts(queries: CubeTensor, [front_keys, front_values, keys, values]: [CubeTen
 pub trait CubeAttentionPasses: burn::backend::Backend {
     /// `(output, softmax before dropout)`.
     #[allow(clippy::too_many_arguments)]
-    #[fusion(meta = |queries, front_keys, _front_values, keys, _values, _bias, _keep, layout, _scale, _dropout| (merged_spec(queries, *layout), scores_spec(queries, front_keys, keys, *layout)))]
-    fn cube_attention_forward(queries: FloatTensor<Self>, front_keys: FloatTensor<Self>, front_values: FloatTensor<Self>, keys: FloatTensor<Self>, values: FloatTensor<Self>, bias: FloatTensor<Self>, keep: FloatTensor<Self>, layout: Layout, scale: f32, dropout: f64) -> (FloatTensor<Self>, FloatTensor<Self>);
+    #[fusion(meta = |queries, front_keys, _front_values, keys, _values, _bias, _numbers, layout, _scale, _dropout| (merged_spec(queries, *layout), scores_spec(queries, front_keys, keys, *layout)))]
+    fn cube_attention_forward(queries: FloatTensor<Self>, front_keys: FloatTensor<Self>, front_values: FloatTensor<Self>, keys: FloatTensor<Self>, values: FloatTensor<Self>, bias: FloatTensor<Self>, numbers: FloatTensor<Self>, layout: Layout, scale: f32, dropout: f64) -> (FloatTensor<Self>, FloatTensor<Self>);
     /// The gradients in queries, the front's keys and values (stand-ins shaped as theirs
     /// without a front), and the current keys and values, from the output's `grad`
     /// `[B, T, H·Dh]`.
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
-    #[fusion(meta = |queries, front_keys, front_values, keys, values, _probs, _keep, _grad, _layout, _scale, _dropout| (queries.clone(), front_keys.clone(), front_values.clone(), keys.clone(), values.clone()))]
-    fn cube_attention_backward(queries: FloatTensor<Self>, front_keys: FloatTensor<Self>, front_values: FloatTensor<Self>, keys: FloatTensor<Self>, values: FloatTensor<Self>, probs: FloatTensor<Self>, keep: FloatTensor<Self>, grad: FloatTensor<Self>, layout: Layout, scale: f32, dropout: f64) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    #[fusion(meta = |queries, front_keys, front_values, keys, values, _probs, _numbers, _grad, _layout, _scale, _dropout| (queries.clone(), front_keys.clone(), front_values.clone(), keys.clone(), values.clone()))]
+    fn cube_attention_backward(queries: FloatTensor<Self>, front_keys: FloatTensor<Self>, front_values: FloatTensor<Self>, keys: FloatTensor<Self>, values: FloatTensor<Self>, probs: FloatTensor<Self>, numbers: FloatTensor<Self>, grad: FloatTensor<Self>, layout: Layout, scale: f32, dropout: f64) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
 impl CubeAttention for CubeBackend {
     #[allow(clippy::too_many_arguments)]
-    fn cube_attention(queries: CubeTensor, front_keys: CubeTensor, front_values: CubeTensor, keys: CubeTensor, values: CubeTensor, bias: CubeTensor, keep: CubeTensor, layout: Layout, scale: f32, dropout: f64) -> CubeTensor {
+    fn cube_attention(queries: CubeTensor, front_keys: CubeTensor, front_values: CubeTensor, keys: CubeTensor, values: CubeTensor, bias: CubeTensor, numbers: CubeTensor, layout: Layout, scale: f32, dropout: f64) -> CubeTensor {
         let (projections, front) = parts(queries, [front_keys, front_values, keys, values], layout);
-        attention::forward(projections, front, bias, keep, scale, dropout).0
+        attention::forward(projections, front, bias, numbers, scale, dropout).0
     }
 }
 
 impl CubeAttentionPasses for CubeBackend {
     #[allow(clippy::too_many_arguments)]
-    fn cube_attention_forward(queries: CubeTensor, front_keys: CubeTensor, front_values: CubeTensor, keys: CubeTensor, values: CubeTensor, bias: CubeTensor, keep: CubeTensor, layout: Layout, scale: f32, dropout: f64) -> (CubeTensor, CubeTensor) {
+    fn cube_attention_forward(queries: CubeTensor, front_keys: CubeTensor, front_values: CubeTensor, keys: CubeTensor, values: CubeTensor, bias: CubeTensor, numbers: CubeTensor, layout: Layout, scale: f32, dropout: f64) -> (CubeTensor, CubeTensor) {
         let (projections, front) = parts(queries, [front_keys, front_values, keys, values], layout);
-        attention::forward(projections, front, bias, keep, scale, dropout)
+        attention::forward(projections, front, bias, numbers, scale, dropout)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -179,7 +181,7 @@ impl CubeAttentionPasses for CubeBackend {
         keys: CubeTensor,
         values: CubeTensor,
         probs: CubeTensor,
-        keep: CubeTensor,
+        numbers: CubeTensor,
         grad: CubeTensor,
         layout: Layout,
         scale: f32,
@@ -190,7 +192,7 @@ impl CubeAttentionPasses for CubeBackend {
         // says.
         let stand_ins = [front_keys.clone(), front_values.clone(), keys.clone(), values.clone()];
         let (projections, front) = parts(queries, [front_keys, front_values, keys, values], layout);
-        let (grads, grad_front) = attention::backward(projections, front, probs, keep, grad, scale, dropout);
+        let (grads, grad_front) = attention::backward(projections, front, probs, numbers, grad, scale, dropout);
         let [front_keys, front_values, keys, values] = stand_ins;
         let (grad_front_keys, grad_front_values) = grad_front.map_or((front_keys, front_values), |g| (g.keys, g.values));
         match grads {
@@ -207,8 +209,8 @@ struct AttentionBackward {
     dropout: f64,
 }
 
-/// Queries, the front's keys and values, the current keys and values, the softmax, the keep
-/// mask.
+/// Queries, the front's keys and values, the current keys and values, the softmax, and the
+/// dropout's numbers.
 type Saved = [FloatTensor<Cube>; 7];
 
 impl Backward<Cube, 5> for AttentionBackward {
@@ -216,8 +218,8 @@ impl Backward<Cube, 5> for AttentionBackward {
 
     fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let grad = grads.consume::<Cube>(&ops.node);
-        let [queries, front_keys, front_values, keys, values, probs, keep] = ops.state;
-        let (dq, dfk, dfv, dk, dv) = Cube::cube_attention_backward(queries, front_keys, front_values, keys, values, probs, keep, grad, self.layout, self.scale, self.dropout);
+        let [queries, front_keys, front_values, keys, values, probs, numbers] = ops.state;
+        let (dq, dfk, dfv, dk, dv) = Cube::cube_attention_backward(queries, front_keys, front_values, keys, values, probs, numbers, grad, self.layout, self.scale, self.dropout);
         for (parent, input_grad) in ops.parents.into_iter().zip([dq, dfk, dfv, dk, dv]) {
             if let Some(parent) = parent {
                 grads.register::<Cube>(parent.id, input_grad);
@@ -235,23 +237,23 @@ impl<C: CheckpointStrategy> CubeAttention for Autodiff<Cube, C> {
         keys: FloatTensor<Self>,
         values: FloatTensor<Self>,
         bias: FloatTensor<Self>,
-        keep: FloatTensor<Self>,
+        numbers: FloatTensor<Self>,
         layout: Layout,
         scale: f32,
         dropout: f64,
     ) -> FloatTensor<Self> {
-        let (bias, keep) = (bias.primitive().clone(), keep.primitive().clone());
+        let (bias, numbers) = (bias.primitive().clone(), numbers.primitive().clone());
         let backward = AttentionBackward { layout, scale, dropout };
         let inputs = [queries, front_keys, front_values, keys, values];
         match backward.prepare::<C>(inputs.each_ref().map(|t| t.node())).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let [q, fk, fv, k, v] = inputs.map(|t| t.primitive().clone());
-                let (out, probs) = Cube::cube_attention_forward(q.clone(), fk.clone(), fv.clone(), k.clone(), v.clone(), bias, keep.clone(), layout, scale, dropout);
-                prep.finish([q, fk, fv, k, v, probs, keep], out)
+                let (out, probs) = Cube::cube_attention_forward(q.clone(), fk.clone(), fv.clone(), k.clone(), v.clone(), bias, numbers.clone(), layout, scale, dropout);
+                prep.finish([q, fk, fv, k, v, probs, numbers], out)
             }
             OpsKind::UnTracked(prep) => {
                 let [q, fk, fv, k, v] = inputs.map(|t| t.into_primitive());
-                prep.finish(Cube::cube_attention(q, fk, fv, k, v, bias, keep, layout, scale, dropout))
+                prep.finish(Cube::cube_attention(q, fk, fv, k, v, bias, numbers, layout, scale, dropout))
             }
         }
     }

@@ -5,7 +5,8 @@
 use burn::module::{Module, Param};
 use burn::tensor::{module::embedding, Int, Tensor};
 
-use crate::attention::{apply_dropout, attend, KeyValue, Memory};
+use crate::attention::{attend, KeyValue, Memory};
+use crate::dropout::Masked;
 use crate::kv::{KvMemory, KvStore};
 use crate::nn::{Activation, Dropout, LayerNorm, Linear};
 
@@ -45,8 +46,8 @@ impl Attention {
     pub fn forward(&self, x: Tensor<3>, memory: Memory, bias: Tensor<4>, dropout: Dropout) -> Tensor<3> {
         let queries = self.to_heads(self.q_proj.forward(x));
         let scale = (self.head_dim as f32).powf(-0.5);
-        let out = attend(queries, memory, Some(bias), scale, dropout.attn); // [B, T, D]
-        apply_dropout(self.out_proj.forward(out), dropout.resid)
+        let out = attend(queries, memory, Some(bias), scale, dropout.attention()); // [B, T, D]
+        dropout.residual().apply(self.out_proj.forward(out))
     }
 }
 
@@ -61,8 +62,8 @@ pub struct FeedForward {
 
 impl FeedForward {
     pub fn forward(&self, x: Tensor<3>, dropout: Dropout) -> Tensor<3> {
-        let hidden = apply_dropout(self.activation.forward(self.fc1.forward(x)), dropout.activation);
-        apply_dropout(self.fc2.forward(hidden), dropout.resid)
+        let hidden = dropout.activation().apply(self.activation.forward(self.fc1.forward(x)));
+        dropout.residual().apply(self.fc2.forward(hidden))
     }
 }
 
@@ -145,12 +146,15 @@ impl Bart {
     fn embed(&self, stack: &Embeddings, ids: Tensor<2, Int>, positions: Tensor<2, Int>, dropout: Dropout) -> Tensor<3> {
         let tokens = embedding(self.shared.val(), ids) * self.config.embed_scale();
         let positions = embedding(stack.positions.val(), positions + super::config::POSITION_OFFSET as i64);
-        apply_dropout(stack.layernorm_embedding.forward(tokens + positions), dropout.embd)
+        dropout.embeddings().apply(stack.layernorm_embedding.forward(tokens + positions))
     }
 
     /// The encoder over `ids` `[B, S]` at positions 0..S; `prefix[l]` goes in front of layer
     /// l's keys. `bias` `[B, 1, S, P + S]`. Returns `[B, S, D]`.
     pub fn encode(&self, ids: Tensor<2, Int>, positions: Tensor<2, Int>, prefix: Option<Vec<KeyValue>>, bias: Tensor<4>, dropout: Dropout) -> Tensor<3> {
+        let masked = self.masked(&ids, self.config.encoder_layers, self.config.encoder_attention_heads, bias.dims()[3], self.config.encoder_ffn_dim, 2);
+        let draws = dropout.draws_for(masked, &ids.device());
+        let dropout = dropout.with(draws.as_ref());
         let mut x = self.embed(&self.encoder_embeddings, ids, positions, dropout);
         let mut prefix = prefix.map(Vec::into_iter);
         for layer in &self.encoder_layers {
@@ -158,6 +162,21 @@ impl Bart {
             x = layer.forward(x, layer_prefix, bias.clone(), dropout);
         }
         x
+    }
+
+    /// What dropout masks in a pass of a stack of `layers` over `ids` `[B, T]`: each layer's
+    /// queries see `keys` keys (in all of its attentions), its feed-forward is `ffn` wide, and
+    /// `residuals` sub-layers add to the residual stream.
+    fn masked(&self, ids: &Tensor<2, Int>, layers: usize, heads: usize, keys: usize, ffn: usize, residuals: usize) -> Masked {
+        let [batch, len] = ids.dims();
+        let rows = batch * len;
+        Masked {
+            embeddings: rows * self.config.d_model,
+            attention: layers * batch * heads * len * keys,
+            residual: layers * residuals * rows * self.config.d_model,
+            activation: layers * rows * ffn,
+            masks: 1 + layers * 2 * residuals, // embeddings; attentions, residuals and activation
+        }
     }
 
     /// Every decoder layer's cross-attention keys/values of the encoder output `[B, S, D]`:
@@ -180,6 +199,10 @@ impl Bart {
         cross_bias: Tensor<4>,
         dropout: Dropout,
     ) -> Tensor<3> {
+        let keys = self_bias.dims()[3] + cross_bias.dims()[3];
+        let masked = self.masked(&ids, self.config.decoder_layers, self.config.decoder_attention_heads, keys, self.config.decoder_ffn_dim, 3);
+        let draws = dropout.draws_for(masked, &ids.device());
+        let dropout = dropout.with(draws.as_ref());
         let mut x = self.embed(&self.decoder_embeddings, ids, positions, dropout);
         for (index, layer) in self.decoder_layers.iter().enumerate() {
             x = layer.forward(x, store, cross, index, self_bias.clone(), cross_bias.clone(), dropout);

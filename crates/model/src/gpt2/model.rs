@@ -5,7 +5,8 @@ use burn::module::{Module, Param};
 use burn::tensor::{module::embedding, Int, Tensor};
 
 use super::config::{Activation, Gpt2Config};
-use crate::attention::{apply_dropout, attend, attend_packed, unpack, KeyValue};
+use crate::attention::{attend, attend_packed, unpack, KeyValue};
+use crate::dropout::Masked;
 use crate::kv::{Appended, KvStore};
 pub use crate::nn::{Dropout, LayerNorm, Linear as Conv1D};
 
@@ -36,14 +37,14 @@ impl SelfAttention {
         let qkv = self.c_attn.forward(x).reshape([batch, seq, 3 * self.n_head, head_dim]); // [B, T, 3·H, Dh]
         let out = match store.passing(layer) {
             // Nothing kept (a loss): on a GPU the three stay packed, and so does their gradient.
-            Some(earlier) => attend_packed(qkv, earlier, bias, self.scale, dropout.attn),
+            Some(earlier) => attend_packed(qkv, earlier, bias, self.scale, dropout.attention()),
             None => {
                 let (queries, current) = unpack(qkv); // [B, H, T, Dh] each
                 let memory = store.extend(layer, current); // S keys: earlier, then current
-                attend(queries, memory, bias, self.scale, dropout.attn)
+                attend(queries, memory, bias, self.scale, dropout.attention())
             }
         }; // [B, T, D]
-        apply_dropout(self.c_proj.forward(out), dropout.resid)
+        dropout.residual().apply(self.c_proj.forward(out))
     }
 }
 
@@ -59,7 +60,7 @@ impl Mlp {
     pub fn forward(&self, x: Tensor<3>, dropout: Dropout) -> Tensor<3> {
         let hidden = self.c_fc.forward(x);
         let hidden = self.activation.forward(hidden);
-        apply_dropout(self.c_proj.forward(hidden), dropout.resid)
+        dropout.residual().apply(self.c_proj.forward(hidden))
     }
 }
 
@@ -78,10 +79,10 @@ impl Block {
     }
 }
 
-impl Dropout {
+impl Dropout<'static> {
     /// The rates the checkpoint was trained with (HF's `*_pdrop`), for training mode.
     pub fn from_config(config: &Gpt2Config) -> Self {
-        Self { embd: config.embd_pdrop, attn: config.attn_pdrop, resid: config.resid_pdrop, activation: 0.0 }
+        Self { embd: config.embd_pdrop, attn: config.attn_pdrop, resid: config.resid_pdrop, activation: 0.0, draws: None }
     }
 }
 
@@ -139,12 +140,29 @@ impl Gpt2 {
         store: &mut dyn KvStore,
         dropout: Dropout,
     ) -> Tensor<3> {
+        let [batch, len, _] = tokens.dims();
+        let masked = self.masked(batch, len, bias.as_ref().map_or(len, |bias| bias.dims()[3]));
+        let draws = dropout.draws_for(masked, &tokens.device());
+        let dropout = dropout.with(draws.as_ref());
         let positions = embedding(self.wpe.val(), position_ids); // [B, T, D]
-        let mut x = apply_dropout(tokens + positions, dropout.embd);
+        let mut x = dropout.embeddings().apply(tokens + positions);
         for (layer, block) in self.h.iter().enumerate() {
             x = block.forward(x, store, layer, bias.clone(), dropout);
         }
         self.ln_f.forward(x)
+    }
+
+    /// What dropout masks in a pass over `batch` rows of `len` tokens whose queries see `keys`
+    /// keys (earlier and current).
+    pub fn masked(&self, batch: usize, len: usize, keys: usize) -> Masked {
+        let (layers, width) = (self.h.len(), self.config.n_embd);
+        Masked {
+            embeddings: batch * len * width,
+            attention: layers * batch * self.config.n_head * len * keys,
+            residual: layers * 2 * batch * len * width,
+            activation: 0,
+            masks: 1 + layers * 3,
+        }
     }
 
     /// Logits over the vocabulary through the head tied to `wte`: `[B, T, D] → [B, T, V]`.

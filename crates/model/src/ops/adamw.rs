@@ -3,7 +3,7 @@
 //! operations. (The CPU backend's one-pass step, [`prefix_tune_kernels::adamw`], works on host
 //! slices and is taken by the optimizer itself.)
 
-use burn::tensor::Tensor;
+use burn::tensor::{Bool, Tensor};
 pub use prefix_tune_kernels::adamw::Coefficients;
 
 /// `(value, m, v)` after one step from `grad`; moments `None` before the first step.
@@ -19,11 +19,15 @@ pub fn step_unless(c: &Coefficients, value: Tensor<1>, grad: Tensor<1>, (m, v): 
         return gpu::step(c, value, grad, (m, v), skip);
     }
     let Some(skip) = skip else { return tensors(c, value, grad, (m, v)) };
-    let zeros = || value.zeros_like();
-    let (old_m, old_v) = (m.clone().unwrap_or_else(zeros), v.clone().unwrap_or_else(zeros));
-    let (new_value, new_m, new_v) = tensors(c, value.clone(), grad, (m, v));
-    let called_off = skip.not_equal_elem(0.0).expand([value.dims()[0]]);
-    (new_value.mask_where(called_off.clone(), value), new_m.mask_where(called_off.clone(), old_m), new_v.mask_where(called_off, old_v))
+    let called_off = skip.not_equal_elem(0.0);
+    let (new_value, new_m, new_v) = tensors(c, value.clone(), grad, (m.clone(), v.clone()));
+    (guard(new_value, Some(value), &called_off), guard(new_m, m, &called_off), guard(new_v, v, &called_off))
+}
+
+/// `new`, or `old` where the step is `called_off` (`[1]`); `old` `None` (an unset moment): zeros.
+pub fn guard(new: Tensor<1>, old: Option<Tensor<1>>, called_off: &Tensor<1, Bool>) -> Tensor<1> {
+    let old = old.unwrap_or_else(|| new.zeros_like());
+    new.mask_where(called_off.clone().expand([old.dims()[0]]), old)
 }
 
 /// AdamW as tensor operations (any backend): the reference for the fused forms.

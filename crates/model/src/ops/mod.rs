@@ -22,6 +22,7 @@ pub(crate) fn backward_one<B: burn::backend::Backend, S>(
 }
 
 pub mod cross_entropy;
+pub mod cut;
 pub mod gelu;
 pub mod kv_write;
 pub mod layer_norm;

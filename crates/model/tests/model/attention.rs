@@ -4,6 +4,7 @@
 
 use burn::tensor::{Distribution, Tensor};
 use prefix_tune_model::attention::{attend, attention_bias, composed, KeyValue};
+use prefix_tune_model::dropout::Site;
 use prefix_tune_model::tensors::to_f32s;
 use prefix_tune_model::testing::{device, max_abs_diff};
 
@@ -30,14 +31,14 @@ fn fused_attention_equals_the_tensor_form_with_its_gradients() {
             (to_f32s(out), [grad(&q), grad(&k), grad(&v)])
         };
         let scale = 1.0 / (dh as f32).sqrt();
-        let (fused, fused_grads) = run(&|q, k, v| attend(q, KeyValue { keys: k, values: v }.into(), Some(bias.clone()), scale, dropout));
-        let (tensor_form, tensor_grads) = run(&|q, k, v| composed(q, k, v, Some(bias.clone()), scale, dropout));
+        let (fused, fused_grads) = run(&|q, k, v| attend(q, KeyValue { keys: k, values: v }.into(), Some(bias.clone()), scale, Site::rate(dropout)));
+        let (tensor_form, tensor_grads) = run(&|q, k, v| composed(q, k, v, Some(bias.clone()), scale, Site::rate(dropout)));
         assert!(max_abs_diff(&fused, &tensor_form) < 2e-6, "dropout {dropout}: values differ by {}", max_abs_diff(&fused, &tensor_form));
         for (name, (a, b)) in ["queries", "keys", "values"].iter().zip(fused_grads.iter().zip(&tensor_grads)) {
             assert!(max_abs_diff(a, b) < 5e-6, "dropout {dropout}: {name}' gradients differ by {}", max_abs_diff(a, b));
         }
         if dropout > 0.0 {
-            let undropped = run(&|q, k, v| composed(q, k, v, Some(bias.clone()), scale, 0.0)).0;
+            let undropped = run(&|q, k, v| composed(q, k, v, Some(bias.clone()), scale, Site::rate(0.0))).0;
             assert!(max_abs_diff(&fused, &undropped) > 1e-2, "dropout changed nothing");
         }
     }
@@ -54,7 +55,7 @@ fn dropout_keeps_one_minus_p_scaled_and_follows_the_seed() {
     let x = Tensor::<3>::ones([4, 50, 300], &device).require_grad();
     let run = |seed: u64| {
         device.seed(seed);
-        let y = prefix_tune_model::attention::apply_dropout(x.clone(), p);
+        let y = Site::rate(p).apply(x.clone());
         let grad = x.grad(&(y.clone() * 3.0).sum().backward()).expect("tracked");
         (to_f32s(y), to_f32s(grad))
     };

@@ -10,6 +10,7 @@ use prefix_tune_model::nn::Linear;
 use prefix_tune_model::adamw::{self, Coefficients};
 use prefix_tune_model::attention;
 use prefix_tune_model::cross_entropy;
+use prefix_tune_model::dropout::Site;
 use prefix_tune_model::tensors::to_f32s;
 use prefix_tune_model::testing::{max_abs_diff, random_draws, run_on_vulkan};
 
@@ -43,6 +44,7 @@ fn wgpu_shaders_child() {
     attention_kernels_packed(&device, 40, 3, 0.0, Front::PerRow);
     attention_kernels_packed(&device, 9, 0, 0.1, Front::Joined);
     narrow_kernel(&device);
+    super::dropout::on_gpu(&device);
     kv_write_kernel(&device.clone().without_autodiff());
     matmul_kernel(&device);
     pick_kernel(&device.clone().without_autodiff(), 1000, 40);
@@ -426,14 +428,14 @@ fn attention_kernels(device: &Device, t: usize, prefix: usize, dropout: f64, lay
             Front::PerRow | Front::Shared => Memory { earlier: Some(earlier), current },
         }
     };
-    type Attention = fn(Tensor<4>, Memory, Option<Tensor<4>>, f32, f64) -> Tensor<3>;
+    type Attention = fn(Tensor<4>, Memory, Option<Tensor<4>>, f32, Site<'static>) -> Tensor<3>;
     let tensor_form: Attention = |queries, memory, bias, scale, dropout| {
         let KeyValue { keys, values } = memory.joined();
         attention::composed(queries, keys, values, bias, scale, dropout)
     };
     let run = |f: Attention| {
         device.seed(37); // the same dropout mask on both sides
-        let out = f(queries.clone(), memory(tensors.clone()), Some(bias.clone()), scale, dropout);
+        let out = f(queries.clone(), memory(tensors.clone()), Some(bias.clone()), scale, Site::rate(dropout));
         // Swapped, the output's gradient reaches the kernels as a strided view too.
         let loss = match layout {
             Layout::Contiguous => out.clone() * upstream.clone(),
@@ -454,7 +456,7 @@ fn attention_kernels(device: &Device, t: usize, prefix: usize, dropout: f64, lay
     }
     assert!(kernel[2].iter().any(|&g| g.abs() > 1e-3) && kernel[4].iter().any(|&g| g.abs() > 1e-3), "keys got no gradient");
     // Without autodiff (decoding) and without a bias.
-    let plain = |f: Attention| to_f32s(f(queries.clone().inner(), memory(tensors.clone().map(|x| x.inner())), None, scale, 0.0));
+    let plain = |f: Attention| to_f32s(f(queries.clone().inner(), memory(tensors.clone().map(|x| x.inner())), None, scale, Site::rate(0.0)));
     assert!(max_abs_diff(&plain(attention::attend), &plain(tensor_form)) < 2e-5);
     println!("attention kernels = tensor form on wgpu (T {t}, prefix {prefix}, dropout {dropout}, {layout:?}, {front:?}: values, query, key and value gradients)");
 }
@@ -478,7 +480,7 @@ fn attention_kernels_packed(device: &Device, t: usize, prefix: usize, dropout: f
     let key_mask: Vec<Vec<f32>> = (0..batch).map(|b| (0..s).map(|j| if b == 2 && j == s - t { 0.0 } else { 1.0 }).collect()).collect();
     let bias = attention::attention_bias(&key_mask, t, true, device);
     let scale = 1.0 / (head_dim as f32).sqrt();
-    type Packed = fn(Tensor<4>, Option<KeyValue>, Option<Tensor<4>>, f32, f64) -> Tensor<3>;
+    type Packed = fn(Tensor<4>, Option<KeyValue>, Option<Tensor<4>>, f32, Site<'static>) -> Tensor<3>;
     let tensor_form: Packed = |qkv, earlier, bias, scale, dropout| {
         let (queries, current) = attention::unpack(qkv);
         let KeyValue { keys, values } = attention::Memory { earlier, current }.joined();
@@ -486,7 +488,7 @@ fn attention_kernels_packed(device: &Device, t: usize, prefix: usize, dropout: f
     };
     let run = |f: Packed| {
         device.seed(47);
-        let out = f(qkv.clone(), earlier.clone(), Some(bias.clone()), scale, dropout);
+        let out = f(qkv.clone(), earlier.clone(), Some(bias.clone()), scale, Site::rate(dropout));
         let grads = (out.clone() * upstream.clone()).sum().backward();
         let grad = |x: &Tensor<4>| to_f32s(x.grad(&grads).expect("tracked"));
         let mut all = vec![to_f32s(out), grad(&qkv)];
@@ -503,7 +505,7 @@ fn attention_kernels_packed(device: &Device, t: usize, prefix: usize, dropout: f
         let part = kernel[1].chunks(width).flat_map(|row| row[third * width / 3..(third + 1) * width / 3].to_vec());
         assert!(part.into_iter().any(|g| g.abs() > 1e-3), "third {third} of the projection got no gradient");
     }
-    let plain = |f: Packed| to_f32s(f(qkv.clone().inner(), earlier.clone().map(|kv| KeyValue { keys: kv.keys.inner(), values: kv.values.inner() }), Some(bias.clone().inner()), scale, 0.0));
+    let plain = |f: Packed| to_f32s(f(qkv.clone().inner(), earlier.clone().map(|kv| KeyValue { keys: kv.keys.inner(), values: kv.values.inner() }), Some(bias.clone().inner()), scale, Site::rate(0.0)));
     assert!(max_abs_diff(&plain(attention::attend_packed), &plain(tensor_form)) < 2e-5);
     println!("packed attention kernels = unpacked tensor form on wgpu (T {t}, prefix {prefix}, dropout {dropout}, {front:?}: values, the projection's and the prefix's gradients)");
 }

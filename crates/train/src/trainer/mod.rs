@@ -329,7 +329,7 @@ impl<M: PrefixModel> Trainer<M> {
         batches.div_ceil(self.config.grad_accum) * self.config.epochs
     }
 
-    fn dropout(&self) -> Dropout {
+    fn dropout(&self) -> Dropout<'static> {
         match self.config.lm_dropout {
             Some(p) => Dropout::uniform(p),
             None => self.model.configured_dropout(),
