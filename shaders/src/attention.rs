@@ -22,9 +22,6 @@
 //! is then written packed too: one tensor for the projection's backward, where three slices of
 //! it took a zero-padded copy each and two additions.
 //!
-//! Dropout reads a uniform number in [0, 1) per weight (`[B, H, T, S]`, cut from the pass's one
-//! draw) and keeps the weight where it is below `1 − p` ([`Keep`]): the mask is never written.
-//!
 //! Backward, with `P` the softmax, `K` the dropout's keep mask and `k = 1/(1 − p)`:
 //! - per query row: `dP = (dO · Vᵀ) ∘ K · k`, `dS = P ∘ (dP − rowsum(P ∘ dP)) · scale`, and
 //!   `dQ = dS · K`;
@@ -51,26 +48,6 @@ const KEY_ROW_THREADS: u32 = 64;
 
 /// The most keys a row may have: the scores of one row live in shared memory (32 KB of f32).
 pub const MAX_KEYS: usize = 8192;
-
-/// Dropout on the attention weights: a weight is kept, scaled by `scale = 1/(1 − p)`, where its
-/// uniform number is below `below = 1 − p`, and zeroed elsewhere.
-#[derive(CubeType, CubeLaunch)]
-pub struct Keep {
-    below: f32,
-    scale: f32,
-}
-
-impl Keep {
-    fn arg(dropout: f64) -> KeepLaunch {
-        KeepLaunch::new((1.0 - dropout) as f32, (1.0 / (1.0 - dropout)) as f32)
-    }
-}
-
-/// The dropout factor of the weight whose number is `numbers[index]`: `scale` or 0.
-#[cube]
-fn keep_factor<F: Float>(keep: &Keep, numbers: &Tensor<F>, index: usize) -> F {
-    select(numbers[index] < F::cast_from(keep.below), F::cast_from(keep.scale), F::new(0.0))
-}
 
 /// Where the bias of (b, h, t, s) is: a dimension of size 1 is broadcast.
 #[cube]
@@ -103,24 +80,26 @@ pub struct Heads {
 
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn forward_kernel<F: Float>(
+fn forward_kernel<F: Float, I: Numeric>(
     queries: &Tensor<F>,      // [B, H, T, Dh]
     front_keys: &Tensor<F>,   // [B|1, H, P, Dh], read when P > 0
     front_values: &Tensor<F>, // [B|1, H, P, Dh]
     keys: &Tensor<F>,         // [B, H, S − P, Dh]
     values: &Tensor<F>,       // [B, H, S − P, Dh]
     bias: &Tensor<F>,         // [B|1, H|1, T|1, S|1]
-    numbers: &Tensor<F>,      // [B, H, T, S], uniform in [0, 1), read with dropout
+    keep: &Tensor<F>,         // [B, H, T, S], read with dropout
+    slots: &Tensor<I>,        // [B, H, S], read when paged: the front's row of each key
     out: &mut Tensor<F>,      // [B, H, T, Dh]
     probs: &mut Tensor<F>,    // [B, H, T, S], the softmax before dropout
     front_len: usize,
     heads_at: Heads,
     scale: f32,
-    keep: Keep,
+    keep_scale: f32,
     #[comptime] dropout: bool,
+    #[comptime] paged: bool,
     #[comptime] threads: u32,
     #[comptime] max_keys: u32,
-    #[define(F)] _dtype: ElemType,
+    #[define(F, I)] _dtypes: [ElemType; 2],
 ) {
     let row = cube_row(); // (b, h, t)
     let (heads, t_len, dh) = (probs.shape(1), probs.shape(2), queries.shape(3));
@@ -137,7 +116,7 @@ fn forward_kernel<F: Float>(
     let mut local_max = F::min_value();
     let mut s = UNIT_POS_X as usize;
     while s < s_len {
-        let score = key_dot::<F>(queries, q_start, front_keys, keys, b, h, heads_at.keys + h, s, front_len, dh) * F::cast_from(scale) + bias[bias_index::<F>(bias, b, h, t, s)];
+        let score = key_dot::<F, I>(queries, q_start, front_keys, keys, slots, b, h, heads_at.keys + h, s, front_len, dh, paged) * F::cast_from(scale) + bias[bias_index::<F>(bias, b, h, t, s)];
         weights[s] = score;
         if score > local_max {
             local_max = score;
@@ -159,14 +138,14 @@ fn forward_kernel<F: Float>(
         let p = weights[s] / sum;
         probs[p_start + s] = p;
         if comptime!(dropout) {
-            weights[s] = p * keep_factor::<F>(&keep, numbers, p_start + s);
+            weights[s] = p * keep[p_start + s] * F::cast_from(keep_scale);
         } else {
             weights[s] = p;
         }
         s += CUBE_DIM_X as usize;
     }
     sync_cube();
-    weighted_rows::<F>(&weights, front_values, values, b, h, heads_at.values + h, front_len, s_len, dh, out, out_start);
+    weighted_rows::<F, I>(&weights, front_values, values, slots, b, h, heads_at.values + h, front_len, s_len, dh, out, out_start, paged);
 }
 
 #[cube(launch)]
@@ -177,14 +156,14 @@ fn backward_rows_kernel<F: Float>(
     keys: &Tensor<F>,              // [B, H, S − P, Dh]
     values: &Tensor<F>,            // [B, H, S − P, Dh]
     probs: &Tensor<F>,             // [B, H, T, S]
-    numbers: &Tensor<F>,           // [B, H, T, S], uniform in [0, 1), read with dropout
+    keep: &Tensor<F>,              // [B, H, T, S], read with dropout
     grad_out: &Tensor<F>,          // [B, H, T, Dh]
     grad_queries: &mut Tensor<F>,  // [B, H, T, Dh]
     grad_scores: &mut Tensor<F>,   // [B, H, T, S], dS · scale
     front_len: usize,
     heads_at: Heads,
     scale: f32,
-    keep: Keep,
+    keep_scale: f32,
     #[comptime] dropout: bool,
     #[comptime] threads: u32,
     #[comptime] max_keys: u32,
@@ -204,9 +183,9 @@ fn backward_rows_kernel<F: Float>(
     let mut local = F::new(0.0);
     let mut s = UNIT_POS_X as usize;
     while s < s_len {
-        let mut grad_p = key_dot::<F>(grad_out, out_grad_start, front_values, values, b, h, heads_at.values + h, s, front_len, dh);
+        let mut grad_p = key_dot::<F, F>(grad_out, out_grad_start, front_values, values, probs, b, h, heads_at.values + h, s, front_len, dh, false);
         if comptime!(dropout) {
-            grad_p = grad_p * keep_factor::<F>(&keep, numbers, p_start + s);
+            grad_p = grad_p * keep[p_start + s] * F::cast_from(keep_scale);
         }
         row_grad[s] = grad_p;
         local += probs[p_start + s] * grad_p;
@@ -222,7 +201,7 @@ fn backward_rows_kernel<F: Float>(
     }
     sync_cube();
     let query_grad_start = out_row_start::<F>(grad_queries, b, heads_at.queries + h, t);
-    weighted_rows::<F>(&row_grad, front_keys, keys, b, h, heads_at.keys + h, front_len, s_len, dh, grad_queries, query_grad_start);
+    weighted_rows::<F, F>(&row_grad, front_keys, keys, probs, b, h, heads_at.keys + h, front_len, s_len, dh, grad_queries, query_grad_start, false);
 }
 
 /// The batch row of a front `[B|1, H, P, Dh]` that batch row `b` reads: a front of one row is
@@ -232,14 +211,26 @@ fn front_row<F: Float>(front: &Tensor<F>, b: usize) -> usize {
     if front.shape(0) == 1 { 0usize } else { b }
 }
 
-/// `a[a_start..+dh] · key row s` of (b, h): the front's row s when s < `front_len`, else row
-/// s − `front_len` of the rest's head `rest_h`. A query row against a key, or an output gradient
-/// against a value.
+/// Where key row s of (b, h) starts in the front: paged, at the pool row `slots[b, h, s]` of a
+/// pool `[H·capacity, Dh]` (a KV cache's keys or values, read where they lie); else at row s of
+/// (b, h) of a front `[B|1, H, P, Dh]`.
+#[cube]
+fn front_start<F: Float, I: Numeric>(front: &Tensor<F>, slots: &Tensor<I>, b: usize, h: usize, s: usize, #[comptime] paged: bool) -> usize {
+    if comptime!(paged) {
+        usize::cast_from(slots[b * slots.stride(0) + h * slots.stride(1) + s * slots.stride(2)]) * front.stride(0)
+    } else {
+        row_start::<F>(front, front_row::<F>(front, b), h, s)
+    }
+}
+
+/// `a[a_start..+dh] · key row s` of (b, h): the front's row s when s < `front_len`
+/// ([`front_start`]), else row s − `front_len` of the rest's head `rest_h`. A query row against
+/// a key, or an output gradient against a value.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn key_dot<F: Float>(a: &Tensor<F>, a_start: usize, front: &Tensor<F>, rest: &Tensor<F>, b: usize, h: usize, rest_h: usize, s: usize, front_len: usize, dh: usize) -> F {
+fn key_dot<F: Float, I: Numeric>(a: &Tensor<F>, a_start: usize, front: &Tensor<F>, rest: &Tensor<F>, slots: &Tensor<I>, b: usize, h: usize, rest_h: usize, s: usize, front_len: usize, dh: usize, #[comptime] paged: bool) -> F {
     if s < front_len {
-        dot::<F>(a, a_start, front, row_start::<F>(front, front_row::<F>(front, b), h, s), dh)
+        dot::<F>(a, a_start, front, front_start::<F, I>(front, slots, b, h, s, paged), dh)
     } else {
         dot::<F>(a, a_start, rest, row_start::<F>(rest, b, rest_h, s - front_len), dh)
     }
@@ -271,19 +262,32 @@ fn dot<F: Float>(a: &Tensor<F>, a_start: usize, b: &Tensor<F>, b_start: usize, d
 }
 
 /// `out[out_start..+dh] = weights[..s_len] · rows`, the `s_len` key (or value) rows of (b, h)
-/// being the front's first `front_len` then the rest's (its head `rest_h`), each thread taking every
-/// `CUBE_DIM_X`-th column: probabilities times values forward, score gradients times keys back.
-/// One sum in key order, as over the concatenated rows.
+/// being the front's first `front_len` ([`front_start`]) then the rest's (its head `rest_h`),
+/// each thread taking every `CUBE_DIM_X`-th column: probabilities times values forward, score
+/// gradients times keys back. One sum in key order, as over the concatenated rows.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn weighted_rows<F: Float>(weights: &Shared<[F]>, front: &Tensor<F>, rest: &Tensor<F>, b: usize, h: usize, rest_h: usize, front_len: usize, s_len: usize, dh: usize, out: &mut Tensor<F>, out_start: usize) {
-    let (front_start, front_stride) = (row_start::<F>(front, front_row::<F>(front, b), h, 0), front.stride(2));
+fn weighted_rows<F: Float, I: Numeric>(
+    weights: &Shared<[F]>,
+    front: &Tensor<F>,
+    rest: &Tensor<F>,
+    slots: &Tensor<I>,
+    b: usize,
+    h: usize,
+    rest_h: usize,
+    front_len: usize,
+    s_len: usize,
+    dh: usize,
+    out: &mut Tensor<F>,
+    out_start: usize,
+    #[comptime] paged: bool,
+) {
     let (rest_start, rest_stride) = (row_start::<F>(rest, b, rest_h, 0), rest.stride(2));
     let mut d = UNIT_POS_X as usize;
     while d < dh {
         let mut acc = F::new(0.0);
         for s in 0..front_len {
-            acc += weights[s] * front[front_start + s * front_stride + d];
+            acc += weights[s] * front[front_start::<F, I>(front, slots, b, h, s, paged) + d];
         }
         for s in front_len..s_len {
             acc += weights[s] * rest[rest_start + (s - front_len) * rest_stride + d];
@@ -323,28 +327,48 @@ fn split_heads(merged: CubeTensor, heads: usize) -> CubeTensor {
     permute(reshape(merged, Shape::new([batch, rows, heads, width / heads])), &[0, 2, 1, 3])
 }
 
-/// The dropout's numbers as the kernels read them: contiguous with dropout; without, they are
-/// never read and may be any stand-in (the caller passes the bias), left as it is.
-fn contiguous_with_dropout(numbers: CubeTensor, dropout: f64) -> CubeTensor {
-    if dropout > 0.0 { into_contiguous(numbers) } else { numbers }
+/// The keep mask as the kernels read it: contiguous with dropout; without, it is never read and
+/// may be any stand-in (the caller passes the bias), left as it is.
+fn contiguous_with_dropout(keep: CubeTensor, dropout: f64) -> CubeTensor {
+    if dropout > 0.0 { into_contiguous(keep) } else { keep }
 }
 
-/// `(softmax(Q·Kᵀ·scale + bias) ∘ K · 1/(1 − p)) · V` over the keys and values `front` then
-/// the current ones, its heads merged (`[B, T, H·Dh]`: the output projection reads it as it
-/// lies), and the softmax before dropout; `K` is 1 where `numbers` (`[B, H, T, S]`, uniform in
-/// [0, 1)) are below `1 − p`, and they are read only when `dropout > 0`.
-pub fn forward(projections: Projections, front: Option<KeysValues>, bias: CubeTensor, numbers: CubeTensor, scale: f32, dropout: f64) -> (CubeTensor, CubeTensor) {
+/// `(softmax(Q·Kᵀ·scale + bias) ∘ keep · 1/(1 − p)) · V` over the keys and values `front`
+/// then the current ones, its heads merged (`[B, T, H·Dh]`: the output projection reads it as
+/// it lies), and the softmax before dropout. `keep` is read only when `dropout > 0`.
+pub fn forward(projections: Projections, front: Option<KeysValues>, bias: CubeTensor, keep: CubeTensor, scale: f32, dropout: f64) -> (CubeTensor, CubeTensor) {
     let inputs = Inputs::new(projections);
     let (front, front_len) = front_args(front, &inputs.current);
-    let numbers = contiguous_with_dropout(numbers, dropout);
+    let s_len = front_len + inputs.current.rows();
+    launch_forward(inputs, (front, front_len, None), s_len, bias, keep, scale, dropout)
+}
+
+/// Decoding's attention over a KV cache's pools (`[H·capacity, Dh]` each) read where they lie:
+/// key s of query row (b, h, ·) is pool row `slots[b, h, s]` (`slots` `[B, H, S]`), where
+/// gathering every row's keys and values first took two launches and a copy of the cache per
+/// layer and step. Its heads merged, `[B, T, H·Dh]`; no dropout, no gradient.
+pub fn forward_paged(queries: CubeTensor, pools: KeysValues, slots: CubeTensor, bias: CubeTensor, scale: f32) -> CubeTensor {
+    let slots = into_contiguous(slots);
+    let s_len = slots.shape()[2];
+    let keep = bias.clone(); // not read without dropout
+    launch_forward(Inputs::queries_only(queries), (pools, s_len, Some(slots)), s_len, bias, keep, scale, 0.0).0
+}
+
+/// The forward kernel over `inputs` after the front (its keys and values, how many keys it
+/// holds, and with `slots` the pool row of each), `s_len` keys in all.
+#[allow(clippy::too_many_arguments)]
+fn launch_forward(inputs: Inputs, (front, front_len, slots): (KeysValues, usize, Option<CubeTensor>), s_len: usize, bias: CubeTensor, keep: CubeTensor, scale: f32, dropout: f64) -> (CubeTensor, CubeTensor) {
+    let keep = contiguous_with_dropout(keep, dropout);
     let [batch, _, t_len, head_dim] = inputs.queries.shape().dims::<4>();
-    let (heads, s_len) = (inputs.heads, front_len + inputs.current.rows());
+    let heads = inputs.heads;
     let threads = query_row_threads(s_len, head_dim);
     let client = inputs.queries.client.clone();
     let merged = empty_like(&inputs.queries, Shape::new([batch, t_len, heads * head_dim]));
     let out = split_heads(merged.clone(), heads);
     let probs = empty_like(&inputs.queries, Shape::new([batch, heads, t_len, s_len]));
-    let dtype = elements(&inputs.queries);
+    let paged = slots.is_some();
+    let slots = slots.unwrap_or_else(|| bias.clone()); // unpaged, a stand-in never read
+    let dtypes = [elements(&inputs.queries), elements(&slots)];
     let heads_at = inputs.heads_arg();
     forward_kernel::launch(
         &client,
@@ -356,17 +380,19 @@ pub fn forward(projections: Projections, front: Option<KeysValues>, bias: CubeTe
         inputs.current.keys.into_tensor_arg(),
         inputs.current.values.into_tensor_arg(),
         bias.into_tensor_arg(),
-        numbers.into_tensor_arg(),
+        keep.into_tensor_arg(),
+        slots.into_tensor_arg(),
         out.into_tensor_arg(),
         probs.clone().into_tensor_arg(),
         front_len,
         heads_at,
         scale,
-        Keep::arg(dropout),
+        (1.0 / (1.0 - dropout)) as f32,
         dropout > 0.0,
+        paged,
         threads,
         row_capacity(s_len),
-        dtype,
+        dtypes,
     );
     (merged, probs)
 }
@@ -374,16 +400,15 @@ pub fn forward(projections: Projections, front: Option<KeysValues>, bias: CubeTe
 /// The gradients of [`forward`]'s output in the queries and current keys and values, laid out
 /// as they came, and in the front's keys and values (summed over the batch where one front row
 /// serves them all; `None` without a front), from the upstream gradient `grad_out`
-/// (`[B, T, H·Dh]`) and what the forward pass read and kept (`probs`, and with dropout its
-/// `numbers`).
+/// (`[B, T, H·Dh]`) and what the forward pass kept (`probs`, and `keep` with dropout).
 #[allow(clippy::too_many_arguments)]
-pub fn backward(projections: Projections, front: Option<KeysValues>, probs: CubeTensor, numbers: CubeTensor, grad_out: CubeTensor, scale: f32, dropout: f64) -> (ProjectionGrads, Option<KeysValues>) {
+pub fn backward(projections: Projections, front: Option<KeysValues>, probs: CubeTensor, keep: CubeTensor, grad_out: CubeTensor, scale: f32, dropout: f64) -> (ProjectionGrads, Option<KeysValues>) {
     let inputs = Inputs::new(projections);
     let has_front = front.is_some();
     let grad_out = rows_in_place(split_heads(grad_out, inputs.heads));
     let (front, front_len) = front_args(front, &inputs.current);
     let probs = into_contiguous(probs);
-    let numbers = contiguous_with_dropout(numbers, dropout);
+    let keep = contiguous_with_dropout(keep, dropout);
     let [batch, heads, t_len, s_len] = probs.shape().dims::<4>();
     let head_dim = inputs.queries.shape()[3];
     let threads = query_row_threads(s_len, head_dim);
@@ -397,6 +422,7 @@ pub fn backward(projections: Projections, front: Option<KeysValues>, probs: Cube
     };
     let front_rows = if has_front { front.keys.shape()[0] * heads * front_len } else { 0 };
     let (dtype, packed) = (elements(&inputs.queries), inputs.packed());
+    let keep_scale = (1.0 / (1.0 - dropout)) as f32;
     backward_rows_kernel::launch(
         &client,
         row_cubes(batch * heads * t_len),
@@ -406,14 +432,14 @@ pub fn backward(projections: Projections, front: Option<KeysValues>, probs: Cube
         inputs.current.keys.clone().into_tensor_arg(),
         inputs.current.values.clone().into_tensor_arg(),
         probs.clone().into_tensor_arg(),
-        numbers.clone().into_tensor_arg(),
+        keep.clone().into_tensor_arg(),
         grad_out.clone().into_tensor_arg(),
         grad_queries.into_tensor_arg(),
         grad_scores.clone().into_tensor_arg(),
         front_len,
         inputs.heads_arg(),
         scale,
-        Keep::arg(dropout),
+        keep_scale,
         dropout > 0.0,
         threads,
         row_capacity(s_len),
@@ -425,7 +451,7 @@ pub fn backward(projections: Projections, front: Option<KeysValues>, probs: Cube
         CubeDim::new_1d(KEY_ROW_THREADS),
         inputs.queries.clone().into_tensor_arg(),
         probs.into_tensor_arg(),
-        numbers.into_tensor_arg(),
+        keep.into_tensor_arg(),
         grad_out.into_tensor_arg(),
         grad_scores.into_tensor_arg(),
         grad_keys.into_tensor_arg(),
@@ -434,7 +460,7 @@ pub fn backward(projections: Projections, front: Option<KeysValues>, probs: Cube
         grad_front.values.clone().into_tensor_arg(),
         front_len,
         inputs.heads_arg(),
-        Keep::arg(dropout),
+        keep_scale,
         dropout > 0.0,
         packed,
         dtype,

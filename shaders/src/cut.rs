@@ -1,5 +1,5 @@
 //! A run of a one-dimensional tensor as a contiguous tensor of its own shape, without a copy:
-//! how a forward pass's dropout masks are cut from its one draw of uniform numbers.
+//! how a forward pass's dropout masks are cut from its one draw.
 //!
 //! Burn's slice is a view only where both ends of the run fall on the device's buffer
 //! alignment, and a copy (a launch) elsewhere; a buffer binding needs only its start aligned,

@@ -59,38 +59,64 @@ impl KeyValue {
     }
 }
 
-/// What a layer's queries attend over: keys and values in two parts, the earlier ones (a prefix,
-/// a cache, `[B|1, H, P, Dh]`: one row when a training batch shares its prefix) in front of the
-/// current ones (`[B, H, T, Dh]`). A GPU's kernels read each part where it lies; elsewhere they
-/// are concatenated ([`Memory::joined`]).
+/// What a layer's queries attend over.
 #[derive(Debug, Clone)]
-pub struct Memory {
-    pub earlier: Option<KeyValue>,
-    pub current: KeyValue,
+pub enum Memory {
+    /// Keys and values in two parts, the earlier ones (a prefix, a cache, `[B|1, H, P, Dh]`: one
+    /// row when a training batch shares its prefix) in front of the current ones
+    /// (`[B, H, T, Dh]`). A GPU's kernels read each part where it lies; elsewhere they are
+    /// concatenated ([`Memory::joined`]).
+    Parts { earlier: Option<KeyValue>, current: KeyValue },
+    /// A KV cache's keys and values where they lie ([`Pages`]): a GPU's kernel reads each
+    /// through its pool row; elsewhere they are gathered.
+    Paged(Pages),
 }
 
 impl Memory {
-    /// Keys in all, earlier and current.
+    /// Keys in all.
     pub fn len(&self) -> usize {
-        self.current.seq_len() + self.earlier.as_ref().map_or(0, KeyValue::seq_len)
+        match self {
+            Memory::Parts { earlier, current } => current.seq_len() + earlier.as_ref().map_or(0, KeyValue::seq_len),
+            Memory::Paged(pages) => pages.rows.dims()[2],
+        }
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// The earlier keys and values, then the current ones: `[B, H, S, Dh]`.
+    /// Every key and value in order, `[B, H, S, Dh]`: the earlier ones, then the current ones.
     pub fn joined(self) -> KeyValue {
-        match self.earlier {
-            Some(earlier) => earlier.append(self.current),
-            None => self.current,
+        match self {
+            Memory::Parts { earlier: Some(earlier), current } => earlier.append(current),
+            Memory::Parts { earlier: None, current } => current,
+            Memory::Paged(pages) => pages.gathered(),
         }
     }
 }
 
 impl From<KeyValue> for Memory {
     fn from(current: KeyValue) -> Self {
-        Memory { earlier: None, current }
+        Memory::Parts { earlier: None, current }
+    }
+}
+
+/// One layer of a KV cache as it lies: its key and value pools `[H·capacity, Dh]` and, for each
+/// (row, head, key), the pool row that holds the key, `[B, H, S]` (each row padded at its end).
+#[derive(Debug, Clone)]
+pub struct Pages {
+    pub keys: Tensor<2>,
+    pub values: Tensor<2>,
+    pub rows: Tensor<3, Int>,
+}
+
+impl Pages {
+    /// The keys and values gathered, `[B, H, S, Dh]`.
+    pub fn gathered(self) -> KeyValue {
+        let [batch, heads, len] = self.rows.dims();
+        let shape = [batch, heads, len, self.keys.dims()[1]];
+        let index = self.rows.reshape([batch * heads * len]);
+        KeyValue { keys: self.keys.select(0, index.clone()).reshape(shape), values: self.values.select(0, index).reshape(shape) }
     }
 }
 
@@ -108,7 +134,7 @@ pub fn attend(queries: Tensor<4>, memory: Memory, bias: Option<Tensor<4>>, scale
         return merge_heads(flex::attend(queries, keys, values, bias, scale, dropout));
     }
     #[cfg(feature = "gpu")]
-    if crate::backend::is_gpu(&queries.device()) && queries.dtype() == burn::tensor::DType::F32 && gpu::takes(&queries, &memory) {
+    if crate::backend::is_gpu(&queries.device()) && queries.dtype() == burn::tensor::DType::F32 && gpu::takes(&queries, &memory, dropout) {
         return gpu::attend(queries, memory, bias, scale, dropout);
     }
     let KeyValue { keys, values } = memory.joined();
@@ -133,7 +159,7 @@ pub fn attend_packed(qkv: Tensor<4>, earlier: Option<KeyValue>, bias: Option<Ten
         return gpu::attend_packed(qkv, earlier, bias, scale, dropout);
     }
     let (queries, current) = unpack(qkv);
-    attend(queries, Memory { earlier, current }, bias, scale, dropout)
+    attend(queries, Memory::Parts { earlier, current }, bias, scale, dropout)
 }
 
 /// [`attend`] as tensor operations (every backend; the reference for the fused ops).

@@ -2,10 +2,12 @@
 //! and where its masks come from.
 //!
 //! On the CPU every mask is drawn on all cores from a seed of three draws of Burn's generator
-//! ([`prefix_tune_kernels::dropout`]). On a GPU a forward pass draws its uniform numbers at once
-//! ([`Draws`]) and cuts each mask from them: a draw per mask was a random kernel per layer and
-//! sub-layer, 37 launches of a 12-layer GPT-2 training step. A value is kept where its number
-//! is below `1 − p`; the attention kernels read the numbers themselves.
+//! ([`prefix_tune_kernels::dropout`]). On a GPU a forward pass draws its keep masks at once, one
+//! draw per rate ([`Draws`]), and cuts each mask from it: a draw per mask was a random kernel per
+//! layer and sub-layer, 37 launches of a 12-layer GPT-2 training step. A mask cut from the draw
+//! is a leaf of the element-wise work that applies it, as a mask drawn on its own is, so Burn's
+//! fusion folds `x · keep · 1/(1 − p)` into that work either way; a mask computed from shared
+//! uniform numbers was not (each comparison became a launch of its own).
 
 use std::cell::RefCell;
 
@@ -15,8 +17,8 @@ use prefix_tune_shaders::cut::ALIGN;
 #[cfg(not(feature = "gpu"))]
 const ALIGN: usize = 1;
 
-/// Dropout rates in effect for one forward pass (all zero at inference), and on a GPU the
-/// numbers its masks are cut from.
+/// Dropout rates in effect for one forward pass (all zero at inference), and on a GPU the draws
+/// its masks are cut from.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Dropout<'a> {
     /// After the input embeddings (BART: after `layernorm_embedding`).
@@ -32,7 +34,7 @@ pub struct Dropout<'a> {
 }
 
 /// How many values each kind of dropout masks in one forward pass, all layers together, and in
-/// how many masks (each may start up to [`ALIGN`] − 1 numbers past the end of the one before).
+/// how many masks (each may start up to [`ALIGN`] − 1 values past the end of the one before).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Masked {
     pub embeddings: usize,
@@ -70,16 +72,22 @@ impl<'a> Dropout<'a> {
         Site { p, draws: self.draws }
     }
 
-    /// On a GPU, the numbers for a pass that masks `masked` values, drawn at once; `None` where
-    /// there is no dropout, where these rates have their numbers already, and on the CPU.
-    /// The pass then runs with [`Dropout::with`] these numbers.
+    /// On a GPU, the keep masks of a pass that masks `masked` values, drawn at once per rate;
+    /// `None` where there is no dropout, where these rates have their draws already, and on
+    /// the CPU. The pass then runs [`Dropout::with`] them.
     pub fn draws_for(&self, masked: Masked, device: &Device) -> Option<Draws> {
         if self.draws.is_some() || !crate::backend::is_gpu(device) {
             return None;
         }
         let sites = [(self.embd, masked.embeddings), (self.attn, masked.attention), (self.resid, masked.residual), (self.activation, masked.activation)];
-        let count: usize = sites.iter().filter(|(p, _)| *p > 0.0).map(|(_, count)| count).sum();
-        (count > 0).then(|| Draws::new(count + masked.masks * ALIGN, device))
+        let mut counts: Vec<(f64, usize)> = Vec::new();
+        for (p, count) in sites.into_iter().filter(|(p, count)| *p > 0.0 && *count > 0) {
+            match counts.iter_mut().find(|(rate, _)| *rate == p) {
+                Some((_, total)) => *total += count,
+                None => counts.push((p, count + masked.masks * ALIGN)),
+            }
+        }
+        (!counts.is_empty()).then(|| Draws::new(&counts, device))
     }
 
     /// These rates with their masks cut from `draws` (when given).
@@ -116,30 +124,18 @@ impl Site<'_> {
         if self.is_off() {
             return x;
         }
-        let device = x.device();
-        if crate::backend::is_gpu(&device) {
-            // The mask is saved for the backward pass as booleans, and the numbers' buffer is
-            // freed once the pass's masks are taken from it.
-            let dropped = self.numbers::<D>(x.shape(), &device).greater_equal_elem(1.0 - self.p);
-            return x.mask_fill(dropped, 0.0) * (1.0 / (1.0 - self.p));
-        }
-        let keep = self.keep_mask::<D>(x.shape(), &device);
+        let keep = self.keep_mask::<D>(x.shape(), &x.device());
         x * keep / (1.0 - self.p)
     }
 
-    /// Uniform numbers in [0, 1) for a mask of `shape`: a value is kept where its number is
-    /// below `1 − p`.
-    pub fn numbers<const D: usize>(&self, shape: Shape, device: &Device) -> Tensor<D> {
-        match self.draws {
-            Some(draws) => draws.cut(shape),
-            None => Tensor::random(shape, Distribution::Default, device),
-        }
-    }
-
-    /// The keep mask: 1 with probability `1 − p`, else 0. On the CPU backend three draws of
-    /// Burn's generator seed a mask drawn on all cores ([`prefix_tune_kernels::dropout`]), so a
-    /// seeded run stays reproducible; Burn's own draw there is one value at a time on one core.
+    /// The keep mask: 1 with probability `1 − p`, else 0; cut from the pass's draw where it has
+    /// one. On the CPU backend three draws of Burn's generator seed a mask drawn on all cores
+    /// ([`prefix_tune_kernels::dropout`]), so a seeded run stays reproducible; Burn's own draw
+    /// there is one value at a time on one core.
     pub fn keep_mask<const D: usize>(&self, shape: Shape, device: &Device) -> Tensor<D> {
+        if let Some(draws) = self.draws {
+            return draws.cut(self.p, shape);
+        }
         #[cfg(feature = "flex")]
         if crate::backend::is_cpu(device) {
             let draws = crate::tensors::to_f32s(Tensor::<1>::random([3], Distribution::Default, device));
@@ -147,29 +143,32 @@ impl Site<'_> {
             let mask = prefix_tune_kernels::dropout::keep_mask(seed, shape.num_elements(), self.p);
             return Tensor::from_data(burn::tensor::TensorData::new(mask, shape), device);
         }
-        self.numbers::<D>(shape, device).lower_elem(1.0 - self.p).float()
+        Tensor::random(shape, Distribution::Bernoulli(1.0 - self.p), device)
     }
 }
 
-/// The most numbers one draw holds (128 MiB of f32, WebGPU's default binding size): a larger
+/// The most values one draw holds (128 MiB of f32, WebGPU's default binding size): a larger
 /// pass draws again, and a larger mask is drawn on its own.
 const MAX_DRAW: usize = 1 << 25;
 
-/// Uniform numbers in [0, 1) drawn at once for a forward pass on a GPU, cut into its masks in
-/// the order they are asked for: views of one buffer, each starting on the device's alignment
-/// ([`ALIGN`] numbers). A pass that asks for more than was drawn draws again.
+/// Keep masks drawn at once for a forward pass on a GPU, one draw per rate, cut into the pass's
+/// masks in the order they are asked for: views of one buffer ([`crate::cut`]), each starting
+/// on the device's alignment ([`ALIGN`] values). A pass that asks for more than was drawn draws
+/// again.
 #[derive(Debug)]
 pub struct Draws {
     device: Device,
-    /// How many numbers a draw holds.
-    capacity: usize,
-    drawn: RefCell<Drawn>,
+    rates: RefCell<Vec<Drawn>>,
 }
 
-#[derive(Debug, Default)]
+/// One rate's draw.
+#[derive(Debug)]
 struct Drawn {
+    p: f64,
+    /// How many values a draw holds.
+    capacity: usize,
     /// The latest draw, `[N]`.
-    numbers: Option<Tensor<1>>,
+    keep: Option<Tensor<1>>,
     /// Where in it the next cut may start.
     next: usize,
     /// Draws so far.
@@ -177,34 +176,43 @@ struct Drawn {
 }
 
 impl Draws {
-    /// Numbers for a pass that cuts `count` of them, alignment included.
-    pub fn new(count: usize, device: &Device) -> Self {
-        Draws { device: device.clone(), capacity: count.min(MAX_DRAW), drawn: RefCell::default() }
+    /// Masks for a pass that cuts `count` values (alignment included) at each rate `p` of
+    /// `counts`.
+    pub fn new(counts: &[(f64, usize)], device: &Device) -> Self {
+        let rates = counts.iter().map(|&(p, count)| Drawn { p, capacity: count.min(MAX_DRAW), keep: None, next: 0, draws: 0 }).collect();
+        Draws { device: device.clone(), rates: RefCell::new(rates) }
     }
 
     /// How many times the device's generator has run for this pass.
     pub fn draws(&self) -> usize {
-        self.drawn.borrow().draws
+        self.rates.borrow().iter().map(|rate| rate.draws).sum()
     }
 
-    /// Where the next cut of the latest draw may start: how many of its numbers are taken,
-    /// alignment included.
+    /// How many values of the latest draws are taken, alignment included.
     pub fn used(&self) -> usize {
-        self.drawn.borrow().next
+        self.rates.borrow().iter().map(|rate| rate.next).sum()
     }
 
-    /// The next `shape`'s worth of numbers.
-    pub fn cut<const D: usize>(&self, shape: Shape) -> Tensor<D> {
+    /// The next keep mask of `shape` at rate `p` (a rate the pass did not announce is drawn as
+    /// it comes).
+    pub fn cut<const D: usize>(&self, p: f64, shape: Shape) -> Tensor<D> {
         let count = shape.num_elements();
-        let mut drawn = self.drawn.borrow_mut();
-        let mut start = drawn.next.next_multiple_of(ALIGN);
-        if !drawn.numbers.as_ref().is_some_and(|numbers| start + count <= numbers.dims()[0]) {
-            drawn.numbers = Some(Tensor::random([count.max(self.capacity)], Distribution::Default, &self.device));
-            drawn.draws += 1;
+        let mut rates = self.rates.borrow_mut();
+        let index = match rates.iter().position(|rate| rate.p == p) {
+            Some(index) => index,
+            None => {
+                rates.push(Drawn { p, capacity: count, keep: None, next: 0, draws: 0 });
+                rates.len() - 1
+            }
+        };
+        let rate = &mut rates[index];
+        let mut start = rate.next.next_multiple_of(ALIGN);
+        if !rate.keep.as_ref().is_some_and(|keep| start + count <= keep.dims()[0]) {
+            rate.keep = Some(Tensor::random([count.max(rate.capacity)], Distribution::Bernoulli(1.0 - p), &self.device));
+            rate.draws += 1;
             start = 0;
         }
-        drawn.next = start + count;
-        let numbers = drawn.numbers.clone().expect("drawn above");
-        crate::ops::cut::cut(numbers, start, shape)
+        rate.next = start + count;
+        crate::cut::cut(rate.keep.clone().expect("drawn above"), start, shape)
     }
 }

@@ -12,7 +12,7 @@
 
 use burn::tensor::{Device, Int, Tensor};
 
-use crate::attention::{KeyValue, Memory};
+use crate::attention::{KeyValue, Memory, Pages};
 use crate::past::Past;
 use crate::tensors::ints;
 use crate::ModelError;
@@ -58,7 +58,7 @@ pub struct Fronted {
 
 impl KvMemory for Fronted {
     fn layer(&self, layer: usize) -> Memory {
-        Memory { earlier: self.front.as_ref().map(|front| front[layer].clone()), current: self.rest[layer].clone() }
+        Memory::Parts { earlier: self.front.as_ref().map(|front| front[layer].clone()), current: self.rest[layer].clone() }
     }
 }
 
@@ -93,7 +93,7 @@ impl KvStore for Appended {
     }
 
     fn extend(&mut self, layer: usize, current: KeyValue) -> Memory {
-        let memory = Memory { earlier: self.past.get_mut(layer).and_then(Option::take), current };
+        let memory = Memory::Parts { earlier: self.past.get_mut(layer).and_then(Option::take), current };
         if self.keep {
             self.presents.push(memory.clone().joined());
         }
@@ -134,38 +134,32 @@ pub struct KvCache {
     device: Device,
 }
 
-/// What one pass reads of every row.
-struct Reads {
-    /// `[B · H · S]`: the pool rows gathered as `[B, H, S, Dh]`, each row padded at its end.
-    index: Tensor<1, Int>,
-    rows: usize,
-    longest: usize,
-}
-
 /// A [`KvCache`] during one forward pass that adds keys.
 pub struct CacheStep<'a> {
     cache: &'a mut KvCache,
     /// `[B · H · T]`: the pool rows the current keys `[B, H, T, Dh]` go to.
     writes: Tensor<1, Int>,
-    reads: Reads,
+    /// `[B, H, S]`: the pool row of each key every row reads.
+    reads: Tensor<3, Int>,
 }
 
 impl KvStore for CacheStep<'_> {
     fn extend(&mut self, layer: usize, current: KeyValue) -> Memory {
         self.cache.write(layer, &self.writes, current);
-        self.cache.gather(layer, &self.reads).into()
+        Memory::Paged(self.cache.pages(layer, &self.reads))
     }
 }
 
 /// A [`KvCache`] read as it is (cross-attention's memory).
 pub struct CacheRead<'a> {
     cache: &'a KvCache,
-    reads: Reads,
+    /// `[B, H, S]`, as [`CacheStep`]'s.
+    reads: Tensor<3, Int>,
 }
 
 impl KvMemory for CacheRead<'_> {
     fn layer(&self, layer: usize) -> Memory {
-        self.cache.gather(layer, &self.reads).into()
+        Memory::Paged(self.cache.pages(layer, &self.reads))
     }
 }
 
@@ -304,9 +298,9 @@ impl KvCache {
         self.rows.iter().map(|row| row.mask.clone()).collect()
     }
 
-    fn reads(&self) -> Reads {
+    fn reads(&self) -> Tensor<3, Int> {
         let longest = self.rows.iter().map(|row| row.slots.len()).max().unwrap_or(0);
-        Reads { index: self.read_index(longest), rows: self.rows.len(), longest }
+        self.read_index(longest)
     }
 
     /// Room for `count` more slots, the pool grown (doubled, within its limit) when too few are
@@ -379,9 +373,9 @@ impl KvCache {
         ints(index, [len], &self.device)
     }
 
-    /// `[B · H · S]`: every row's slots, head by head, padded at the end to `longest` with the
+    /// `[B, H, S]`: every row's pool rows, head by head, padded at the end to `longest` with the
     /// row's first slot (masked: its keys are never seen there).
-    fn read_index(&self, longest: usize) -> Tensor<1, Int> {
+    fn read_index(&self, longest: usize) -> Tensor<3, Int> {
         let mut index = Vec::with_capacity(self.rows.len() * self.heads * longest);
         for row in &self.rows {
             let pad = row.slots.first().copied().unwrap_or(0);
@@ -390,8 +384,7 @@ impl KvCache {
                 index.extend(std::iter::repeat_n(self.pool_row(head, pad), longest - row.slots.len()));
             }
         }
-        let len = index.len();
-        ints(index, [len], &self.device)
+        ints(index, [self.rows.len(), self.heads, longest], &self.device)
     }
 
     /// Writes `kv` `[B, H, T, Dh]` into layer `layer`'s pool rows `writes`, in place.
@@ -401,13 +394,9 @@ impl KvCache {
         self.layers[layer] = Some(Pool { keys, values });
     }
 
-    /// Layer `layer`'s keys and values of every row, `[B, H, S, Dh]`.
-    fn gather(&self, layer: usize, reads: &Reads) -> KeyValue {
+    /// Layer `layer`'s keys and values of every row where they lie, and where each is.
+    fn pages(&self, layer: usize, reads: &Tensor<3, Int>) -> Pages {
         let pool = self.layers[layer].as_ref().expect("every layer's pool between passes");
-        let shape = [reads.rows, self.heads, reads.longest, self.head_dim];
-        KeyValue {
-            keys: pool.keys.clone().select(0, reads.index.clone()).reshape(shape),
-            values: pool.values.clone().select(0, reads.index.clone()).reshape(shape),
-        }
+        Pages { keys: pool.keys.clone(), values: pool.values.clone(), rows: reads.clone() }
     }
 }

@@ -26,6 +26,8 @@ mod layer_norm;
 mod few_rows;
 #[path = "model/gelu.rs"]
 mod gelu;
+#[path = "model/paged.rs"]
+mod paged;
 #[path = "model/shaders.rs"]
 mod shaders;
 

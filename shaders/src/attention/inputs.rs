@@ -67,6 +67,14 @@ impl Inputs {
         }
     }
 
+    /// Queries alone, for a pass whose every key and value is in the front (paged): the
+    /// current keys and values are stand-ins, never read.
+    pub(super) fn queries_only(queries: CubeTensor) -> Self {
+        let heads = queries.shape()[1];
+        let queries = rows_in_place(queries);
+        Inputs { current: KeysValues { keys: queries.clone(), values: queries.clone() }, queries, heads_at: [0; 3], heads }
+    }
+
     pub(super) fn packed(&self) -> bool {
         self.heads_at[1] != 0
     }

@@ -4,7 +4,7 @@
 
 use cubecl::prelude::*;
 
-use super::{keep_factor, out_row_start, row_start, Heads, Keep};
+use super::{out_row_start, row_start, Heads};
 use crate::rows::cube_row;
 
 /// Key row `s`'s gradients, `dK = Σ dSᵀ · Q` and `dV = Σ (P ∘ K · k)ᵀ · dO` over the batch rows
@@ -15,7 +15,7 @@ use crate::rows::cube_row;
 fn key_row_grads<F: Float>(
     queries: &Tensor<F>,
     probs: &Tensor<F>,
-    numbers: &Tensor<F>,
+    keep: &Tensor<F>,
     grad_out: &Tensor<F>,
     grad_scores: &Tensor<F>,
     b_first: usize,
@@ -29,7 +29,7 @@ fn key_row_grads<F: Float>(
     k_h: usize,
     v_h: usize,
     out_s: usize,
-    keep: &Keep,
+    keep_scale: f32,
     #[comptime] dropout: bool,
     #[comptime] packed: bool,
 ) {
@@ -48,7 +48,7 @@ fn key_row_grads<F: Float>(
                 let p = (bh * t_len + t) * s_len + s;
                 let mut weight = probs[p];
                 if comptime!(dropout) {
-                    weight = weight * keep_factor::<F>(keep, numbers, p);
+                    weight = weight * keep[p] * F::cast_from(keep_scale);
                 }
                 dk += grad_scores[p] * queries[q_start + t * q_stride + d];
                 dv += weight * grad_out[g_start + t * g_stride + d];
@@ -74,7 +74,7 @@ fn key_row_grads<F: Float>(
 pub(super) fn backward_keys_kernel<F: Float>(
     queries: &Tensor<F>,               // [B, H, T, Dh], or the packed projection
     probs: &Tensor<F>,                 // [B, H, T, S]
-    numbers: &Tensor<F>,               // [B, H, T, S], uniform in [0, 1), read with dropout
+    keep: &Tensor<F>,                  // [B, H, T, S], read with dropout
     grad_out: &Tensor<F>,              // [B, H, T, Dh]
     grad_scores: &Tensor<F>,           // [B, H, T, S]
     grad_keys: &mut Tensor<F>,         // [B, H, S − P, Dh], or the packed gradient
@@ -83,7 +83,7 @@ pub(super) fn backward_keys_kernel<F: Float>(
     grad_front_values: &mut Tensor<F>, // [B|1, H, P, Dh]
     front_len: usize,
     heads_at: Heads,
-    keep: Keep,
+    keep_scale: f32,
     #[comptime] dropout: bool,
     #[comptime] packed: bool,
     #[define(F)] _dtype: ElemType,
@@ -96,7 +96,7 @@ pub(super) fn backward_keys_kernel<F: Float>(
         let bh = row / rest_len;
         let (b, h, s) = (bh / heads, bh % heads, row % rest_len);
         let (q_h, k_h, v_h) = (heads_at.queries + h, heads_at.keys + h, heads_at.values + h);
-        key_row_grads::<F>(queries, probs, numbers, grad_out, grad_scores, b, b + 1, h, q_h, front_len + s, grad_keys, grad_values, b, k_h, v_h, s, &keep, dropout, packed);
+        key_row_grads::<F>(queries, probs, keep, grad_out, grad_scores, b, b + 1, h, q_h, front_len + s, grad_keys, grad_values, b, k_h, v_h, s, keep_scale, dropout, packed);
     } else {
         let front_batch = grad_front_keys.shape(0);
         let row = row - rest_rows;
@@ -110,6 +110,6 @@ pub(super) fn backward_keys_kernel<F: Float>(
             first = 0;
             end = batch;
         }
-        key_row_grads::<F>(queries, probs, numbers, grad_out, grad_scores, first, end, h, heads_at.queries + h, s, grad_front_keys, grad_front_values, b, h, h, s, &keep, dropout, false);
+        key_row_grads::<F>(queries, probs, keep, grad_out, grad_scores, first, end, h, heads_at.queries + h, s, grad_front_keys, grad_front_values, b, h, h, s, keep_scale, dropout, false);
     }
 }

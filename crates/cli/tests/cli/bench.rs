@@ -8,7 +8,9 @@ use super::{stdout_lines, wgpu_env};
 /// A kernel that a GPU ran wrongly would still report a time; the report's `…_error` beside
 /// each time is what tells. On lavapipe each is within f32 rounding of Burn's product, and at
 /// least one differs from it in its last bits (the LM head's 50,257-deep input gradient, summed
-/// in another order), so the check measures something.
+/// in another order), so the check measures something. That sum's rounding alone reaches about
+/// √50,257 · 2⁻²⁴ ≈ 1.3e-5 of its largest value (1.1e-5 seen on lavapipe, where 1e-5 was asked);
+/// a kernel that computed something else is off by far more than 1e-4.
 #[test]
 fn bench_matmul_holds_each_kernel_to_burns_product_on_wgpu() {
     let Some(vulkan) = wgpu_env() else { return };
@@ -27,7 +29,7 @@ fn bench_matmul_holds_each_kernel_to_burns_product_on_wgpu() {
         assert_eq!(times.len(), 15, "{product}: 7 blocks, each also without the split of K, and the tuned choice: {times:?}");
         for kernel in times {
             let error = result[format!("{kernel}_error")].as_f64().unwrap_or_else(|| panic!("{product}: no {kernel}_error"));
-            assert!((0.0..1e-5).contains(&error), "{product}: {kernel} off Burn's product by {error}");
+            assert!((0.0..1e-4).contains(&error), "{product}: {kernel} off Burn's product by {error}");
             largest = largest.max(error);
         }
     }

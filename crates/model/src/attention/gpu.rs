@@ -1,35 +1,43 @@
 //! Attention as the kernels of `shaders/` on a GPU ([`prefix_tune_shaders::attention`]): one
 //! kernel forward, two backward, where the tensor form is two matmuls, the bias, a softmax and
-//! the dropout forward and twice as many steps back. The kernels read the dropout's uniform
-//! numbers ([`Site::numbers`]) and keep a weight where the tensor form does, so a seeded run
-//! draws the same masks either way.
+//! the dropout forward and twice as many steps back. The dropout mask is the tensor form's
+//! ([`Site::keep_mask`]), so a seeded run draws the same masks either way.
 //!
 //! The earlier keys and values (a prefix) reach the kernels apart from the current ones, each
 //! read where it lies: no concatenation per layer, and a prefix shared by the batch's rows
 //! (`[1, H, P, Dh]`) gets its gradient summed over them by the key kernel, where broadcast
 //! first it would take one more launch per key and value and layer. GPT-2's queries, keys and
 //! values may come packed in its projection ([`attend_packed`]), and their gradient goes back
-//! packed.
+//! packed. A decoding step reads a KV cache's keys and values in its pools through each key's
+//! pool row ([`Memory::Paged`]), where they were gathered first per layer and step.
 
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::Autodiff;
 use burn::backend::fusion::custom::TensorSpec;
-use burn::backend::tensor::FloatTensor;
+use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{backend_extension, Cube};
 use burn::tensor::{Shape, Tensor};
 use prefix_tune_shaders::attention::{self, KeysValues, ProjectionGrads, Projections};
 use prefix_tune_shaders::{CubeBackend, CubeTensor};
 
-use super::{KeyValue, Memory};
+use super::{KeyValue, Memory, Pages};
 use crate::dropout::Site;
 
 /// Whether the kernels take these shapes: a row of scores fits in shared memory, every tensor
-/// in 32-bit indices.
-pub fn takes(queries: &Tensor<4>, memory: &Memory) -> bool {
+/// in 32-bit indices. The paged kernel has no backward pass and no dropout: a pass that needs
+/// either (none does: a KV cache serves decoding) has its keys gathered first.
+pub fn takes(queries: &Tensor<4>, memory: &Memory, dropout: Site) -> bool {
     let [batch, heads, t, _] = queries.dims();
-    fits(batch * heads * t, memory.len(), &[&memory.current.keys, queries], memory.earlier.as_ref())
+    let rows = batch * heads * t;
+    match memory {
+        Memory::Parts { earlier, current } => fits(rows, memory.len(), &[&current.keys, queries], earlier.as_ref()),
+        Memory::Paged(pages) => {
+            let counts = [pages.keys.shape().num_elements(), pages.rows.shape().num_elements(), queries.shape().num_elements(), rows * memory.len()];
+            !queries.device().is_autodiff() && dropout.is_off() && memory.len() <= attention::MAX_KEYS && prefix_tune_shaders::fits(&counts)
+        }
+    }
 }
 
 /// [`takes`] for a packed projection `[B, T, 3·H, Dh]` and the earlier keys.
@@ -50,8 +58,38 @@ fn fits(rows: usize, keys: usize, tensors: &[&Tensor<4>], earlier: Option<&KeyVa
 pub fn attend(queries: Tensor<4>, memory: Memory, bias: Option<Tensor<4>>, scale: f32, dropout: Site) -> Tensor<3> {
     let [batch, heads, t, _] = queries.dims();
     let shape = Shape::new([batch, heads, t, memory.len()]);
-    let current = memory.current;
-    launch([queries, current.keys, current.values], memory.earlier, shape, false, bias, scale, dropout)
+    match memory {
+        Memory::Parts { earlier, current } => launch([queries, current.keys, current.values], earlier, shape, false, bias, scale, dropout),
+        Memory::Paged(pages) => paged(queries, pages, bias, scale),
+    }
+}
+
+/// Attention over a KV cache's pools read where they lie ([`attention::forward_paged`]).
+fn paged(queries: Tensor<4>, pages: Pages, bias: Option<Tensor<4>>, scale: f32) -> Tensor<3> {
+    let bias = bias.unwrap_or_else(|| Tensor::zeros([1, 1, 1, 1], &queries.device()));
+    let out = <burn::backend::Dispatch as CubePagedAttention>::cube_paged_attention(
+        queries.into_dispatch(),
+        pages.keys.into_dispatch(),
+        pages.values.into_dispatch(),
+        pages.rows.into_dispatch(),
+        bias.into_dispatch(),
+        scale,
+    );
+    Tensor::from_dispatch(out)
+}
+
+#[backend_extension(Cube, Fusion)]
+pub trait CubePagedAttention: burn::backend::Backend {
+    /// Softmax attention over pools `[H·capacity, Dh]` through each key's pool row (`rows`
+    /// `[B, H, S]`), its heads merged (`[B, T, H·Dh]`).
+    #[fusion(meta = |queries, _pool_keys, _pool_values, _rows, _bias, _scale| merged_spec(queries, Layout { front: false, packed: false }))]
+    fn cube_paged_attention(queries: FloatTensor<Self>, pool_keys: FloatTensor<Self>, pool_values: FloatTensor<Self>, rows: IntTensor<Self>, bias: FloatTensor<Self>, scale: f32) -> FloatTensor<Self>;
+}
+
+impl CubePagedAttention for CubeBackend {
+    fn cube_paged_attention(queries: CubeTensor, pool_keys: CubeTensor, pool_values: CubeTensor, rows: CubeTensor, bias: CubeTensor, scale: f32) -> CubeTensor {
+        attention::forward_paged(queries, KeysValues { keys: pool_keys, values: pool_values }, rows, bias, scale)
+    }
 }
 
 /// [`super::attend_packed`] through the kernels: the gradient of `qkv` comes back as one tensor.
@@ -70,11 +108,11 @@ pub fn attend_packed(qkv: Tensor<4>, earlier: Option<KeyValue>, bias: Option<Ten
 fn launch([queries, keys, values]: [Tensor<4>; 3], earlier: Option<KeyValue>, shape: Shape, packed: bool, bias: Option<Tensor<4>>, scale: f32, dropout: Site) -> Tensor<3> {
     let device = queries.device();
     // Absent inputs travel as stand-ins: a bias of size 1 broadcasts (0 adds nothing); the
-    // dropout's numbers are not read without dropout, so the bias stands in for them (a tensor
-    // of its own would be one more kernel launch per layer and decoding step); without earlier
-    // keys, an empty one-element tensor (no launch) stands in for them.
+    // keep mask is not read without dropout, so the bias stands in for it (a tensor of its own
+    // would be one more kernel launch per layer and decoding step); without earlier keys, an
+    // empty one-element tensor (no launch) stands in for them.
     let bias = bias.unwrap_or_else(|| Tensor::zeros([1, 1, 1, 1], &device));
-    let numbers = if dropout.is_off() { bias.clone() } else { dropout.numbers::<4>(shape, &device) };
+    let keep = if dropout.is_off() { bias.clone() } else { dropout.keep_mask::<4>(shape, &device) };
     let has_front = earlier.is_some();
     let front = earlier.unwrap_or_else(|| {
         let stand_in = || Tensor::<4>::empty([1, 1, 1, 1], &device);
@@ -87,7 +125,7 @@ fn launch([queries, keys, values]: [Tensor<4>; 3], earlier: Option<KeyValue>, sh
         keys.into_dispatch(),
         values.into_dispatch(),
         bias.into_dispatch(),
-        numbers.into_dispatch(),
+        keep.into_dispatch(),
         Layout { front: has_front, packed },
         scale,
         dropout.p,
@@ -108,8 +146,8 @@ pub trait CubeAttention: burn::backend::Backend {
     /// Softmax attention over the front's keys (read when `front`) then the current ones, its
     /// heads merged (`[B, T, H·Dh]`); differentiable in queries, keys and values.
     #[allow(clippy::too_many_arguments)]
-    #[fusion(meta = |queries, _front_keys, _front_values, _keys, _values, _bias, _numbers, layout, _scale, _dropout| merged_spec(queries, *layout))]
-    fn cube_attention(queries: FloatTensor<Self>, front_keys: FloatTensor<Self>, front_values: FloatTensor<Self>, keys: FloatTensor<Self>, values: FloatTensor<Self>, bias: FloatTensor<Self>, numbers: FloatTensor<Self>, layout: Layout, scale: f32, dropout: f64) -> FloatTensor<Self>;
+    #[fusion(meta = |queries, _front_keys, _front_values, _keys, _values, _bias, _keep, layout, _scale, _dropout| merged_spec(queries, *layout))]
+    fn cube_attention(queries: FloatTensor<Self>, front_keys: FloatTensor<Self>, front_values: FloatTensor<Self>, keys: FloatTensor<Self>, values: FloatTensor<Self>, bias: FloatTensor<Self>, keep: FloatTensor<Self>, layout: Layout, scale: f32, dropout: f64) -> FloatTensor<Self>;
 }
 
 /// `[B, H, T, Dh]` of queries `[B, H, T, Dh]`, or of a packed projection `[B, T, 3·H, Dh]`.
@@ -148,29 +186,29 @@ fn parts(queries: CubeTensor, [front_keys, front_values, keys, values]: [CubeTen
 pub trait CubeAttentionPasses: burn::backend::Backend {
     /// `(output, softmax before dropout)`.
     #[allow(clippy::too_many_arguments)]
-    #[fusion(meta = |queries, front_keys, _front_values, keys, _values, _bias, _numbers, layout, _scale, _dropout| (merged_spec(queries, *layout), scores_spec(queries, front_keys, keys, *layout)))]
-    fn cube_attention_forward(queries: FloatTensor<Self>, front_keys: FloatTensor<Self>, front_values: FloatTensor<Self>, keys: FloatTensor<Self>, values: FloatTensor<Self>, bias: FloatTensor<Self>, numbers: FloatTensor<Self>, layout: Layout, scale: f32, dropout: f64) -> (FloatTensor<Self>, FloatTensor<Self>);
+    #[fusion(meta = |queries, front_keys, _front_values, keys, _values, _bias, _keep, layout, _scale, _dropout| (merged_spec(queries, *layout), scores_spec(queries, front_keys, keys, *layout)))]
+    fn cube_attention_forward(queries: FloatTensor<Self>, front_keys: FloatTensor<Self>, front_values: FloatTensor<Self>, keys: FloatTensor<Self>, values: FloatTensor<Self>, bias: FloatTensor<Self>, keep: FloatTensor<Self>, layout: Layout, scale: f32, dropout: f64) -> (FloatTensor<Self>, FloatTensor<Self>);
     /// The gradients in queries, the front's keys and values (stand-ins shaped as theirs
     /// without a front), and the current keys and values, from the output's `grad`
     /// `[B, T, H·Dh]`.
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
-    #[fusion(meta = |queries, front_keys, front_values, keys, values, _probs, _numbers, _grad, _layout, _scale, _dropout| (queries.clone(), front_keys.clone(), front_values.clone(), keys.clone(), values.clone()))]
-    fn cube_attention_backward(queries: FloatTensor<Self>, front_keys: FloatTensor<Self>, front_values: FloatTensor<Self>, keys: FloatTensor<Self>, values: FloatTensor<Self>, probs: FloatTensor<Self>, numbers: FloatTensor<Self>, grad: FloatTensor<Self>, layout: Layout, scale: f32, dropout: f64) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    #[fusion(meta = |queries, front_keys, front_values, keys, values, _probs, _keep, _grad, _layout, _scale, _dropout| (queries.clone(), front_keys.clone(), front_values.clone(), keys.clone(), values.clone()))]
+    fn cube_attention_backward(queries: FloatTensor<Self>, front_keys: FloatTensor<Self>, front_values: FloatTensor<Self>, keys: FloatTensor<Self>, values: FloatTensor<Self>, probs: FloatTensor<Self>, keep: FloatTensor<Self>, grad: FloatTensor<Self>, layout: Layout, scale: f32, dropout: f64) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
 impl CubeAttention for CubeBackend {
     #[allow(clippy::too_many_arguments)]
-    fn cube_attention(queries: CubeTensor, front_keys: CubeTensor, front_values: CubeTensor, keys: CubeTensor, values: CubeTensor, bias: CubeTensor, numbers: CubeTensor, layout: Layout, scale: f32, dropout: f64) -> CubeTensor {
+    fn cube_attention(queries: CubeTensor, front_keys: CubeTensor, front_values: CubeTensor, keys: CubeTensor, values: CubeTensor, bias: CubeTensor, keep: CubeTensor, layout: Layout, scale: f32, dropout: f64) -> CubeTensor {
         let (projections, front) = parts(queries, [front_keys, front_values, keys, values], layout);
-        attention::forward(projections, front, bias, numbers, scale, dropout).0
+        attention::forward(projections, front, bias, keep, scale, dropout).0
     }
 }
 
 impl CubeAttentionPasses for CubeBackend {
     #[allow(clippy::too_many_arguments)]
-    fn cube_attention_forward(queries: CubeTensor, front_keys: CubeTensor, front_values: CubeTensor, keys: CubeTensor, values: CubeTensor, bias: CubeTensor, numbers: CubeTensor, layout: Layout, scale: f32, dropout: f64) -> (CubeTensor, CubeTensor) {
+    fn cube_attention_forward(queries: CubeTensor, front_keys: CubeTensor, front_values: CubeTensor, keys: CubeTensor, values: CubeTensor, bias: CubeTensor, keep: CubeTensor, layout: Layout, scale: f32, dropout: f64) -> (CubeTensor, CubeTensor) {
         let (projections, front) = parts(queries, [front_keys, front_values, keys, values], layout);
-        attention::forward(projections, front, bias, numbers, scale, dropout)
+        attention::forward(projections, front, bias, keep, scale, dropout)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -181,7 +219,7 @@ impl CubeAttentionPasses for CubeBackend {
         keys: CubeTensor,
         values: CubeTensor,
         probs: CubeTensor,
-        numbers: CubeTensor,
+        keep: CubeTensor,
         grad: CubeTensor,
         layout: Layout,
         scale: f32,
@@ -192,7 +230,7 @@ impl CubeAttentionPasses for CubeBackend {
         // says.
         let stand_ins = [front_keys.clone(), front_values.clone(), keys.clone(), values.clone()];
         let (projections, front) = parts(queries, [front_keys, front_values, keys, values], layout);
-        let (grads, grad_front) = attention::backward(projections, front, probs, numbers, grad, scale, dropout);
+        let (grads, grad_front) = attention::backward(projections, front, probs, keep, grad, scale, dropout);
         let [front_keys, front_values, keys, values] = stand_ins;
         let (grad_front_keys, grad_front_values) = grad_front.map_or((front_keys, front_values), |g| (g.keys, g.values));
         match grads {
@@ -209,8 +247,8 @@ struct AttentionBackward {
     dropout: f64,
 }
 
-/// Queries, the front's keys and values, the current keys and values, the softmax, and the
-/// dropout's numbers.
+/// Queries, the front's keys and values, the current keys and values, the softmax, the keep
+/// mask.
 type Saved = [FloatTensor<Cube>; 7];
 
 impl Backward<Cube, 5> for AttentionBackward {
@@ -218,8 +256,8 @@ impl Backward<Cube, 5> for AttentionBackward {
 
     fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let grad = grads.consume::<Cube>(&ops.node);
-        let [queries, front_keys, front_values, keys, values, probs, numbers] = ops.state;
-        let (dq, dfk, dfv, dk, dv) = Cube::cube_attention_backward(queries, front_keys, front_values, keys, values, probs, numbers, grad, self.layout, self.scale, self.dropout);
+        let [queries, front_keys, front_values, keys, values, probs, keep] = ops.state;
+        let (dq, dfk, dfv, dk, dv) = Cube::cube_attention_backward(queries, front_keys, front_values, keys, values, probs, keep, grad, self.layout, self.scale, self.dropout);
         for (parent, input_grad) in ops.parents.into_iter().zip([dq, dfk, dfv, dk, dv]) {
             if let Some(parent) = parent {
                 grads.register::<Cube>(parent.id, input_grad);
@@ -237,23 +275,23 @@ impl<C: CheckpointStrategy> CubeAttention for Autodiff<Cube, C> {
         keys: FloatTensor<Self>,
         values: FloatTensor<Self>,
         bias: FloatTensor<Self>,
-        numbers: FloatTensor<Self>,
+        keep: FloatTensor<Self>,
         layout: Layout,
         scale: f32,
         dropout: f64,
     ) -> FloatTensor<Self> {
-        let (bias, numbers) = (bias.primitive().clone(), numbers.primitive().clone());
+        let (bias, keep) = (bias.primitive().clone(), keep.primitive().clone());
         let backward = AttentionBackward { layout, scale, dropout };
         let inputs = [queries, front_keys, front_values, keys, values];
         match backward.prepare::<C>(inputs.each_ref().map(|t| t.node())).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let [q, fk, fv, k, v] = inputs.map(|t| t.primitive().clone());
-                let (out, probs) = Cube::cube_attention_forward(q.clone(), fk.clone(), fv.clone(), k.clone(), v.clone(), bias, numbers.clone(), layout, scale, dropout);
-                prep.finish([q, fk, fv, k, v, probs, numbers], out)
+                let (out, probs) = Cube::cube_attention_forward(q.clone(), fk.clone(), fv.clone(), k.clone(), v.clone(), bias, keep.clone(), layout, scale, dropout);
+                prep.finish([q, fk, fv, k, v, probs, keep], out)
             }
             OpsKind::UnTracked(prep) => {
                 let [q, fk, fv, k, v] = inputs.map(|t| t.into_primitive());
-                prep.finish(Cube::cube_attention(q, fk, fv, k, v, bias, numbers, layout, scale, dropout))
+                prep.finish(Cube::cube_attention(q, fk, fv, k, v, bias, keep, layout, scale, dropout))
             }
         }
     }

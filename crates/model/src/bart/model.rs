@@ -79,7 +79,7 @@ pub struct EncoderLayer {
 impl EncoderLayer {
     /// `prefix`: this layer's prefix keys/values `[B, H, P, Dh]`, in front of the tokens'.
     pub fn forward(&self, x: Tensor<3>, prefix: Option<KeyValue>, bias: Tensor<4>, dropout: Dropout) -> Tensor<3> {
-        let memory = Memory { earlier: prefix, current: self.self_attn.keys_values(x.clone()) };
+        let memory = Memory::Parts { earlier: prefix, current: self.self_attn.keys_values(x.clone()) };
         let x = self.self_attn_layer_norm.forward(x.clone() + self.self_attn.forward(x, memory, bias, dropout));
         self.final_layer_norm.forward(x.clone() + self.ffn.forward(x, dropout))
     }

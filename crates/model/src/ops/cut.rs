@@ -1,7 +1,7 @@
 //! A run of a one-dimensional tensor as a tensor of its own shape: a view on a GPU
 //! ([`prefix_tune_shaders::cut`]), where Burn's slice copies unless both ends of the run fall on
 //! the buffer alignment. Nothing here is differentiated: it cuts dropout masks from a pass's
-//! uniform numbers.
+//! one draw.
 
 use burn::tensor::{Shape, Tensor};
 

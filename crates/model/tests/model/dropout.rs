@@ -1,5 +1,5 @@
-//! Dropout on a GPU: a forward pass cuts every mask from one draw of uniform numbers, each cut a
-//! run of that draw of its own, kept where its number is below `1 − p`.
+//! Dropout on a GPU: a forward pass cuts every mask from one draw of keep masks per rate, each
+//! cut a run of that draw of its own.
 
 use burn::tensor::{Device, Distribution, Shape, Tensor};
 use prefix_tune_model::dropout::{Draws, Dropout};
@@ -28,13 +28,13 @@ fn cuts_are_runs_of_the_draw(device: &Device) {
 }
 
 /// Masks cut from one draw: `1 − p` kept and scaled by `1 / (1 − p)`, the gradient through the
-/// same mask, every site its own numbers, the same seed the same masks.
+/// same mask, every site a run of its own, the same seed the same masks.
 fn sites_cut_their_masks_from_one_draw(device: &Device) {
     let p = 0.25;
     let x = Tensor::<3>::ones([4, 50, 300], device).require_grad();
     let run = |seed: u64| {
         device.seed(seed);
-        let draws = Draws::new(2 * 60_000 + 64, device);
+        let draws = Draws::new(&[(p, 2 * 60_000 + 64)], device);
         let dropout = Dropout::uniform(p).with(Some(&draws));
         let (residual, attention) = (dropout.residual().apply(x.clone()), dropout.attention().apply(x.clone()));
         let grad = x.grad(&(residual.clone() * 3.0).sum().backward()).expect("tracked");
@@ -46,13 +46,13 @@ fn sites_cut_their_masks_from_one_draw(device: &Device) {
     assert!((kept - (1.0 - p)).abs() < 0.01, "kept {kept}");
     assert!(residual.iter().all(|&v| v == 0.0 || (v - 1.0 / (1.0 - p) as f32).abs() < 1e-6));
     assert!(residual.iter().zip(&grad).all(|(&v, &g)| (g - 3.0 * v).abs() < 1e-5), "the gradient takes the same mask");
-    assert_ne!(residual, attention, "each site cuts numbers of its own");
+    assert_ne!(residual, attention, "each site cuts a run of its own");
     assert_eq!(run(11).0, residual, "the same seed cuts the same masks");
     assert_ne!(run(12).0, residual, "another seed, other masks");
     println!("dropout masks cut from one draw on wgpu: kept {kept:.3} at p {p}, scaled, the gradient through the mask");
 }
 
-/// A training pass of GPT-2 after a prefix draws its numbers once, as much as the model says
+/// A training pass of GPT-2 after a prefix draws its masks once, as much as the model says
 /// it masks, and every site takes its mask from them.
 fn a_gpt2_pass_draws_once(device: &Device) {
     let model = load_gpt2(&fixtures().join("gpt2-a"), device).unwrap();
@@ -67,7 +67,7 @@ fn a_gpt2_pass_draws_once(device: &Device) {
     // Embeddings, then per layer: the attention weights and two residual branches.
     let masked = batch * len * width + layers * (batch * heads * len * (prefix + len) + 2 * batch * len * width);
     assert_eq!(draws.draws(), 1, "one draw serves the pass");
-    assert!((masked..masked + (1 + 3 * layers) * 64).contains(&draws.used()), "the pass cut {} numbers, masks {masked}", draws.used());
+    assert!((masked..masked + (1 + 3 * layers) * 64).contains(&draws.used()), "the pass cut {} values, masks {masked}", draws.used());
     assert!(to_f32s(hidden).iter().all(|v| v.is_finite()));
     println!("a GPT-2 training pass on wgpu cut its {} dropout masks ({masked} values) from one draw", 1 + 3 * layers);
 }

@@ -46,6 +46,7 @@ fn wgpu_shaders_child() {
     narrow_kernel(&device);
     super::dropout::on_gpu(&device);
     kv_write_kernel(&device.clone().without_autodiff());
+    super::paged::on_gpu(&device.clone().without_autodiff());
     matmul_kernel(&device);
     pick_kernel(&device.clone().without_autodiff(), 1000, 40);
     pick_kernel(&device.clone().without_autodiff(), 50_257, 12);
@@ -425,7 +426,7 @@ fn attention_kernels(device: &Device, t: usize, prefix: usize, dropout: f64, lay
         let (earlier, current) = (KeyValue { keys: front_keys, values: front_values }, KeyValue { keys, values });
         match front {
             Front::Joined => Memory::from(earlier.append(current)),
-            Front::PerRow | Front::Shared => Memory { earlier: Some(earlier), current },
+            Front::PerRow | Front::Shared => Memory::Parts { earlier: Some(earlier), current },
         }
     };
     type Attention = fn(Tensor<4>, Memory, Option<Tensor<4>>, f32, Site<'static>) -> Tensor<3>;
@@ -483,7 +484,7 @@ fn attention_kernels_packed(device: &Device, t: usize, prefix: usize, dropout: f
     type Packed = fn(Tensor<4>, Option<KeyValue>, Option<Tensor<4>>, f32, Site<'static>) -> Tensor<3>;
     let tensor_form: Packed = |qkv, earlier, bias, scale, dropout| {
         let (queries, current) = attention::unpack(qkv);
-        let KeyValue { keys, values } = attention::Memory { earlier, current }.joined();
+        let KeyValue { keys, values } = attention::Memory::Parts { earlier, current }.joined();
         attention::composed(queries, keys, values, bias, scale, dropout)
     };
     let run = |f: Packed| {
