@@ -22,6 +22,9 @@
 //! is then written packed too: one tensor for the projection's backward, where three slices of
 //! it took a zero-padded copy each and two additions.
 //!
+//! A decoding step's front may instead be a KV cache's pools (`[H·capacity, Dh]`), each key read
+//! through its pool row ([`forward_paged`]): the cache is never gathered into order.
+//!
 //! Backward, with `P` the softmax, `K` the dropout's keep mask and `k = 1/(1 − p)`:
 //! - per query row: `dP = (dO · Vᵀ) ∘ K · k`, `dS = P ∘ (dP − rowsum(P ∘ dP)) · scale`, and
 //!   `dQ = dS · K`;
