@@ -298,11 +298,6 @@ impl KvCache {
         self.rows.iter().map(|row| row.mask.clone()).collect()
     }
 
-    fn reads(&self) -> Tensor<3, Int> {
-        let longest = self.rows.iter().map(|row| row.slots.len()).max().unwrap_or(0);
-        self.read_index(longest)
-    }
-
     /// Room for `count` more slots, the pool grown (doubled, within its limit) when too few are
     /// free; an error, with nothing taken, when they cannot fit.
     fn ensure(&mut self, count: usize) -> Result<(), ModelError> {
@@ -373,9 +368,10 @@ impl KvCache {
         ints(index, [len], &self.device)
     }
 
-    /// `[B, H, S]`: every row's pool rows, head by head, padded at the end to `longest` with the
-    /// row's first slot (masked: its keys are never seen there).
-    fn read_index(&self, longest: usize) -> Tensor<3, Int> {
+    /// `[B, H, S]`: every row's pool rows, head by head, padded at the end to the longest row's
+    /// length with the row's first slot (masked: its keys are never seen there).
+    fn reads(&self) -> Tensor<3, Int> {
+        let longest = self.rows.iter().map(|row| row.slots.len()).max().unwrap_or(0);
         let mut index = Vec::with_capacity(self.rows.len() * self.heads * longest);
         for row in &self.rows {
             let pad = row.slots.first().copied().unwrap_or(0);
