@@ -8,7 +8,8 @@
 //! row: its 256 threads are 16 columns × 16 slices of K, each reading its column of the weight
 //! at every 16th depth (16 neighbouring threads read 64 contiguous bytes of a k-row) and keeping
 //! one sum per row in registers; the 16 slices' sums are then added in a fixed order through
-//! shared memory, and the bias once. One launch, `N / 16` cubes: 48 for a 768-wide output, 144
+//! shared memory, then the bias, an activation and the residual stream as each output is written
+//! ([`epilogue`](crate::epilogue)). One launch, `N / 16` cubes: 48 for a 768-wide output, 144
 //! for 2,304. The tuner ([`tune`](crate::tune)) takes it where it is the fastest.
 
 use burn_backend::{Shape, TensorMetadata};
@@ -16,6 +17,7 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
+use crate::epilogue::{finish, Addends, Epilogue};
 use crate::rows::{elements, empty_like};
 
 /// The rows a cube takes (one sum per row per thread, in registers).
@@ -29,10 +31,11 @@ const SLICES: usize = 16;
 fn few_rows_kernel<F: Float>(
     lhs: &Tensor<F>,     // [M, K]
     weight: &Tensor<F>,  // [K, N]
-    bias: &Tensor<F>,    // [N], read only when `biased`
-    out: &mut Tensor<F>, // [M, N]
+    bias: &Tensor<F>,     // [N], read only when the epilogue is biased
+    residual: &Tensor<F>, // [M, N], read only when the epilogue adds it
+    out: &mut Tensor<F>,  // [M, N]
     #[comptime] rows: usize, // per cube: rows CUBE_POS_Y · rows ..
-    #[comptime] biased: bool,
+    #[comptime] epilogue: Epilogue,
     #[define(F)] _dtype: ElemType,
 ) {
     let (m, k, n) = (lhs.shape(0), lhs.shape(1), out.shape(1));
@@ -72,29 +75,26 @@ fn few_rows_kernel<F: Float>(
         for s in 0..SLICES {
             total += partial[(r * SLICES + s) * COLS + c];
         }
-        if comptime!(biased) {
-            total += bias[col];
-        }
-        out[(row_base + r) * n + col] = total;
+        let at = (row_base + r) * n + col;
+        out[at] = finish::<F>(total, bias, residual, col, at, epilogue);
     }
 }
 
-/// `lhs [M, K] · weight [K, N] + bias [N]` (the bias where there is one), [`MAX_ROWS`] rows per
-/// cube.
-pub fn matmul(lhs: CubeTensor, weight: CubeTensor, bias: Option<CubeTensor>) -> CubeTensor {
+/// `activation(lhs [M, K] · weight [K, N] + bias [N]) + residual [M, N]` (each of `addends`
+/// where there is one), [`MAX_ROWS`] rows per cube.
+pub fn matmul(lhs: CubeTensor, weight: CubeTensor, addends: Addends) -> CubeTensor {
     let (lhs, weight) = (into_contiguous(lhs), into_contiguous(weight));
     let [m, k] = lhs.shape().dims::<2>();
     let [depth, n] = weight.shape().dims::<2>();
     assert!(depth == k, "few_rows: [{m}, {k}] · [{depth}, {n}]");
-    let biased = bias.is_some();
-    // Without a bias the kernel never reads its bias argument: one value stands in for it.
-    let bias = bias.map(into_contiguous).unwrap_or_else(|| empty_like(&lhs, Shape::new([1])));
-    assert!(!biased || bias.shape().num_elements() == n, "a bias of {} values for {n} columns", bias.shape().num_elements());
+    let epilogue = addends.epilogue();
+    let (bias, residual) = addends.tensors(&lhs, m, n);
     let out = empty_like(&lhs, Shape::new([m, n]));
     let dtype = elements(&lhs);
     let rows = m.clamp(1, MAX_ROWS);
     // SAFETY: weight reads are guarded by `col < n` and `depth < k`, input reads by the row's
-    // `< m` and `depth < k`, writes by the row's `< m` and `col < n`, the bias by `col < n`.
+    // `< m` and `depth < k`, writes by the row's `< m` and `col < n`, the bias by `col < n`, the
+    // residual where the output is written.
     unsafe {
         few_rows_kernel::launch_unchecked(
             &lhs.client.clone(),
@@ -103,9 +103,10 @@ pub fn matmul(lhs: CubeTensor, weight: CubeTensor, bias: Option<CubeTensor>) -> 
             lhs.into_tensor_arg(),
             weight.into_tensor_arg(),
             bias.into_tensor_arg(),
+            residual.into_tensor_arg(),
             out.clone().into_tensor_arg(),
             rows,
-            biased,
+            epilogue,
             dtype,
         );
     }

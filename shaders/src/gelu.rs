@@ -15,7 +15,7 @@ use crate::rows::{cube_element, elements, empty_like, row_cubes, ROW_THREADS};
 
 /// `Φ(x)`, the standard normal's distribution function.
 #[cube]
-fn normal_cdf<F: Float>(x: F) -> F {
+pub(crate) fn normal_cdf<F: Float>(x: F) -> F {
     F::new(0.5) * (F::new(1.0) + (x * F::new(core::f32::consts::FRAC_1_SQRT_2)).erf())
 }
 

@@ -23,7 +23,9 @@
 //! - **The next slice read while this one is multiplied.** Each thread loads its values of the
 //!   next slice into registers before the products of the current one, hiding the global read.
 //! - **The bias added as the outputs are written**, so a linear layer is one launch (Burn's
-//!   fusion folds the addition into its own matmul).
+//!   fusion folds the addition into its own matmul), and with it an activation or the residual
+//!   stream ([`epilogue`](crate::epilogue)): where K is split, by the kernel that adds the
+//!   parts.
 //! - **No shared-memory bank conflicts when staging.** Values are read along K (coalesced) and
 //!   stored K-major, so the 16 threads of one row's slice write 16 different k-rows: rows padded
 //!   by two values put a warp's 32 writes in 32 different banks. Vectors of four are stored by
@@ -35,6 +37,7 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
+use crate::epilogue::{finish, Addends, Epilogue};
 use crate::rows::{cube_element, elements, empty_like, row_cubes, ROW_THREADS};
 
 /// Depth of one staged slice of K.
@@ -100,11 +103,12 @@ struct Block {
 fn matmul_kernel<F: Float, N: Size>(
     lhs: &Tensor<F>,     // [M, K]
     weight: &Tensor<F>,  // [K, N], or [N, K] when `transposed`
-    bias: &Tensor<F>,    // [N], read only when `biased`
-    out: &mut Tensor<F>, // [splits · M, N]: split z's partial sums in rows z·M..(z + 1)·M
-    span: u32,           // the depth of K each split sums, a multiple of DEPTH
+    bias: &Tensor<F>,     // [N], read only when the epilogue is biased
+    residual: &Tensor<F>, // [M, N], read only when the epilogue adds it
+    out: &mut Tensor<F>,  // [splits · M, N]: split z's partial sums in rows z·M..(z + 1)·M
+    span: u32,            // the depth of K each split sums, a multiple of DEPTH
     #[comptime] transposed: bool,
-    #[comptime] biased: bool,
+    #[comptime] epilogue: Epilogue, // none where K is split: the parts' sum takes it
     #[comptime] tiling: Tiling, // `run` is N's size
     #[define(F)] _dtype: ElemType,
 ) {
@@ -149,17 +153,16 @@ fn matmul_kernel<F: Float, N: Size>(
         sync_cube();
         k0 = k1;
     }
-    write_out(&sums, bias, out, &block, biased, tiling);
+    write_out(&sums, bias, residual, out, &block, epilogue, tiling);
 }
 
 /// Writes this thread's outputs (rows `(ty + 16i)·run + r`, columns `(tx + 16j)·run + c` of the
-/// block) into its split's rows of `out`, the bias added by the first split only (the splits
-/// are summed).
+/// block) into its split's rows of `out`, through the epilogue.
 #[cube]
-fn write_out<F: Float, N: Size>(sums: &Array<Vector<F, N>>, bias: &Tensor<F>, out: &mut Tensor<F>, block: &Block, #[comptime] biased: bool, #[comptime] tiling: Tiling) {
+#[allow(clippy::too_many_arguments)]
+fn write_out<F: Float, N: Size>(sums: &Array<Vector<F, N>>, bias: &Tensor<F>, residual: &Tensor<F>, out: &mut Tensor<F>, block: &Block, #[comptime] epilogue: Epilogue, #[comptime] tiling: Tiling) {
     let (tx, ty) = (UNIT_POS_X as usize % SIDE, UNIT_POS_X as usize / SIDE);
     let split_base = CUBE_POS_Z as usize * block.m * block.n;
-    let with_bias = comptime!(biased) && CUBE_POS_Z == 0;
     let vectors = comptime!(tiling.cols / tiling.run);
     #[unroll]
     for i in 0..comptime!(tiling.rows / tiling.run) {
@@ -173,11 +176,8 @@ fn write_out<F: Float, N: Size>(sums: &Array<Vector<F, N>>, bias: &Tensor<F>, ou
                 for c in 0..tiling.run {
                     let col = block.col_base + (tx + j * SIDE) * tiling.run + c;
                     if row < block.m && col < block.n {
-                        let mut value = values.extract(c);
-                        if with_bias {
-                            value += bias[col];
-                        }
-                        out[split_base + row * block.n + col] = value;
+                        let at = row * block.n + col;
+                        out[split_base + at] = finish::<F>(values.extract(c), bias, residual, col, at, epilogue);
                     }
                 }
             }
@@ -311,9 +311,10 @@ fn multiply<F: Float, N: Size>(lhs_tile: &Shared<[Vector<F, N>]>, weight_tile: &
     }
 }
 
-/// `out[i]` = the sum over splits of `partial[z · len(out) + i]`, in the order of z.
+/// `out[i]` = the sum over splits of `partial[z · len(out) + i]`, in the order of z, through
+/// the epilogue.
 #[cube(launch_unchecked)]
-fn sum_splits_kernel<F: Float>(partial: &Tensor<F>, out: &mut Tensor<F>, #[define(F)] _dtype: ElemType) {
+fn sum_splits_kernel<F: Float>(partial: &Tensor<F>, bias: &Tensor<F>, residual: &Tensor<F>, out: &mut Tensor<F>, #[comptime] epilogue: Epilogue, #[define(F)] _dtype: ElemType) {
     let i = cube_element();
     let len = out.len();
     if i < len {
@@ -322,7 +323,7 @@ fn sum_splits_kernel<F: Float>(partial: &Tensor<F>, out: &mut Tensor<F>, #[defin
         for z in 0..splits {
             sum += partial[z * len + i];
         }
-        out[i] = sum;
+        out[i] = finish::<F>(sum, bias, residual, i % out.shape(1), i, epilogue);
     }
 }
 
@@ -346,26 +347,26 @@ pub fn splits(m: usize, k: usize, n: usize, tiling: Tiling) -> usize {
     partition(m, k, n, tiling, true).1
 }
 
-/// `lhs [M, K] · weight + bias`: `weight` is `[K, N]`, or `[N, K]` and used transposed; the
-/// bias `[N]`, where there is one, is added as the outputs are written. `[M, N]`, in
-/// `tiling`'s blocks (runs of 1 or 4); K split across cubes as [`splits`] says when `split_k`.
-pub fn matmul(lhs: CubeTensor, weight: CubeTensor, bias: Option<CubeTensor>, transposed: bool, tiling: Tiling, split_k: bool) -> CubeTensor {
+/// `activation(lhs [M, K] · weight + bias) + residual`: `weight` is `[K, N]`, or `[N, K]` and
+/// used transposed; the bias `[N]` and the residual `[M, N]` of `addends`, where there are
+/// some, are added as the outputs are written. `[M, N]`, in `tiling`'s blocks (runs of 1 or 4);
+/// K split across cubes as [`splits`] says when `split_k`.
+pub fn matmul(lhs: CubeTensor, weight: CubeTensor, addends: Addends, transposed: bool, tiling: Tiling, split_k: bool) -> CubeTensor {
     assert!(matches!(tiling.run, 1 | 4) && tiling.rows % tiling.run == 0 && tiling.cols % tiling.run == 0, "{tiling:?}: runs of 1 or 4 that divide the thread's rows and columns");
     let (lhs, weight) = (into_contiguous(lhs), into_contiguous(weight));
-    let biased = bias.is_some();
-    // Without a bias the kernel never reads its bias argument: one value stands in for it.
-    let bias = bias.map(into_contiguous).unwrap_or_else(|| empty_like(&lhs, Shape::new([1])));
     let [m, k] = lhs.shape().dims::<2>();
     let [a, b] = weight.shape().dims::<2>();
     let n = if transposed { a } else { b };
-    assert!(!biased || bias.shape().num_elements() == n, "a bias of {} values for {n} columns", bias.shape().num_elements());
+    let epilogue = addends.epilogue();
+    let (bias, residual) = addends.tensors(&lhs, m, n);
     let (cubes_x, cubes_y) = (n.div_ceil(SIDE * tiling.cols), m.div_ceil(SIDE * tiling.rows));
     let (span, parts) = partition(m, k, n, tiling, split_k);
     let client = lhs.client.clone();
     let out = empty_like(&lhs, Shape::new([parts * m, n]));
     let dtype = elements(&lhs);
     // SAFETY: every global read and write is guarded by the bounds it indexes within (`m`, `n`,
-    // the split's end of K; the bias only at columns below `n`) and every loop ends at `k_end`.
+    // the split's end of K; the bias and the residual only at outputs within `[m, n]`) and every
+    // loop ends at `k_end`.
     unsafe {
         matmul_kernel::launch_unchecked(
             &client,
@@ -374,11 +375,12 @@ pub fn matmul(lhs: CubeTensor, weight: CubeTensor, bias: Option<CubeTensor>, tra
             tiling.run,
             lhs.into_tensor_arg(),
             weight.into_tensor_arg(),
-            bias.into_tensor_arg(),
+            bias.clone().into_tensor_arg(),
+            residual.clone().into_tensor_arg(),
             out.clone().into_tensor_arg(),
             span as u32,
             transposed,
-            biased,
+            if parts == 1 { epilogue } else { Epilogue::default() },
             tiling,
             dtype,
         );
@@ -394,7 +396,10 @@ pub fn matmul(lhs: CubeTensor, weight: CubeTensor, bias: Option<CubeTensor>, tra
             row_cubes((m * n).div_ceil(ROW_THREADS as usize)),
             CubeDim::new_1d(ROW_THREADS),
             out.into_tensor_arg(),
+            bias.into_tensor_arg(),
+            residual.into_tensor_arg(),
             summed.clone().into_tensor_arg(),
+            epilogue,
             dtype,
         );
     }

@@ -21,6 +21,7 @@ use cubecl::tune::{local_tuner, LocalTuner, Tunable, TunableSet, TuneGroup};
 use cubecl::{AutotuneKey, CubeTuneId};
 use serde::{Deserialize, Serialize};
 
+use crate::epilogue::Addends;
 use crate::few_rows;
 use crate::matmul::{self, Tiling};
 
@@ -127,8 +128,8 @@ impl Candidate {
     /// `lhs [M, K] · weight + bias` as [`matmul::matmul`] defines it, through this kernel alone.
     pub fn matmul(self, lhs: CubeTensor, weight: CubeTensor, bias: Option<CubeTensor>, transposed: bool) -> Result<CubeTensor, String> {
         match self {
-            Candidate::Block(tiling) => Ok(matmul::matmul(lhs, weight, bias, transposed, tiling, true)),
-            Candidate::FewRows if !transposed => Ok(few_rows::matmul(lhs, weight, bias)),
+            Candidate::Block(tiling) => Ok(matmul::matmul(lhs, weight, Addends::bias(bias), transposed, tiling, true)),
+            Candidate::FewRows if !transposed => Ok(few_rows::matmul(lhs, weight, Addends::bias(bias))),
             Candidate::FewRows => Err("a transposed weight".to_string()),
             Candidate::Burn => {
                 let dtype = lhs.dtype;

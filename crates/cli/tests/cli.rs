@@ -177,7 +177,8 @@ fn wgpu_backend_generates_what_hf_generates() {
     let bart_beam4 = ["--max-new-tokens", "11", "--min-new-tokens", "3", "--num-beams", "4", "--length-penalty", "0.8", "--no-repeat-ngram-size", "3", "--early-stopping", "true"];
     // Again with the matmul kernel of shaders/ (64 × 64 blocks with scalar reads, 128 × 128 with
     // vectors of four) in every linear layer of the prompt's pass and in the LM head, and with
-    // each product's kernel tuned (the default of a build with `autotune`).
+    // each product's kernel tuned (the default of a build with `autotune`: a decoding step's
+    // layers then take the few-row kernel, GELU and the residual stream in its epilogue).
     let (kernel, kernel_128) = ([("PREFIX_TUNE_MATMUL", "shaders")], [("PREFIX_TUNE_MATMUL", "shaders:128x128_v4")]);
     let tuned = [("PREFIX_TUNE_MATMUL", "tune")];
     for (model, prompts, name, options, env) in [
@@ -188,6 +189,7 @@ fn wgpu_backend_generates_what_hf_generates() {
         ("gpt2-a", &gpt2_prompts, "beam4", &beam4[..], &kernel[..]),
         ("bart-a", &bart_prompts, "beam4", &bart_beam4[..], &kernel_128[..]),
         ("gpt2-a", &gpt2_prompts, "beam4_lp", &beam4_lp[..], &tuned[..]),
+        ("bart-a", &bart_prompts, "beam4", &bart_beam4[..], &tuned[..]),
     ] {
         let expected = &reference(model)["generate"][name];
         let lines = generate_with(model, options, prompts, "wgpu", env);

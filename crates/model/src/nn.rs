@@ -53,8 +53,13 @@ impl Linear {
     /// names or the tuner's choice ([`crate::matmul`]).
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [batch, seq, d_in] = x.dims();
+        self.forward_rows(x.reshape([batch * seq, d_in]), batch, seq)
+    }
+
+    /// [`Self::forward`] of the rows `[B·T, in]` of `batch` sequences of `seq`.
+    fn forward_rows(&self, rows: Tensor<2>, batch: usize, seq: usize) -> Tensor<3> {
+        let [_, d_in] = rows.dims();
         let [_, d_out] = self.weight.dims();
-        let rows = x.reshape([batch * seq, d_in]); // [B·T, in]
         if let Some(weight) = &self.half {
             return crate::bf16::matmul(rows, weight).reshape([batch, seq, d_out]) + self.bias.val().unsqueeze::<3>();
         }
@@ -73,7 +78,52 @@ impl Linear {
         if crate::backend::is_cpu(&rows.device()) && batch * seq * d_in * d_out >= 1 << 22 {
             return self.forward_in_blocks(rows).reshape([batch, seq, d_out]) + self.bias.val().unsqueeze::<3>();
         }
-        rows.reshape([batch, seq, d_in]).matmul(self.weight.val().unsqueeze::<3>()) + self.bias.val().unsqueeze::<3>()
+        let bias = self.bias.val().unsqueeze::<3>(); // [1, 1, out]
+        rows.reshape([batch, seq, d_in]).matmul(self.weight.val().unsqueeze::<3>()) + bias
+    }
+
+    /// `residual + dropout(self.forward(x))`: a sub-layer's output added to the residual stream
+    /// `[B, T, out]`. Where the product goes through the kernels of `shaders/` and nothing is
+    /// dropped, the stream is added as the outputs are written: one launch for the layer and
+    /// the addition, where Burn's matmul path leaves the addition to its fusion.
+    pub fn forward_residual(&self, x: Tensor<3>, residual: Tensor<3>, dropout: crate::dropout::Site) -> Tensor<3> {
+        let [batch, seq, d_in] = x.dims();
+        let rows = x.reshape([batch * seq, d_in]); // [B·T, in]
+        if dropout.is_off() {
+            let [_, _, d_out] = residual.dims();
+            let stream = || residual.clone().reshape([batch * seq, d_out]);
+            if let Some(out) = self.through_kernels(&rows, Some(stream), None) {
+                return out.reshape([batch, seq, d_out]);
+            }
+        }
+        residual + dropout.apply(self.forward_rows(rows, batch, seq))
+    }
+
+    /// `activation(self.forward(x))`, the activation applied as the outputs are written where the
+    /// product goes through the kernels of `shaders/` and no gradient is recorded.
+    pub fn forward_activated(&self, x: Tensor<3>, activation: Activation) -> Tensor<3> {
+        let [batch, seq, d_in] = x.dims();
+        let rows = x.reshape([batch * seq, d_in]); // [B·T, in]
+        if !rows.device().is_autodiff() {
+            if let Some(out) = self.through_kernels(&rows, None::<fn() -> Tensor<2>>, Some(activation)) {
+                return out.reshape([batch, seq, self.weight.dims()[1]]);
+            }
+        }
+        activation.forward(self.forward_rows(rows, batch, seq))
+    }
+
+    /// `activation(rows · W + b) + residual()` `[B·T, out]` where the product goes to a kernel of
+    /// `shaders/` (`PREFIX_TUNE_MATMUL`, or the tuner's choice) that takes what follows it;
+    /// `None`, having built nothing, where it goes to Burn's matmul.
+    fn through_kernels(&self, rows: &Tensor<2>, residual: Option<impl FnOnce() -> Tensor<2>>, activation: Option<Activation>) -> Option<Tensor<2>> {
+        if self.half.is_some() {
+            return None;
+        }
+        let (weight, bias) = (self.weight.val(), self.bias.val());
+        let chosen = crate::matmul::ours(rows, &weight, Some(&bias), false)?;
+        let residual = residual.map(|residual| residual());
+        let then = crate::matmul::Then { residual: residual.as_ref(), activation };
+        crate::matmul::kernel_then(rows.clone(), weight, Some(bias), false, chosen, then)
     }
 
     /// From now on products take the weight in `dtype` (`--dtype bf16` or `f16`); the weight

@@ -42,12 +42,13 @@ impl Attention {
     }
 
     /// Queries from `x` `[B, T, D]` attend over `memory` (prefix, cache and current keys, or
-    /// prefix and encoder keys), S keys in all; `bias` `[B, 1, T, S]`. Returns `[B, T, D]`.
+    /// prefix and encoder keys), S keys in all; `bias` `[B, 1, T, S]`. Returns `x` plus the
+    /// attention's output, `[B, T, D]`.
     pub fn forward(&self, x: Tensor<3>, memory: Memory, bias: Tensor<4>, dropout: Dropout) -> Tensor<3> {
-        let queries = self.to_heads(self.q_proj.forward(x));
+        let queries = self.to_heads(self.q_proj.forward(x.clone()));
         let scale = (self.head_dim as f32).powf(-0.5);
         let out = attend(queries, memory, Some(bias), scale, dropout.attention()); // [B, T, D]
-        dropout.residual().apply(self.out_proj.forward(out))
+        self.out_proj.forward_residual(out, x, dropout.residual())
     }
 }
 
@@ -61,9 +62,10 @@ pub struct FeedForward {
 }
 
 impl FeedForward {
+    /// `x + fc2(activation(fc1(x)))`.
     pub fn forward(&self, x: Tensor<3>, dropout: Dropout) -> Tensor<3> {
-        let hidden = dropout.activation().apply(self.activation.forward(self.fc1.forward(x)));
-        dropout.residual().apply(self.fc2.forward(hidden))
+        let hidden = dropout.activation().apply(self.fc1.forward_activated(x.clone(), self.activation));
+        self.fc2.forward_residual(hidden, x, dropout.residual())
     }
 }
 
@@ -80,8 +82,8 @@ impl EncoderLayer {
     /// `prefix`: this layer's prefix keys/values `[B, H, P, Dh]`, in front of the tokens'.
     pub fn forward(&self, x: Tensor<3>, prefix: Option<KeyValue>, bias: Tensor<4>, dropout: Dropout) -> Tensor<3> {
         let memory = Memory::Parts { earlier: prefix, current: self.self_attn.keys_values(x.clone()) };
-        let x = self.self_attn_layer_norm.forward(x.clone() + self.self_attn.forward(x, memory, bias, dropout));
-        self.final_layer_norm.forward(x.clone() + self.ffn.forward(x, dropout))
+        let x = self.self_attn_layer_norm.forward(self.self_attn.forward(x, memory, bias, dropout));
+        self.final_layer_norm.forward(self.ffn.forward(x, dropout))
     }
 }
 
@@ -110,9 +112,9 @@ impl DecoderLayer {
         dropout: Dropout,
     ) -> Tensor<3> {
         let memory = store.extend(layer, self.self_attn.keys_values(x.clone()));
-        let x = self.self_attn_layer_norm.forward(x.clone() + self.self_attn.forward(x, memory, self_bias, dropout));
-        let x = self.encoder_attn_layer_norm.forward(x.clone() + self.encoder_attn.forward(x, cross.layer(layer), cross_bias, dropout));
-        self.final_layer_norm.forward(x.clone() + self.ffn.forward(x, dropout))
+        let x = self.self_attn_layer_norm.forward(self.self_attn.forward(x, memory, self_bias, dropout));
+        let x = self.encoder_attn_layer_norm.forward(self.encoder_attn.forward(x, cross.layer(layer), cross_bias, dropout));
+        self.final_layer_norm.forward(self.ffn.forward(x, dropout))
     }
 }
 

@@ -23,12 +23,13 @@ pub struct SelfAttention {
 
 impl SelfAttention {
     /// The queries of `x` attend over `store`'s earlier keys of layer `layer` and the current
-    /// ones.
+    /// ones; the result is added to the residual stream.
     ///
     /// # Shapes
-    /// - x: `[B, T, D]`, bias: `[B, 1, T, S]` (S: earlier keys + T)
+    /// - x, residual: `[B, T, D]`, bias: `[B, 1, T, S]` (S: earlier keys + T)
     /// - returns `[B, T, D]`
-    pub fn forward(&self, x: Tensor<3>, store: &mut dyn KvStore, layer: usize, bias: Option<Tensor<4>>, dropout: Dropout) -> Tensor<3> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(&self, x: Tensor<3>, residual: Tensor<3>, store: &mut dyn KvStore, layer: usize, bias: Option<Tensor<4>>, dropout: Dropout) -> Tensor<3> {
         let [batch, seq, d_model] = x.dims();
         let head_dim = d_model / self.n_head;
         // Split into heads before the three are taken apart: the gradients of the three slices
@@ -44,7 +45,7 @@ impl SelfAttention {
                 attend(queries, memory, bias, self.scale, dropout.attention())
             }
         }; // [B, T, D]
-        dropout.residual().apply(self.c_proj.forward(out))
+        self.c_proj.forward_residual(out, residual, dropout.residual())
     }
 }
 
@@ -57,10 +58,10 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn forward(&self, x: Tensor<3>, dropout: Dropout) -> Tensor<3> {
-        let hidden = self.c_fc.forward(x);
-        let hidden = self.activation.forward(hidden);
-        dropout.residual().apply(self.c_proj.forward(hidden))
+    /// `residual + c_proj(activation(c_fc(x)))`, dropout on the second product's output.
+    pub fn forward(&self, x: Tensor<3>, residual: Tensor<3>, dropout: Dropout) -> Tensor<3> {
+        let hidden = self.c_fc.forward_activated(x, self.activation);
+        self.c_proj.forward_residual(hidden, residual, dropout.residual())
     }
 }
 
@@ -74,8 +75,8 @@ pub struct Block {
 
 impl Block {
     pub fn forward(&self, x: Tensor<3>, store: &mut dyn KvStore, layer: usize, bias: Option<Tensor<4>>, dropout: Dropout) -> Tensor<3> {
-        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), store, layer, bias, dropout);
-        x.clone() + self.mlp.forward(self.ln_2.forward(x), dropout)
+        let x = self.attn.forward(self.ln_1.forward(x.clone()), x, store, layer, bias, dropout);
+        self.mlp.forward(self.ln_2.forward(x.clone()), x, dropout)
     }
 }
 

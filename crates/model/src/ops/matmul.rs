@@ -188,6 +188,40 @@ pub fn frozen(x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>, trans
     through(asked()?, x, weight, bias, transposed)
 }
 
+/// The kernel of ours that [`frozen`] takes for this product (the tuner's choice resolved,
+/// tuning the shape first if need be), or `None` where the product takes Burn's matmul.
+pub fn ours(x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>, transposed: bool) -> Option<Kernel> {
+    resolve(asked()?, x, weight, bias, transposed)
+}
+
+/// `asked` for this product: `None` where the operands take no kernel of ours (a GPU, f32,
+/// frozen weight and bias) or where the tuner chose Burn's matmul.
+fn resolve(asked: Kernel, x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>, transposed: bool) -> Option<Kernel> {
+    if weight.is_require_grad() || bias.is_some_and(|b| b.is_require_grad()) || !available(x, weight) {
+        return None;
+    }
+    match asked {
+        Kernel::Tuned => tuned_kernel(x, weight, bias, transposed),
+        other => Some(other),
+    }
+}
+
+/// What a product's kernel does to each output after the bias, as it writes it:
+/// `activation(x·W + b) + residual`. An activation only where no gradient is recorded (the
+/// kernels differentiate the product and the residual, not the activation); the residual
+/// `[M, N]` takes the output's gradient as it is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Then<'a> {
+    pub activation: Option<crate::nn::Activation>,
+    pub residual: Option<&'a Tensor<2>>,
+}
+
+impl Then<'_> {
+    fn is_nothing(&self) -> bool {
+        self.activation.is_none() && self.residual.is_none()
+    }
+}
+
 /// The product through `asked`, when the operands are [`available`] and neither weight nor bias
 /// takes a gradient (the kernels differentiate the input only); else `None`. `Kernel::Tuned`
 /// resolves here, as the step is built: to the block the tuner chose for this shape, or to
@@ -196,13 +230,7 @@ pub fn frozen(x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>, trans
 /// its shape, waiting for the result; which path a product takes never depends on when the
 /// lazy kernels happen to run.
 pub fn through(asked: Kernel, x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>, transposed: bool) -> Option<Tensor<2>> {
-    if weight.is_require_grad() || bias.is_some_and(|b| b.is_require_grad()) || !available(x, weight) {
-        return None;
-    }
-    let chosen = match asked {
-        Kernel::Tuned => tuned_kernel(x, weight, bias, transposed)?,
-        other => other,
-    };
+    let chosen = resolve(asked, x, weight, bias, transposed)?;
     kernel(x.clone(), weight.clone(), bias.cloned(), transposed, chosen)
 }
 
@@ -231,19 +259,40 @@ fn tuned_kernel(x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>, tra
 /// The product through `chosen`, differentiable in `x`, for [`available`] operands (else
 /// `None`): `bench matmul` and the tests call it directly.
 pub fn kernel(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>, transposed: bool, chosen: Kernel) -> Option<Tensor<2>> {
+    kernel_then(x, weight, bias, transposed, chosen, Then::default())
+}
+
+/// [`kernel`], then `then`'s activation and residual: `None` also where `chosen` does not take
+/// them (Burn's matmul, the tuner itself), an activation under autodiff, or an activation the
+/// kernels lack.
+pub fn kernel_then(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>, transposed: bool, chosen: Kernel, then: Then) -> Option<Tensor<2>> {
+    let f32s = |t: &Tensor<2>| t.dtype() == burn::tensor::DType::F32;
     if !available(&x, &weight) || bias.as_ref().is_some_and(|b| b.dtype() != burn::tensor::DType::F32) || (transposed && !chosen.takes_transposed()) {
+        return None;
+    }
+    let residual_fits = then.residual.is_none_or(|r| f32s(r) && r.dims() == [x.dims()[0], weight.dims()[if transposed { 0 } else { 1 }]]);
+    if !then.is_nothing() && (matches!(chosen, Kernel::Tuned | Kernel::Burn) || !residual_fits) {
         return None;
     }
     #[cfg(feature = "gpu")]
     {
-        // Without a bias the kernel is told so and never reads the one-value tensor in its place.
-        let biased = bias.is_some();
+        let activation = match then.activation {
+            None => prefix_tune_shaders::epilogue::Activation::Identity,
+            Some(_) if x.device().is_autodiff() => return None,
+            Some(crate::nn::Activation::GeluTanh) => prefix_tune_shaders::epilogue::Activation::GeluTanh,
+            Some(crate::nn::Activation::Gelu) => prefix_tune_shaders::epilogue::Activation::GeluErf,
+            Some(crate::nn::Activation::Relu) => return None,
+        };
+        // What is absent is told so and never read: a one-value tensor takes its place.
+        let steps = prefix_tune_shaders::epilogue::Epilogue { biased: bias.is_some(), activation, residual: then.residual.is_some() };
+        let stand_in = || Tensor::<2>::empty([1, 1], &x.device());
         let bias = bias.unwrap_or_else(|| Tensor::empty([1], &x.device())).into_dispatch();
-        Some(Tensor::from_dispatch(<burn::backend::Dispatch as gpu::CubeFrozenMatmul>::cube_frozen_matmul(x.into_dispatch(), weight.into_dispatch(), bias, transposed, biased, chosen)))
+        let residual = then.residual.cloned().unwrap_or_else(stand_in).into_dispatch();
+        Some(Tensor::from_dispatch(<burn::backend::Dispatch as gpu::CubeFrozenMatmul>::cube_frozen_matmul(x.into_dispatch(), weight.into_dispatch(), bias, residual, transposed, steps, chosen)))
     }
     #[cfg(not(feature = "gpu"))]
     {
-        let _ = (bias, transposed, chosen);
+        let _ = (bias, transposed, chosen, then, f32s);
         None
     }
 }
@@ -258,6 +307,7 @@ mod gpu {
     use burn::backend::tensor::FloatTensor;
     use burn::backend::{backend_extension, Cube};
     use burn::tensor::Shape;
+    use prefix_tune_shaders::epilogue::{Addends, Epilogue};
     use prefix_tune_shaders::{few_rows, matmul, tune, CubeBackend, CubeTensor};
 
     use super::{Kernel, Tile};
@@ -270,20 +320,21 @@ mod gpu {
 
     #[backend_extension(Autodiff, Cube, Fusion)]
     pub trait CubeFrozenMatmul: burn::backend::Backend {
-        /// `x · W + bias` (or `x · Wᵀ + bias`; no bias unless `biased`); differentiable in `x`
-        /// only.
-        #[fusion(meta = |x, weight, _bias, transposed, _biased, _chosen| product_spec(x, weight, *transposed))]
-        fn cube_frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, transposed: bool, biased: bool, chosen: Kernel) -> FloatTensor<Self>;
+        /// `activation(x · W + bias) + residual` (or `x · Wᵀ`; each step only where `steps`
+        /// says); differentiable in `x` and `residual` (without an activation).
+        #[fusion(meta = |x, weight, _bias, _residual, transposed, _steps, _chosen| product_spec(x, weight, *transposed))]
+        fn cube_frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, residual: FloatTensor<Self>, transposed: bool, steps: Epilogue, chosen: Kernel) -> FloatTensor<Self>;
     }
 
     impl CubeFrozenMatmul for CubeBackend {
-        fn cube_frozen_matmul(x: CubeTensor, weight: CubeTensor, bias: CubeTensor, transposed: bool, biased: bool, chosen: Kernel) -> CubeTensor {
-            let bias = biased.then_some(bias);
+        fn cube_frozen_matmul(x: CubeTensor, weight: CubeTensor, bias: CubeTensor, residual: CubeTensor, transposed: bool, steps: Epilogue, chosen: Kernel) -> CubeTensor {
+            let addends = Addends { bias: steps.biased.then_some(bias), activation: steps.activation, residual: steps.residual.then_some(residual) };
             match chosen {
-                Kernel::Block(tile) | Kernel::TunedBlock(tile) => matmul::matmul(x, weight, bias, transposed, tiling(tile), tile.split_k),
-                Kernel::FewRows | Kernel::TunedFewRows => few_rows::matmul(x, weight, bias),
-                Kernel::Tuned => tune::matmul(x, weight, bias, transposed, &Tile::ALL.map(tiling)),
-                Kernel::Burn => tune::Candidate::Burn.matmul(x, weight, bias, transposed).unwrap_or_else(|e| panic!("Burn's matmul: {e}")),
+                Kernel::Block(tile) | Kernel::TunedBlock(tile) => matmul::matmul(x, weight, addends, transposed, tiling(tile), tile.split_k),
+                Kernel::FewRows | Kernel::TunedFewRows => few_rows::matmul(x, weight, addends),
+                // Only the bias: `kernel_then` sends these nothing else.
+                Kernel::Tuned => tune::matmul(x, weight, addends.bias, transposed, &Tile::ALL.map(tiling)),
+                Kernel::Burn => tune::Candidate::Burn.matmul(x, weight, addends.bias, transposed).unwrap_or_else(|e| panic!("Burn's matmul: {e}")),
             }
         }
     }
@@ -303,30 +354,42 @@ mod gpu {
     }
 
     /// The input's gradient: `grad · Wᵀ`, the same kernel with the weight the other way round
-    /// (or the tuner's choice for that shape, for a tuned product), and no bias: the forward's
-    /// bias tensor only stands in the argument's place.
+    /// (or the tuner's choice for that shape, for a tuned product), and nothing after it: the
+    /// forward's bias tensor only stands in the arguments' places. The residual's gradient is
+    /// the output's.
     #[derive(Debug)]
     struct FrozenMatmulBackward {
         transposed: bool,
         chosen: Kernel,
     }
 
-    impl Backward<Cube, 1> for FrozenMatmulBackward {
+    impl Backward<Cube, 2> for FrozenMatmulBackward {
         type State = (FloatTensor<Cube>, FloatTensor<Cube>); // the weight and the bias
 
-        fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-            let (transposed, chosen) = (self.transposed, self.chosen);
-            crate::ops::backward_one::<Cube, _>(ops, grads, |(weight, bias), grad| Cube::cube_frozen_matmul(grad, weight, bias, !transposed, false, chosen));
+        fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+            let [input, residual] = ops.parents;
+            let grad = grads.consume::<Cube>(&ops.node);
+            let (weight, bias) = ops.state;
+            if let Some(residual) = residual {
+                grads.register::<Cube>(residual.id, grad.clone());
+            }
+            if let Some(input) = input {
+                let input_grad = Cube::cube_frozen_matmul(grad, weight, bias.clone(), bias, !self.transposed, Epilogue::default(), self.chosen);
+                grads.register::<Cube>(input.id, input_grad);
+            }
         }
     }
 
     impl<C: CheckpointStrategy> CubeFrozenMatmul for Autodiff<Cube, C> {
-        fn cube_frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, transposed: bool, biased: bool, chosen: Kernel) -> FloatTensor<Self> {
+        fn cube_frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, residual: FloatTensor<Self>, transposed: bool, steps: Epilogue, chosen: Kernel) -> FloatTensor<Self> {
             let (weight, bias) = (weight.primitive().clone(), bias.primitive().clone());
             let input_gradient = chosen.input_gradient();
-            match (FrozenMatmulBackward { transposed, chosen: input_gradient }).prepare::<C>([x.node()]).compute_bound().stateful() {
-                OpsKind::Tracked(prep) => prep.finish((weight.clone(), bias.clone()), Cube::cube_frozen_matmul(x.primitive().clone(), weight, bias, transposed, biased, chosen)),
-                OpsKind::UnTracked(prep) => prep.finish(Cube::cube_frozen_matmul(x.into_primitive(), weight, bias, transposed, biased, chosen)),
+            match (FrozenMatmulBackward { transposed, chosen: input_gradient }).prepare::<C>([x.node(), residual.node()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => {
+                    assert!(steps.activation == Default::default(), "a product's activation has no backward pass here");
+                    prep.finish((weight.clone(), bias.clone()), Cube::cube_frozen_matmul(x.primitive().clone(), weight, bias, residual.primitive().clone(), transposed, steps, chosen))
+                }
+                OpsKind::UnTracked(prep) => prep.finish(Cube::cube_frozen_matmul(x.into_primitive(), weight, bias, residual.into_primitive(), transposed, steps, chosen)),
             }
         }
     }

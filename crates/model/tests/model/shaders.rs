@@ -88,6 +88,51 @@ fn matmul_kernel(device: &Device) {
     assert!(matmul::kernel(x, Tensor::random([5, 8], Distribution::Normal(0.0, 1.0), device), None, true, Kernel::FewRows).is_none(), "the few-row kernel takes no transposed weight");
     println!("matmul kernel = exact products on wgpu (x·W and x·Wᵀ, values and input gradient, with and without a bias, 8 sizes over 7 block shapes, K split in two, the few-row kernel, Burn's matmul and the tuner's choice)");
     tuned_products(device);
+    matmul_epilogues(device);
+}
+
+/// What the product kernels do after the bias as they write each output (`matmul::Then`): the
+/// residual stream added, exactly as the tensor addition after the plain product would, its
+/// gradient the output's and the input's as without it; GELU (tanh and exact) within 2e-6 of
+/// the tensor form's over the same product. In the few-row kernel, and in a block with K whole
+/// and with K split (where the parts' sum takes the steps).
+fn matmul_epilogues(device: &Device) {
+    use prefix_tune_model::gelu;
+    use prefix_tune_model::matmul::{self, Kernel, Then, Tile};
+    use prefix_tune_model::nn::Activation;
+    let cases = [(Kernel::FewRows, (5, 64, 40)), (Kernel::Block(Tile::ALL[1]), (37, 45, 70)), (Kernel::Block(Tile::ALL[6]), (20, 3000, 40))];
+    for (kernel, (m, k, n)) in cases {
+        let what = format!("{kernel:?} {m}×{k}×{n}");
+        if let Kernel::Block(tile) = kernel {
+            assert_eq!(matmul::splits(m, k, n, tile) > 1, k == 3000, "{what}: K split only in the deep case");
+        }
+        let normal = |shape: [usize; 2]| Tensor::<2>::random(shape, Distribution::Normal(0.0, 1.0), device);
+        let (x, weight, residual, upstream) = (normal([m, k]).require_grad(), normal([k, n]), normal([m, n]).require_grad(), normal([m, n]));
+        let bias = Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), device);
+        let plain = matmul::kernel(x.clone(), weight.clone(), Some(bias.clone()), false, kernel).expect("taken");
+        let then = Then { residual: Some(&residual), activation: None };
+        let added = matmul::kernel_then(x.clone(), weight.clone(), Some(bias.clone()), false, kernel, then).expect("taken with a residual");
+        let expected = to_f32s(plain.clone() + residual.clone());
+        assert!(to_f32s(added.clone()).iter().zip(&expected).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}: the residual added as the tensor addition adds it");
+        let grads = (added * upstream.clone()).sum().backward();
+        assert_eq!(to_f32s(residual.grad(&grads).expect("tracked")), to_f32s(upstream.clone()), "{what}: the residual's gradient is the output's");
+        let plain_grads = (plain.clone() * upstream).sum().backward();
+        assert_eq!(to_f32s(x.grad(&grads).expect("tracked")), to_f32s(x.grad(&plain_grads).expect("tracked")), "{what}: the input's gradient as without the residual");
+        // Activations: inference only (a tracked input is refused).
+        let (x, weight, bias, plain) = (x.inner(), weight.inner(), bias.inner(), plain.inner());
+        let tracked = matmul::kernel_then(normal([m, k]).require_grad(), normal([k, n]), None, false, kernel, Then { residual: None, activation: Some(Activation::GeluTanh) });
+        assert!(tracked.is_none(), "{what}: an activation under autodiff is left to the tensor form");
+        for (activation, reference) in [(Activation::GeluTanh, gelu::composed(plain.clone())), (Activation::Gelu, gelu::erf_composed(plain.clone()))] {
+            let then = Then { residual: None, activation: Some(activation) };
+            let got = matmul::kernel_then(x.clone(), weight.clone(), Some(bias.clone()), false, kernel, then).expect("taken with an activation");
+            let (got, reference) = (to_f32s(got), to_f32s(reference));
+            let worst = got.iter().zip(&reference).map(|(a, b)| (a - b).abs() / b.abs().max(1.0)).fold(0.0, f32::max);
+            assert!(worst < 2e-6, "{what} {activation:?}: {worst:e} off the tensor form");
+        }
+    }
+    let relu = Then { residual: None, activation: Some(Activation::Relu) };
+    assert!(matmul::kernel_then(Tensor::zeros([3, 8], &device.clone().without_autodiff()), Tensor::zeros([8, 4], &device.clone().without_autodiff()), None, false, Kernel::FewRows, relu).is_none(), "ReLU is left to the tensor form");
+    println!("matmul epilogues = the tensor form on wgpu (residual bit-exact with its gradient, GELU tanh and exact within 2e-6; few-row kernel, a block, K split)");
 }
 
 /// A tuned product as a model layer takes it (`matmul::through`, as `PREFIX_TUNE_MATMUL=tune`
