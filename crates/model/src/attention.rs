@@ -193,7 +193,9 @@ fn per_head(queries: Tensor<4>, keys: Tensor<4>, values: Tensor<4>, bias: Option
 /// bias (padding only).
 ///
 /// Only each key's visibility `[B, S]` and each row's past length go to the device; the
-/// `[B, 1, T, S]` bias is built there (on a GPU, a few fused element-wise kernels).
+/// `[B, 1, T, S]` bias is built there (on a GPU, a few fused element-wise kernels). A decoding
+/// step's (T = 1) is no larger than the visibility, so it goes up as it is: there a key is
+/// visible exactly when it is real, since the row's keys end at its new token.
 pub fn attention_bias(
     key_mask: &[Vec<f32>],
     new_len: usize,
@@ -204,6 +206,10 @@ pub fn attention_bias(
     let total = key_mask.iter().map(Vec::len).max().unwrap_or(0);
     let shape = [batch, 1, new_len, total];
     let visible: Vec<f32> = key_mask.iter().flat_map(|row| (0..total).map(move |s| if row.get(s).is_some_and(|&m| m > 0.5) { 1.0 } else { 0.0 })).collect();
+    if new_len == 1 {
+        let bias = visible.into_iter().map(|v| if v > 0.5 { 0.0 } else { MASKED }).collect();
+        return crate::tensors::floats(bias, shape, device);
+    }
     let mut allowed = crate::tensors::floats(visible, [batch, 1, 1, total], device).greater_elem(0.5).expand(shape);
     if causal {
         let past: Vec<i64> = key_mask.iter().map(|row| row.len().saturating_sub(new_len) as i64).collect();
