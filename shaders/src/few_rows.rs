@@ -11,6 +11,12 @@
 //! shared memory, then the bias, an activation and the residual stream as each output is written
 //! ([`epilogue`](crate::epilogue)). One launch, `N / 16` cubes: 48 for a 768-wide output, 144
 //! for 2,304. The tuner ([`tune`](crate::tune)) takes it where it is the fastest.
+//!
+//! A pre-LayerNorm model's layers read a normalised input: GPT-2's `c_attn(ln_1(x))` and
+//! `c_fc(ln_2(x))`. Given the norm ([`Norm`]), each cube first takes its rows' mean and 1/σ
+//! (the LayerNorm kernel's sums in its order, for a row of 256 values or more) and normalises
+//! each value as it reads it, so the norm takes no launch of its own: its rows are a few
+//! thousand values, read again from cache.
 
 use burn_backend::{Shape, TensorMetadata};
 use burn_cubecl::kernel::into_contiguous;
@@ -26,15 +32,30 @@ pub const MAX_ROWS: usize = 8;
 const COLS: usize = 16;
 /// Slices of K per cube: a thread sums depths `slice, slice + 16, …`.
 const SLICES: usize = 16;
+/// Threads per cube.
+const THREADS: usize = COLS * SLICES;
+
+/// A LayerNorm (scale `weight`, shift `bias`, both `[K]`) applied to the input's rows as they
+/// are read.
+#[derive(Debug, Clone)]
+pub struct Norm {
+    pub weight: CubeTensor,
+    pub bias: CubeTensor,
+    pub eps: f32,
+}
 
 #[cube(launch_unchecked)]
 fn few_rows_kernel<F: Float>(
-    lhs: &Tensor<F>,     // [M, K]
-    weight: &Tensor<F>,  // [K, N]
+    lhs: &Tensor<F>,      // [M, K]
+    weight: &Tensor<F>,   // [K, N]
+    norm_scale: &Tensor<F>, // [K], read only when `normalized`
+    norm_shift: &Tensor<F>, // [K]
     bias: &Tensor<F>,     // [N], read only when the epilogue is biased
     residual: &Tensor<F>, // [M, N], read only when the epilogue adds it
     out: &mut Tensor<F>,  // [M, N]
+    eps: f32,
     #[comptime] rows: usize, // per cube: rows CUBE_POS_Y · rows ..
+    #[comptime] normalized: bool,
     #[comptime] epilogue: Epilogue,
     #[define(F)] _dtype: ElemType,
 ) {
@@ -42,6 +63,11 @@ fn few_rows_kernel<F: Float>(
     let row_base = CUBE_POS_Y as usize * rows;
     let (column, slice) = (UNIT_POS_X as usize % COLS, UNIT_POS_X as usize / COLS);
     let col = CUBE_POS_X as usize * COLS + column;
+    let mut means = Array::<F>::new(rows);
+    let mut inv_stds = Array::<F>::new(rows);
+    if comptime!(normalized) {
+        row_statistics::<F>(lhs, row_base, eps, &mut means, &mut inv_stds, rows);
+    }
     let mut sums = Array::<F>::new(rows);
     #[unroll]
     for r in 0..rows {
@@ -51,10 +77,20 @@ fn few_rows_kernel<F: Float>(
         let mut depth = slice;
         while depth < k {
             let w = weight[depth * n + col];
+            let mut scale = F::new(1.0);
+            let mut shift = F::new(0.0);
+            if comptime!(normalized) {
+                scale = norm_scale[depth];
+                shift = norm_shift[depth];
+            }
             #[unroll]
             for r in 0..rows {
                 if row_base + r < m {
-                    sums[r] += lhs[(row_base + r) * k + depth] * w;
+                    let mut value = lhs[(row_base + r) * k + depth];
+                    if comptime!(normalized) {
+                        value = (value - means[r]) * inv_stds[r] * scale + shift;
+                    }
+                    sums[r] += value * w;
                 }
             }
             depth += SLICES;
@@ -80,21 +116,100 @@ fn few_rows_kernel<F: Float>(
     }
 }
 
-/// `activation(lhs [M, K] · weight [K, N] + bias [N]) + residual [M, N]` (each of `addends`
-/// where there is one), [`MAX_ROWS`] rows per cube.
-pub fn matmul(lhs: CubeTensor, weight: CubeTensor, addends: Addends) -> CubeTensor {
+/// Each of this cube's rows' mean and 1/σ over K, summed as the LayerNorm kernel sums them
+/// (each thread striding over the row, the threads' sums halved in shared memory), into
+/// `means` and `inv_stds`.
+#[cube]
+fn row_statistics<F: Float>(lhs: &Tensor<F>, row_base: usize, eps: f32, means: &mut Array<F>, inv_stds: &mut Array<F>, #[comptime] rows: usize) {
+    let (m, k) = (lhs.shape(0), lhs.shape(1));
+    let unit = UNIT_POS_X as usize;
+    let count = F::cast_from(k as u32);
+    let mut partial = Shared::<[F]>::new_slice(comptime!(rows * THREADS));
+    #[unroll]
+    for r in 0..rows {
+        let mut sum = F::new(0.0);
+        if row_base + r < m {
+            let mut d = unit;
+            while d < k {
+                sum += lhs[(row_base + r) * k + d];
+                d += THREADS;
+            }
+        }
+        partial[r * THREADS + unit] = sum;
+    }
+    halve_rows::<F>(&mut partial, rows);
+    #[unroll]
+    for r in 0..rows {
+        means[r] = partial[r * THREADS] / count;
+    }
+    sync_cube();
+    #[unroll]
+    for r in 0..rows {
+        let mut squares = F::new(0.0);
+        if row_base + r < m {
+            let mut d = unit;
+            while d < k {
+                let centred = lhs[(row_base + r) * k + d] - means[r];
+                squares += centred * centred;
+                d += THREADS;
+            }
+        }
+        partial[r * THREADS + unit] = squares;
+    }
+    halve_rows::<F>(&mut partial, rows);
+    #[unroll]
+    for r in 0..rows {
+        inv_stds[r] = F::new(1.0) / (partial[r * THREADS] / count + F::cast_from(eps)).sqrt();
+    }
+    // Every thread has read the totals before the kernel's own shared memory is written.
+    sync_cube();
+}
+
+/// Each row's [`THREADS`] values in `partial` summed into its first, halving as
+/// [`crate::rows::cube_combine`] does.
+#[cube]
+fn halve_rows<F: Float>(partial: &mut Shared<[F]>, #[comptime] rows: usize) {
+    sync_cube();
+    let unit = UNIT_POS_X as usize;
+    // CUBE_DIM_X (= THREADS) read at run time: a mutable variable set from a comptime value stays comptime.
+    let mut half = CUBE_DIM_X as usize / 2;
+    while half > 0 {
+        if unit < half {
+            #[unroll]
+            for r in 0..rows {
+                partial[r * THREADS + unit] = partial[r * THREADS + unit] + partial[r * THREADS + unit + half];
+            }
+        }
+        sync_cube();
+        half /= 2;
+    }
+}
+
+/// `activation(norm(lhs) [M, K] · weight [K, N] + bias [N]) + residual [M, N]` (the norm, where
+/// there is one, applied to each row of `lhs` as it is read; each of `addends` where there is
+/// one), [`MAX_ROWS`] rows per cube.
+pub fn matmul(lhs: CubeTensor, weight: CubeTensor, norm: Option<Norm>, addends: Addends) -> CubeTensor {
     let (lhs, weight) = (into_contiguous(lhs), into_contiguous(weight));
     let [m, k] = lhs.shape().dims::<2>();
     let [depth, n] = weight.shape().dims::<2>();
     assert!(depth == k, "few_rows: [{m}, {k}] · [{depth}, {n}]");
     let epilogue = addends.epilogue();
     let (bias, residual) = addends.tensors(&lhs, m, n);
+    let normalized = norm.is_some();
+    // Without a norm the kernel never reads its scale and shift: the bias stands in for them.
+    let (norm_scale, norm_shift, eps) = match norm {
+        Some(norm) => {
+            assert!(norm.weight.shape().num_elements() == k && norm.bias.shape().num_elements() == k, "few_rows: a norm over {k} values");
+            (into_contiguous(norm.weight), into_contiguous(norm.bias), norm.eps)
+        }
+        None => (bias.clone(), bias.clone(), 0.0),
+    };
     let out = empty_like(&lhs, Shape::new([m, n]));
     let dtype = elements(&lhs);
     let rows = m.clamp(1, MAX_ROWS);
     // SAFETY: weight reads are guarded by `col < n` and `depth < k`, input reads by the row's
     // `< m` and `depth < k`, writes by the row's `< m` and `col < n`, the bias by `col < n`, the
-    // residual where the output is written.
+    // residual where the output is written, the norm's scale and shift by `depth < k`.
     unsafe {
         few_rows_kernel::launch_unchecked(
             &lhs.client.clone(),
@@ -102,10 +217,14 @@ pub fn matmul(lhs: CubeTensor, weight: CubeTensor, addends: Addends) -> CubeTens
             CubeDim::new_1d((COLS * SLICES) as u32),
             lhs.into_tensor_arg(),
             weight.into_tensor_arg(),
+            norm_scale.into_tensor_arg(),
+            norm_shift.into_tensor_arg(),
             bias.into_tensor_arg(),
             residual.into_tensor_arg(),
             out.clone().into_tensor_arg(),
+            eps,
             rows,
+            normalized,
             epilogue,
             dtype,
         );

@@ -129,7 +129,7 @@ impl Candidate {
     pub fn matmul(self, lhs: CubeTensor, weight: CubeTensor, bias: Option<CubeTensor>, transposed: bool) -> Result<CubeTensor, String> {
         match self {
             Candidate::Block(tiling) => Ok(matmul::matmul(lhs, weight, Addends::bias(bias), transposed, tiling, true)),
-            Candidate::FewRows if !transposed => Ok(few_rows::matmul(lhs, weight, Addends::bias(bias))),
+            Candidate::FewRows if !transposed => Ok(few_rows::matmul(lhs, weight, None, Addends::bias(bias))),
             Candidate::FewRows => Err("a transposed weight".to_string()),
             Candidate::Burn => {
                 let dtype = lhs.dtype;

@@ -53,13 +53,8 @@ impl Linear {
     /// names or the tuner's choice ([`crate::matmul`]).
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [batch, seq, d_in] = x.dims();
-        self.forward_rows(x.reshape([batch * seq, d_in]), batch, seq)
-    }
-
-    /// [`Self::forward`] of the rows `[B·T, in]` of `batch` sequences of `seq`.
-    fn forward_rows(&self, rows: Tensor<2>, batch: usize, seq: usize) -> Tensor<3> {
-        let [_, d_in] = rows.dims();
         let [_, d_out] = self.weight.dims();
+        let rows = x.reshape([batch * seq, d_in]); // [B·T, in]
         if let Some(weight) = &self.half {
             return crate::bf16::matmul(rows, weight).reshape([batch, seq, d_out]) + self.bias.val().unsqueeze::<3>();
         }
@@ -83,47 +78,57 @@ impl Linear {
     }
 
     /// `residual + dropout(self.forward(x))`: a sub-layer's output added to the residual stream
-    /// `[B, T, out]`. Where the product goes through the kernels of `shaders/` and nothing is
-    /// dropped, the stream is added as the outputs are written: one launch for the layer and
-    /// the addition, where Burn's matmul path leaves the addition to its fusion.
+    /// `[B, T, out]` ([`Self::forward_with`]).
     pub fn forward_residual(&self, x: Tensor<3>, residual: Tensor<3>, dropout: crate::dropout::Site) -> Tensor<3> {
-        let [batch, seq, d_in] = x.dims();
-        let rows = x.reshape([batch * seq, d_in]); // [B·T, in]
-        if dropout.is_off() {
-            let [_, _, d_out] = residual.dims();
-            let stream = || residual.clone().reshape([batch * seq, d_out]);
-            if let Some(out) = self.through_kernels(&rows, Some(stream), None) {
-                return out.reshape([batch, seq, d_out]);
-            }
-        }
-        residual + dropout.apply(self.forward_rows(rows, batch, seq))
+        self.forward_with(x, With { residual: Some((residual, dropout)), ..With::default() })
     }
 
-    /// `activation(self.forward(x))`, the activation applied as the outputs are written where the
-    /// product goes through the kernels of `shaders/` and no gradient is recorded.
-    pub fn forward_activated(&self, x: Tensor<3>, activation: Activation) -> Tensor<3> {
-        let [batch, seq, d_in] = x.dims();
-        let rows = x.reshape([batch * seq, d_in]); // [B·T, in]
-        if !rows.device().is_autodiff() {
-            if let Some(out) = self.through_kernels(&rows, None::<fn() -> Tensor<2>>, Some(activation)) {
-                return out.reshape([batch, seq, self.weight.dims()[1]]);
-            }
+    /// `residual + dropout(activation(self.forward(norm(x))))`, each of `with`'s steps where
+    /// there is one. Where the product goes to a kernel of `shaders/` (`PREFIX_TUNE_MATMUL`, or
+    /// the tuner's choice), that kernel takes what it can of the rest in the same launch: the
+    /// residual (nothing dropped), and without autodiff the activation and, in the few-row
+    /// kernel (a decoding step), the norm, each value normalised as it is read. What it cannot
+    /// take runs as before: the norm first, the rest after the product.
+    pub fn forward_with(&self, x: Tensor<3>, with: With) -> Tensor<3> {
+        if let Some(out) = self.through_kernels(&x, &with) {
+            return out;
         }
-        activation.forward(self.forward_rows(rows, batch, seq))
+        let With { norm, activation, residual } = with;
+        if let Some(norm) = norm {
+            return self.forward_with(norm.forward(x), With { norm: None, activation, residual });
+        }
+        let out = self.forward(x);
+        let out = match activation {
+            Some(activation) => activation.forward(out),
+            None => out,
+        };
+        match residual {
+            Some((residual, dropout)) => residual + dropout.apply(out),
+            None => out,
+        }
     }
 
-    /// `activation(rows · W + b) + residual()` `[B·T, out]` where the product goes to a kernel of
-    /// `shaders/` (`PREFIX_TUNE_MATMUL`, or the tuner's choice) that takes what follows it;
-    /// `None`, having built nothing, where it goes to Burn's matmul.
-    fn through_kernels(&self, rows: &Tensor<2>, residual: Option<impl FnOnce() -> Tensor<2>>, activation: Option<Activation>) -> Option<Tensor<2>> {
-        if self.half.is_some() {
+    /// `x · W + b` `[B, T, out]` and `with`'s steps in one launch, where the product goes to a
+    /// kernel of `shaders/` that takes them all; `None` elsewhere, having built nothing where
+    /// no kernel of ours is asked for.
+    fn through_kernels(&self, x: &Tensor<3>, with: &With) -> Option<Tensor<3>> {
+        let dropped = with.residual.as_ref().is_some_and(|(_, dropout)| !dropout.is_off());
+        let nothing_to_fuse = with.norm.is_none() && with.activation.is_none() && with.residual.is_none();
+        if self.half.is_some() || dropped || nothing_to_fuse || crate::matmul::asked().is_none() {
             return None;
         }
+        let [batch, seq, d_in] = x.dims();
+        let rows = x.clone().reshape([batch * seq, d_in]); // [B·T, in]
         let (weight, bias) = (self.weight.val(), self.bias.val());
-        let chosen = crate::matmul::ours(rows, &weight, Some(&bias), false)?;
-        let residual = residual.map(|residual| residual());
-        let then = crate::matmul::Then { residual: residual.as_ref(), activation };
-        crate::matmul::kernel_then(rows.clone(), weight, Some(bias), false, chosen, then)
+        let d_out = weight.dims()[1];
+        let chosen = crate::matmul::ours(&rows, &weight, Some(&bias), false)?;
+        let residual = with.residual.as_ref().map(|(residual, _)| {
+            let [batch, seq, d_out] = residual.dims();
+            residual.clone().reshape([batch * seq, d_out])
+        });
+        let then = crate::matmul::Then { norm: with.norm, activation: with.activation, residual: residual.as_ref() };
+        let out = crate::matmul::kernel_then(rows, weight, Some(bias), false, chosen, then)?;
+        Some(out.reshape([batch, seq, d_out]))
     }
 
     /// From now on products take the weight in `dtype` (`--dtype bf16` or `f16`); the weight
@@ -152,6 +157,15 @@ impl Linear {
         let [_, d_out] = self.weight.dims();
         out.reshape([blocks * per_block, d_out]).narrow(0, 0, count) // [B·T, out]
     }
+}
+
+/// What a linear layer's caller does around its product: a norm before, an activation and the
+/// residual stream (with its dropout) after ([`Linear::forward_with`]).
+#[derive(Default)]
+pub struct With<'a> {
+    pub norm: Option<&'a LayerNorm>,
+    pub activation: Option<Activation>,
+    pub residual: Option<(Tensor<3>, crate::dropout::Site<'a>)>,
 }
 
 /// The feed-forward activations the supported checkpoints use.

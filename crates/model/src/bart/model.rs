@@ -8,7 +8,7 @@ use burn::tensor::{module::embedding, Int, Tensor};
 use crate::attention::{attend, KeyValue, Memory};
 use crate::dropout::Masked;
 use crate::kv::{KvMemory, KvStore};
-use crate::nn::{Activation, Dropout, LayerNorm, Linear};
+use crate::nn::{Activation, Dropout, LayerNorm, Linear, With};
 
 /// Multi-head attention with separate projections (PyTorch `nn.Linear`s, stored `[in, out]`).
 #[derive(Module, Debug)]
@@ -64,7 +64,7 @@ pub struct FeedForward {
 impl FeedForward {
     /// `x + fc2(activation(fc1(x)))`.
     pub fn forward(&self, x: Tensor<3>, dropout: Dropout) -> Tensor<3> {
-        let hidden = dropout.activation().apply(self.fc1.forward_activated(x.clone(), self.activation));
+        let hidden = dropout.activation().apply(self.fc1.forward_with(x.clone(), With { activation: Some(self.activation), ..With::default() }));
         self.fc2.forward_residual(hidden, x, dropout.residual())
     }
 }

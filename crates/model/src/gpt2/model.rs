@@ -8,7 +8,7 @@ use super::config::{Activation, Gpt2Config};
 use crate::attention::{attend, attend_packed, unpack, KeyValue};
 use crate::dropout::Masked;
 use crate::kv::{Appended, KvStore};
-pub use crate::nn::{Dropout, LayerNorm, Linear as Conv1D};
+pub use crate::nn::{Dropout, LayerNorm, Linear as Conv1D, With};
 
 #[derive(Module, Debug)]
 pub struct SelfAttention {
@@ -22,20 +22,21 @@ pub struct SelfAttention {
 }
 
 impl SelfAttention {
-    /// The queries of `x` attend over `store`'s earlier keys of layer `layer` and the current
-    /// ones; the result is added to the residual stream.
+    /// The queries of `norm(x)` attend over `store`'s earlier keys of layer `layer` and the
+    /// current ones; returns `x` plus the result (the residual stream).
     ///
     /// # Shapes
-    /// - x, residual: `[B, T, D]`, bias: `[B, 1, T, S]` (S: earlier keys + T)
+    /// - x: `[B, T, D]`, bias: `[B, 1, T, S]` (S: earlier keys + T)
     /// - returns `[B, T, D]`
     #[allow(clippy::too_many_arguments)]
-    pub fn forward(&self, x: Tensor<3>, residual: Tensor<3>, store: &mut dyn KvStore, layer: usize, bias: Option<Tensor<4>>, dropout: Dropout) -> Tensor<3> {
+    pub fn forward(&self, norm: &LayerNorm, x: Tensor<3>, store: &mut dyn KvStore, layer: usize, bias: Option<Tensor<4>>, dropout: Dropout) -> Tensor<3> {
         let [batch, seq, d_model] = x.dims();
         let head_dim = d_model / self.n_head;
         // Split into heads before the three are taken apart: the gradients of the three slices
         // then land in `[B, T, 3·H, Dh]` as they come (strided views of the attention's), with
         // nothing to merge and copy first.
-        let qkv = self.c_attn.forward(x).reshape([batch, seq, 3 * self.n_head, head_dim]); // [B, T, 3·H, Dh]
+        let qkv = self.c_attn.forward_with(x.clone(), With { norm: Some(norm), ..With::default() });
+        let qkv = qkv.reshape([batch, seq, 3 * self.n_head, head_dim]); // [B, T, 3·H, Dh]
         let out = match store.passing(layer) {
             // Nothing kept (a loss): on a GPU the three stay packed, and so does their gradient.
             Some(earlier) => attend_packed(qkv, earlier, bias, self.scale, dropout.attention()),
@@ -45,7 +46,7 @@ impl SelfAttention {
                 attend(queries, memory, bias, self.scale, dropout.attention())
             }
         }; // [B, T, D]
-        self.c_proj.forward_residual(out, residual, dropout.residual())
+        self.c_proj.forward_residual(out, x, dropout.residual())
     }
 }
 
@@ -58,10 +59,10 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    /// `residual + c_proj(activation(c_fc(x)))`, dropout on the second product's output.
-    pub fn forward(&self, x: Tensor<3>, residual: Tensor<3>, dropout: Dropout) -> Tensor<3> {
-        let hidden = self.c_fc.forward_activated(x, self.activation);
-        self.c_proj.forward_residual(hidden, residual, dropout.residual())
+    /// `x + c_proj(activation(c_fc(norm(x))))`, dropout on the second product's output.
+    pub fn forward(&self, norm: &LayerNorm, x: Tensor<3>, dropout: Dropout) -> Tensor<3> {
+        let hidden = self.c_fc.forward_with(x.clone(), With { norm: Some(norm), activation: Some(self.activation), residual: None });
+        self.c_proj.forward_residual(hidden, x, dropout.residual())
     }
 }
 
@@ -75,8 +76,8 @@ pub struct Block {
 
 impl Block {
     pub fn forward(&self, x: Tensor<3>, store: &mut dyn KvStore, layer: usize, bias: Option<Tensor<4>>, dropout: Dropout) -> Tensor<3> {
-        let x = self.attn.forward(self.ln_1.forward(x.clone()), x, store, layer, bias, dropout);
-        self.mlp.forward(self.ln_2.forward(x.clone()), x, dropout)
+        let x = self.attn.forward(&self.ln_1, x, store, layer, bias, dropout);
+        self.mlp.forward(&self.ln_2, x, dropout)
     }
 }
 

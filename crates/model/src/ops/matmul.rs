@@ -206,19 +206,20 @@ fn resolve(asked: Kernel, x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tenso
     }
 }
 
-/// What a product's kernel does to each output after the bias, as it writes it:
-/// `activation(x·W + b) + residual`. An activation only where no gradient is recorded (the
-/// kernels differentiate the product and the residual, not the activation); the residual
+/// What a product's kernel does besides it, in the same launch: `activation(norm(x)·W + b) +
+/// residual`. A norm (the few-row kernel's alone) and an activation only where no gradient is
+/// recorded (the kernels differentiate the product and the residual, not those); the residual
 /// `[M, N]` takes the output's gradient as it is.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Then<'a> {
+    pub norm: Option<&'a crate::nn::LayerNorm>,
     pub activation: Option<crate::nn::Activation>,
     pub residual: Option<&'a Tensor<2>>,
 }
 
 impl Then<'_> {
     fn is_nothing(&self) -> bool {
-        self.activation.is_none() && self.residual.is_none()
+        self.norm.is_none() && self.activation.is_none() && self.residual.is_none()
     }
 }
 
@@ -271,14 +272,17 @@ pub fn kernel_then(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>, tra
         return None;
     }
     let residual_fits = then.residual.is_none_or(|r| f32s(r) && r.dims() == [x.dims()[0], weight.dims()[if transposed { 0 } else { 1 }]]);
-    if !then.is_nothing() && (matches!(chosen, Kernel::Tuned | Kernel::Burn) || !residual_fits) {
+    let norm_fits = then.norm.is_none_or(|norm| matches!(chosen, Kernel::FewRows | Kernel::TunedFewRows) && norm.weight.val().dtype() == burn::tensor::DType::F32 && norm.weight.dims() == [x.dims()[1]]);
+    if !then.is_nothing() && (matches!(chosen, Kernel::Tuned | Kernel::Burn) || !residual_fits || !norm_fits) {
+        return None;
+    }
+    if (then.norm.is_some() || then.activation.is_some()) && x.device().is_autodiff() {
         return None;
     }
     #[cfg(feature = "gpu")]
     {
         let activation = match then.activation {
             None => prefix_tune_shaders::epilogue::Activation::Identity,
-            Some(_) if x.device().is_autodiff() => return None,
             Some(crate::nn::Activation::GeluTanh) => prefix_tune_shaders::epilogue::Activation::GeluTanh,
             Some(crate::nn::Activation::Gelu) => prefix_tune_shaders::epilogue::Activation::GeluErf,
             Some(crate::nn::Activation::Relu) => return None,
@@ -286,9 +290,13 @@ pub fn kernel_then(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>, tra
         // What is absent is told so and never read: a one-value tensor takes its place.
         let steps = prefix_tune_shaders::epilogue::Epilogue { biased: bias.is_some(), activation, residual: then.residual.is_some() };
         let stand_in = || Tensor::<2>::empty([1, 1], &x.device());
-        let bias = bias.unwrap_or_else(|| Tensor::empty([1], &x.device())).into_dispatch();
+        let one = || Tensor::<1>::empty([1], &x.device());
+        let bias = bias.unwrap_or_else(one).into_dispatch();
         let residual = then.residual.cloned().unwrap_or_else(stand_in).into_dispatch();
-        Some(Tensor::from_dispatch(<burn::backend::Dispatch as gpu::CubeFrozenMatmul>::cube_frozen_matmul(x.into_dispatch(), weight.into_dispatch(), bias, residual, transposed, steps, chosen)))
+        let eps = then.norm.map_or(0.0, |norm| norm.eps as f32);
+        let [norm_scale, norm_shift] = then.norm.map_or_else(|| [one(), one()], |norm| [norm.weight.val(), norm.bias.val()]).map(Tensor::into_dispatch);
+        let norm = gpu::NormArgs { normalized: then.norm.is_some(), eps: eps.to_bits() };
+        Some(Tensor::from_dispatch(<burn::backend::Dispatch as gpu::CubeFrozenMatmul>::cube_frozen_matmul(x.into_dispatch(), weight.into_dispatch(), bias, residual, norm_scale, norm_shift, transposed, steps, norm, chosen)))
     }
     #[cfg(not(feature = "gpu"))]
     {
@@ -308,7 +316,16 @@ mod gpu {
     use burn::backend::{backend_extension, Cube};
     use burn::tensor::Shape;
     use prefix_tune_shaders::epilogue::{Addends, Epilogue};
+    use prefix_tune_shaders::few_rows::Norm;
     use prefix_tune_shaders::{few_rows, matmul, tune, CubeBackend, CubeTensor};
+
+    /// Whether the few-row kernel normalises the input's rows as it reads them, and the norm's
+    /// eps (as bits: an op's arguments compare and hash).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct NormArgs {
+        pub normalized: bool,
+        pub eps: u32,
+    }
 
     use super::{Kernel, Tile};
 
@@ -320,18 +337,22 @@ mod gpu {
 
     #[backend_extension(Autodiff, Cube, Fusion)]
     pub trait CubeFrozenMatmul: burn::backend::Backend {
-        /// `activation(x · W + bias) + residual` (or `x · Wᵀ`; each step only where `steps`
-        /// says); differentiable in `x` and `residual` (without an activation).
-        #[fusion(meta = |x, weight, _bias, _residual, transposed, _steps, _chosen| product_spec(x, weight, *transposed))]
-        fn cube_frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, residual: FloatTensor<Self>, transposed: bool, steps: Epilogue, chosen: Kernel) -> FloatTensor<Self>;
+        /// `activation(norm(x) · W + bias) + residual` (or `x · Wᵀ`; each step only where
+        /// `steps` and `norm` say, the norm's scale and shift `[K]`); differentiable in `x` and
+        /// `residual` (without a norm or an activation).
+        #[allow(clippy::too_many_arguments)]
+        #[fusion(meta = |x, weight, _bias, _residual, _norm_scale, _norm_shift, transposed, _steps, _norm, _chosen| product_spec(x, weight, *transposed))]
+        fn cube_frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, residual: FloatTensor<Self>, norm_scale: FloatTensor<Self>, norm_shift: FloatTensor<Self>, transposed: bool, steps: Epilogue, norm: NormArgs, chosen: Kernel) -> FloatTensor<Self>;
     }
 
     impl CubeFrozenMatmul for CubeBackend {
-        fn cube_frozen_matmul(x: CubeTensor, weight: CubeTensor, bias: CubeTensor, residual: CubeTensor, transposed: bool, steps: Epilogue, chosen: Kernel) -> CubeTensor {
+        #[allow(clippy::too_many_arguments)]
+        fn cube_frozen_matmul(x: CubeTensor, weight: CubeTensor, bias: CubeTensor, residual: CubeTensor, norm_scale: CubeTensor, norm_shift: CubeTensor, transposed: bool, steps: Epilogue, norm: NormArgs, chosen: Kernel) -> CubeTensor {
             let addends = Addends { bias: steps.biased.then_some(bias), activation: steps.activation, residual: steps.residual.then_some(residual) };
+            let norm = norm.normalized.then(|| Norm { weight: norm_scale, bias: norm_shift, eps: f32::from_bits(norm.eps) });
             match chosen {
                 Kernel::Block(tile) | Kernel::TunedBlock(tile) => matmul::matmul(x, weight, addends, transposed, tiling(tile), tile.split_k),
-                Kernel::FewRows | Kernel::TunedFewRows => few_rows::matmul(x, weight, addends),
+                Kernel::FewRows | Kernel::TunedFewRows => few_rows::matmul(x, weight, norm, addends),
                 // Only the bias: `kernel_then` sends these nothing else.
                 Kernel::Tuned => tune::matmul(x, weight, addends.bias, transposed, &Tile::ALL.map(tiling)),
                 Kernel::Burn => tune::Candidate::Burn.matmul(x, weight, addends.bias, transposed).unwrap_or_else(|e| panic!("Burn's matmul: {e}")),
@@ -374,22 +395,25 @@ mod gpu {
                 grads.register::<Cube>(residual.id, grad.clone());
             }
             if let Some(input) = input {
-                let input_grad = Cube::cube_frozen_matmul(grad, weight, bias.clone(), bias, !self.transposed, Epilogue::default(), self.chosen);
+                let stand_in = || bias.clone();
+                let input_grad = Cube::cube_frozen_matmul(grad, weight, stand_in(), stand_in(), stand_in(), stand_in(), !self.transposed, Epilogue::default(), NormArgs::default(), self.chosen);
                 grads.register::<Cube>(input.id, input_grad);
             }
         }
     }
 
     impl<C: CheckpointStrategy> CubeFrozenMatmul for Autodiff<Cube, C> {
-        fn cube_frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, residual: FloatTensor<Self>, transposed: bool, steps: Epilogue, chosen: Kernel) -> FloatTensor<Self> {
+        #[allow(clippy::too_many_arguments)]
+        fn cube_frozen_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, residual: FloatTensor<Self>, norm_scale: FloatTensor<Self>, norm_shift: FloatTensor<Self>, transposed: bool, steps: Epilogue, norm: NormArgs, chosen: Kernel) -> FloatTensor<Self> {
             let (weight, bias) = (weight.primitive().clone(), bias.primitive().clone());
+            let (norm_scale, norm_shift) = (norm_scale.into_primitive(), norm_shift.into_primitive());
             let input_gradient = chosen.input_gradient();
             match (FrozenMatmulBackward { transposed, chosen: input_gradient }).prepare::<C>([x.node(), residual.node()]).compute_bound().stateful() {
                 OpsKind::Tracked(prep) => {
-                    assert!(steps.activation == Default::default(), "a product's activation has no backward pass here");
-                    prep.finish((weight.clone(), bias.clone()), Cube::cube_frozen_matmul(x.primitive().clone(), weight, bias, residual.primitive().clone(), transposed, steps, chosen))
+                    assert!(steps.activation == Default::default() && !norm.normalized, "a product's norm and activation have no backward pass here");
+                    prep.finish((weight.clone(), bias.clone()), Cube::cube_frozen_matmul(x.primitive().clone(), weight, bias, residual.primitive().clone(), norm_scale, norm_shift, transposed, steps, norm, chosen))
                 }
-                OpsKind::UnTracked(prep) => prep.finish(Cube::cube_frozen_matmul(x.into_primitive(), weight, bias, residual.into_primitive(), transposed, steps, chosen)),
+                OpsKind::UnTracked(prep) => prep.finish(Cube::cube_frozen_matmul(x.into_primitive(), weight, bias, residual.into_primitive(), norm_scale, norm_shift, transposed, steps, norm, chosen)),
             }
         }
     }

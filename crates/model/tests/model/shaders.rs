@@ -95,7 +95,7 @@ fn matmul_kernel(device: &Device) {
 /// residual stream added, exactly as the tensor addition after the plain product would, its
 /// gradient the output's and the input's as without it; GELU (tanh and exact) within 2e-6 of
 /// the tensor form's over the same product. In the few-row kernel, and in a block with K whole
-/// and with K split (where the parts' sum takes the steps).
+/// and with K split (where the parts' sum takes the steps); and the few-row kernel's norm.
 fn matmul_epilogues(device: &Device) {
     use prefix_tune_model::gelu;
     use prefix_tune_model::matmul::{self, Kernel, Then, Tile};
@@ -110,7 +110,7 @@ fn matmul_epilogues(device: &Device) {
         let (x, weight, residual, upstream) = (normal([m, k]).require_grad(), normal([k, n]), normal([m, n]).require_grad(), normal([m, n]));
         let bias = Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), device);
         let plain = matmul::kernel(x.clone(), weight.clone(), Some(bias.clone()), false, kernel).expect("taken");
-        let then = Then { residual: Some(&residual), activation: None };
+        let then = Then { norm: None, residual: Some(&residual), activation: None };
         let added = matmul::kernel_then(x.clone(), weight.clone(), Some(bias.clone()), false, kernel, then).expect("taken with a residual");
         let expected = to_f32s(plain.clone() + residual.clone());
         assert!(to_f32s(added.clone()).iter().zip(&expected).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}: the residual added as the tensor addition adds it");
@@ -120,19 +120,40 @@ fn matmul_epilogues(device: &Device) {
         assert_eq!(to_f32s(x.grad(&grads).expect("tracked")), to_f32s(x.grad(&plain_grads).expect("tracked")), "{what}: the input's gradient as without the residual");
         // Activations: inference only (a tracked input is refused).
         let (x, weight, bias, plain) = (x.inner(), weight.inner(), bias.inner(), plain.inner());
-        let tracked = matmul::kernel_then(normal([m, k]).require_grad(), normal([k, n]), None, false, kernel, Then { residual: None, activation: Some(Activation::GeluTanh) });
+        let tracked = matmul::kernel_then(normal([m, k]).require_grad(), normal([k, n]), None, false, kernel, Then { norm: None, residual: None, activation: Some(Activation::GeluTanh) });
         assert!(tracked.is_none(), "{what}: an activation under autodiff is left to the tensor form");
         for (activation, reference) in [(Activation::GeluTanh, gelu::composed(plain.clone())), (Activation::Gelu, gelu::erf_composed(plain.clone()))] {
-            let then = Then { residual: None, activation: Some(activation) };
+            let then = Then { norm: None, residual: None, activation: Some(activation) };
             let got = matmul::kernel_then(x.clone(), weight.clone(), Some(bias.clone()), false, kernel, then).expect("taken with an activation");
             let (got, reference) = (to_f32s(got), to_f32s(reference));
             let worst = got.iter().zip(&reference).map(|(a, b)| (a - b).abs() / b.abs().max(1.0)).fold(0.0, f32::max);
             assert!(worst < 2e-6, "{what} {activation:?}: {worst:e} off the tensor form");
         }
     }
-    let relu = Then { residual: None, activation: Some(Activation::Relu) };
+    // The few-row kernel's norm: each row normalised as it is read, as the LayerNorm kernel
+    // would first. Its sums are that kernel's, in its order, for rows of 256 values or more
+    // (within GELU's rounding); shorter rows are summed by a different number of threads.
+    let plain = device.clone().without_autodiff();
+    for ((m, k, n), exact) in [((5, 300, 40), true), ((11, 64, 24), false)] {
+        let normal = |shape: [usize; 2]| Tensor::<2>::random(shape, Distribution::Normal(0.0, 1.0), &plain);
+        let (x, weight, bias) = (normal([m, k]) * 3.0 + 0.5, normal([k, n]), Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), &plain));
+        let norm = prefix_tune_model::nn::LayerNorm {
+            weight: burn::module::Param::from_tensor(Tensor::random([k], Distribution::Normal(1.0, 0.2), &plain)),
+            bias: burn::module::Param::from_tensor(Tensor::random([k], Distribution::Normal(0.0, 0.2), &plain)),
+            eps: 1e-5,
+        };
+        let normed = norm.forward(x.clone().unsqueeze::<3>()).squeeze::<2>();
+        let then = |residual| Then { norm: Some(&norm), activation: Some(Activation::GeluTanh), residual };
+        let expected = to_f32s(gelu::composed(matmul::kernel(normed, weight.clone(), Some(bias.clone()), false, Kernel::FewRows).expect("taken")));
+        let got = to_f32s(matmul::kernel_then(x.clone(), weight.clone(), Some(bias.clone()), false, Kernel::FewRows, then(None)).expect("taken with a norm"));
+        let worst = got.iter().zip(&expected).map(|(a, b)| (a - b).abs() / b.abs().max(1.0)).fold(0.0, f32::max);
+        assert!(worst < if exact { 2e-6 } else { 1e-5 }, "few rows {m}×{k}×{n} normalised: {worst:e} off LayerNorm then the product");
+        let blocked = matmul::kernel_then(x, weight, Some(bias), false, Kernel::Block(Tile::ALL[1]), then(None));
+        assert!(blocked.is_none(), "a block leaves the norm to the LayerNorm kernel");
+    }
+    let relu = Then { norm: None, residual: None, activation: Some(Activation::Relu) };
     assert!(matmul::kernel_then(Tensor::zeros([3, 8], &device.clone().without_autodiff()), Tensor::zeros([8, 4], &device.clone().without_autodiff()), None, false, Kernel::FewRows, relu).is_none(), "ReLU is left to the tensor form");
-    println!("matmul epilogues = the tensor form on wgpu (residual bit-exact with its gradient, GELU tanh and exact within 2e-6; few-row kernel, a block, K split)");
+    println!("matmul epilogues = the tensor form on wgpu (residual bit-exact with its gradient, GELU tanh and exact within 2e-6; few-row kernel, a block, K split; the few-row kernel's norm as LayerNorm then the product)");
 }
 
 /// A tuned product as a model layer takes it (`matmul::through`, as `PREFIX_TUNE_MATMUL=tune`
