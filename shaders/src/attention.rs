@@ -23,7 +23,8 @@
 //! it took a zero-padded copy each and two additions.
 //!
 //! A decoding step's front may instead be a KV cache's pools (`[H·capacity, Dh]`), each key read
-//! through its pool row ([`forward_paged`]): the cache is never gathered into order.
+//! through its pool row ([`forward_paged`]): the cache is never gathered into order. With one
+//! new token per row, [`forward_step`] also writes that token's key and value into the pools.
 //!
 //! Backward, with `P` the softmax, `K` the dropout's keep mask and `k = 1/(1 − p)`:
 //! - per query row: `dP = (dO · Vᵀ) ∘ K · k`, `dS = P ∘ (dP − rowsum(P ∘ dP)) · scale`, and
@@ -41,7 +42,9 @@ use crate::rows::{cube_max, cube_row, cube_sum, elements, empty_like, row_cubes,
 
 mod inputs;
 mod keys;
+mod step;
 pub use inputs::{KeysValues, ProjectionGrads, Projections};
+pub use step::forward_step;
 use inputs::{front_args, Inputs};
 use keys::backward_keys_kernel;
 

@@ -141,6 +141,22 @@ pub fn attend(queries: Tensor<4>, memory: Memory, bias: Option<Tensor<4>>, scale
     composed(queries, keys, values, bias, scale, dropout)
 }
 
+/// A KV cache's decoding step: `queries` attend over the keys of `pools` at rows `reads`
+/// `[B, H, S]`, among them the step's own (`current`, `[B, H, T, Dh]`), which go into the pools
+/// at rows `writes` `[B·H·T]`. Returns the output `[B, T, H·Dh]` and the pools. On a GPU with one
+/// new token per row, one kernel writes and attends ([`prefix_tune_shaders::attention::forward_step`]);
+/// elsewhere the keys are written ([`crate::kv_write::write`]), then attended over where they lie.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_written(queries: Tensor<4>, current: KeyValue, pools: (Tensor<2>, Tensor<2>), reads: Tensor<3, Int>, writes: &Tensor<1, Int>, bias: Option<Tensor<4>>, scale: f32, dropout: Site) -> (Tensor<3>, (Tensor<2>, Tensor<2>)) {
+    #[cfg(feature = "gpu")]
+    if crate::backend::is_gpu(&queries.device()) && queries.dtype() == burn::tensor::DType::F32 && gpu::takes_step(&queries, &pools, &reads, dropout) {
+        return gpu::attend_step(queries, current, pools, reads, writes.clone(), bias, scale);
+    }
+    let (keys, values) = crate::kv_write::write(pools, writes, current);
+    let memory = Memory::Paged(Pages { keys: keys.clone(), values: values.clone(), rows: reads });
+    (attend(queries, memory, bias, scale, dropout), (keys, values))
+}
+
 /// Queries, keys and values packed in one projection `[B, T, 3·H, Dh]` (GPT-2's `c_attn` split
 /// into heads) taken apart: `[B, H, T, Dh]` views of heads 0..H, H..2H and 2H..3H.
 pub fn unpack(qkv: Tensor<4>) -> (Tensor<4>, KeyValue) {

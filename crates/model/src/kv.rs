@@ -12,7 +12,8 @@
 
 use burn::tensor::{Device, Int, Tensor};
 
-use crate::attention::{KeyValue, Memory, Pages};
+use crate::attention::{attend, attend_written, KeyValue, Memory, Pages};
+use crate::dropout::Site;
 use crate::past::Past;
 use crate::tensors::ints;
 use crate::ModelError;
@@ -25,6 +26,14 @@ pub trait KvStore {
     /// Layer `layer`'s keys and values to attend over, `[B, H, S, Dh]` in all: the earlier
     /// ones, then `current` `[B, H, T, Dh]` (the tokens of this pass).
     fn extend(&mut self, layer: usize, current: KeyValue) -> Memory;
+
+    /// `queries` `[B, H, T, Dh]` attend over layer `layer`'s earlier keys and values and
+    /// `current`, which the store keeps: [`attend`] over [`KvStore::extend`]'s memory, where a
+    /// KV cache writes the new keys and attends in one kernel on a GPU. Returns `[B, T, H·Dh]`.
+    fn attend(&mut self, layer: usize, queries: Tensor<4>, current: KeyValue, bias: Option<Tensor<4>>, scale: f32, dropout: Site) -> Tensor<3> {
+        let memory = self.extend(layer, current);
+        attend(queries, memory, bias, scale, dropout)
+    }
 
     /// For a store that keeps nothing of this pass (a loss's): layer `layer`'s earlier keys and
     /// values, taken, so that the caller attends over them and its current ones as it holds
@@ -147,6 +156,13 @@ impl KvStore for CacheStep<'_> {
     fn extend(&mut self, layer: usize, current: KeyValue) -> Memory {
         self.cache.write(layer, &self.writes, current);
         Memory::Paged(self.cache.pages(layer, &self.reads))
+    }
+
+    fn attend(&mut self, layer: usize, queries: Tensor<4>, current: KeyValue, bias: Option<Tensor<4>>, scale: f32, dropout: Site) -> Tensor<3> {
+        let pool = self.cache.layers[layer].take().expect("every layer's pool between passes");
+        let (out, (keys, values)) = attend_written(queries, current, (pool.keys, pool.values), self.reads.clone(), &self.writes, bias, scale, dropout);
+        self.cache.layers[layer] = Some(Pool { keys, values });
+        out
     }
 }
 

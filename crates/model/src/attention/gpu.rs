@@ -18,7 +18,7 @@ use burn::backend::autodiff::Autodiff;
 use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{backend_extension, Cube};
-use burn::tensor::{Shape, Tensor};
+use burn::tensor::{Int, Shape, Tensor};
 use prefix_tune_shaders::attention::{self, KeysValues, ProjectionGrads, Projections};
 use prefix_tune_shaders::{CubeBackend, CubeTensor};
 
@@ -89,6 +89,52 @@ pub trait CubePagedAttention: burn::backend::Backend {
 impl CubePagedAttention for CubeBackend {
     fn cube_paged_attention(queries: CubeTensor, pool_keys: CubeTensor, pool_values: CubeTensor, rows: CubeTensor, bias: CubeTensor, scale: f32) -> CubeTensor {
         attention::forward_paged(queries, KeysValues { keys: pool_keys, values: pool_values }, rows, bias, scale)
+    }
+}
+
+/// Whether [`attend_step`] takes these: one new token per row, no gradient, no dropout, the
+/// scores of a row in shared memory and every tensor in 32-bit indices.
+pub fn takes_step(queries: &Tensor<4>, pools: &(Tensor<2>, Tensor<2>), slots: &Tensor<3, Int>, dropout: Site) -> bool {
+    let [batch, heads, t, _] = queries.dims();
+    let keys = slots.dims()[2];
+    let counts = [pools.0.shape().num_elements(), slots.shape().num_elements(), queries.shape().num_elements(), batch * heads * keys];
+    t == 1 && !queries.device().is_autodiff() && dropout.is_off() && pools.0.dtype() == queries.dtype() && keys <= attention::MAX_KEYS && prefix_tune_shaders::fits(&counts)
+}
+
+/// A decoding step's attention that writes the step's keys and values (`current`) into the
+/// pools at rows `writes` as it reads them ([`attention::forward_step`]): the output
+/// `[B, 1, H·Dh]` and the pools.
+pub fn attend_step(queries: Tensor<4>, current: KeyValue, pools: (Tensor<2>, Tensor<2>), slots: Tensor<3, Int>, writes: Tensor<1, Int>, bias: Option<Tensor<4>>, scale: f32) -> (Tensor<3>, (Tensor<2>, Tensor<2>)) {
+    let bias = bias.unwrap_or_else(|| Tensor::zeros([1, 1, 1, 1], &queries.device()));
+    let (out, keys, values) = <burn::backend::Dispatch as CubeStepAttention>::cube_step_attention(
+        queries.into_dispatch(),
+        current.keys.into_dispatch(),
+        current.values.into_dispatch(),
+        pools.0.into_dispatch(),
+        pools.1.into_dispatch(),
+        slots.into_dispatch(),
+        writes.into_dispatch(),
+        bias.into_dispatch(),
+        scale,
+    );
+    (Tensor::from_dispatch(out), (Tensor::from_dispatch(keys), Tensor::from_dispatch(values)))
+}
+
+#[backend_extension(Cube, Fusion)]
+pub trait CubeStepAttention: burn::backend::Backend {
+    /// One new query per row over pools `[H·capacity, Dh]` read through `slots` `[B, H, S]`, the
+    /// step's keys and values written at pool rows `writes` `[B·H]`: the output (heads merged,
+    /// `[B, 1, H·Dh]`) and the pools.
+    #[allow(clippy::too_many_arguments)]
+    #[fusion(meta = |queries, _keys, _values, pool_keys, pool_values, _slots, _writes, _bias, _scale| (merged_spec(queries, Layout { front: false, packed: false }), pool_keys.clone(), pool_values.clone()))]
+    fn cube_step_attention(queries: FloatTensor<Self>, keys: FloatTensor<Self>, values: FloatTensor<Self>, pool_keys: FloatTensor<Self>, pool_values: FloatTensor<Self>, slots: IntTensor<Self>, writes: IntTensor<Self>, bias: FloatTensor<Self>, scale: f32) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+impl CubeStepAttention for CubeBackend {
+    #[allow(clippy::too_many_arguments)]
+    fn cube_step_attention(queries: CubeTensor, keys: CubeTensor, values: CubeTensor, pool_keys: CubeTensor, pool_values: CubeTensor, slots: CubeTensor, writes: CubeTensor, bias: CubeTensor, scale: f32) -> (CubeTensor, CubeTensor, CubeTensor) {
+        let (out, pools) = attention::forward_step(queries, KeysValues { keys, values }, KeysValues { keys: pool_keys, values: pool_values }, slots, writes, bias, scale);
+        (out, pools.keys, pools.values)
     }
 }
 

@@ -46,9 +46,20 @@ impl Attention {
     /// attention's output, `[B, T, D]`.
     pub fn forward(&self, x: Tensor<3>, memory: Memory, bias: Tensor<4>, dropout: Dropout) -> Tensor<3> {
         let queries = self.to_heads(self.q_proj.forward(x.clone()));
-        let scale = (self.head_dim as f32).powf(-0.5);
-        let out = attend(queries, memory, Some(bias), scale, dropout.attention()); // [B, T, D]
+        let out = attend(queries, memory, Some(bias), self.scale(), dropout.attention()); // [B, T, D]
         self.out_proj.forward_residual(out, x, dropout.residual())
+    }
+
+    /// [`Attention::forward`] as self-attention over `store`'s earlier keys of layer `layer`
+    /// and `x`'s own, which the store keeps (a KV cache writes them as it attends).
+    pub fn forward_stored(&self, x: Tensor<3>, store: &mut dyn KvStore, layer: usize, bias: Tensor<4>, dropout: Dropout) -> Tensor<3> {
+        let queries = self.to_heads(self.q_proj.forward(x.clone()));
+        let out = store.attend(layer, queries, self.keys_values(x.clone()), Some(bias), self.scale(), dropout.attention()); // [B, T, D]
+        self.out_proj.forward_residual(out, x, dropout.residual())
+    }
+
+    fn scale(&self) -> f32 {
+        (self.head_dim as f32).powf(-0.5)
     }
 }
 
@@ -111,8 +122,7 @@ impl DecoderLayer {
         cross_bias: Tensor<4>,
         dropout: Dropout,
     ) -> Tensor<3> {
-        let memory = store.extend(layer, self.self_attn.keys_values(x.clone()));
-        let x = self.self_attn_layer_norm.forward(self.self_attn.forward(x, memory, self_bias, dropout));
+        let x = self.self_attn_layer_norm.forward(self.self_attn.forward_stored(x, store, layer, self_bias, dropout));
         let x = self.encoder_attn_layer_norm.forward(self.encoder_attn.forward(x, cross.layer(layer), cross_bias, dropout));
         self.final_layer_norm.forward(self.ffn.forward(x, dropout))
     }

@@ -5,7 +5,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{module::embedding, Int, Tensor};
 
 use super::config::{Activation, Gpt2Config};
-use crate::attention::{attend, attend_packed, unpack, KeyValue};
+use crate::attention::{attend_packed, unpack, KeyValue};
 use crate::dropout::Masked;
 use crate::kv::{Appended, KvStore};
 pub use crate::nn::{Dropout, LayerNorm, Linear as Conv1D, With};
@@ -42,8 +42,7 @@ impl SelfAttention {
             Some(earlier) => attend_packed(qkv, earlier, bias, self.scale, dropout.attention()),
             None => {
                 let (queries, current) = unpack(qkv); // [B, H, T, Dh] each
-                let memory = store.extend(layer, current); // S keys: earlier, then current
-                attend(queries, memory, bias, self.scale, dropout.attention())
+                store.attend(layer, queries, current, bias, self.scale, dropout.attention()) // S keys: earlier, then current
             }
         }; // [B, T, D]
         self.c_proj.forward_residual(out, x, dropout.residual())

@@ -2,7 +2,7 @@
 //! its pool row, against the keys gathered first and the tensor form.
 
 use burn::tensor::{Device, Distribution, Tensor};
-use prefix_tune_model::attention::{attend, attention_bias, composed, KeyValue, Memory, Pages};
+use prefix_tune_model::attention::{self, attend, attention_bias, composed, KeyValue, Memory, Pages};
 use prefix_tune_model::dropout::Site;
 use prefix_tune_model::tensors::{ints, to_f32s};
 use prefix_tune_model::testing::max_abs_diff;
@@ -40,5 +40,27 @@ pub fn on_gpu(device: &Device) {
         assert!(max_abs_diff(&paged, &tensor_form) < 2e-5, "paged attention differs by {} (T {t})", max_abs_diff(&paged, &tensor_form));
         assert!(paged.iter().all(|v| v.abs() < 100.0), "a padding key was read (T {t})");
     }
-    println!("paged attention = gathered keys and the tensor form on wgpu (rows of 7, 4 and 9 keys at scattered slots, 1 and 3 new tokens)");
+    // A decoding step that writes its own keys and values as it attends
+    // (`attention::attend_written`: one kernel on a GPU, `forward_step`): each row's last real
+    // key is the step's own, at the slot it is written to. The same bits as the write and the
+    // paged attention apart, the same pools after, and the pools it was given (still held here)
+    // left as they were.
+    let queries = Tensor::<4>::random([batch, 1, heads, head_dim], normal, device).swap_dims(1, 2); // [B, H, 1, Dh]
+    let current = KeyValue {
+        keys: Tensor::<4>::random([batch, 1, heads, head_dim], normal, device).swap_dims(1, 2),
+        values: Tensor::<4>::random([batch, 1, heads, head_dim], normal, device).swap_dims(1, 2),
+    };
+    let writes: Vec<i64> = (0..batch).flat_map(|b| (0..heads).map(move |h| (h * capacity + slot(b, lengths[b] - 1)) as i64)).collect();
+    let writes = ints(writes, [batch * heads], device);
+    let bias = attention_bias(&key_mask, 1, true, device);
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let before = to_f32s(pages.keys.clone());
+    let pools = (pages.keys.clone(), pages.values.clone());
+    let (out, (keys, values)) = attention::attend_written(queries.clone(), current.clone(), pools.clone(), pages.rows.clone(), &writes, Some(bias.clone()), scale, Site::rate(0.0));
+    let (written_keys, written_values) = prefix_tune_model::kv_write::write(pools, &writes, current);
+    let apart = attend(queries, Memory::Paged(Pages { keys: written_keys.clone(), values: written_values.clone(), rows: pages.rows.clone() }), Some(bias), scale, Site::rate(0.0));
+    assert_eq!(to_f32s(out), to_f32s(apart), "the step's kernel gives the write and the paged attention's bits");
+    assert_eq!((to_f32s(keys), to_f32s(values)), (to_f32s(written_keys), to_f32s(written_values)), "the step's keys and values written where the write puts them");
+    assert_eq!(to_f32s(pages.keys), before, "pools another tensor holds are left as they were");
+    println!("paged attention = gathered keys and the tensor form on wgpu (rows of 7, 4 and 9 keys at scattered slots, 1 and 3 new tokens); a step writing its own keys as it attends = the write, then the paged attention, bit for bit");
 }
