@@ -7,7 +7,7 @@ use burn::module::Param;
 use burn::tensor::{Device, Tensor};
 
 use super::config::{BartConfig, POSITION_OFFSET};
-use super::model::{Attention, Bart, DecoderLayer, Embeddings, EncoderLayer, FeedForward};
+use super::model::{Attention, Bart, DecoderLayer, Embeddings, EncoderLayer, FeedForward, SelfAttention};
 use crate::nn::{LayerNorm, Linear};
 use crate::tensors::floats;
 use crate::weights::WeightFiles;
@@ -51,18 +51,33 @@ impl Reader<'_> {
     /// every product, each layer's of each training and decoding step. On the CPU the view
     /// stays, as every result there was measured with it.
     fn linear(&self, name: &str, d_in: usize, d_out: usize, why: &str) -> Result<Linear, ModelError> {
+        self.side_by_side(&[name], d_in, d_out, why)
+    }
+
+    /// `nn.Linear`s of one input (`[d_out, d_in]` each), their outputs side by side in `names`'
+    /// order: one layer `[d_in, n · d_out]`, laid out as [`Reader::linear`] lays out one.
+    fn side_by_side(&self, names: &[&str], d_in: usize, d_out: usize, why: &str) -> Result<Linear, ModelError> {
+        let (mut stored, mut biases) = (Vec::new(), Vec::new());
+        for name in names {
+            stored.extend(self.weights.read(&format!("{}{name}.weight", self.scope), &[d_out, d_in], why)?); // rows of outputs
+            biases.extend(self.weights.read(&format!("{}{name}.bias", self.scope), &[d_out], why)?);
+        }
+        let width = names.len() * d_out;
         let weight = if crate::backend::is_gpu(self.device) {
-            let stored = self.weights.read(&format!("{}{name}.weight", self.scope), &[d_out, d_in], why)?;
             let laid_out: Vec<f32> = (0..d_in).flat_map(|i| stored.iter().skip(i).step_by(d_in).copied().collect::<Vec<f32>>()).collect();
-            floats(laid_out, [d_in, d_out], self.device)
+            floats(laid_out, [d_in, width], self.device)
         } else {
-            self.tensor::<2>(&format!("{name}.weight"), [d_out, d_in], why)?.transpose()
+            floats(stored, [width, d_in], self.device).transpose()
         };
-        Ok(Linear {
-            weight: Param::from_tensor(weight),
-            bias: Param::from_tensor(self.tensor(&format!("{name}.bias"), [d_out], why)?),
-            half: None,
-        })
+        Ok(Linear { weight: Param::from_tensor(weight), bias: Param::from_tensor(floats(biases, [width], self.device)), half: None })
+    }
+
+    /// Self-attention: `q_proj`, `k_proj` and `v_proj` side by side ([`SelfAttention`]).
+    fn self_attention(&self, name: &str, d: usize, heads: usize) -> Result<SelfAttention, ModelError> {
+        let why = format!("config.json d_model = {d}");
+        let names = ["q_proj", "k_proj", "v_proj"].map(|which| format!("{name}.{which}"));
+        let qkv = self.side_by_side(&names.each_ref().map(String::as_str), d, d, &why)?;
+        Ok(SelfAttention { qkv, out_proj: self.linear(&format!("{name}.out_proj"), d, d, &why)?, n_head: heads, head_dim: d / heads })
     }
 
     fn attention(&self, name: &str, d: usize, heads: usize) -> Result<Attention, ModelError> {
@@ -116,7 +131,7 @@ pub fn bart_from_weights(config: BartConfig, weights: &WeightFiles, device: &Dev
         .map(|l| {
             let name = format!("encoder.layers.{l}");
             Ok(EncoderLayer {
-                self_attn: reader.attention(&format!("{name}.self_attn"), d, config.encoder_attention_heads)?,
+                self_attn: reader.self_attention(&format!("{name}.self_attn"), d, config.encoder_attention_heads)?,
                 self_attn_layer_norm: reader.norm(&format!("{name}.self_attn_layer_norm"), d)?,
                 ffn: reader.ffn(&name, &config, config.encoder_ffn_dim, "encoder_ffn_dim")?,
                 final_layer_norm: reader.norm(&format!("{name}.final_layer_norm"), d)?,
@@ -127,7 +142,7 @@ pub fn bart_from_weights(config: BartConfig, weights: &WeightFiles, device: &Dev
         .map(|l| {
             let name = format!("decoder.layers.{l}");
             Ok(DecoderLayer {
-                self_attn: reader.attention(&format!("{name}.self_attn"), d, config.decoder_attention_heads)?,
+                self_attn: reader.self_attention(&format!("{name}.self_attn"), d, config.decoder_attention_heads)?,
                 self_attn_layer_norm: reader.norm(&format!("{name}.self_attn_layer_norm"), d)?,
                 encoder_attn: reader.attention(&format!("{name}.encoder_attn"), d, config.decoder_attention_heads)?,
                 encoder_attn_layer_norm: reader.norm(&format!("{name}.encoder_attn_layer_norm"), d)?,

@@ -5,12 +5,13 @@
 use burn::module::{Module, Param};
 use burn::tensor::{module::embedding, Int, Tensor};
 
-use crate::attention::{attend, KeyValue, Memory};
+use crate::attention::{attend, attend_packed, unpack, KeyValue, Memory};
 use crate::dropout::Masked;
 use crate::kv::{KvMemory, KvStore};
 use crate::nn::{Activation, Dropout, LayerNorm, Linear, With};
 
-/// Multi-head attention with separate projections (PyTorch `nn.Linear`s, stored `[in, out]`).
+/// Cross-attention: queries from the decoder, keys and values from the encoder's output, each
+/// its own projection (PyTorch `nn.Linear`s, stored `[in, out]`).
 #[derive(Module, Debug)]
 pub struct Attention {
     pub q_proj: Linear,
@@ -50,16 +51,61 @@ impl Attention {
         self.out_proj.forward_residual(out, x, dropout.residual())
     }
 
-    /// [`Attention::forward`] as self-attention over `store`'s earlier keys of layer `layer`
-    /// and `x`'s own, which the store keeps (a KV cache writes them as it attends).
-    pub fn forward_stored(&self, x: Tensor<3>, store: &mut dyn KvStore, layer: usize, bias: Tensor<4>, dropout: Dropout) -> Tensor<3> {
-        let queries = self.to_heads(self.q_proj.forward(x.clone()));
-        let out = store.attend(layer, queries, self.keys_values(x.clone()), Some(bias), self.scale(), dropout.attention()); // [B, T, D]
-        self.out_proj.forward_residual(out, x, dropout.residual())
+    fn scale(&self) -> f32 {
+        (self.head_dim as f32).powf(-0.5)
+    }
+}
+
+/// Self-attention, its query, key and value projections side by side (`q_proj`, `k_proj`,
+/// `v_proj` as one `[D, 3·D]` product, as GPT-2's `c_attn`): one product where there were three,
+/// and back one input gradient where three were summed. On a GPU the three stay packed into the
+/// attention kernels, and so does their gradient.
+#[derive(Module, Debug)]
+pub struct SelfAttention {
+    pub qkv: Linear,
+    pub out_proj: Linear,
+    #[module(skip)]
+    pub n_head: usize,
+    #[module(skip)]
+    pub head_dim: usize,
+}
+
+impl SelfAttention {
+    fn use_half(&mut self, dtype: crate::bf16::Dtype) {
+        self.qkv.use_half(dtype);
+        self.out_proj.use_half(dtype);
+    }
+
+    /// `[B, T, D] → [B, T, 3·H, Dh]`: queries, keys and values, split into heads.
+    fn projected(&self, x: Tensor<3>) -> Tensor<4> {
+        let [batch, len, _] = x.dims();
+        self.qkv.forward(x).reshape([batch, len, 3 * self.n_head, self.head_dim])
     }
 
     fn scale(&self) -> f32 {
         (self.head_dim as f32).powf(-0.5)
+    }
+
+    /// The encoder's: the queries of `x` `[B, S, D]` attend over `prefix` (`[B|1, H, P, Dh]`)
+    /// then `x`'s own keys; `bias` `[B, 1, S, P + S]`. Returns `x` plus the attention's output.
+    pub fn forward(&self, x: Tensor<3>, prefix: Option<KeyValue>, bias: Tensor<4>, dropout: Dropout) -> Tensor<3> {
+        let out = attend_packed(self.projected(x.clone()), prefix, Some(bias), self.scale(), dropout.attention()); // [B, S, D]
+        self.out_proj.forward_residual(out, x, dropout.residual())
+    }
+
+    /// The decoder's: over `store`'s earlier keys of layer `layer` (prefix, cache) and `x`'s
+    /// own, which the store keeps (a KV cache writes them as it attends).
+    pub fn forward_stored(&self, x: Tensor<3>, store: &mut dyn KvStore, layer: usize, bias: Tensor<4>, dropout: Dropout) -> Tensor<3> {
+        let qkv = self.projected(x.clone());
+        let out = match store.passing(layer) {
+            // Nothing kept (a loss): on a GPU the three stay packed, and so does their gradient.
+            Some(earlier) => attend_packed(qkv, earlier, Some(bias), self.scale(), dropout.attention()),
+            None => {
+                let (queries, current) = unpack(qkv); // [B, H, T, Dh] each
+                store.attend(layer, queries, current, Some(bias), self.scale(), dropout.attention())
+            }
+        }; // [B, T, D]
+        self.out_proj.forward_residual(out, x, dropout.residual())
     }
 }
 
@@ -83,7 +129,7 @@ impl FeedForward {
 /// Post-LayerNorm: each sub-layer adds to the residual stream, then normalises it.
 #[derive(Module, Debug)]
 pub struct EncoderLayer {
-    pub self_attn: Attention,
+    pub self_attn: SelfAttention,
     pub self_attn_layer_norm: LayerNorm,
     pub ffn: FeedForward,
     pub final_layer_norm: LayerNorm,
@@ -92,15 +138,14 @@ pub struct EncoderLayer {
 impl EncoderLayer {
     /// `prefix`: this layer's prefix keys/values `[B, H, P, Dh]`, in front of the tokens'.
     pub fn forward(&self, x: Tensor<3>, prefix: Option<KeyValue>, bias: Tensor<4>, dropout: Dropout) -> Tensor<3> {
-        let memory = Memory::Parts { earlier: prefix, current: self.self_attn.keys_values(x.clone()) };
-        let x = self.self_attn_layer_norm.forward(self.self_attn.forward(x, memory, bias, dropout));
+        let x = self.self_attn_layer_norm.forward(self.self_attn.forward(x, prefix, bias, dropout));
         self.final_layer_norm.forward(self.ffn.forward(x, dropout))
     }
 }
 
 #[derive(Module, Debug)]
 pub struct DecoderLayer {
-    pub self_attn: Attention,
+    pub self_attn: SelfAttention,
     pub self_attn_layer_norm: LayerNorm,
     pub encoder_attn: Attention,
     pub encoder_attn_layer_norm: LayerNorm,
