@@ -129,16 +129,7 @@ fn forward_kernel<F: Float, I: Numeric>(
         }
         s += CUBE_DIM_X as usize;
     }
-    let max = cube_max::<F>(local_max, threads);
-    let mut local_sum = F::new(0.0);
-    let mut s = UNIT_POS_X as usize;
-    while s < s_len {
-        let e = (weights[s] - max).exp();
-        weights[s] = e;
-        local_sum += e;
-        s += CUBE_DIM_X as usize;
-    }
-    let sum = cube_sum::<F>(local_sum, threads);
+    let sum = exponentiate::<F>(&mut weights, s_len, local_max, threads);
     let mut s = UNIT_POS_X as usize;
     while s < s_len {
         let p = weights[s] / sum;
@@ -208,6 +199,22 @@ fn backward_rows_kernel<F: Float>(
     sync_cube();
     let query_grad_start = out_row_start::<F>(grad_queries, b, heads_at.queries + h, t);
     weighted_rows::<F, F>(&row_grad, front_keys, keys, probs, b, h, heads_at.keys + h, front_len, s_len, dh, grad_queries, query_grad_start, false);
+}
+
+/// A row's scores in `weights` (`s_len` of them; this thread's largest `local_max`) made
+/// `exp(score − max)` in place; returns their sum over the row, the softmax's denominator.
+#[cube]
+fn exponentiate<F: Float>(weights: &mut Shared<[F]>, s_len: usize, local_max: F, #[comptime] threads: u32) -> F {
+    let max = cube_max::<F>(local_max, threads);
+    let mut local_sum = F::new(0.0);
+    let mut s = UNIT_POS_X as usize;
+    while s < s_len {
+        let e = (weights[s] - max).exp();
+        weights[s] = e;
+        local_sum += e;
+        s += CUBE_DIM_X as usize;
+    }
+    cube_sum::<F>(local_sum, threads)
 }
 
 /// The batch row of a front `[B|1, H, P, Dh]` that batch row `b` reads: a front of one row is

@@ -13,8 +13,8 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use super::{bias_index, dot, out_row_start, query_row_threads, row_capacity, row_start, split_heads, Heads, HeadsLaunch, Inputs, KeysValues};
-use crate::rows::{cube_max, cube_row, cube_sum, elements, empty_like, row_cubes};
+use super::{bias_index, dot, exponentiate, out_row_start, query_row_threads, row_capacity, row_start, split_heads, Heads, HeadsLaunch, Inputs, KeysValues};
+use crate::rows::{cube_row, elements, empty_like, row_cubes};
 
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
@@ -64,16 +64,7 @@ fn step_kernel<F: Float, I: Numeric>(
         }
         s += CUBE_DIM_X as usize;
     }
-    let max = cube_max::<F>(local_max, threads);
-    let mut local_sum = F::new(0.0);
-    let mut s = UNIT_POS_X as usize;
-    while s < s_len {
-        let e = (weights[s] - max).exp();
-        weights[s] = e;
-        local_sum += e;
-        s += CUBE_DIM_X as usize;
-    }
-    let sum = cube_sum::<F>(local_sum, threads);
+    let sum = exponentiate::<F>(&mut weights, s_len, local_max, threads);
     let mut s = UNIT_POS_X as usize;
     while s < s_len {
         weights[s] = weights[s] / sum;
