@@ -73,6 +73,8 @@ impl Linear {
         if crate::backend::is_cpu(&rows.device()) && batch * seq * d_in * d_out >= 1 << 22 {
             return self.forward_in_blocks(rows).reshape([batch, seq, d_out]) + self.bias.val().unsqueeze::<3>();
         }
+        // The bias is shaped before the product, so that its addition follows the product in
+        // the stream: Burn's matmul fuser then takes it into the product's fused block.
         let bias = self.bias.val().unsqueeze::<3>(); // [1, 1, out]
         rows.reshape([batch, seq, d_in]).matmul(self.weight.val().unsqueeze::<3>()) + bias
     }

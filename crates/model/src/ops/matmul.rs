@@ -263,20 +263,13 @@ pub fn kernel(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>, transpos
     kernel_then(x, weight, bias, transposed, chosen, Then::default())
 }
 
-/// [`kernel`], then `then`'s activation and residual: `None` also where `chosen` does not take
-/// them (Burn's matmul, the tuner itself), an activation under autodiff, or an activation the
-/// kernels lack.
+/// [`kernel`] with `then`'s norm, activation and residual in the same launch; `None` also where
+/// `chosen` does not take them ([`takes_then`]).
 pub fn kernel_then(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>, transposed: bool, chosen: Kernel, then: Then) -> Option<Tensor<2>> {
-    let f32s = |t: &Tensor<2>| t.dtype() == burn::tensor::DType::F32;
     if !available(&x, &weight) || bias.as_ref().is_some_and(|b| b.dtype() != burn::tensor::DType::F32) || (transposed && !chosen.takes_transposed()) {
         return None;
     }
-    let residual_fits = then.residual.is_none_or(|r| f32s(r) && r.dims() == [x.dims()[0], weight.dims()[if transposed { 0 } else { 1 }]]);
-    let norm_fits = then.norm.is_none_or(|norm| matches!(chosen, Kernel::FewRows | Kernel::TunedFewRows) && norm.weight.val().dtype() == burn::tensor::DType::F32 && norm.weight.dims() == [x.dims()[1]]);
-    if !then.is_nothing() && (matches!(chosen, Kernel::Tuned | Kernel::Burn) || !residual_fits || !norm_fits) {
-        return None;
-    }
-    if (then.norm.is_some() || then.activation.is_some()) && x.device().is_autodiff() {
+    if !then.is_nothing() && !takes_then(chosen, &x, &weight, transposed, &then) {
         return None;
     }
     #[cfg(feature = "gpu")]
@@ -285,7 +278,7 @@ pub fn kernel_then(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>, tra
             None => prefix_tune_shaders::epilogue::Activation::Identity,
             Some(crate::nn::Activation::GeluTanh) => prefix_tune_shaders::epilogue::Activation::GeluTanh,
             Some(crate::nn::Activation::Gelu) => prefix_tune_shaders::epilogue::Activation::GeluErf,
-            Some(crate::nn::Activation::Relu) => return None,
+            Some(crate::nn::Activation::Relu) => return None, // refused by takes_then
         };
         // What is absent is told so and never read: a one-value tensor takes its place.
         let steps = prefix_tune_shaders::epilogue::Epilogue { biased: bias.is_some(), activation, residual: then.residual.is_some() };
@@ -300,9 +293,26 @@ pub fn kernel_then(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>, tra
     }
     #[cfg(not(feature = "gpu"))]
     {
-        let _ = (bias, transposed, chosen, then, f32s);
+        let _ = (bias, transposed, chosen, then);
         None
     }
+}
+
+/// Whether `chosen` takes `then` with the product of `x` `[M, K]` and `weight`: our kernels
+/// only (not Burn's matmul, nor the tuner's own call); an f32 residual `[M, N]`; a norm over K
+/// in the few-row kernel alone; a norm or an activation only without autodiff (their gradients
+/// are the tensor form's), and only the GELUs.
+fn takes_then(chosen: Kernel, x: &Tensor<2>, weight: &Tensor<2>, transposed: bool, then: &Then) -> bool {
+    let f32s = |dtype: burn::tensor::DType| dtype == burn::tensor::DType::F32;
+    let [m, k] = x.dims();
+    let n = weight.dims()[if transposed { 0 } else { 1 }];
+    let ours = !matches!(chosen, Kernel::Tuned | Kernel::Burn);
+    let residual_fits = then.residual.is_none_or(|r| f32s(r.dtype()) && r.dims() == [m, n]);
+    let few_rows = matches!(chosen, Kernel::FewRows | Kernel::TunedFewRows);
+    let norm_fits = then.norm.is_none_or(|norm| few_rows && f32s(norm.weight.val().dtype()) && norm.weight.dims() == [k]);
+    let untracked = (then.norm.is_none() && then.activation.is_none()) || !x.device().is_autodiff();
+    let gelu = then.activation.is_none_or(|a| a != crate::nn::Activation::Relu);
+    ours && residual_fits && norm_fits && untracked && gelu
 }
 
 #[cfg(feature = "gpu")]
