@@ -63,10 +63,12 @@ fn few_rows_kernel<F: Float>(
     let row_base = CUBE_POS_Y as usize * rows;
     let (column, slice) = (UNIT_POS_X as usize % COLS, UNIT_POS_X as usize / COLS);
     let col = CUBE_POS_X as usize * COLS + column;
+    // [rows][SLICES][COLS] (= [rows][THREADS]): the norm's sums first, then each slice's.
+    let mut partial = Shared::<[F]>::new_slice(comptime!(rows * THREADS));
     let mut means = Array::<F>::new(rows);
     let mut inv_stds = Array::<F>::new(rows);
     if comptime!(normalized) {
-        row_statistics::<F>(lhs, row_base, eps, &mut means, &mut inv_stds, rows);
+        row_statistics::<F>(lhs, row_base, eps, &mut partial, &mut means, &mut inv_stds, rows);
     }
     let mut sums = Array::<F>::new(rows);
     #[unroll]
@@ -96,8 +98,7 @@ fn few_rows_kernel<F: Float>(
             depth += SLICES;
         }
     }
-    // [rows][SLICES][COLS]: each slice's sums, added below in the order of the slices.
-    let mut partial = Shared::<[F]>::new_slice(comptime!(rows * SLICES * COLS));
+    // Each slice's sums, added below in the order of the slices.
     #[unroll]
     for r in 0..rows {
         partial[(r * SLICES + slice) * COLS + column] = sums[r];
@@ -117,14 +118,14 @@ fn few_rows_kernel<F: Float>(
 }
 
 /// Each of this cube's rows' mean and 1/σ over K, summed as the LayerNorm kernel sums them
-/// (each thread striding over the row, the threads' sums halved in shared memory), into
-/// `means` and `inv_stds`.
+/// (each thread striding over the row, the threads' sums halved in `partial`, `[rows][THREADS]`
+/// of shared memory the kernel uses again after), into `means` and `inv_stds`.
 #[cube]
-fn row_statistics<F: Float>(lhs: &Tensor<F>, row_base: usize, eps: f32, means: &mut Array<F>, inv_stds: &mut Array<F>, #[comptime] rows: usize) {
+#[allow(clippy::too_many_arguments)]
+fn row_statistics<F: Float>(lhs: &Tensor<F>, row_base: usize, eps: f32, partial: &mut Shared<[F]>, means: &mut Array<F>, inv_stds: &mut Array<F>, #[comptime] rows: usize) {
     let (m, k) = (lhs.shape(0), lhs.shape(1));
     let unit = UNIT_POS_X as usize;
     let count = F::cast_from(k as u32);
-    let mut partial = Shared::<[F]>::new_slice(comptime!(rows * THREADS));
     #[unroll]
     for r in 0..rows {
         let mut sum = F::new(0.0);
@@ -137,7 +138,7 @@ fn row_statistics<F: Float>(lhs: &Tensor<F>, row_base: usize, eps: f32, means: &
         }
         partial[r * THREADS + unit] = sum;
     }
-    halve_rows::<F>(&mut partial, rows);
+    halve_rows::<F>(partial, rows);
     #[unroll]
     for r in 0..rows {
         means[r] = partial[r * THREADS] / count;
@@ -156,12 +157,12 @@ fn row_statistics<F: Float>(lhs: &Tensor<F>, row_base: usize, eps: f32, means: &
         }
         partial[r * THREADS + unit] = squares;
     }
-    halve_rows::<F>(&mut partial, rows);
+    halve_rows::<F>(partial, rows);
     #[unroll]
     for r in 0..rows {
         inv_stds[r] = F::new(1.0) / (partial[r * THREADS] / count + F::cast_from(eps)).sqrt();
     }
-    // Every thread has read the totals before the kernel's own shared memory is written.
+    // Every thread has read the totals before the kernel writes `partial` again.
     sync_cube();
 }
 
