@@ -674,9 +674,11 @@ fn bench_train_reports_its_steps_and_the_phase_breakdown() {
     let seconds = report["seconds"].as_f64().unwrap();
     let expected = 2.0 * 3.0 * 12.0 / seconds;
     assert!((report["tokens_per_second"].as_f64().unwrap() - expected).abs() < 1e-6 * expected, "{report}");
+    // The phases are timed in passes of their own, so they are not bounded by `seconds` (a
+    // loaded machine made one pass slower than the timed steps): only reported.
     for phase in ["forward_ms", "backward_ms"] {
         let ms = report[phase].as_f64().unwrap();
-        assert!(ms > 0.0 && ms < seconds * 1e3, "{phase}: {report}");
+        assert!(ms > 0.0 && ms.is_finite(), "{phase}: {report}");
     }
 }
 
