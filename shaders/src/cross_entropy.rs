@@ -106,6 +106,60 @@ fn nll_backward_kernel<F: Float, I: Numeric>(
     }
 }
 
+#[cube(launch)]
+fn log_softmax_kernel<F: Float>(
+    logits: &Tensor<F>,  // [N, V]
+    added: &Tensor<F>,   // [N], read only when `adds`
+    out: &mut Tensor<F>, // [N, V]
+    #[comptime] adds: bool,
+    #[comptime] threads: u32,
+    #[define(F)] _dtype: ElemType,
+) {
+    let row = cube_row();
+    let (rows, vocab) = (logits.shape(0), logits.shape(1));
+    if row >= rows {
+        terminate!();
+    }
+    let lse = row_logsumexp::<F>(logits, row, vocab, threads);
+    let start = row * vocab;
+    let mut i = UNIT_POS_X as usize;
+    while i < vocab {
+        // The addition after the log-probability, as `log_softmax(x) + a` adds it.
+        let mut value = logits[start + i] - lse;
+        if comptime!(adds) {
+            value += added[row];
+        }
+        out[start + i] = value;
+        i += CUBE_DIM_X as usize;
+    }
+}
+
+/// `[N, V]` logits → `log_softmax(x_r) + added[r]` per row (`added` `[N]`, where there is one):
+/// a beam's log-probabilities plus its score so far, one pass over each row after the
+/// logsumexp's.
+pub fn log_softmax(logits: CubeTensor, added: Option<CubeTensor>) -> CubeTensor {
+    let logits = into_contiguous(logits);
+    let shape = logits.shape();
+    let (rows, threads) = (shape[0], row_threads(shape[1]));
+    let adds = added.is_some();
+    // Without an addition the kernel never reads `added`: the logits stand in for it.
+    let added = added.map_or_else(|| logits.clone(), into_contiguous);
+    let out = empty_like(&logits, shape);
+    let dtype = elements(&logits);
+    log_softmax_kernel::launch(
+        &logits.client.clone(),
+        row_cubes(rows),
+        CubeDim::new_1d(threads),
+        logits.into_tensor_arg(),
+        added.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        adds,
+        threads,
+        dtype,
+    );
+    out
+}
+
 /// `[N, V]` logits and `[N]` integer targets in `0..V` → each row's NLL `[N]`.
 pub fn nll(logits: CubeTensor, targets: CubeTensor) -> CubeTensor {
     let (logits, targets) = (into_contiguous(logits), into_contiguous(targets));

@@ -1,12 +1,14 @@
 //! A frozen weight's product for a few rows, `x · W + b` with `x` `[M, K]` and `W` stored
-//! `[K, N]`: a decoding step's linear layers, one row per sequence or beam (more than 8 rows are
-//! taken 8 at a time, by more cubes, each reading the weight again).
+//! `[K, N]`, or `x · Wᵀ` with `W` stored `[N, K]` (a tied LM head): a decoding step's linear
+//! layers and its head, one row per sequence or beam (more than 8 rows are taken 8 at a time,
+//! by more cubes, each reading the weight again).
 //!
 //! Such a product only reads the weight, once: it is bound by memory, and a tiled kernel
 //! ([`matmul`](crate::matmul)) wastes its blocks of 32 rows or more on it. Burn's matmul and its
 //! bias addition are two launches per layer there. Here a cube computes 16 columns for every
 //! row: its 256 threads are 16 columns × 16 slices of K, each reading its column of the weight
-//! at every 16th depth (16 neighbouring threads read 64 contiguous bytes of a k-row) and keeping
+//! at every 16th depth (16 neighbouring threads read 64 contiguous bytes of a k-row; of a
+//! transposed weight's row, 16 neighbouring threads are one column's 16 slices) and keeping
 //! one sum per row in registers; the 16 slices' sums are then added in a fixed order through
 //! shared memory, then the bias, an activation and the residual stream as each output is written
 //! ([`epilogue`](crate::epilogue)). One launch, `N / 16` cubes: 48 for a 768-wide output, 144
@@ -47,7 +49,7 @@ pub struct Norm {
 #[cube(launch_unchecked)]
 fn few_rows_kernel<F: Float>(
     lhs: &Tensor<F>,      // [M, K]
-    weight: &Tensor<F>,   // [K, N]
+    weight: &Tensor<F>,   // [K, N], or [N, K] when `transposed`
     norm_scale: &Tensor<F>, // [K], read only when `normalized`
     norm_shift: &Tensor<F>, // [K]
     bias: &Tensor<F>,     // [N], read only when the epilogue is biased
@@ -56,12 +58,20 @@ fn few_rows_kernel<F: Float>(
     eps: f32,
     #[comptime] rows: usize, // per cube: rows CUBE_POS_Y · rows ..
     #[comptime] normalized: bool,
+    #[comptime] transposed: bool,
     #[comptime] epilogue: Epilogue,
     #[define(F)] _dtype: ElemType,
 ) {
     let (m, k, n) = (lhs.shape(0), lhs.shape(1), out.shape(1));
     let row_base = CUBE_POS_Y as usize * rows;
-    let (column, slice) = (UNIT_POS_X as usize % COLS, UNIT_POS_X as usize / COLS);
+    // Neighbouring threads read neighbouring values of the weight: along a k-row of `[K, N]`
+    // (columns), along a row of `[N, K]` (slices).
+    let mut column = UNIT_POS_X as usize % COLS;
+    let mut slice = UNIT_POS_X as usize / COLS;
+    if comptime!(transposed) {
+        column = UNIT_POS_X as usize / SLICES;
+        slice = UNIT_POS_X as usize % SLICES;
+    }
     let col = CUBE_POS_X as usize * COLS + column;
     // [rows][SLICES][COLS] (= [rows][THREADS]): the norm's sums first, then each slice's.
     let mut partial = Shared::<[F]>::new_slice(comptime!(rows * THREADS));
@@ -78,7 +88,7 @@ fn few_rows_kernel<F: Float>(
     if col < n {
         let mut depth = slice;
         while depth < k {
-            let w = weight[depth * n + col];
+            let w = if comptime!(transposed) { weight[col * k + depth] } else { weight[depth * n + col] };
             let mut scale = F::new(1.0);
             let mut shift = F::new(0.0);
             if comptime!(normalized) {
@@ -188,12 +198,14 @@ fn halve_rows<F: Float>(partial: &mut Shared<[F]>, #[comptime] rows: usize) {
 
 /// `activation(norm(lhs) [M, K] · weight [K, N] + bias [N]) + residual [M, N]` (the norm, where
 /// there is one, applied to each row of `lhs` as it is read; each of `addends` where there is
-/// one), [`MAX_ROWS`] rows per cube.
-pub fn matmul(lhs: CubeTensor, weight: CubeTensor, norm: Option<Norm>, addends: Addends) -> CubeTensor {
+/// one), [`MAX_ROWS`] rows per cube; `transposed`: the weight is stored `[N, K]` and used as
+/// its transpose.
+pub fn matmul(lhs: CubeTensor, weight: CubeTensor, norm: Option<Norm>, addends: Addends, transposed: bool) -> CubeTensor {
     let (lhs, weight) = (into_contiguous(lhs), into_contiguous(weight));
     let [m, k] = lhs.shape().dims::<2>();
-    let [depth, n] = weight.shape().dims::<2>();
-    assert!(depth == k, "few_rows: [{m}, {k}] · [{depth}, {n}]");
+    let [a, b] = weight.shape().dims::<2>();
+    let (depth, n) = if transposed { (b, a) } else { (a, b) };
+    assert!(depth == k, "few_rows: [{m}, {k}] · [{depth}, {n}]{}", if transposed { "ᵀ" } else { "" });
     let epilogue = addends.epilogue();
     let (bias, residual) = addends.tensors(&lhs, m, n);
     let normalized = norm.is_some();
@@ -208,7 +220,7 @@ pub fn matmul(lhs: CubeTensor, weight: CubeTensor, norm: Option<Norm>, addends: 
     let out = empty_like(&lhs, Shape::new([m, n]));
     let dtype = elements(&lhs);
     let rows = m.clamp(1, MAX_ROWS);
-    // SAFETY: weight reads are guarded by `col < n` and `depth < k`, input reads by the row's
+    // SAFETY: weight reads (either layout) are guarded by `col < n` and `depth < k`, input reads by the row's
     // `< m` and `depth < k`, writes by the row's `< m` and `col < n`, the bias by `col < n`, the
     // residual where the output is written, the norm's scale and shift by `depth < k`.
     unsafe {
@@ -226,6 +238,7 @@ pub fn matmul(lhs: CubeTensor, weight: CubeTensor, norm: Option<Norm>, addends: 
             eps,
             rows,
             normalized,
+            transposed,
             epilogue,
             dtype,
         );

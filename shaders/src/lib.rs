@@ -11,6 +11,7 @@ pub mod adamw;
 pub mod attention;
 pub mod cross_entropy;
 pub mod cut;
+pub mod embed;
 pub mod epilogue;
 pub mod few_rows;
 pub mod gelu;

@@ -35,7 +35,7 @@ pub enum Candidate {
     Burn,
     /// Ours, in one block shape, K split where the blocks are too few ([`matmul::splits`]).
     Block(Tiling),
-    /// Ours for a few rows and a weight stored `[K, N]` ([`few_rows`]): a decoding step's.
+    /// Ours for a few rows ([`few_rows`]): a decoding step's products and its LM head.
     FewRows,
 }
 
@@ -129,8 +129,7 @@ impl Candidate {
     pub fn matmul(self, lhs: CubeTensor, weight: CubeTensor, bias: Option<CubeTensor>, transposed: bool) -> Result<CubeTensor, String> {
         match self {
             Candidate::Block(tiling) => Ok(matmul::matmul(lhs, weight, Addends::bias(bias), transposed, tiling, true)),
-            Candidate::FewRows if !transposed => Ok(few_rows::matmul(lhs, weight, None, Addends::bias(bias))),
-            Candidate::FewRows => Err("a transposed weight".to_string()),
+            Candidate::FewRows => Ok(few_rows::matmul(lhs, weight, None, Addends::bias(bias), transposed)),
             Candidate::Burn => {
                 let dtype = lhs.dtype;
                 // A transposed weight is a view of the stored one: Burn's matmul reads either layout.

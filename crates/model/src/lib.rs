@@ -24,7 +24,7 @@ pub use ops::layer_norm;
 pub use cpu::{bf16, few_rows};
 use load::hf_config;
 pub use load::{hub, model_kind, weights, ModelKind};
-pub use ops::{adamw, cross_entropy, cut, gelu, kv_write, matmul, narrow};
+pub use ops::{adamw, cross_entropy, cut, embed, gelu, kv_write, log_softmax, matmul, narrow};
 
 pub use attention::KeyValue;
 pub use kv::KvCache;

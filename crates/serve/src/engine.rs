@@ -292,16 +292,16 @@ impl Engine {
         let ids: Vec<Vec<u32>> = rows.iter().map(|r| vec![r.next]).collect();
         let logits = match (&self.model, &mut *caches) {
             (ServedModel::Gpt2(model), Caches::Gpt2(cache)) => {
-                model.forward_cached(&ids, &vec![vec![1.0]; rows.len()], cache, Dropout::default()).map(|hidden| model.logits(hidden))
+                model.next_logits(&ids, &vec![vec![1.0]; rows.len()], cache)
             }
             (ServedModel::Bart(model, _), Caches::Bart { decoder, cross }) => {
                 let positions: Vec<usize> = rows.iter().map(|r| r.position).collect();
-                model.decode_cached(&ids, &positions, decoder, cross, Dropout::default()).map(|hidden| model.logits(hidden))
+                model.decode_cached(&ids, &positions, decoder, cross, Dropout::default()).map(|hidden| model.logits(hidden).squeeze_dim::<2>(1))
             }
             _ => unreachable!("the caches are made for the served model"),
         };
         let logits = match logits {
-            Ok(logits) => logits, // [rows, 1, V]
+            Ok(logits) => logits, // [rows, V]
             Err(e) => {
                 let failure = Failure::from(e);
                 for row in rows.drain(..) {
@@ -311,9 +311,8 @@ impl Engine {
                 return;
             }
         };
-        let [count, _, vocab] = logits.dims();
         let steps: Vec<RowStep> = rows.iter_mut().map(|row| self.row_step(row)).collect();
-        let picks = pick::pick(logits.reshape([count, vocab]), &steps);
+        let picks = pick::pick(logits, &steps);
         let alive: Vec<bool> = rows
             .iter_mut()
             .zip(picks)

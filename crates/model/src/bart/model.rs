@@ -3,7 +3,7 @@
 //! self-attention and its cross-attention each take their own prefix (Li & Liang, 2021, §4.2).
 
 use burn::module::{Module, Param};
-use burn::tensor::{module::embedding, Int, Tensor};
+use burn::tensor::{Int, Tensor};
 
 use crate::attention::{attend, attend_packed, unpack, KeyValue, Memory};
 use crate::dropout::Masked;
@@ -201,9 +201,8 @@ pub struct Bart {
 impl Bart {
     /// `embed_scale · E[ids] + P[positions + 2]`, normalised, with dropout: `[B, T, D]`.
     fn embed(&self, stack: &Embeddings, ids: Tensor<2, Int>, positions: Tensor<2, Int>, dropout: Dropout) -> Tensor<3> {
-        let tokens = embedding(self.shared.val(), ids) * self.config.embed_scale();
-        let positions = embedding(stack.positions.val(), positions + super::config::POSITION_OFFSET as i64);
-        dropout.embeddings().apply(stack.layernorm_embedding.forward(tokens + positions))
+        let embedded = crate::embed::embed(&self.shared.val(), ids, self.config.embed_scale(), &stack.positions.val(), positions, super::config::POSITION_OFFSET);
+        dropout.embeddings().apply(stack.layernorm_embedding.forward(embedded))
     }
 
     /// The encoder over `ids` `[B, S]` at positions 0..S; `prefix[l]` goes in front of layer
@@ -273,14 +272,16 @@ impl Bart {
         let [batch, seq, d_model] = hidden.dims();
         let vocab = self.config.vocab_size;
         let rows = hidden.reshape([batch * seq, d_model]); // [B·T, D]
+        let bias = self.final_logits_bias.val(); // [V]
         let logits = match &self.head_half {
-            Some(head) => crate::bf16::matmul(rows, head),
-            None => match crate::matmul::frozen(&rows, &self.shared.val(), None, true) {
+            Some(head) => crate::bf16::matmul(rows, head) + bias.unsqueeze::<2>(),
+            // A kernel of `shaders/` adds the bias as it writes each logit.
+            None => match crate::matmul::frozen(&rows, &self.shared.val(), Some(&bias), true) {
                 Some(logits) => logits,
-                None => crate::few_rows::matmul(rows, self.shared.val().transpose()),
+                None => crate::few_rows::matmul(rows, self.shared.val().transpose()) + bias.unsqueeze::<2>(),
             },
         };
-        (logits + self.final_logits_bias.val().unsqueeze::<2>()).reshape([batch, seq, vocab])
+        logits.reshape([batch, seq, vocab])
     }
 
     /// `--dtype bf16`: every frozen matrix product from now on in bf16 with f32 sums (the

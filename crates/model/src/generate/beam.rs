@@ -198,13 +198,15 @@ fn top_continuations(logits: &mut [Vec<f32>], running: &[Vec<u32>], running_scor
 fn device_candidates(logits: Tensor<2>, edits: &[Edits], running_scores: &[f32], batch: usize, keep: usize) -> Vec<Vec<Candidate>> {
     let [rows, vocab] = logits.dims();
     let device = logits.device();
-    let beam_scores = crate::tensors::floats(running_scores.to_vec(), [rows, 1], &device);
-    let mut log_probs = burn::tensor::activation::log_softmax(logits, 1);
-    if edits.iter().any(|e| !e.is_empty()) {
-        // As HF, the processors act on log-probabilities: a ban does not renormalise the rest.
-        log_probs = pick::edit(log_probs, edits);
-    }
-    let scores = log_probs + beam_scores; // [B·beams, V]
+    let beam_scores = crate::tensors::floats(running_scores.to_vec(), [rows], &device);
+    // As HF, the processors act on log-probabilities (a ban does not renormalise the rest),
+    // before each beam's score is added. A ban is −∞ before or after that addition, so without
+    // other edits the scores come in one pass, then the bans.
+    let scores = if edits.iter().all(Edits::bans_only) {
+        pick::edit(crate::log_softmax::log_softmax(logits, Some(beam_scores)), edits)
+    } else {
+        pick::edit(crate::log_softmax::log_softmax(logits, None), edits) + beam_scores.unsqueeze_dim::<2>(1)
+    }; // [B·beams, V]
     let (values, indices) = scores.reshape([batch, rows / batch * vocab]).topk_with_indices(keep, 1); // [B, keep]
     let (values, indices) = (crate::tensors::to_f32s(values), to_i64s(indices));
     values

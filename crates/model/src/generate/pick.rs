@@ -52,6 +52,11 @@ impl Edits {
         self.added.is_empty() && self.forced.is_none()
     }
 
+    /// Whether every edit is a ban (none, too).
+    pub fn bans_only(&self) -> bool {
+        self.forced.is_none() && self.added.values().all(|&delta| delta == f32::NEG_INFINITY)
+    }
+
     /// The edits applied to one row's scores on the host.
     pub fn apply(&self, scores: &mut [f32]) {
         for (&token, &delta) in &self.added {

@@ -1,7 +1,7 @@
 //! GPT-2 as a [`Decoder`] for the shared search code: the KV cache lives here, outside the
 //! model, so one frozen model serves many caches (beams, rows, prefixes).
 
-use super::{Dropout, Gpt2, Past};
+use super::{Gpt2, Past};
 use crate::generate::{generate, Decoder, GenerateConfig, Generated};
 use crate::kv::KvCache;
 use crate::past::select_rows;
@@ -46,10 +46,7 @@ impl Decoder for Gpt2Decoder<'_> {
     fn step(&mut self, ids: &[Vec<u32>], mask: &[Vec<f32>]) -> Result<Tensor<2>, ModelError> {
         let model = self.model;
         let cache = self.cache(ids.len(), ids.first().map_or(0, Vec::len))?;
-        let hidden = model.forward_cached(ids, mask, cache, Dropout::default())?;
-        // Only the last position feeds the next token: the LM head runs there alone.
-        let seq = hidden.dims()[1];
-        Ok(model.logits(hidden.narrow(1, seq - 1, 1)).squeeze_dim::<2>(1))
+        model.next_logits(ids, mask, cache)
     }
 
     fn reorder(&mut self, rows: &[usize]) -> Result<(), ModelError> {

@@ -90,10 +90,23 @@ impl Gpt2 {
     /// [`Gpt2::forward_tokens`] after the rows of `cache` (one per batch row), whose new keys
     /// and values are written into it in place. Returns hidden states `[B, T, D]`.
     pub fn forward_cached(&self, ids: &[Vec<u32>], mask: &[Vec<f32>], cache: &mut KvCache, dropout: Dropout) -> Result<Tensor<3>, ModelError> {
+        Ok(self.ln_f.forward(self.stream_cached(ids, mask, cache, dropout)?))
+    }
+
+    /// Each row's next-token logits `[B, V]`: the pass of [`Gpt2::forward_cached`], then
+    /// [`Gpt2::head`] at each row's last position alone (a decoding step).
+    pub fn next_logits(&self, ids: &[Vec<u32>], mask: &[Vec<f32>], cache: &mut KvCache) -> Result<Tensor<2>, ModelError> {
+        let stream = self.stream_cached(ids, mask, cache, Dropout::default())?; // [B, T, D]
+        let seq = stream.dims()[1];
+        Ok(self.head(stream.narrow(1, seq - 1, 1)).squeeze_dim::<2>(1))
+    }
+
+    /// [`Gpt2::forward_cached`] before the final LayerNorm.
+    fn stream_cached(&self, ids: &[Vec<u32>], mask: &[Vec<f32>], cache: &mut KvCache, dropout: Dropout) -> Result<Tensor<3>, ModelError> {
         self.check_batch(ids, mask)?;
         let input = self.input(ids, &cache.masks_with(mask)?)?;
         let mut store = cache.step(mask)?;
-        Ok(self.forward_stored(input, &mut store, dropout))
+        Ok(self.stream_stored(input, &mut store, dropout))
     }
 
     /// Checks a batch of ids and its mask: non-empty, rectangular, in the vocabulary. Returns

@@ -8,6 +8,7 @@ use super::config::{Activation, Gpt2Config};
 use crate::attention::{attend_packed, unpack, KeyValue};
 use crate::dropout::Masked;
 use crate::kv::{Appended, KvStore};
+use crate::matmul::Then;
 pub use crate::nn::{Dropout, LayerNorm, Linear as Conv1D, With};
 
 #[derive(Module, Debug)]
@@ -127,8 +128,14 @@ impl Gpt2 {
     /// [`Gpt2::forward`] with the earlier keys/values in `store` (a [`crate::kv::KvCache`]
     /// written in place, or [`Appended`]); returns the final hidden states `[B, T, D]`.
     pub fn forward_stored(&self, input: Gpt2Input, store: &mut dyn KvStore, dropout: Dropout) -> Tensor<3> {
-        let tokens = embedding(self.wte.val(), input.input_ids); // [B, T, D]
-        self.forward_embedded(tokens, input.position_ids, input.bias, store, dropout)
+        self.ln_f.forward(self.stream_stored(input, store, dropout))
+    }
+
+    /// [`Gpt2::forward_stored`] before the final LayerNorm: the residual stream `[B, T, D]` out
+    /// of the last block, for [`Gpt2::head`].
+    pub fn stream_stored(&self, input: Gpt2Input, store: &mut dyn KvStore, dropout: Dropout) -> Tensor<3> {
+        let embedded = crate::embed::embed(&self.wte.val(), input.input_ids, 1.0, &self.wpe.val(), input.position_ids, 0); // [B, T, D]
+        self.blocks(embedded, input.bias, store, dropout)
     }
 
     /// [`Gpt2::forward`] from input embeddings `[B, T, D]` instead of token ids (virtual
@@ -141,16 +148,22 @@ impl Gpt2 {
         store: &mut dyn KvStore,
         dropout: Dropout,
     ) -> Tensor<3> {
-        let [batch, len, _] = tokens.dims();
+        let embedded = tokens + embedding(self.wpe.val(), position_ids); // [B, T, D]
+        self.ln_f.forward(self.blocks(embedded, bias, store, dropout))
+    }
+
+    /// The blocks over the sum of token and position embeddings `[B, T, D]`: the residual
+    /// stream before `ln_f`.
+    fn blocks(&self, embedded: Tensor<3>, bias: Option<Tensor<4>>, store: &mut dyn KvStore, dropout: Dropout) -> Tensor<3> {
+        let [batch, len, _] = embedded.dims();
         let masked = self.masked(batch, len, bias.as_ref().map_or(len, |bias| bias.dims()[3]));
-        let draws = dropout.draws_for(masked, &tokens.device());
+        let draws = dropout.draws_for(masked, &embedded.device());
         let dropout = dropout.with(draws.as_ref());
-        let positions = embedding(self.wpe.val(), position_ids); // [B, T, D]
-        let mut x = dropout.embeddings().apply(tokens + positions);
+        let mut x = dropout.embeddings().apply(embedded);
         for (layer, block) in self.h.iter().enumerate() {
             x = block.forward(x, store, layer, bias.clone(), dropout);
         }
-        self.ln_f.forward(x)
+        x
     }
 
     /// What dropout masks in a pass over `batch` rows of `len` tokens whose queries see `keys`
@@ -179,6 +192,31 @@ impl Gpt2 {
             },
         };
         logits.reshape([batch, seq, vocab])
+    }
+
+    /// `ln_f`, then the LM head: the residual stream `[B, T, D]` to logits `[B, T, V]`. Where the
+    /// head's product goes to the few-row kernel of `shaders/` (a decoding step's rows on a GPU,
+    /// as the tuner or `PREFIX_TUNE_MATMUL` chooses, no autodiff), that kernel normalises each
+    /// row as it reads it: one launch.
+    pub fn head(&self, stream: Tensor<3>) -> Tensor<3> {
+        if let Some(logits) = self.head_in_one_launch(&stream) {
+            return logits;
+        }
+        self.logits(self.ln_f.forward(stream))
+    }
+
+    /// [`Gpt2::head`] as one kernel, where the head's product takes `ln_f`; `None` elsewhere,
+    /// having built nothing where no kernel of ours is asked for.
+    fn head_in_one_launch(&self, stream: &Tensor<3>) -> Option<Tensor<3>> {
+        if self.head_half.is_some() || crate::matmul::asked().is_none() {
+            return None;
+        }
+        let [batch, seq, d_model] = stream.dims();
+        let (rows, wte) = (stream.clone().reshape([batch * seq, d_model]), self.wte.val()); // [B·T, D], [V, D]
+        let vocab = wte.dims()[0];
+        let chosen = crate::matmul::ours(&rows, &wte, None, true)?;
+        let then = Then { norm: Some(&self.ln_f), ..Then::default() };
+        Some(crate::matmul::kernel_then(rows, wte, None, true, chosen, then)?.reshape([batch, seq, vocab]))
     }
 
     /// `--dtype bf16` or `f16`: every frozen matrix product from now on in half precision with

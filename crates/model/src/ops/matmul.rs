@@ -8,8 +8,8 @@
 //! `shaders:few_rows`) always takes ours; `burn` always Burn's. The default is `tune` in a build
 //! with the `autotune` feature (a GPU build: Burn tunes its own kernels there too), else Burn's
 //! matmul. A block runs forward and, for the input's gradient, backward (the same kernel with
-//! the weight the other way round); the tuner picks for the backward product separately, and
-//! the few-row kernel's backward is Burn's. On the CPU, and in half precision, Burn's matmul.
+//! the weight the other way round); the tuner picks for the backward product separately. On the
+//! CPU, and in half precision, Burn's matmul.
 
 use burn::tensor::Tensor;
 
@@ -69,7 +69,7 @@ pub fn splits(m: usize, k: usize, n: usize, tile: Tile) -> usize {
 pub enum Kernel {
     /// Ours, in this block.
     Block(Tile),
-    /// Ours for a few rows (a decoding step's products), a weight stored `[K, N]` only.
+    /// Ours for a few rows (a decoding step's products and LM head).
     FewRows,
     /// The fastest of Burn's matmul and ours in each of [`Tile::ALL`], for the product's shape,
     /// timed on first use.
@@ -98,20 +98,13 @@ impl Kernel {
     }
 
     /// The kernel for the input's gradient, `grad · Wᵀ`: a tuned product's is tuned on its own
-    /// shape; the few-row kernel's is Burn's (it takes no transposed weight); a block's is the
-    /// same block.
+    /// shape; one named is the same kernel with the weight the other way round.
     #[cfg(feature = "gpu")]
     fn input_gradient(self) -> Kernel {
         match self {
             Kernel::TunedBlock(_) | Kernel::TunedFewRows => Kernel::Tuned,
-            Kernel::FewRows => Kernel::Burn,
             other => other,
         }
-    }
-
-    /// Whether it computes `x · Wᵀ` too (all but the few-row kernel).
-    fn takes_transposed(self) -> bool {
-        !matches!(self, Kernel::FewRows | Kernel::TunedFewRows)
     }
 }
 
@@ -266,7 +259,7 @@ pub fn kernel(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>, transpos
 /// [`kernel`] with `then`'s norm, activation and residual in the same launch; `None` also where
 /// `chosen` does not take them ([`takes_then`]).
 pub fn kernel_then(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>, transposed: bool, chosen: Kernel, then: Then) -> Option<Tensor<2>> {
-    if !available(&x, &weight) || bias.as_ref().is_some_and(|b| b.dtype() != burn::tensor::DType::F32) || (transposed && !chosen.takes_transposed()) {
+    if !available(&x, &weight) || bias.as_ref().is_some_and(|b| b.dtype() != burn::tensor::DType::F32) {
         return None;
     }
     if !then.is_nothing() && !takes_then(chosen, &x, &weight, transposed, &then) {
@@ -362,7 +355,7 @@ mod gpu {
             let norm = norm.normalized.then(|| Norm { weight: norm_scale, bias: norm_shift, eps: f32::from_bits(norm.eps) });
             match chosen {
                 Kernel::Block(tile) | Kernel::TunedBlock(tile) => matmul::matmul(x, weight, addends, transposed, tiling(tile), tile.split_k),
-                Kernel::FewRows | Kernel::TunedFewRows => few_rows::matmul(x, weight, norm, addends),
+                Kernel::FewRows | Kernel::TunedFewRows => few_rows::matmul(x, weight, norm, addends, transposed),
                 // Only the bias: `kernel_then` sends these nothing else.
                 Kernel::Tuned => tune::matmul(x, weight, addends.bias, transposed, &Tile::ALL.map(tiling)),
                 Kernel::Burn => tune::Candidate::Burn.matmul(x, weight, addends.bias, transposed).unwrap_or_else(|e| panic!("Burn's matmul: {e}")),

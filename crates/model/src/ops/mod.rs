@@ -23,8 +23,10 @@ pub(crate) fn backward_one<B: burn::backend::Backend, S>(
 
 pub mod cross_entropy;
 pub mod cut;
+pub mod embed;
 pub mod gelu;
 pub mod kv_write;
 pub mod layer_norm;
+pub mod log_softmax;
 pub mod matmul;
 pub mod narrow;

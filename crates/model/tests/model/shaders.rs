@@ -46,6 +46,8 @@ fn wgpu_shaders_child() {
     narrow_kernel(&device);
     super::dropout::on_gpu(&device);
     kv_write_kernel(&device.clone().without_autodiff());
+    embed_kernel(&device.clone().without_autodiff());
+    log_softmax_kernel(&device.clone().without_autodiff());
     super::paged::on_gpu(&device.clone().without_autodiff());
     matmul_kernel(&device);
     pick_kernel(&device.clone().without_autodiff(), 1000, 40);
@@ -68,9 +70,9 @@ fn matmul_kernel(device: &Device) {
     for (index, ((m, k, n), (scalar, vector))) in sizes.into_iter().zip(tiles).enumerate() {
         let tuned = [0, 6, 7].contains(&index).then_some(Kernel::Tuned);
         let kernels = [Kernel::Block(Tile::ALL[scalar]), Kernel::Block(Tile::ALL[vector]), Kernel::Burn].into_iter().chain(tuned);
-        // The few-row kernel takes only a weight stored [K, N], any rows (8 to a cube).
-        let both_ways = kernels.flat_map(|kernel| [(kernel, false), (kernel, true)]);
-        for (kernel, transposed) in both_ways.chain([(Kernel::FewRows, false)]) {
+        // The few-row kernel takes any rows (8 to a cube), its input gradient too.
+        let both_ways = kernels.chain([Kernel::FewRows]).flat_map(|kernel| [(kernel, false), (kernel, true)]);
+        for (kernel, transposed) in both_ways {
             let biased = index % 2 == 0;
             let product = |x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>| matmul::kernel(x.clone(), weight.clone(), bias.cloned(), transposed, kernel);
             assert!(check_product(device, (m, k, n), transposed, biased, &format!("{kernel:?}"), product), "{kernel:?} runs on wgpu");
@@ -84,8 +86,6 @@ fn matmul_kernel(device: &Device) {
             }
         }
     }
-    let x = Tensor::<2>::random([3, 8], Distribution::Normal(0.0, 1.0), device);
-    assert!(matmul::kernel(x, Tensor::random([5, 8], Distribution::Normal(0.0, 1.0), device), None, true, Kernel::FewRows).is_none(), "the few-row kernel takes no transposed weight");
     println!("matmul kernel = exact products on wgpu (x·W and x·Wᵀ, values and input gradient, with and without a bias, 8 sizes over 7 block shapes, K split in two, the few-row kernel, Burn's matmul and the tuner's choice)");
     tuned_products(device);
     matmul_epilogues(device);
@@ -132,11 +132,13 @@ fn matmul_epilogues(device: &Device) {
     }
     // The few-row kernel's norm: each row normalised as it is read, as the LayerNorm kernel
     // would first. Its sums are that kernel's, in its order, for rows of 256 values or more
-    // (within GELU's rounding); shorter rows are summed by a different number of threads.
+    // (within GELU's rounding); shorter rows are summed by a different number of threads. With
+    // a weight stored `[N, K]` too: GPT-2's `ln_f` and tied LM head.
     let plain = device.clone().without_autodiff();
-    for ((m, k, n), exact) in [((5, 300, 40), true), ((11, 64, 24), false)] {
+    for ((m, k, n), exact, transposed) in [((5, 300, 40), true, false), ((11, 64, 24), false, false), ((5, 300, 1000), true, true), ((3, 64, 70), false, true)] {
         let normal = |shape: [usize; 2]| Tensor::<2>::random(shape, Distribution::Normal(0.0, 1.0), &plain);
-        let (x, weight, bias) = (normal([m, k]) * 3.0 + 0.5, normal([k, n]), Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), &plain));
+        let (x, bias) = (normal([m, k]) * 3.0 + 0.5, Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), &plain));
+        let weight = normal(if transposed { [n, k] } else { [k, n] });
         let norm = prefix_tune_model::nn::LayerNorm {
             weight: burn::module::Param::from_tensor(Tensor::random([k], Distribution::Normal(1.0, 0.2), &plain)),
             bias: burn::module::Param::from_tensor(Tensor::random([k], Distribution::Normal(0.0, 0.2), &plain)),
@@ -144,11 +146,11 @@ fn matmul_epilogues(device: &Device) {
         };
         let normed = norm.forward(x.clone().unsqueeze::<3>()).squeeze::<2>();
         let then = |residual| Then { norm: Some(&norm), activation: Some(Activation::GeluTanh), residual };
-        let expected = to_f32s(gelu::composed(matmul::kernel(normed, weight.clone(), Some(bias.clone()), false, Kernel::FewRows).expect("taken")));
-        let got = to_f32s(matmul::kernel_then(x.clone(), weight.clone(), Some(bias.clone()), false, Kernel::FewRows, then(None)).expect("taken with a norm"));
+        let expected = to_f32s(gelu::composed(matmul::kernel(normed, weight.clone(), Some(bias.clone()), transposed, Kernel::FewRows).expect("taken")));
+        let got = to_f32s(matmul::kernel_then(x.clone(), weight.clone(), Some(bias.clone()), transposed, Kernel::FewRows, then(None)).expect("taken with a norm"));
         let worst = got.iter().zip(&expected).map(|(a, b)| (a - b).abs() / b.abs().max(1.0)).fold(0.0, f32::max);
-        assert!(worst < if exact { 2e-6 } else { 1e-5 }, "few rows {m}×{k}×{n} normalised: {worst:e} off LayerNorm then the product");
-        let blocked = matmul::kernel_then(x, weight, Some(bias), false, Kernel::Block(Tile::ALL[1]), then(None));
+        assert!(worst < if exact { 2e-6 } else { 1e-5 }, "few rows {m}×{k}×{n} (transposed {transposed}) normalised: {worst:e} off LayerNorm then the product");
+        let blocked = matmul::kernel_then(x, weight, Some(bias), transposed, Kernel::Block(Tile::ALL[1]), then(None));
         assert!(blocked.is_none(), "a block leaves the norm to the LayerNorm kernel");
     }
     let relu = Then { norm: None, residual: None, activation: Some(Activation::Relu) };
@@ -603,6 +605,62 @@ fn kv_write_kernel(device: &Device) {
     assert!(to_f32s(kernel.0) != before.0, "nothing was written");
     assert!((to_f32s(keys), to_f32s(values)) == before, "a pool another tensor holds changed");
     println!("KV cache write = select_assign on wgpu (strided keys and values, scattered slots, a shared pool left as it was)");
+}
+
+/// The input embeddings' kernel (`embed::embed`, a decoding step's on a GPU) against the gathers
+/// and the sum as tensor operations, which it computes in the same order: GPT-2's
+/// (`wte[ids] + wpe[positions]`) and BART's with a scale and the position offset of 2, over
+/// repeated and unordered ids: equal exactly.
+fn embed_kernel(device: &Device) {
+    use burn::tensor::module::embedding;
+    use prefix_tune_model::embed::embed;
+    use prefix_tune_model::tensors::ints;
+    let normal = Distribution::Normal(0.0, 1.0);
+    let (tokens, positions) = (Tensor::<2>::random([97, 40], normal, device), Tensor::<2>::random([23, 40], normal, device));
+    let ids = || ints(vec![5, 96, 0, 5, 41, 7], [2, 3], device);
+    let position_ids = || ints(vec![0, 1, 2, 17, 18, 20], [2, 3], device);
+    for (scale, offset) in [(1.0f32, 0usize), (2.5, 2)] {
+        let got = to_f32s(embed(&tokens, ids(), scale, &positions, position_ids(), offset));
+        let expected = to_f32s(embedding(tokens.clone(), ids()) * scale + embedding(positions.clone(), position_ids() + offset as i64));
+        assert!(got.len() == 2 * 3 * 40 && got.iter().zip(&expected).all(|(a, b)| a.to_bits() == b.to_bits()), "scale {scale}, offset {offset}: the embeddings differ");
+    }
+    println!("input embeddings = the gathers and their sum on wgpu, bit for bit (GPT-2's; BART's scale and position offset)");
+}
+
+/// Beam search's scores in one kernel (`log_softmax::log_softmax`: each row's log-probabilities
+/// plus the beam's score) against the exact values (f64 on the host): within 4e-6 of the larger
+/// of 1 and the value, on rows of 1,000 and of GPT-2's 50,257, with and without the addition;
+/// and no further off than Burn's log-softmax and the addition.
+fn log_softmax_kernel(device: &Device) {
+    use prefix_tune_model::log_softmax::log_softmax;
+    for (rows, vocab) in [(7, 1000), (3, 50_257)] {
+        let logits = Tensor::<2>::random([rows, vocab], Distribution::Normal(0.0, 3.0), device);
+        let added = Tensor::<1>::random([rows], Distribution::Uniform(-40.0, 0.0), device);
+        let (x, a) = (to_f32s(logits.clone()), to_f32s(added.clone()));
+        for with in [None, Some(added)] {
+            let exact: Vec<f64> = x
+                .chunks(vocab)
+                .enumerate()
+                .flat_map(|(r, row)| {
+                    let max = row.iter().fold(f64::MIN, |m, &v| m.max(v as f64));
+                    let lse = max + row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
+                    let plus = if with.is_some() { a[r] as f64 } else { 0.0 };
+                    row.iter().map(move |&v| v as f64 - lse + plus)
+                })
+                .collect();
+            let off = |got: &[f32]| got.iter().zip(&exact).map(|(&g, &e)| (g as f64 - e).abs() / e.abs().max(1.0)).fold(0.0, f64::max);
+            let burns = burn::tensor::activation::log_softmax(logits.clone(), 1);
+            let burns = off(&to_f32s(match &with {
+                Some(added) => burns + added.clone().unsqueeze_dim::<2>(1),
+                None => burns,
+            }));
+            let ours = off(&to_f32s(log_softmax(logits.clone(), with.clone())));
+            let what = format!("{rows} × {vocab}, added {}", with.is_some());
+            assert!(ours < 4e-6, "{what}: {ours:e} off the exact values (Burn's {burns:e})");
+            assert!(ours <= burns.max(1e-6), "{what}: {ours:e} off the exact values, Burn's {burns:e}");
+        }
+    }
+    println!("beam scores kernel = log-softmax plus each beam's score on wgpu, within 4e-6 of the exact values and no further than Burn's (rows of 1,000 and 50,257)");
 }
 
 /// `narrow`'s backward kernel (the slice's gradient padded with zeros in one pass) against
