@@ -52,15 +52,29 @@ impl Linear {
     /// default in an `autotune` build), any rows, a decoding step's too, through the kernel it
     /// names or the tuner's choice ([`crate::matmul`]).
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let chosen = self.kernel(&x);
+        self.product(x, chosen)
+    }
+
+    /// The kernel of `shaders/` that takes this layer's product of `x` on a GPU (f32,
+    /// `PREFIX_TUNE_MATMUL` or the tuner's choice), decided from the dimensions; `None` where
+    /// Burn's matmul or the CPU's kernels do.
+    fn kernel(&self, x: &Tensor<3>) -> Option<crate::matmul::Kernel> {
+        if self.half.is_some() {
+            return None;
+        }
+        crate::matmul::ours(x, &self.weight.val(), Some(&self.bias.val()), false)
+    }
+
+    /// `x · W + b` through `chosen` (see [`Self::kernel`]), or elsewhere as [`Self::forward`] says.
+    fn product(&self, x: Tensor<3>, chosen: Option<crate::matmul::Kernel>) -> Tensor<3> {
         let [batch, seq, d_in] = x.dims();
         let [_, d_out] = self.weight.dims();
         let rows = x.reshape([batch * seq, d_in]); // [B·T, in]
         if let Some(weight) = &self.half {
             return crate::bf16::matmul(rows, weight).reshape([batch, seq, d_out]) + self.bias.val().unsqueeze::<3>();
         }
-        // A GPU's f32 products, decoding steps' included, where PREFIX_TUNE_MATMUL (or its default
-        // in an `autotune` build) takes them; never on the CPU.
-        if let Some(out) = crate::matmul::frozen(&rows, &self.weight.val(), Some(&self.bias.val()), false) {
+        if let Some(out) = chosen.and_then(|chosen| crate::matmul::kernel(rows.clone(), self.weight.val(), Some(self.bias.val()), false, chosen)) {
             return out.reshape([batch, seq, d_out]);
         }
         if seq == 1 || crate::few_rows::takes_the_kernel(&rows) {
@@ -92,14 +106,17 @@ impl Linear {
     /// kernel (a decoding step), the norm, each value normalised as it is read. What it cannot
     /// take runs as before: the norm first, the rest after the product.
     pub fn forward_with(&self, x: Tensor<3>, with: With) -> Tensor<3> {
-        if let Some(out) = self.through_kernels(&x, &with) {
+        // The norm keeps the shape, so one choice serves the product with or without it.
+        let chosen = self.kernel(&x);
+        if let Some(out) = chosen.and_then(|chosen| self.in_one_launch(&x, &with, chosen)) {
             return out;
         }
         let With { norm, activation, residual } = with;
-        if let Some(norm) = norm {
-            return self.forward_with(norm.forward(x), With { norm: None, activation, residual });
-        }
-        let out = self.forward(x);
+        let x = match norm {
+            Some(norm) => norm.forward(x),
+            None => x,
+        };
+        let out = self.product(x, chosen);
         let out = match activation {
             Some(activation) => activation.forward(out),
             None => out,
@@ -110,24 +127,19 @@ impl Linear {
         }
     }
 
-    /// `x · W + b` `[B, T, out]` and `with`'s steps in one launch, where the product goes to a
-    /// kernel of `shaders/` that takes them all; `None` elsewhere, having built nothing where
-    /// no kernel of ours is asked for.
-    fn through_kernels(&self, x: &Tensor<3>, with: &With) -> Option<Tensor<3>> {
+    /// `x · W + b` `[B, T, out]` and all of `with`'s steps in one launch of `chosen`, where it
+    /// takes them; `None` elsewhere, having built nothing where there is nothing to take.
+    fn in_one_launch(&self, x: &Tensor<3>, with: &With, chosen: crate::matmul::Kernel) -> Option<Tensor<3>> {
         let dropped = with.residual.as_ref().is_some_and(|(_, dropout)| !dropout.is_off());
         let nothing_to_fuse = with.norm.is_none() && with.activation.is_none() && with.residual.is_none();
-        if self.half.is_some() || dropped || nothing_to_fuse || crate::matmul::asked().is_none() {
+        if dropped || nothing_to_fuse {
             return None;
         }
         let [batch, seq, d_in] = x.dims();
         let rows = x.clone().reshape([batch * seq, d_in]); // [B·T, in]
         let (weight, bias) = (self.weight.val(), self.bias.val());
         let d_out = weight.dims()[1];
-        let chosen = crate::matmul::ours(&rows, &weight, Some(&bias), false)?;
-        let residual = with.residual.as_ref().map(|(residual, _)| {
-            let [batch, seq, d_out] = residual.dims();
-            residual.clone().reshape([batch * seq, d_out])
-        });
+        let residual = with.residual.as_ref().map(|(residual, _)| residual.clone().reshape([batch * seq, d_out]));
         let then = crate::matmul::Then { norm: with.norm, activation: with.activation, residual: residual.as_ref() };
         let out = crate::matmul::kernel_then(rows, weight, Some(bias), false, chosen, then)?;
         Some(out.reshape([batch, seq, d_out]))

@@ -47,13 +47,15 @@ impl Attention {
     /// attention's output, `[B, T, D]`.
     pub fn forward(&self, x: Tensor<3>, memory: Memory, bias: Tensor<4>, dropout: Dropout) -> Tensor<3> {
         let queries = self.to_heads(self.q_proj.forward(x.clone()));
-        let out = attend(queries, memory, Some(bias), self.scale(), dropout.attention()); // [B, T, D]
+        let out = attend(queries, memory, Some(bias), scale(self.head_dim), dropout.attention()); // [B, T, D]
         self.out_proj.forward_residual(out, x, dropout.residual())
     }
 
-    fn scale(&self) -> f32 {
-        (self.head_dim as f32).powf(-0.5)
-    }
+}
+
+/// BART's attention scale, `1/√Dh`, as HF computes it (in f32).
+fn scale(head_dim: usize) -> f32 {
+    (head_dim as f32).powf(-0.5)
 }
 
 /// Self-attention, its query, key and value projections side by side (`q_proj`, `k_proj`,
@@ -82,14 +84,10 @@ impl SelfAttention {
         self.qkv.forward(x).reshape([batch, len, 3 * self.n_head, self.head_dim])
     }
 
-    fn scale(&self) -> f32 {
-        (self.head_dim as f32).powf(-0.5)
-    }
-
     /// The encoder's: the queries of `x` `[B, S, D]` attend over `prefix` (`[B|1, H, P, Dh]`)
     /// then `x`'s own keys; `bias` `[B, 1, S, P + S]`. Returns `x` plus the attention's output.
     pub fn forward(&self, x: Tensor<3>, prefix: Option<KeyValue>, bias: Tensor<4>, dropout: Dropout) -> Tensor<3> {
-        let out = attend_packed(self.projected(x.clone()), prefix, Some(bias), self.scale(), dropout.attention()); // [B, S, D]
+        let out = attend_packed(self.projected(x.clone()), prefix, Some(bias), scale(self.head_dim), dropout.attention()); // [B, S, D]
         self.out_proj.forward_residual(out, x, dropout.residual())
     }
 
@@ -99,10 +97,10 @@ impl SelfAttention {
         let qkv = self.projected(x.clone());
         let out = match store.passing(layer) {
             // Nothing kept (a loss): on a GPU the three stay packed, and so does their gradient.
-            Some(earlier) => attend_packed(qkv, earlier, Some(bias), self.scale(), dropout.attention()),
+            Some(earlier) => attend_packed(qkv, earlier, Some(bias), scale(self.head_dim), dropout.attention()),
             None => {
                 let (queries, current) = unpack(qkv); // [B, H, T, Dh] each
-                store.attend(layer, queries, current, Some(bias), self.scale(), dropout.attention())
+                store.attend(layer, queries, current, Some(bias), scale(self.head_dim), dropout.attention())
             }
         }; // [B, T, D]
         self.out_proj.forward_residual(out, x, dropout.residual())

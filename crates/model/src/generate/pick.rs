@@ -196,7 +196,7 @@ pub fn log_probs(scores: &[f32], chosen: u32, n: usize) -> (f32, Vec<(u32, f32)>
 fn device_log_probs(logits: Tensor<2>, tokens: &[u32], most: usize) -> Vec<(f32, Vec<(u32, f32)>)> {
     let rows = tokens.len();
     let device = logits.device();
-    let log_probs = burn::tensor::activation::log_softmax(logits, 1); // [rows, V]
+    let log_probs = crate::log_softmax::log_softmax(logits, None); // [rows, V]
     let chosen = ints(tokens.iter().map(|&t| i64::from(t)).collect(), [rows, 1], &device);
     let chosen = crate::tensors::to_f32s(log_probs.clone().gather(1, chosen));
     let (values, ids) = if most > 0 {

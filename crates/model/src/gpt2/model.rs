@@ -181,17 +181,8 @@ impl Gpt2 {
 
     /// Logits over the vocabulary through the head tied to `wte`: `[B, T, D] → [B, T, V]`.
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        let [batch, seq, d_model] = hidden.dims();
-        let vocab = self.wte.val().dims()[0];
-        let rows = hidden.reshape([batch * seq, d_model]); // [B·T, D]
-        let logits = match &self.head_half {
-            Some(head) => crate::bf16::matmul(rows, head),
-            None => match crate::matmul::frozen(&rows, &self.wte.val(), None, true) {
-                Some(logits) => logits,
-                None => crate::few_rows::matmul(rows, self.wte.val().transpose()),
-            },
-        };
-        logits.reshape([batch, seq, vocab])
+        let chosen = self.head_kernel(&hidden);
+        self.logits_through(hidden, chosen)
     }
 
     /// `ln_f`, then the LM head: the residual stream `[B, T, D]` to logits `[B, T, V]`. Where the
@@ -199,22 +190,44 @@ impl Gpt2 {
     /// as the tuner or `PREFIX_TUNE_MATMUL` chooses, no autodiff), that kernel normalises each
     /// row as it reads it: one launch.
     pub fn head(&self, stream: Tensor<3>) -> Tensor<3> {
-        if let Some(logits) = self.head_in_one_launch(&stream) {
+        // The norm keeps the shape, so one choice serves the product with or without it.
+        let chosen = self.head_kernel(&stream);
+        if let Some(logits) = chosen.and_then(|chosen| self.head_in_one_launch(&stream, chosen)) {
             return logits;
         }
-        self.logits(self.ln_f.forward(stream))
+        self.logits_through(self.ln_f.forward(stream), chosen)
     }
 
-    /// [`Gpt2::head`] as one kernel, where the head's product takes `ln_f`; `None` elsewhere,
-    /// having built nothing where no kernel of ours is asked for.
-    fn head_in_one_launch(&self, stream: &Tensor<3>) -> Option<Tensor<3>> {
-        if self.head_half.is_some() || crate::matmul::asked().is_none() {
+    /// The kernel of `shaders/` that takes the head's product of `hidden` (see
+    /// [`crate::matmul::ours`]); `None` where Burn's matmul, the CPU's kernels or half precision do.
+    fn head_kernel(&self, hidden: &Tensor<3>) -> Option<crate::matmul::Kernel> {
+        if self.head_half.is_some() {
             return None;
         }
+        crate::matmul::ours(hidden, &self.wte.val(), None, true)
+    }
+
+    /// `hidden · wteᵀ` through `chosen`, else half precision or Burn's matmul.
+    fn logits_through(&self, hidden: Tensor<3>, chosen: Option<crate::matmul::Kernel>) -> Tensor<3> {
+        let [batch, seq, d_model] = hidden.dims();
+        let vocab = self.wte.val().dims()[0];
+        let rows = hidden.reshape([batch * seq, d_model]); // [B·T, D]
+        let logits = match (&self.head_half, chosen) {
+            (Some(head), _) => crate::bf16::matmul(rows, head),
+            (None, Some(chosen)) => match crate::matmul::kernel(rows.clone(), self.wte.val(), None, true, chosen) {
+                Some(logits) => logits,
+                None => crate::few_rows::matmul(rows, self.wte.val().transpose()),
+            },
+            (None, None) => crate::few_rows::matmul(rows, self.wte.val().transpose()),
+        };
+        logits.reshape([batch, seq, vocab])
+    }
+
+    /// [`Gpt2::head`] as one launch of `chosen`, where it takes `ln_f`.
+    fn head_in_one_launch(&self, stream: &Tensor<3>, chosen: crate::matmul::Kernel) -> Option<Tensor<3>> {
         let [batch, seq, d_model] = stream.dims();
         let (rows, wte) = (stream.clone().reshape([batch * seq, d_model]), self.wte.val()); // [B·T, D], [V, D]
         let vocab = wte.dims()[0];
-        let chosen = crate::matmul::ours(&rows, &wte, None, true)?;
         let then = Then { norm: Some(&self.ln_f), ..Then::default() };
         Some(crate::matmul::kernel_then(rows, wte, None, true, chosen, then)?.reshape([batch, seq, vocab]))
     }

@@ -11,7 +11,7 @@
 //! the weight the other way round); the tuner picks for the backward product separately. On the
 //! CPU, and in half precision, Burn's matmul.
 
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Device, Tensor};
 
 /// The outputs each thread of the kernel computes, `rows × cols`, in runs of `run` neighbouring
 /// rows and columns read from shared memory as one vector (1 or 4); a cube's block is
@@ -159,13 +159,36 @@ pub fn tuned_for(m: usize, k: usize, n: usize, transposed: bool, biased: bool) -
     }
 }
 
+/// A product's input as the choice of its kernel sees it: `rows × depth` values (a `[B, T, K]`
+/// input is B·T rows of K) of `dtype` on `device`, so that a layer chooses before it reshapes.
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub rows: usize,
+    pub depth: usize,
+    pub dtype: DType,
+    pub device: Device,
+}
+
+impl Input {
+    /// `x`'s last dimension as the depth, the others as rows.
+    pub fn of<const D: usize>(x: &Tensor<D>) -> Input {
+        let dims = x.dims();
+        Input { rows: dims[..D - 1].iter().product(), depth: dims[D - 1], dtype: x.dtype(), device: x.device() }
+    }
+}
+
 /// Whether the kernel can run on these operands at all (a GPU, f32, 32-bit indexable).
 pub fn available(x: &Tensor<2>, weight: &Tensor<2>) -> bool {
+    takes(&Input::of(x), weight)
+}
+
+/// [`available`] for an input described by its [`Input`].
+fn takes(x: &Input, weight: &Tensor<2>) -> bool {
     #[cfg(feature = "gpu")]
-    return crate::backend::is_gpu(&x.device())
-        && x.dtype() == burn::tensor::DType::F32
-        && weight.dtype() == burn::tensor::DType::F32
-        && prefix_tune_shaders::fits(&[x.shape().num_elements(), weight.shape().num_elements()]);
+    return crate::backend::is_gpu(&x.device)
+        && x.dtype == DType::F32
+        && weight.dtype() == DType::F32
+        && prefix_tune_shaders::fits(&[x.rows * x.depth, weight.shape().num_elements()]);
     #[cfg(not(feature = "gpu"))]
     {
         let _ = (x, weight);
@@ -181,16 +204,18 @@ pub fn frozen(x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>, trans
     through(asked()?, x, weight, bias, transposed)
 }
 
-/// The kernel of ours that [`frozen`] takes for this product (the tuner's choice resolved,
-/// tuning the shape first if need be), or `None` where the product takes Burn's matmul.
-pub fn ours(x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>, transposed: bool) -> Option<Kernel> {
-    resolve(asked()?, x, weight, bias, transposed)
+/// The kernel of ours that [`frozen`] takes for the product of `x` (any rank: its last
+/// dimension is the depth) with `weight` (the tuner's choice resolved, tuning the shape first if
+/// need be), or `None` where the product takes Burn's matmul. Decided from the dimensions, so
+/// a caller that then takes Burn's path has built nothing for ours.
+pub fn ours<const D: usize>(x: &Tensor<D>, weight: &Tensor<2>, bias: Option<&Tensor<1>>, transposed: bool) -> Option<Kernel> {
+    resolve(asked()?, &Input::of(x), weight, bias, transposed)
 }
 
 /// `asked` for this product: `None` where the operands take no kernel of ours (a GPU, f32,
 /// frozen weight and bias) or where the tuner chose Burn's matmul.
-fn resolve(asked: Kernel, x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>, transposed: bool) -> Option<Kernel> {
-    if weight.is_require_grad() || bias.is_some_and(|b| b.is_require_grad()) || !available(x, weight) {
+fn resolve(asked: Kernel, x: &Input, weight: &Tensor<2>, bias: Option<&Tensor<1>>, transposed: bool) -> Option<Kernel> {
+    if weight.is_require_grad() || bias.is_some_and(|b| b.is_require_grad()) || !takes(x, weight) {
         return None;
     }
     match asked {
@@ -224,20 +249,20 @@ impl Then<'_> {
 /// its shape, waiting for the result; which path a product takes never depends on when the
 /// lazy kernels happen to run.
 pub fn through(asked: Kernel, x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>, transposed: bool) -> Option<Tensor<2>> {
-    let chosen = resolve(asked, x, weight, bias, transposed)?;
+    let chosen = resolve(asked, &Input::of(x), weight, bias, transposed)?;
     kernel(x.clone(), weight.clone(), bias.cloned(), transposed, chosen)
 }
 
 /// Which of ours the tuner chose for this product's shape, tuning it first if need be; `None`
 /// where Burn's matmul won.
-fn tuned_kernel(x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>, transposed: bool) -> Option<Kernel> {
+fn tuned_kernel(x: &Input, weight: &Tensor<2>, bias: Option<&Tensor<1>>, transposed: bool) -> Option<Kernel> {
     #[cfg(feature = "gpu")]
     {
-        let [m, k] = x.dims();
+        let (m, k) = (x.rows, x.depth);
         let n = weight.dims()[if transposed { 0 } else { 1 }];
         let chosen = || gpu::tuned_choice(m, k, n, transposed, bias.is_some());
         chosen().or_else(|| {
-            let zeros = Tensor::zeros([m, k], &x.device());
+            let zeros = Tensor::zeros([m, k], &x.device);
             let probe = kernel(zeros, weight.clone(), bias.cloned(), transposed, Kernel::Tuned)?;
             crate::tensors::to_f32s(probe.narrow(0, 0, 1).narrow(1, 0, 1)); // waits for the tuner
             chosen()
