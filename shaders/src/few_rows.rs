@@ -20,9 +20,11 @@
 //! each value as it reads it, so the norm takes no launch of its own: its rows are a few
 //! thousand values, read again from cache.
 
-use burn_backend::{Shape, TensorMetadata};
+use burn_backend::ops::FloatTensorOps;
+use burn_backend::{DType, Shape, TensorMetadata};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::CubeBackend;
 use cubecl::prelude::*;
 
 use crate::epilogue::{finish, Addends, Epilogue};
@@ -47,9 +49,9 @@ pub struct Norm {
 }
 
 #[cube(launch_unchecked)]
-fn few_rows_kernel<F: Float>(
+fn few_rows_kernel<F: Float, W: Float>(
     lhs: &Tensor<F>,      // [M, K]
-    weight: &Tensor<F>,   // [K, N], or [N, K] when `transposed`
+    weight: &Tensor<W>,   // [K, N], read by its strides: contiguous along K when `along_k`
     norm_scale: &Tensor<F>, // [K], read only when `normalized`
     norm_shift: &Tensor<F>, // [K]
     bias: &Tensor<F>,     // [N], read only when the epilogue is biased
@@ -58,17 +60,19 @@ fn few_rows_kernel<F: Float>(
     eps: f32,
     #[comptime] rows: usize, // per cube: rows CUBE_POS_Y · rows ..
     #[comptime] normalized: bool,
-    #[comptime] transposed: bool,
+    #[comptime] along_k: bool,
+    #[comptime] half: Option<Half>, // W's precision, narrower than F's: inputs and products rounded to it
     #[comptime] epilogue: Epilogue,
-    #[define(F)] _dtype: ElemType,
+    #[define(F, W)] _dtypes: [ElemType; 2],
 ) {
     let (m, k, n) = (lhs.shape(0), lhs.shape(1), out.shape(1));
+    let (k_stride, n_stride) = (weight.stride(0), weight.stride(1));
     let row_base = CUBE_POS_Y as usize * rows;
-    // Neighbouring threads read neighbouring values of the weight: along a k-row of `[K, N]`
-    // (columns), along a row of `[N, K]` (slices).
+    // Neighbouring threads read neighbouring values of the weight: along N (columns) for a
+    // weight stored `[K, N]`, along K (slices) for one stored `[N, K]`.
     let mut column = UNIT_POS_X as usize % COLS;
     let mut slice = UNIT_POS_X as usize / COLS;
-    if comptime!(transposed) {
+    if comptime!(along_k) {
         column = UNIT_POS_X as usize / SLICES;
         slice = UNIT_POS_X as usize % SLICES;
     }
@@ -88,7 +92,7 @@ fn few_rows_kernel<F: Float>(
     if col < n {
         let mut depth = slice;
         while depth < k {
-            let w = if comptime!(transposed) { weight[col * k + depth] } else { weight[depth * n + col] };
+            let w = F::cast_from(weight[depth * k_stride + col * n_stride]);
             let mut scale = F::new(1.0);
             let mut shift = F::new(0.0);
             if comptime!(normalized) {
@@ -101,6 +105,9 @@ fn few_rows_kernel<F: Float>(
                     let mut value = lhs[(row_base + r) * k + depth];
                     if comptime!(normalized) {
                         value = (value - means[r]) * inv_stds[r] * scale + shift;
+                    }
+                    if comptime!(half.is_some()) {
+                        value = F::cast_from(round_to(f32::cast_from(value), comptime!(half.unwrap())));
                     }
                     sums[r] += value * w;
                 }
@@ -122,9 +129,76 @@ fn few_rows_kernel<F: Float>(
         for s in 0..SLICES {
             total += partial[(r * SLICES + s) * COLS + c];
         }
+        if comptime!(half.is_some()) {
+            // Autocast's order: the product rounded to W, then the rest in F.
+            total = F::cast_from(round_to(f32::cast_from(total), comptime!(half.unwrap())));
+        }
         let at = (row_base + r) * n + col;
         out[at] = finish::<F>(total, bias, residual, col, at, epilogue);
     }
+}
+
+/// A half-precision type a weight may be in (`--dtype f16` or `bf16`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Half {
+    F16,
+    Bf16,
+}
+
+/// `value` rounded to `half`'s precision (to nearest, ties to even; beyond its range, infinite),
+/// as an f32. With integer operations on the bits: a shader's `f32(f16(x))` need not round on
+/// every driver (lavapipe keeps the f32).
+#[cube]
+fn round_to(value: f32, #[comptime] half: Half) -> f32 {
+    let bits = u32::reinterpret(value);
+    let sign = bits & 0x8000_0000u32;
+    let magnitude = bits & 0x7FFF_FFFFu32;
+    let mut rounded = magnitude;
+    if magnitude < 0x7F80_0000u32 {
+        // Not infinite or NaN.
+        if comptime!(half == Half::Bf16) {
+            // Same exponent as f32: 16 bits of the mantissa dropped, subnormals alike.
+            rounded = ((magnitude + 0x7FFFu32 + ((magnitude >> 16) & 1u32)) & 0xFFFF_0000u32).min(0x7F80_0000u32);
+        } else {
+            rounded = round_to_f16(magnitude);
+        }
+    }
+    f32::reinterpret(sign | rounded)
+}
+
+/// A finite f32 magnitude's bits rounded to f16's precision: 13 bits of the mantissa dropped in
+/// f16's normal range (2⁻¹⁴ and up; from 65,520 infinite), below it a multiple of 2⁻²⁴.
+#[cube]
+fn round_to_f16(magnitude: u32) -> u32 {
+    let exponent = magnitude >> 23;
+    let mut rounded = 0u32;
+    if exponent >= 113 {
+        rounded = ((magnitude + 0x0FFFu32 + ((magnitude >> 13) & 1u32)) & 0xFFFF_E000u32).min(0x7F80_0000u32);
+        if rounded >= 0x4780_0000u32 {
+            rounded = 0x7F80_0000u32; // past 65,504
+        }
+    } else {
+        // value = mantissa · 2^(exponent − 150) = (mantissa >> (126 − exponent)) · 2⁻²⁴.
+        let mut mantissa = magnitude & 0x007F_FFFFu32;
+        let mut biased = exponent;
+        if exponent > 0 {
+            mantissa |= 0x0080_0000u32;
+        } else {
+            biased = 1u32; // an f32 subnormal
+        }
+        let shift = 126u32 - biased;
+        if shift < 25u32 {
+            let kept = mantissa >> shift;
+            let rest = mantissa & ((1u32 << shift) - 1u32);
+            let halfway = 1u32 << (shift - 1u32);
+            let mut steps = kept;
+            if rest > halfway || (rest == halfway && (kept & 1u32) == 1u32) {
+                steps += 1u32;
+            }
+            rounded = u32::reinterpret(f32::cast_from(steps) * 5.960_464_5e-8f32); // · 2⁻²⁴, exact
+        }
+    }
+    rounded
 }
 
 /// Each of this cube's rows' mean and 1/σ over K, summed as the LayerNorm kernel sums them
@@ -198,13 +272,20 @@ fn halve_rows<F: Float>(partial: &mut Shared<[F]>, #[comptime] rows: usize) {
 
 /// `activation(norm(lhs) [M, K] · weight [K, N] + bias [N]) + residual [M, N]` (the norm, where
 /// there is one, applied to each row of `lhs` as it is read; each of `addends` where there is
-/// one), [`MAX_ROWS`] rows per cube; `transposed`: the weight is stored `[N, K]` and used as
-/// its transpose.
+/// one), [`MAX_ROWS`] rows per cube; `transposed`: the weight is `[N, K]`, used as its transpose.
+/// The weight is read where it lies, in either memory order (a view is not copied). A weight in
+/// a narrower float type than `lhs` (`--dtype f16`) takes autocast's contract: each input value
+/// rounded to its type, f32 sums, the product rounded to it, then the norm's and the
+/// epilogue's work in f32.
 pub fn matmul(lhs: CubeTensor, weight: CubeTensor, norm: Option<Norm>, addends: Addends, transposed: bool) -> CubeTensor {
-    let (lhs, weight) = (into_contiguous(lhs), into_contiguous(weight));
+    let lhs = into_contiguous(lhs);
+    // `[K, N]`, a view where the weight is stored the other way round.
+    let weight = if transposed { CubeBackend::float_swap_dims(weight, 0, 1) } else { weight };
+    let strides = weight.meta.strides();
+    let weight = if strides[0] == 1 || strides[1] == 1 { weight } else { into_contiguous(weight) };
+    let along_k = weight.meta.strides()[0] == 1 && weight.meta.strides()[1] != 1;
     let [m, k] = lhs.shape().dims::<2>();
-    let [a, b] = weight.shape().dims::<2>();
-    let (depth, n) = if transposed { (b, a) } else { (a, b) };
+    let [depth, n] = weight.shape().dims::<2>();
     assert!(depth == k, "few_rows: [{m}, {k}] · [{depth}, {n}]{}", if transposed { "ᵀ" } else { "" });
     let epilogue = addends.epilogue();
     let (bias, residual) = addends.tensors(&lhs, m, n);
@@ -218,9 +299,15 @@ pub fn matmul(lhs: CubeTensor, weight: CubeTensor, norm: Option<Norm>, addends: 
         None => (bias.clone(), bias.clone(), 0.0),
     };
     let out = empty_like(&lhs, Shape::new([m, n]));
-    let dtype = elements(&lhs);
+    let dtypes = [elements(&lhs), elements(&weight)];
+    let half = match (weight.dtype, lhs.dtype) {
+        (DType::F16, DType::F32) => Some(Half::F16),
+        (DType::BF16, DType::F32) => Some(Half::Bf16),
+        (w, x) if w == x => None,
+        (w, x) => panic!("few_rows: a {w:?} weight for a {x:?} input"),
+    };
     let rows = m.clamp(1, MAX_ROWS);
-    // SAFETY: weight reads (either layout) are guarded by `col < n` and `depth < k`, input reads by the row's
+    // SAFETY: weight reads (by its strides) are guarded by `col < n` and `depth < k`, input reads by the row's
     // `< m` and `depth < k`, writes by the row's `< m` and `col < n`, the bias by `col < n`, the
     // residual where the output is written, the norm's scale and shift by `depth < k`.
     unsafe {
@@ -238,9 +325,10 @@ pub fn matmul(lhs: CubeTensor, weight: CubeTensor, norm: Option<Norm>, addends: 
             eps,
             rows,
             normalized,
-            transposed,
+            along_k,
+            half,
             epilogue,
-            dtype,
+            dtypes,
         );
     }
     out

@@ -60,10 +60,15 @@ impl Linear {
     /// `PREFIX_TUNE_MATMUL` or the tuner's choice), decided from the dimensions; `None` where
     /// Burn's matmul or the CPU's kernels do.
     fn kernel(&self, x: &Tensor<3>) -> Option<crate::matmul::Kernel> {
-        if self.half.is_some() {
-            return None;
+        match &self.half {
+            Some(half) => crate::matmul::ours_half(x, half.on_gpu()?),
+            None => crate::matmul::ours(x, &self.weight.val(), Some(&self.bias.val()), false),
         }
-        crate::matmul::ours(x, &self.weight.val(), Some(&self.bias.val()), false)
+    }
+
+    /// The weight a kernel of ours reads: the half-precision copy where there is one.
+    fn kernel_weight(&self) -> Tensor<2> {
+        self.half.as_ref().and_then(crate::bf16::HalfWeight::on_gpu).cloned().unwrap_or_else(|| self.weight.val())
     }
 
     /// `x · W + b` through `chosen` (see [`Self::kernel`]), or elsewhere as [`Self::forward`] says.
@@ -71,11 +76,11 @@ impl Linear {
         let [batch, seq, d_in] = x.dims();
         let [_, d_out] = self.weight.dims();
         let rows = x.reshape([batch * seq, d_in]); // [B·T, in]
+        if let Some(out) = chosen.and_then(|chosen| crate::matmul::kernel(rows.clone(), self.kernel_weight(), Some(self.bias.val()), false, chosen)) {
+            return out.reshape([batch, seq, d_out]);
+        }
         if let Some(weight) = &self.half {
             return crate::bf16::matmul(rows, weight).reshape([batch, seq, d_out]) + self.bias.val().unsqueeze::<3>();
-        }
-        if let Some(out) = chosen.and_then(|chosen| crate::matmul::kernel(rows.clone(), self.weight.val(), Some(self.bias.val()), false, chosen)) {
-            return out.reshape([batch, seq, d_out]);
         }
         if seq == 1 || crate::few_rows::takes_the_kernel(&rows) {
             // The bias is added after the reshape, so that on a GPU its addition fuses with the
@@ -137,7 +142,7 @@ impl Linear {
         }
         let [batch, seq, d_in] = x.dims();
         let rows = x.clone().reshape([batch * seq, d_in]); // [B·T, in]
-        let (weight, bias) = (self.weight.val(), self.bias.val());
+        let (weight, bias) = (self.kernel_weight(), self.bias.val());
         let d_out = weight.dims()[1];
         let residual = with.residual.as_ref().map(|(residual, _)| residual.clone().reshape([batch * seq, d_out]));
         let then = crate::matmul::Then { norm: with.norm, activation: with.activation, residual: residual.as_ref() };

@@ -271,9 +271,15 @@ impl Bart {
         let vocab = self.config.vocab_size;
         let rows = hidden.reshape([batch * seq, d_model]); // [B·T, D]
         let bias = self.final_logits_bias.val(); // [V]
+        // A kernel of `shaders/` adds the bias as it writes each logit.
         let logits = match &self.head_half {
-            Some(head) => crate::bf16::matmul(rows, head) + bias.unsqueeze::<2>(),
-            // A kernel of `shaders/` adds the bias as it writes each logit.
+            Some(head) => {
+                let few_rows = head.on_gpu().and_then(|weight| Some((weight, crate::matmul::ours_half(&rows, weight)?)));
+                match few_rows.and_then(|(weight, chosen)| crate::matmul::kernel(rows.clone(), weight.clone(), Some(bias.clone()), false, chosen)) {
+                    Some(logits) => logits,
+                    None => crate::bf16::matmul(rows, head) + bias.unsqueeze::<2>(),
+                }
+            }
             None => match crate::matmul::frozen(&rows, &self.shared.val(), Some(&bias), true) {
                 Some(logits) => logits,
                 None => crate::few_rows::matmul(rows, self.shared.val().transpose()) + bias.unsqueeze::<2>(),

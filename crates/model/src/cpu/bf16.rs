@@ -103,6 +103,16 @@ impl std::fmt::Debug for HalfWeight {
 }
 
 impl HalfWeight {
+    /// The weight `[K, N]` in half precision on a GPU (any memory order); `None` on the CPU,
+    /// where it is packed for the CPU's kernels.
+    pub fn on_gpu(&self) -> Option<&Tensor<2>> {
+        match self {
+            HalfWeight::Gpu(weight) => Some(weight),
+            #[cfg(feature = "flex")]
+            HalfWeight::Cpu(_) => None,
+        }
+    }
+
     /// `w` `[K, N]` (any layout: a `Linear` weight, or a transposed embedding as the LM head)
     /// in `dtype`: on the CPU packed for bf16 products (`Wᵀ` on the first backward pass), on a
     /// GPU cast. Panics where [`unavailable`] says why.

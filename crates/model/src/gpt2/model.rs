@@ -201,10 +201,19 @@ impl Gpt2 {
     /// The kernel of `shaders/` that takes the head's product of `hidden` (see
     /// [`crate::matmul::ours`]); `None` where Burn's matmul, the CPU's kernels or half precision do.
     fn head_kernel(&self, hidden: &Tensor<3>) -> Option<crate::matmul::Kernel> {
-        if self.head_half.is_some() {
-            return None;
+        match &self.head_half {
+            Some(half) => crate::matmul::ours_half(hidden, half.on_gpu()?),
+            None => crate::matmul::ours(hidden, &self.wte.val(), None, true),
         }
-        crate::matmul::ours(hidden, &self.wte.val(), None, true)
+    }
+
+    /// The head's weight as a kernel of ours reads it, and whether it is used transposed:
+    /// `wte` `[V, D]`, or its half-precision copy `[D, V]`.
+    fn head_weight(&self) -> (Tensor<2>, bool) {
+        match self.head_half.as_ref().and_then(crate::bf16::HalfWeight::on_gpu) {
+            Some(half) => (half.clone(), false),
+            None => (self.wte.val(), true),
+        }
     }
 
     /// `hidden · wteᵀ` through `chosen`, else half precision or Burn's matmul.
@@ -212,13 +221,13 @@ impl Gpt2 {
         let [batch, seq, d_model] = hidden.dims();
         let vocab = self.wte.val().dims()[0];
         let rows = hidden.reshape([batch * seq, d_model]); // [B·T, D]
-        let logits = match (&self.head_half, chosen) {
-            (Some(head), _) => crate::bf16::matmul(rows, head),
-            (None, Some(chosen)) => match crate::matmul::kernel(rows.clone(), self.wte.val(), None, true, chosen) {
-                Some(logits) => logits,
+        let (weight, transposed) = self.head_weight();
+        let logits = match chosen.and_then(|chosen| crate::matmul::kernel(rows.clone(), weight, None, transposed, chosen)) {
+            Some(logits) => logits,
+            None => match &self.head_half {
+                Some(head) => crate::bf16::matmul(rows, head),
                 None => crate::few_rows::matmul(rows, self.wte.val().transpose()),
             },
-            (None, None) => crate::few_rows::matmul(rows, self.wte.val().transpose()),
         };
         logits.reshape([batch, seq, vocab])
     }
@@ -226,10 +235,11 @@ impl Gpt2 {
     /// [`Gpt2::head`] as one launch of `chosen`, where it takes `ln_f`.
     fn head_in_one_launch(&self, stream: &Tensor<3>, chosen: crate::matmul::Kernel) -> Option<Tensor<3>> {
         let [batch, seq, d_model] = stream.dims();
-        let (rows, wte) = (stream.clone().reshape([batch * seq, d_model]), self.wte.val()); // [B·T, D], [V, D]
-        let vocab = wte.dims()[0];
+        let rows = stream.clone().reshape([batch * seq, d_model]); // [B·T, D]
+        let (weight, transposed) = self.head_weight();
+        let vocab = self.wte.val().dims()[0];
         let then = Then { norm: Some(&self.ln_f), ..Then::default() };
-        Some(crate::matmul::kernel_then(rows, wte, None, true, chosen, then)?.reshape([batch, seq, vocab]))
+        Some(crate::matmul::kernel_then(rows, weight, None, transposed, chosen, then)?.reshape([batch, seq, vocab]))
     }
 
     /// `--dtype bf16` or `f16`: every frozen matrix product from now on in half precision with

@@ -182,13 +182,26 @@ pub fn available(x: &Tensor<2>, weight: &Tensor<2>) -> bool {
     takes(&Input::of(x), weight)
 }
 
+/// Whether `chosen` runs on these operands: [`takes`], or for the few-row kernel without
+/// autodiff a weight in half precision (`--dtype f16`, `bf16`).
+fn runs(x: &Input, weight: &Tensor<2>, chosen: Kernel) -> bool {
+    let weight_type = match weight.dtype() {
+        DType::F32 => true,
+        DType::F16 | DType::BF16 => matches!(chosen, Kernel::FewRows | Kernel::TunedFewRows) && !x.device.is_autodiff(),
+        _ => false,
+    };
+    weight_type && on_gpu(x, weight)
+}
+
 /// [`available`] for an input described by its [`Input`].
 fn takes(x: &Input, weight: &Tensor<2>) -> bool {
+    weight.dtype() == DType::F32 && on_gpu(x, weight)
+}
+
+/// An f32 input on a GPU, both operands indexable in 32 bits.
+fn on_gpu(x: &Input, weight: &Tensor<2>) -> bool {
     #[cfg(feature = "gpu")]
-    return crate::backend::is_gpu(&x.device)
-        && x.dtype == DType::F32
-        && weight.dtype() == DType::F32
-        && prefix_tune_shaders::fits(&[x.rows * x.depth, weight.shape().num_elements()]);
+    return crate::backend::is_gpu(&x.device) && x.dtype == DType::F32 && prefix_tune_shaders::fits(&[x.rows * x.depth, weight.shape().num_elements()]);
     #[cfg(not(feature = "gpu"))]
     {
         let _ = (x, weight);
@@ -223,6 +236,19 @@ fn resolve(asked: Kernel, x: &Input, weight: &Tensor<2>, bias: Option<&Tensor<1>
         other => Some(other),
     }
 }
+
+/// The kernel of ours for a decoding step's product with a frozen weight in half precision
+/// (`--dtype f16` or `bf16` on a GPU): the few-row kernel, for up to 16 rows without autodiff,
+/// wherever `PREFIX_TUNE_MATMUL` asks for a kernel of ours (the tuner times f32 products only);
+/// `None` elsewhere (Burn's matmul in half precision).
+pub fn ours_half<const D: usize>(x: &Tensor<D>, weight: &Tensor<2>) -> Option<Kernel> {
+    asked()?;
+    let x = Input::of(x);
+    (x.rows <= 2 * MAX_FEW_ROWS && runs(&x, weight, Kernel::FewRows)).then_some(Kernel::FewRows)
+}
+
+/// The rows the few-row kernel takes in one read of the weight.
+const MAX_FEW_ROWS: usize = 8;
 
 /// What a product's kernel does besides it, in the same launch: `activation(norm(x)·W + b) +
 /// residual`. A norm (the few-row kernel's alone) and an activation only where no gradient is
@@ -284,7 +310,7 @@ pub fn kernel(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>, transpos
 /// [`kernel`] with `then`'s norm, activation and residual in the same launch; `None` also where
 /// `chosen` does not take them ([`takes_then`]).
 pub fn kernel_then(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>, transposed: bool, chosen: Kernel, then: Then) -> Option<Tensor<2>> {
-    if !available(&x, &weight) || bias.as_ref().is_some_and(|b| b.dtype() != burn::tensor::DType::F32) {
+    if !runs(&Input::of(&x), &weight, chosen) || bias.as_ref().is_some_and(|b| b.dtype() != DType::F32) {
         return None;
     }
     if !then.is_nothing() && !takes_then(chosen, &x, &weight, transposed, &then) {

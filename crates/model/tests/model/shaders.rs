@@ -89,6 +89,7 @@ fn matmul_kernel(device: &Device) {
     println!("matmul kernel = exact products on wgpu (x·W and x·Wᵀ, values and input gradient, with and without a bias, 8 sizes over 7 block shapes, K split in two, the few-row kernel, Burn's matmul and the tuner's choice)");
     tuned_products(device);
     matmul_epilogues(device);
+    few_rows_in_half_precision(&device.clone().without_autodiff());
 }
 
 /// What the product kernels do after the bias as they write each output (`matmul::Then`): the
@@ -156,6 +157,55 @@ fn matmul_epilogues(device: &Device) {
     let relu = Then { norm: None, residual: None, activation: Some(Activation::Relu) };
     assert!(matmul::kernel_then(Tensor::zeros([3, 8], &device.clone().without_autodiff()), Tensor::zeros([8, 4], &device.clone().without_autodiff()), None, false, Kernel::FewRows, relu).is_none(), "ReLU is left to the tensor form");
     println!("matmul epilogues = the tensor form on wgpu (residual bit-exact with its gradient, GELU tanh and exact within 2e-6; few-row kernel, a block, K split; the few-row kernel's norm as LayerNorm then the product)");
+}
+
+/// The few-row kernel with a weight in f16 (`--dtype f16` decoding): autocast's contract, each
+/// input rounded to f16, f32 sums, the product rounded to f16, then the bias in f32. Held to the
+/// exact sums of the rounded inputs, rounded to f16: within one f16 step (2⁻¹⁰ of the value: the
+/// f32 sum may round to the neighbour) plus the f32 sum's error (2⁻²⁰ of Σ|terms|); for a weight stored `[K, N]`, one stored `[N, K]`
+/// (the tied head), and one whose `[K, N]` is a transposed view; with the norm read in.
+fn few_rows_in_half_precision(device: &Device) {
+    use burn::tensor::DType;
+    use prefix_tune_model::matmul::{self, Kernel, Then};
+    if !device.supports_dtype(DType::F16) {
+        println!("skipped: few-row kernel in f16 (no shader f16 on this adapter)");
+        return;
+    }
+    let normal = |shape: [usize; 2]| Tensor::<2>::random(shape, Distribution::Normal(0.0, 1.0), device);
+    let rounded = |values: Vec<f32>| values.into_iter().map(|v| half::f16::from_f32(v).to_f32()).collect::<Vec<f32>>();
+    let (m, k, n) = (5, 300, 70);
+    // The last row's values are ~1e-6, below f16's normal range (2⁻¹⁴): rounded to multiples of 2⁻²⁴.
+    let scales = Tensor::<2>::from_data(burn::tensor::TensorData::new(vec![1.0f32, 1.0, 1.0, 1.0, 1e-6], [m, 1]), device);
+    let (x, bias) = (normal([m, k]) * scales, Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), device));
+    let stored_kn = normal([k, n]).cast(DType::F16);
+    let stored_nk = normal([n, k]).cast(DType::F16);
+    let norm = prefix_tune_model::nn::LayerNorm {
+        weight: burn::module::Param::from_tensor(Tensor::random([k], Distribution::Normal(1.0, 0.2), device)),
+        bias: burn::module::Param::from_tensor(Tensor::random([k], Distribution::Normal(0.0, 0.2), device)),
+        eps: 1e-5,
+    };
+    let cases = [("[K, N]", stored_kn.clone(), false, false), ("[N, K] transposed", stored_nk.clone(), true, false), ("a transposed view", stored_nk.clone().transpose(), false, false), ("[K, N] with the norm", stored_kn, false, true)];
+    for (what, weight, transposed, normalized) in cases {
+        let then = Then { norm: normalized.then_some(&norm), ..Then::default() };
+        let got = to_f32s(matmul::kernel_then(x.clone(), weight.clone(), Some(bias.clone()), transposed, Kernel::FewRows, then).expect("taken in f16"));
+        let input = if normalized { norm.forward(x.clone().unsqueeze::<3>()).squeeze::<2>() } else { x.clone() };
+        let (xs, b) = (rounded(to_f32s(input)), to_f32s(bias.clone()));
+        let w = to_f32s(weight.clone().cast(DType::F32));
+        let w_at = |kk: usize, nn: usize| if transposed { w[nn * k + kk] } else { w[kk * n + nn] };
+        for r in 0..m {
+            for c in 0..n {
+                let terms: Vec<f64> = (0..k).map(|i| xs[r * k + i] as f64 * w_at(i, c) as f64).collect();
+                let exact = half::f16::from_f64(terms.iter().sum::<f64>()).to_f64() + b[c] as f64;
+                let bound = 2f64.powi(-10) * (exact - b[c] as f64).abs() + 2f64.powi(-20) * terms.iter().map(|t| t.abs()).sum::<f64>() + 2f64.powi(-22) * exact.abs() + 2f64.powi(-24);
+                let off = (got[r * n + c] as f64 - exact).abs();
+                assert!(off <= bound, "{what}: [{r}, {c}] {} against {exact} (bound {bound:e})", got[r * n + c]);
+            }
+        }
+    }
+    // Without a bias each output is the product rounded to f16: an f16 value.
+    let unbiased = to_f32s(matmul::kernel(x, stored_nk, None, true, Kernel::FewRows).expect("taken in f16"));
+    assert!(unbiased.iter().all(|&v| half::f16::from_f32(v).to_f32() == v), "the products are rounded to f16");
+    println!("few-row kernel in f16 = autocast's rounding of exact sums on wgpu (a weight [K, N], [N, K] transposed, a transposed view, with the norm read in)");
 }
 
 /// A tuned product as a model layer takes it (`matmul::through`, as `PREFIX_TUNE_MATMUL=tune`
