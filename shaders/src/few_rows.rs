@@ -61,7 +61,7 @@ fn few_rows_kernel<F: Float, W: Float>(
     #[comptime] rows: usize, // per cube: rows CUBE_POS_Y · rows ..
     #[comptime] normalized: bool,
     #[comptime] along_k: bool,
-    #[comptime] half: Option<Half>, // W's precision, narrower than F's: inputs and products rounded to it
+    #[comptime] half: Option<Half>, // W's precision, narrower than F's: inputs rounded to it
     #[comptime] epilogue: Epilogue,
     #[define(F, W)] _dtypes: [ElemType; 2],
 ) {
@@ -128,10 +128,6 @@ fn few_rows_kernel<F: Float, W: Float>(
         #[unroll]
         for s in 0..SLICES {
             total += partial[(r * SLICES + s) * COLS + c];
-        }
-        if comptime!(half.is_some()) {
-            // Autocast's order: the product rounded to W, then the rest in F.
-            total = F::cast_from(round_to(f32::cast_from(total), comptime!(half.unwrap())));
         }
         let at = (row_base + r) * n + col;
         out[at] = finish::<F>(total, bias, residual, col, at, epilogue);
@@ -274,9 +270,9 @@ fn halve_rows<F: Float>(partial: &mut Shared<[F]>, #[comptime] rows: usize) {
 /// there is one, applied to each row of `lhs` as it is read; each of `addends` where there is
 /// one), [`MAX_ROWS`] rows per cube; `transposed`: the weight is `[N, K]`, used as its transpose.
 /// The weight is read where it lies, in either memory order (a view is not copied). A weight in
-/// a narrower float type than `lhs` (`--dtype f16`) takes autocast's contract: each input value
-/// rounded to its type, f32 sums, the product rounded to it, then the norm's and the
-/// epilogue's work in f32.
+/// a narrower float type than `lhs` (`--dtype f16`, `bf16`) takes the CPU's contract for them:
+/// each input value rounded to its type (after the norm), f32 sums and output, the epilogue in
+/// f32.
 pub fn matmul(lhs: CubeTensor, weight: CubeTensor, norm: Option<Norm>, addends: Addends, transposed: bool) -> CubeTensor {
     let lhs = into_contiguous(lhs);
     // `[K, N]`, a view where the weight is stored the other way round.

@@ -151,12 +151,11 @@ impl HalfWeight {
 /// `x · W` `[M, K] → [M, N]` in half precision with f32 sums; differentiable in `x`.
 pub fn matmul(x: Tensor<2>, w: &HalfWeight) -> Tensor<2> {
     match w {
-        // Autocast's order: the input rounded to W's precision, the product (f32 sums) rounded
-        // to it too, then f32 again for what follows.
+        // The input rounded to W's precision, f32 sums and output, as on the CPU.
         HalfWeight::Gpu(weight) => {
             // A constant of this step's graph when the input is tracked.
             let weight = if x.is_autodiff() { weight.clone().autodiff() } else { weight.clone() };
-            x.cast(weight.dtype()).matmul(weight).cast(burn::tensor::DType::F32)
+            crate::matmul::in_half(x, weight)
         }
         #[cfg(feature = "flex")]
         HalfWeight::Cpu(_) => Tensor::from_dispatch(<burn::backend::Dispatch as flex::Bf16Matmul>::bf16_matmul(x.into_dispatch(), w.clone())),

@@ -81,6 +81,9 @@ pub enum Kernel {
     TunedFewRows,
     /// Burn's matmul, then the bias: the tuner's other candidate, alone (for the tests).
     Burn,
+    /// Burn's matmul in a half-precision weight's type, f32 sums and output: `--dtype f16` or
+    /// `bf16` on a GPU ([`in_half`]).
+    Half,
 }
 
 impl Kernel {
@@ -94,6 +97,7 @@ impl Kernel {
             Kernel::TunedBlock(tile) => format!("tune:{}", tile.name()),
             Kernel::TunedFewRows => "tune:few_rows".into(),
             Kernel::Burn => "burn".into(),
+            Kernel::Half => "half".into(),
         }
     }
 
@@ -182,12 +186,12 @@ pub fn available(x: &Tensor<2>, weight: &Tensor<2>) -> bool {
     takes(&Input::of(x), weight)
 }
 
-/// Whether `chosen` runs on these operands: [`takes`], or for the few-row kernel without
-/// autodiff a weight in half precision (`--dtype f16`, `bf16`).
+/// Whether `chosen` runs on these operands: [`takes`]; a weight in half precision (`--dtype
+/// f16`, `bf16`) in [`Kernel::Half`] and, without autodiff, the few-row kernel.
 fn runs(x: &Input, weight: &Tensor<2>, chosen: Kernel) -> bool {
     let weight_type = match weight.dtype() {
-        DType::F32 => true,
-        DType::F16 | DType::BF16 => matches!(chosen, Kernel::FewRows | Kernel::TunedFewRows) && !x.device.is_autodiff(),
+        DType::F32 => chosen != Kernel::Half,
+        DType::F16 | DType::BF16 => chosen == Kernel::Half || (matches!(chosen, Kernel::FewRows | Kernel::TunedFewRows) && !x.device.is_autodiff()),
         _ => false,
     };
     weight_type && on_gpu(x, weight)
@@ -245,6 +249,17 @@ pub fn ours_half<const D: usize>(x: &Tensor<D>, weight: &Tensor<2>) -> Option<Ke
     asked()?;
     let x = Input::of(x);
     (x.rows <= 2 * MAX_FEW_ROWS && runs(&x, weight, Kernel::FewRows)).then_some(Kernel::FewRows)
+}
+
+/// `x [M, K] · weight [K, N]` with `weight` in half precision on a GPU (`--dtype f16`, `bf16`):
+/// the input rounded to its type, f32 sums and output ([`Kernel::Half`]), differentiable in
+/// `x`. `weight` is an autodiff tensor where `x` is.
+pub fn in_half(x: Tensor<2>, weight: Tensor<2>) -> Tensor<2> {
+    match kernel(x.clone(), weight.clone(), None, false, Kernel::Half) {
+        Some(product) => product,
+        // Not a GPU build: the tensor form, the product rounded on the way.
+        None => x.cast(weight.dtype()).matmul(weight).cast(DType::F32),
+    }
 }
 
 /// The rows the few-row kernel takes in one read of the weight.
@@ -350,7 +365,7 @@ fn takes_then(chosen: Kernel, x: &Tensor<2>, weight: &Tensor<2>, transposed: boo
     let f32s = |dtype: burn::tensor::DType| dtype == burn::tensor::DType::F32;
     let [m, k] = x.dims();
     let n = weight.dims()[if transposed { 0 } else { 1 }];
-    let ours = !matches!(chosen, Kernel::Tuned | Kernel::Burn);
+    let ours = !matches!(chosen, Kernel::Tuned | Kernel::Burn | Kernel::Half);
     let residual_fits = then.residual.is_none_or(|r| f32s(r.dtype()) && r.dims() == [m, n]);
     let few_rows = matches!(chosen, Kernel::FewRows | Kernel::TunedFewRows);
     let norm_fits = then.norm.is_none_or(|norm| few_rows && f32s(norm.weight.val().dtype()) && norm.weight.dims() == [k]);
@@ -410,6 +425,7 @@ mod gpu {
                 // Only the bias: `kernel_then` sends these nothing else.
                 Kernel::Tuned => tune::matmul(x, weight, addends.bias, transposed, &Tile::ALL.map(tiling)),
                 Kernel::Burn => tune::Candidate::Burn.matmul(x, weight, addends.bias, transposed).unwrap_or_else(|e| panic!("Burn's matmul: {e}")),
+                Kernel::Half => tune::half_matmul(x, weight, addends.bias, transposed),
             }
         }
     }
