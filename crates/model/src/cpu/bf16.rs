@@ -1,8 +1,8 @@
 //! `--dtype bf16` and `f16`: the frozen weights' matrix products in half precision with f32
 //! accumulation. On the CPU, bf16 on the fastest path it runs ([`prefix_tune_kernels::bf16`]:
 //! AMX tiles, AVX512-BF16, AVX2, aarch64 BFDOT or NEON); on a GPU, f16 or bf16 (where the adapter has it) through
-//! the backend's own matmul, whose sums are f32 (PyTorch autocast's contract: the product is
-//! then rounded to half precision, and back to f32 for everything after it).
+//! the backend's own matmul with f32 sums, writing f32 ([`crate::matmul::in_half`]), or for a
+//! decoding step's few rows the few-row kernel of `shaders/`: the same contract as the CPU's.
 //!
 //! Prefix-tuning never updates the model, so each frozen weight is rounded and packed for the
 //! tiles once, and its transpose on the first backward pass (which only needs the input
