@@ -124,24 +124,6 @@ fn candidates(blocks: &[Tiling]) -> TunableSet<ProductKey, Inputs, CubeTensor, C
     })
 }
 
-/// `lhs [M, K] · weight + bias` with the weight in half precision (`--dtype f16`, `bf16`): the
-/// input cast to the weight's type, Burn's matmul with f32 sums writing f32 (the product is not
-/// rounded to half precision, as the CPU's bf16 products are not), then the bias.
-pub fn half_matmul(lhs: CubeTensor, weight: CubeTensor, bias: Option<CubeTensor>, transposed: bool) -> CubeTensor {
-    let out_dtype = lhs.dtype;
-    let lhs = burn_cubecl::kernel::cast(lhs, weight.dtype);
-    // A transposed weight is a view of the stored one: Burn's matmul reads either layout.
-    let weight = if transposed { CubeBackend::float_swap_dims(weight, 0, 1) } else { weight };
-    let product = burn_matmul(lhs, weight, None, MatmulStrategy::default(), out_dtype).unwrap_or_else(|e| panic!("Burn's matmul in half precision: {e:?}"));
-    match bias {
-        Some(bias) => {
-            let n = bias.shape().num_elements();
-            CubeBackend::float_add(product, CubeBackend::float_reshape(bias, Shape::new([1, n]))) // [M, N] + [1, N]
-        }
-        None => product,
-    }
-}
-
 impl Candidate {
     /// `lhs [M, K] · weight + bias` as [`matmul::matmul`] defines it, through this kernel alone.
     pub fn matmul(self, lhs: CubeTensor, weight: CubeTensor, bias: Option<CubeTensor>, transposed: bool) -> Result<CubeTensor, String> {
@@ -150,6 +132,10 @@ impl Candidate {
             Candidate::FewRows => Ok(few_rows::matmul(lhs, weight, None, Addends::bias(bias), transposed)),
             Candidate::Burn => {
                 let dtype = lhs.dtype;
+                // A weight in half precision (`--dtype f16`, `bf16`): the input cast to its type,
+                // f32 sums writing f32 (the product is not rounded to half precision, as the CPU's
+                // bf16 products are not).
+                let lhs = if weight.dtype != dtype { burn_cubecl::kernel::cast(lhs, weight.dtype) } else { lhs };
                 // A transposed weight is a view of the stored one: Burn's matmul reads either layout.
                 let weight = if transposed { CubeBackend::float_swap_dims(weight, 0, 1) } else { weight };
                 let product = burn_matmul(lhs, weight, None, MatmulStrategy::default(), dtype).map_err(|e| format!("{e:?}"))?;

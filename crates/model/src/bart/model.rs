@@ -274,11 +274,11 @@ impl Bart {
         // A kernel of `shaders/` adds the bias as it writes each logit.
         let logits = match &self.head_half {
             Some(head) => {
-                let few_rows = head.on_gpu().and_then(|weight| Some((weight, crate::matmul::ours_half(&rows, weight)?)));
-                match few_rows.and_then(|(weight, chosen)| crate::matmul::kernel(rows.clone(), weight.clone(), Some(bias.clone()), false, chosen)) {
-                    Some(logits) => logits,
-                    None => crate::bf16::matmul(rows, head) + bias.unsqueeze::<2>(),
-                }
+                let through_ours = head.on_gpu().and_then(|weight| {
+                    let chosen = crate::matmul::ours_half(&rows, weight)?;
+                    crate::matmul::kernel(rows.clone(), weight.clone(), Some(bias.clone()), false, chosen)
+                });
+                through_ours.unwrap_or_else(|| crate::bf16::matmul(rows, head) + bias.unsqueeze::<2>())
             }
             None => match crate::matmul::frozen(&rows, &self.shared.val(), Some(&bias), true) {
                 Some(logits) => logits,

@@ -79,11 +79,9 @@ pub enum Kernel {
     TunedBlock(Tile),
     /// The few-row kernel, as the tuner chose it for this product's shape.
     TunedFewRows,
-    /// Burn's matmul, then the bias: the tuner's other candidate, alone (for the tests).
+    /// Burn's matmul, then the bias: the tuner's other candidate, alone (for the tests); and a
+    /// half-precision weight's product, in its type with f32 sums and output ([`in_half`]).
     Burn,
-    /// Burn's matmul in a half-precision weight's type, f32 sums and output: `--dtype f16` or
-    /// `bf16` on a GPU ([`in_half`]).
-    Half,
 }
 
 impl Kernel {
@@ -97,7 +95,6 @@ impl Kernel {
             Kernel::TunedBlock(tile) => format!("tune:{}", tile.name()),
             Kernel::TunedFewRows => "tune:few_rows".into(),
             Kernel::Burn => "burn".into(),
-            Kernel::Half => "half".into(),
         }
     }
 
@@ -187,11 +184,11 @@ pub fn available(x: &Tensor<2>, weight: &Tensor<2>) -> bool {
 }
 
 /// Whether `chosen` runs on these operands: [`takes`]; a weight in half precision (`--dtype
-/// f16`, `bf16`) in [`Kernel::Half`] and, without autodiff, the few-row kernel.
+/// f16`, `bf16`) through Burn's matmul and, without autodiff, the few-row kernel.
 fn runs(x: &Input, weight: &Tensor<2>, chosen: Kernel) -> bool {
     let weight_type = match weight.dtype() {
-        DType::F32 => chosen != Kernel::Half,
-        DType::F16 | DType::BF16 => chosen == Kernel::Half || (matches!(chosen, Kernel::FewRows | Kernel::TunedFewRows) && !x.device.is_autodiff()),
+        DType::F32 => true,
+        DType::F16 | DType::BF16 => chosen == Kernel::Burn || (matches!(chosen, Kernel::FewRows | Kernel::TunedFewRows) && !x.device.is_autodiff()),
         _ => false,
     };
     weight_type && on_gpu(x, weight)
@@ -252,10 +249,10 @@ pub fn ours_half<const D: usize>(x: &Tensor<D>, weight: &Tensor<2>) -> Option<Ke
 }
 
 /// `x [M, K] · weight [K, N]` with `weight` in half precision on a GPU (`--dtype f16`, `bf16`):
-/// the input rounded to its type, f32 sums and output ([`Kernel::Half`]), differentiable in
-/// `x`. `weight` is an autodiff tensor where `x` is.
+/// the input rounded to its type and Burn's matmul with f32 sums and output, one op
+/// ([`Kernel::Burn`]), differentiable in `x`. `weight` is an autodiff tensor where `x` is.
 pub fn in_half(x: Tensor<2>, weight: Tensor<2>) -> Tensor<2> {
-    match kernel(x.clone(), weight.clone(), None, false, Kernel::Half) {
+    match kernel(x.clone(), weight.clone(), None, false, Kernel::Burn) {
         Some(product) => product,
         // Not a GPU build: the tensor form, the product rounded on the way.
         None => x.cast(weight.dtype()).matmul(weight).cast(DType::F32),
@@ -365,7 +362,7 @@ fn takes_then(chosen: Kernel, x: &Tensor<2>, weight: &Tensor<2>, transposed: boo
     let f32s = |dtype: burn::tensor::DType| dtype == burn::tensor::DType::F32;
     let [m, k] = x.dims();
     let n = weight.dims()[if transposed { 0 } else { 1 }];
-    let ours = !matches!(chosen, Kernel::Tuned | Kernel::Burn | Kernel::Half);
+    let ours = !matches!(chosen, Kernel::Tuned | Kernel::Burn);
     let residual_fits = then.residual.is_none_or(|r| f32s(r.dtype()) && r.dims() == [m, n]);
     let few_rows = matches!(chosen, Kernel::FewRows | Kernel::TunedFewRows);
     let norm_fits = then.norm.is_none_or(|norm| few_rows && f32s(norm.weight.val().dtype()) && norm.weight.dims() == [k]);
@@ -425,7 +422,6 @@ mod gpu {
                 // Only the bias: `kernel_then` sends these nothing else.
                 Kernel::Tuned => tune::matmul(x, weight, addends.bias, transposed, &Tile::ALL.map(tiling)),
                 Kernel::Burn => tune::Candidate::Burn.matmul(x, weight, addends.bias, transposed).unwrap_or_else(|e| panic!("Burn's matmul: {e}")),
-                Kernel::Half => tune::half_matmul(x, weight, addends.bias, transposed),
             }
         }
     }
