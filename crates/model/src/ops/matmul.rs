@@ -9,7 +9,8 @@
 //! with the `autotune` feature (a GPU build: Burn tunes its own kernels there too), else Burn's
 //! matmul. A block runs forward and, for the input's gradient, backward (the same kernel with
 //! the weight the other way round); the tuner picks for the backward product separately. On the
-//! CPU, and in half precision, Burn's matmul.
+//! CPU, Burn's matmul; in half precision, Burn's matmul in the weight's type ([`in_half`]), or
+//! the few-row kernel for a decoding step's rows ([`ours_half`]).
 
 use burn::tensor::{DType, Device, Tensor};
 
